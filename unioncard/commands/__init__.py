@@ -1,0 +1,1 @@
+"""Command-line groups of ``unioncard``; each module exposes a click group ``group``."""

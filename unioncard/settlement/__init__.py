@@ -1,0 +1,1 @@
+"""Settlement of offline transaction batches (TAC verification, clearing)."""

@@ -1,0 +1,1 @@
+"""Terminal side: transaction sessions, transports, journal, hotlist."""

@@ -1,0 +1,64 @@
+"""The transport interface, and the one place ``61xx``/``6Cxx`` are handled.
+
+A transport carries raw APDU bytes to one card and back: the in-process
+simulator, a PC/SC reader (real, or the simulator bridged in by vpcd), or a
+recorded trace.  Terminal sessions never see a transport: the loop that drives
+them calls `Channel.transmit`, which is the same for all of them.
+
+ISO 7816-4 §5.3 / EMV Book 1 §9.3 (T=0 case handling): a ``61xx`` answer means
+xx bytes wait to be fetched with GET RESPONSE; ``6Cxx`` means the Le was wrong
+and the command must be re-sent with Le = xx.  `Channel` does both, so no
+transport and no session ever does.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from unioncard.apdu import CommandAPDU, ResponseAPDU
+from unioncard.errors import CardError
+
+__all__ = ["Channel", "Transport"]
+
+MAX_GET_RESPONSE_ROUNDS = 64
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Raw bytes to one card: power on (returns the ATR), transmit, power off."""
+
+    def power_on(self) -> bytes:
+        """Power the card up (cold reset) and return its ATR."""
+        ...
+
+    def transmit(self, command: bytes) -> bytes:
+        """Send one command APDU; return the response APDU (data + SW1 SW2)."""
+        ...
+
+    def power_off(self) -> None:
+        """Remove power from the card."""
+        ...
+
+
+class Channel:
+    """APDU-level access to a card through any `Transport`, with T=0 case handling."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def transmit(self, command: CommandAPDU) -> ResponseAPDU:
+        """Send ``command``; follow ``6Cxx`` once and ``61xx`` until the data is complete."""
+        response = ResponseAPDU.from_bytes(self.transport.transmit(command.to_bytes()))
+        if response.sw1 == 0x6C:
+            command = command.with_le(response.sw2 or 256)
+            response = ResponseAPDU.from_bytes(self.transport.transmit(command.to_bytes()))
+        data = bytearray(response.data)
+        rounds = 0
+        while response.sw1 == 0x61:
+            rounds += 1
+            if rounds > MAX_GET_RESPONSE_ROUNDS:
+                raise CardError(f"card kept answering 61xx after {rounds - 1} GET RESPONSE")
+            get_response = CommandAPDU(command.cla & 0x03, 0xC0, 0, 0, le=response.sw2 or 256)
+            response = ResponseAPDU.from_bytes(self.transport.transmit(get_response.to_bytes()))
+            data += response.data
+        return ResponseAPDU(bytes(data), response.sw)
