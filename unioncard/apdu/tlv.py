@@ -151,18 +151,27 @@ def read_length(data: bytes, offset: int, end: int | None = None) -> tuple[int, 
     return int.from_bytes(data[offset + 1 : offset + 1 + count], "big"), offset + 1 + count
 
 
+_new_node = tuple.__new__
+
+
 def _decode_range(data: bytes, pos: int, end: int, depth: int, out: list[Tlv]) -> None:
+    # The hot loop of every TLV decode: kept flat, with the one- and two-byte tag and
+    # one-byte length cases inline and the rare forms delegated to read_tag/read_length.
+    append = out.append
     while pos < end:
         first = data[pos]
         if first == 0x00 or first == 0xFF:
             pos += 1
             continue
         start = pos
-        if first & 0x1F == 0x1F:
-            tag, pos = read_tag(data, pos, end)
-        else:
+        if first & 0x1F != 0x1F:
             tag = first
             pos += 1
+        elif pos + 2 < end and 0x00 < data[pos + 1] < 0x80:
+            tag = (first << 8) | data[pos + 1]
+            pos += 2
+        else:
+            tag, pos = read_tag(data, pos, end)
         if pos >= end:
             raise DecodeError(f"tag {tag:X}: length expected, data ends", pos)
         length = data[pos]
@@ -170,19 +179,19 @@ def _decode_range(data: bytes, pos: int, end: int, depth: int, out: list[Tlv]) -
             pos += 1
         else:
             length, pos = read_length(data, pos, end)
-        if pos + length > end:
+        stop = pos + length
+        if stop > end:
             raise DecodeError(
                 f"tag {tag:X}: value of {length} bytes overruns the {end - pos} available",
                 start,
             )
-        value = data[pos : pos + length]
         children: list[Tlv] = []
         if first & 0x20:
             if depth >= MAX_DEPTH:
                 raise DecodeError(f"tag {tag:X}: nesting deeper than {MAX_DEPTH}", start)
-            _decode_range(data, pos, pos + length, depth + 1, children)
-        out.append(Tlv(tag, value, children))
-        pos += length
+            _decode_range(data, pos, stop, depth + 1, children)
+        append(_new_node(Tlv, (tag, data[pos:stop], children)))
+        pos = stop
 
 
 def decode(data: bytes) -> list[Tlv]:
