@@ -1,0 +1,86 @@
+"""Member-benefit tariffs: TOML rule sets, the reference ``quote`` and the batch path.
+
+Every terminal and the settlement price through this one engine::
+
+    from unioncard.tariffs import QuoteContext, Mode, quote
+    q = quote(QuoteContext(Mode.BUS, 200, card_type=0x55, at=datetime(2026, 5, 1, 8, 30)))
+    q.charged_amount, q.rules        # (180, ('bus-member-10',))
+
+Rules are data (docs/tariffs.md): ``load``/``loads`` validate a rule file,
+``default_rules`` is the shipped set.  ``quote`` without a history is the
+offline terminal's view (capped rules are left to settlement); with a
+``UsageBook`` it is settlement's.  ``evaluate_batch`` prices numpy batches
+with a numba kernel that agrees with ``quote`` fen for fen.
+"""
+
+from unioncard.tariffs.batch import (
+    BatchResult,
+    ContextBatch,
+    compile_rules,
+    evaluate_batch,
+    record_batch,
+)
+from unioncard.tariffs.context import AppliedRule, Quote, QuoteContext
+from unioncard.tariffs.dump import dumps
+from unioncard.tariffs.engine import (
+    Usage,
+    UsageBook,
+    UsageHistory,
+    period_key,
+    quote,
+    quote_sequence,
+)
+from unioncard.tariffs.lint import lint
+from unioncard.tariffs.loader import Problem, RuleFileError, default_rules, load, loads, parse
+from unioncard.tariffs.model import (
+    Caps,
+    CardType,
+    Category,
+    Conditions,
+    Effect,
+    EffectKind,
+    MemberStatus,
+    Mode,
+    Period,
+    Rule,
+    RuleSet,
+)
+from unioncard.tariffs.money import RATE_SCALE, Rounding
+
+__all__ = [
+    "RATE_SCALE",
+    "AppliedRule",
+    "BatchResult",
+    "Caps",
+    "CardType",
+    "Category",
+    "Conditions",
+    "ContextBatch",
+    "Effect",
+    "EffectKind",
+    "MemberStatus",
+    "Mode",
+    "Period",
+    "Problem",
+    "Quote",
+    "QuoteContext",
+    "Rounding",
+    "Rule",
+    "RuleFileError",
+    "RuleSet",
+    "Usage",
+    "UsageBook",
+    "UsageHistory",
+    "compile_rules",
+    "default_rules",
+    "dumps",
+    "evaluate_batch",
+    "lint",
+    "load",
+    "loads",
+    "parse",
+    "period_key",
+    "quote",
+    "quote_sequence",
+    "record_batch",
+]

@@ -1,0 +1,308 @@
+"""The reference tariff engine: :func:`quote`, and member usage history for caps.
+
+Combination policy (the same in the batch path):
+
+1. A rule is a *candidate* when its mode and every condition hold for the
+   context; conditions, including minimum amounts and thresholds, are read on
+   the list amount.
+2. A capped rule needs the member's usage history.  Without a history (an
+   offline terminal) or without a member id, it is skipped and named in
+   ``Quote.deferred``; with one, it is skipped once a count cap is reached, and
+   its benefit is cut to what remains of an amount cap.
+3. Instant benefits: of the non-stackable candidates, the one with the largest
+   discount on the list amount applies (ties: the first declared); then every
+   stackable candidate applies, in declared order, to the running amount.
+4. Rebates are computed on the charged amount and never change it: the largest
+   non-stackable rebate, then every stackable rebate in declared order, the total
+   never exceeding the charged amount.
+5. Each step gives whole fen: the exact result is rounded with the rule set's
+   mode.  A rule applies only when it gives at least one fen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Protocol
+
+from unioncard.errors import TariffError
+from unioncard.tariffs.context import AppliedRule, Quote, QuoteContext
+from unioncard.tariffs.model import Caps, Period, Rule, RuleSet
+
+__all__ = [
+    "EPOCH_ORDINAL",
+    "Usage",
+    "UsageBook",
+    "UsageHistory",
+    "period_key",
+    "quote",
+    "quote_sequence",
+]
+
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def period_key(period: Period, at: datetime) -> int:
+    """The cap window ``at`` falls in: days since 1970-01-01, or ``year × 12 + month − 1``.
+
+    >>> period_key(Period.DAY, datetime(1970, 1, 2, 8))
+    1
+    >>> period_key(Period.MONTH, datetime(2026, 5, 1))
+    24316
+    """
+    if period is Period.DAY:
+        return at.date().toordinal() - EPOCH_ORDINAL
+    return at.year * 12 + at.month - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """How often, and for how many fen, a member used a capped rule in one window."""
+
+    count: int = 0
+    amount: int = 0
+
+    def __post_init__(self) -> None:
+        if self.count < 0 or self.amount < 0:
+            raise TariffError("usage count and amount are never negative")
+
+
+UsageKey = tuple[str, str, Period, int]  # member id, rule id, period, period key
+
+
+class UsageHistory(Protocol):
+    """What the engine asks of a member history (settlement may back it with a ledger)."""
+
+    def usage(self, member_id: str, rule_id: str, period: Period, key: int) -> Usage:
+        """Usage of ``rule_id`` by ``member_id`` in the window ``(period, key)``."""
+        ...
+
+
+class UsageBook:
+    """An in-memory member usage history of capped rules.
+
+    ``record`` adds what a quote applied; ``quote`` itself never changes a book.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Iterable[tuple[UsageKey, Usage]] = ()) -> None:
+        self._entries: dict[UsageKey, Usage] = {}
+        for key, usage in entries:
+            self.add(*key, count=usage.count, amount=usage.amount)
+
+    def usage(self, member_id: str, rule_id: str, period: Period, key: int) -> Usage:
+        return self._entries.get((member_id, rule_id, Period(period), key), Usage())
+
+    def add(
+        self, member_id: str, rule_id: str, period: Period, key: int, *, count: int, amount: int
+    ) -> None:
+        """Add ``count`` uses worth ``amount`` fen to one window."""
+        window = (member_id, rule_id, Period(period), int(key))
+        old = self._entries.get(window, Usage())
+        self._entries[window] = Usage(old.count + count, old.amount + amount)
+
+    def record(self, context: QuoteContext, result: Quote, rules: RuleSet) -> None:
+        """Count the capped rules ``result`` applied against ``context.member_id``."""
+        if context.member_id is None:
+            return
+        for applied in result.applied:
+            rule = rules.rule(applied.rule_id)
+            if rule.caps is None:
+                continue
+            for period, _count, _amount in rule.caps.windows():
+                self.add(
+                    context.member_id,
+                    rule.id,
+                    period,
+                    period_key(period, context.at),
+                    count=1,
+                    amount=applied.amount,
+                )
+
+    def entries(self) -> Iterator[tuple[UsageKey, Usage]]:
+        return iter(sorted(self._entries.items(), key=lambda item: item[0]))
+
+    def copy(self) -> UsageBook:
+        return UsageBook(self._entries.items())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UsageBook):
+            return NotImplemented
+        return self._entries == other._entries
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _remaining(
+    rule_id: str, caps: Caps, member_id: str, at: datetime, history: UsageHistory
+) -> int | None:
+    """Fen still available under the rule's amount caps (``None``: no amount cap);
+    ``-1`` when any count or amount cap is used up."""
+    remaining: int | None = None
+    for period, max_count, max_amount in caps.windows():
+        used = history.usage(member_id, rule_id, period, period_key(period, at))
+        if max_count is not None and used.count >= max_count:
+            return -1
+        if max_amount is not None:
+            left = max_amount - used.amount
+            if left <= 0:
+                return -1
+            remaining = left if remaining is None else min(remaining, left)
+    return remaining
+
+
+def _limit(benefit: int, remaining: int | None) -> int:
+    return benefit if remaining is None else min(benefit, remaining)
+
+
+def quote(
+    context: QuoteContext,
+    rules: RuleSet | None = None,
+    *,
+    history: UsageHistory | None = None,
+) -> Quote:
+    """Price ``context`` with ``rules`` (the shipped default set when ``None``).
+
+    Without ``history`` this is the terminal's offline quote: stateless rules only.
+    With it, capped rules apply within the member's caps (settlement, online hosts).
+    """
+    if rules is None:
+        from unioncard.tariffs.loader import default_rules
+
+        rules = default_rules()
+    rounding = rules.rounding
+    list_amount = context.amount
+    mode_rules = rules.for_mode(context.mode)
+    usable: list[tuple[Rule, int | None]] = []
+    deferred: list[str] = []
+    exhausted: list[str] = []
+    matched = 0
+    for rule in mode_rules:
+        if not rule.eligible(context):
+            continue
+        matched += 1
+        if rule.caps is None:
+            usable.append((rule, None))
+        elif history is None or context.member_id is None:
+            deferred.append(rule.id)
+        else:
+            remaining = _remaining(rule.id, rule.caps, context.member_id, context.at, history)
+            if remaining == -1:
+                exhausted.append(rule.id)
+            else:
+                usable.append((rule, remaining))
+
+    applied: list[AppliedRule] = []
+    best: Rule | None = None
+    best_benefit = 0
+    for rule, remaining in usable:
+        if rule.stackable or rule.effect.is_rebate:
+            continue
+        benefit = _limit(rule.effect.benefit(list_amount, list_amount, rounding), remaining)
+        if benefit > best_benefit:
+            best, best_benefit = rule, benefit
+    charged = list_amount
+    if best is not None:
+        charged -= best_benefit
+        applied.append(AppliedRule(best.id, "discount", best_benefit, best.effect.describe()))
+    for rule, remaining in usable:
+        if not rule.stackable or rule.effect.is_rebate:
+            continue
+        benefit = _limit(rule.effect.benefit(charged, list_amount, rounding), remaining)
+        if benefit > 0:
+            charged -= benefit
+            applied.append(AppliedRule(rule.id, "discount", benefit, rule.effect.describe()))
+
+    base = charged
+    best = None
+    best_benefit = 0
+    for rule, remaining in usable:
+        if rule.stackable or not rule.effect.is_rebate:
+            continue
+        benefit = _limit(rule.effect.benefit(base, list_amount, rounding), remaining)
+        if benefit > best_benefit:
+            best, best_benefit = rule, benefit
+    rebate = 0
+    if best is not None:
+        rebate = best_benefit
+        applied.append(AppliedRule(best.id, "rebate", best_benefit, best.effect.describe()))
+    for rule, remaining in usable:
+        if not rule.stackable or not rule.effect.is_rebate:
+            continue
+        benefit = min(
+            _limit(rule.effect.benefit(base, list_amount, rounding), remaining), base - rebate
+        )
+        if benefit > 0:
+            rebate += benefit
+            applied.append(AppliedRule(rule.id, "rebate", benefit, rule.effect.describe()))
+
+    reason = _reason(context, applied, mode_rules, matched, deferred, exhausted, history)
+    return Quote(
+        mode=context.mode,
+        list_amount=list_amount,
+        charged_amount=charged,
+        discount=list_amount - charged,
+        rebate=rebate,
+        applied=tuple(applied),
+        deferred=tuple(deferred),
+        reason=reason,
+        version=rules.version,
+        rounding=rounding,
+        ruleset=rules.name,
+    )
+
+
+def _reason(
+    context: QuoteContext,
+    applied: Sequence[AppliedRule],
+    mode_rules: Sequence[Rule],
+    matched: int,
+    deferred: Sequence[str],
+    exhausted: Sequence[str],
+    history: UsageHistory | None,
+) -> str:
+    """One line that says why the quote came out as it did."""
+    parts = []
+    for item in applied:
+        if item.kind == "discount":
+            parts.append(f"{item.rule_id}: {item.text}, -{item.amount} fen")
+        else:
+            parts.append(f"{item.rule_id}: {item.text}, {item.amount} fen back in settlement")
+    if not applied:
+        mode = context.mode.label
+        if not mode_rules:
+            parts.append(f"list price: no rule for {mode}")
+        elif matched == 0:
+            parts.append(
+                f"list price: no {mode} rule matches card type 0x{context.card_type:02X}"
+                f" and these terms"
+            )
+        elif matched > len(deferred) + len(exhausted):
+            parts.append("list price: the matching rules give nothing on this amount")
+        else:
+            parts.append("list price")
+    if deferred:
+        why = "needs member history" if history is None else "needs a member id"
+        parts.append(f"capped rule {', '.join(deferred)} left to settlement ({why})")
+    if exhausted:
+        parts.append(f"cap reached: {', '.join(exhausted)}")
+    return "; ".join(parts)
+
+
+def quote_sequence(
+    contexts: Sequence[QuoteContext], rules: RuleSet, history: UsageBook
+) -> list[Quote]:
+    """Settle several transactions against ``history``, consuming caps in time order
+    (ties: input order), and record what they used; quotes come back in input order."""
+    order = sorted(range(len(contexts)), key=lambda i: (contexts[i].at, i))
+    results: list[Quote | None] = [None] * len(contexts)
+    for i in order:
+        result = quote(contexts[i], rules, history=history)
+        history.record(contexts[i], result, rules)
+        results[i] = result
+    return [r for r in results if r is not None]

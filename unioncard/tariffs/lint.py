@@ -1,0 +1,179 @@
+"""Warnings about valid rule sets: rules that can never be chosen, and rules for all cards.
+
+A later non-stackable rule B is *shadowed* by an earlier one A when, on every
+transaction where B is a candidate, A is one too and gives at least as much, so
+the tie-break (first declared) or A's larger benefit always wins.  Reported
+only when this is proven:
+
+- same mode, both non-stackable, both instant or both rebates, A uncapped
+  (a capped A can run out, and then B applies);
+- every condition of A admits everything B admits (sets are supersets, the
+  category mask covers B's, dates and time windows contain B's, A's minimum
+  amount is not above B's, B's threshold included);
+- A's benefit is at least B's at every amount B accepts, by one of: A takes
+  everything (100 % off, price 0, a 100 % rebate without a limit); same kind with
+  parameters at least as generous (rate and limit, price, repeating threshold);
+  A gives at least a fixed floor (fixed, threshold, fixed rebate) that is not below
+  B's largest possible benefit; or A's benefit at B's minimum amount already
+  reaches B's largest possible benefit (benefits never decrease with the amount).
+
+Rules without a card type condition are also reported: they give member
+benefits to ordinary cards too (write ``card_types = [0x01, 0x55]`` to mean it).
+"""
+
+from __future__ import annotations
+
+from unioncard.tariffs.loader import Problem
+from unioncard.tariffs.model import (
+    DAY_SECONDS,
+    Conditions,
+    Effect,
+    EffectKind,
+    Rule,
+    RuleSet,
+)
+from unioncard.tariffs.money import RATE_SCALE, Rounding, round_div
+
+__all__ = ["covers", "dominates", "lint", "shadowing"]
+
+
+def _set_covers(a: frozenset[object] | None, b: frozenset[object] | None) -> bool:
+    return a is None or (b is not None and b <= a)
+
+
+def _intervals(start: int | None, end: int | None) -> list[tuple[int, int]]:
+    lo = 0 if start is None else start
+    hi = DAY_SECONDS if end is None else end
+    if lo < hi:
+        return [(lo, hi)]
+    return [(x, y) for x, y in ((lo, DAY_SECONDS), (0, hi)) if x < y]
+
+
+def covers(a: Rule, b: Rule) -> bool:
+    """Whether ``a`` is a candidate wherever ``b`` is (same mode, wider conditions)."""
+    if a.mode is not b.mode or a.min_amount > b.min_amount:
+        return False
+    wa, wb = a.when, b.when
+    for name in ("card_types", "member_status", "merchants", "merchant_categories", "routes",
+                 "vehicle_classes", "days"):
+        if not _set_covers(getattr(wa, name), getattr(wb, name)):
+            return False
+    if wa.member_categories is not None and (
+        wb.member_categories is None or wb.member_categories & ~wa.member_categories
+    ):
+        return False
+    if wa.valid_from is not None and (wb.valid_from is None or wb.valid_from < wa.valid_from):
+        return False
+    if wa.valid_until is not None and (wb.valid_until is None or wb.valid_until > wa.valid_until):
+        return False
+    outer = _intervals(wa.time_from, wa.time_until)
+    return all(
+        any(lo >= x and hi <= y for x, y in outer)
+        for lo, hi in _intervals(wb.time_from, wb.time_until)
+    )
+
+
+def _upper(effect: Effect) -> int | None:
+    """The most ``effect`` can ever give, when bounded."""
+    kind = effect.kind
+    if kind is EffectKind.FIXED or (kind is EffectKind.REBATE and effect.amount):
+        return effect.amount
+    if kind is EffectKind.THRESHOLD and not effect.repeat:
+        return min(effect.amount, effect.max_benefit or effect.amount)
+    return effect.max_benefit
+
+
+def _floor(effect: Effect) -> int | None:
+    """``effect`` always gives at least ``min(floor, amount)`` where it applies."""
+    kind = effect.kind
+    if kind is EffectKind.FIXED or (kind is EffectKind.REBATE and effect.amount):
+        return effect.amount
+    if kind is EffectKind.THRESHOLD:
+        return min(effect.amount, effect.max_benefit or effect.amount)
+    return None
+
+
+def _takes_all(effect: Effect) -> bool:
+    if effect.kind is EffectKind.PRICE:
+        return effect.price == 0
+    if effect.kind in (EffectKind.PERCENT, EffectKind.REBATE) and effect.rate == RATE_SCALE:
+        return effect.max_benefit is None
+    return False
+
+
+def _at_least(a: int | None, b: int | None) -> bool:
+    """Limit ``a`` is at least limit ``b`` (``None``: no limit)."""
+    return a is None or (b is not None and a >= b)
+
+
+def dominates(a: Rule, b: Rule, rounding: Rounding) -> bool:
+    """Whether ``a`` gives at least what ``b`` gives at every amount ``b`` accepts."""
+    ea, eb = a.effect, b.effect
+    if ea.is_rebate != eb.is_rebate:
+        return False
+    if _takes_all(ea):
+        return True
+    rated = (EffectKind.PERCENT, EffectKind.REBATE)
+    if (ea.kind == eb.kind and ea.kind in rated and ea.rate and eb.rate
+            and ea.rate >= eb.rate and _at_least(ea.max_benefit, eb.max_benefit)):
+        return True
+    if ea.kind is EffectKind.PRICE and eb.kind is EffectKind.PRICE and ea.price <= eb.price:
+        return True
+    if (ea.kind is EffectKind.THRESHOLD and eb.kind is EffectKind.THRESHOLD and ea.repeat
+            and ea.threshold <= eb.threshold and ea.amount >= eb.amount
+            and _at_least(ea.max_benefit, eb.max_benefit)):
+        return True
+    upper = _upper(eb)
+    if upper is None:
+        if ea.kind is EffectKind.PRICE and eb.kind is EffectKind.PERCENT and eb.rate:
+            # b gives at most x - round(x(1 - r)) and a gives x - price: enough that
+            # round(m(1 - r)) >= price at b's minimum m, as round(x(1 - r)) grows with x.
+            keep = b.min_amount * (RATE_SCALE - eb.rate)
+            return round_div(keep, RATE_SCALE, rounding) >= ea.price
+        return False
+    floor = _floor(ea)
+    if floor is not None and floor >= upper:
+        return True
+    if ea.is_rebate:
+        return False  # rebates are taken on any charged amount, down to 0
+    return ea.benefit(b.min_amount, b.min_amount, rounding) >= upper
+
+
+def shadowing(ruleset: RuleSet) -> list[tuple[Rule, Rule]]:
+    """``(shadowed, by)`` pairs: rules that can never be chosen, and the first rule
+    that always beats or ties them."""
+    found = []
+    rules = ruleset.rules
+    for index, b in enumerate(rules):
+        if b.stackable:
+            continue
+        for a in rules[:index]:
+            if a.stackable or a.caps is not None:
+                continue
+            if covers(a, b) and dominates(a, b, ruleset.rounding):
+                found.append((b, a))
+                break
+    return found
+
+
+def _no_card_condition(when: Conditions) -> bool:
+    return when.card_types is None
+
+
+def lint(ruleset: RuleSet, source: str | None = None) -> list[Problem]:
+    """Every warning about ``ruleset``, in declared order."""
+    where = source or ruleset.source or "<rules>"
+    out: list[Problem] = []
+    shadowed = {b.id: a for b, a in shadowing(ruleset)}
+    for rule in ruleset.rules:
+        if rule.id in shadowed:
+            a = shadowed[rule.id]
+            at = f" (line {a.line})" if a.line else ""
+            out.append(Problem(where, rule.line, rule.id,
+                               f"never applies: rule {a.id!r}{at} matches whenever it does "
+                               "and gives at least as much", "warning"))
+        if _no_card_condition(rule.when):
+            out.append(Problem(where, rule.line, rule.id,
+                               "has no card_types condition, so ordinary cards get it too "
+                               "(write card_types = [0x01, 0x55] if that is meant)", "warning"))
+    return out

@@ -1,0 +1,559 @@
+"""Rule files: TOML in, a validated :class:`RuleSet` out, or every problem with its line.
+
+Loading is all or nothing: each rule and key is checked, every problem is
+collected with the file, line and rule id, and a :class:`RuleFileError` carrying
+them all is raised when there is any, so no half-loaded rule set exists.  Rates
+are exact: ``percent = "12.5"`` (a string) or ``basis_points = 1250`` (an
+integer); a float is refused.  The format is documented in docs/tariffs.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path as FilePath
+from typing import Any, Literal, TypeGuard
+
+from unioncard.errors import TariffError
+from unioncard.tariffs.locate import Path, SourceMap
+from unioncard.tariffs.model import (
+    CARD_TYPE_NAMES,
+    CATEGORY_NAMES,
+    MAX_CAP_FEN,
+    RULE_ID,
+    STATUS_NAMES,
+    WEEKDAY_NAMES,
+    Caps,
+    Conditions,
+    Effect,
+    EffectKind,
+    Mode,
+    Rule,
+    RuleSet,
+)
+from unioncard.tariffs.money import MAX_FEN, Rounding, parse_percent
+
+__all__ = [
+    "DEFAULT_RULES",
+    "Problem",
+    "RuleFileError",
+    "default_rules",
+    "load",
+    "loads",
+    "parse",
+]
+
+DEFAULT_RULES = "default.toml"
+
+RULE_KEYS = ("id", "mode", "description", "stackable", "when", "effect", "cap")
+WHEN_KEYS = (
+    "card_types",
+    "member_categories",
+    "member_status",
+    "merchants",
+    "merchant_categories",
+    "routes",
+    "vehicle_classes",
+    "valid_from",
+    "valid_until",
+    "days",
+    "time_from",
+    "time_until",
+    "min_amount",
+)
+EFFECT_KEYS: dict[EffectKind, tuple[str, ...]] = {
+    EffectKind.PERCENT: ("percent", "basis_points", "max_benefit"),
+    EffectKind.FIXED: ("amount",),
+    EffectKind.THRESHOLD: ("threshold", "amount", "repeat", "max_benefit"),
+    EffectKind.PRICE: ("price",),
+    EffectKind.REBATE: ("percent", "basis_points", "amount", "max_benefit"),
+}
+ALL_EFFECT_KEYS = ("kind", "percent", "basis_points", "amount", "threshold", "repeat", "price",
+                   "max_benefit")
+CAP_KEYS = ("daily_count", "daily_amount", "monthly_count", "monthly_amount")
+RULESET_KEYS = ("name", "description", "rounding")
+_TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2}))?")
+_TOML_LINE = re.compile(r"at line (\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a rule file, with where it is."""
+
+    source: str
+    line: int | None
+    rule: str | None
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        who = f"rule {self.rule!r}: " if self.rule else ""
+        return f"{where}: {self.severity}: {who}{self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "line": self.line,
+            "rule": self.rule,
+            "severity": self.severity,
+            "message": self.message,
+        }
+
+
+class RuleFileError(TariffError):
+    """A rule file that cannot be loaded; ``problems`` lists every error found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        first = str(problems[0]).replace(": error: ", ": ", 1)
+        more = len(problems) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        super().__init__(first + suffix)
+
+
+class _Invalid(Exception):
+    """A value refused; the message says why (the caller adds where)."""
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fen(value: object, *, positive: bool = False, hi: int = MAX_FEN) -> int:
+    if isinstance(value, float):
+        raise _Invalid(f"{value!r} is a float; amounts are integer fen")
+    if not _is_int(value):
+        raise _Invalid(f"must be integer fen, not {type(value).__name__}")
+    if value < 0:
+        raise _Invalid(f"must not be negative ({value})")
+    if positive and value == 0:
+        raise _Invalid("must be above 0")
+    if value > hi:
+        raise _Invalid(f"{value} is above the limit {hi}")
+    return value
+
+
+def _listed(value: object) -> list[Any]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise _Invalid("is empty, so the rule could never apply; omit it to match any")
+    return items
+
+
+def _named_int(value: object, names: dict[str, int], lo: int, hi: int, what: str) -> int:
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in names:
+            return names[key]
+        if re.fullmatch(r"0[xX][0-9a-fA-F]+|\d+", key):
+            number = int(key, 0)
+        else:
+            known = ", ".join(sorted(names))
+            raise _Invalid(f"unknown {what} {value!r} (names: {known}; or a number)")
+    elif _is_int(value):
+        number = value
+    else:
+        raise _Invalid(f"{what} entries are names or integers, not {type(value).__name__}")
+    if not lo <= number <= hi:
+        raise _Invalid(f"{what} {number} is out of range {lo}..{hi}")
+    return number
+
+
+def _ints(names: dict[str, int], lo: int, hi: int, what: str) -> Callable[[object], Any]:
+    return lambda value: frozenset(_named_int(v, names, lo, hi, what) for v in _listed(value))
+
+
+def _strings(what: str) -> Callable[[object], Any]:
+    def convert(value: object) -> frozenset[str]:
+        out = set()
+        for item in _listed(value):
+            if not isinstance(item, str):
+                raise _Invalid(f"{what} are strings, not {type(item).__name__} {item!r}")
+            if not item or item != item.strip() or not item.isprintable():
+                raise _Invalid(
+                    f"{what} must be non-empty and printable, without surrounding spaces: {item!r}"
+                )
+            out.add(item)
+        return frozenset(out)
+
+    return convert
+
+
+def _categories(value: object) -> int:
+    mask = 0
+    for item in _listed(value):
+        mask |= _named_int(item, CATEGORY_NAMES, 1, 0xFF, "member category")
+    return mask
+
+
+def _mccs(value: object) -> frozenset[int]:
+    out = set()
+    for item in _listed(value):
+        if isinstance(item, str) and re.fullmatch(r"\d{4}", item):
+            out.add(int(item))
+        elif _is_int(item) and 0 <= item <= 9999:
+            out.add(item)
+        else:
+            raise _Invalid(f"merchant category {item!r} is not a 4-digit MCC such as \"5411\"")
+    return frozenset(out)
+
+
+def _days(value: object) -> frozenset[int]:
+    out: set[int] = set()
+    for item in _listed(value):
+        if isinstance(item, str) and item.strip().lower() in ("weekdays", "weekend"):
+            out |= {1, 2, 3, 4, 5} if item.strip().lower() == "weekdays" else {6, 7}
+            continue
+        names = {name: i + 1 for i, name in enumerate(WEEKDAY_NAMES)}
+        out.add(_named_int(item, names, 1, 7, "day"))
+    return frozenset(out)
+
+
+def _date(value: object) -> date:
+    if isinstance(value, datetime):
+        raise _Invalid(f"{value} has a time of day; write a date such as 2026-05-01")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise _Invalid(f"{value!r} is not a date YYYY-MM-DD") from None
+    raise _Invalid(f"must be a date such as 2026-05-01, not {type(value).__name__}")
+
+
+def _clock(value: object, *, end: bool) -> int:
+    if isinstance(value, time):
+        if value.tzinfo is not None or value.microsecond:
+            raise _Invalid("a time of day is local and whole seconds")
+        return value.hour * 3600 + value.minute * 60 + value.second
+    if isinstance(value, str):
+        match = _TIME.fullmatch(value.strip())
+        if match is not None:
+            hh, mm, ss = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+            seconds = hh * 3600 + mm * 60 + ss
+            if end and seconds == 86_400 and hh == 24:
+                return seconds
+            if hh < 24 and mm < 60 and ss < 60:
+                return seconds
+        raise _Invalid(f"{value!r} is not a time of day HH:MM or HH:MM:SS")
+    raise _Invalid(f"must be a time of day such as \"07:30\", not {type(value).__name__}")
+
+
+def _rate(key: str, value: object) -> int:
+    if isinstance(value, float):
+        hint = f'percent = "{value:g}"' if key == "percent" else "an integer"
+        raise _Invalid(f"{value!r} is a float and rates must be exact; write {hint}"
+                       + (" or basis_points" if key == "percent" else ""))
+    if key == "percent":
+        if _is_int(value):
+            raise _Invalid(
+                f'write the percentage as a string, percent = "{value}", '
+                f"or as integer basis_points = {value * 100}"
+            )
+        if not isinstance(value, str):
+            raise _Invalid(f"must be a decimal string such as \"10\", not {type(value).__name__}")
+        try:
+            rate = parse_percent(value)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+    else:
+        if not _is_int(value):
+            raise _Invalid(f"basis points are an integer such as 1000, not {value!r}")
+        points = value
+        if points < 0:
+            raise _Invalid(f"negative rate {points}")
+        if points > 10_000:
+            raise _Invalid(f"{points} basis points is above 100%")
+        rate = points * 100
+    if rate == 0:
+        raise _Invalid("a rate of 0 gives nothing")
+    return rate
+
+
+WHEN_CONVERTERS: dict[str, Callable[[object], Any]] = {
+    "card_types": _ints(CARD_TYPE_NAMES, 0, 0xFF, "card type"),
+    "member_categories": _categories,
+    "member_status": _ints(STATUS_NAMES, 1, 3, "member status"),
+    "merchants": _strings("merchant ids"),
+    "merchant_categories": _mccs,
+    "routes": _strings("route and station codes"),
+    "vehicle_classes": _ints({}, 0, 0xFF, "vehicle class"),
+    "valid_from": _date,
+    "valid_until": _date,
+    "days": _days,
+    "time_from": lambda v: _clock(v, end=False),
+    "time_until": lambda v: _clock(v, end=True),
+    "min_amount": _fen,
+}
+
+
+class _Builder:
+    """Walks the parsed TOML, converting and collecting problems with their lines."""
+
+    def __init__(self, source: str, smap: SourceMap) -> None:
+        self.source = source
+        self.smap = smap
+        self.problems: list[Problem] = []
+
+    def error(self, path: Path, message: str, rule: str | None = None) -> None:
+        self.problems.append(Problem(self.source, self.smap.line(path), rule, message))
+
+    def table(
+        self, value: object, path: Path, name: str, rule: str | None
+    ) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.error(path, f"{name} must be a table", rule)
+            return None
+        return value
+
+    def unknown(self, data: dict[str, Any], allowed: tuple[str, ...], path: Path, prefix: str,
+                rule: str | None) -> None:
+        for key in data:
+            if key not in allowed:
+                known = ", ".join(allowed)
+                self.error((*path, key), f"unknown field {prefix}{key!r} (known: {known})", rule)
+
+    def ruleset(self, data: dict[str, Any], source: str) -> RuleSet | None:
+        self.unknown(data, ("ruleset", "rule"), (), "", None)
+        header = self.table(data.get("ruleset", {}), ("ruleset",), "[ruleset]", None) or {}
+        self.unknown(header, RULESET_KEYS, ("ruleset",), "ruleset.", None)
+        name = header.get("name", "")
+        description = header.get("description", "")
+        for key, value in (("name", name), ("description", description)):
+            if not isinstance(value, str):
+                self.error(("ruleset", key), f"ruleset.{key} must be a string")
+        rounding = Rounding.HALF_UP
+        if "rounding" in header:
+            try:
+                rounding = Rounding(header["rounding"])
+            except ValueError:
+                modes = ", ".join(r.value for r in Rounding)
+                self.error(("ruleset", "rounding"),
+                           f"unknown rounding {header['rounding']!r} (one of: {modes})")
+        raw_rules = data.get("rule", [])
+        if not isinstance(raw_rules, list):
+            self.error(("rule",), "rule must be an array of tables: write each as [[rule]]")
+            raw_rules = []
+        rules: list[Rule] = []
+        first_line: dict[str, int | None] = {}
+        for index, raw in enumerate(raw_rules):
+            rule = self.rule(index, raw)
+            if rule is None:
+                continue
+            if rule.id in first_line:
+                where = first_line[rule.id]
+                at = f" (first defined at line {where})" if where else ""
+                self.error(("rule", index, "id"), f"duplicate rule id{at}", rule.id)
+                continue
+            first_line[rule.id] = rule.line
+            rules.append(rule)
+        if self.problems:
+            return None
+        return RuleSet(
+            rules=tuple(rules), rounding=rounding, name=str(name),
+            description=str(description), source=source,
+        )
+
+    def rule(self, index: int, raw: object) -> Rule | None:
+        base: Path = ("rule", index)
+        before = len(self.problems)
+        data = self.table(raw, base, f"rule #{index + 1}", None)
+        if data is None:
+            return None
+        rule_id = data.get("id")
+        label = rule_id if isinstance(rule_id, str) and rule_id else f"#{index + 1}"
+        self.unknown(data, RULE_KEYS, base, "", label)
+        if "id" not in data:
+            self.error(base, "missing id", label)
+        elif not isinstance(rule_id, str) or RULE_ID.fullmatch(rule_id) is None:
+            self.error((*base, "id"), f"id {rule_id!r} must be 1-64 letters, digits, '.', '_' "
+                       "or '-', starting with a letter or digit", label)
+        mode: Mode | None = None
+        if "mode" not in data:
+            self.error(base, "missing mode", label)
+        elif not isinstance(data["mode"], str):
+            self.error((*base, "mode"), "mode must be a string such as \"bus\"", label)
+        else:
+            try:
+                mode = Mode.parse(data["mode"])
+            except ValueError as exc:
+                self.error((*base, "mode"), str(exc), label)
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            self.error((*base, "description"), "description must be a string", label)
+        stackable = data.get("stackable", False)
+        if not isinstance(stackable, bool):
+            self.error((*base, "stackable"), "stackable must be true or false", label)
+        when = self.conditions(data.get("when", {}), (*base, "when"), label)
+        if "effect" not in data:
+            self.error(base, "missing effect (a [rule.effect] table)", label)
+            effect = None
+        else:
+            effect = self.effect(data["effect"], (*base, "effect"), label)
+        caps = self.caps(data["cap"], (*base, "cap"), label) if "cap" in data else None
+        if len(self.problems) > before or mode is None or effect is None or when is None:
+            return None
+        try:
+            return Rule(
+                id=str(rule_id), mode=mode, effect=effect, when=when, stackable=stackable,
+                caps=caps, description=description, line=self.smap.line(base),
+            )
+        except TariffError as exc:
+            self.error(base, str(exc), label)
+            return None
+
+    def conditions(self, raw: object, path: Path, label: str) -> Conditions | None:
+        data = self.table(raw, path, "when", label)
+        if data is None:
+            return None
+        self.unknown(data, WHEN_KEYS, path, "when.", label)
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in WHEN_CONVERTERS:
+                continue
+            try:
+                values[key] = WHEN_CONVERTERS[key](value)
+            except _Invalid as exc:
+                self.error((*path, key), f"when.{key}: {exc}", label)
+        try:
+            return Conditions(**values)
+        except TariffError as exc:
+            where: Path = path
+            if "valid" in str(exc):
+                where = (*path, "valid_until")
+            elif "time" in str(exc):
+                where = (*path, "time_until")
+            self.error(where, f"when: {exc}", label)
+            return None
+
+    def effect(self, raw: object, path: Path, label: str) -> Effect | None:
+        data = self.table(raw, path, "effect", label)
+        if data is None:
+            return None
+        self.unknown(data, ALL_EFFECT_KEYS, path, "effect.", label)
+        raw_kind = data.get("kind")
+        try:
+            kind = EffectKind(str(raw_kind)) if isinstance(raw_kind, str) else None
+        except ValueError:
+            kind = None
+        if kind is None:
+            kinds = ", ".join(k.value for k in EffectKind)
+            where = (*path, "kind") if "kind" in data else path
+            self.error(where, f"effect.kind {raw_kind!r} is not one of: {kinds}", label)
+            return None
+        allowed = EFFECT_KEYS[kind]
+        values: dict[str, Any] = {"kind": kind}
+        ok = True
+        for key, value in data.items():
+            if key == "kind" or key not in ALL_EFFECT_KEYS:
+                continue
+            if key not in allowed:
+                self.error((*path, key), f"effect.{key} is not used by a {kind} effect", label)
+                ok = False
+                continue
+            try:
+                if key in ("percent", "basis_points"):
+                    if "rate" in values:
+                        raise _Invalid("give one of percent and basis_points")
+                    values["rate"] = _rate(key, value)
+                elif key == "repeat":
+                    if not isinstance(value, bool):
+                        raise _Invalid("must be true or false")
+                    values["repeat"] = value
+                elif key == "amount" and kind is EffectKind.REBATE and "rate" in values:
+                    raise _Invalid("a rebate has a rate or an amount, not both")
+                else:
+                    positive = key != "price"
+                    values[key] = _fen(value, positive=positive)
+            except _Invalid as exc:
+                self.error((*path, key), f"effect.{key}: {exc}", label)
+                ok = False
+        if not ok:
+            return None
+        needs = {
+            EffectKind.PERCENT: ("rate",), EffectKind.FIXED: ("amount",),
+            EffectKind.THRESHOLD: ("threshold", "amount"), EffectKind.PRICE: ("price",),
+        }.get(kind, ())
+        for name in needs:
+            if name not in values:
+                key = "percent (or basis_points)" if name == "rate" else name
+                self.error(path, f"a {kind} effect needs effect.{key}", label)
+                ok = False
+        if kind is EffectKind.REBATE and ("rate" in values) == ("amount" in values):
+            self.error(path, "a rebate needs effect.percent, effect.basis_points or "
+                       "effect.amount", label)
+            ok = False
+        if not ok:
+            return None
+        try:
+            return Effect(**values)
+        except TariffError as exc:
+            self.error(path, f"effect: {exc}", label)
+            return None
+
+    def caps(self, raw: object, path: Path, label: str) -> Caps | None:
+        data = self.table(raw, path, "cap", label)
+        if data is None:
+            return None
+        self.unknown(data, CAP_KEYS, path, "cap.", label)
+        values: dict[str, int] = {}
+        for key in CAP_KEYS:
+            if key in data:
+                try:
+                    hi = 10**9 if key.endswith("count") else MAX_CAP_FEN
+                    values[key] = _fen(data[key], positive=True, hi=hi)
+                except _Invalid as exc:
+                    self.error((*path, key), f"cap.{key}: {exc}", label)
+        if not values:
+            if not any(key in data for key in CAP_KEYS):
+                self.error(path, "a cap needs daily_count, daily_amount, monthly_count or "
+                           "monthly_amount", label)
+            return None
+        return Caps(**values)
+
+
+def parse(text: str, source: str = "<string>") -> tuple[RuleSet | None, list[Problem]]:
+    """Validate rule-file text: the rule set (``None`` on any error) and every error."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = _TOML_LINE.search(str(exc))
+        line = int(match.group(1)) if match else None
+        message = _TOML_LINE.sub("", str(exc)).replace("()", "").strip().rstrip(" ,")
+        return None, [Problem(source, line, None, f"not valid TOML: {message}")]
+    builder = _Builder(source, SourceMap(text))
+    ruleset = builder.ruleset(data, source)
+    problems = sorted(builder.problems, key=lambda p: (p.line is None, p.line or 0))
+    return ruleset, problems
+
+
+def loads(text: str, source: str = "<string>") -> RuleSet:
+    """A rule set from TOML text; raises :class:`RuleFileError` listing every problem."""
+    ruleset, problems = parse(text, source)
+    if ruleset is None:
+        raise RuleFileError(problems)
+    return ruleset
+
+
+def load(path: str | FilePath) -> RuleSet:
+    """A rule set from a TOML file (UTF-8)."""
+    file = FilePath(path)
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RuleFileError([Problem(str(file), None, None, f"not UTF-8 text: {exc}")]) from None
+    return loads(text, str(file))
+
+
+@functools.cache
+def default_rules() -> RuleSet:
+    """The shipped default rule set (``unioncard/tariffs/default.toml``)."""
+    resource = importlib.resources.files("unioncard.tariffs").joinpath(DEFAULT_RULES)
+    return loads(resource.read_text(encoding="utf-8"), f"<default {DEFAULT_RULES}>")

@@ -1,0 +1,188 @@
+"""Line numbers for TOML tables and keys, which ``tomllib`` does not report.
+
+:class:`SourceMap` scans the text once with a small TOML-aware lexer (strings,
+multi-line strings, comments, nested arrays and inline tables) and records the
+first line of every table and key under its *path* as ``tomllib`` would build it;
+arrays of tables are indexed, so the third ``[[rule]]`` is ``("rule", 2)`` and its
+effect's rate is ``("rule", 2, "effect", "percent")``, whether written as a
+``[rule.effect]`` table, a dotted key or an inline table.
+
+>>> text = '[[rule]]\\nid = "a"\\n\\n[[rule]]\\nid = "b"\\neffect = { kind = "price" }\\n'
+>>> smap = SourceMap(text)
+>>> smap.line(("rule", 1)), smap.line(("rule", 1, "effect", "kind")), smap.line(("rule", 0, "x"))
+(4, 6, 1)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+__all__ = ["Path", "SourceMap"]
+
+Path = tuple[str | int, ...]
+
+_BARE = r"[A-Za-z0-9_-]+"
+_BASIC = r'"(?:[^"\\\n]|\\.)*"'
+_LITERAL = r"'[^'\n]*'"
+_PART = rf"(?:{_BARE}|{_BASIC}|{_LITERAL})"
+_DOTTED = rf"{_PART}(?:[ \t]*\.[ \t]*{_PART})*"
+_KEY = re.compile(rf"({_DOTTED})[ \t]*=")
+_ARRAY_HEADER = re.compile(rf"\[\[[ \t]*({_DOTTED})[ \t]*\]\]")
+_TABLE_HEADER = re.compile(rf"\[[ \t]*({_DOTTED})[ \t]*\]")
+_PART_RE = re.compile(_PART)
+
+
+def _split(dotted: str) -> tuple[str, ...]:
+    parts = []
+    for match in _PART_RE.finditer(dotted):
+        token = match.group(0)
+        if token[0] == '"':
+            try:
+                token = json.loads(token)
+            except ValueError:
+                token = token[1:-1]
+        elif token[0] == "'":
+            token = token[1:-1]
+        parts.append(token)
+    return tuple(parts)
+
+
+class SourceMap:
+    """First line (1-based) of each table and key path in a TOML document."""
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[Path, int] = {}
+        self._arrays: dict[tuple[str, ...], int] = {}
+        self._scan(text)
+
+    def line(self, path: Path) -> int | None:
+        """Line of ``path``, or of its nearest recorded ancestor; ``None`` if none is."""
+        for end in range(len(path), 0, -1):
+            found = self._lines.get(path[:end])
+            if found is not None:
+                return found
+        return None
+
+    def exact(self, path: Path) -> int | None:
+        """Line of ``path`` itself, ``None`` when it was not seen."""
+        return self._lines.get(path)
+
+    # -- scanning ---------------------------------------------------------------------
+
+    def _record(self, path: Path, line: int) -> None:
+        self._lines.setdefault(path, line)
+
+    def _resolve(self, names: tuple[str, ...], array: bool) -> Path:
+        """Turn a header's names into a path, indexing arrays of tables on the way."""
+        out: list[str | int] = []
+        for i, name in enumerate(names):
+            out.append(name)
+            prefix = names[: i + 1]
+            last = i == len(names) - 1
+            if last and array:
+                index = self._arrays.get(prefix, 0)
+                self._arrays[prefix] = index + 1
+                out.append(index)
+            elif prefix in self._arrays:
+                out.append(self._arrays[prefix] - 1)
+        return tuple(out)
+
+    def _scan(self, text: str) -> None:
+        i, n, line = 0, len(text), 1
+        table: Path = ()
+        # Open brackets: ("[", path, count) for arrays, ("{", path, 0) for inline tables.
+        stack: list[tuple[str, Path, int]] = []
+        expect_key = True
+        pending: Path = ()
+        while i < n:
+            c = text[i]
+            if c == "\n":
+                line += 1
+                i += 1
+                if not stack:
+                    expect_key = True
+                continue
+            if c in " \t\r":
+                i += 1
+                continue
+            if c == "#":
+                end = text.find("\n", i)
+                i = n if end < 0 else end
+                continue
+            if expect_key and not stack and c == "[":
+                match = _ARRAY_HEADER.match(text, i)
+                array = match is not None
+                match = match or _TABLE_HEADER.match(text, i)
+                if match is not None:
+                    table = self._resolve(_split(match.group(1)), array)
+                    self._record(table, line)
+                    i = match.end()
+                    expect_key = False
+                    continue
+            if expect_key and (not stack or stack[-1][0] == "{"):
+                match = _KEY.match(text, i)
+                if match is not None:
+                    base = stack[-1][1] if stack else table
+                    pending = base + _split(match.group(1))
+                    for end in range(len(base) + 1, len(pending) + 1):
+                        self._record(pending[:end], line)
+                    i = match.end()
+                    expect_key = False
+                    continue
+            if c in "\"'":
+                i, line = self._skip_string(text, i, line)
+                continue
+            if c == "[":
+                stack.append(("[", pending, 0))
+            elif c == "{":
+                path = pending
+                if stack and stack[-1][0] == "[":
+                    kind, array_path, count = stack[-1]
+                    stack[-1] = (kind, array_path, count + 1)
+                    path = (*array_path, count)
+                    self._record(path, line)
+                stack.append(("{", path, 0))
+                expect_key = True
+            elif c == "," and stack and stack[-1][0] == "{":
+                expect_key = True
+            elif c in "]}" and stack:
+                stack.pop()
+                expect_key = False
+            i += 1
+
+    @staticmethod
+    def _skip_string(text: str, i: int, line: int) -> tuple[int, int]:
+        """Skip the string starting at ``i``; returns the index after it and the line."""
+        quote = text[i]
+        triple = text.startswith(quote * 3, i)
+        if triple:
+            j = i + 3
+            while True:
+                end = text.find(quote * 3, j)
+                if end < 0:
+                    return len(text), line + text.count("\n", i)
+                if quote == '"' and _escaped(text, end):
+                    j = end + 1
+                    continue
+                end += 3
+                while end < len(text) and text[end] == quote:  # up to two more quotes
+                    end += 1
+                return end, line + text.count("\n", i, end)
+        j = i + 1
+        while j < len(text) and text[j] != "\n":
+            if text[j] == "\\" and quote == '"':
+                j += 2
+                continue
+            if text[j] == quote:
+                return j + 1, line
+            j += 1
+        return j, line
+
+
+def _escaped(text: str, index: int) -> bool:
+    """Whether the character at ``index`` follows an odd number of backslashes."""
+    count = 0
+    while index - count - 1 >= 0 and text[index - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1

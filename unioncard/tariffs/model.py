@@ -1,0 +1,568 @@
+"""The validated rule model: modes, card profile constants, conditions, effects, caps.
+
+A :class:`RuleSet` is what a TOML rule file becomes once it is valid (see
+``loader``); every object here is frozen and validates itself, so a rule set
+that exists is a rule set that can be evaluated.  Card bytes follow the
+PROTOCOL.md §4 profile: card type ``0x55`` union member, ``0x01`` ordinary;
+category flags ``01`` model worker, ``02`` hardship, ``04`` mutual aid; member
+status ``01`` active, ``02`` reported lost, ``03`` cancelled.
+
+The version of a rule set is the SHA-256 of a canonical JSON form of its
+validated content (ids, order, modes, conditions, effects, caps, stacking,
+rounding), so comments, whitespace, key order and descriptions do not change it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from enum import IntEnum, IntFlag, StrEnum
+from typing import TYPE_CHECKING, Any
+
+from unioncard.errors import TariffError
+from unioncard.tariffs.money import (
+    MAX_FEN,
+    RATE_SCALE,
+    Rounding,
+    format_fen,
+    format_rate,
+    scale,
+)
+
+if TYPE_CHECKING:
+    from unioncard.tariffs.context import QuoteContext
+
+__all__ = [
+    "CARD_TYPE_NAMES",
+    "CATEGORY_NAMES",
+    "DAY_SECONDS",
+    "MAX_CAP_FEN",
+    "RULE_ID",
+    "STATUS_NAMES",
+    "WEEKDAY_NAMES",
+    "Caps",
+    "CardType",
+    "Category",
+    "Conditions",
+    "Effect",
+    "EffectKind",
+    "MemberStatus",
+    "Mode",
+    "Period",
+    "Rule",
+    "RuleSet",
+    "in_time_window",
+]
+
+RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_CAP_FEN = 10**15
+DAY_SECONDS = 86_400
+
+
+class Mode(IntEnum):
+    """Where a fare or price is charged; the TOML and CLI spell it in lower case."""
+
+    BUS = 1
+    METRO = 2
+    COACH = 3
+    FERRY = 4
+    TAXI = 5
+    ETC = 6
+    POS = 7
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Mode:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            names = ", ".join(m.label for m in cls)
+            raise ValueError(f"unknown mode {text!r} (one of: {names})") from None
+
+
+class CardType(IntEnum):
+    """Card type byte of the purse (PROTOCOL.md §4 profile, T-Union EF 0015)."""
+
+    ORDINARY = 0x01
+    UNION_MEMBER = 0x55
+
+
+class Category(IntFlag):
+    """Member category flags (PROTOCOL.md §4 profile)."""
+
+    MODEL_WORKER = 0x01
+    HARDSHIP = 0x02
+    MUTUAL_AID = 0x04
+
+
+class MemberStatus(IntEnum):
+    """Member status byte of the identity application (tag DF45)."""
+
+    ACTIVE = 1
+    REPORTED_LOST = 2
+    CANCELLED = 3
+
+
+CARD_TYPE_NAMES: dict[str, int] = {"union-member": 0x55, "member": 0x55, "ordinary": 0x01}
+CATEGORY_NAMES: dict[str, int] = {"model-worker": 0x01, "hardship": 0x02, "mutual-aid": 0x04}
+STATUS_NAMES: dict[str, int] = {"active": 1, "lost": 2, "reported-lost": 2, "cancelled": 3}
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # ISO weekday 1..7
+
+
+class EffectKind(StrEnum):
+    """What a rule gives: four instant kinds, taken off at the terminal, and a rebate."""
+
+    PERCENT = "percent"
+    FIXED = "fixed"
+    THRESHOLD = "threshold"
+    PRICE = "price"
+    REBATE = "rebate"
+
+
+class Period(StrEnum):
+    """Cap windows, in the local calendar of the transaction time."""
+
+    DAY = "day"
+    MONTH = "month"
+
+
+def in_time_window(seconds: int, start: int | None, end: int | None) -> bool:
+    """``start <= seconds < end`` on a 24-hour clock; a window whose start is after its
+    end wraps midnight (22:00–05:00).  A missing bound is midnight.
+
+    >>> in_time_window(23 * 3600, 22 * 3600, 5 * 3600)
+    True
+    >>> in_time_window(12 * 3600, 22 * 3600, 5 * 3600)
+    False
+    """
+    lo = 0 if start is None else start
+    hi = DAY_SECONDS if end is None else end
+    if lo < hi:
+        return lo <= seconds < hi
+    return seconds >= lo or seconds < hi
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TariffError(f"{name} must be an integer, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise TariffError(f"{name} {value} is out of range {lo}..{hi}")
+
+
+def _check_set(
+    name: str, values: frozenset[Any] | None, kind: type, lo: int = 0, hi: int = 0
+) -> None:
+    if values is None:
+        return
+    if not isinstance(values, frozenset):
+        raise TariffError(f"{name} must be a frozenset or None")
+    if not values:
+        raise TariffError(f"{name} is empty, so the rule could never apply; omit it to match any")
+    for value in values:
+        if kind is int:
+            _check_int(name, value, lo, hi)
+        elif (not isinstance(value, str) or not value or value != value.strip()
+              or not value.isprintable()):
+            raise TariffError(
+                f"{name} entries must be non-empty printable strings without surrounding spaces"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """When a rule applies; ``None`` means "any".  Sets match by membership, the
+    category mask matches when the member has any of its flags, dates are inclusive,
+    the time window is ``[time_from, time_until)`` in seconds since midnight."""
+
+    card_types: frozenset[int] | None = None
+    member_categories: int | None = None
+    member_status: frozenset[int] | None = None
+    merchants: frozenset[str] | None = None
+    merchant_categories: frozenset[int] | None = None
+    routes: frozenset[str] | None = None
+    vehicle_classes: frozenset[int] | None = None
+    valid_from: date | None = None
+    valid_until: date | None = None
+    days: frozenset[int] | None = None
+    time_from: int | None = None
+    time_until: int | None = None
+    min_amount: int = 0
+
+    def __post_init__(self) -> None:
+        _check_set("card_types", self.card_types, int, 0, 0xFF)
+        if self.member_categories is not None:
+            _check_int("member_categories", self.member_categories, 1, 0xFF)
+        _check_set("member_status", self.member_status, int, 1, 3)
+        _check_set("merchants", self.merchants, str)
+        _check_set("merchant_categories", self.merchant_categories, int, 0, 9999)
+        _check_set("routes", self.routes, str)
+        _check_set("vehicle_classes", self.vehicle_classes, int, 0, 0xFF)
+        _check_set("days", self.days, int, 1, 7)
+        for name in ("valid_from", "valid_until"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not date):
+                raise TariffError(f"{name} must be a date (without a time of day)")
+        if self.valid_from and self.valid_until and self.valid_until < self.valid_from:
+            raise TariffError(
+                f"valid_until {self.valid_until} is before valid_from {self.valid_from}"
+            )
+        if self.time_from is not None:
+            _check_int("time_from", self.time_from, 0, DAY_SECONDS - 1)
+        if self.time_until is not None:
+            _check_int("time_until", self.time_until, 1, DAY_SECONDS)
+        if self.time_from is not None and self.time_from == self.time_until:
+            raise TariffError("time_from equals time_until: an empty time window")
+        _check_int("min_amount", self.min_amount, 0, MAX_FEN)
+
+    def matches(self, context: QuoteContext) -> bool:
+        """Whether every condition holds for ``context`` (the mode is the rule's business)."""
+        if self.card_types is not None and context.card_type not in self.card_types:
+            return False
+        if self.member_categories is not None and not (
+            context.member_categories & self.member_categories
+        ):
+            return False
+        if self.member_status is not None and context.member_status not in self.member_status:
+            return False
+        if self.merchants is not None and context.merchant_id not in self.merchants:
+            return False
+        if (
+            self.merchant_categories is not None
+            and context.merchant_category not in self.merchant_categories
+        ):
+            return False
+        if self.routes is not None and context.route not in self.routes:
+            return False
+        if self.vehicle_classes is not None and context.vehicle_class not in self.vehicle_classes:
+            return False
+        day = context.at.date()
+        if self.valid_from is not None and day < self.valid_from:
+            return False
+        if self.valid_until is not None and day > self.valid_until:
+            return False
+        if self.days is not None and context.at.isoweekday() not in self.days:
+            return False
+        if self.time_from is not None or self.time_until is not None:
+            at = context.at
+            seconds = at.hour * 3600 + at.minute * 60 + at.second
+            if not in_time_window(seconds, self.time_from, self.time_until):
+                return False
+        return context.amount >= self.min_amount
+
+    def canonical(self) -> dict[str, Any]:
+        """The conditions that are set, in a stable JSON-ready form."""
+        out: dict[str, Any] = {}
+        for name in (
+            "card_types",
+            "member_status",
+            "merchants",
+            "merchant_categories",
+            "routes",
+            "vehicle_classes",
+            "days",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = sorted(value)
+        if self.member_categories is not None:
+            out["member_categories"] = self.member_categories
+        for name in ("valid_from", "valid_until"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.isoformat()
+        for name in ("time_from", "time_until"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.min_amount:
+            out["min_amount"] = self.min_amount
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """What a rule gives.  ``rate`` is in millionths (``RATE_SCALE``), amounts in fen.
+
+    - ``percent``: ``rate`` off the running amount, at most ``max_benefit``;
+    - ``fixed``: ``amount`` off;
+    - ``threshold``: ``amount`` off when the list amount reaches ``threshold``
+      (``repeat``: once per whole ``threshold``), at most ``max_benefit``;
+    - ``price``: the price becomes ``price`` (never more than the running amount);
+    - ``rebate``: paid back in settlement: ``rate`` of what was charged, or a fixed
+      ``amount``, at most ``max_benefit``; never changes what the terminal charges.
+    """
+
+    kind: EffectKind
+    rate: int = 0
+    amount: int = 0
+    threshold: int = 0
+    repeat: bool = False
+    price: int = 0
+    max_benefit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, EffectKind):
+            raise TariffError(f"effect kind must be an EffectKind, not {self.kind!r}")
+        kind = self.kind
+        _check_int("rate", self.rate, 0, RATE_SCALE)
+        for name in ("amount", "threshold", "price"):
+            _check_int(name, getattr(self, name), 0, MAX_FEN)
+        if not isinstance(self.repeat, bool):
+            raise TariffError("repeat must be a boolean")
+        if self.max_benefit is not None:
+            _check_int("max_benefit", self.max_benefit, 1, MAX_FEN)
+        used = {
+            EffectKind.PERCENT: {"rate", "max_benefit"},
+            EffectKind.FIXED: {"amount"},
+            EffectKind.THRESHOLD: {"amount", "threshold", "repeat", "max_benefit"},
+            EffectKind.PRICE: {"price"},
+            EffectKind.REBATE: {"rate", "amount", "max_benefit"},
+        }[kind]
+        defaults: dict[str, Any] = {
+            "rate": 0, "amount": 0, "threshold": 0, "repeat": False, "price": 0, "max_benefit": None
+        }
+        for name, default in defaults.items():
+            if name not in used and getattr(self, name) != default:
+                raise TariffError(f"{name} is not used by a {kind} effect")
+        if kind is EffectKind.PERCENT and self.rate == 0:
+            raise TariffError("a percent effect needs a rate above 0")
+        if kind in (EffectKind.FIXED, EffectKind.THRESHOLD) and self.amount == 0:
+            raise TariffError(f"a {kind} effect needs an amount above 0")
+        if kind is EffectKind.THRESHOLD and self.threshold == 0:
+            raise TariffError("a threshold effect needs a threshold above 0")
+        if kind is EffectKind.REBATE and (self.rate == 0) == (self.amount == 0):
+            raise TariffError("a rebate needs exactly one of a rate and an amount")
+        if kind is EffectKind.REBATE and self.amount and self.max_benefit is not None:
+            raise TariffError("max_benefit is not used by a fixed-amount rebate")
+
+    @property
+    def is_rebate(self) -> bool:
+        return self.kind is EffectKind.REBATE
+
+    def benefit(self, running: int, list_amount: int, rounding: Rounding) -> int:
+        """Fen this effect gives on ``running`` (the amount so far; for a rebate, the
+        charged amount), before caps.  Never more than ``running``."""
+        kind = self.kind
+        if kind is EffectKind.PERCENT:
+            off = running - scale(running, RATE_SCALE - self.rate, rounding)
+        elif kind is EffectKind.FIXED:
+            off = min(self.amount, running)
+        elif kind is EffectKind.THRESHOLD:
+            times = list_amount // self.threshold if self.repeat else 1
+            off = min(times * self.amount, running)
+        elif kind is EffectKind.PRICE:
+            off = max(0, running - self.price)
+        elif self.rate:
+            off = scale(running, self.rate, rounding)
+        else:
+            off = min(self.amount, running)
+        if self.max_benefit is not None:
+            off = min(off, self.max_benefit)
+        return off
+
+    def describe(self) -> str:
+        """A few words for receipts and reasons: ``'10% off'``, ``'5.00 yuan rebate'``."""
+        limit = f" (at most {format_fen(self.max_benefit)} yuan)" if self.max_benefit else ""
+        kind = self.kind
+        if kind is EffectKind.PERCENT:
+            return f"{format_rate(self.rate)} off{limit}"
+        if kind is EffectKind.FIXED:
+            return f"{format_fen(self.amount)} yuan off"
+        if kind is EffectKind.THRESHOLD:
+            per = "per" if self.repeat else "from"
+            threshold = format_fen(self.threshold)
+            return f"{format_fen(self.amount)} yuan off {per} {threshold} yuan{limit}"
+        if kind is EffectKind.PRICE:
+            return f"price {format_fen(self.price)} yuan"
+        if self.rate:
+            return f"{format_rate(self.rate)} rebate{limit}"
+        return f"{format_fen(self.amount)} yuan rebate"
+
+    def canonical(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": str(self.kind)}
+        for name in ("rate", "amount", "threshold", "price"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
+        if self.repeat:
+            out["repeat"] = True
+        if self.max_benefit is not None:
+            out["max_benefit"] = self.max_benefit
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """Per-member limits of a rule: uses (count) and benefit (fen) per local day and
+    calendar month.  A capped rule needs the member's history, so an offline terminal
+    never applies it; settlement (or an online host) does."""
+
+    daily_count: int | None = None
+    daily_amount: int | None = None
+    monthly_count: int | None = None
+    monthly_amount: int | None = None
+
+    def __post_init__(self) -> None:
+        values = (self.daily_count, self.daily_amount, self.monthly_count, self.monthly_amount)
+        if all(v is None for v in values):
+            raise TariffError("a cap needs at least one of daily/monthly count/amount")
+        for name in ("daily_count", "monthly_count"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 1, 10**9)
+        for name in ("daily_amount", "monthly_amount"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 1, MAX_CAP_FEN)
+
+    def windows(self) -> tuple[tuple[Period, int | None, int | None], ...]:
+        """The capped periods as ``(period, max count, max amount)``."""
+        out = []
+        if self.daily_count is not None or self.daily_amount is not None:
+            out.append((Period.DAY, self.daily_count, self.daily_amount))
+        if self.monthly_count is not None or self.monthly_amount is not None:
+            out.append((Period.MONTH, self.monthly_count, self.monthly_amount))
+        return tuple(out)
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            name: getattr(self, name)
+            for name in ("daily_count", "daily_amount", "monthly_count", "monthly_amount")
+            if getattr(self, name) is not None
+        }
+
+    def describe(self) -> str:
+        parts = []
+        for period, count, amount in self.windows():
+            unit = "day" if period is Period.DAY else "month"
+            if count is not None:
+                parts.append(f"first {count} per {unit}")
+            if amount is not None:
+                parts.append(f"at most {format_fen(amount)} yuan per {unit}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One benefit: where (mode), for whom and when (conditions), what (effect)."""
+
+    id: str
+    mode: Mode
+    effect: Effect
+    when: Conditions = field(default_factory=Conditions)
+    stackable: bool = False
+    caps: Caps | None = None
+    description: str = ""
+    line: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or RULE_ID.fullmatch(self.id) is None:
+            raise TariffError(
+                f"rule id {self.id!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        if not isinstance(self.mode, Mode):
+            raise TariffError(f"rule {self.id!r}: mode must be a Mode, not {self.mode!r}")
+        if not isinstance(self.effect, Effect) or not isinstance(self.when, Conditions):
+            raise TariffError(f"rule {self.id!r}: effect and conditions must be model objects")
+        if self.caps is not None and not isinstance(self.caps, Caps):
+            raise TariffError(f"rule {self.id!r}: caps must be Caps or None")
+        if not isinstance(self.stackable, bool):
+            raise TariffError(f"rule {self.id!r}: stackable must be a boolean")
+
+    @property
+    def capped(self) -> bool:
+        return self.caps is not None
+
+    @property
+    def min_amount(self) -> int:
+        """The smallest list amount the rule accepts (a threshold offer's included)."""
+        if self.effect.kind is EffectKind.THRESHOLD:
+            return max(self.when.min_amount, self.effect.threshold)
+        return self.when.min_amount
+
+    def eligible(self, context: QuoteContext) -> bool:
+        """Mode and every condition hold (caps are the engine's business)."""
+        return (
+            context.mode is self.mode
+            and context.amount >= self.min_amount
+            and self.when.matches(context)
+        )
+
+    def canonical(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "mode": self.mode.label,
+            "stackable": self.stackable,
+            "when": self.when.canonical(),
+            "effect": self.effect.canonical(),
+        }
+        if self.caps is not None:
+            out["cap"] = self.caps.canonical()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """An ordered, validated set of rules with its rounding mode and version hash."""
+
+    rules: tuple[Rule, ...]
+    rounding: Rounding = Rounding.HALF_UP
+    name: str = ""
+    description: str = ""
+    source: str | None = field(default=None, compare=False)
+    version: str = field(init=False, compare=False, repr=False)
+    _by_mode: dict[Mode, tuple[Rule, ...]] = field(init=False, compare=False, repr=False)
+    _by_id: dict[str, Rule] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rules, tuple) or not all(isinstance(r, Rule) for r in self.rules):
+            raise TariffError("rules must be a tuple of Rule")
+        if not isinstance(self.rounding, Rounding):
+            raise TariffError(f"rounding must be a Rounding, not {self.rounding!r}")
+        by_id: dict[str, Rule] = {}
+        for rule in self.rules:
+            if rule.id in by_id:
+                raise TariffError(f"duplicate rule id {rule.id!r}")
+            by_id[rule.id] = rule
+        by_mode = {
+            mode: tuple(r for r in self.rules if r.mode is mode) for mode in Mode
+        }
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        object.__setattr__(self, "version", hashlib.sha256(text.encode()).hexdigest())
+        object.__setattr__(self, "_by_mode", by_mode)
+        object.__setattr__(self, "_by_id", by_id)
+
+    def canonical(self) -> dict[str, Any]:
+        """Everything that can change an amount or a quote's rule ids, JSON-ready."""
+        return {
+            "format": 1,
+            "rounding": str(self.rounding),
+            "rules": [rule.canonical() for rule in self.rules],
+        }
+
+    @property
+    def short_version(self) -> str:
+        return self.version[:12]
+
+    def for_mode(self, mode: Mode) -> tuple[Rule, ...]:
+        """The rules of ``mode`` in declared order."""
+        return self._by_mode[mode]
+
+    def rule(self, rule_id: str) -> Rule:
+        try:
+            return self._by_id[rule_id]
+        except KeyError:
+            raise TariffError(f"no rule {rule_id!r} in this rule set") from None
+
+    def index(self, rule_id: str) -> int:
+        """Position of a rule in declared order (the batch path reports rules by it)."""
+        return self.rules.index(self.rule(rule_id))
+
+    def __len__(self) -> int:
+        return len(self.rules)
