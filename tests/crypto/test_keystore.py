@@ -1,0 +1,104 @@
+"""The keystore file format and the shipped test keystore."""
+
+import pytest
+
+from unioncard.crypto import Keystore, PurseKeys, derive_card_keys, diversify
+from unioncard.errors import CryptoError
+
+PROTOCOL_KEYS = {
+    "transit": (0x01, "404142434445464748494A4B4C4D4E4F", "505152535455565758595A5B5C5D5E5F",
+                "606162636465666768696A6B6C6D6E6F", "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF"),
+    "etc": (0x02, "707172737475767778797A7B7C7D7E7F", "808182838485868788898A8B8C8D8E8F",
+            "909192939495969798999A9B9C9D9E9F", "B0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF"),
+}
+
+
+def test_shipped_keystore_holds_the_protocol_test_keys():
+    ks = Keystore.test()
+    assert ks.test_keys is True
+    for app, (version, mpk, mlk, mtk, mmk) in PROTOCOL_KEYS.items():
+        keys = ks.purse_keys(app)
+        assert keys.key_version == version
+        got = (keys.purchase_mk, keys.load_mk, keys.tac_mk, keys.maintenance_mk)
+        assert tuple(k.hex().upper() for k in got) == (mpk, mlk, mtk, mmk)
+        assert ks.by_version(version) is keys
+    assert ks.purchase_master_keys() == {
+        1: bytes.fromhex(PROTOCOL_KEYS["transit"][1]), 2: bytes.fromhex(PROTOCOL_KEYS["etc"][1])}
+
+
+def test_round_trip_through_toml():
+    ks = Keystore.test()
+    assert Keystore.from_toml(ks.to_toml()) == ks
+
+
+def test_keys_never_in_repr():
+    text = repr(Keystore.test()) + repr(derive_card_keys(Keystore.test().purse[0], bytes(8)))
+    for _, mpk, mlk, mtk, mmk in PROTOCOL_KEYS.values():
+        for key in (mpk, mlk, mtk, mmk):
+            assert key.lower() not in text.lower()
+            assert str(bytes.fromhex(key)) not in text
+
+
+def test_card_keys_are_diversified():
+    keys = Keystore.test().purse_keys("etc")
+    f = bytes.fromhex("1101000000000042")
+    card = derive_card_keys(keys, f)
+    assert card.key_version == 2
+    assert card.purchase == diversify(keys.purchase_mk, f)
+    assert card.load == diversify(keys.load_mk, f)
+    assert card.tac == diversify(keys.tac_mk, f)
+    assert card.maintenance == diversify(keys.maintenance_mk, f)
+
+
+def test_load_from_file(tmp_path):
+    path = tmp_path / "keys.toml"
+    path.write_text(Keystore.test().to_toml())
+    assert Keystore.load(path) == Keystore.test()
+    with pytest.raises(CryptoError, match="cannot read keystore"):
+        Keystore.load(tmp_path / "missing.toml")
+
+
+def test_reserved_sections_are_kept():
+    text = Keystore.test().to_toml() + '\n[emv]\nnote = "later"\n'
+    assert Keystore.from_toml(text).reserved == {"emv": {"note": "later"}}
+
+
+def test_highest_version_wins_and_lookup_by_version():
+    base = Keystore.test()
+    newer = PurseKeys("transit", 0x11, *(bytes([i]) * 16 for i in range(4)))
+    ks = Keystore((*base.purse, newer))
+    assert ks.purse_keys("transit").key_version == 0x11
+    assert ks.purse_keys("transit", 0x01).key_version == 0x01
+    assert ks.applications == ("transit", "etc")
+
+
+GOOD = Keystore.test().to_toml()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("format = 1", "not a keystore"),
+        (GOOD.replace("version = 1", "version = 9"), "unsupported keystore version"),
+        (GOOD.replace("test_keys = true", 'test_keys = "yes"'), "test_keys"),
+        (GOOD + "\n[other]\nx = 1\n", "unknown keystore entries"),
+        (GOOD.replace("key_version = 0x02", "key_version = 0x01"), "used by both"),
+        (GOOD.replace("404142434445464748494A4B4C4D4E4F", "4041"), "16 bytes"),
+        (GOOD.replace("404142434445464748494A4B4C4D4E4F", "zz" * 16), "not a hex string"),
+        (GOOD.replace('application = "etc"', 'application = "ETC!"'), "must match"),
+        (GOOD.replace("key_version = 0x02", "key_version = 0x200"), "0..255"),
+        (GOOD.replace('tac_mk = "6061', 'tac = "6061'), "unknown entries"),
+        ("format = = 1", "not valid TOML"),
+    ],
+)
+def test_malformed_keystores_are_refused(text, message):
+    with pytest.raises(CryptoError, match=message):
+        Keystore.from_toml(text)
+
+
+def test_missing_application_and_version():
+    ks = Keystore.test()
+    with pytest.raises(CryptoError, match="no keys for application 'metro'"):
+        ks.purse_keys("metro")
+    with pytest.raises(CryptoError, match="no key version 07"):
+        ks.by_version(7)

@@ -1,0 +1,55 @@
+"""Cryptography of the purse: DES/3DES blocks, PBOC and retail MACs, key
+diversification, session keys, MAC1/MAC2/TAC, the maintenance MAC and the
+master-key keystore (JR/T 0025; PROTOCOL.md §2, §6).  Pure functions on bytes."""
+
+from unioncard.crypto.des import (
+    des_decrypt,
+    des_encrypt,
+    pad80,
+    tdes_decrypt,
+    tdes_encrypt,
+    xor,
+)
+from unioncard.crypto.keystore import CardKeys, Keystore, PurseKeys, derive_card_keys
+from unioncard.crypto.mac import pboc_mac, retail_mac
+from unioncard.crypto.purse import (
+    TransactionType,
+    diversify,
+    load_mac1,
+    load_mac2,
+    load_session_key,
+    load_tac,
+    maintenance_mac,
+    purchase_mac1,
+    purchase_mac2,
+    purchase_session_key,
+    purchase_tac,
+    tac_key,
+)
+
+__all__ = [
+    "CardKeys",
+    "Keystore",
+    "PurseKeys",
+    "TransactionType",
+    "derive_card_keys",
+    "des_decrypt",
+    "des_encrypt",
+    "diversify",
+    "load_mac1",
+    "load_mac2",
+    "load_session_key",
+    "load_tac",
+    "maintenance_mac",
+    "pad80",
+    "pboc_mac",
+    "purchase_mac1",
+    "purchase_mac2",
+    "purchase_session_key",
+    "purchase_tac",
+    "retail_mac",
+    "tac_key",
+    "tdes_decrypt",
+    "tdes_encrypt",
+    "xor",
+]
