@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.errors import CardError
 
-__all__ = ["Channel", "Transport"]
+__all__ = ["Channel", "Transport", "VirtualCard"]
 
 MAX_GET_RESPONSE_ROUNDS = 64
 
@@ -37,6 +37,37 @@ class Transport(Protocol):
 
     def power_off(self) -> None:
         """Remove power from the card."""
+        ...
+
+
+@runtime_checkable
+class VirtualCard(Protocol):
+    """The card side of the same link: what a simulated card offers a reader.
+
+    The in-process transport and the vpcd bridge drive any object of this
+    shape.  An exception from any method means the card lost power (a tear):
+    readers treat it as an unresponsive card, and the next `power_on` recovers.
+    """
+
+    @property
+    def atr(self) -> bytes:
+        """The answer to reset (ISO 7816-3 §8)."""
+        ...
+
+    def power_on(self) -> bytes:
+        """Cold reset: power up and return the ATR."""
+        ...
+
+    def reset(self) -> bytes:
+        """Warm reset: return the ATR."""
+        ...
+
+    def power_off(self) -> None:
+        """Remove power: volatile state (selected file, session) is lost."""
+        ...
+
+    def transmit(self, command: bytes) -> bytes:
+        """One command APDU in, the response APDU (data + SW1 SW2) out."""
         ...
 
 

@@ -1,0 +1,327 @@
+"""The vpcd bridge: virtual cards in this process, seen by pcscd as cards in readers.
+
+Debian's vsmartcard-vpcd driver makes pcscd listen on a TCP port per reader
+slot (35963 for slot 0, 35964 for slot 1 by default, PROTOCOL.md §7).  The
+bridge connects to those ports as the card.  Each frame is a 2-byte big-endian
+length and a payload; a 1-byte payload is a control code (``00`` power off,
+``01`` power on, ``02`` reset, ``04`` send the ATR, the only one answered),
+anything longer a command APDU, answered with the response APDU.
+
+Every slot is served from one thread by a selector.  ``TCP_NODELAY`` is set
+once and ``TCP_QUICKACK`` before every read: pcscd writes a frame's length
+and payload separately, and a card that delays its ACK makes each APDU wait
+about 40 ms (48 ms against 0.18 ms per APDU, PROTOCOL.md §7).
+
+When pcscd goes away (stopped, restarted) the bridge reconnects with a
+growing delay.  When a card raises (a power cut from a fault injector, or any
+failure) the bridge answers nothing and drops that slot's connection, as a
+card torn from the reader; it comes back after `TEAR_SECONDS`, long enough for
+pcscd's presence poll to see the card gone, so pcscd powers it up afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from types import TracebackType
+
+from unioncard.terminal.pcscd import DEFAULT_VPCD_PORT
+from unioncard.terminal.transport import VirtualCard
+
+__all__ = [
+    "TEAR_SECONDS",
+    "CommandHook",
+    "Control",
+    "VpcdBridge",
+]
+
+log = logging.getLogger(__name__)
+
+CommandHook = Callable[[int, bytes, bytes], None]
+"""Called with (slot, command, response) after the card answered and before the
+response goes to pcscd: a trace writer, or a hook that persists the card."""
+
+TEAR_SECONDS = 1.0
+"""How long a card that lost power stays out of its reader: more than pcscd's
+400 ms presence poll, so pcscd sees a removal and powers the card up again."""
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+_MAX_FRAME = 0xFFFF
+
+
+class Control(IntEnum):
+    """vpcd control codes: 1-byte payloads from pcscd."""
+
+    POWER_OFF = 0x00
+    POWER_ON = 0x01
+    RESET = 0x02
+    ATR = 0x04
+
+
+class _CardLost(Exception):
+    """The card raised: treat it as a card that lost power."""
+
+
+@dataclass
+class _Slot:
+    number: int
+    card: VirtualCard
+    port: int
+    sock: socket.socket | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+    next_attempt: float = 0.0
+    delay: float = 0.0
+    connections: int = 0
+    commands: int = 0
+
+
+class VpcdBridge:
+    """Serve ``cards`` ({slot: card}) to the vpcd driver of the pcscd at ``host``:``port``.
+
+    Slot n connects to ``port + n``.  `start` runs the bridge in a thread;
+    `serve_forever` runs it in the calling thread until `stop`.  The card
+    methods are called with `lock` held, so other threads can inspect a card
+    safely by taking it too.
+    """
+
+    def __init__(
+        self,
+        cards: Mapping[int, VirtualCard],
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_VPCD_PORT,
+        on_command: CommandHook | None = None,
+        min_delay: float = 0.02,
+        max_delay: float = 0.5,
+        tear_seconds: float = TEAR_SECONDS,
+        io_timeout: float = 5.0,
+    ) -> None:
+        if not cards:
+            raise ValueError("the bridge needs at least one card")
+        for number in cards:
+            if number < 0 or port + number > 0xFFFF:
+                raise ValueError(f"slot {number} has no port above {port}")
+        self.host = host
+        self.port = port
+        self.on_command = on_command
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.tear_seconds = tear_seconds
+        self.io_timeout = io_timeout
+        self.lock = threading.RLock()
+        self._slots = {n: _Slot(n, card, port + n) for n, card in sorted(cards.items())}
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._changed = threading.Condition()
+
+    # -- public state ---------------------------------------------------------
+
+    def connected(self, slot: int) -> bool:
+        """Whether slot ``slot`` has a TCP connection to pcscd now."""
+        return self._slots[slot].sock is not None
+
+    def connections(self, slot: int) -> int:
+        """How many times slot ``slot`` connected to pcscd so far."""
+        return self._slots[slot].connections
+
+    def commands(self, slot: int) -> int:
+        """How many command APDUs slot ``slot`` answered so far."""
+        return self._slots[slot].commands
+
+    def wait_connected(self, timeout: float = 5.0, *, count: int = 1) -> bool:
+        """Wait until every slot connected at least ``count`` times and is connected now."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not all(s.sock is not None and s.connections >= count
+                          for s in self._slots.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    # -- running --------------------------------------------------------------
+
+    def start(self) -> VpcdBridge:
+        """Serve in a background thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self.serve_forever, name=f"vpcd-bridge-{self.port}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        """Ask the serving loop to end (safe from a signal handler); see `stop`."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End serving: every slot's connection closes (pcscd sees the cards removed)."""
+        self.request_stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            self._thread = None
+
+    def serve_forever(self) -> None:
+        """Serve until `stop`: connect, answer frames, reconnect after failures."""
+        try:
+            while not self._stopping.is_set():
+                self._connect_due()
+                waits = [s.next_attempt for s in self._slots.values() if s.sock is None]
+                timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
+                for key, _events in self._selector.select(timeout):
+                    if key.data is None:
+                        self._drain_wake()
+                    else:
+                        self._read(key.data)
+        finally:
+            for slot in self._slots.values():
+                self._disconnect(slot, delay=0.0, reason="bridge stopped")
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def __enter__(self) -> VpcdBridge:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- connections ------------------------------------------------------------
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(64):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _connect_due(self) -> None:
+        now = time.monotonic()
+        for slot in self._slots.values():
+            if slot.sock is None and now >= slot.next_attempt:
+                self._connect(slot)
+
+    def _connect(self, slot: _Slot) -> None:
+        try:
+            sock = socket.create_connection((self.host, slot.port), timeout=self.io_timeout)
+        except OSError as exc:
+            slot.delay = min(self.max_delay, max(self.min_delay, slot.delay * 2))
+            slot.next_attempt = time.monotonic() + slot.delay
+            log.debug("slot %d: pcscd not reachable on %s:%d (%s); retry in %.2f s",
+                      slot.number, self.host, slot.port, exc, slot.delay)
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        slot.sock = sock
+        slot.buffer.clear()
+        slot.delay = 0.0
+        slot.connections += 1
+        self._selector.register(sock, selectors.EVENT_READ, slot)
+        log.info("slot %d: card inserted (connected to %s:%d)", slot.number, self.host, slot.port)
+        with self._changed:
+            self._changed.notify_all()
+
+    def _disconnect(self, slot: _Slot, *, delay: float, reason: str) -> None:
+        sock, slot.sock = slot.sock, None
+        if sock is None:
+            return
+        self._selector.unregister(sock)
+        sock.close()
+        slot.buffer.clear()
+        slot.delay = delay
+        slot.next_attempt = time.monotonic() + delay
+        log.info("slot %d: card out of the reader (%s)", slot.number, reason)
+        with self._changed:
+            self._changed.notify_all()
+
+    def _read(self, slot: _Slot) -> None:
+        sock = slot.sock
+        if sock is None:
+            return
+        try:
+            if _QUICKACK is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            data = sock.recv(_MAX_FRAME + 2)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._disconnect(slot, delay=self.min_delay, reason=f"pcscd connection failed: {exc}")
+            return
+        if not data:
+            self._disconnect(slot, delay=self.min_delay, reason="pcscd closed the connection")
+            return
+        buffer = slot.buffer
+        buffer += data
+        while len(buffer) >= 2:
+            length = int.from_bytes(buffer[:2], "big")
+            if len(buffer) < 2 + length:
+                break
+            payload = bytes(buffer[2 : 2 + length])
+            del buffer[: 2 + length]
+            try:
+                answer = self._frame(slot, payload)
+            except _CardLost as exc:
+                log.warning("slot %d: the card lost power (%s)", slot.number, exc.__cause__)
+                self._disconnect(slot, delay=self.tear_seconds, reason="card lost power")
+                return
+            if answer is not None:
+                try:
+                    sock.sendall(len(answer).to_bytes(2, "big") + answer)
+                except OSError as exc:
+                    self._disconnect(slot, delay=self.min_delay,
+                                     reason=f"pcscd connection failed: {exc}")
+                    return
+
+    # -- the card ---------------------------------------------------------------
+
+    def _frame(self, slot: _Slot, payload: bytes) -> bytes | None:
+        """Handle one frame from pcscd; return the payload to answer, or None."""
+        card = slot.card
+        try:
+            with self.lock:
+                if len(payload) == 1:
+                    return self._control(slot, payload[0])
+                response = bytes(card.transmit(payload))
+                if not 2 <= len(response) <= _MAX_FRAME:
+                    raise ValueError(f"response of {len(response)} bytes")
+                slot.commands += 1
+                if self.on_command is not None:
+                    self.on_command(slot.number, payload, response)
+                return response
+        except Exception as exc:
+            raise _CardLost from exc
+
+    def _control(self, slot: _Slot, code: int) -> bytes | None:
+        card = slot.card
+        if code == Control.ATR:
+            return bytes(card.atr)
+        if code == Control.POWER_ON:
+            card.power_on()
+        elif code == Control.RESET:
+            card.reset()
+        elif code == Control.POWER_OFF:
+            card.power_off()
+        else:
+            log.warning("slot %d: unknown vpcd control code %02X ignored", slot.number, code)
+            return None
+        log.debug("slot %d: %s", slot.number, Control(code).name.lower().replace("_", " "))
+        return None
