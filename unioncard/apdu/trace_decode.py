@@ -67,12 +67,11 @@ def pair(records: Iterable[TraceRecord]) -> Iterator[Exchange]:
                 command, origin, expect = pending.pop(device)
                 number += 1
                 yield Exchange(number, device, command, None, origin, expect)
-            origin, inherited = last.get(device, (b"", False))
-            if is_get_response(record.data):
-                expect = expects_tlv(record.data, inherited)
+            valid = _valid(record.data)
+            if valid and is_get_response(record.data):
+                origin, expect = last.get(device, (b"", False))
             else:
                 origin = record.data
-                valid = _valid(record.data)
                 expect = valid and expects_tlv(record.data)
                 if valid:
                     last[device] = (origin, expect)

@@ -5,8 +5,8 @@ The purse values are internally consistent (PROTOCOL.md §2, §6): the card's
 purchase and TAC keys are diversified from the project's test master keys
 (transit purse, key version 01) with the card's diversifier, and MAC1, MAC2
 and TAC are computed with the PBOC MAC, so a settlement run can verify the
-TAC of this trace.  Test keys only, never production keys.  The script checks
-the PROTOCOL.md purchase known-answer vector before writing anything.
+TAC of this trace.  Test keys only, never production keys.  The cryptography
+is `unioncard.crypto.purse`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
-
 from unioncard.apdu.trace import Device, TraceRecord
 from unioncard.apdu.trace_text import TextTraceWriter
+from unioncard.crypto.purse import (
+    TransactionType,
+    diversify,
+    purchase_mac1,
+    purchase_mac2,
+    purchase_session_key,
+    purchase_tac,
+)
 
 H = bytes.fromhex
 OUT = Path(__file__).with_name("sample_trace.txt")
@@ -28,37 +33,6 @@ OUT = Path(__file__).with_name("sample_trace.txt")
 # PROTOCOL.md §6, transit purse (key version 01): purchase and TAC master keys
 MPK = H("404142434445464748494A4B4C4D4E4F")
 MTK = H("606162636465666768696A6B6C6D6E6F")
-
-
-def _ecb(key24: bytes, block: bytes) -> bytes:
-    encryptor = Cipher(TripleDES(key24), modes.ECB()).encryptor()
-    return encryptor.update(block) + encryptor.finalize()
-
-
-def tdes(key16: bytes, block: bytes) -> bytes:
-    """Two-key 3DES EDE, ECB, one block."""
-    return _ecb(key16 + key16[:8], block)
-
-
-def pboc_mac(key8: bytes, data: bytes) -> bytes:
-    """Single-DES CBC-MAC, IV zero, 80 00.. padding always, leftmost 4 bytes (§2)."""
-    data += b"\x80" + bytes(-(len(data) + 1) % 8)
-    block = bytes(8)
-    for i in range(0, len(data), 8):
-        block = _ecb(key8 * 3, bytes(a ^ b for a, b in zip(block, data[i: i + 8], strict=True)))
-    return block[:4]
-
-
-def diversify(master: bytes, f: bytes) -> bytes:
-    return tdes(master, f) + tdes(master, bytes(b ^ 0xFF for b in f))
-
-
-def check_known_answers() -> None:
-    """PROTOCOL.md §2, public purchase vector."""
-    sespk = tdes(H("11223344556677888877665544332211"), H("11223344" "0000" "0001"))
-    assert sespk == H("003238ABC57659DD"), sespk.hex()
-    assert pboc_mac(sespk, H("00001000 06 001122334455 20120229 135100")) == H("F15CAB75")
-    assert pboc_mac(sespk, H("00001000")) == H("56988A13")
 
 
 CST = timezone(timedelta(hours=8))
@@ -80,7 +54,7 @@ TERMINAL_SEQ = 291
 FARE = 200  # 2.00 yuan; members pay 10% less
 AMOUNT = FARE - FARE // 10  # 180 fen
 DATE, TIME = H("20250318"), H("074212")
-PURCHASE = 0x06  # EP purchase
+PURCHASE = TransactionType.EP_PURCHASE
 
 PDOL = H("9F66049F02069F03069F1A0295055F2A029A039C019F3704DF6001")
 
@@ -92,15 +66,13 @@ def tlv(tag: str, value: bytes) -> bytes:
 
 def script() -> list[tuple[str, Device, bytes, bytes, str]]:
     """(section comment or "", device, command, response, comment) in order."""
-    dpk = diversify(MPK, DIVERSIFIER)
-    dtk = diversify(MTK, DIVERSIFIER)
-    tac_key = bytes(a ^ b for a, b in zip(dtk[:8], dtk[8:], strict=True))
+    sespk = purchase_session_key(diversify(MPK, DIVERSIFIER), RANDOM, OFFLINE_SEQ, TERMINAL_SEQ)
+    mac1 = purchase_mac1(sespk, AMOUNT, PURCHASE, TERMINAL_ID, DATE, TIME)
+    mac2 = purchase_mac2(sespk, AMOUNT)
+    tac = purchase_tac(diversify(MTK, DIVERSIFIER), AMOUNT, PURCHASE, TERMINAL_ID, TERMINAL_SEQ,
+                       DATE, TIME)
     amount = AMOUNT.to_bytes(4, "big")
     tseq = TERMINAL_SEQ.to_bytes(4, "big")
-    sespk = tdes(dpk, RANDOM + OFFLINE_SEQ.to_bytes(2, "big") + tseq[2:])
-    mac1 = pboc_mac(sespk, amount + bytes((PURCHASE,)) + TERMINAL_ID + DATE + TIME)
-    mac2 = pboc_mac(sespk, amount)
-    tac = pboc_mac(tac_key, amount + bytes((PURCHASE,)) + TERMINAL_ID + tseq + DATE + TIME)
     ok = H("9000")
 
     ppse = b"2PAY.SYS.DDF01"
@@ -155,7 +127,6 @@ def script() -> list[tuple[str, Device, bytes, bytes, str]]:
 
 
 def write(stream: io.BufferedIOBase) -> None:
-    check_known_answers()
     writer = TextTraceWriter(stream)
     writer.comment("unioncard sample trace: text format, see docs/traces.md")
     writer.comment("Test keys of PROTOCOL.md §6 (transit purse, key version 01);"
