@@ -148,6 +148,16 @@ def test_maintenance_mac_against_pyemv(key, challenge, header):
     assert purse.maintenance_mac(key, challenge, header) == expected
 
 
+def test_maintenance_mac_with_an_eight_byte_challenge_uses_it_as_iv():
+    from unioncard.crypto.mac import retail_mac
+
+    key, challenge = bytes(range(16)), bytes(range(8, 16))
+    header = bytes.fromhex("841E000004")
+    assert purse.maintenance_mac(key, challenge, header) == retail_mac(key, header, iv=challenge)
+    assert purse.maintenance_mac(key, challenge[:4], header) == retail_mac(
+        key, header, iv=challenge[:4] + bytes(4))
+
+
 def test_full_purchase_chain_with_test_keys():
     """PSAM side and card side derive the same SESPK from the master key and the diversifier."""
     mpk = bytes.fromhex("404142434445464748494A4B4C4D4E4F")
@@ -169,7 +179,7 @@ def test_full_purchase_chain_with_test_keys():
         lambda: purse.purchase_mac1(bytes(8), 1, 6, bytes(5), bytes(4), bytes(3)),
         lambda: purse.purchase_mac1(bytes(8), 1, 256, bytes(6), bytes(4), bytes(3)),
         lambda: purse.load_mac2(bytes(8), 1, 2, bytes(6), bytes(3), bytes(3)),
-        lambda: purse.maintenance_mac(bytes(16), bytes(8), bytes(5)),
+        lambda: purse.maintenance_mac(bytes(16), bytes(6), bytes(5)),
         lambda: purse.purchase_mac2(bytes(8), 1 << 32),
     ],
 )

@@ -199,7 +199,13 @@ def load_tac(
 
 def maintenance_mac(key: bytes, challenge: bytes, header: bytes) -> bytes:
     """MAC of APPLICATION BLOCK/UNBLOCK: retail MAC over CLA INS P1 P2 Lc,
-    IV = the 4-byte GET CHALLENGE random ‖ 00000000 (PROTOCOL.md §2)."""
-    iv = _fixed("challenge", challenge, 4) + bytes(4)
+    IV = the 4-byte GET CHALLENGE random ‖ 00000000 (PROTOCOL.md §2).
+
+    An 8-byte challenge (GET CHALLENGE with Le ``08``) is the IV itself.
+    """
+    if len(challenge) == 8:
+        iv = bytes(challenge)
+    else:
+        iv = _fixed("challenge", challenge, 4) + bytes(4)
     key = _fixed("maintenance key", key, 16)
     return retail_mac(key, _fixed("command header", header, 5), iv=iv)
