@@ -19,7 +19,7 @@ def select_etc(card, tx):
         assert tx(card, cmd)[1] == 0x9000
 
 
-# --- ATR and power ------------------------------------------------------------------------
+# --- ATR and power ----------------------------------------------------------------------------
 
 
 def parse_protocols(atr: bytes) -> list[int]:
@@ -68,7 +68,7 @@ def test_reset_loses_selection_and_pin_status(card, tx):
     assert tx(card, "0020000000")[1] == 0x63C3  # not verified any more
 
 
-# --- classes and instructions ---------------------------------------------------------------
+# --- classes and instructions -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_refusals_by_class_and_instruction(card, tx, command, status):
     assert tx(card, command) == (b"", status)
 
 
-# --- SELECT ---------------------------------------------------------------------------------
+# --- SELECT -----------------------------------------------------------------------------------
 
 
 def test_select_by_aid_returns_fci(card, tx):
@@ -153,7 +153,7 @@ def test_select_fcp(card, tx):
     assert tx(card, "00A40000020018") == (b"", 0x9000)  # EFs answer no FCI
 
 
-# --- READ BINARY / READ RECORD -----------------------------------------------------------------
+# --- READ BINARY / READ RECORD ----------------------------------------------------------------
 
 
 def test_read_binary(card, tx):
@@ -194,7 +194,7 @@ def test_read_record(card, tx):
     assert tx(card, "00B201D400")[1] == 0x6A82
 
 
-# --- UPDATE BINARY / UPDATE RECORD and access conditions -----------------------------------------
+# --- UPDATE BINARY / UPDATE RECORD and access conditions --------------------------------------
 
 
 def test_update_binary_needs_the_pin(card, tx):
@@ -218,7 +218,7 @@ def test_update_record_of_capp_file_is_refused(card, tx):
     assert tx(card, "00DC01AC02ABCD")[1] == 0x6981  # transparent
 
 
-# --- GET CHALLENGE, VERIFY -------------------------------------------------------------------------
+# --- GET CHALLENGE, VERIFY --------------------------------------------------------------------
 
 
 def test_get_challenge(card, tx):
@@ -280,7 +280,7 @@ def test_verify_power_cut_never_saves_a_try(card, tx):
     assert tx(card, "0020000000")[1] == 0x63C1
 
 
-# --- T=0 and T=1 framing ------------------------------------------------------------------------
+# --- T=0 and T=1 framing ----------------------------------------------------------------------
 
 
 def test_t0_answers_61xx_and_get_response(card, tx):

@@ -24,18 +24,21 @@ from unioncard.applet_sim.personalize import (
     issue_member_card,
     issue_psam,
 )
+from unioncard.applet_sim.purse import LogRecord, PurseState
 
 __all__ = [
     "CardLayout",
     "CardNumbers",
     "CardUnpowered",
     "FaultInjector",
+    "LogRecord",
     "MemberData",
     "MemberRecord",
     "MemberStatus",
     "Phase",
     "Pin",
     "PowerLoss",
+    "PurseState",
     "RandomSource",
     "SimulatedCard",
     "Step",

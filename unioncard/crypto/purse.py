@@ -203,9 +203,6 @@ def maintenance_mac(key: bytes, challenge: bytes, header: bytes) -> bytes:
 
     An 8-byte challenge (GET CHALLENGE with Le ``08``) is the IV itself.
     """
-    if len(challenge) == 8:
-        iv = bytes(challenge)
-    else:
-        iv = _fixed("challenge", challenge, 4) + bytes(4)
+    iv = bytes(challenge) if len(challenge) == 8 else _fixed("challenge", challenge, 4) + bytes(4)
     key = _fixed("maintenance key", key, 16)
     return retail_mac(key, _fixed("command header", header, 5), iv=iv)
