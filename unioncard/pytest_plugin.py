@@ -100,7 +100,7 @@ class VirtualReader:
         return Channel(self.psam_transport)
 
     def close(self) -> None:
-        """Disconnect, take the cards out of their readers and wait until pcscd saw it."""
+        """Disconnect, and take the cards out of their readers."""
         while self._closers:
             self._closers.pop()()
 
@@ -313,14 +313,13 @@ def serve_virtual_reader(
         bridge = VpcdBridge(cards, port=daemon.vpcd_port, on_command=on_command)
         names = {slot: daemon.reader_name(slot) for slot in cards}
 
-        def take_out() -> None:
-            bridge.stop()
-            for name in names.values():
-                with PcscTransport(name) as watcher:
-                    watcher.wait_for_card(CARD_WAIT_SECONDS, present=False)
-
         bridge.start()
-        stack.callback(take_out)
+        stack.callback(bridge.stop)  # the cards leave their readers
+        if not bridge.wait_attached(CARD_WAIT_SECONDS):
+            raise TransportError(
+                f"pcscd did not take the card on vpcd port {daemon.vpcd_port} within "
+                f"{CARD_WAIT_SECONDS:g} s (another program serving a card there?)"
+            )
         transports = {}
         for slot, name in names.items():
             transport = stack.enter_context(PcscTransport(name, protocol=protocol))
@@ -382,9 +381,9 @@ def virtual_psam() -> VirtualCard | None:
 
 @pytest.fixture
 def virtual_reader(
-    pcsc_serve: Callable[..., VirtualReader],
     virtual_card: VirtualCard,
     virtual_psam: VirtualCard | None,
+    pcsc_serve: Callable[..., VirtualReader],
 ) -> VirtualReader:
     """`virtual_card` (and `virtual_psam`) in pcscd's virtual reader, powered on."""
     return pcsc_serve(virtual_card, virtual_psam)

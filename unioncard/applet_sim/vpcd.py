@@ -79,6 +79,7 @@ class _Slot:
     next_attempt: float = 0.0
     delay: float = 0.0
     connections: int = 0
+    frames: int = 0
     commands: int = 0
 
 
@@ -139,11 +140,15 @@ class VpcdBridge:
         """How many command APDUs slot ``slot`` answered so far."""
         return self._slots[slot].commands
 
-    def wait_connected(self, timeout: float = 5.0, *, count: int = 1) -> bool:
-        """Wait until every slot connected at least ``count`` times and is connected now."""
+    def wait_attached(self, timeout: float = 5.0, *, count: int = 1) -> bool:
+        """Wait until pcscd talks to every slot's card, on its ``count``-th connection or later.
+
+        pcscd accepts a card's connection at its next presence poll and asks
+        for the ATR at once: the first frame is the sign the reader has the card.
+        """
         deadline = time.monotonic() + timeout
         with self._changed:
-            while not all(s.sock is not None and s.connections >= count
+            while not all(s.sock is not None and s.frames > 0 and s.connections >= count
                           for s in self._slots.values()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -234,6 +239,7 @@ class VpcdBridge:
         slot.sock = sock
         slot.buffer.clear()
         slot.delay = 0.0
+        slot.frames = 0
         slot.connections += 1
         self._selector.register(sock, selectors.EVENT_READ, slot)
         log.info("slot %d: card inserted (connected to %s:%d)", slot.number, self.host, slot.port)
@@ -277,6 +283,10 @@ class VpcdBridge:
                 break
             payload = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
+            slot.frames += 1
+            if slot.frames == 1:
+                with self._changed:
+                    self._changed.notify_all()
             try:
                 answer = self._frame(slot, payload)
             except _CardLost as exc:
