@@ -313,6 +313,7 @@ def scenario_purchase(t: PurseTerminal, app: str, amount: int = 150) -> Scenario
     t.select(app)
     before = t.ensure_balance(amount)
     p = t.purchase(amount)
+    _expect_equal(t.card, "balance in INITIALIZE", p.balance_before, before)
     after = t.balance()
     _expect_equal(t.card, "balance after the purchase", after, before - amount)
     record = t.log_record()
