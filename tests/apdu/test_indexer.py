@@ -234,3 +234,46 @@ print("agreed")
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("agreed")
+
+
+class _Repeating(io.RawIOBase):
+    """A UCT1 stream of ``size`` bytes made of one block repeated, never held whole."""
+
+    def __init__(self, block: bytes, size: int) -> None:
+        self.pending = bytearray(b"UCT1")
+        self.block = block
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while len(self.pending) < len(target) and self.left > 0:
+            self.pending += self.block
+            self.left -= len(self.block)
+        n = min(len(target), len(self.pending))
+        target[:n] = self.pending[:n]
+        del self.pending[:n]
+        return n
+
+
+def test_streaming_statistics_use_constant_memory():
+    """Peak traced memory is the same for a 8 MB and a 64 MB stream."""
+    import tracemalloc
+
+    from unioncard.apdu.trace_stats import TraceStats
+
+    block = (frame(1, H("00B2010C00")) + frame(2, H("700D5A0212345F24032912319F0800 9000"))
+             + frame(1, H("805C000204")) + frame(2, H("000007D09000")))
+    peaks = []
+    for megabytes in (8, 64):
+        stream = _Repeating(block * 1000, megabytes << 20)
+        stats = TraceStats()
+        tracemalloc.start()
+        for part in iter_index(stream, chunk=1 << 20, reuse=True):
+            stats.add(part)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert stats.summary()["bytes"] >= megabytes << 20
+    assert peaks[1] < peaks[0] + (1 << 20)
+    assert peaks[1] < 48 << 20

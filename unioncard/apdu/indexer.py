@@ -53,6 +53,7 @@ __all__ = [
     "index_buffer",
     "iter_index",
     "iter_index_records",
+    "jit_kernel",
 ]
 
 CHUNK = 1 << 23
@@ -81,7 +82,7 @@ class TlvClass(IntEnum):
     MALFORMED = 3  # expected BER-TLV, but does not decode: objects dropped
 
 
-def _kernel(function: Any) -> Any:
+def jit_kernel(function: Any) -> Any:
     """`unioncard.jit.jit`, without numba's warning that njit ignores ``nopython``."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "nopython is set for njit", RuntimeWarning)
@@ -95,7 +96,7 @@ _DONE, _MORE, _FULL = 0, 1, 2
 _STATE = 3
 
 
-@_kernel
+@jit_kernel
 def expects_tlv_kernel(cla: int, ins: int, p1: int, p2: int, last: int) -> int:
     if cla == 0xFF:
         return 0
@@ -113,13 +114,13 @@ def expects_tlv_kernel(cla: int, ins: int, p1: int, p2: int, last: int) -> int:
     return 0
 
 
-@_kernel
+@jit_kernel
 def _at(buf: Any, i: int) -> int:
     """buf[i] as a signed 64-bit int (numba would otherwise mix uint8 into uint64)."""
     return int(np.int64(buf[i]))
 
 
-@_kernel
+@jit_kernel
 def _command_ok(buf: Any, start: int, n: int) -> bool:
     """CommandAPDU.from_bytes accepts these n bytes (ISO 7816-4 §5.1 cases)."""
     if n < 4:
@@ -139,7 +140,7 @@ def _command_ok(buf: Any, start: int, n: int) -> bool:
     return n == 7 + length or n == 9 + length
 
 
-@_kernel
+@jit_kernel
 def _scan_tlv(buf: Any, start: int, end: int, base: int, frame: int, no: int,
               o_frame: Any, o_tag: Any, o_depth: Any, o_off: Any, o_len: Any,
               ends: Any) -> tuple[int, int]:
@@ -209,7 +210,7 @@ def _scan_tlv(buf: Any, start: int, end: int, base: int, frame: int, no: int,
             pos = stop
 
 
-@_kernel
+@jit_kernel
 def _index_kernel(buf: Any, pos: int, final: bool, base: int, frame0: int, state: Any,
                   f_off: Any, f_len: Any, f_kind: Any, f_status: Any, f_peer: Any,
                   f_tlv: Any, f_err: Any, f_sw: Any, f_cmd: Any,
@@ -400,22 +401,29 @@ def concat(parts: Iterable[TraceIndex]) -> TraceIndex:
 
 
 class _Run:
-    """Kernel calls over one growing stream: the carried state between them."""
+    """Kernel calls over one stream: the state carried between them, and the output arrays.
 
-    def __init__(self) -> None:
+    The output arrays are allocated once per run and reused by every call;
+    `step` hands out copies, or views valid until the next call (``reuse``).
+    """
+
+    def __init__(self, frame_capacity: int, object_capacity: int = OBJECT_CAPACITY) -> None:
         self.state = np.array([-1, 0, 0] * 2, dtype=np.int64)
         self.frames = 0
         self.ends = np.empty(MAX_DEPTH + 2, dtype=np.int64)
+        self.f = {name: np.empty(max(1, frame_capacity), dtype)
+                  for name, dtype in _FRAME_DTYPES.items()}
+        self.o = {name: np.empty(max(MIN_OBJECT_CAPACITY, object_capacity), dtype)
+                  for name, dtype in _OBJECT_DTYPES.items()}
 
     def step(self, buf: npt.NDArray[np.uint8], pos: int, final: bool, base: int,
-             frame_capacity: int, object_capacity: int) -> tuple[int, int, TraceIndex]:
+             reuse: bool = False) -> tuple[int, int, TraceIndex]:
         """Index from ``pos``; return (stop position, stop reason, the part indexed)."""
-        f = {name: np.empty(frame_capacity, dtype) for name, dtype in _FRAME_DTYPES.items()}
-        o = {name: np.empty(object_capacity, dtype) for name, dtype in _OBJECT_DTYPES.items()}
         stop, nf, no, reason = _index_kernel(
-            buf, pos, final, base, self.frames, self.state, *f.values(), *o.values(), self.ends)
-        columns = {k: v[:nf].copy() for k, v in f.items()}
-        columns.update({k: v[:no].copy() for k, v in o.items()})
+            buf, pos, final, base, self.frames, self.state, *self.f.values(), *self.o.values(),
+            self.ends)
+        columns = {k: v[:nf] if reuse else v[:nf].copy() for k, v in self.f.items()}
+        columns.update({k: v[:no] if reuse else v[:no].copy() for k, v in self.o.items()})
         part = TraceIndex.from_columns(columns, self.frames, base + stop)
         self.frames += nf
         return stop, reason, part
@@ -442,23 +450,26 @@ def index_buffer(buffer: bytes | bytearray | memoryview | npt.NDArray[np.uint8])
     buf = _as_array(buffer)
     if buf.shape[0] < len(MAGIC) or bytes(buf[: len(MAGIC)]) != MAGIC:
         return TraceIndex.empty(magic_ok=False)
-    run = _Run()
-    parts = []
     pos = len(MAGIC)
+    run = _Run(min(FRAME_CAPACITY, (buf.shape[0] - pos) // HEADER + 1),
+               min(OBJECT_CAPACITY, buf.shape[0] // 2 + 1))
+    parts = []
     while True:
-        frame_capacity = max(1, min(FRAME_CAPACITY, (buf.shape[0] - pos) // HEADER + 1))
-        pos, reason, part = run.step(buf, pos, True, 0, frame_capacity, OBJECT_CAPACITY)
+        pos, reason, part = run.step(buf, pos, True, 0)
         parts.append(part)
         if reason == _DONE:
             return concat(parts)
 
 
-def iter_index(stream: IO[bytes], chunk: int = CHUNK) -> Iterator[TraceIndex]:
+def iter_index(stream: IO[bytes], chunk: int = CHUNK, reuse: bool = False
+               ) -> Iterator[TraceIndex]:
     """Index a binary trace from a file object, ``chunk`` bytes at a time.
 
     Yields parts in order; each part's ``end`` tells how far the file has been
     consumed (for a progress bar).  A stream without the magic yields one empty
-    part with ``magic_ok`` False.
+    part with ``magic_ok`` False.  With ``reuse`` the parts' arrays are views
+    into buffers that the next part overwrites: consume each part before asking
+    for the next (as `TraceStats.add` does); memory then stays constant.
     """
     if chunk < 1:
         raise ValueError("chunk must be positive")
@@ -470,7 +481,7 @@ def iter_index(stream: IO[bytes], chunk: int = CHUNK) -> Iterator[TraceIndex]:
     filled = 0
     base = len(MAGIC)
     eof = False
-    run = _Run()
+    run = _Run(min(FRAME_CAPACITY, buf.shape[0] // HEADER + 1))
     while True:
         if not eof and filled < buf.shape[0]:
             got = _read_into(stream, view[filled: filled + min(chunk, buf.shape[0] - filled)])
@@ -479,9 +490,7 @@ def iter_index(stream: IO[bytes], chunk: int = CHUNK) -> Iterator[TraceIndex]:
         pos = 0
         reason = _FULL
         while reason == _FULL:
-            frame_capacity = max(1, min(FRAME_CAPACITY, (filled - pos) // HEADER + 1))
-            pos, reason, part = run.step(_readonly(buf[:filled]), pos, eof, base, frame_capacity,
-                                         OBJECT_CAPACITY)
+            pos, reason, part = run.step(_readonly(buf[:filled]), pos, eof, base, reuse)
             if part.frames or reason == _DONE:
                 yield part
         if eof and reason == _DONE:
@@ -524,10 +533,11 @@ class _RecordFrames(io.RawIOBase):
         return n
 
 
-def iter_index_records(records: Iterable[TraceRecord], chunk: int = CHUNK
-                       ) -> Iterator[TraceIndex]:
+def iter_index_records(records: Iterable[TraceRecord], chunk: int = CHUNK,
+                       reuse: bool = False) -> Iterator[TraceIndex]:
     """Index records from any reader (text, pcsc-spy) as if they were a binary trace.
 
     Offsets then refer to that binary encoding, not to the source file.
     """
-    return iter_index(io.BufferedReader(_RecordFrames(records), buffer_size=1 << 16), chunk)
+    return iter_index(io.BufferedReader(_RecordFrames(records), buffer_size=1 << 16), chunk,
+                      reuse)

@@ -158,10 +158,11 @@ def stats(file: Path, as_json: bool, fmt: str | None, psam_readers: tuple[str, .
         advance = _progress(stack, size, file.name) if show else None
         parts: Iterator[TraceIndex]
         if kind is TraceFormat.BINARY:
-            parts = iter_index(stream, chunk)
+            parts = iter_index(stream, chunk, reuse=True)
         else:
             options = {"psam_readers": psam_readers} if kind is TraceFormat.SPY else {}
-            parts = iter_index_records(read_records(stream, kind, file.name, **options), chunk)
+            parts = iter_index_records(read_records(stream, kind, file.name, **options), chunk,
+                                       reuse=True)
         try:
             for part in parts:
                 summary.add(part)
