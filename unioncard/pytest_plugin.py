@@ -11,10 +11,14 @@ unioncard can use the fixtures (see docs/pcsc.md):
   slots (``--unioncard-vpcd-port``), one test at a time.
 - ``pcsc_serve`` (function): a factory, ``pcsc_serve(card, psam=None)``, that
   serves any card object over vpcd and returns a `VirtualReader`.
-- ``virtual_reader`` (function): ``virtual_card`` (and ``virtual_psam`` when
-  not None) served in the virtual reader, with a powered-on `PcscTransport`.
-- ``virtual_card`` / ``virtual_psam``: the cards ``virtual_reader`` serves;
-  override them in a conftest.py to serve your own card.
+- ``virtual_reader`` (function): ``virtual_card`` in slot 0 and
+  ``virtual_psam`` in slot 1 of the virtual reader, each with a powered-on
+  `PcscTransport`.  They default to ``sim_card`` and ``sim_psam``; override
+  them in a conftest.py to serve your own cards (``virtual_psam`` None: none).
+- ``sim_card``, ``sim_psam`` (function): a personalized member card and a PSAM
+  from the simulator, issued with the test keys (``sim_keystore``), powered off;
+  options through the ``sim_card(...)`` / ``sim_psam(...)`` markers.
+- ``fault_injector`` (function): ``sim_card``'s power-cut injector.
 
 Markers: tests using these fixtures get the ``pcsc`` marker automatically
 (deselect them with ``-m "not pcsc"``); tests marked ``hardware`` are skipped
@@ -33,14 +37,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from unioncard.applet_sim.vpcd import CommandHook, VpcdBridge
 from unioncard.errors import TransportError
 from unioncard.terminal.pcscd import (
     SOCKET_ENV,
@@ -51,6 +55,11 @@ from unioncard.terminal.pcscd import (
 )
 from unioncard.terminal.transport import Channel, VirtualCard
 from unioncard.terminal.transports import PcscTransport, is_virtual_reader, list_readers
+
+if TYPE_CHECKING:  # the simulator is imported when a fixture needs it
+    from unioncard.applet_sim import FaultInjector, SimulatedCard
+    from unioncard.applet_sim.vpcd import CommandHook, VpcdBridge
+    from unioncard.crypto import Keystore
 
 __all__ = ["ExternalPcscd", "VirtualReader"]
 
@@ -147,6 +156,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "hardware: needs a physical PC/SC reader; skipped when none is attached"
+    )
+    config.addinivalue_line(
+        "markers", "sim_card(**options): options of the sim_card fixture (issue_member_card)"
+    )
+    config.addinivalue_line(
+        "markers", "sim_psam(**options): options of the sim_psam fixture (issue_psam)"
     )
     mode = config.getoption("unioncard_pcscd") or config.getini("unioncard_pcscd")
     if mode not in ("private", "system"):
@@ -302,10 +317,16 @@ def serve_virtual_reader(
     card: VirtualCard,
     psam: VirtualCard | None = None,
     *,
-    protocol: str = "any",
+    protocol: str | None = None,
     on_command: CommandHook | None = None,
 ) -> VirtualReader:
-    """Serve ``card`` in slot 0 (and ``psam`` in slot 1) and connect to them through pcscd."""
+    """Serve ``card`` in slot 0 (and ``psam`` in slot 1) and connect to them through pcscd.
+
+    ``protocol`` (``"T0"``, ``"T1"``, ``"any"``) defaults to each card's own
+    ``protocol`` attribute when it has one, else ``"any"``.
+    """
+    from unioncard.applet_sim.vpcd import VpcdBridge
+
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(_slot_lock(daemon))
@@ -322,7 +343,8 @@ def serve_virtual_reader(
             )
         transports = {}
         for slot, name in names.items():
-            transport = stack.enter_context(PcscTransport(name, protocol=protocol))
+            wanted = protocol or getattr(cards[slot], "protocol", None) or "any"
+            transport = stack.enter_context(PcscTransport(name, protocol=wanted))
             transport.wait_for_card(CARD_WAIT_SECONDS)
             transport.power_on()
             transports[slot] = transport
@@ -362,21 +384,89 @@ def pcsc_serve(
             reader.close()
 
 
+# -- simulated cards -------------------------------------------------------------------
+
+SIM_TERMINAL_ID = "001122334455"
+
+
+def _seed(request: pytest.FixtureRequest, salt: str) -> int:
+    """A random-number seed per test: the same test gets the same card randomness."""
+    return zlib.crc32(f"{request.node.nodeid}/{salt}".encode())
+
+
+def _marker_options(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
+    marker = request.node.get_closest_marker(name)
+    return dict(marker.kwargs) if marker is not None else {}
+
+
+@pytest.fixture(scope="session")
+def sim_keystore() -> Keystore:
+    """The project's test keystore (PROTOCOL.md §6): what the simulated cards are issued with."""
+    from unioncard.crypto import Keystore
+
+    return Keystore.test()
+
+
 @pytest.fixture
-def virtual_card() -> VirtualCard:
-    """The card `virtual_reader` serves in slot 0; override it to serve your own card."""
-    # The simulated purse card (unioncard.applet_sim.SimulatedCard) becomes the
-    # default here once the simulator ships; until then a project names its card.
-    raise pytest.UsageError(
-        "virtual_reader serves the card of the `virtual_card` fixture: define "
-        "`virtual_card` in your conftest.py, returning the card object to serve"
+def sim_card(request: pytest.FixtureRequest, sim_keystore: Keystore) -> SimulatedCard:
+    """A personalized member card (transit and ETC purses, member identity), powered off.
+
+    Defaults: card number 1, 100.00 yuan on each purse, T=1, randomness seeded per
+    test.  ``@pytest.mark.sim_card(**options)`` passes options to
+    `unioncard.applet_sim.issue_member_card` (``protocol="T=0"``,
+    ``transit_balance=...``, ``member=MemberData(...)``, ...).
+    """
+    import datetime as dt
+
+    from unioncard.applet_sim import MemberData, issue_member_card
+
+    options: dict[str, Any] = {
+        "card_no": 1, "transit_balance": 10_000, "etc_balance": 10_000,
+        "random_source": _seed(request, "card"),
+    }
+    options.update(_marker_options(request, "sim_card"))
+    member = options.pop("member", None) or MemberData(
+        "张三", "20260001", "市总工会", "11010519491231002X",
+        dt.date(2026, 1, 1), dt.date(2030, 12, 31),
     )
+    return issue_member_card(member, sim_keystore, **options)
 
 
 @pytest.fixture
-def virtual_psam() -> VirtualCard | None:
-    """The PSAM `virtual_reader` serves in slot 1, or None for no PSAM."""
-    return None
+def sim_psam(request: pytest.FixtureRequest, sim_keystore: Keystore) -> SimulatedCard:
+    """A PSAM with the test purchase keys and terminal id ``001122334455``, powered off.
+
+    ``@pytest.mark.sim_psam(**options)`` passes options to
+    `unioncard.applet_sim.issue_psam` (``terminal_id=...``, ``protocol="T=0"``, ...).
+    """
+    from unioncard.applet_sim import issue_psam
+
+    options: dict[str, Any] = {"random_source": _seed(request, "psam")}
+    options.update(_marker_options(request, "sim_psam"))
+    return issue_psam(sim_keystore, options.pop("terminal_id", SIM_TERMINAL_ID), **options)
+
+
+@pytest.fixture
+def fault_injector(sim_card: SimulatedCard) -> FaultInjector:
+    """The fault injector of `sim_card`: cut its power at chosen NVM writes.
+
+    A cut makes the card raise `unioncard.applet_sim.PowerLoss` in process; in
+    the virtual reader the card is torn out (the PC/SC transport reports that
+    it did not answer) and comes back, and the next power on recovers its NVM.
+    """
+    return sim_card.faults
+
+
+@pytest.fixture
+def virtual_card(sim_card: SimulatedCard) -> VirtualCard:
+    """The card `virtual_reader` serves in slot 0: `sim_card` unless overridden."""
+    return sim_card
+
+
+@pytest.fixture
+def virtual_psam(sim_psam: SimulatedCard) -> VirtualCard | None:
+    """The card `virtual_reader` serves in slot 1: `sim_psam`; override with None for none."""
+    return sim_psam
 
 
 @pytest.fixture

@@ -35,14 +35,18 @@ TESTS = textwrap.dedent(
     def virtual_card():
         return Card()
 
+    @pytest.fixture
+    def virtual_psam():
+        return None
+
     def test_served(virtual_reader):
         assert virtual_reader.name == "Virtual PCD 00 00"
         assert virtual_reader.atr == Card.atr
         assert virtual_reader.transport.transmit(bytes.fromhex("8001000003010203")) == (
             bytes.fromhex("0302019000"))
 
-    def test_psam_fixture_default(virtual_psam):
-        assert virtual_psam is None
+    def test_no_psam(virtual_reader):
+        assert virtual_reader.psam_name is None and virtual_reader.psam_transport is None
 
     @pytest.mark.hardware
     def test_needs_a_reader():
@@ -74,15 +78,39 @@ def test_plugin_from_another_project(tmp_path):
 
     deselected = run_pytest(tmp_path, "-m", "not pcsc")
     assert deselected.returncode == 0, deselected.stdout
-    assert "1 passed, 1 skipped, 1 deselected" in deselected.stdout
+    assert "1 skipped, 2 deselected" in deselected.stdout
     assert set(Path(tempfile.gettempdir()).glob("unioncard-pcscd-main-*")) <= before  # removed
 
 
-def test_virtual_card_must_be_named(tmp_path):
-    (tmp_path / "test_unnamed.py").write_text("def test_x(virtual_reader):\n    pass\n")
+SIM_TESTS = textwrap.dedent(
+    '''
+    import pytest
+
+    def test_default_cards(virtual_reader, sim_card, sim_psam):
+        assert virtual_reader.card is sim_card and virtual_reader.psam is sim_psam
+        card, psam = virtual_reader.transport, virtual_reader.psam_transport
+        select = bytes.fromhex("00A4040008A000000632010105")
+        assert card.transmit(select)[-2:] == b"\\x90\\x00"
+        assert card.transmit(bytes.fromhex("805C000204")).hex() == "000027109000"
+        assert psam.transmit(bytes.fromhex("00B0960006")).hex() == "0011223344559000"
+
+    @pytest.mark.sim_card(transit_balance=1, protocol="T=0")
+    @pytest.mark.sim_psam(terminal_id="AABBCCDDEEFF")
+    def test_marker_options(sim_card, sim_psam, fault_injector):
+        assert sim_card.protocol == "T=0" and sim_card.purse("transit").balance == 1
+        assert sim_psam.psam() is not None
+        assert fault_injector is sim_card.faults
+    '''
+)
+
+
+@pytest.mark.pcsc
+@pytest.mark.skipif(bool(missing_requirements()), reason="pcscd or vpcd not installed")
+def test_simulated_cards_by_default(tmp_path):
+    (tmp_path / "test_sim.py").write_text(SIM_TESTS)
     result = run_pytest(tmp_path)
-    assert result.returncode != 0
-    assert "define `virtual_card` in your conftest.py" in result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
 
 
 def test_bad_mode_is_a_usage_error(tmp_path):
