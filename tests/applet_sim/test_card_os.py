@@ -171,6 +171,8 @@ def test_read_binary(card, tx):
     assert tx(card, "00B0E50000")[1] == 0x6A86
     assert tx(card, "00B095")[1] == 0x6700
     assert tx(card, "00B09500")[1] == 0x6700  # no Le
+    assert tx(card, "00B09500" + "000100") == (info, 0x9000)  # extended Le 256
+    assert tx(card, "00B09500" + "000010") == (info[:16], 0x9000)  # extended Le 16
 
 
 def test_read_binary_without_current_ef(card, tx):

@@ -178,3 +178,29 @@ def test_kill_9_never_leaves_a_broken_image(card, tmp_path):
     assert purse.log()[0].seq == purse.offline_seq - 1
     assert purse.proof is not None and purse.proof[0] == purse.offline_seq
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".json"] == ["card.json"]
+
+
+def test_an_unwritable_image_raises_persistence_error(card, psam, keys, tmp_path):
+    from unioncard.applet_sim import PersistenceError
+    from unioncard.errors import TransportError
+
+    path = tmp_path / "card.json"
+    card.save(path)
+    live = SimulatedCard.load(path, write_through=True, random_source=3)
+    live.power_on()
+    t = PurseTerminal(live.transmit, psam.transmit, keys)
+    t.select("transit")
+    live.set_persistence(FileSink(tmp_path / "no-such-dir" / "card.json"))
+    with pytest.raises(PersistenceError) as caught:
+        t.load(10)
+    assert isinstance(caught.value, TransportError)
+    assert live.powered and live.purse("transit").balance == 10_010  # committed in memory
+
+
+def test_new_images_are_private_and_replaced_ones_keep_their_mode(card, tmp_path):
+    path = tmp_path / "card.json"
+    card.save(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o640)
+    card.save(path)
+    assert path.stat().st_mode & 0o777 == 0o640

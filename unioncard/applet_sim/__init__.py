@@ -14,7 +14,13 @@ True
 '000003E89000'
 """
 
-from unioncard.applet_sim.card import CardUnpowered, RandomSource, SimulatedCard, build_atr
+from unioncard.applet_sim.card import (
+    CardUnpowered,
+    PersistenceError,
+    RandomSource,
+    SimulatedCard,
+    build_atr,
+)
 from unioncard.applet_sim.layout import CardLayout, Pin
 from unioncard.applet_sim.member import MemberRecord, MemberStatus
 from unioncard.applet_sim.nvm import FaultInjector, Phase, PowerLoss, Step, WritePoint
@@ -35,6 +41,7 @@ __all__ = [
     "MemberData",
     "MemberRecord",
     "MemberStatus",
+    "PersistenceError",
     "Phase",
     "Pin",
     "PowerLoss",

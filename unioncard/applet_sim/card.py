@@ -41,6 +41,7 @@ from unioncard.errors import DecodeError, TransportError
 __all__ = [
     "PROTOCOLS",
     "CardUnpowered",
+    "PersistenceError",
     "RandomSource",
     "SimulatedCard",
     "build_atr",
@@ -59,6 +60,14 @@ _SESSION_SAFE = frozenset({0xB0, 0xB2, 0xC0, 0x5C, 0xDC, 0x52, 0x54, 0x72})
 
 class CardUnpowered(TransportError):
     """A command was sent to a card that is not powered."""
+
+
+class PersistenceError(TransportError):
+    """The card committed, but its image could not be written: no response is given.
+
+    The card stays powered with the committed state in memory; the next successful
+    save writes it.  A reader sees what a card that went silent looks like.
+    """
 
 
 def build_atr(historical: bytes) -> bytes:
@@ -194,7 +203,10 @@ class SimulatedCard:
 
     def _persist(self) -> None:
         if self._sink is not None:
-            self._sink(self)
+            try:
+                self._sink(self)
+            except OSError as exc:
+                raise PersistenceError(f"cannot save the card image: {exc}") from exc
 
     def _on_commit(self) -> None:
         self._committed = True
@@ -221,7 +233,8 @@ class SimulatedCard:
         """Raw command APDU in, raw response (data + SW1 SW2) out.
 
         Malformed or unsupported commands get their status word; only a power cut
-        (`PowerLoss`) or an unpowered card (`CardUnpowered`) raise.
+        (`PowerLoss`), an unpowered card (`CardUnpowered`) or a card image that cannot be
+        written (`PersistenceError`) raise, all of them `TransportError`.
         """
         if not self.powered:
             raise CardUnpowered("the card is not powered: call power_on() first")
@@ -289,7 +302,7 @@ class SimulatedCard:
         try:
             reply = self._dispatch(cmd)
             self.nvm.commit()
-        except PowerLoss:
+        except (PowerLoss, PersistenceError):
             raise
         except Exception as exc:  # a defect must not crash the reader: answer 6F00
             self.last_internal_error = exc

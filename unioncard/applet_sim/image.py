@@ -3,7 +3,8 @@
 A card image is a JSON document (docs/card-image.md).  `write_image` is atomic:
 it writes a temporary file in the same directory, fsyncs it, renames it over
 the image and fsyncs the directory, so a crash (even ``kill -9``) leaves the old
-image or the new one, never a mixture.  `FileSink` is the write-through
+image or the new one, never a mixture.  A new image is readable by its owner
+only (it holds keys); a replaced image keeps its mode.  `FileSink` is the write-through
 persistence sink of `SimulatedCard.load(path, write_through=True)`.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,8 @@ def write_image(path: str | Path, doc: dict[str, Any]) -> None:
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
+        with contextlib.suppress(FileNotFoundError):  # keep the mode of the image replaced
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

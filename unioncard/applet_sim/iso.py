@@ -141,9 +141,10 @@ def read_binary(card: SimulatedCard, cmd: CommandAPDU) -> Reply:
     content = read_transparent(card.nvm, node)
     if offset >= len(content):
         return sw(SW.WRONG_PARAMETERS)
-    available = min(len(content) - offset, 256)
-    if cmd.le == 256:
-        return content[offset:offset + available], SW.OK
+    available = len(content) - offset
+    if cmd.le == 256 or cmd.extended:  # "as much as there is", up to Le
+        return content[offset:offset + min(available, cmd.le)], SW.OK
+    available = min(available, 256)
     if cmd.le > available:
         return sw(0x6C00 | (available & 0xFF))
     return content[offset:offset + cmd.le], SW.OK
