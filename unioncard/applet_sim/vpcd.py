@@ -81,6 +81,7 @@ class _Slot:
     connections: int = 0
     frames: int = 0
     commands: int = 0
+    waiting: bool = False
 
 
 class VpcdBridge:
@@ -232,9 +233,12 @@ class VpcdBridge:
         except OSError as exc:
             slot.delay = min(self.max_delay, max(self.min_delay, slot.delay * 2))
             slot.next_attempt = time.monotonic() + slot.delay
-            log.debug("slot %d: pcscd not reachable on %s:%d (%s); retry in %.2f s",
-                      slot.number, self.host, slot.port, exc, slot.delay)
+            level = logging.DEBUG if slot.waiting else logging.INFO
+            slot.waiting = True
+            log.log(level, "slot %d: no vpcd reader listening on %s:%d (%s); retrying",
+                    slot.number, self.host, slot.port, exc.strerror or exc)
             return
+        slot.waiting = False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         slot.sock = sock
         slot.buffer.clear()

@@ -1,0 +1,140 @@
+"""``unioncard sim serve`` as a separate process behind pcscd: purchases through
+PC/SC, APDU traces, seeds, and SIGKILL during DEBIT leaving consistent images."""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from unioncard.apdu.trace import Device, Direction, read_records
+from unioncard.applet_sim import SimulatedCard
+from unioncard.applet_sim.scenarios import PurseTerminal
+from unioncard.errors import CardError, TransportError
+from unioncard.terminal.pcscd import PcscdDaemon, vpcd_reader_name
+from unioncard.terminal.transports import PcscTransport
+
+AMOUNT = 1
+START_BALANCE = 10_000
+CLI = "import sys; from unioncard.cli import main; sys.argv[0] = 'unioncard'; main()"
+
+
+@pytest.fixture
+def images(tmp_path, sim_card, sim_psam):
+    sim_card.save(tmp_path / "card.json")
+    sim_psam.save(tmp_path / "psam.json")
+    return tmp_path / "card.json", tmp_path / "psam.json"
+
+
+class Served:
+    """A `unioncard sim serve` process and PC/SC transports to its card and PSAM."""
+
+    def __init__(self, daemon, card: Path, psam: Path, *options: str) -> None:
+        if not isinstance(daemon, PcscdDaemon):
+            pytest.skip("needs a pcscd of this test run")
+        self.card = PcscTransport(vpcd_reader_name(0))
+        self.psam = PcscTransport(vpcd_reader_name(1))
+        self.card.wait_for_card(5, present=False)  # an earlier card has left
+        self.psam.wait_for_card(5, present=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", CLI, "sim", "serve", str(card), "--psam", str(psam),
+             "--port", str(daemon.vpcd_port), *options],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for transport in (self.card, self.psam):
+            transport.wait_for_card(15)
+            transport.power_on()
+
+    def kill(self, sig: int = signal.SIGKILL) -> str:
+        self.process.send_signal(sig)
+        _, err = self.process.communicate(timeout=10)
+        self.card.close()
+        self.psam.close()
+        return err
+
+
+def reopened(path: Path) -> SimulatedCard:
+    card = SimulatedCard.load(path)
+    card.power_on()  # recovers a torn journal, as a reader's power-up would
+    return card
+
+
+def test_purchases_trace_and_clean_stop(pcscd_daemon, images, sim_keystore, tmp_path):
+    card_path, psam_path = images
+    trace = tmp_path / "apdus.txt"
+    served = Served(pcscd_daemon, card_path, psam_path, "--trace", str(trace), "--seed", "5")
+    try:
+        terminal = PurseTerminal(served.card.transmit, served.psam.transmit, sim_keystore)
+        terminal.select("transit")
+        terminal.purchase(30)
+        challenge = terminal.card.expect("0084000004", length=4)
+    finally:
+        err = served.kill(signal.SIGTERM)
+    assert served.process.returncode == 0, err
+    assert "stopped after" in err
+    assert reopened(card_path).purse("transit").balance == START_BALANCE - 30
+    records = list(read_records(trace.open("rb")))
+    commands = [r for r in records if r.direction is Direction.COMMAND]
+    assert {r.device for r in commands} == {Device.CARD, Device.PSAM}
+    assert records[-1].data == challenge + b"\x90\x00"
+    assert len(records) == 2 * len(commands)
+
+    # The same seed gives the same card randomness.
+    again = Served(pcscd_daemon, card_path, psam_path, "--seed", "5")
+    try:
+        again_terminal = PurseTerminal(again.card.transmit, again.psam.transmit, sim_keystore)
+        again_terminal.select("transit")
+        again_terminal.purchase(30)
+        assert again_terminal.card.expect("0084000004", length=4) == challenge
+    finally:
+        again.kill(signal.SIGTERM)
+
+
+# Measured here: killed at once, the card has not committed; 2-5 ms later the kill lands
+# between the commit (saved to the image) and the answer, or just after the answer.
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.004])
+def test_sigkill_during_debit_reopens_consistent(pcscd_daemon, images, sim_keystore, delay):
+    card_path, psam_path = images
+    acknowledged = 0
+    debits_sent = 0
+    served = Served(pcscd_daemon, card_path, psam_path)
+    try:
+        terminal = PurseTerminal(served.card.transmit, served.psam.transmit, sim_keystore)
+        terminal.select("transit")
+        for _ in range(2):
+            terminal.purchase(AMOUNT)
+            debits_sent += 1
+            acknowledged += 1
+        init = terminal.initialize(0x01, AMOUNT)
+        terminal_seq, mac1 = terminal.mac1(init, AMOUNT, 0x06)
+        outcome: dict[str, object] = {}
+
+        def debit() -> None:
+            try:
+                outcome["answer"] = terminal.debit(terminal_seq, mac1)
+            except (TransportError, CardError) as exc:
+                outcome["error"] = exc
+
+        sender = threading.Thread(target=debit)
+        sender.start()
+        debits_sent += 1
+        time.sleep(delay)
+    finally:
+        served.kill()
+    sender.join(10)
+    assert not sender.is_alive()
+    if "answer" in outcome:
+        acknowledged += 1
+
+    card = reopened(card_path)
+    purse = card.purse("transit")
+    assert acknowledged <= purse.offline_seq <= debits_sent  # nothing acknowledged is lost
+    assert purse.balance == START_BALANCE - AMOUNT * purse.offline_seq  # and no half debit
+    assert purse.log()[0].seq == purse.offline_seq - 1
+    assert purse.proof is not None and purse.proof[0] == purse.offline_seq
+    assert sorted(p.name for p in card_path.parent.glob("*.json")) == ["card.json", "psam.json"]
+    psam = reopened(psam_path)
+    assert psam.psam() is not None

@@ -1,0 +1,111 @@
+"""``unioncard sim``: serve simulated cards to PC/SC programs (docs/pcsc.md).
+
+``sim serve CARD [--psam PSAM]`` puts a card image in slot 0 of pcscd's vpcd
+virtual reader (``Virtual PCD 00 00``) and a PSAM image in slot 1, so any PC/SC
+program sees them.  Every command that changes a card is saved to its image
+before the answer leaves (write-through, atomic), so killing the process,
+even with SIGKILL, loses nothing a card committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from unioncard.apdu.trace import BINARY_SUFFIXES, Device, TraceFormat, TraceRecord, open_writer
+from unioncard.terminal.pcscd import DEFAULT_VPCD_PORT, PcscdDaemon, vpcd_reader_name
+
+__all__ = ["group"]
+
+log = logging.getLogger("unioncard.sim")
+
+IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.group(name="sim")
+def group() -> None:
+    """Serve simulated cards and PSAMs to PC/SC programs, through pcscd's vpcd reader."""
+
+
+@group.command(name="serve")
+@click.argument("card", type=IMAGE)
+@click.option("--psam", type=IMAGE, help="PSAM card image to serve in slot 1.")
+@click.option("--port", type=click.IntRange(1, 0xFFFE), envvar="UNIONCARD_VPCD_PORT",
+              show_envvar=True, default=None,
+              help=f"vpcd port of slot 0; slot 1 is the next port.  [default: "
+                   f"{DEFAULT_VPCD_PORT}, or free ports with --private-pcscd]")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Host where pcscd (with the vpcd driver) runs.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Record every APDU to this file: binary UCT1 for .uct/.bin names, "
+                   "text otherwise.")
+@click.option("--seed", type=int, default=None,
+              help="Seed the cards' random numbers (the PSAM gets SEED+1), so a run "
+                   "can be repeated exactly.")
+@click.option("--private-pcscd", is_flag=True,
+              help="Start a pcscd of our own for the cards (left alone: any system "
+                   "pcscd) and print the PCSCLITE_CSOCK_NAME that reaches it.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every power event and reconnection.")
+def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path: Path | None,
+          seed: int | None, private_pcscd: bool, verbose: bool) -> None:
+    """Serve the card image CARD (and a PSAM) in pcscd's virtual reader until stopped.
+
+    The card is in reader ``Virtual PCD 00 00`` and the PSAM in ``Virtual PCD 00
+    01`` of the pcscd whose vpcd driver listens on PORT and PORT+1 (Debian's
+    /etc/reader.conf.d/vpcd: 35963).  Power off, power on, reset and ATR requests
+    from pcscd reach the card; when pcscd restarts the cards reconnect.  Each
+    command a card commits is saved to its image file before the answer leaves.
+    Stop with Ctrl-C or SIGTERM.
+    """
+    from unioncard.applet_sim import SimulatedCard
+    from unioncard.applet_sim.vpcd import VpcdBridge
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="unioncard sim serve: %(message)s")
+    images = {0: card} if psam is None else {0: card, 1: psam}
+    cards = {
+        slot: SimulatedCard.load(path, write_through=True,
+                                 random_source=None if seed is None else seed + slot)
+        for slot, path in images.items()
+    }
+    with contextlib.ExitStack() as stack:
+        if private_pcscd:
+            daemon = stack.enter_context(PcscdDaemon(port))
+            port = daemon.vpcd_port
+            click.echo(f"PCSCLITE_CSOCK_NAME={daemon.socket_path}")
+            sys.stdout.flush()
+        port = port or DEFAULT_VPCD_PORT
+        hook = None
+        if trace_path is not None:
+            fmt = (TraceFormat.BINARY if trace_path.suffix.lower() in BINARY_SUFFIXES
+                   else TraceFormat.TEXT)
+            writer = stack.enter_context(open_writer(trace_path, fmt))
+
+            def hook(slot: int, command: bytes, response: bytes) -> None:
+                device = Device.CARD if slot == 0 else Device.PSAM
+                now = datetime.now(UTC)
+                writer.write(TraceRecord.command(command, device, now))
+                writer.write(TraceRecord.response(response, device, now))
+                writer.flush()
+
+        bridge = VpcdBridge(cards, host=host, port=port, on_command=hook)
+        for slot, simulated in cards.items():
+            log.info("%s (%s, %s) in reader %r via %s:%d", images[slot], simulated.kind,
+                     simulated.protocol, vpcd_reader_name(slot), host, port + slot)
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            bridge.request_stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, stop)
+        bridge.serve_forever()
+        log.info("stopped after %s", ", ".join(
+            f"{bridge.commands(slot)} {'card' if slot == 0 else 'PSAM'} commands"
+            for slot in cards))
