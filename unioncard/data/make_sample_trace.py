@@ -15,6 +15,7 @@ import io
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import IO
 
 from unioncard.apdu.trace import Device, TraceRecord
 from unioncard.apdu.trace_text import TextTraceWriter
@@ -126,7 +127,7 @@ def script() -> list[tuple[str, Device, bytes, bytes, str]]:
     ]
 
 
-def write(stream: io.BufferedIOBase) -> None:
+def write(stream: IO[bytes]) -> None:
     writer = TextTraceWriter(stream)
     writer.comment("unioncard sample trace: text format, see docs/traces.md")
     writer.comment("Test keys of PROTOCOL.md §6 (transit purse, key version 01);"
