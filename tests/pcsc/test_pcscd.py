@@ -3,6 +3,7 @@ socket variable, port conflicts, failures with the log, and no orphans."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -176,13 +177,14 @@ def test_the_daemon_dies_with_the_process_that_started_it():
         "import sys, time\n"
         "from unioncard.terminal.pcscd import PcscdDaemon\n"
         "d = PcscdDaemon().start()\n"
-        "print(d.pid, flush=True)\n"
+        "print(d.pid, d.directory, flush=True)\n"
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
-        pid = int(parent.stdout.readline())
+        pid_text, directory = parent.stdout.readline().split()
+        pid = int(pid_text)
         os.kill(pid, 0)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
@@ -197,3 +199,4 @@ def test_the_daemon_dies_with_the_process_that_started_it():
     finally:
         parent.kill()
         parent.wait()
+    shutil.rmtree(directory)  # what its parent would have removed at a clean stop

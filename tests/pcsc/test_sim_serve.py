@@ -19,7 +19,9 @@ from unioncard.terminal.transports import PcscTransport
 
 AMOUNT = 1
 START_BALANCE = 10_000
-CLI = "import sys; from unioncard.cli import main; sys.argv[0] = 'unioncard'; main()"
+# The CLI, dying with the test process even when that is killed (PR_SET_PDEATHSIG).
+CLI = ("import ctypes, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+       "from unioncard.cli import main; sys.argv[0] = 'unioncard'; main()")
 
 
 @pytest.fixture
@@ -44,9 +46,13 @@ class Served:
              "--port", str(daemon.vpcd_port), *options],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        for transport in (self.card, self.psam):
-            transport.wait_for_card(15)
-            transport.power_on()
+        try:
+            for transport in (self.card, self.psam):
+                transport.wait_for_card(15)
+                transport.power_on()
+        except BaseException:
+            self.kill()
+            raise
 
     def kill(self, sig: int = signal.SIGKILL) -> str:
         self.process.send_signal(sig)
