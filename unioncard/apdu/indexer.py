@@ -97,7 +97,7 @@ _STATE = 3
 
 
 @jit_kernel
-def expects_tlv_kernel(cla: int, ins: int, p1: int, p2: int, last: int) -> int:
+def _expects_tlv_kernel(cla: int, ins: int, p1: int, p2: int, last: int) -> int:
     if cla == 0xFF:
         return 0
     if ins == 0xC0:  # GET RESPONSE continues the previous command
@@ -267,7 +267,7 @@ def _index_kernel(buf: Any, pos: int, final: bool, base: int, frame0: int, state
                 p1 = _at(buf, start + 2)
                 f_cmd[nf] = (cla << 16) | (ins << 8) | p1
             if _command_ok(buf, start, length):
-                expect = expects_tlv_kernel(cla, ins, p1, _at(buf, start + 3), state[slot + 2])
+                expect = _expects_tlv_kernel(cla, ins, p1, _at(buf, start + 3), state[slot + 2])
                 if cla == 0xFF or ins != 0xC0:
                     state[slot + 2] = expect
             else:
