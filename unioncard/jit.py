@@ -1,9 +1,10 @@
 """The one place numba flags are set, for every fast path in unioncard.
 
-Kernels are compiled in nopython mode with the on-disk cache on (the first call
-in a fresh environment pays the compilation; later processes load the cached
-machine code).  ``UNIONCARD_JIT_DEBUG=1`` turns on numba's bounds checking, which
-the test suite uses to prove that kernels never read outside their buffers.
+Kernels are compiled by ``numba.njit`` (nopython mode) with the on-disk cache on
+(the first call in a fresh environment pays the compilation; later processes load
+the cached machine code).  ``UNIONCARD_JIT_DEBUG=1`` turns on numba's bounds
+checking, which the test suite uses to prove that kernels never read outside their
+buffers; numba's cache does not key on that flag, so debug builds are not cached.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ __all__ = ["JIT_OPTIONS", "jit"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+DEBUG = os.environ.get("UNIONCARD_JIT_DEBUG") == "1"
+
 JIT_OPTIONS: dict[str, Any] = {
-    "nopython": True,
-    "cache": True,
+    "cache": not DEBUG,
     "nogil": True,
-    "boundscheck": os.environ.get("UNIONCARD_JIT_DEBUG") == "1",
+    "boundscheck": DEBUG,
 }
 
 

@@ -1,10 +1,17 @@
 """The APDU layer: command/response APDUs, status words, BER-TLV, DOLs, the tag
-dictionary, trace files and the fast bulk indexer (ISO 7816-4, EMV Book 3)."""
+dictionary, trace files and the fast bulk indexer (ISO 7816-4, EMV Book 3).
+
+The bulk indexer (`index_buffer`, `iter_index`) is imported on first use, so
+that code which never indexes a trace does not load numba.
+"""
+
+from typing import Any
 
 from unioncard.apdu import dol, tags, tlv
 from unioncard.apdu.apdu import CommandAPDU, ResponseAPDU
 from unioncard.apdu.instructions import INS, command_name
 from unioncard.apdu.status import SW, describe
+from unioncard.apdu.trace import Device, Direction, TraceRecord, open_writer, read_records
 from unioncard.errors import DecodeError
 
 __all__ = [
@@ -12,10 +19,27 @@ __all__ = [
     "SW",
     "CommandAPDU",
     "DecodeError",
+    "Device",
+    "Direction",
     "ResponseAPDU",
+    "TraceRecord",
     "command_name",
     "describe",
     "dol",
+    "index_buffer",
+    "iter_index",
+    "open_writer",
+    "read_records",
     "tags",
     "tlv",
 ]
+
+_LAZY = {"index_buffer", "iter_index"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from unioncard.apdu import indexer
+
+        return getattr(indexer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

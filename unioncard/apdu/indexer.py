@@ -30,7 +30,6 @@ reference it must agree with exactly.
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from enum import IntEnum
@@ -53,7 +52,6 @@ __all__ = [
     "index_buffer",
     "iter_index",
     "iter_index_records",
-    "jit_kernel",
 ]
 
 CHUNK = 1 << 23
@@ -82,13 +80,6 @@ class TlvClass(IntEnum):
     MALFORMED = 3  # expected BER-TLV, but does not decode: objects dropped
 
 
-def jit_kernel(function: Any) -> Any:
-    """`unioncard.jit.jit`, without numba's warning that njit ignores ``nopython``."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "nopython is set for njit", RuntimeWarning)
-        return jit(function)
-
-
 # kernel stop reasons
 _DONE, _MORE, _FULL = 0, 1, 2
 # state slots per device (card 0, psam 1): pending command frame, it expects TLV,
@@ -96,7 +87,7 @@ _DONE, _MORE, _FULL = 0, 1, 2
 _STATE = 3
 
 
-@jit_kernel
+@jit
 def _expects_tlv_kernel(cla: int, ins: int, p1: int, p2: int, last: int) -> int:
     if cla == 0xFF:
         return 0
@@ -114,13 +105,13 @@ def _expects_tlv_kernel(cla: int, ins: int, p1: int, p2: int, last: int) -> int:
     return 0
 
 
-@jit_kernel
+@jit
 def _at(buf: Any, i: int) -> int:
     """buf[i] as a signed 64-bit int (numba would otherwise mix uint8 into uint64)."""
     return int(np.int64(buf[i]))
 
 
-@jit_kernel
+@jit
 def _command_ok(buf: Any, start: int, n: int) -> bool:
     """CommandAPDU.from_bytes accepts these n bytes (ISO 7816-4 §5.1 cases)."""
     if n < 4:
@@ -140,7 +131,7 @@ def _command_ok(buf: Any, start: int, n: int) -> bool:
     return n == 7 + length or n == 9 + length
 
 
-@jit_kernel
+@jit
 def _scan_tlv(buf: Any, start: int, end: int, base: int, frame: int, no: int,
               o_frame: Any, o_tag: Any, o_depth: Any, o_off: Any, o_len: Any,
               ends: Any) -> tuple[int, int]:
@@ -171,8 +162,8 @@ def _scan_tlv(buf: Any, start: int, end: int, base: int, frame: int, no: int,
                 if pos >= limit:
                     return no, head  # multi-byte tag truncated
                 b = _at(buf, pos)
-                if pos == head + 1 and b == 0x80:
-                    return no, head
+                if pos == head + 1 and b & 0x7F == 0:
+                    return no, head  # first subsequent tag byte 00 or 80
                 tag = (tag << 8) | b
                 pos += 1
                 if not b & 0x80:
@@ -210,7 +201,7 @@ def _scan_tlv(buf: Any, start: int, end: int, base: int, frame: int, no: int,
             pos = stop
 
 
-@jit_kernel
+@jit
 def _index_kernel(buf: Any, pos: int, final: bool, base: int, frame0: int, state: Any,
                   f_off: Any, f_len: Any, f_kind: Any, f_status: Any, f_peer: Any,
                   f_tlv: Any, f_err: Any, f_sw: Any, f_cmd: Any,

@@ -1,8 +1,9 @@
 """BER-TLV as EMV uses it (EMV Book 3 Annex B; ISO/IEC 8825-1 subset).
 
 - Tags of one to four bytes: when the low five bits of the first byte are all
-  set, subsequent bytes follow while their top bit is set; the first subsequent
-  byte may not be ``80`` (Annex B1).  The tag is kept as an int of its bytes,
+  set, subsequent bytes follow while their top bit is set; bits 7–1 of the first
+  subsequent byte may not all be zero, so it is neither ``00`` nor ``80``
+  (ISO/IEC 8825-1 §8.1.2.4.2).  The tag is kept as an int of its bytes,
   so ``9F02`` is ``0x9F02``.
 - Lengths: one byte ``00``–``7F``, or ``81``–``84`` followed by one to four
   length bytes.  The indefinite form ``80`` and longer forms are refused.
@@ -122,8 +123,8 @@ def read_tag(data: bytes, offset: int, end: int | None = None) -> tuple[int, int
             if pos >= end:
                 raise DecodeError("multi-byte tag truncated", offset)
             b = data[pos]
-            if pos == offset + 1 and b == 0x80:
-                raise DecodeError("tag's first subsequent byte is 80", offset)
+            if pos == offset + 1 and b & 0x7F == 0:
+                raise DecodeError(f"tag's first subsequent byte is {b:02X}", offset)
             tag = (tag << 8) | b
             pos += 1
             if not b & 0x80:

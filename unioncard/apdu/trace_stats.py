@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from unioncard.apdu.indexer import FrameStatus, TlvClass, TraceIndex, jit_kernel
+from unioncard.apdu.indexer import FrameStatus, TlvClass, TraceIndex
 from unioncard.apdu.instructions import command_name
 from unioncard.apdu.status import describe
 from unioncard.apdu.tags import name_of
 from unioncard.apdu.tlv import tag_bytes
+from unioncard.jit import jit
 
 __all__ = ["EXAMPLES", "REASONS", "TraceStats"]
 
@@ -42,7 +43,7 @@ REASONS = {
 _DEVICES = ("card", "psam")
 
 
-@jit_kernel
+@jit
 def _tally(kind: Any, status: Any, peer: Any, command: Any, sw: Any, tlv_class: Any, tag: Any,
            devices: Any, statuses: Any, classes: Any, status_words: Any, commands: Any,
            initialize: Any, short: Any, small_tags: Any) -> int:

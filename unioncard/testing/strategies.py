@@ -57,7 +57,7 @@ def _tag(first: st.SearchStrategy[int]) -> st.SearchStrategy[int]:
         if b0 & 0x1F != 0x1F:
             return b0
         if draw(st.booleans()):
-            b1 = draw(st.integers(0x00, 0x7F))
+            b1 = draw(st.integers(0x01, 0x7F))
             return (b0 << 8) | b1
         b1 = draw(st.integers(0x81, 0xFF))
         b2 = draw(st.integers(0x00, 0x7F))
