@@ -62,3 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     except (UnionCardError, OSError) as exc:
         click.echo(f"unioncard: error: {exc}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

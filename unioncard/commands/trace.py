@@ -36,6 +36,7 @@ from unioncard.apdu.trace_decode import describe, pair, render
 from unioncard.apdu.trace_stats import REASONS as _REASONS
 from unioncard.apdu.trace_stats import TraceStats
 from unioncard.apdu.trace_text import TextTraceWriter
+from unioncard.commands.common import JSON_OPTION, progress_bar
 from unioncard.errors import DecodeError
 
 __all__ = ["group"]
@@ -52,7 +53,7 @@ PSAM_READER = click.option(
     "--psam-reader", "psam_readers", multiple=True, metavar="NAME",
     help="pcsc-spy logs: APDUs to readers whose name contains NAME are the PSAM's "
          "(repeatable); all others are the card's.")
-JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+JSON = JSON_OPTION
 
 
 @click.group(name="trace")
@@ -155,7 +156,8 @@ def stats(file: Path, as_json: bool, fmt: str | None, psam_readers: tuple[str, .
     summary = TraceStats(offsets=kind is TraceFormat.BINARY)
     started = time.perf_counter()
     with open(file, "rb") as stream, ExitStack() as stack:
-        advance = _progress(stack, size, file.name) if show else None
+        advance = (progress_bar(stack, size, f"indexing {file.name}", unit="bytes")
+                   if show else None)
         parts: Iterator[TraceIndex]
         if kind is TraceFormat.BINARY:
             parts = iter_index(stream, chunk, reuse=True)
@@ -187,24 +189,6 @@ def stats(file: Path, as_json: bool, fmt: str | None, psam_readers: tuple[str, .
         raise click.ClickException(
             f"{file}: damaged trace: frame {first['frame']}: {first['reason']}"
             + (f" (at offset {first['offset']})" if "offset" in first else ""))
-
-
-def _progress(stack: ExitStack, total: int, name: str) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    bar = stack.enter_context(Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-        transient=True))
-    task = bar.add_task(f"indexing {name}", total=total)
-    return lambda done: bar.update(task, completed=done)
 
 
 def _stats_lines(doc: dict[str, Any]) -> Iterator[str]:

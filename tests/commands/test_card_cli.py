@@ -1,0 +1,170 @@
+"""`unioncard card issue|show`: the member sheet to card images, end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from unioncard.applet_sim import PowerLoss, SimulatedCard
+from unioncard.applet_sim.scenarios import PurseTerminal
+from unioncard.cli import root
+from unioncard.crypto import Keystore
+
+HEADER = "name,member_no,organization,category,id_number\n"
+GOOD = [
+    "张三,20260001,市总工会,hardship,11010519491231002X",
+    "李四,20260002,区总工会,model_worker;mutual_aid,440524198001010013",
+]
+BAD = "王五,20260003,市总工会,,110105194912310021"  # wrong check digit
+
+
+def run(*args: str):
+    return CliRunner().invoke(root, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def sheet(tmp_path):
+    path = tmp_path / "members.csv"
+    path.write_text(HEADER + "\n".join([GOOD[0], BAD, GOOD[1]]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_issue_writes_one_image_per_valid_member_and_a_psam(sheet, tmp_path):
+    out = tmp_path / "cards"
+    result = run("card", "issue", "--members", str(sheet), "--out", str(out),
+                 "--transit-balance", "5000", "--valid-from", "2026-01-01")
+    assert result.exit_code == 1  # one row refused
+    assert "PUBLISHED TEST KEYS" in result.stderr
+    assert f"{sheet}: refused line 3 (member 20260003): identity number check digit" \
+        in result.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["20260001-card.json", "20260002-card.json", "psam-000000000001.json"]
+    card = SimulatedCard.load(out / "20260002-card.json")
+    assert card.purse("transit").balance == 5000
+    assert card.purse("etc").balance == 0
+    # the card works: select the T-Union purse and read the member card type from EF 0015
+    card.power_on()
+    assert card.transmit(bytes.fromhex("00A4040008A000000632010105"))[-2:] == b"\x90\x00"
+    ef15 = card.transmit(bytes.fromhex("00B095001E"))
+    assert ef15[-2:] == b"\x90\x00" and ef15[28] == 0x55 and ef15[29] == 0x05
+
+
+def test_issue_json_and_no_overwrite_without_force(sheet, tmp_path):
+    out = tmp_path / "cards"
+    first = json.loads(run("card", "issue", "--members", str(sheet), "--out", str(out),
+                           "--first-card-no", "100", "--json").stdout)
+    assert first["test_keys"] is True and first["psam"]["kept"] is False
+    assert [(c["member_no"], c["card_no"]) for c in first["issued"]] == [
+        ("20260001", 100), ("20260002", 101)]
+    assert [(e["line"], e["member_no"]) for e in first["refused"]] == [(3, "20260003")]
+    # spend on a card, then issue again: nothing is overwritten, the PSAM is kept
+    path = out / "20260001-card.json"
+    before = path.read_bytes()
+    again = run("card", "issue", "--members", str(sheet), "--out", str(out), "--json")
+    doc = json.loads(again.stdout)
+    assert again.exit_code == 1 and doc["issued"] == [] and doc["psam"]["kept"] is True
+    assert "exists" in doc["refused"][0]["reason"]
+    assert path.read_bytes() == before
+    forced = json.loads(run("card", "issue", "--members", str(sheet), "--out", str(out),
+                            "--force", "--json").stdout)
+    assert len(forced["issued"]) == 2
+
+
+def test_issue_with_a_keystore_of_own_keys_is_quiet_and_uses_them(sheet, tmp_path):
+    text = Keystore.test().to_toml().replace("test_keys = true", "test_keys = false")
+    own = text.replace("404142434445464748494A4B4C4D4E4F", "0123456789ABCDEF0123456789ABCDEF")
+    keystore = tmp_path / "keys.toml"
+    keystore.write_text(own)
+    out = tmp_path / "cards"
+    result = run("card", "issue", "--members", str(sheet), "--out", str(out), "--keys",
+                 str(keystore))
+    assert "TEST KEYS" not in result.stderr
+    psam = SimulatedCard.load(out / "psam-000000000001.json")
+    assert psam.psam().config.master_keys[1] == bytes.fromhex("0123456789ABCDEF" * 2)
+
+
+def test_issue_gbk_sheet_all_good_exits_zero(tmp_path):
+    sheet = tmp_path / "gbk.csv"
+    sheet.write_bytes(("姓名,会员编号,工会组织,类别,身份证号\r\n" + GOOD[0] + "\r\n")
+                      .encode("gbk"))
+    result = run("card", "issue", "--members", str(sheet), "--out", str(tmp_path / "c"))
+    assert result.exit_code == 0
+    assert "sheet read as gbk" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--terminal-id", "0011"], "12 hex digits"),
+        (["--valid-from", "2026-05-01", "--valid-until", "2026-04-01"], "ends before it starts"),
+        (["--transit-balance", "100001"], "100001"),
+    ],
+)
+def test_issue_refuses_bad_options(sheet, tmp_path, args, message):
+    result = CliRunner().invoke(root, ["card", "issue", "--members", str(sheet), "--out",
+                                       str(tmp_path / "c"), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_unreadable_sheet_is_one_line_and_exit_1(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,member_no\n")
+    result = subprocess.run([sys.executable, "-m", "unioncard.cli", "card", "issue", "--members",
+                             str(bad), "--out", str(tmp_path / "c")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"Error: {bad}: line 1: header lacks")
+
+
+def test_show_member_card_and_psam(sheet, tmp_path):
+    out = tmp_path / "cards"
+    run("card", "issue", "--members", str(sheet), "--out", str(out), "--etc-balance", "2000")
+    text = run("card", "show", str(out / "20260001-card.json")).stdout
+    assert "member 20260001 张三 (市总工会), active, categories: hardship" in text
+    assert "etc purse (3F00/1001, key version 02): active, balance 20.00 yuan (2000 fen)" in text
+    assert "transit purse (A000000632010105, key version 01)" in text
+    assert "card type 55 (union member)" in text
+    doc = json.loads(run("card", "show", "--json", str(out / "20260001-card.json")).stdout)
+    etc = next(p for p in doc["purses"] if p["application"] == "etc")
+    assert etc["holder"]["id_number"] == "110105***********X"
+    assert etc["capp_records"][0]["record"] == 1
+    unmasked = json.loads(run("card", "show", "--json", "--unmask",
+                              str(out / "20260001-card.json")).stdout)
+    assert "11010519491231002X" in json.dumps(unmasked)
+    psam = json.loads(run("card", "show", "--json", str(out / "psam-000000000001.json")).stdout)
+    assert psam["psam"] == {"terminal_id": "000000000001", "terminal_seq": 0,
+                            "key_versions": ["01", "02"]}
+
+
+def test_show_reports_an_interrupted_transaction(tmp_path, sheet):
+    out = tmp_path / "cards"
+    run("card", "issue", "--members", str(sheet), "--out", str(out), "--transit-balance", "900")
+    path = out / "20260001-card.json"
+    card = SimulatedCard.load(path, write_through=True)
+    psam = SimulatedCard.load(out / "psam-000000000001.json")
+    card.power_on()
+    psam.power_on()
+    terminal = PurseTerminal(card.transmit, psam.transmit, Keystore.test())
+    terminal.select("transit")
+    # CREDIT FOR LOAD loses power after journaling the new balance, before the commit
+    card.faults.cut_after("purse.balance")
+    with pytest.raises(PowerLoss):
+        terminal.load(100)
+    doc = json.loads(run("card", "show", "--json", str(path)).stdout)
+    assert doc["interrupted_transaction"] == "not committed, discarded at power-up"
+    transit = next(p for p in doc["purses"] if p["application"] == "transit")
+    assert transit["balance"] == 900 and transit["online_seq"] == 0
+
+
+def test_show_of_a_non_image_fails_in_one_line(tmp_path):
+    junk = tmp_path / "junk.json"
+    junk.write_text("[1, 2]")
+    result = subprocess.run([sys.executable, "-m", "unioncard.cli", "card", "show", str(junk)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"unioncard: error: card image {junk} is not a JSON object " \
+                                    "(at offset 0)"

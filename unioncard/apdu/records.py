@@ -1,0 +1,159 @@
+"""Byte layouts of the purse, ETC and transit files (PROTOCOL.md §1, §4).
+
+One declaration per file, shared by the card simulator (which writes them),
+the terminal (which reads them) and the tools (which show them):
+
+- `TRANSIT_INFO`: T-Union EF ``0015``, 30 bytes (card type ``55`` = union member);
+- `ETC_INFO`: ETC EF ``0015``, 43 bytes (user type ``55`` = union member);
+- `HOLDER`: EF ``0016``, 55 bytes, on both applications;
+- `LOG_RECORD`: EF ``0018``, 23-byte cyclic log records;
+- `CAPP_RECORD`: EF ``0019``, the 43-byte composite (toll) record ``AA 29 …``.
+
+Dates are BCD ``YYYYMMDD`` and parse to `datetime.date`; names are GBK and ID
+numbers ASCII, zero-padded.  `parse` wraps construct's errors in `DecodeError`.
+
+>>> info = parse(TRANSIT_INFO, bytes.fromhex(
+...     "10000000FFFFFFFF0202" "10005500000000000042" "20260101" "20301231" "5502"))
+>>> info.card_type, info.category_flags, info.app_serial.hex(), info.expiry.isoformat()
+(85, 2, '10005500000000000042', '2030-12-31')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import construct as c
+
+from unioncard.errors import DecodeError
+
+__all__ = [
+    "CAPP_RECORD",
+    "ETC_INFO",
+    "HOLDER",
+    "LOG_RECORD",
+    "TRANSIT_INFO",
+    "BcdDate",
+    "build",
+    "parse",
+]
+
+
+class _BcdDate(c.Adapter):  # type: ignore[misc]
+    """BCD ``YYYYMMDD`` ⇄ `datetime.date`; ``00000000`` ⇄ None (a date never set)."""
+
+    def _decode(self, obj: bytes, context: Any, path: str) -> dt.date | None:
+        if obj == bytes(4):
+            return None
+        text = obj.hex()
+        try:
+            if not text.isdigit():
+                raise ValueError
+            return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+        except ValueError:
+            raise c.ValidationError(f"{obj.hex().upper()} is not a BCD date", path=path) from None
+
+    def _encode(self, obj: dt.date | None, context: Any, path: str) -> bytes:
+        return bytes(4) if obj is None else bytes.fromhex(obj.strftime("%Y%m%d"))
+
+
+class _PaddedText(c.Adapter):  # type: ignore[misc]
+    """Text in a fixed field, right-padded with ``00`` bytes."""
+
+    def __init__(self, size: int, encoding: str) -> None:
+        super().__init__(c.Bytes(size))
+        self.size, self.encoding = size, encoding
+
+    def _decode(self, obj: bytes, context: Any, path: str) -> str:
+        try:
+            return obj.rstrip(b"\x00").decode(self.encoding)
+        except UnicodeDecodeError:
+            raise c.ValidationError(f"field is not {self.encoding} text", path=path) from None
+
+    def _encode(self, obj: str, context: Any, path: str) -> bytes:
+        raw = obj.encode(self.encoding)
+        if len(raw) > self.size:
+            raise c.ValidationError(f"{obj!r} takes {len(raw)} bytes, the field holds "
+                                    f"{self.size}", path=path)
+        return raw + bytes(self.size - len(raw))
+
+
+BcdDate = _BcdDate(c.Bytes(4))
+
+TRANSIT_INFO = c.Struct(
+    "issuer" / c.Bytes(8),
+    "app_type" / c.Int8ub,
+    "app_version" / c.Int8ub,
+    "app_serial" / c.Bytes(10),
+    "start" / BcdDate,
+    "expiry" / BcdDate,
+    "card_type" / c.Int8ub,  # profile: 55 union member, 01 ordinary
+    "category_flags" / c.Int8ub,  # profile: 01 model worker, 02 hardship, 04 mutual aid
+)
+
+ETC_INFO = c.Struct(
+    "issuer" / c.Bytes(8),
+    "card_type" / c.Int8ub,
+    "card_version" / c.Int8ub,
+    "network" / c.Bytes(2),
+    "card_no" / c.Bytes(8),  # profile: the ETC purse's diversifier
+    "start" / BcdDate,
+    "expiry" / BcdDate,
+    "plate" / _PaddedText(12, "gbk"),
+    "user_type" / c.Int8ub,  # profile: 55 union member
+    "other" / c.Bytes(2),
+)
+
+HOLDER = c.Struct(
+    "holder_type" / c.Int8ub,
+    "staff_flag" / c.Int8ub,
+    "name" / _PaddedText(20, "gbk"),
+    "id_number" / _PaddedText(32, "ascii"),
+    "id_type" / c.Int8ub,
+)
+
+LOG_RECORD = c.Struct(
+    "seq" / c.Int16ub,
+    "overdraft" / c.Int24ub,
+    "amount" / c.Int32ub,
+    "tx_type" / c.Int8ub,
+    "terminal_id" / c.Bytes(6),
+    "date" / BcdDate,
+    "time" / c.Bytes(3),
+)
+
+CAPP_RECORD = c.Struct(
+    "record_id" / c.Const(b"\xaa"),
+    "record_length" / c.Const(b"\x29"),
+    "lock" / c.Int8ub,
+    "network" / c.Bytes(2),
+    "station" / c.Bytes(2),
+    "lane" / c.Int8ub,
+    "unix_time" / c.Int32ub,
+    "vehicle_class" / c.Int8ub,
+    "status" / c.Int8ub,  # 01 MTC entry, 02 MTC exit, 03 ETC entry, 04 ETC exit
+    "marker_station" / c.Bytes(9),
+    "staff_no" / c.Bytes(3),
+    "shift" / c.Int8ub,
+    "plate" / _PaddedText(12, "gbk"),
+    "reserved" / c.Bytes(4),
+)
+
+
+def parse(layout: c.Construct, data: bytes) -> Any:
+    """Parse one file's bytes; the wrong size or a bad field raises `DecodeError`."""
+    size = layout.sizeof()
+    if len(data) != size:
+        raise DecodeError(f"expected {size} bytes, got {len(data)}", min(len(data), size))
+    try:
+        return layout.parse(data)
+    except c.ConstructError as exc:
+        raise DecodeError(f"bad field: {exc}") from None
+
+
+def build(layout: c.Construct, **fields: Any) -> bytes:
+    """The bytes of one file from its fields (`ValueError` for a value that doesn't fit)."""
+    try:
+        return bytes(layout.build(fields))
+    except c.ConstructError as exc:
+        raise ValueError(f"cannot build the record: {exc}") from None
