@@ -23,6 +23,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from unioncard.apdu import records
 from unioncard.applet_sim.card import RandomSource, SimulatedCard
 from unioncard.applet_sim.files import (
     DF,
@@ -40,7 +41,6 @@ from unioncard.applet_sim.member import (
     MemberConfig,
     MemberRecord,
     MemberStatus,
-    bcd_date,
     encode_member_template,
 )
 from unioncard.applet_sim.psam import PsamConfig
@@ -89,12 +89,6 @@ def _bcd(digits: str, size: int) -> bytes:
     if not (digits.isascii() and digits.isdigit()) or len(digits) != 2 * size:
         raise ValueError(f"{digits!r} is not {2 * size} decimal digits")
     return bytes.fromhex(digits)
-
-
-def _padded(raw: bytes, size: int, what: str) -> bytes:
-    if len(raw) > size:
-        raise ValueError(f"{what} takes {len(raw)} bytes, the field holds {size}")
-    return raw + bytes(size - len(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,27 +172,32 @@ class MemberData:
 def etc_holder_record(member: MemberData) -> bytes:
     """EF 0016 (55 bytes): holder type 00, staff flag 00, name (GBK, 20), id number
     (ASCII, 32), id type 00 (resident identity card); fields padded with 00."""
-    return (b"\x00\x00" + _padded(member.name.encode("gbk"), 20, "name")
-            + _padded(member.id_number.encode("ascii"), 32, "id number") + b"\x00")
+    return records.build(records.HOLDER, holder_type=0, staff_flag=0, name=member.name,
+                         id_number=member.id_number, id_type=0)
 
 
 def initial_capp_record() -> bytes:
     """The profile's personalized EF 0019 record: ``AA 29`` then 41 zero bytes."""
-    return b"\xaa\x29" + bytes(CAPP_RECORD_SIZE - 2)
+    return records.build(records.CAPP_RECORD, lock=0, network=bytes(2), station=bytes(2),
+                         lane=0, unix_time=0, vehicle_class=0, status=0,
+                         marker_station=bytes(9), staff_no=bytes(3), shift=0, plate="",
+                         reserved=bytes(4))
 
 
 def _transit_info(numbers: CardNumbers, member: MemberData, start: dt.date,
                   expiry: dt.date) -> bytes:
-    return (numbers.transit_issuer + bytes([TRANSIT_APP_TYPE, TRANSIT_APP_VERSION])
-            + numbers.transit_serial + bcd_date(start) + bcd_date(expiry)
-            + bytes([CARD_TYPE_MEMBER, member.category_flags]))
+    return records.build(records.TRANSIT_INFO, issuer=numbers.transit_issuer,
+                         app_type=TRANSIT_APP_TYPE, app_version=TRANSIT_APP_VERSION,
+                         app_serial=numbers.transit_serial, start=start, expiry=expiry,
+                         card_type=CARD_TYPE_MEMBER, category_flags=member.category_flags)
 
 
 def _etc_info(numbers: CardNumbers, start: dt.date, expiry: dt.date, plate: str) -> bytes:
-    return (numbers.etc_issuer + bytes([ETC_CARD_TYPE, ETC_CARD_VERSION])
-            + _bcd(numbers.etc_network, 2) + numbers.etc_card_no + bcd_date(start)
-            + bcd_date(expiry) + _padded(plate.encode("gbk"), 12, "plate")
-            + bytes([CARD_TYPE_MEMBER]) + b"\x00\x00")
+    return records.build(records.ETC_INFO, issuer=numbers.etc_issuer,
+                         card_type=ETC_CARD_TYPE, card_version=ETC_CARD_VERSION,
+                         network=_bcd(numbers.etc_network, 2), card_no=numbers.etc_card_no,
+                         start=start, expiry=expiry, plate=plate, user_type=CARD_TYPE_MEMBER,
+                         other=bytes(2))
 
 
 def _purse_files(with_capp: bool, info_size: int) -> tuple[EF, ...]:
