@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import math
 import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from decimal import Decimal
 from pathlib import Path as FilePath
 from typing import Any, Literal, TypeGuard
 
@@ -248,9 +250,12 @@ def _clock(value: object, *, end: bool) -> int:
 
 def _rate(key: str, value: object) -> int:
     if isinstance(value, float):
-        hint = f'percent = "{value:g}"' if key == "percent" else "an integer"
-        raise _Invalid(f"{value!r} is a float and rates must be exact; write {hint}"
-                       + (" or basis_points" if key == "percent" else ""))
+        exact = Decimal(repr(value)).normalize() if math.isfinite(value) else None
+        if exact is not None and exact >= 0 and exact == exact.quantize(Decimal("0.01")):
+            hint = f'percent = "{exact:f}" or basis_points = {int(exact * 100)}'
+        else:
+            hint = 'a decimal string such as percent = "12.5" or integer basis_points'
+        raise _Invalid(f"{value!r} is a float and rates must be exact; write {hint}")
     if key == "percent":
         if _is_int(value):
             raise _Invalid(
@@ -344,16 +349,17 @@ class _Builder:
         rules: list[Rule] = []
         first_line: dict[str, int | None] = {}
         for index, raw in enumerate(raw_rules):
+            rule_id = raw.get("id") if isinstance(raw, dict) else None
+            if isinstance(rule_id, str):
+                if rule_id in first_line:
+                    where = first_line[rule_id]
+                    at = f" (first defined at line {where})" if where else ""
+                    self.error(("rule", index, "id"), f"duplicate rule id{at}", rule_id)
+                else:
+                    first_line[rule_id] = self.smap.line(("rule", index))
             rule = self.rule(index, raw)
-            if rule is None:
-                continue
-            if rule.id in first_line:
-                where = first_line[rule.id]
-                at = f" (first defined at line {where})" if where else ""
-                self.error(("rule", index, "id"), f"duplicate rule id{at}", rule.id)
-                continue
-            first_line[rule.id] = rule.line
-            rules.append(rule)
+            if rule is not None:
+                rules.append(rule)
         if self.problems:
             return None
         return RuleSet(
