@@ -12,7 +12,6 @@ from unioncard.tariffs import (
     ContextBatch,
     Mode,
     QuoteContext,
-    UsageBook,
     default_rules,
     evaluate_batch,
     quote,
@@ -108,7 +107,7 @@ def test_batch_columns_are_validated():
         ContextBatch.from_columns(mode="bus", amount=[-1], card_type=0x55, at=at)
     with pytest.raises(TariffError, match="member_status"):
         ContextBatch.from_columns(mode="bus", amount=[1], card_type=0x55, at=at, member_status=4)
-    with pytest.raises(TariffError, match="length"):
+    with pytest.raises(TariffError, match="lengths"):
         ContextBatch.from_columns(mode="bus", amount=[1, 2], card_type=[0x55], at=at)
     with pytest.raises(TariffError, match="integer fen"):
         ContextBatch.from_columns(mode="bus", amount=[1.5], card_type=0x55, at=at)

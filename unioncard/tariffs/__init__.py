@@ -13,13 +13,8 @@ offline terminal's view (capped rules are left to settlement); with a
 with a numba kernel that agrees with ``quote`` fen for fen.
 """
 
-from unioncard.tariffs.batch import (
-    BatchResult,
-    ContextBatch,
-    compile_rules,
-    evaluate_batch,
-    record_batch,
-)
+from typing import TYPE_CHECKING, Any
+
 from unioncard.tariffs.context import AppliedRule, Quote, QuoteContext
 from unioncard.tariffs.dump import dumps
 from unioncard.tariffs.engine import (
@@ -46,6 +41,26 @@ from unioncard.tariffs.model import (
     RuleSet,
 )
 from unioncard.tariffs.money import RATE_SCALE, Rounding
+
+if TYPE_CHECKING:
+    from unioncard.tariffs.batch import (
+        BatchResult,
+        ContextBatch,
+        compile_rules,
+        evaluate_batch,
+        record_batch,
+    )
+
+_BATCH = ("BatchResult", "ContextBatch", "compile_rules", "evaluate_batch", "record_batch")
+
+
+def __getattr__(name: str) -> Any:
+    """The batch path loads numba, so it is imported on first use only."""
+    if name in _BATCH:
+        from unioncard.tariffs import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "RATE_SCALE",

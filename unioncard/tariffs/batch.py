@@ -143,17 +143,23 @@ class ContextBatch:
         vehicle_class: Any = None,
         member_id: Any = None,
     ) -> ContextBatch:
-        """A batch from arrays or scalars (broadcast); ``mode`` may be a name or a Mode."""
+        """A batch from arrays or scalars (broadcast to the length of the arrays given);
+        ``mode`` may be a name or a :class:`Mode`."""
+        given = (mode, amount, card_type, at, member_categories, member_status, merchant_id,
+                 merchant_category, route, vehicle_class, member_id)
+        lengths = {len(v) for v in given
+                   if not isinstance(v, str) and v is not None and np.ndim(v) > 0}
+        if len(lengths) > 1:
+            raise TariffError(f"columns of different lengths {sorted(lengths)}")
+        n = lengths.pop() if lengths else 1
         amounts = np.asarray(amount)
         if amounts.dtype.kind not in "iu":
             raise TariffError("amount must be integer fen")
-        amounts = amounts.reshape(-1) if amounts.ndim else np.asarray([amounts])
-        n = len(amounts)
         if isinstance(mode, str):
             mode = Mode.parse(mode)
         return cls(
             mode=_column(mode, n, np.int64, "mode"),
-            amount=amounts.astype(np.int64),
+            amount=_column(amounts, n, np.int64, "amount"),
             card_type=_column(card_type, n, np.int64, "card_type"),
             at=_column(at, n, "datetime64[s]", "at"),
             member_categories=_column(member_categories, n, np.int64, "member_categories"),

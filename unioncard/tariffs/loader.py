@@ -323,7 +323,7 @@ class _Builder:
         for key in data:
             if key not in allowed:
                 known = ", ".join(allowed)
-                self.error((*path, key), f"unknown field {prefix}{key!r} (known: {known})", rule)
+                self.error((*path, key), f"unknown field '{prefix}{key}' (known: {known})", rule)
 
     def ruleset(self, data: dict[str, Any], source: str) -> RuleSet | None:
         self.unknown(data, ("ruleset", "rule"), (), "", None)
@@ -518,7 +518,7 @@ class _Builder:
                 except _Invalid as exc:
                     self.error((*path, key), f"cap.{key}: {exc}", label)
         if not values:
-            if not any(key in data for key in CAP_KEYS):
+            if not data:
                 self.error(path, "a cap needs daily_count, daily_amount, monthly_count or "
                            "monthly_amount", label)
             return None
