@@ -64,7 +64,7 @@ if TYPE_CHECKING:  # the simulator is imported when a fixture needs it
 __all__ = ["ExternalPcscd", "VirtualReader"]
 
 PCSC_FIXTURES = frozenset({"pcscd_daemon"})
-CARD_WAIT_SECONDS = 5.0
+CARD_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -334,6 +334,13 @@ def serve_virtual_reader(
         bridge = VpcdBridge(cards, port=daemon.vpcd_port, on_command=on_command)
         names = {slot: daemon.reader_name(slot) for slot in cards}
 
+        # A card that vanished during a command (its process killed, say) is
+        # ejected by vpcd outside pcscd's presence poll: if the new card came in
+        # before that poll, pcscd would never see a removal and would keep the old
+        # card's ATR and power state.  So the slots must be seen empty first.
+        for name in names.values():
+            with PcscTransport(name) as watcher:
+                watcher.wait_for_card(CARD_WAIT_SECONDS, present=False)
         bridge.start()
         stack.callback(bridge.stop)  # the cards leave their readers
         if not bridge.wait_attached(CARD_WAIT_SECONDS):

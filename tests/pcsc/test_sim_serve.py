@@ -50,9 +50,8 @@ class Served:
             for transport in (self.card, self.psam):
                 transport.wait_for_card(15)
                 transport.power_on()
-        except BaseException:
-            self.kill()
-            raise
+        except TransportError as exc:
+            raise AssertionError(f"{exc}; sim serve said:\n{self.kill()}") from exc
 
     def kill(self, sig: int = signal.SIGKILL) -> str:
         self.process.send_signal(sig)

@@ -179,10 +179,28 @@ def virtual_card():
     return CountingCard()
 
 
-def test_virtual_reader_serves_the_virtual_card_fixture(virtual_reader, virtual_card):
+def test_virtual_reader_serves_the_virtual_card_fixture(virtual_reader, virtual_card, sim_psam):
     assert virtual_reader.card is virtual_card
-    assert virtual_reader.psam is None and virtual_reader.psam_transport is None
+    assert virtual_reader.psam is sim_psam  # virtual_psam's default
     assert virtual_reader.transport.transmit(SELECT) == SELECTED
     assert virtual_card.commands == [SELECT]
+    assert virtual_reader.psam_channel.transmit(CommandAPDU.from_bytes(bytes.fromhex(
+        "00B0960006"))).data == bytes.fromhex("001122334455")
+
+
+@pytest.mark.parametrize("virtual_psam", [None])
+def test_virtual_reader_without_psam(virtual_reader):
+    assert virtual_reader.psam is None and virtual_reader.psam_transport is None
     with pytest.raises(TransportError, match="no PSAM"):
         virtual_reader.psam_channel  # noqa: B018
+
+
+def test_a_card_gone_during_a_command_is_not_mistaken_for_the_next(pcsc_serve):
+    """A card that vanishes mid-command; the next card served must be seen as new."""
+    first = LoopbackCard("T=0")
+    reader = pcsc_serve(first)
+    reader.bridge.stop()  # gone without pcscd noticing: its presence poll has not run yet
+    with pytest.raises(TransportError):
+        reader.transport.transmit(SELECT)
+    second = LoopbackCard()
+    assert pcsc_serve(second).atr == second.atr != first.atr

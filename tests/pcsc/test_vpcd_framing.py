@@ -256,3 +256,37 @@ def test_serve_forever_in_the_calling_thread(vpcd):
     bridge.request_stop()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_card_polled_but_never_powered_is_reinserted(vpcd):
+    """pcscd that missed a removal polls the new card's ATR and never powers it."""
+    card = LoopbackCard()
+    with serve(card, vpcd.port, insert_seconds=0.2, tear_seconds=0.1) as bridge:
+        vpcd.accept()
+        assert vpcd.exchange(bytes([Control.ATR])) == card.atr
+        start = time.monotonic()
+        assert vpcd.conn is not None and vpcd.conn.recv(1) == b""  # taken out...
+        assert time.monotonic() - start >= 0.15
+        vpcd.drop()
+        vpcd.accept()  # ...and put back
+        vpcd.send(bytes([Control.POWER_ON]))  # this time pcscd powers it: it stays
+        assert vpcd.exchange(SELECT) == SELECTED
+        assert bridge.connections(0) == 2
+        time.sleep(0.4)
+        assert vpcd.exchange(bytes([Control.ATR])) == card.atr
+        assert bridge.connections(0) == 2
+
+
+def test_reinserting_gives_up_after_a_few_tries(vpcd):
+    card = LoopbackCard()
+    with serve(card, vpcd.port, insert_seconds=0.05, tear_seconds=0.02) as bridge:
+        for _ in range(3):
+            vpcd.accept()
+            assert vpcd.exchange(bytes([Control.ATR])) == card.atr
+            assert vpcd.conn is not None and vpcd.conn.recv(1) == b""
+            vpcd.drop()
+        vpcd.accept()
+        assert vpcd.exchange(bytes([Control.ATR])) == card.atr
+        time.sleep(0.3)  # no fourth re-insertion
+        assert vpcd.exchange(bytes([Control.ATR])) == card.atr
+        assert bridge.connections(0) == 4

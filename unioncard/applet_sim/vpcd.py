@@ -13,10 +13,16 @@ and payload separately, and a card that delays its ACK makes each APDU wait
 about 40 ms (48 ms against 0.18 ms per APDU, PROTOCOL.md §7).
 
 When pcscd goes away (stopped, restarted) the bridge reconnects with a
-growing delay.  When a card raises (a power cut from a fault injector, or any
-failure) the bridge answers nothing and drops that slot's connection, as a
-card torn from the reader; it comes back after `TEAR_SECONDS`, long enough for
-pcscd's presence poll to see the card gone, so pcscd powers it up afresh.
+growing delay.  pcscd powers a card up as soon as it finds it; a card it keeps
+polling for its ATR without ever powering is one pcscd mistakes for the card
+before it (it missed that card's removal, which happens when a card vanishes
+while a program is connected): after `INSERT_SECONDS` the bridge takes it out
+and puts it back, so pcscd sees the removal and powers it.
+
+When a card raises (a power cut from a fault injector, or any failure) the
+bridge answers nothing and drops that slot's connection, as a card torn from
+the reader; it comes back after `TEAR_SECONDS`, long enough for pcscd's
+presence poll to see the card gone, so pcscd powers it up afresh.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from unioncard.terminal.pcscd import DEFAULT_VPCD_PORT
 from unioncard.terminal.transport import VirtualCard
 
 __all__ = [
+    "INSERT_SECONDS",
     "TEAR_SECONDS",
     "CommandHook",
     "Control",
@@ -47,6 +54,11 @@ log = logging.getLogger(__name__)
 CommandHook = Callable[[int, bytes, bytes], None]
 """Called with (slot, command, response) after the card answered and before the
 response goes to pcscd: a trace writer, or a hook that persists the card."""
+
+INSERT_SECONDS = 1.5
+"""How long a newly connected card may be polled by pcscd without being powered
+up before the bridge re-inserts it (at most `MAX_REINSERTS` times in a row)."""
+MAX_REINSERTS = 3
 
 TEAR_SECONDS = 1.0
 """How long a card that lost power stays out of its reader: more than pcscd's
@@ -82,6 +94,9 @@ class _Slot:
     frames: int = 0
     commands: int = 0
     waiting: bool = False
+    inserted_at: float = 0.0
+    powered: bool = False  # pcscd powered the card on this connection
+    reinserts: int = 0
 
 
 class VpcdBridge:
@@ -103,6 +118,7 @@ class VpcdBridge:
         min_delay: float = 0.02,
         max_delay: float = 0.5,
         tear_seconds: float = TEAR_SECONDS,
+        insert_seconds: float = INSERT_SECONDS,
         io_timeout: float = 5.0,
     ) -> None:
         if not cards:
@@ -116,6 +132,7 @@ class VpcdBridge:
         self.min_delay = min_delay
         self.max_delay = max_delay
         self.tear_seconds = tear_seconds
+        self.insert_seconds = insert_seconds
         self.io_timeout = io_timeout
         self.lock = threading.RLock()
         self._slots = {n: _Slot(n, card, port + n) for n, card in sorted(cards.items())}
@@ -187,7 +204,10 @@ class VpcdBridge:
         try:
             while not self._stopping.is_set():
                 self._connect_due()
+                self._reinsert_unpowered()
                 waits = [s.next_attempt for s in self._slots.values() if s.sock is None]
+                waits += [s.inserted_at + self.insert_seconds for s in self._slots.values()
+                          if self._awaiting_power(s)]
                 timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
                 for key, _events in self._selector.select(timeout):
                     if key.data is None:
@@ -227,6 +247,19 @@ class VpcdBridge:
             if slot.sock is None and now >= slot.next_attempt:
                 self._connect(slot)
 
+    def _awaiting_power(self, slot: _Slot) -> bool:
+        return (slot.sock is not None and slot.frames > 0 and not slot.powered
+                and slot.reinserts < MAX_REINSERTS)
+
+    def _reinsert_unpowered(self) -> None:
+        now = time.monotonic()
+        for slot in self._slots.values():
+            if self._awaiting_power(slot) and now >= slot.inserted_at + self.insert_seconds:
+                slot.reinserts += 1
+                log.warning("slot %d: pcscd polls the card but does not power it (it missed "
+                            "the removal of the card before): re-inserting it", slot.number)
+                self._disconnect(slot, delay=self.tear_seconds, reason="re-inserting")
+
     def _connect(self, slot: _Slot) -> None:
         try:
             sock = socket.create_connection((self.host, slot.port), timeout=self.io_timeout)
@@ -244,6 +277,8 @@ class VpcdBridge:
         slot.buffer.clear()
         slot.delay = 0.0
         slot.frames = 0
+        slot.powered = False
+        slot.inserted_at = time.monotonic()
         slot.connections += 1
         self._selector.register(sock, selectors.EVENT_READ, slot)
         log.info("slot %d: card inserted (connected to %s:%d)", slot.number, self.host, slot.port)
@@ -310,6 +345,8 @@ class VpcdBridge:
     def _frame(self, slot: _Slot, payload: bytes) -> bytes | None:
         """Handle one frame from pcscd; return the payload to answer, or None."""
         card = slot.card
+        if len(payload) != 1 or payload[0] != Control.ATR:
+            slot.powered, slot.reinserts = True, 0  # pcscd uses the card: it knows it
         try:
             with self.lock:
                 if len(payload) == 1:
