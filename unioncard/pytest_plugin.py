@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,7 @@ if TYPE_CHECKING:  # the simulator is imported when a fixture needs it
     from unioncard.applet_sim.vpcd import CommandHook, VpcdBridge
     from unioncard.crypto import Keystore
 
-__all__ = ["ExternalPcscd", "VirtualReader"]
+__all__ = ["ExternalPcscd", "VirtualReader", "serve_virtual_reader"]
 
 PCSC_FIXTURES = frozenset({"pcscd_daemon"})
 CARD_WAIT_SECONDS = 10.0
@@ -178,8 +179,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     else:
         os.environ[SOCKET_ENV] = state.saved_socket
     if state.directory is not None:
-        with contextlib.suppress(OSError):
-            state.directory.rmdir()
+        shutil.rmtree(state.directory, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -286,13 +286,7 @@ def pcscd_daemon(request: pytest.FixtureRequest) -> Iterator[PcscdDaemon | Exter
     try:
         yield daemon
     finally:
-        daemon.stop()
-        if state.directory is not None:
-            for leftover in ("reader.conf.d/vpcd", "pcscd.log"):
-                with contextlib.suppress(OSError):
-                    (state.directory / leftover).unlink()
-            with contextlib.suppress(OSError):
-                (state.directory / "reader.conf.d").rmdir()
+        daemon.stop()  # its directory goes at the end of the run (pytest_unconfigure)
 
 
 @contextlib.contextmanager

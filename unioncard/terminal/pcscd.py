@@ -97,21 +97,19 @@ def vpcd_reader_name(slot: int) -> str:
     return f"{VPCD_FRIENDLY_NAME} 00 {slot:02X}"
 
 
+def _find_pcscd(pcscd: str) -> str | None:
+    """pcscd on the PATH, or in /usr/sbin (not on a normal user's PATH)."""
+    return shutil.which(pcscd) or shutil.which(pcscd, path="/usr/sbin:/sbin")
+
+
 def missing_requirements(pcscd: str = "pcscd", driver: Path = VPCD_DRIVER) -> list[str]:
     """What is missing to run pcscd with vpcd here (empty when all is installed)."""
     missing = []
-    if shutil.which(pcscd) is None and shutil.which(pcscd, path="/usr/sbin:/sbin") is None:
+    if _find_pcscd(pcscd) is None:
         missing.append(f"{pcscd} (Debian package pcscd)")
     if not driver.exists():
         missing.append(f"{driver} (Debian package vsmartcard-vpcd)")
     return missing
-
-
-def _pcscd_path(pcscd: str) -> str:
-    found = shutil.which(pcscd) or shutil.which(pcscd, path="/usr/sbin:/sbin")
-    if found is None:
-        raise TransportError(f"{pcscd} not found; install the Debian package pcscd")
-    return found
 
 
 def system_vpcd_port(config_dir: Path = SYSTEM_CONFIG_DIR) -> int:
@@ -337,8 +335,8 @@ class PcscdDaemon:
             env["PCSCLITE_FILTER_IGNORE_READER_NAMES"] = ":".join(names)
         level = "--debug" if self.debug else "--info"
         argv = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(listener.fileno()),
-                str(os.getpid()), _pcscd_path(self.pcscd), "--foreground", level,
-                "--config", str(self.config_dir)]
+                str(os.getpid()), _find_pcscd(self.pcscd) or self.pcscd, "--foreground",
+                level, "--config", str(self.config_dir)]
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as logfile:
             process = subprocess.Popen(

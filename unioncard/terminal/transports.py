@@ -25,6 +25,7 @@ codes become `TransportError` with a message that names the reader.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -74,8 +75,6 @@ def _message(hresult: int) -> str:
 
 
 def _no_service_hint() -> str:
-    import os
-
     socket = os.environ.get("PCSCLITE_CSOCK_NAME")
     where = f"socket {socket} from PCSCLITE_CSOCK_NAME" if socket else "the system socket"
     return f"pcscd is not running or not reachable ({where})"
@@ -380,22 +379,19 @@ class InProcessTransport:
         self.atr: bytes | None = None
 
     def power_on(self) -> bytes:
+        return self._answer_to_reset(self.card.power_on)
+
+    def reset(self) -> bytes:
+        """Warm reset (a cold one when the card is not powered); returns the ATR."""
+        return self._answer_to_reset(self.card.reset if self.powered else self.card.power_on)
+
+    def _answer_to_reset(self, restart: Callable[[], bytes]) -> bytes:
         try:
-            self.atr = bytes(self.card.power_on())
+            self.atr = bytes(restart())
         except Exception as exc:
             self.powered = False
             raise TransportError(f"the card did not answer to reset: {exc}") from exc
         self.powered = True
-        return self.atr
-
-    def reset(self) -> bytes:
-        if not self.powered:
-            return self.power_on()
-        try:
-            self.atr = bytes(self.card.reset())
-        except Exception as exc:
-            self.powered = False
-            raise TransportError(f"the card did not answer to reset: {exc}") from exc
         return self.atr
 
     def transmit(self, command: bytes) -> bytes:
