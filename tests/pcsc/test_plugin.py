@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unioncard.terminal.pcscd import missing_requirements
+from unioncard.terminal.pcscd import PcscdDaemon, missing_requirements
 
 TESTS = textwrap.dedent(
     '''
@@ -55,9 +55,11 @@ TESTS = textwrap.dedent(
 )
 
 
-def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_pytest(directory: Path, *args: str,
+               env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST_", "PCSCLITE_")) and k != "COV_CORE_SOURCE"}
+    env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", *args],
         cwd=directory, env=env, capture_output=True, text=True, timeout=120,
@@ -111,6 +113,32 @@ def test_simulated_cards_by_default(tmp_path):
     result = run_pytest(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+@pytest.mark.pcsc
+@pytest.mark.skipif(bool(missing_requirements()), reason="pcscd or vpcd not installed")
+def test_system_mode_uses_the_pcscd_of_the_environment(tmp_path):
+    """--unioncard-pcscd=system: no pcscd of its own; the one PCSCLITE_CSOCK_NAME names."""
+    (tmp_path / "test_card.py").write_text(TESTS + textwrap.dedent(
+        '''
+        import os
+
+        def test_external(pcscd_daemon):
+            assert type(pcscd_daemon).__name__ == "ExternalPcscd"
+            assert pcscd_daemon.vpcd_port == int(os.environ["PORT"])
+            assert pcscd_daemon.socket_path == os.environ["PCSCLITE_CSOCK_NAME"]
+        '''))
+    before = set(Path(tempfile.gettempdir()).glob("unioncard-pcscd-main-*"))
+    with PcscdDaemon() as system:
+        env = {**system.client_env(), "PORT": str(system.vpcd_port)}
+        result = run_pytest(tmp_path, "--unioncard-pcscd=system",
+                            f"--unioncard-vpcd-port={system.vpcd_port}", env_extra=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "3 passed, 1 skipped" in result.stdout
+        assert "attached, but this test process talks" not in result.stdout
+        log = system.log_path.read_text()
+    assert "Card ATR: 3B 04 55 43 41 52" in log  # the outside project's card, in this pcscd
+    assert set(Path(tempfile.gettempdir()).glob("unioncard-pcscd-main-*")) == before
 
 
 def test_bad_mode_is_a_usage_error(tmp_path):
