@@ -1,6 +1,7 @@
 """Private pcscd instances: socket activation, side-by-side daemons, the client
 socket variable, port conflicts, failures with the log, and no orphans."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -200,3 +201,37 @@ def test_the_daemon_dies_with_the_process_that_started_it():
         parent.kill()
         parent.wait()
     shutil.rmtree(directory)  # what its parent would have removed at a clean stop
+
+
+@needs_pcscd
+@pytest.mark.skipif(not os.access("/run", os.W_OK) and not os.access("/run/pcscd", os.W_OK),
+                    reason="cannot write /run/pcscd here")
+def test_the_system_pcscd_keeps_its_pid_file(tmp_path):
+    """A private pcscd overwrites /run/pcscd/pcscd.pid and removes it on exit; the
+    system daemon's pid is written back.  A process named pcscd stands in for it."""
+    stand_in = tmp_path / "pcscd"
+    shutil.copy("/bin/sleep", stand_in)
+    system = subprocess.Popen([str(stand_in), "60"])
+    pid_file = pcscd_module.PID_FILE
+    existed = pid_file.exists()
+
+    def names_the_system_pcscd() -> bool:
+        # Other test processes' private daemons may rewrite the file for a moment too.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, IndexError):
+                if pid_file.read_text().split()[0] == str(system.pid):
+                    return True
+            time.sleep(0.01)
+        return False
+
+    try:
+        with PcscdDaemon() as private:
+            assert private.pid != system.pid
+            assert names_the_system_pcscd()
+        assert names_the_system_pcscd()
+    finally:
+        system.kill()
+        system.wait()
+        if not existed:
+            pid_file.unlink(missing_ok=True)
