@@ -2,6 +2,7 @@
 directory outside this repository, with the plugin loaded by its entry point."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,10 +56,24 @@ TESTS = textwrap.dedent(
 )
 
 
-def run_pytest(directory: Path, *args: str,
+@pytest.fixture
+def run_tmp():
+    """A temporary directory of the inner run's own (short: it holds a socket path)."""
+    path = Path(tempfile.mkdtemp(prefix="uc-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def private_dirs(tmp: Path) -> list[Path]:
+    return list(tmp.glob("unioncard-pcscd-*"))
+
+
+def run_pytest(directory: Path, *args: str, tmp: Path | None = None,
                env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST_", "PCSCLITE_")) and k != "COV_CORE_SOURCE"}
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", *args],
@@ -68,20 +83,20 @@ def run_pytest(directory: Path, *args: str,
 
 @pytest.mark.pcsc
 @pytest.mark.skipif(bool(missing_requirements()), reason="pcscd or vpcd not installed")
-def test_plugin_from_another_project(tmp_path):
+def test_plugin_from_another_project(tmp_path, run_tmp):
     (tmp_path / "test_card.py").write_text(TESTS)
-    before = set(Path(tempfile.gettempdir()).glob("unioncard-pcscd-main-*"))
-    result = run_pytest(tmp_path)
+    result = run_pytest(tmp_path, tmp=run_tmp)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed, 1 skipped" in result.stdout
     assert "no physical PC/SC reader attached" in result.stdout or (
         "talks to a private pcscd" in result.stdout
     )
 
-    deselected = run_pytest(tmp_path, "-m", "not pcsc")
+    assert private_dirs(run_tmp) == []  # the private pcscd's directory is removed
+
+    deselected = run_pytest(tmp_path, "-m", "not pcsc", tmp=run_tmp)
     assert deselected.returncode == 0, deselected.stdout
     assert "1 skipped, 2 deselected" in deselected.stdout
-    assert set(Path(tempfile.gettempdir()).glob("unioncard-pcscd-main-*")) <= before  # removed
 
 
 SIM_TESTS = textwrap.dedent(
@@ -117,7 +132,7 @@ def test_simulated_cards_by_default(tmp_path):
 
 @pytest.mark.pcsc
 @pytest.mark.skipif(bool(missing_requirements()), reason="pcscd or vpcd not installed")
-def test_system_mode_uses_the_pcscd_of_the_environment(tmp_path):
+def test_system_mode_uses_the_pcscd_of_the_environment(tmp_path, run_tmp):
     """--unioncard-pcscd=system: no pcscd of its own; the one PCSCLITE_CSOCK_NAME names."""
     (tmp_path / "test_card.py").write_text(TESTS + textwrap.dedent(
         '''
@@ -128,17 +143,18 @@ def test_system_mode_uses_the_pcscd_of_the_environment(tmp_path):
             assert pcscd_daemon.vpcd_port == int(os.environ["PORT"])
             assert pcscd_daemon.socket_path == os.environ["PCSCLITE_CSOCK_NAME"]
         '''))
-    before = set(Path(tempfile.gettempdir()).glob("unioncard-pcscd-main-*"))
     with PcscdDaemon() as system:
         env = {**system.client_env(), "PORT": str(system.vpcd_port)}
         result = run_pytest(tmp_path, "--unioncard-pcscd=system",
-                            f"--unioncard-vpcd-port={system.vpcd_port}", env_extra=env)
+                            f"--unioncard-vpcd-port={system.vpcd_port}", tmp=run_tmp,
+                            env_extra=env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "3 passed, 1 skipped" in result.stdout
         assert "attached, but this test process talks" not in result.stdout
         log = system.log_path.read_text()
     assert "Card ATR: 3B 04 55 43 41 52" in log  # the outside project's card, in this pcscd
-    assert set(Path(tempfile.gettempdir()).glob("unioncard-pcscd-main-*")) == before
+    assert private_dirs(run_tmp) == []  # it started no pcscd of its own
+    assert (run_tmp / f"unioncard-vpcd-{system.vpcd_port}.lock").exists()  # one test at a time
 
 
 def test_bad_mode_is_a_usage_error(tmp_path):
