@@ -1,6 +1,9 @@
 """The batch path agrees with the reference quote, fen for fen, on generated rule sets."""
 
-from datetime import datetime
+import os
+import subprocess
+import sys
+from datetime import date, datetime
 
 import numpy as np
 import pytest
@@ -123,3 +126,89 @@ def test_batch_row_back_to_context():
                            member_categories=3, merchant_id="X", merchant_category=5411,
                            route="8", vehicle_class=2, member_id="m")
     assert ContextBatch.from_contexts([context]).context(0) == context
+
+
+def test_kernel_calendar_matches_python_over_the_whole_range():
+    from unioncard.tariffs.kernel import _month_key
+
+    epoch = date(1970, 1, 1).toordinal()
+    probes = list(range(date(1, 1, 1).toordinal(), date(9999, 12, 31).toordinal(), 997))
+    probes += [date(y, m, 1).toordinal() + d for y in (1600, 1900, 2000, 2100, 2400)
+               for m in range(1, 13) for d in (-1, 0)]
+    for ordinal in probes:
+        day = date.fromordinal(ordinal)
+        assert _month_key(ordinal - epoch) == day.year * 12 + day.month - 1, day
+
+
+def test_agreement_with_numba_bounds_checking(tmp_path):
+    """The kernel re-compiled with boundscheck (UNIONCARD_JIT_DEBUG=1) agrees too."""
+    script = """
+from hypothesis import HealthCheck, given, settings, strategies as st
+from unioncard.jit import JIT_OPTIONS
+from unioncard.tariffs import ContextBatch, evaluate_batch, quote, quote_sequence
+from unioncard.tariffs.strategies import context_lists, histories, rulesets
+assert JIT_OPTIONS["boundscheck"] is True
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def check(data):
+    ruleset = data.draw(rulesets())
+    items = data.draw(context_lists(ruleset))
+    book = data.draw(histories(ruleset, items))
+    batch = ContextBatch.from_contexts(items)
+    for result, refs in ((evaluate_batch(batch, ruleset), [quote(c, ruleset) for c in items]),
+                         (evaluate_batch(batch, ruleset, history=book),
+                          quote_sequence(items, ruleset, book.copy()))):
+        for j, ref in enumerate(refs):
+            assert int(result.charged[j]) == ref.charged_amount
+            assert int(result.rebate[j]) == ref.rebate
+            assert result.applied(j) == ref.rules
+check()
+print("agreed")
+"""
+    env = {**os.environ, "UNIONCARD_JIT_DEBUG": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("agreed")
+
+
+texts = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["", "a", "ab", "ba", "b", "商户"]), texts),
+                max_size=30), st.lists(texts.filter(bool), max_size=6, unique=True))
+def test_text_kernels_agree_with_python(column, vocabulary):
+    from unioncard.tariffs import kernel
+    from unioncard.tariffs.batch import CompiledRules, _code_points
+
+    array = np.asarray(column, dtype=str).reshape(-1)
+    # numbering in first-seen order, with a hash table barely larger than the input
+    slots = np.full(1 << max(1, len(column)).bit_length(), -1, np.int64)
+    codes = np.empty(len(column), np.int64)
+    firsts = np.empty(len(column), np.int64)
+    count = kernel.intern_text(_code_points(array), slots, codes, firsts)
+    seen: dict[str, int] = {}
+    expected = [-1 if not v else seen.setdefault(v, len(seen)) for v in column]
+    assert codes.tolist() == expected and count == len(seen)
+    assert [column[i] for i in firsts[:count]] == list(seen)
+    # lookup in a sorted vocabulary
+    vocab = np.asarray(sorted(vocabulary), dtype=str).reshape(-1)
+    found = CompiledRules.encode(vocab, array)
+    assert found.tolist() == [sorted(vocabulary).index(v) if v in vocabulary else -1
+                              for v in column]
+
+
+def test_interning_survives_a_crowded_table():
+    from unioncard.tariffs import kernel
+    from unioncard.tariffs.batch import _code_points
+
+    # One-character strings with the same low 4 bits hash to the same slot of a
+    # 16-slot table (FNV-1a multiplies by an odd prime), so every probe must compare.
+    column = ["!", "1", "A", "Q", "a", "q"] * 2
+    slots = np.full(16, -1, np.int64)
+    codes = np.empty(len(column), np.int64)
+    firsts = np.empty(len(column), np.int64)
+    count = kernel.intern_text(_code_points(np.asarray(column)), slots, codes, firsts)
+    assert count == 6 and codes.tolist() == list(range(6)) * 2

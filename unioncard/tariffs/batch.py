@@ -234,17 +234,24 @@ class CompiledRules:
     capped: tuple[str, ...]
     width: int
 
-    def encode(self, vocabulary: np.ndarray, column: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def encode(vocabulary: np.ndarray, column: np.ndarray) -> np.ndarray:
         """Codes of ``column`` in the sorted ``vocabulary``; ``-1`` for unknown or ""."""
+        out = np.full(len(column), -1, np.int64)
         if len(vocabulary) == 0 or len(column) == 0:
-            return np.full(len(column), -1, np.int64)
-        index = np.searchsorted(vocabulary, column)
-        clipped = np.minimum(index, len(vocabulary) - 1)
-        found = (vocabulary[clipped] == column) & (column != "")
-        return np.where(found, clipped, -1).astype(np.int64)
+            return out
+        K.encode_text(_code_points(column), _code_points(vocabulary), out)
+        return out
 
 
 _CACHE: dict[str, CompiledRules] = {}
+
+
+def _code_points(column: np.ndarray) -> np.ndarray:
+    """A numpy ``str`` array as a ``(n, width)`` matrix of ``uint32`` code points."""
+    column = np.ascontiguousarray(column)
+    width = column.dtype.itemsize // 4
+    return column.view(np.uint32).reshape(len(column), width)
 
 
 def compile_rules(rules: RuleSet) -> CompiledRules:
@@ -261,6 +268,7 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
     capped = tuple(r.id for r in rules.rules if r.caps is not None)
     slots = {rule_id: i for i, rule_id in enumerate(capped)}
     table = np.full((n, K.COLUMNS), -1, np.int64)
+    table[:, K.C_NEEDS:] = 0
     cond_lo = np.zeros((n, K.DIMENSIONS), np.int64)
     cond_hi = np.zeros((n, K.DIMENSIONS), np.int64)
     values: list[int] = []
@@ -292,22 +300,36 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
                                   (K.C_MAMOUNT, rule.caps.monthly_amount)):
                 row[column] = -1 if value is None else value
             row[K.C_SLOT] = slots[rule.id]
-        sets: tuple[tuple[int, frozenset[Any] | None, dict[str, int] | None], ...] = (
-            (K.D_CARD, when.card_types, None),
-            (K.D_STATUS, when.member_status, None),
-            (K.D_MERCHANT, when.merchants, merchant_code),
-            (K.D_MCC, when.merchant_categories, None),
-            (K.D_ROUTE, when.routes, route_code),
-            (K.D_VCLASS, when.vehicle_classes, None),
-            (K.D_WEEKDAY, when.days, None),
-        )
-        for d, members, codes in sets:
+        needs = 0
+        for flag, column, members in ((K.N_CARD, K.C_CARD, when.card_types),
+                                      (K.N_VCLASS, K.C_VCLASS, when.vehicle_classes),
+                                      (K.N_STATUS, K.C_STATUS, when.member_status),
+                                      (K.N_WEEKDAY, K.C_WEEKDAY, when.days)):
             if members is None:
                 continue
-            run = sorted(codes[m] for m in members) if codes is not None else sorted(members)
+            needs |= flag
+            words = [0, 0, 0, 0]
+            for value in members:
+                words[value >> 6] |= 1 << (value & 63)
+            width_words = 4 if column in (K.C_CARD, K.C_VCLASS) else 1
+            for w in range(width_words):
+                row[column + w] = words[w] - (1 << 64) if words[w] >> 63 else words[w]
+        if when.time_from is not None or when.time_until is not None:
+            needs |= K.N_TIME
+        runs: tuple[tuple[int, int, frozenset[Any] | None, dict[str, int] | None], ...] = (
+            (K.D_MERCHANT, K.N_MERCHANT, when.merchants, merchant_code),
+            (K.D_MCC, K.N_MCC, when.merchant_categories, None),
+            (K.D_ROUTE, K.N_ROUTE, when.routes, route_code),
+        )
+        for d, flag, allowed, codes in runs:
+            if allowed is None:
+                continue
+            needs |= flag
+            run = sorted(codes[m] for m in allowed) if codes is not None else sorted(allowed)
             cond_lo[i, d] = len(values)
             values.extend(run)
             cond_hi[i, d] = len(values)
+        row[K.C_NEEDS] = needs
     mode_ptr = np.zeros(max(Mode) + 2, np.int64)
     mode_rules: list[int] = []
     width = 1
@@ -368,6 +390,9 @@ class BatchResult:
 
 def _initial_history(history: UsageBook, compiled: CompiledRules,
                      members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if len(history) == 0 or len(members) == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
     slots = {rule_id: i for i, rule_id in enumerate(compiled.capped)}
     member_code = {str(m): i for i, m in enumerate(members)}
     n_slots = max(len(slots), 1)
@@ -385,6 +410,49 @@ def _initial_history(history: UsageBook, compiled: CompiledRules,
                                                                           np.int64)
 
 
+def _intern(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct non-empty strings of ``column`` (first-seen order) and each row's index
+    among them (``-1`` for "")."""
+    rows = _code_points(column)
+    n = len(column)
+    slots = np.full(1 << max(4, (2 * n).bit_length()), -1, np.int64)
+    codes = np.empty(n, np.int64)
+    firsts = np.empty(n, np.int64)
+    count = K.intern_text(rows, slots, codes, firsts)
+    return column[firsts[:count]], codes
+
+
+def _run(
+    compiled: CompiledRules,
+    rules: RuleSet,
+    columns: list[np.ndarray],
+    caps: tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One kernel pass over ``columns``; ``caps`` = (member codes, member count,
+    initial usage keys, counts, amounts) turns cap evaluation on."""
+    n = len(columns[0])
+    if caps is None:
+        member, n_members = np.full(n, -1, np.int64), 0
+        init_keys = init_count = init_amount = np.zeros(0, np.int64)
+    else:
+        member, n_members, init_keys, init_count, init_amount = caps
+    charged = np.empty(n, np.int64)
+    rebate = np.empty(n, np.int64)
+    applied = np.empty((n, compiled.width), np.int32)
+    amounts = np.empty((n, compiled.width), np.int64)
+    deferred = np.empty(n, np.bool_)
+    bad = K.evaluate(
+        caps is not None, ROUNDING_CODES[rules.rounding], *columns, member,
+        compiled.table, compiled.cond_lo, compiled.cond_hi, compiled.cond_values,
+        compiled.mode_ptr, compiled.mode_rules, n_members, len(compiled.capped),
+        init_keys, init_count, init_amount,
+        charged, rebate, applied, amounts, deferred,
+    )
+    if bad >= 0:  # ContextBatch validation rules this out
+        raise TariffError(f"context {bad} of a kernel pass has an unknown mode")
+    return charged, rebate, applied, amounts, deferred
+
+
 def evaluate_batch(
     batch: ContextBatch, rules: RuleSet | None = None, *, history: UsageBook | None = None
 ) -> BatchResult:
@@ -393,41 +461,26 @@ def evaluate_batch(
     see :func:`record_batch`)."""
     rules = default_rules() if rules is None else rules
     compiled = compile_rules(rules)
-    n = len(batch)
-    merchant = compiled.encode(compiled.merchants, batch.merchant_id)
-    route = compiled.encode(compiled.routes, batch.route)
-    seconds = batch.at.view(np.int64)
-    use_caps = history is not None and bool(compiled.capped)
-    if use_caps and history is not None:
-        members, member = np.unique(batch.member_id, return_inverse=True)
-        member = member.astype(np.int64).reshape(-1)
-        if len(members) and members[0] == "":
-            member -= 1
-            members = members[1:]
-        order = np.argsort(seconds, kind="stable").astype(np.int64)
-        init_keys, init_count, init_amount = _initial_history(history, compiled, members)
-        n_members, n_slots = len(members), len(compiled.capped)
-    else:
-        member = np.full(n, -1, np.int64)
-        order = np.arange(n, dtype=np.int64)
-        init_keys = init_count = init_amount = np.zeros(0, np.int64)
-        n_members, n_slots = 0, 0
-    charged = np.empty(n, np.int64)
-    rebate = np.empty(n, np.int64)
-    applied = np.empty((n, compiled.width), np.int32)
-    amounts = np.empty((n, compiled.width), np.int64)
-    deferred = np.empty(n, np.bool_)
-    bad = K.evaluate(
-        order, use_caps, ROUNDING_CODES[rules.rounding],
-        batch.mode, batch.amount, batch.card_type, batch.member_categories, batch.member_status,
-        merchant, batch.merchant_category, route, batch.vehicle_class, seconds, member,
-        compiled.table, compiled.cond_lo, compiled.cond_hi, compiled.cond_values,
-        compiled.mode_ptr, compiled.mode_rules, n_members, n_slots,
-        init_keys, init_count, init_amount,
-        charged, rebate, applied, amounts, deferred,
-    )
-    if bad >= 0:
-        raise TariffError(f"context {bad} has an unknown mode {int(batch.mode[bad])}")
+    columns = [batch.mode, batch.amount, batch.card_type, batch.member_categories,
+               batch.member_status, compiled.encode(compiled.merchants, batch.merchant_id),
+               batch.merchant_category, compiled.encode(compiled.routes, batch.route),
+               batch.vehicle_class, batch.at.view(np.int64)]
+    # The terminal's view of every context, in input order.
+    charged, rebate, applied, amounts, deferred = _run(compiled, rules, columns, None)
+    if history is not None and compiled.capped:
+        # Settlement: re-price, in time order (ties: input order), the contexts that
+        # can touch a cap: a mode with capped rules, and a member id.
+        capped_modes = np.asarray(sorted({int(rules.rule(r).mode) for r in compiled.capped}))
+        rows = np.flatnonzero(np.isin(batch.mode, capped_modes))
+        members, member = _intern(batch.member_id[rows])
+        rows, member = rows[member >= 0], member[member >= 0]
+        order = np.argsort(columns[-1][rows], kind="stable")
+        rows, member = rows[order], member[order]
+        state = (member, len(members), *_initial_history(history, compiled, members))
+        results = _run(compiled, rules, [column[rows] for column in columns], state)
+        for full, part in zip((charged, rebate, applied, amounts, deferred), results,
+                              strict=True):
+            full[rows] = part
     return BatchResult(
         charged=charged,
         discount=batch.amount - charged,

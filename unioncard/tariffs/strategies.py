@@ -83,13 +83,15 @@ _valid_from = _maybe(st.integers(-40, 10).map(lambda d: BASE_DAY + timedelta(d))
 _valid_until = _maybe(st.integers(-10, 40).map(lambda d: BASE_DAY + timedelta(d)), 0.8)
 _time_from = _maybe(st.integers(0, 47).map(lambda h: h * 1800), 0.8)
 _time_until = _maybe(st.integers(1, 48).map(lambda h: h * 1800), 0.8)
-_card_types = _maybe(_subset((0x55, 0x01, 0x02)), 0.3)
+CARD_TYPES = (0x55, 0x01, 0x02, 0xF0, 0xFF)  # bytes in every position of a 64-bit word
+VEHICLE_CLASSES = (1, 2, 3, 4, 40, 200)
+_card_types = _maybe(_subset(CARD_TYPES, 3), 0.3)
 _categories = _maybe(st.integers(1, 7), 0.8)
 _statuses = _maybe(_subset((1, 2, 3)), 0.7)
 _merchants = _maybe(_subset(MERCHANTS, 2), 0.7)
 _mccs = _maybe(_subset(MCCS, 2), 0.8)
 _routes = _maybe(_subset(ROUTES, 2), 0.8)
-_vehicles = _maybe(_subset((1, 2, 3, 4), 2), 0.8)
+_vehicles = _maybe(_subset(VEHICLE_CLASSES, 2), 0.8)
 _days = _maybe(st.frozensets(st.integers(1, 7), min_size=1), 0.8)
 _min_amount = st.one_of(st.just(0), st.just(0), _money)
 _max_benefit = _maybe(_money, 0.7)
@@ -265,24 +267,24 @@ def _targeted(draw: st.DrawFn, rule: Rule) -> dict[str, Any]:
     return {
         "mode": rule.mode,
         "amount": amount,
-        "card_type": _pick(draw, when.card_types, (0x55, 0x01)),
+        "card_type": _pick(draw, when.card_types, CARD_TYPES),
         "at": datetime.combine(day, time()) + timedelta(seconds=second),
         "member_categories": categories,
         "member_status": _pick(draw, when.member_status, tuple(MemberStatus)),
         "merchant_id": _pick(draw, when.merchants, (None, *MERCHANTS)),
         "merchant_category": _pick(draw, when.merchant_categories, MCCS),
         "route": _pick(draw, when.routes, (None, *ROUTES)),
-        "vehicle_class": _pick(draw, when.vehicle_classes, (0, 1, 2, 3, 4, 5)),
+        "vehicle_class": _pick(draw, when.vehicle_classes, (None, *VEHICLE_CLASSES)),
     }
 
 
 _random_amount = st.one_of(st.integers(0, 400), st.integers(0, 30_000), st.integers(0, MAX_FEN),
                            st.just(MAX_FEN))
-_random_card = st.one_of(st.sampled_from([0x55, 0x01, 0x02]), st.integers(0, 255))
+_random_card = st.one_of(st.sampled_from(CARD_TYPES), st.integers(0, 255))
 _random_merchant = st.one_of(st.none(), st.sampled_from(MERCHANTS), st.just("M-9999"))
 _random_mcc = st.one_of(st.none(), st.sampled_from(MCCS), st.integers(0, 9999))
 _random_route = st.one_of(st.none(), st.sampled_from(ROUTES), st.just("99"))
-_random_vehicle = st.one_of(st.none(), st.integers(0, 5))
+_random_vehicle = st.one_of(st.none(), st.sampled_from(VEHICLE_CLASSES), st.integers(0, 255))
 _all_modes = list(Mode)
 
 
