@@ -1,12 +1,25 @@
 """Rule files: validation with file, line and rule id; all or nothing; the version hash."""
 
 import textwrap
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from unioncard.errors import TariffError
-from unioncard.tariffs import RuleFileError, default_rules, dumps, load, loads, parse
-from unioncard.tariffs.model import EffectKind, Mode
+from unioncard.tariffs import (
+    Mode,
+    QuoteContext,
+    RuleFileError,
+    default_rules,
+    dumps,
+    lint,
+    load,
+    loads,
+    parse,
+    quote,
+)
+from unioncard.tariffs.model import EffectKind
 
 GOOD = textwrap.dedent("""\
     # a comment
@@ -274,3 +287,20 @@ def test_shipped_version_is_pinned():
     assert default_rules().version == (
         "c02b5f2e7af80fd5c1118168a147d87f3c53e25cb92238a00a2de4751a27f36e"
     )
+
+
+def test_the_documented_example_rule_file_is_valid():
+    docs = Path(__file__).resolve().parents[2] / "docs" / "tariffs.md"
+    if not docs.exists():
+        pytest.skip("docs/tariffs.md not in this checkout")
+    text = docs.read_text(encoding="utf-8")
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    ruleset = loads(block, "docs/tariffs.md")
+    assert [r.id for r in ruleset.rules] == ["bus-member-10", "hardship-night-bus",
+                                             "supermarket-first-3"]
+    assert lint(ruleset) == []
+    night = QuoteContext(Mode.BUS, 200, 0x55, datetime(2026, 5, 1, 23, 30), member_categories=2)
+    assert quote(night, ruleset).charged_amount == 100
+    saturday = QuoteContext(Mode.POS, 30_000, 0x55, datetime(2026, 5, 2, 10),
+                            merchant_category=5411)
+    assert quote(saturday, ruleset).deferred == ("supermarket-first-3",)
