@@ -7,8 +7,8 @@ sample of the same batch (quotes/s extrapolates linearly: each quote is
 independent).  Both figures and their ratio go into the benchmark's extra_info
 and are printed; the target is batch ≥ 50× reference.
 
-    .venv/bin/python -m pytest benchmarks/bench_tariffs.py -p no:xdist --benchmark-only
-    .venv/bin/python benchmarks/bench_tariffs.py          # the same figures, printed
+    .venv/bin/python -m pytest benchmarks/test_bench_tariffs.py -p no:xdist --benchmark-only
+    .venv/bin/python benchmarks/test_bench_tariffs.py          # the same figures, printed
 """
 
 from __future__ import annotations
