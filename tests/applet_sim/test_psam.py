@@ -53,7 +53,6 @@ def test_terminal_seq_increments_and_persists(psam, tx):
 
 
 def test_refusals(psam, tx):
-    assert tx(psam, init_sam())[1] == 0x6D00  # not in the MF: select DF 1001 first
     select_app(psam, tx)
     assert tx(psam, init_sam(version="03")) == (b"", 0x9403)
     assert tx(psam, init_sam(alg="04")) == (b"", 0x6A80)
@@ -69,6 +68,16 @@ def test_refusals(psam, tx):
     assert tx(psam, "80720100041122334455")[1] == 0x6A86
 
 
+def test_mac1_right_after_power_up_without_selecting_anything(psam, tx):
+    """PROTOCOL.md §3 names no PSAM selection: read the terminal id, then 80 70."""
+    assert tx(psam, "00B0960006") == (bytes.fromhex(TERMINAL_ID), 0x9000)
+    data, status = tx(psam, init_sam())
+    assert status == 0x9000 and data[:4] == bytes.fromhex("00000001")
+    select_app(psam, tx)  # selecting DF 1001, as many terminals do, reaches the same application
+    data, status = tx(psam, init_sam())
+    assert status == 0x9000 and data[:4] == bytes.fromhex("00000002")
+
+
 def test_terminal_seq_overflow(keys, tx):
     psam = issue_psam(keys, TERMINAL_ID, terminal_seq=0xFFFFFFFF)
     psam.power_on()
@@ -78,7 +87,7 @@ def test_terminal_seq_overflow(keys, tx):
 
 def test_t0_mac1_comes_as_6108(psam, tx):
     psam.protocol = "T=0"
-    assert tx(psam, "00A40000021001")[1] == 0x6117  # the FCI waits for GET RESPONSE
+    assert tx(psam, "00A40000021001")[1] >> 8 == 0x61  # the FCI waits for GET RESPONSE
     assert tx(psam, "00A4000C021001") == (b"", 0x9000)
     assert tx(psam, init_sam()[:-2]) == (b"", 0x6108)
     data, status = tx(psam, "00C0000008")

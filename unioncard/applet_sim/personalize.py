@@ -288,8 +288,9 @@ def issue_psam(
 
     ``terminal_id`` is 6 bytes (or 12 hex digits).  The MF holds EF ``0015`` (PSAM
     serial(10) version(1) key type(1) command set(1) FCI(1)) and EF ``0016`` (terminal
-    id); the purchase application is DF ``1001``, which the terminal selects before
-    ``80 70``.
+    id).  The purchase application (``80 70``, ``80 72``) answers from power-up, as
+    PROTOCOL.md §3 expects; terminals that select its DF ``1001`` first, as many real
+    PSAMs require, reach the same application.
     """
     tid = bytes.fromhex(terminal_id) if isinstance(terminal_id, str) else bytes(terminal_id)
     if len(tid) != 6:
@@ -299,10 +300,10 @@ def issue_psam(
     if not 1 <= serial < 10**20:
         raise ValueError("serial must be 1..10^20-1")
     config = PsamConfig(keys.purchase_master_keys())
-    mf = DF(0x3F00, name="MF", children=(
+    mf = DF(0x3F00, name="MF", app=config, children=(
         EF(0x0015, FileKind.TRANSPARENT, 14, sfi=0x15, name="PSAM information"),
         EF(0x0016, FileKind.TRANSPARENT, 6, sfi=0x16, name="terminal id"),
-        DF(PSAM_DF_FID, None, (), config, "PSAM purchase application"),
+        DF(PSAM_DF_FID, None, (), None, "PSAM purchase application"),
     ))
     layout = CardLayout("psam", mf, None, b"UNIONPSAM", f"PSAM {tid.hex().upper()}")
     card = SimulatedCard(layout, protocol=protocol, random_source=random_source)
@@ -310,5 +311,5 @@ def issue_psam(
     info = _bcd(f"{serial:020d}", 10) + bytes([0x01, 0x00, 0x01, 0x00])
     personalize_binary(card.nvm, fs.node("3F00/0015"), info)
     personalize_binary(card.nvm, fs.node("3F00/0016"), tid)
-    card.apps[f"3F00/{PSAM_DF_FID:04X}"].personalize(terminal_seq=terminal_seq)
+    card.apps["3F00"].personalize(terminal_seq=terminal_seq)
     return card
