@@ -25,13 +25,14 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, Self
 
 __all__ = [
     "MAX_FRAME",
     "Device",
     "Direction",
     "FrameKind",
+    "StreamTraceWriter",
     "TraceFormat",
     "TraceRecord",
     "TraceWriter",
@@ -147,6 +148,39 @@ class TraceWriter(Protocol):
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None: ...
+
+
+class StreamTraceWriter:
+    """What the text and binary writers share: a binary stream, a record count,
+    flush, close and the context manager.
+
+    The writer only closes the stream if it opened it (`open`).
+    """
+
+    def __init__(self, stream: IO[bytes], *, owns: bool = False) -> None:
+        self._stream = stream
+        self._owns = owns
+        self.records = 0
+
+    @classmethod
+    def open(cls, path: str | Path) -> Self:
+        """A writer that owns a new file at ``path``."""
+        return cls(open(path, "wb"), owns=True)  # closed by close()
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.flush()
+        if self._owns:
+            self._stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 class TraceFormat(StrEnum):

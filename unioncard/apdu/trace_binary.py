@@ -26,11 +26,9 @@ index instead.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from types import TracebackType
 from typing import IO
 
-from unioncard.apdu.trace import MAX_FRAME, FrameKind, TraceRecord
+from unioncard.apdu.trace import MAX_FRAME, FrameKind, StreamTraceWriter, TraceRecord
 from unioncard.errors import DecodeError
 
 __all__ = ["CHUNK", "HEADER", "MAGIC", "BinaryTraceWriter", "encode_frame", "read_binary"]
@@ -94,7 +92,7 @@ def read_binary(stream: IO[bytes], chunk: int = CHUNK) -> Iterator[TraceRecord]:
         yield TraceRecord(known.device, known.direction, buffer[start:pos])
 
 
-class BinaryTraceWriter:
+class BinaryTraceWriter(StreamTraceWriter):
     """Writes a binary trace incrementally: the magic at once, then one frame per record.
 
     Usable while a simulator runs: `write`, `flush` whenever the file must be
@@ -103,15 +101,9 @@ class BinaryTraceWriter:
     """
 
     def __init__(self, stream: IO[bytes], *, owns: bool = False) -> None:
-        self._stream = stream
-        self._owns = owns
-        self.records = 0
+        super().__init__(stream, owns=owns)
         self.dropped_timestamps = 0
         stream.write(MAGIC)
-
-    @classmethod
-    def open(cls, path: str | Path) -> BinaryTraceWriter:
-        return cls(open(path, "wb"), owns=True)  # closed by close()
 
     def write(self, record: TraceRecord) -> None:
         if record.timestamp is not None:
@@ -125,18 +117,3 @@ class BinaryTraceWriter:
             raise ValueError("frame kind must be a byte and the payload at most 65535 bytes")
         self._stream.write(bytes((kind, len(payload) >> 8, len(payload) & 0xFF)) + payload)
         self.records += 1
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def close(self) -> None:
-        self._stream.flush()
-        if self._owns:
-            self._stream.close()
-
-    def __enter__(self) -> BinaryTraceWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -33,11 +33,9 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-from types import TracebackType
 from typing import IO
 
-from unioncard.apdu.trace import Device, Direction, TraceRecord
+from unioncard.apdu.trace import Device, Direction, StreamTraceWriter, TraceRecord
 from unioncard.errors import DecodeError
 
 __all__ = ["MAX_LINE", "TextTraceWriter", "format_record", "parse_line", "read_text"]
@@ -169,20 +167,11 @@ def _check_comment(text: str) -> None:
         raise ValueError("a trace comment must fit on one line")
 
 
-class TextTraceWriter:
+class TextTraceWriter(StreamTraceWriter):
     """Writes a text trace incrementally: open, `write` each record, flush, close.
 
     The writer only closes the stream if it opened it (`TextTraceWriter.open`).
     """
-
-    def __init__(self, stream: IO[bytes], *, owns: bool = False) -> None:
-        self._stream = stream
-        self._owns = owns
-        self.records = 0
-
-    @classmethod
-    def open(cls, path: str | Path) -> TextTraceWriter:
-        return cls(open(path, "wb"), owns=True)  # closed by close()
 
     def write(self, record: TraceRecord, comment: str | None = None) -> None:
         self._stream.write(format_record(record, comment).encode("utf-8") + b"\n")
@@ -192,18 +181,3 @@ class TextTraceWriter:
         """A comment line (``# text``; ``#`` alone for an empty text)."""
         _check_comment(text)
         self._stream.write(f"# {text}\n".encode() if text else b"#\n")
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def close(self) -> None:
-        self._stream.flush()
-        if self._owns:
-            self._stream.close()
-
-    def __enter__(self) -> TextTraceWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
