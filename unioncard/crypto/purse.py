@@ -110,17 +110,28 @@ def _when(date: bytes, time: bytes) -> bytes:
     return _fixed("date", date, 4) + _fixed("time", time, 3)
 
 
+def _transaction_fields(amount: int, tx_type: int, terminal_id: bytes) -> bytes:
+    """amount(4) ‖ type(1) ‖ terminal id(6): in every MAC1, the load MAC2 and both TACs."""
+    return (
+        _uint("amount", amount, 4)
+        + _uint("transaction type", tx_type, 1)
+        + _fixed("terminal id", terminal_id, 6)
+    )
+
+
+def _session_mac(
+    session_key: bytes, amount: int, tx_type: int, terminal_id: bytes, date: bytes, time: bytes
+) -> bytes:
+    """amount type terminal-id date time under a session key: purchase MAC1 and load MAC2."""
+    return pboc_mac(_fixed("session key", session_key, 8),
+                    _transaction_fields(amount, tx_type, terminal_id) + _when(date, time))
+
+
 def purchase_mac1(
     sespk: bytes, amount: int, tx_type: int, terminal_id: bytes, date: bytes, time: bytes
 ) -> bytes:
     """MAC1 of a purchase (PSAM → card): amount type terminal-id date time."""
-    data = (
-        _uint("amount", amount, 4)
-        + _uint("transaction type", tx_type, 1)
-        + _fixed("terminal id", terminal_id, 6)
-        + _when(date, time)
-    )
-    return pboc_mac(_fixed("session key", sespk, 8), data)
+    return _session_mac(sespk, amount, tx_type, terminal_id, date, time)
 
 
 def purchase_mac2(sespk: bytes, amount: int) -> bytes:
@@ -139,9 +150,7 @@ def purchase_tac(
 ) -> bytes:
     """TAC of a purchase: amount type terminal-id terminal-seq date time, under the TAC key."""
     data = (
-        _uint("amount", amount, 4)
-        + _uint("transaction type", tx_type, 1)
-        + _fixed("terminal id", terminal_id, 6)
+        _transaction_fields(amount, tx_type, terminal_id)
         + _uint("terminal seq", terminal_seq, 4)
         + _when(date, time)
     )
@@ -152,26 +161,16 @@ def load_mac1(
     seslk: bytes, old_balance: int, amount: int, tx_type: int, terminal_id: bytes
 ) -> bytes:
     """MAC1 of a load (card → terminal): old balance, amount, type, terminal id."""
-    data = (
-        _uint("balance", old_balance, 4)
-        + _uint("amount", amount, 4)
-        + _uint("transaction type", tx_type, 1)
-        + _fixed("terminal id", terminal_id, 6)
-    )
+    data = _uint("balance", old_balance, 4) + _transaction_fields(amount, tx_type, terminal_id)
     return pboc_mac(_fixed("session key", seslk, 8), data)
 
 
 def load_mac2(
     seslk: bytes, amount: int, tx_type: int, terminal_id: bytes, date: bytes, time: bytes
 ) -> bytes:
-    """MAC2 of a load (host → card): amount type terminal-id date time."""
-    data = (
-        _uint("amount", amount, 4)
-        + _uint("transaction type", tx_type, 1)
-        + _fixed("terminal id", terminal_id, 6)
-        + _when(date, time)
-    )
-    return pboc_mac(_fixed("session key", seslk, 8), data)
+    """MAC2 of a load (host → card): amount type terminal-id date time, the fields of
+    a purchase MAC1, under the load session key."""
+    return _session_mac(seslk, amount, tx_type, terminal_id, date, time)
 
 
 def load_tac(
@@ -189,9 +188,7 @@ def load_tac(
     data = (
         _uint("balance", new_balance, 4)
         + _uint("online seq", online_seq, 2)
-        + _uint("amount", amount, 4)
-        + _uint("transaction type", tx_type, 1)
-        + _fixed("terminal id", terminal_id, 6)
+        + _transaction_fields(amount, tx_type, terminal_id)
         + _when(date, time)
     )
     return pboc_mac(tac_key(dtk), data)
