@@ -6,7 +6,8 @@ the terminal (which reads them) and the tools (which show them):
 - `TRANSIT_INFO`: T-Union EF ``0015``, 30 bytes (card type ``55`` = union member);
 - `ETC_INFO`: ETC EF ``0015``, 43 bytes (user type ``55`` = union member);
 - `HOLDER`: EF ``0016``, 55 bytes, on both applications;
-- `LOG_RECORD`: EF ``0018``, 23-byte cyclic log records;
+- `LOG_RECORD`: EF ``0018``, 23-byte cyclic log records (`STORED_LOG_RECORD`:
+  the same with the date unparsed, as the card keeps it);
 - `CAPP_RECORD`: EF ``0019``, the 43-byte composite (toll) record ``AA 29 …``.
 
 Dates are BCD ``YYYYMMDD`` and parse to `datetime.date`; names are GBK and ID
@@ -32,6 +33,7 @@ __all__ = [
     "ETC_INFO",
     "HOLDER",
     "LOG_RECORD",
+    "STORED_LOG_RECORD",
     "TRANSIT_INFO",
     "BcdDate",
     "build",
@@ -112,15 +114,23 @@ HOLDER = c.Struct(
     "id_type" / c.Int8ub,
 )
 
-LOG_RECORD = c.Struct(
-    "seq" / c.Int16ub,
-    "overdraft" / c.Int24ub,
-    "amount" / c.Int32ub,
-    "tx_type" / c.Int8ub,
-    "terminal_id" / c.Bytes(6),
-    "date" / BcdDate,
-    "time" / c.Bytes(3),
-)
+
+def _log_record(date: c.Construct) -> c.Struct:
+    return c.Struct(
+        "seq" / c.Int16ub,
+        "overdraft" / c.Int24ub,
+        "amount" / c.Int32ub,
+        "tx_type" / c.Int8ub,
+        "terminal_id" / c.Bytes(6),
+        "date" / date,
+        "time" / c.Bytes(3),
+    )
+
+
+LOG_RECORD = _log_record(BcdDate)
+STORED_LOG_RECORD = _log_record(c.Bytes(4))
+"""`LOG_RECORD` with the date as its 4 raw bytes: the card stores the date a
+terminal sends without checking that it is BCD."""
 
 CAPP_RECORD = c.Struct(
     "record_id" / c.Const(b"\xaa"),

@@ -16,11 +16,11 @@ counter when it was not zero): one NVM transaction, all or nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any
 
-from unioncard.apdu import SW, CommandAPDU
+from unioncard.apdu import SW, CommandAPDU, records
 from unioncard.applet_sim.base import Application, CardServices, Reply, sw
 from unioncard.applet_sim.files import (
     FileKind,
@@ -43,7 +43,7 @@ __all__ = [
     "PurseState",
 ]
 
-LOG_RECORD_SIZE = 23
+LOG_RECORD_SIZE = records.STORED_LOG_RECORD.sizeof()
 """EF 0018 record: seq(2) overdraft(3) amount(4) type(1) terminal id(6) date(4) time(3)."""
 
 KEY_INDEX = 0x01  # the profile's only key index (PROTOCOL.md §2)
@@ -58,7 +58,7 @@ class PurseState(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    """One record of the purse's transaction log (EF 0018)."""
+    """One record of the purse's transaction log (EF 0018, `records.STORED_LOG_RECORD`)."""
 
     seq: int
     overdraft: int
@@ -69,16 +69,14 @@ class LogRecord:
     time: bytes
 
     def to_bytes(self) -> bytes:
-        return (self.seq.to_bytes(2, "big") + self.overdraft.to_bytes(3, "big")
-                + self.amount.to_bytes(4, "big") + bytes([self.tx_type]) + self.terminal_id
-                + self.date + self.time)
+        return records.build(records.STORED_LOG_RECORD,
+                             **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> LogRecord:
-        if len(raw) != LOG_RECORD_SIZE:
-            raise ValueError(f"a log record has {LOG_RECORD_SIZE} bytes, got {len(raw)}")
-        return cls(int.from_bytes(raw[0:2], "big"), int.from_bytes(raw[2:5], "big"),
-                   int.from_bytes(raw[5:9], "big"), raw[9], raw[10:16], raw[16:20], raw[20:23])
+        """The record of ``raw``; `DecodeError` (a `ValueError`) unless it has 23 bytes."""
+        parsed = records.parse(records.STORED_LOG_RECORD, raw)
+        return cls(**{f.name: parsed[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +268,12 @@ class PurseApplication(Application):
             return SW.CONDITIONS_NOT_SATISFIED
         return None
 
+    def _le_or_state_refusal(self, cmd: CommandAPDU, answer: int) -> int | None:
+        """Checked once the parameters are: a wrong Le for an ``answer``-byte reply, then
+        a blocked or locked purse."""
+        wrong_le = self.card.check_le(cmd, answer)
+        return wrong_le if wrong_le is not None else self._refusal()
+
     def _mac_error(self) -> Reply:
         errors = self.mac_errors + 1
         self.nvm.write(Step.PURSE_MAC_ERRORS, self.cell("mac_errors"), bytes([min(errors, 255)]))
@@ -297,10 +301,7 @@ class PurseApplication(Application):
             return sw(SW.WRONG_P1_P2)
         if len(cmd.data) != 11:
             return sw(SW.WRONG_LENGTH)
-        wrong_le = self.card.check_le(cmd, 16 if cmd.p1 == _LOAD else 15)
-        if wrong_le is not None:
-            return sw(wrong_le)
-        refusal = self._refusal()
+        refusal = self._le_or_state_refusal(cmd, 16 if cmd.p1 == _LOAD else 15)
         if refusal is not None:
             return sw(refusal)
         if cmd.data[0] != KEY_INDEX:
@@ -335,10 +336,7 @@ class PurseApplication(Application):
             return sw(SW.WRONG_P1_P2)
         if len(cmd.data) != 15:
             return sw(SW.WRONG_LENGTH)
-        wrong_le = self.card.check_le(cmd, 8)
-        if wrong_le is not None:
-            return sw(wrong_le)
-        refusal = self._refusal()
+        refusal = self._le_or_state_refusal(cmd, 8)
         if refusal is not None:
             return sw(refusal)
         session, self._session = self._session, None
@@ -379,10 +377,7 @@ class PurseApplication(Application):
             return sw(SW.WRONG_P1_P2)
         if len(cmd.data) != 11:
             return sw(SW.WRONG_LENGTH)
-        wrong_le = self.card.check_le(cmd, 4)
-        if wrong_le is not None:
-            return sw(wrong_le)
-        refusal = self._refusal()
+        refusal = self._le_or_state_refusal(cmd, 4)
         if refusal is not None:
             return sw(refusal)
         session, self._session = self._session, None
@@ -416,10 +411,7 @@ class PurseApplication(Application):
             return sw(SW.WRONG_P1_P2)
         if cmd.data:
             return sw(SW.WRONG_LENGTH)
-        wrong_le = self.card.check_le(cmd, 4)
-        if wrong_le is not None:
-            return sw(wrong_le)
-        refusal = self._refusal()
+        refusal = self._le_or_state_refusal(cmd, 4)
         if refusal is not None:
             return sw(refusal)
         return self.balance.to_bytes(4, "big"), SW.OK
@@ -430,10 +422,7 @@ class PurseApplication(Application):
             return sw(SW.WRONG_P1_P2)
         if len(cmd.data) != 2:
             return sw(SW.WRONG_LENGTH)
-        wrong_le = self.card.check_le(cmd, 8)
-        if wrong_le is not None:
-            return sw(wrong_le)
-        refusal = self._refusal()
+        refusal = self._le_or_state_refusal(cmd, 8)
         if refusal is not None:
             return sw(refusal)
         proof = self.proof
