@@ -110,7 +110,8 @@ def select(card: SimulatedCard, cmd: CommandAPDU) -> Reply:
 
 
 def _binary_target(card: SimulatedCard, p1: int, p2: int) -> tuple[Node, int] | int:
-    """The EF and offset of READ/UPDATE BINARY, or the status word refusing them."""
+    """The EF of READ/UPDATE BINARY, made the current EF, and the offset; or the status
+    word refusing them."""
     if p1 & 0x80:
         if p1 & 0x60 or not 1 <= p1 & 0x1F <= 30:
             return SW.WRONG_P1_P2
@@ -125,6 +126,7 @@ def _binary_target(card: SimulatedCard, p1: int, p2: int) -> tuple[Node, int] | 
         offset = (p1 << 8) | p2
     if node.ef.kind is not FileKind.TRANSPARENT:
         return SW.COMMAND_INCOMPATIBLE_WITH_FILE
+    _make_current(card, node)
     return node, offset
 
 
@@ -135,7 +137,6 @@ def read_binary(card: SimulatedCard, cmd: CommandAPDU) -> Reply:
     if isinstance(target, int):
         return sw(target)
     node, offset = target
-    _make_current(card, node)
     if not _allowed(card, node.ef.read):
         return sw(SW.SECURITY_STATUS_NOT_SATISFIED)
     content = read_transparent(card.nvm, node)
@@ -167,7 +168,6 @@ def update_binary(card: SimulatedCard, cmd: CommandAPDU) -> Reply:
     if isinstance(target, int):
         return sw(target)
     node, offset = target
-    _make_current(card, node)
     refusal = _update_refusal(card, node)
     if refusal is not None:
         return sw(refusal)
@@ -183,7 +183,8 @@ def update_binary(card: SimulatedCard, cmd: CommandAPDU) -> Reply:
 
 
 def _record_target(card: SimulatedCard, p1: int, p2: int) -> Node | int:
-    """The record EF of READ/UPDATE RECORD with the record number in P1, or a refusal."""
+    """The record EF of READ/UPDATE RECORD (record number in P1), made the current EF;
+    or the status word refusing it."""
     if p2 & 0x07 != 0x04 or p1 == 0:
         return SW.WRONG_P1_P2
     sfi = p2 >> 3
@@ -199,6 +200,7 @@ def _record_target(card: SimulatedCard, p1: int, p2: int) -> Node | int:
         node = card.fs.node(card.ram.current_ef)
     if node.ef.kind is FileKind.TRANSPARENT:
         return SW.COMMAND_INCOMPATIBLE_WITH_FILE
+    _make_current(card, node)
     return node
 
 
@@ -208,7 +210,6 @@ def read_record_cmd(card: SimulatedCard, cmd: CommandAPDU) -> Reply:
     target = _record_target(card, cmd.p1, cmd.p2)
     if isinstance(target, int):
         return sw(target)
-    _make_current(card, target)
     if not _allowed(card, target.ef.read):
         return sw(SW.SECURITY_STATUS_NOT_SATISFIED)
     record = read_record(card.nvm, target, cmd.p1)
@@ -223,7 +224,6 @@ def update_record(card: SimulatedCard, cmd: CommandAPDU) -> Reply:
     target = _record_target(card, cmd.p1, cmd.p2)
     if isinstance(target, int):
         return sw(target)
-    _make_current(card, target)
     if target.ef.kind is not FileKind.LINEAR:
         return sw(SW.COMMAND_INCOMPATIBLE_WITH_FILE)
     refusal = _update_refusal(card, target)
