@@ -4,7 +4,7 @@ reset, T=0 case handling, two slots, tears, pcscd restarts, reader errors."""
 import time
 
 import pytest
-from loopback_card import LoopbackCard  # tests/terminal, put on sys.path by conftest.py
+from loopback_card import LoopbackCard  # tests/terminal, on pytest's pythonpath
 
 from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.errors import TransportError

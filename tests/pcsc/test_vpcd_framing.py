@@ -3,17 +3,13 @@ hooks, tears, reconnection, TCP options."""
 
 import socket
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from loopback_card import LoopbackCard
 
 from unioncard.applet_sim.vpcd import Control, VpcdBridge
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "terminal"))
-from loopback_card import LoopbackCard
 
 SELECT = bytes.fromhex("00A4040002AABB")
 SELECTED = bytes.fromhex("6F048402AABB9000")

@@ -5,19 +5,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from loopback_card import LoopbackCard, PowerCut
 
 from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.errors import TransportError
 from unioncard.terminal.transport import Channel, Transport, VirtualCard
 from unioncard.terminal.transports import InProcessTransport, PcscTransport, is_virtual_reader
-
-sys.path.insert(0, str(Path(__file__).parent))
-from loopback_card import LoopbackCard, PowerCut
 
 ECHO = 0xEE
 
