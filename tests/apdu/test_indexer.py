@@ -1,10 +1,6 @@
 """The numba bulk indexer agrees exactly with the plain-Python reference."""
 
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +20,7 @@ from unioncard.apdu.indexer import (
 from unioncard.apdu.indexer_reference import expects_tlv, reference_index
 from unioncard.apdu.trace_binary import read_binary
 from unioncard.errors import DecodeError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from trace_strategies import binary_traces, nested, tlv_bytes
+from unioncard.testing.trace_strategies import binary_traces, nested, tlv_bytes
 
 H = bytes.fromhex
 
@@ -200,14 +194,12 @@ def _arrays(index: TraceIndex) -> dict:
             if isinstance(getattr(index, name), np.ndarray)}
 
 
-def test_agreement_with_numba_bounds_checking(tmp_path):
+def test_agreement_with_numba_bounds_checking(run_bounds_checked):
     """The kernel re-compiled with boundscheck (UNIONCARD_JIT_DEBUG=1, fresh cache) agrees."""
-    script = f"""
+    script = """
 import numpy as np
 from hypothesis import given, settings, HealthCheck
-import sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from trace_strategies import binary_traces
+from unioncard.testing.trace_strategies import binary_traces
 from unioncard.jit import JIT_OPTIONS, jit
 from unioncard.apdu.indexer import index_buffer
 from unioncard.apdu.indexer_reference import reference_index
@@ -229,11 +221,7 @@ def check(buffer):
 check()
 print("agreed")
 """
-    env = {**os.environ, "UNIONCARD_JIT_DEBUG": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("agreed")
+    run_bounds_checked(script)
 
 
 class _Repeating(io.RawIOBase):

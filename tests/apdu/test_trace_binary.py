@@ -1,9 +1,7 @@
 """The binary UCT1 format: layout, errors with offsets, round trips, chunked streaming."""
 
 import io
-import sys
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,9 +10,7 @@ from hypothesis import strategies as st
 from unioncard.apdu.trace import Device, FrameKind, TraceRecord
 from unioncard.apdu.trace_binary import MAGIC, BinaryTraceWriter, encode_frame, read_binary
 from unioncard.errors import DecodeError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from trace_strategies import records
+from unioncard.testing.trace_strategies import records
 
 H = bytes.fromhex
 

@@ -1,9 +1,7 @@
 """Trace statistics from the indexer, checked against the reference pairing and decoding."""
 
 import io
-import sys
 from collections import Counter
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,9 +12,7 @@ from unioncard.apdu.trace import Device, TraceRecord
 from unioncard.apdu.trace_binary import BinaryTraceWriter
 from unioncard.apdu.trace_decode import describe, pair
 from unioncard.apdu.trace_stats import EXAMPLES, TraceStats
-
-sys.path.insert(0, str(Path(__file__).parent))
-from trace_strategies import commands, responses
+from unioncard.testing.trace_strategies import commands, responses
 
 H = bytes.fromhex
 

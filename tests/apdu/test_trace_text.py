@@ -1,9 +1,8 @@
 """The text trace format: grammar, errors with line and offset, round trips, streaming."""
 
+import contextlib
 import io
-import sys
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -18,11 +17,7 @@ from unioncard.apdu.trace_text import (
     read_text,
 )
 from unioncard.errors import DecodeError
-
-sys.path.insert(0, str(Path(__file__).parent))
-import contextlib
-
-from trace_strategies import records
+from unioncard.testing.trace_strategies import records
 
 H = bytes.fromhex
 

@@ -1,8 +1,5 @@
 """The batch path agrees with the reference quote, fen for fen, on generated rule sets."""
 
-import os
-import subprocess
-import sys
 from datetime import date, datetime
 
 import numpy as np
@@ -140,7 +137,7 @@ def test_kernel_calendar_matches_python_over_the_whole_range():
         assert _month_key(ordinal - epoch) == day.year * 12 + day.month - 1, day
 
 
-def test_agreement_with_numba_bounds_checking(tmp_path):
+def test_agreement_with_numba_bounds_checking(run_bounds_checked):
     """The kernel re-compiled with boundscheck (UNIONCARD_JIT_DEBUG=1) agrees too."""
     script = """
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -166,11 +163,7 @@ def check(data):
 check()
 print("agreed")
 """
-    env = {**os.environ, "UNIONCARD_JIT_DEBUG": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("agreed")
+    run_bounds_checked(script)
 
 
 texts = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6)

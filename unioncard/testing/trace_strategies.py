@@ -1,4 +1,7 @@
-"""Hypothesis strategies for trace records and for binary traces with damage in them."""
+"""Hypothesis strategies for APDU trace records, and for the raw commands, responses,
+BER-TLV and binary traces a trace reader or the bulk indexer must survive: often
+valid, sometimes damaged (truncated, padded, non-minimal lengths, unknown kinds).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,17 @@ from hypothesis import strategies as st
 from unioncard.apdu import tlv
 from unioncard.apdu.trace import Device, Direction, TraceRecord
 from unioncard.testing.strategies import command_apdus, tlv_trees
+
+__all__ = [
+    "COMMAND_HEADERS",
+    "binary_traces",
+    "commands",
+    "nested",
+    "records",
+    "responses",
+    "timestamps",
+    "tlv_bytes",
+]
 
 offsets = st.builds(lambda m: timezone(timedelta(minutes=m)), st.integers(-23 * 60, 23 * 60))
 timestamps = st.one_of(

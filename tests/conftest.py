@@ -1,0 +1,23 @@
+"""Fixtures shared by the suites of several packages."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def run_bounds_checked(tmp_path):
+    """``run_bounds_checked(script)``: run a Python script in a fresh interpreter whose jit
+    kernels compile with bounds checks (UNIONCARD_JIT_DEBUG=1, an empty numba cache), and
+    require that it succeeds and ends by printing ``agreed``."""
+
+    def run(script: str) -> None:
+        env = {**os.environ, "UNIONCARD_JIT_DEBUG": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip().endswith("agreed")
+
+    return run
