@@ -56,15 +56,22 @@ def test_protocol_override_on_load(card, tmp_path):
         SimulatedCard.load(path, protocol="T=5")
 
 
-def test_write_through_saves_each_commit_before_the_response(card, psam, keys, tmp_path):
-    path = tmp_path / "card.json"
+def live_terminal(card, psam, keys, path):
+    """``card`` saved at ``path`` and loaded back writing through to it, powered on, and a
+    terminal that selected its transit purse."""
     card.save(path)
     live = SimulatedCard.load(path, write_through=True, random_source=3)
     live.power_on()
-    sink = live._sink
-    assert isinstance(sink, FileSink)
     t = PurseTerminal(live.transmit, psam.transmit, keys)
     t.select("transit")
+    return live, t
+
+
+def test_write_through_saves_each_commit_before_the_response(card, psam, keys, tmp_path):
+    path = tmp_path / "card.json"
+    live, t = live_terminal(card, psam, keys, path)
+    sink = live._sink
+    assert isinstance(sink, FileSink)
     assert sink.saves == 0  # reads commit nothing
     t.purchase(5)
     assert sink.saves == 1
@@ -75,11 +82,7 @@ def test_write_through_saves_each_commit_before_the_response(card, psam, keys, t
 
 def test_torn_state_travels_in_the_image(card, psam, keys, tmp_path):
     path = tmp_path / "card.json"
-    card.save(path)
-    live = SimulatedCard.load(path, write_through=True, random_source=3)
-    live.power_on()
-    t = PurseTerminal(live.transmit, psam.transmit, keys)
-    t.select("transit")
+    live, t = live_terminal(card, psam, keys, path)
     live.faults.cut_after(Step.PURSE_BALANCE, phase="apply")
     with pytest.raises(PowerLoss):
         t.purchase(40)
@@ -184,12 +187,7 @@ def test_an_unwritable_image_raises_persistence_error(card, psam, keys, tmp_path
     from unioncard.applet_sim import PersistenceError
     from unioncard.errors import TransportError
 
-    path = tmp_path / "card.json"
-    card.save(path)
-    live = SimulatedCard.load(path, write_through=True, random_source=3)
-    live.power_on()
-    t = PurseTerminal(live.transmit, psam.transmit, keys)
-    t.select("transit")
+    live, t = live_terminal(card, psam, keys, tmp_path / "card.json")
     live.set_persistence(FileSink(tmp_path / "no-such-dir" / "card.json"))
     with pytest.raises(PersistenceError) as caught:
         t.load(10)
