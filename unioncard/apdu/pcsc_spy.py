@@ -29,7 +29,7 @@ buffer whose length disagrees with its announced length, a log ending inside
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO
@@ -132,6 +132,17 @@ def _stamp(sec: int, usec: int) -> datetime:
     return _EPOCH + timedelta(seconds=sec, microseconds=usec)
 
 
+def _feed(lines: _Lines, handle: Callable[[str], Iterator[TraceRecord]], first: str,
+          rest: Iterator[str], open_calls: Mapping[str, _Call | _Shown]) -> Iterator[TraceRecord]:
+    """Every line through ``handle``; then refuse a log that ends inside SCardTransmit."""
+    yield from handle(first)
+    for line in rest:
+        yield from handle(line)
+    for call in open_calls.values():
+        if call.function == "SCardTransmit":
+            raise lines.error(f"the log ends inside SCardTransmit begun at line {call.line}")
+
+
 def _read_raw(lines: _Lines, first: str, rest: Iterator[str],
               psam: tuple[str, ...]) -> Iterator[TraceRecord]:
     calls: dict[str, _Call] = {}
@@ -198,12 +209,7 @@ def _read_raw(lines: _Lines, first: str, rest: Iterator[str],
         yield TraceRecord(device, Direction.RESPONSE, response,
                           _stamp(int(quit_.group(1)), int(quit_.group(2))))
 
-    yield from handle(first)
-    for line in rest:
-        yield from handle(line)
-    for call in calls.values():
-        if call.function == "SCardTransmit":
-            raise lines.error(f"the log ends inside SCardTransmit begun at line {call.line}")
+    yield from _feed(lines, handle, first, rest, calls)
 
 
 @dataclass(slots=True)
@@ -259,12 +265,7 @@ def _read_shown(lines: _Lines, first: str, rest: Iterator[str],
         if call is not None and call.function == "SCardTransmit":
             raise lines.error("unexpected line inside SCardTransmit")
 
-    yield from handle(first)
-    for line in rest:
-        yield from handle(line)
-    for call in open_.values():
-        if call.function == "SCardTransmit":
-            raise lines.error(f"the log ends inside SCardTransmit begun at line {call.line}")
+    yield from _feed(lines, handle, first, rest, open_)
 
 
 def _shown_argument(call: _Shown, way: str, text: str, lines: _Lines) -> None:
