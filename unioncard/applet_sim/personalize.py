@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from unioncard.apdu import records
 from unioncard.applet_sim.card import RandomSource, SimulatedCard
@@ -79,7 +79,7 @@ TRANSIT_APP_TYPE = 0x02
 TRANSIT_APP_VERSION = 0x02
 ETC_CARD_TYPE = 0x16  # GB/T 20851: 22, stored-value user card
 ETC_CARD_VERSION = 0x40
-CAPP_RECORD_SIZE = 43
+CAPP_RECORD_SIZE = records.CAPP_RECORD.sizeof()
 LOG_RECORDS = 10
 CAPP_RECORDS = 3
 DEFAULT_PIN = "123456"
@@ -200,10 +200,13 @@ def _etc_info(numbers: CardNumbers, start: dt.date, expiry: dt.date, plate: str)
                          other=bytes(2))
 
 
-def _purse_files(with_capp: bool, info_size: int) -> tuple[EF, ...]:
+def _purse_files(with_capp: bool, info: Any) -> tuple[EF, ...]:
+    """The EFs of a purse DF; ``info`` is the layout of its EF 0015 (`records`)."""
     files = [
-        EF(0x0015, FileKind.TRANSPARENT, info_size, sfi=0x15, name="application information"),
-        EF(0x0016, FileKind.TRANSPARENT, 55, sfi=0x16, update=Access.PIN, name="holder"),
+        EF(0x0015, FileKind.TRANSPARENT, info.sizeof(), sfi=0x15,
+           name="application information"),
+        EF(0x0016, FileKind.TRANSPARENT, records.HOLDER.sizeof(), sfi=0x16, update=Access.PIN,
+           name="holder"),
         EF(0x0018, FileKind.CYCLIC, LOG_RECORD_SIZE, LOG_RECORDS, sfi=0x18,
            name="transaction log"),
     ]
@@ -247,8 +250,8 @@ def issue_member_card(
             raise ValueError(f"{name} balance must be 0..{cfg.max_balance} fen")
     template = encode_member_template(member.record)
     mf = DF(0x3F00, name="MF", children=(
-        DF(ETC_DF_FID, None, _purse_files(True, 43), etc, "ETC application"),
-        DF(TRANSIT_DF_FID, TRANSIT_AID, _purse_files(False, 30), transit,
+        DF(ETC_DF_FID, None, _purse_files(True, records.ETC_INFO), etc, "ETC application"),
+        DF(TRANSIT_DF_FID, TRANSIT_AID, _purse_files(False, records.TRANSIT_INFO), transit,
            "T-Union transit purse"),
         DF(MEMBER_DF_FID, MEMBER_AID, (
             EF(MEMBER_EF_FID, FileKind.TRANSPARENT, len(template), sfi=MEMBER_SFI,
