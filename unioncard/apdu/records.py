@@ -36,9 +36,27 @@ __all__ = [
     "STORED_LOG_RECORD",
     "TRANSIT_INFO",
     "BcdDate",
+    "bcd_date",
     "build",
     "parse",
+    "parse_bcd_date",
 ]
+
+
+def bcd_date(date: dt.date) -> bytes:
+    """A date as BCD ``YYYYMMDD`` (4 bytes)."""
+    return bytes.fromhex(date.strftime("%Y%m%d"))
+
+
+def parse_bcd_date(raw: bytes) -> dt.date:
+    """Inverse of `bcd_date`; raises `DecodeError` for a non-date."""
+    text = raw.hex()
+    try:
+        if len(raw) != 4 or not text.isdigit():
+            raise ValueError
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        raise DecodeError(f"{raw.hex().upper()} is not a BCD date YYYYMMDD") from None
 
 
 class _BcdDate(c.Adapter):  # type: ignore[misc]
@@ -47,16 +65,13 @@ class _BcdDate(c.Adapter):  # type: ignore[misc]
     def _decode(self, obj: bytes, context: Any, path: str) -> dt.date | None:
         if obj == bytes(4):
             return None
-        text = obj.hex()
         try:
-            if not text.isdigit():
-                raise ValueError
-            return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-        except ValueError:
-            raise c.ValidationError(f"{obj.hex().upper()} is not a BCD date", path=path) from None
+            return parse_bcd_date(obj)
+        except DecodeError as exc:
+            raise c.ValidationError(str(exc), path=path) from None
 
     def _encode(self, obj: dt.date | None, context: Any, path: str) -> bytes:
-        return bytes(4) if obj is None else bytes.fromhex(obj.strftime("%Y%m%d"))
+        return bytes(4) if obj is None else bcd_date(obj)
 
 
 class _PaddedText(c.Adapter):  # type: ignore[misc]

@@ -22,6 +22,7 @@ from enum import IntEnum
 from typing import Any
 
 from unioncard.apdu import tlv
+from unioncard.apdu.records import bcd_date, parse_bcd_date
 from unioncard.applet_sim.base import Application, CardServices
 from unioncard.applet_sim.files import Node
 from unioncard.errors import DecodeError
@@ -46,22 +47,6 @@ class MemberStatus(IntEnum):
     ACTIVE = 0x01
     REPORTED_LOST = 0x02
     CANCELLED = 0x03
-
-
-def bcd_date(date: dt.date) -> bytes:
-    """A date as BCD ``YYYYMMDD`` (4 bytes)."""
-    return bytes.fromhex(date.strftime("%Y%m%d"))
-
-
-def parse_bcd_date(raw: bytes) -> dt.date:
-    """Inverse of `bcd_date`; raises `DecodeError` for a non-date."""
-    text = raw.hex()
-    try:
-        if len(raw) != 4 or not text.isdigit():
-            raise ValueError
-        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-    except ValueError:
-        raise DecodeError(f"{raw.hex().upper()} is not a BCD date YYYYMMDD") from None
 
 
 @dataclass(frozen=True, slots=True)
