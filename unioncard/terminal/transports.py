@@ -93,9 +93,14 @@ class _Context:
         self.release()
         hresult, handle = sc.SCardEstablishContext(sc.SCARD_SCOPE_USER)
         if _code(hresult) != 0:
-            raise TransportError(f"{_no_service_hint()}: {_message(hresult)}")
+            raise self.unreachable(hresult)
         self.handle = handle
         return handle
+
+    def unreachable(self, hresult: int) -> TransportError:
+        """pcscd is not there: drop the context (the next call makes a new one) and say so."""
+        self.release()
+        return TransportError(f"{_no_service_hint()}: {_message(hresult)}")
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """``function(context, *args)``, once more on a fresh context if pcscd restarted."""
@@ -115,8 +120,7 @@ class _Context:
         if code == _code(sc.SCARD_E_NO_READERS_AVAILABLE):
             return []
         if code in (_code(sc.SCARD_E_NO_SERVICE), _code(sc.SCARD_E_SERVICE_STOPPED)):
-            self.release()
-            raise TransportError(f"{_no_service_hint()}: {_message(hresult)}")
+            raise self.unreachable(hresult)
         if code != 0:
             raise TransportError(f"cannot list PC/SC readers: {_message(hresult)}")
         return list(readers)
@@ -233,11 +237,7 @@ class PcscTransport:
 
     def power_off(self) -> None:
         """Disconnect and ask pcscd to remove power from the card."""
-        sc = _scard()
-        card, self._card = self._card, None
-        self._pci = self.active_protocol = None
-        if card is not None:
-            sc.SCardDisconnect(card, sc.SCARD_UNPOWER_CARD)
+        self._disconnect(_scard().SCARD_UNPOWER_CARD)
 
     # -- waiting for a card -------------------------------------------------
 
@@ -297,6 +297,14 @@ class PcscTransport:
     def _describe(self) -> str:
         return repr(self._reader) if isinstance(self._reader, str) else f"#{self._reader}"
 
+    def _disconnect(self, disposition: int) -> None:
+        """Drop the card handle and its protocol; ``disposition`` tells pcscd what to do
+        with the card (SCARD_UNPOWER_CARD, SCARD_LEAVE_CARD)."""
+        card, self._card = self._card, None
+        self._pci = self.active_protocol = None
+        if card is not None:
+            _scard().SCardDisconnect(card, disposition)
+
     def _set_protocol(self, active: int) -> None:
         sc = _scard()
         if active == sc.SCARD_PROTOCOL_T0:
@@ -334,18 +342,14 @@ class PcscTransport:
         if code == _code(sc.SCARD_E_SHARING_VIOLATION):
             return TransportError(f"reader {name} is in exclusive use by another program")
         if code in (_code(sc.SCARD_E_NO_SERVICE), _code(sc.SCARD_E_SERVICE_STOPPED)):
-            self._context.release()
-            return TransportError(f"{_no_service_hint()}: {_message(hresult)}")
+            return self._context.unreachable(hresult)
         return TransportError(f"cannot {action} reader {name}: {_message(hresult)}")
 
     def _lost(self, hresult: int, action: str) -> TransportError:
         """A failure on a live connection: the handle is dead, power on again to recover."""
         sc = _scard()
         code = _code(hresult)
-        card, self._card = self._card, None
-        self._pci = self.active_protocol = None
-        if card is not None:
-            sc.SCardDisconnect(card, sc.SCARD_LEAVE_CARD)
+        self._disconnect(sc.SCARD_LEAVE_CARD)
         name = self._describe()
         if code == _code(sc.SCARD_W_REMOVED_CARD):
             return TransportError(f"the card was removed from reader {name}")
