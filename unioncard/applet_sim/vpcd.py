@@ -282,8 +282,7 @@ class VpcdBridge:
         slot.connections += 1
         self._selector.register(sock, selectors.EVENT_READ, slot)
         log.info("slot %d: card inserted (connected to %s:%d)", slot.number, self.host, slot.port)
-        with self._changed:
-            self._changed.notify_all()
+        self._notify_waiters()
 
     def _disconnect(self, slot: _Slot, *, delay: float, reason: str) -> None:
         sock, slot.sock = slot.sock, None
@@ -295,6 +294,10 @@ class VpcdBridge:
         slot.delay = delay
         slot.next_attempt = time.monotonic() + delay
         log.info("slot %d: card out of the reader (%s)", slot.number, reason)
+        self._notify_waiters()
+
+    def _notify_waiters(self) -> None:
+        """Wake `wait_attached`: a slot connected, disconnected or saw its first frame."""
         with self._changed:
             self._changed.notify_all()
 
@@ -324,8 +327,7 @@ class VpcdBridge:
             del buffer[: 2 + length]
             slot.frames += 1
             if slot.frames == 1:
-                with self._changed:
-                    self._changed.notify_all()
+                self._notify_waiters()
             try:
                 answer = self._frame(slot, payload)
             except _CardLost as exc:
