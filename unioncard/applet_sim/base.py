@@ -20,7 +20,7 @@ from unioncard.applet_sim.nvm import Nvm
 if TYPE_CHECKING:
     from unioncard.applet_sim.files import AppConfig
 
-__all__ = ["Application", "CardServices", "Ram", "Reply", "sw"]
+__all__ = ["Application", "CardServices", "Ram", "Reply", "application_label", "sw"]
 
 Reply = tuple[bytes, int]
 """Response data and status word."""
@@ -29,6 +29,12 @@ Reply = tuple[bytes, int]
 def sw(code: int) -> Reply:
     """A reply with no data."""
     return b"", int(code)
+
+
+def application_label(label: str) -> bytes:
+    """Tag 50, the application label (ASCII) of an FCI's A5 template; nothing for ``""``."""
+    raw = label.encode("ascii")
+    return b"\x50" + bytes([len(raw)]) + raw if raw else b""
 
 
 @dataclass(slots=True)

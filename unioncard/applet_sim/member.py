@@ -23,7 +23,7 @@ from typing import Any
 
 from unioncard.apdu import tlv
 from unioncard.apdu.records import bcd_date, parse_bcd_date
-from unioncard.applet_sim.base import Application, CardServices
+from unioncard.applet_sim.base import Application, CardServices, application_label
 from unioncard.applet_sim.files import Node
 from unioncard.errors import DecodeError
 
@@ -134,5 +134,4 @@ class MemberApplication(Application):
     config: MemberConfig
 
     def fci_proprietary(self) -> bytes:
-        label = self.config.label.encode("ascii")
-        return (b"\x50" + bytes([len(label)]) + label) if label else b""
+        return application_label(self.config.label)

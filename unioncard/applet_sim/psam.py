@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unioncard.apdu import SW, CommandAPDU
-from unioncard.applet_sim.base import Application, CardServices, Reply, sw
+from unioncard.applet_sim.base import Application, CardServices, Reply, application_label, sw
 from unioncard.applet_sim.files import Node, read_transparent
 from unioncard.applet_sim.nvm import Step
 from unioncard.crypto import purse as pc
@@ -97,8 +97,7 @@ class PsamApplication(Application):
         return read_transparent(self.nvm, node)[:6]
 
     def fci_proprietary(self) -> bytes:
-        label = self.config.label.encode("ascii")
-        return (b"\x50" + bytes([len(label)]) + label) if label else b""
+        return application_label(self.config.label)
 
     def end_session(self) -> None:
         self._context = None

@@ -21,7 +21,7 @@ from enum import IntEnum
 from typing import Any
 
 from unioncard.apdu import SW, CommandAPDU, records
-from unioncard.applet_sim.base import Application, CardServices, Reply, sw
+from unioncard.applet_sim.base import Application, CardServices, Reply, application_label, sw
 from unioncard.applet_sim.files import (
     FileKind,
     Node,
@@ -241,11 +241,9 @@ class PurseApplication(Application):
     # --- application hooks -------------------------------------------------------------------
 
     def fci_proprietary(self) -> bytes:
-        out = b""
-        if self.config.label:
-            label = self.config.label.encode("ascii")
-            out += b"\x50" + bytes([len(label)]) + label
-        return out + bytes([0x9F, 0x08, 0x01, self.config.app_version])
+        """The label, then 9F08 the application version."""
+        return (application_label(self.config.label)
+                + bytes([0x9F, 0x08, 0x01, self.config.app_version]))
 
     def select_status(self) -> int:
         return SW.OK if self.state is PurseState.ACTIVE else SW.SELECTED_FILE_INVALIDATED
