@@ -29,6 +29,13 @@ def purchase_then(t, tx, card):
     return init, seq, mac1
 
 
+def test_purse_config_refuses_an_overdraft():
+    """The profile's purses have no overdraft: a card image asking for one is refused."""
+    keys = CardKeys(0x01, VECTOR_DPK, bytes(16), bytes(16), bytes(16))
+    with pytest.raises(ValueError, match="overdraft_limit must be 0"):
+        PurseConfig("transit", keys, overdraft_limit=1000)
+
+
 # --- the public vector, through a card --------------------------------------------------------
 
 
@@ -167,12 +174,12 @@ def test_mac_errors_reset_by_a_good_transaction_and_lock_at_three(card, psam, ke
         t.initialize(0x00, 1)
         t.card.expect(CommandAPDU(0x80, 0x52, 0, 0, t.date + t.time + bytes(4)), 0x9302)
         assert purse.state is expected_state
-    card.power_off()
-    card.power_on()
-    data, status = tx(card, TRANSIT)
-    assert status == 0x6283 and data.startswith(b"\x6f")
     for command in ("805C000204", "805001020B0100000001001122334455", "805A0006020001"):
         assert tx(card, command) == (b"", 0x9303)
+    card.power_off()
+    card.power_on()
+    assert tx(card, TRANSIT) == (b"", 0x9303)  # SELECT refuses a purse locked for good
+    assert tx(card, "805C000204") == (b"", 0x6D00)  # and nothing was selected
     assert purse.balance == 10_001
 
 
@@ -290,11 +297,34 @@ def test_block_unblock_and_permanent_block(card, psam, keys, tx):
     t.maintenance(0x18, status=0x9303)
 
 
+def test_maintenance_mac_errors_count_toward_the_lockout(card, psam, keys, tx):
+    """PROTOCOL.md §1: 9302 for a maintenance MAC, three consecutive MAC errors lock (9303)."""
+    t = terminal(card, psam, keys)
+    purse = card.purse("transit")
+    for count in (1, 2):
+        assert tx(card, "0084000004")[1] == 0x9000
+        assert tx(card, "841E00000400000000")[1] == 0x9302
+        assert purse.mac_errors == count and purse.state is PurseState.ACTIVE
+    t.maintenance(0x18)  # a right maintenance MAC clears the count: errors must be consecutive
+    assert purse.mac_errors == 0
+    for _ in range(2):
+        assert tx(card, "0084000004")[1] == 0x9000
+        assert tx(card, "841E00000400000000")[1] == 0x9302
+    init = t.initialize(0x01, 0)
+    seq, _mac1 = t.mac1(init, 0, 0x06)
+    t.debit(seq, bytes(4), 0x9302)  # the third in a row, of any kind
+    assert purse.state is PurseState.LOCKED
+    assert tx(card, "0084000004")[1] == 0x9000
+    assert tx(card, "841800000400000000")[1] == 0x9303
+
+
 def test_block_with_an_eight_byte_challenge(card, psam, keys, tx):
     t = terminal(card, psam, keys)
     challenge, _ = tx(card, "0084000008")
     header = bytes.fromhex("841E000004")
     mac = pc.maintenance_mac(t.card_keys.maintenance, challenge, header)
+    # PROTOCOL.md §2: IV = the first 4 random bytes ‖ 00000000
+    assert mac == pc.maintenance_mac(t.card_keys.maintenance, challenge[:4], header)
     assert tx(card, header + mac)[1] == 0x9000
     assert tx(card, TRANSIT)[1] == 0x6283
 

@@ -56,7 +56,8 @@ class PurseBooks(RuleBasedStateMachine):
         return self.mac_errors[app] >= 3
 
     def select(self, app):
-        self.t.select(app, 0x6283 if self.locked(app) else 0x9000)
+        """Select the purse; a locked one refuses the SELECT itself (9303)."""
+        self.t.select(app, 0x9303 if self.locked(app) else 0x9000)
 
     def purchased(self, app, amount, seq, tx_type, answer):
         self.purchases[app] += amount
@@ -76,7 +77,6 @@ class PurseBooks(RuleBasedStateMachine):
         capp = capp and app == "etc"
         self.select(app)
         if self.locked(app):
-            self.t.initialize(0x01, amount, 0x9303)
             return
         if amount > self.balance(app):
             self.t.initialize(0x03 if capp else 0x01, amount, 0x9401)
@@ -89,7 +89,6 @@ class PurseBooks(RuleBasedStateMachine):
     def load(self, app, amount):
         self.select(app)
         if self.locked(app):
-            self.t.initialize(0x00, amount, 0x9303)
             return
         if self.balance(app) + amount > MAX_BALANCE:
             self.t.initialize(0x00, amount, 0x9402)

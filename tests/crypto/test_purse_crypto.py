@@ -148,14 +148,18 @@ def test_maintenance_mac_against_pyemv(key, challenge, header):
     assert purse.maintenance_mac(key, challenge, header) == expected
 
 
-def test_maintenance_mac_with_an_eight_byte_challenge_uses_it_as_iv():
+def test_maintenance_mac_iv_is_the_4_byte_random_and_zeros():
+    """PROTOCOL.md §2: IV = the 4-byte GET CHALLENGE random ‖ 00000000; after an
+    8-byte GET CHALLENGE its first 4 bytes are that random."""
     from unioncard.crypto.mac import retail_mac
 
     key, challenge = bytes(range(16)), bytes(range(8, 16))
     header = bytes.fromhex("841E000004")
-    assert purse.maintenance_mac(key, challenge, header) == retail_mac(key, header, iv=challenge)
-    assert purse.maintenance_mac(key, challenge[:4], header) == retail_mac(
-        key, header, iv=challenge[:4] + bytes(4))
+    expected = retail_mac(key, header, iv=challenge[:4] + bytes(4))
+    assert purse.maintenance_mac(key, challenge[:4], header) == expected
+    assert purse.maintenance_mac(key, challenge, header) == expected
+    with pytest.raises(CryptoError):
+        purse.maintenance_mac(key, challenge[:6], header)
 
 
 def test_full_purchase_chain_with_test_keys():

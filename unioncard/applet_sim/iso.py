@@ -94,11 +94,13 @@ def select(card: SimulatedCard, cmd: CommandAPDU) -> Reply:
         return sw(SW.WRONG_P1_P2)
     if node is None:
         return sw(SW.FILE_NOT_FOUND)
+    app = card.apps.get(node.path) if node.is_df else None
+    status = app.select_status() if app is not None else SW.OK
+    if status >> 8 not in (0x90, 0x62, 0x63):  # refused (9303): the selection stays as it was
+        return sw(status)
     _make_current(card, node)
     if not node.is_df:  # EFs of this card family answer 9000 alone, FCP only when asked
         return (node.fcp() if answer == 0x04 else b""), SW.OK
-    app = card.apps.get(node.path)
-    status = app.select_status() if app is not None else SW.OK
     if answer == 0x0C:
         return b"", status
     if answer == 0x04:

@@ -99,8 +99,9 @@ class PurseConfig:
             raise ValueError("max_balance must be 1..2^31-1 fen")
         if not 1 <= self.max_mac_errors <= 15:
             raise ValueError("max_mac_errors must be 1..15")
-        if not 0 <= self.overdraft_limit < 1 << 24:
-            raise ValueError("overdraft_limit has 3 bytes")
+        if self.overdraft_limit != 0:
+            # The profile's purses have no overdraft: the balance field is unsigned.
+            raise ValueError("overdraft_limit must be 0 (the profile's purses have no overdraft)")
 
     @property
     def type(self) -> str:
@@ -246,7 +247,12 @@ class PurseApplication(Application):
                 + bytes([0x9F, 0x08, 0x01, self.config.app_version]))
 
     def select_status(self) -> int:
-        return SW.OK if self.state is PurseState.ACTIVE else SW.SELECTED_FILE_INVALIDATED
+        """9000; 6283 with the FCI when temporarily blocked; 9303 when locked for good."""
+        if self.state is PurseState.LOCKED:
+            return SW.APPLICATION_LOCKED
+        if self.state is PurseState.BLOCKED:
+            return SW.SELECTED_FILE_INVALIDATED
+        return SW.OK
 
     def update_allowed(self) -> bool:
         return self.state is PurseState.ACTIVE
@@ -463,17 +469,20 @@ class PurseApplication(Application):
 
     # --- APPLICATION BLOCK / UNBLOCK ----------------------------------------------------------
 
-    def _maintenance_refusal(self, cmd: CommandAPDU) -> int | None:
+    def _maintenance_refusal(self, cmd: CommandAPDU) -> Reply | None:
+        """Why a BLOCK/UNBLOCK is refused, or None.  A wrong MAC counts toward the
+        lockout like a wrong MAC1 or MAC2 (PROTOCOL.md §1); a right one clears the count."""
         if len(cmd.data) != 4:
-            return SW.WRONG_LENGTH
+            return sw(SW.WRONG_LENGTH)
         if self.state is PurseState.LOCKED:
-            return SW.APPLICATION_LOCKED
+            return sw(SW.APPLICATION_LOCKED)
         challenge = self.card.command_challenge()
         if challenge is None:
-            return SW.CONDITIONS_NOT_SATISFIED
+            return sw(SW.CONDITIONS_NOT_SATISFIED)
         header = bytes([cmd.cla, cmd.ins, cmd.p1, cmd.p2, len(cmd.data)])
         if cmd.data != pc.maintenance_mac(self.config.keys.maintenance, challenge, header):
-            return SW.MAC_ERROR
+            return self._mac_error()
+        self._clear_mac_errors()
         return None
 
     def _application_block(self, cmd: CommandAPDU) -> Reply:
@@ -482,7 +491,7 @@ class PurseApplication(Application):
             return sw(SW.WRONG_P1_P2)
         refusal = self._maintenance_refusal(cmd)
         if refusal is not None:
-            return sw(refusal)
+            return refusal
         new = PurseState.LOCKED if cmd.p2 == 0x01 else PurseState.BLOCKED
         if self.state is not new:
             self.nvm.write(Step.APP_STATE, self.cell("state"), bytes([new]))
@@ -493,7 +502,7 @@ class PurseApplication(Application):
             return sw(SW.WRONG_P1_P2)
         refusal = self._maintenance_refusal(cmd)
         if refusal is not None:
-            return sw(refusal)
+            return refusal
         if self.state is not PurseState.ACTIVE:
             self.nvm.write(Step.APP_STATE, self.cell("state"), bytes([PurseState.ACTIVE]))
         return sw(SW.OK)

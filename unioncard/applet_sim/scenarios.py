@@ -177,13 +177,20 @@ class PurseTerminal:
     # --- card side ------------------------------------------------------------------------
 
     def select(self, app: str, status: int = SW.OK) -> bytes:
-        """Select the transit (by AID) or ETC (MF, then DF 1001) purse; read its EF 0015."""
+        """Select the transit (by AID) or ETC (MF, then DF 1001) purse; read its EF 0015.
+
+        A SELECT expected to be refused (``9303``, locked for good) returns ``b""``.
+        """
         if app == "transit":
             self.card.expect(CommandAPDU(0x00, 0xA4, 0x04, 0x00, TRANSIT_AID, 256), status)
+            if status >> 8 not in (0x90, 0x62):
+                return b""
             info = self.card.expect("00B095001E", length=30)
         elif app == "etc":
             self.card.expect("00A40000023F00")
             self.card.expect("00A40000021001", status)
+            if status >> 8 not in (0x90, 0x62):
+                return b""
             info = self.card.expect("00B095002B", length=43)
         else:
             raise ValueError(f"unknown purse {app!r} (transit or etc)")
@@ -424,7 +431,7 @@ def scenario_debit_without_initialize(t: PurseTerminal, app: str) -> ScenarioRes
 
 def scenario_blocked_application(t: PurseTerminal, app: str) -> ScenarioResult:
     """APPLICATION BLOCK: SELECT gives the FCI with 6283, purse commands 6985; UNBLOCK
-    restores; a bad maintenance MAC answers 9302."""
+    restores; a bad maintenance MAC answers 9302 (and a good one clears the MAC error count)."""
     t.select(app)
     before = t.balance()
     t.card.expect("0084000004", length=4)
@@ -483,8 +490,8 @@ def scenario_three_mac_errors(t: PurseTerminal, app: str) -> ScenarioResult:
     t.initialize(0x01, 0, SW.APPLICATION_LOCKED)
     t.initialize(0x00, 0, SW.APPLICATION_LOCKED)
     t.card.expect("805C000204", SW.APPLICATION_LOCKED)
-    t.select(app, SW.SELECTED_FILE_INVALIDATED)
     t.maintenance(0x18, status=SW.APPLICATION_LOCKED)
+    t.select(app, SW.APPLICATION_LOCKED)  # SELECT itself refuses a purse locked for good
     return ScenarioResult("three_mac_errors", app, before, before)
 
 

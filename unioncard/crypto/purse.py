@@ -198,8 +198,10 @@ def maintenance_mac(key: bytes, challenge: bytes, header: bytes) -> bytes:
     """MAC of APPLICATION BLOCK/UNBLOCK: retail MAC over CLA INS P1 P2 Lc,
     IV = the 4-byte GET CHALLENGE random ‖ 00000000 (PROTOCOL.md §2).
 
-    An 8-byte challenge (GET CHALLENGE with Le ``08``) is the IV itself.
+    After an 8-byte GET CHALLENGE (Le ``08``) its first 4 bytes are the random.
     """
-    iv = bytes(challenge) if len(challenge) == 8 else _fixed("challenge", challenge, 4) + bytes(4)
+    if len(challenge) not in (4, 8):
+        raise CryptoError(f"challenge must be 4 or 8 bytes, got {len(challenge)}")
+    iv = bytes(challenge[:4]) + bytes(4)
     key = _fixed("maintenance key", key, 16)
     return retail_mac(key, _fixed("command header", header, 5), iv=iv)
