@@ -25,15 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_report import Report
 from click.testing import CliRunner
 from pyemv import tlv as pyemv_tlv
+from trace_gen import write_trace
 
 from unioncard.apdu.indexer import TlvClass, index_buffer
 from unioncard.cli import root
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_report import Report
-from trace_gen import write_trace
 
 SIZE = int(float(os.environ.get("UNIONCARD_BENCH_MB", "105")) * (1 << 20))
 report = Report("bulk indexing: unioncard trace stats vs a pyemv.tlv.decode loop")

@@ -21,15 +21,12 @@ import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from bench_report import Report
 
 from unioncard.terminal.pcscd import PcscdDaemon, vpcd_reader_name
 from unioncard.terminal.transports import InProcessTransport, PcscTransport
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_report import Report
 
 SELECT_TRANSIT = bytes.fromhex("00A4040008A000000632010105")
 GET_BALANCE = bytes.fromhex("805C000204")

@@ -15,13 +15,12 @@ target is batch ≥ 50× reference.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_report import Report
 
 from unioncard.tariffs import (
     ContextBatch,
@@ -32,9 +31,6 @@ from unioncard.tariffs import (
     quote,
     quote_sequence,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_report import Report
 
 N = 1_000_000
 SAMPLE = 20_000

@@ -8,16 +8,11 @@ records/s, MB/s and the ratio of medians (ours / pyemv: below 1 is faster).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from bench_report import Report
 from pyemv import tlv as pyemv_tlv
 
 from unioncard.apdu import tlv
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_report import Report
 
 H = bytes.fromhex
 
