@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from unioncard.apdu import SW, CommandAPDU, ResponseAPDU, command_name
+from unioncard.apdu import SW, CommandAPDU, ResponseAPDU, command_name, records
 from unioncard.crypto import purse as pc
 from unioncard.crypto.keystore import CardKeys, Keystore, derive_card_keys
 from unioncard.crypto.purse import TransactionType
@@ -70,19 +70,18 @@ def capp_entry_record(
     *, network: int, station: int, lane: int, when: dt.datetime, vehicle_class: int,
     status: int, plate: str = "", lock: int = 0x00,
 ) -> bytes:
-    """An EF 0019 toll record (PROTOCOL.md §4): ``AA 29`` lock network station lane
-    unix-time class status marker-station(9) staff(3) shift(1) plate(12, GBK) reserved(4).
+    """An EF 0019 toll record (PROTOCOL.md §4, `records.CAPP_RECORD`): ``AA 29`` lock
+    network station lane unix-time class status marker-station(9) staff(3) shift(1)
+    plate(12, GBK) reserved(4).
 
     ``when`` is taken as UTC for the unix time.  Status ``03`` is an ETC entry.
     """
-    plate_bytes = plate.encode("gbk")
-    if len(plate_bytes) > 12:
-        raise ValueError("the plate takes more than 12 bytes in GBK")
-    unix = calendar.timegm(when.timetuple())
-    return (b"\xaa\x29" + bytes([lock]) + network.to_bytes(2, "big") + station.to_bytes(2, "big")
-            + bytes([lane]) + unix.to_bytes(4, "big") + bytes([vehicle_class, status])
-            + bytes(9) + bytes(3) + b"\x00" + plate_bytes + bytes(12 - len(plate_bytes))
-            + bytes(4))
+    return records.build(
+        records.CAPP_RECORD, lock=lock, network=network.to_bytes(2, "big"),
+        station=station.to_bytes(2, "big"), lane=lane,
+        unix_time=calendar.timegm(when.timetuple()), vehicle_class=vehicle_class,
+        status=status, marker_station=bytes(9), staff_no=bytes(3), shift=0, plate=plate,
+        reserved=bytes(4))
 
 
 class ScenarioFailure(CardError):
