@@ -5,6 +5,14 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Properties are about results, not speed: on a shared 2-core CI machine a slow example
+# (a first numba compilation, a busy neighbour) must not fail a run. Example counts
+# stay as each test sets them.
+settings.register_profile("unioncard", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("unioncard")
 
 
 @pytest.fixture
