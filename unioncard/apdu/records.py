@@ -13,6 +13,10 @@ the terminal (which reads them) and the tools (which show them):
 Dates are BCD ``YYYYMMDD`` and parse to `datetime.date`; names are GBK and ID
 numbers ASCII, zero-padded.  `parse` wraps construct's errors in `DecodeError`.
 
+The profile's byte values carried in these files and in the member application
+are here too: `CardType` (EF 0015), `MemberCategory` (EF 0015, ``DF44``) and
+`MemberStatus` (``DF45``).
+
 >>> info = parse(TRANSIT_INFO, bytes.fromhex(
 ...     "10000000FFFFFFFF0202" "10005500000000000042" "20260101" "20301231" "5502"))
 >>> info.card_type, info.category_flags, info.app_serial.hex(), info.expiry.isoformat()
@@ -22,6 +26,7 @@ numbers ASCII, zero-padded.  `parse` wraps construct's errors in `DecodeError`.
 from __future__ import annotations
 
 import datetime as dt
+from enum import IntEnum, IntFlag
 from typing import Any
 
 import construct as c
@@ -36,11 +41,37 @@ __all__ = [
     "STORED_LOG_RECORD",
     "TRANSIT_INFO",
     "BcdDate",
+    "CardType",
+    "MemberCategory",
+    "MemberStatus",
     "bcd_date",
     "build",
     "parse",
     "parse_bcd_date",
 ]
+
+
+class CardType(IntEnum):
+    """Card type byte of the T-Union EF 0015, user type of the ETC EF 0015 (profile)."""
+
+    ORDINARY = 0x01
+    UNION_MEMBER = 0x55
+
+
+class MemberCategory(IntFlag):
+    """Member category flags: T-Union EF 0015's last byte and tag DF44 (profile)."""
+
+    MODEL_WORKER = 0x01
+    HARDSHIP = 0x02
+    MUTUAL_AID = 0x04
+
+
+class MemberStatus(IntEnum):
+    """Member status, tag DF45 of the member identity application (profile)."""
+
+    ACTIVE = 0x01
+    REPORTED_LOST = 0x02
+    CANCELLED = 0x03
 
 
 def bcd_date(date: dt.date) -> bytes:

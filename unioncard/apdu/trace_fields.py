@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from unioncard.apdu.records import CardType, MemberCategory
+
 __all__ = ["command_detail", "command_fields", "response_fields", "yuan"]
 
 Fields = list[tuple[str, str]]
@@ -40,8 +42,10 @@ def _time(b: bytes) -> str:
 
 _TYPES = {1: "ED load", 2: "EP load", 3: "unload", 4: "cash withdrawal", 5: "ED purchase",
           6: "EP purchase", 7: "overdraft update", 9: "composite (CAPP) purchase"}
-_CARD_TYPES = {0x55: "union member card", 0x01: "ordinary card"}
-_CATEGORIES = {0x01: "model worker", 0x02: "hardship", 0x04: "mutual-aid participant"}
+_CARD_TYPES: dict[int, str] = {CardType.UNION_MEMBER: "union member card",
+                              CardType.ORDINARY: "ordinary card"}
+_CATEGORIES = {MemberCategory.MODEL_WORKER: "model worker", MemberCategory.HARDSHIP: "hardship",
+               MemberCategory.MUTUAL_AID: "mutual-aid participant"}
 
 # (name, size, formatter) per layout, from PROTOCOL.md
 Layout = list[tuple[str, int, Callable[[bytes], str]]]

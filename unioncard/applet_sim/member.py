@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 from unioncard.apdu import tlv
-from unioncard.apdu.records import bcd_date, parse_bcd_date
+from unioncard.apdu.records import MemberStatus, bcd_date, parse_bcd_date
 from unioncard.applet_sim.base import Application, CardServices, application_label
 from unioncard.applet_sim.files import Node
 from unioncard.errors import DecodeError
@@ -41,12 +40,6 @@ __all__ = [
 
 MEMBER_AID = bytes.fromhex("F0554E494F4E43415244")
 MEMBER_SFI = 0x01
-
-
-class MemberStatus(IntEnum):
-    ACTIVE = 0x01
-    REPORTED_LOST = 0x02
-    CANCELLED = 0x03
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ import csv
 import datetime as dt
 import io
 from dataclasses import dataclass, field
-from enum import IntFlag
+
+from unioncard.apdu.records import MemberCategory as Category
 
 __all__ = [
     "CATEGORY_NAMES",
@@ -37,19 +38,8 @@ __all__ = [
 ]
 
 
-class Category(IntFlag):
-    """Member category flags as the purse's EF 0015 and DF44 carry them (PROTOCOL.md §4)."""
-
-    NONE = 0x00
-    MODEL_WORKER = 0x01
-    HARDSHIP = 0x02
-    MUTUAL_AID = 0x04
-
-
 CATEGORY_NAMES: dict[str, Category] = {
-    "model_worker": Category.MODEL_WORKER,
-    "hardship": Category.HARDSHIP,
-    "mutual_aid": Category.MUTUAL_AID,
+    **{str(category.name).lower(): category for category in Category},
     "劳模": Category.MODEL_WORKER,
     "劳动模范": Category.MODEL_WORKER,
     "困难职工": Category.HARDSHIP,

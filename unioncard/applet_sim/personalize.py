@@ -73,7 +73,7 @@ MEMBER_DF_FID = 0x1003
 MEMBER_EF_FID = 0x0001
 PSAM_DF_FID = 0x1001
 
-CARD_TYPE_MEMBER = 0x55
+CARD_TYPE_MEMBER = records.CardType.UNION_MEMBER
 """EF 0015 card type (transit) and user type (ETC) of a union member card."""
 TRANSIT_APP_TYPE = 0x02
 TRANSIT_APP_VERSION = 0x02

@@ -21,8 +21,8 @@ from unioncard.errors import DecodeError
 
 __all__ = ["card_summary", "mask_id_number"]
 
-CARD_TYPES = {0x55: "union member", 0x01: "ordinary"}
-CATEGORY_NAMES = {0x01: "model_worker", 0x02: "hardship", 0x04: "mutual_aid"}
+CARD_TYPES: dict[int, str] = {records.CardType.UNION_MEMBER: "union member",
+                              records.CardType.ORDINARY: "ordinary"}
 
 
 def mask_id_number(id_number: str) -> str:
@@ -33,7 +33,8 @@ def mask_id_number(id_number: str) -> str:
 
 
 def categories(flags: int) -> list[str]:
-    return [name for bit, name in CATEGORY_NAMES.items() if flags & bit]
+    """The category names of a flags byte, as the member sheet spells them."""
+    return [str(c.name).lower() for c in records.MemberCategory if flags & c]
 
 
 def _date(value: Any) -> str | None:

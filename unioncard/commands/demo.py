@@ -102,7 +102,8 @@ def _live() -> None:
     psam.power_on()
     terminal = PurseTerminal(card.transmit, psam.transmit, keys, when=DEMO_TIME)
     transit = records.parse(records.TRANSIT_INFO, terminal.select("transit"))
-    kind = "union member" if transit.card_type == 0x55 else "not a member card"
+    kind = ("union member" if transit.card_type == records.CardType.UNION_MEMBER
+            else "not a member card")
     click.echo(f"  member {DEMO_MEMBER.member_no} {DEMO_MEMBER.name}, T-Union purse card type "
                f"{transit.card_type:02X} ({kind})")
     _pay(terminal, "bus fare", QuoteContext(

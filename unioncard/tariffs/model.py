@@ -19,9 +19,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from enum import IntEnum, IntFlag, StrEnum
+from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
 
+from unioncard.apdu.records import CardType, MemberStatus
+from unioncard.apdu.records import MemberCategory as Category
 from unioncard.errors import TariffError
 from unioncard.tariffs.money import (
     MAX_FEN,
@@ -86,32 +88,12 @@ class Mode(IntEnum):
             raise ValueError(f"unknown mode {text!r} (one of: {names})") from None
 
 
-class CardType(IntEnum):
-    """Card type byte of the purse (PROTOCOL.md §4 profile, T-Union EF 0015)."""
-
-    ORDINARY = 0x01
-    UNION_MEMBER = 0x55
-
-
-class Category(IntFlag):
-    """Member category flags (PROTOCOL.md §4 profile)."""
-
-    MODEL_WORKER = 0x01
-    HARDSHIP = 0x02
-    MUTUAL_AID = 0x04
-
-
-class MemberStatus(IntEnum):
-    """Member status byte of the identity application (tag DF45)."""
-
-    ACTIVE = 1
-    REPORTED_LOST = 2
-    CANCELLED = 3
-
-
-CARD_TYPE_NAMES: dict[str, int] = {"union-member": 0x55, "member": 0x55, "ordinary": 0x01}
-CATEGORY_NAMES: dict[str, int] = {"model-worker": 0x01, "hardship": 0x02, "mutual-aid": 0x04}
-STATUS_NAMES: dict[str, int] = {"active": 1, "lost": 2, "reported-lost": 2, "cancelled": 3}
+CARD_TYPE_NAMES: dict[str, int] = {"union-member": CardType.UNION_MEMBER,
+                                   "member": CardType.UNION_MEMBER, "ordinary": CardType.ORDINARY}
+CATEGORY_NAMES: dict[str, int] = {str(c.name).lower().replace("_", "-"): c for c in Category}
+STATUS_NAMES: dict[str, int] = {"active": MemberStatus.ACTIVE, "lost": MemberStatus.REPORTED_LOST,
+                                "reported-lost": MemberStatus.REPORTED_LOST,
+                                "cancelled": MemberStatus.CANCELLED}
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # ISO weekday 1..7
 
 
