@@ -182,17 +182,16 @@ class PurseTerminal:
         """
         if app == "transit":
             self.card.expect(CommandAPDU(0x00, 0xA4, 0x04, 0x00, TRANSIT_AID, 256), status)
-            if status >> 8 not in (0x90, 0x62):
-                return b""
-            info = self.card.expect("00B095001E", length=30)
+            read_info, size = "00B095001E", 30
         elif app == "etc":
             self.card.expect("00A40000023F00")
             self.card.expect("00A40000021001", status)
-            if status >> 8 not in (0x90, 0x62):
-                return b""
-            info = self.card.expect("00B095002B", length=43)
+            read_info, size = "00B095002B", 43
         else:
             raise ValueError(f"unknown purse {app!r} (transit or etc)")
+        if status >> 8 not in (0x90, 0x62):
+            return b""
+        info = self.card.expect(read_info, length=size)
         self.app, self.diversifier = app, info[12:20]
         return info
 

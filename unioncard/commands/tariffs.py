@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from unioncard.commands.common import JSON_OPTION
 from unioncard.tariffs.context import QuoteContext
 from unioncard.tariffs.dump import dumps
 from unioncard.tariffs.engine import quote
@@ -81,7 +82,7 @@ def group() -> None:
 @group.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--strict", is_flag=True, help="Fail on warnings as well as errors.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@JSON_OPTION
 def check(file: Path, strict: bool, as_json: bool) -> None:
     """Validate the rule file FILE.
 
@@ -232,7 +233,7 @@ def _conditions(rule: Rule) -> str:
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False),
               help="Rule file [default: the shipped rule set].")
 @click.option("--toml", "as_toml", is_flag=True, help="Print the rule set as normalized TOML.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@JSON_OPTION
 def show(rules_file: str | None, as_toml: bool, as_json: bool) -> None:
     """List the rules of a rule set with their conditions and effects."""
     rules = _rules(rules_file)

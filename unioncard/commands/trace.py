@@ -53,7 +53,6 @@ PSAM_READER = click.option(
     "--psam-reader", "psam_readers", multiple=True, metavar="NAME",
     help="pcsc-spy logs: APDUs to readers whose name contains NAME are the PSAM's "
          "(repeatable); all others are the card's.")
-JSON = JSON_OPTION
 
 
 @click.group(name="trace")
@@ -78,7 +77,7 @@ def _fail(path: Path, exc: DecodeError) -> click.ClickException:
 
 @group.command("decode")
 @FILE
-@JSON
+@JSON_OPTION
 @click.option("--unmask", is_flag=True,
               help="Show PANs in full (by default only the first 6 and last 4 digits).")
 @FORMAT
@@ -134,7 +133,7 @@ def _decode_json(file: Path, kind: TraceFormat, exchanges: Iterator[Any], unmask
 
 @group.command("stats")
 @FILE
-@JSON
+@JSON_OPTION
 @FORMAT
 @PSAM_READER
 @click.option("--progress/--no-progress", default=None,
