@@ -25,8 +25,9 @@ from collections.abc import Iterator
 import pytest
 from bench_report import Report
 
-from unioncard.terminal.pcscd import PcscdDaemon, vpcd_reader_name
-from unioncard.terminal.transports import InProcessTransport, PcscTransport
+from unioncard.transport import InProcessTransport
+from unioncard.transport.pcsc import PcscTransport
+from unioncard.transport.pcscd import PcscdDaemon, vpcd_reader_name
 
 SELECT_TRANSIT = bytes.fromhex("00A4040008A000000632010105")
 GET_BALANCE = bytes.fromhex("805C000204")
@@ -61,7 +62,7 @@ while True:
 # The same echo card behind unioncard's vpcd bridge.
 BRIDGE_ECHO = r"""
 import sys
-from unioncard.applet_sim.vpcd import VpcdBridge
+from unioncard.transport.vpcd import VpcdBridge
 class Echo:
     atr = bytes.fromhex("3B80800101")
     def power_on(self): return self.atr

@@ -47,20 +47,20 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from unioncard.errors import TransportError
-from unioncard.terminal.pcscd import (
+from unioncard.transport.base import Channel, VirtualCard
+from unioncard.transport.pcsc import PcscTransport, is_virtual_reader, list_readers
+from unioncard.transport.pcscd import (
     SOCKET_ENV,
     PcscdDaemon,
     missing_requirements,
     system_vpcd_port,
     vpcd_reader_name,
 )
-from unioncard.terminal.transport import Channel, VirtualCard
-from unioncard.terminal.transports import PcscTransport, is_virtual_reader, list_readers
 
 if TYPE_CHECKING:  # the simulator is imported when a fixture needs it
     from unioncard.applet_sim import FaultInjector, SimulatedCard
-    from unioncard.applet_sim.vpcd import CommandHook, VpcdBridge
     from unioncard.crypto import Keystore
+    from unioncard.transport.vpcd import CommandHook, VpcdBridge
 
 __all__ = ["ExternalPcscd", "VirtualReader", "serve_virtual_reader"]
 
@@ -213,7 +213,7 @@ def _activate_private(state: _State) -> None:
 
 _LIST_PHYSICAL = (
     "import json\n"
-    "from unioncard.terminal.transports import is_virtual_reader, list_readers\n"
+    "from unioncard.transport.pcsc import is_virtual_reader, list_readers\n"
     "try:\n"
     "    names = [r for r in list_readers() if not is_virtual_reader(r)]\n"
     "except Exception:\n"
@@ -319,7 +319,7 @@ def serve_virtual_reader(
     ``protocol`` (``"T0"``, ``"T1"``, ``"any"``) defaults to each card's own
     ``protocol`` attribute when it has one, else ``"any"``.
     """
-    from unioncard.applet_sim.vpcd import VpcdBridge
+    from unioncard.transport.vpcd import VpcdBridge
 
     stack = contextlib.ExitStack()
     try:
@@ -367,7 +367,7 @@ def pcsc_serve(
 ) -> Iterator[Callable[..., VirtualReader]]:
     """Factory: ``pcsc_serve(card, psam=None, protocol="any", on_command=None)``.
 
-    Serves any card object (see `unioncard.terminal.transport.VirtualCard`)
+    Serves any card object (see `unioncard.transport.base.VirtualCard`)
     in the virtual reader and returns a `VirtualReader`; everything it served
     is taken out of the reader at the end of the test.
     """

@@ -7,7 +7,7 @@ import pytest
 from unioncard.apdu import CommandAPDU, tlv
 from unioncard.applet_sim import CardUnpowered, PowerLoss, Step, build_atr, issue_member_card
 from unioncard.applet_sim.iso import PIN_TRIES_CELL
-from unioncard.terminal.transport import Channel
+from unioncard.transport.base import Channel
 
 TRANSIT = "00A4040008A000000632010105"
 ETC_FROM_MF = ["00A40000023F00", "00A40000021001"]

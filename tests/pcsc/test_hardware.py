@@ -4,8 +4,8 @@ Skipped when no physical reader is attached (see the ``hardware`` marker in docs
 import pytest
 
 from unioncard.apdu import CommandAPDU
-from unioncard.terminal.transport import Channel
-from unioncard.terminal.transports import PcscTransport, is_virtual_reader, list_readers
+from unioncard.transport.base import Channel
+from unioncard.transport.pcsc import PcscTransport, is_virtual_reader, list_readers
 
 PPSE = b"2PAY.SYS.DDF01"
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from unioncard.errors import TransportError
-from unioncard.terminal import pcscd as pcscd_module
-from unioncard.terminal.pcscd import (
+from unioncard.transport import pcscd as pcscd_module
+from unioncard.transport.pcsc import list_readers
+from unioncard.transport.pcscd import (
     DEFAULT_VPCD_PORT,
     SOCKET_ENV,
     PcscdDaemon,
@@ -25,7 +26,6 @@ from unioncard.terminal.pcscd import (
     system_vpcd_port,
     vpcd_reader_name,
 )
-from unioncard.terminal.transports import list_readers
 
 needs_pcscd = pytest.mark.skipif(
     bool(missing_requirements()), reason="pcscd or the vpcd driver is not installed"
@@ -33,7 +33,7 @@ needs_pcscd = pytest.mark.skipif(
 
 LIST_READERS = (
     "import json\n"
-    "from unioncard.terminal.transports import list_readers\n"
+    "from unioncard.transport.pcsc import list_readers\n"
     "print(json.dumps(list_readers()))\n"
 )
 
@@ -176,7 +176,7 @@ def test_restart_keeps_socket_and_ports():
 def test_the_daemon_dies_with_the_process_that_started_it():
     script = (
         "import sys, time\n"
-        "from unioncard.terminal.pcscd import PcscdDaemon\n"
+        "from unioncard.transport.pcscd import PcscdDaemon\n"
         "d = PcscdDaemon().start()\n"
         "print(d.pid, d.directory, flush=True)\n"
         "time.sleep(60)\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from unioncard.terminal.pcscd import PcscdDaemon, missing_requirements
+from unioncard.transport.pcscd import PcscdDaemon, missing_requirements
 
 TESTS = textwrap.dedent(
     '''

@@ -14,8 +14,8 @@ from unioncard.apdu.trace import Device, Direction, read_records
 from unioncard.applet_sim import SimulatedCard
 from unioncard.applet_sim.scenarios import PurseTerminal
 from unioncard.errors import CardError, TransportError
-from unioncard.terminal.pcscd import PcscdDaemon, vpcd_reader_name
-from unioncard.terminal.transports import PcscTransport
+from unioncard.transport.pcsc import PcscTransport
+from unioncard.transport.pcscd import PcscdDaemon, vpcd_reader_name
 
 AMOUNT = 1
 START_BALANCE = 10_000

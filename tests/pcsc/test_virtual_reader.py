@@ -8,9 +8,9 @@ from loopback_card import LoopbackCard  # tests/terminal, on pytest's pythonpath
 
 from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.errors import TransportError
-from unioncard.terminal.pcscd import PcscdDaemon, vpcd_reader_name
-from unioncard.terminal.transport import Channel
-from unioncard.terminal.transports import PcscTransport, list_readers
+from unioncard.transport.base import Channel
+from unioncard.transport.pcsc import PcscTransport, list_readers
+from unioncard.transport.pcscd import PcscdDaemon, vpcd_reader_name
 
 SELECT = bytes.fromhex("00A4040002AABB")
 SELECTED = bytes.fromhex("6F048402AABB9000")

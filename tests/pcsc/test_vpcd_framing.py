@@ -9,7 +9,7 @@ import time
 import pytest
 from loopback_card import LoopbackCard
 
-from unioncard.applet_sim.vpcd import Control, VpcdBridge
+from unioncard.transport.vpcd import Control, VpcdBridge
 
 SELECT = bytes.fromhex("00A4040002AABB")
 SELECTED = bytes.fromhex("6F048402AABB9000")

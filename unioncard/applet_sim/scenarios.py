@@ -6,7 +6,7 @@ PROTOCOL.md; a deviation raises `ScenarioFailure` naming the step, the status
 word and the last exchanges.  The links are plain callables ``bytes -> bytes``
 (``SimulatedCard.transmit`` in process, a PC/SC transport's ``transmit`` through
 pcscd and vpcd), so the same scenarios run everywhere; ``61xx``/``6Cxx`` are
-handled by the shared `unioncard.terminal.transport.Channel`, so T=0 cards work.
+handled by the shared `unioncard.transport.base.Channel`, so T=0 cards work.
 
 >>> import datetime as dt
 >>> from unioncard.applet_sim import MemberData, issue_member_card, issue_psam
@@ -39,7 +39,7 @@ from unioncard.crypto import purse as pc
 from unioncard.crypto.keystore import CardKeys, Keystore, derive_card_keys
 from unioncard.crypto.purse import TransactionType
 from unioncard.errors import CardError
-from unioncard.terminal.transport import Channel
+from unioncard.transport.base import Channel
 
 __all__ = [
     "DEFAULT_WHEN",

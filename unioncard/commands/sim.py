@@ -20,7 +20,7 @@ from types import FrameType
 import click
 
 from unioncard.apdu.trace import BINARY_SUFFIXES, Device, TraceFormat, TraceRecord, open_writer
-from unioncard.terminal.pcscd import DEFAULT_VPCD_PORT, PcscdDaemon, vpcd_reader_name
+from unioncard.transport.pcscd import DEFAULT_VPCD_PORT, PcscdDaemon, vpcd_reader_name
 
 __all__ = ["group"]
 
@@ -65,7 +65,7 @@ def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path
     Stop with Ctrl-C or SIGTERM.
     """
     from unioncard.applet_sim import SimulatedCard
-    from unioncard.applet_sim.vpcd import VpcdBridge
+    from unioncard.transport.vpcd import VpcdBridge
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="unioncard sim serve: %(message)s")

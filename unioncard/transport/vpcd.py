@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from types import TracebackType
 
-from unioncard.terminal.pcscd import DEFAULT_VPCD_PORT
-from unioncard.terminal.transport import VirtualCard
+from unioncard.transport.base import VirtualCard
+from unioncard.transport.pcscd import DEFAULT_VPCD_PORT
 
 __all__ = [
     "INSERT_SECONDS",

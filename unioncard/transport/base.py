@@ -1,9 +1,13 @@
-"""The transport interface, and the one place ``61xx``/``6Cxx`` are handled.
+"""The transport interface, the observer hook, and the one place ``61xx``/``6Cxx`` are handled.
 
 A transport carries raw APDU bytes to one card and back: the in-process
 simulator, a PC/SC reader (real, or the simulator bridged in by vpcd), or a
 recorded trace.  Terminal sessions never see a transport: the loop that drives
 them calls `Channel.transmit`, which is the same for all of them.
+
+Every transport has one observer hook, ``on_apdu(command, response)``, called
+after each exchange; ``response`` is None when the card did not answer (pulled,
+lost power), so a trace recorder sees the command that went unanswered.
 
 ISO 7816-4 §5.3 / EMV Book 1 §9.3 (T=0 case handling): a ``61xx`` answer means
 xx bytes wait to be fetched with GET RESPONSE; ``6Cxx`` means the Le was wrong
@@ -13,14 +17,18 @@ transport and no session ever does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.errors import CardError
 
-__all__ = ["Channel", "Transport", "VirtualCard"]
+__all__ = ["ApduObserver", "Channel", "Observed", "Transport", "VirtualCard"]
 
 MAX_GET_RESPONSE_ROUNDS = 64
+
+ApduObserver = Callable[[bytes, "bytes | None"], None]
+"""Called with (command, response) after each exchange; response None: no answer."""
 
 
 @runtime_checkable
@@ -71,6 +79,16 @@ class VirtualCard(Protocol):
         ...
 
 
+class Observed:
+    """The observer hook every transport carries: ``on_apdu`` sees each exchange."""
+
+    on_apdu: ApduObserver | None = None
+
+    def _observe(self, command: bytes, response: bytes | None) -> None:
+        if self.on_apdu is not None:
+            self.on_apdu(command, response)
+
+
 class Channel:
     """APDU-level access to a card through any `Transport`, with T=0 case handling."""
 
@@ -83,6 +101,8 @@ class Channel:
         if response.sw1 == 0x6C:
             command = command.with_le(response.sw2 or 256)
             response = ResponseAPDU.from_bytes(self.transport.transmit(command.to_bytes()))
+        if response.sw1 != 0x61:
+            return response
         data = bytearray(response.data)
         rounds = 0
         while response.sw1 == 0x61:

@@ -1,26 +1,12 @@
-"""Transports: a card in the same process, or a card in a PC/SC reader.
+"""A card in a PC/SC reader, through pcscd (pyscard's ``smartcard.scard``).
 
-Both implement `unioncard.terminal.transport.Transport` (power on returning the
-ATR, transmit bytes, power off) and nothing more: ``61xx``/``6Cxx`` handling is
-`Channel`'s job, for every transport alike.
-
-`PcscTransport` talks to pcscd through pyscard's ``smartcard.scard`` module
-(PC/SC Part 5: SCardConnect, SCardTransmit, SCardDisconnect).  pyscard's lists
-of ints stay inside this module: callers see ``bytes``, and pyscard's result
-codes become `TransportError` with a message that names the reader.
-
->>> from unioncard.terminal.transport import Channel
->>> class Card:
-...     atr = bytes.fromhex("3B00")
-...     def power_on(self): return self.atr
-...     def reset(self): return self.atr
-...     def power_off(self): pass
-...     def transmit(self, command): return b"\\x90\\x00"
->>> t = InProcessTransport(Card())
->>> t.power_on().hex()
-'3b00'
->>> t.transmit(bytes.fromhex("00A4040000")).hex()
-'9000'
+`PcscTransport` implements `unioncard.transport.base.Transport` (power on
+returning the ATR, transmit bytes, power off) and nothing more: ``61xx``/``6Cxx``
+handling is `Channel`'s job, for every transport alike.  It uses PC/SC Part 5
+(SCardConnect, SCardTransmit, SCardDisconnect); pyscard's lists of ints stay
+inside this module: callers see ``bytes``, and pyscard's result codes become
+`TransportError` with a message that names the reader.  A card pulled from the
+reader is reported as such (``the card was removed from reader ...``).
 """
 
 from __future__ import annotations
@@ -32,18 +18,9 @@ from types import TracebackType
 from typing import Any
 
 from unioncard.errors import TransportError
-from unioncard.terminal.transport import VirtualCard
+from unioncard.transport.base import ApduObserver, Observed
 
-__all__ = [
-    "ApduObserver",
-    "InProcessTransport",
-    "PcscTransport",
-    "is_virtual_reader",
-    "list_readers",
-]
-
-ApduObserver = Callable[[bytes, bytes], None]
-"""Called with (command, response) after each exchange, e.g. to record a trace."""
+__all__ = ["PcscTransport", "is_virtual_reader", "list_readers"]
 
 VIRTUAL_READER_PREFIX = "Virtual PCD"
 """Readers of Debian's vsmartcard-vpcd driver are named ``Virtual PCD 00 0n``."""
@@ -140,7 +117,7 @@ def list_readers() -> list[str]:
         context.release()
 
 
-class PcscTransport:
+class PcscTransport(Observed):
     """A card in a PC/SC reader: power on = connect, power off = disconnect (unpower).
 
     ``reader`` is a reader name, an index into `list_readers()`, or None for
@@ -149,11 +126,13 @@ class PcscTransport:
     programs may use the same card at the same time.
     """
 
-    def __init__(self, reader: str | int | None = None, *, protocol: str = "any") -> None:
+    def __init__(self, reader: str | int | None = None, *, protocol: str = "any",
+                 on_apdu: ApduObserver | None = None) -> None:
         key = protocol.upper()
         if key not in _PROTOCOL_NAMES:
             raise ValueError(f"protocol must be T0, T1 or any, got {protocol!r}")
         self._reader = reader
+        self.on_apdu = on_apdu
         self.protocol = _PROTOCOL_NAMES[key]
         self._context = _Context()
         self._card: Any = None
@@ -227,13 +206,16 @@ class PcscTransport:
         sc = _scard()
         if self._card is None:
             raise TransportError(f"card in reader {self._describe()} is not powered on")
+        command = bytes(command)
         hresult, response = sc.SCardTransmit(self._card, self._pci, list(command))
-        if _code(hresult) != 0:
-            raise self._lost(hresult, "exchange an APDU with")
-        if len(response) < 2:
+        if _code(hresult) != 0 or len(response) < 2:
+            self._observe(command, None)
             # vpcd reports a card that vanished mid-command as an empty answer.
-            raise self._lost(sc.SCARD_E_NOT_TRANSACTED, "exchange an APDU with")
-        return bytes(response)
+            code = hresult if _code(hresult) != 0 else sc.SCARD_E_NOT_TRANSACTED
+            raise self._lost(code, "exchange an APDU with")
+        answer = bytes(response)
+        self._observe(command, answer)
+        return answer
 
     def power_off(self) -> None:
         """Disconnect and ask pcscd to remove power from the card."""
@@ -365,55 +347,3 @@ class PcscTransport:
             return TransportError(f"lost pcscd while talking to reader {name}: "
                                   f"{_message(hresult)}")
         return TransportError(f"cannot {action} reader {name}: {_message(hresult)}")
-
-
-class InProcessTransport:
-    """A card object in this process (the simulator, or any `VirtualCard`).
-
-    An exception from the card means it lost power (a tear): it becomes a
-    `TransportError`, the card counts as unpowered, and the next `power_on`
-    recovers, as with a card pulled from a reader.  ``on_apdu`` sees every
-    completed exchange (command, response), e.g. to record a trace.
-    """
-
-    def __init__(self, card: VirtualCard, *, on_apdu: ApduObserver | None = None) -> None:
-        self.card = card
-        self.on_apdu = on_apdu
-        self.powered = False
-        self.atr: bytes | None = None
-
-    def power_on(self) -> bytes:
-        return self._answer_to_reset(self.card.power_on)
-
-    def reset(self) -> bytes:
-        """Warm reset (a cold one when the card is not powered); returns the ATR."""
-        return self._answer_to_reset(self.card.reset if self.powered else self.card.power_on)
-
-    def _answer_to_reset(self, restart: Callable[[], bytes]) -> bytes:
-        try:
-            self.atr = bytes(restart())
-        except Exception as exc:
-            self.powered = False
-            raise TransportError(f"the card did not answer to reset: {exc}") from exc
-        self.powered = True
-        return self.atr
-
-    def transmit(self, command: bytes) -> bytes:
-        if not self.powered:
-            raise TransportError("the card is not powered on")
-        try:
-            response = bytes(self.card.transmit(bytes(command)))
-        except Exception as exc:
-            self.powered = False
-            raise TransportError(f"the card did not answer (it lost power): {exc}") from exc
-        if self.on_apdu is not None:
-            self.on_apdu(bytes(command), response)
-        return response
-
-    def power_off(self) -> None:
-        was_powered, self.powered = self.powered, False
-        if was_powered:
-            self.card.power_off()
-
-    def __repr__(self) -> str:
-        return f"InProcessTransport({type(self.card).__name__}, powered={self.powered})"
