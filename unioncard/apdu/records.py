@@ -8,7 +8,9 @@ the terminal (which reads them) and the tools (which show them):
 - `HOLDER`: EF ``0016``, 55 bytes, on both applications;
 - `LOG_RECORD`: EF ``0018``, 23-byte cyclic log records (`STORED_LOG_RECORD`:
   the same with the date unparsed, as the card keeps it);
-- `CAPP_RECORD`: EF ``0019``, the 43-byte composite (toll) record ``AA 29 …``.
+- `CAPP_RECORD`: EF ``0019``, the 43-byte composite (toll) record ``AA 29 …``;
+- `TRANSIT_RECORD`: EF ``001E`` of T-Union cards, 48-byte cyclic transit records
+  (optional on a card: a terminal copes with ``6A82``/``6A83``).
 
 Dates are BCD ``YYYYMMDD`` and parse to `datetime.date`; names are GBK and ID
 numbers ASCII, zero-padded.  `parse` wraps construct's errors in `DecodeError`.
@@ -40,6 +42,8 @@ __all__ = [
     "LOG_RECORD",
     "STORED_LOG_RECORD",
     "TRANSIT_INFO",
+    "TRANSIT_RECORD",
+    "TransitRecordType",
     "BcdDate",
     "CardType",
     "MemberCategory",
@@ -64,6 +68,14 @@ class MemberCategory(IntFlag):
     MODEL_WORKER = 0x01
     HARDSHIP = 0x02
     MUTUAL_AID = 0x04
+
+
+class TransitRecordType(IntEnum):
+    """Transaction type of an EF 001E transit record (PROTOCOL.md §4)."""
+
+    SINGLE_RIDE = 0x02
+    ENTRY = 0x03
+    EXIT = 0x04
 
 
 class MemberStatus(IntEnum):
@@ -194,6 +206,21 @@ CAPP_RECORD = c.Struct(
     "plate" / _PaddedText(12, "gbk"),
     "reserved" / c.Bytes(4),
 )
+
+
+TRANSIT_RECORD = c.Struct(
+    "tx_type" / c.Int8ub,  # 02 single ride, 03 entry, 04 exit
+    "terminal_id" / c.Bytes(8),
+    "transit_type" / c.Int8ub,  # 01 metro
+    "line_station" / c.Bytes(7),
+    "amount" / c.Int32ub,
+    "balance_after" / c.Int32ub,
+    "when" / c.Bytes(7),  # BCD YYYYMMDDhhmmss
+    "city_code" / c.Bytes(2),  # BCD
+    "institution" / c.Bytes(8),
+    "reserved" / c.Bytes(6),
+)
+"""EF 001E (SFI ``1E``), a T-Union transit record as open readers publish it (48 bytes)."""
 
 
 def parse(layout: c.Construct, data: bytes) -> Any:
