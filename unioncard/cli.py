@@ -1,66 +1,99 @@
 """The ``unioncard`` command.
 
-Each command group lives in ``unioncard/commands/<group>.py`` and exposes a
-click group named ``group``; this module only assembles them.  Errors a user
-can fix (a bad file, a bad option) end in one line on stderr and a non-zero
-exit status, never a traceback.
+Each command lives in ``unioncard/commands/``; this module only names them.
+A command's module is imported when that command runs (or when ``--help``
+lists them), so ``unioncard tap`` never loads the trace indexer's numba, and
+``unioncard --version`` loads nothing.  Errors a user can fix (a bad file, a
+bad option) end in one line on stderr and a non-zero exit status, never a
+traceback; with ``--json`` stdout then carries one JSON document saying so.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import sys
+from typing import Any
 
 import click
 
 from unioncard import __version__
 from unioncard.errors import UnionCardError
 
-__all__ = ["main", "root"]
+__all__ = ["COMMANDS", "main", "root"]
 
-# (module under unioncard.commands, attribute): the sub-commands, in help order.
-COMMAND_MODULES = ("trace", "card", "sim", "tariffs", "demo")
+COMMANDS: dict[str, tuple[str, str]] = {
+    "tap": ("tap", "group"),
+    "load": ("load", "group"),
+    "card": ("card", "group"),
+    "journal": ("journal", "journal_command"),
+    "batch": ("journal", "batch_group"),
+    "trace": ("trace", "group"),
+    "sim": ("sim", "group"),
+    "tariffs": ("tariffs", "group"),
+    "demo": ("demo", "group"),
+}
+"""Command name -> (module under unioncard.commands, attribute), in help order."""
+
+DECISION_COMMANDS = frozenset({"tap", "load"})
+"""Commands whose JSON documents carry a ``decision``."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(f"unioncard.commands.{module}"), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="unioncard")
 def root() -> None:
     """unioncard: terminal engine and smart-card simulator for trade-union member cards.
 
-    Decode APDU traces, issue and serve simulated cards (transit purse, ETC,
-    member identity) and PSAMs, and quote member benefits.  Run
-    ``unioncard COMMAND --help`` for each command.
+    Run fares, tolls and loads on member cards (tap, load), read cards, keep the
+    terminal's journal and export its offline records (journal, batch), decode
+    APDU traces, issue and serve simulated cards and PSAMs, and quote member
+    benefits.  Run ``unioncard COMMAND --help`` for each command.
     """
 
 
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"unioncard.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"unioncard.commands.{name}":
-                continue  # group not built yet
-            raise
-        root.add_command(module.group, name)
-
-
-_register()
+def _json_error(argv: list[str], message: str, status: int) -> None:
+    """With --json, stdout carries one JSON document even when the command never ran."""
+    if "--json" not in argv:
+        return
+    document: dict[str, Any] = {"error": message, "exit_status": status}
+    if argv and argv[0] in DECISION_COMMANDS:
+        document = {"decision": "error", "reason": message, **document}
+    click.echo(json.dumps(document, ensure_ascii=False))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning library errors into one-line messages."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        root.main(args=argv, prog_name="unioncard", standalone_mode=False)
+        root.main(args=args, prog_name="unioncard", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
+        _json_error(args, exc.format_message(), exc.exit_code)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except (UnionCardError, OSError) as exc:
         click.echo(f"unioncard: error: {exc}", err=True)
+        _json_error(args, str(exc), 1)
         sys.exit(1)
 
 

@@ -72,3 +72,22 @@ def test_log_record_round_trip(seq, amount, tx_type, terminal, date):
                         tx_type=tx_type, terminal_id=terminal, date=date, time=b"\x12\x30\x00")
     parsed = records.parse(records.LOG_RECORD, raw)
     assert (parsed.seq, parsed.amount, parsed.date) == (seq, amount, date)
+
+
+def test_transit_record_is_48_bytes_with_fields_at_their_offsets():
+    layout = records.TRANSIT_RECORD
+    assert layout.sizeof() == 48
+    offsets, pos = {}, 0
+    for sub in layout.subcons:
+        offsets[sub.name] = pos
+        pos += sub.sizeof()
+    assert offsets == {"tx_type": 0, "terminal_id": 1, "transit_type": 9, "line_station": 10,
+                       "amount": 17, "balance_after": 21, "when": 25, "city_code": 32,
+                       "institution": 34, "reserved": 42}
+    raw = records.build(layout, tx_type=records.TransitRecordType.EXIT,
+                        terminal_id=bytes(range(8)), transit_type=1, line_station=bytes(7),
+                        amount=300, balance_after=1520, when=bytes.fromhex("20250318074210"),
+                        city_code=bytes.fromhex("3100"), institution=bytes(8), reserved=bytes(6))
+    assert raw[0] == 0x04 and raw[17:21] == (300).to_bytes(4, "big")
+    assert raw[25:32].hex() == "20250318074210" and raw[32:34] == b"\x31\x00"
+    assert records.parse(layout, raw).balance_after == 1520

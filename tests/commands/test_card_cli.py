@@ -130,7 +130,7 @@ def test_show_member_card_and_psam(sheet, tmp_path):
     assert "card type 55 (union member)" in text
     doc = json.loads(run("card", "show", "--json", str(out / "20260001-card.json")).stdout)
     etc = next(p for p in doc["purses"] if p["application"] == "etc")
-    assert etc["holder"]["id_number"] == "110105***********X"
+    assert etc["holder"]["id_number"] == "110105********002X"
     assert etc["capp_records"][0]["record"] == 1
     unmasked = json.loads(run("card", "show", "--json", "--unmask",
                               str(out / "20260001-card.json")).stdout)

@@ -10,7 +10,8 @@ PSAM data are read field by field (`trace_fields`).
 PANs are masked to the first 6 and last 4 digits (DESIGN: logs never show a
 full PAN) in tag ``5A``, inside track 2 equivalent data ``57`` and ``9F6B``
 and track 1 data ``56``, both in the tree and in the raw hex, unless
-``unmask`` is asked for.  Masked digits show as ``*``.
+``unmask`` is asked for.  Masked digits show as ``*``.  The holder's id number
+in EF 0016 is masked the same way, in its field and in the raw hex.
 
 >>> mask_digits("6230580000123456789")
 '623058*********6789'
@@ -28,7 +29,14 @@ from unioncard.apdu.indexer_reference import expects_tlv, is_get_response, objec
 from unioncard.apdu.instructions import command_name
 from unioncard.apdu.status import describe as describe_sw
 from unioncard.apdu.trace import Device, TraceRecord
-from unioncard.apdu.trace_fields import command_detail, command_fields, response_fields
+from unioncard.apdu.trace_fields import (
+    command_detail,
+    command_fields,
+    hidden_nibbles,
+    mask_digits,
+    mask_positions,
+    response_fields,
+)
 from unioncard.errors import DecodeError
 
 __all__ = ["PAN_TAGS", "Exchange", "describe", "mask_digits", "pair", "render"]
@@ -96,13 +104,6 @@ def _valid(command: bytes) -> bool:
     return True
 
 
-def mask_digits(digits: str) -> str:
-    """Keep the first 6 and last 4 digits of a PAN (all but the last 4 if it is short)."""
-    keep_head = 6 if len(digits) >= 13 else 0
-    hidden = max(0, len(digits) - keep_head - 4)
-    return digits[:keep_head] + "*" * hidden + digits[keep_head + hidden:]
-
-
 def _pan_nibbles(tag: int, value: bytes, offset: int) -> set[int]:
     """Nibble positions (in the response data) of the PAN digits to hide."""
     if tag == 0x56:  # track 1, ASCII: format code 'B', PAN, '^'
@@ -118,12 +119,6 @@ def _pan_nibbles(tag: int, value: bytes, offset: int) -> set[int]:
         if 0 <= at < stop:
             stop = at
     return {2 * offset + i for i in mask_positions(stop)}
-
-
-def mask_positions(n: int) -> range:
-    """Which of n PAN digits `mask_digits` hides."""
-    head = 6 if n >= 13 else 0
-    return range(head, max(head, n - 4))
 
 
 def _hex(data: bytes, hidden: set[int], start: int = 0) -> str:
@@ -240,9 +235,11 @@ def _describe_response(exchange: Exchange, unmask: bool) -> dict[str, Any]:
         except DecodeError as exc:
             entry["tlv_error"] = {"offset": exc.offset, "message": exc.message}
     elif data:
-        fields = response_fields(exchange.origin, data)
+        fields = response_fields(exchange.origin, data, unmask)
         if fields:
             entry["fields"] = [{"name": n, "value": v} for n, v in fields]
+            if not unmask:
+                hidden = hidden_nibbles(exchange.origin, data)
     entry["data"] = _hex(data, hidden) if data else None
     entry["hex"] = _hex(raw, hidden)
     return entry

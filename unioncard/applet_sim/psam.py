@@ -9,7 +9,7 @@ seq(4) MAC1(4).  CREDIT SAM FOR PURCHASE ``80 72 00 00 04`` checks the card's
 MAC2 (``9000`` or ``9302``).  The terminal id is in the MF's EF ``0016``.
 
 The terminal seq lives in the NVM cell ``<DF path>:terminal_seq``; the first
-transaction uses ``00000001``.
+transaction uses ``00000001``.  Payloads are the structs of `unioncard.apdu.purse`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unioncard.apdu import SW, CommandAPDU
+from unioncard.apdu.purse import SAM_CREDIT_COMMAND, SAM_PURCHASE_COMMAND, SAM_PURCHASE_RESPONSE
 from unioncard.applet_sim.base import Application, CardServices, Reply, application_label, sw
 from unioncard.applet_sim.files import Node, read_transparent
 from unioncard.applet_sim.nvm import Step
@@ -28,6 +29,10 @@ __all__ = ["ALG_3DES", "PsamApplication", "PsamConfig"]
 
 ALG_3DES = 0x00
 """Algorithm identifier of the triple-DES purse (the only one this PSAM knows)."""
+
+_PURCHASE_SIZE = SAM_PURCHASE_COMMAND.sizeof()  # one diversification level (Lc 24: two)
+_ANSWER_SIZE = SAM_PURCHASE_RESPONSE.sizeof()
+_CREDIT_SIZE = SAM_CREDIT_COMMAND.sizeof()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,40 +119,37 @@ class PsamApplication(Application):
     def _init_sam_for_purchase(self, cmd: CommandAPDU) -> Reply:
         if cmd.p1 or cmd.p2:
             return sw(SW.WRONG_P1_P2)
-        if len(cmd.data) != 0x1C:  # one diversification level in this profile (Lc 24: two)
+        if len(cmd.data) != _PURCHASE_SIZE:
             return sw(SW.WRONG_LENGTH)
-        wrong_le = self.card.check_le(cmd, 8)
+        wrong_le = self.card.check_le(cmd, _ANSWER_SIZE)
         if wrong_le is not None:
             return sw(wrong_le)
-        d = cmd.data
-        random, offline_seq, amount = d[0:4], int.from_bytes(d[4:6], "big"), d[6:10]
-        tx_type, date, time = d[10], d[11:15], d[15:18]
-        key_version, alg_id, diversifier = d[18], d[19], d[20:28]
-        master = self.config.master_keys.get(key_version)
+        d = SAM_PURCHASE_COMMAND.parse(cmd.data)
+        master = self.config.master_keys.get(d.key_version)
         if master is None:
             return sw(SW.KEY_INDEX_NOT_SUPPORTED)
-        if alg_id != ALG_3DES:
+        if d.alg_id != ALG_3DES:
             return sw(SW.WRONG_DATA)
         seq = self.terminal_seq
         if seq == 0xFFFFFFFF:
             return sw(SW.COUNTER_OVERFLOW)
         seq += 1
-        dpk = pc.diversify(master, diversifier)
-        sespk = pc.purchase_session_key(dpk, random, offline_seq, seq)
-        value = int.from_bytes(amount, "big")
-        mac1 = pc.purchase_mac1(sespk, value, tx_type, self.terminal_id, date, time)
+        dpk = pc.diversify(master, d.diversifier)
+        sespk = pc.purchase_session_key(dpk, d.random, d.offline_seq, seq)
+        mac1 = pc.purchase_mac1(sespk, d.amount, d.tx_type, self.terminal_id, d.date, d.time)
         self.nvm.write(Step.PSAM_TERMINAL_SEQ, self.cell("terminal_seq"), seq.to_bytes(4, "big"))
-        self._context = _Mac1Context(sespk, value)
-        return seq.to_bytes(4, "big") + mac1, SW.OK
+        self._context = _Mac1Context(sespk, d.amount)
+        return SAM_PURCHASE_RESPONSE.build(dict(terminal_seq=seq, mac1=mac1)), SW.OK
 
     def _credit_sam_for_purchase(self, cmd: CommandAPDU) -> Reply:
         if cmd.p1 or cmd.p2:
             return sw(SW.WRONG_P1_P2)
-        if len(cmd.data) != 4:
+        if len(cmd.data) != _CREDIT_SIZE:
             return sw(SW.WRONG_LENGTH)
         context, self._context = self._context, None
         if context is None:
             return sw(SW.CONDITIONS_NOT_SATISFIED)
-        if cmd.data != pc.purchase_mac2(context.sespk, context.amount):
+        mac2 = SAM_CREDIT_COMMAND.parse(cmd.data).mac2
+        if mac2 != pc.purchase_mac2(context.sespk, context.amount):
             return sw(SW.MAC_ERROR)
         return sw(SW.OK)

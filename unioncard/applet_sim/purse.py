@@ -12,6 +12,9 @@ type(1) MAC2(4) TAC(4)).  The transaction log is the cyclic EF ``0018``.
 A purchase commits, in this order, the cached CAPP records, the balance, the
 offline seq, the log record and its pointer, the proof (and a reset MAC error
 counter when it was not zero): one NVM transaction, all or nothing.
+
+Command data is parsed, and response data built, with the structs of
+`unioncard.apdu.purse`, once its length is checked (``6700`` otherwise).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from enum import IntEnum
 from typing import Any
 
 from unioncard.apdu import SW, CommandAPDU, records
+from unioncard.apdu import purse as ap
+from unioncard.apdu.purse import KEY_INDEX, InitKind, PurseP2
 from unioncard.applet_sim.base import Application, CardServices, Reply, application_label, sw
 from unioncard.applet_sim.files import (
     FileKind,
@@ -46,8 +51,17 @@ __all__ = [
 LOG_RECORD_SIZE = records.STORED_LOG_RECORD.sizeof()
 """EF 0018 record: seq(2) overdraft(3) amount(4) type(1) terminal id(6) date(4) time(3)."""
 
-KEY_INDEX = 0x01  # the profile's only key index (PROTOCOL.md §2)
-_PURCHASE, _LOAD, _CAPP = 0x01, 0x00, 0x03
+_SIZE = {layout: layout.sizeof() for layout in (
+    ap.INITIALIZE_COMMAND, ap.INIT_LOAD_RESPONSE, ap.INIT_PURCHASE_RESPONSE, ap.DEBIT_COMMAND,
+    ap.DEBIT_RESPONSE, ap.CREDIT_FOR_LOAD_COMMAND, ap.CREDIT_FOR_LOAD_RESPONSE,
+    ap.BALANCE_RESPONSE, ap.PROVE_COMMAND, ap.PROVE_RESPONSE, ap.MAINTENANCE_COMMAND)}
+"""Payload sizes, computed once (construct's ``sizeof`` is not free)."""
+_KINDS = {kind.value: kind for kind in InitKind}
+
+
+def _parse(layout: Any, data: bytes) -> Any:
+    """``data`` parsed with ``layout``, or None when its length is not the layout's."""
+    return layout.parse(data) if len(data) == _SIZE[layout] else None
 
 
 class PurseState(IntEnum):
@@ -145,7 +159,7 @@ class PurseConfig:
 class _Session:
     """What INITIALIZE leaves for DEBIT/CREDIT (RAM)."""
 
-    kind: int
+    kind: InitKind
     amount: int
     terminal_id: bytes
     random: bytes
@@ -297,64 +311,68 @@ class PurseApplication(Application):
 
     def _initialize(self, cmd: CommandAPDU) -> Reply:
         """INITIALIZE FOR LOAD (P1 00), PURCHASE (01), CAPP PURCHASE (03); P2 02 = EP."""
-        if cmd.p1 not in (_LOAD, _PURCHASE, _CAPP):
+        if cmd.p1 not in _KINDS:
             return sw(SW.WRONG_P1_P2)
-        if cmd.p2 == 0x01:
+        if cmd.p2 == PurseP2.ED:
             return sw(SW.FUNCTION_NOT_SUPPORTED)  # no ED (passbook) on this card
-        if cmd.p2 != 0x02:
+        if cmd.p2 != PurseP2.EP:
             return sw(SW.WRONG_P1_P2)
-        if len(cmd.data) != 11:
+        init = _parse(ap.INITIALIZE_COMMAND, cmd.data)
+        if init is None:
             return sw(SW.WRONG_LENGTH)
-        refusal = self._le_or_state_refusal(cmd, 16 if cmd.p1 == _LOAD else 15)
+        kind = _KINDS[cmd.p1]
+        answer = ap.INIT_LOAD_RESPONSE if kind is InitKind.LOAD else ap.INIT_PURCHASE_RESPONSE
+        refusal = self._le_or_state_refusal(cmd, _SIZE[answer])
         if refusal is not None:
             return sw(refusal)
-        if cmd.data[0] != KEY_INDEX:
+        if init.key_index != KEY_INDEX:
             return sw(SW.KEY_INDEX_NOT_SUPPORTED)
-        amount, terminal_id = _u(cmd.data[1:5]), cmd.data[5:11]
+        amount, terminal_id = init.amount, init.terminal_id
         balance, cfg = self.balance, self.config
-        if cmd.p1 == _LOAD:
+        if kind is InitKind.LOAD:
             online = self.online_seq
             if online == 0xFFFF or balance + amount > cfg.max_balance:
                 return sw(SW.COUNTER_OVERFLOW)
             random = self.card.random(4)
             seslk = pc.load_session_key(cfg.keys.load, random, online)
             mac1 = pc.load_mac1(seslk, balance, amount, TransactionType.EP_LOAD, terminal_id)
-            self._session = _Session(_LOAD, amount, terminal_id, random, online, balance, seslk)
-            return (balance.to_bytes(4, "big") + online.to_bytes(2, "big")
-                    + bytes([cfg.keys.key_version, cfg.alg_id]) + random + mac1), SW.OK
+            self._session = _Session(kind, amount, terminal_id, random, online, balance, seslk)
+            return answer.build(dict(
+                balance=balance, online_seq=online, key_version=cfg.keys.key_version,
+                alg_id=cfg.alg_id, random=random, mac1=mac1)), SW.OK
         offline = self.offline_seq
         if offline == 0xFFFF:
             return sw(SW.COUNTER_OVERFLOW)
         if amount > balance + cfg.overdraft_limit:
             return sw(SW.INSUFFICIENT_BALANCE)
         random = self.card.random(4)
-        self._session = _Session(cmd.p1, amount, terminal_id, random, offline, balance)
-        return (balance.to_bytes(4, "big") + offline.to_bytes(2, "big")
-                + cfg.overdraft_limit.to_bytes(3, "big")
-                + bytes([cfg.keys.key_version, cfg.alg_id]) + random), SW.OK
+        self._session = _Session(kind, amount, terminal_id, random, offline, balance)
+        return answer.build(dict(
+            balance=balance, offline_seq=offline, overdraft_limit=cfg.overdraft_limit,
+            key_version=cfg.keys.key_version, alg_id=cfg.alg_id, random=random)), SW.OK
 
     # --- DEBIT FOR PURCHASE / CAPP PURCHASE ---------------------------------------------------
 
     def _debit_for_purchase(self, cmd: CommandAPDU) -> Reply:
         if cmd.p1 != 0x01 or cmd.p2 != 0x00:
             return sw(SW.WRONG_P1_P2)
-        if len(cmd.data) != 15:
+        debit = _parse(ap.DEBIT_COMMAND, cmd.data)
+        if debit is None:
             return sw(SW.WRONG_LENGTH)
-        refusal = self._le_or_state_refusal(cmd, 8)
+        refusal = self._le_or_state_refusal(cmd, _SIZE[ap.DEBIT_RESPONSE])
         if refusal is not None:
             return sw(refusal)
         session, self._session = self._session, None
-        if session is None or session.kind == _LOAD:
+        if session is None or session.kind is InitKind.LOAD:
             return sw(SW.CONDITIONS_NOT_SATISFIED)
-        terminal_seq, date, time, mac1 = (_u(cmd.data[0:4]), cmd.data[4:8], cmd.data[8:11],
-                                          cmd.data[11:15])
-        tx_type = (TransactionType.CAPP_PURCHASE if session.kind == _CAPP
+        terminal_seq, date, time = debit.terminal_seq, debit.date, debit.time
+        tx_type = (TransactionType.CAPP_PURCHASE if session.kind is InitKind.CAPP_PURCHASE
                    else TransactionType.EP_PURCHASE)
         keys = self.config.keys
         sespk = pc.purchase_session_key(keys.purchase, session.random, session.seq, terminal_seq)
         expected = pc.purchase_mac1(sespk, session.amount, tx_type, session.terminal_id,
                                     date, time)
-        if mac1 != expected:
+        if debit.mac1 != expected:
             return self._mac_error()
         mac2 = pc.purchase_mac2(sespk, session.amount)
         tac = pc.purchase_tac(keys.tac, session.amount, tx_type, session.terminal_id,
@@ -372,26 +390,27 @@ class PurseApplication(Application):
         self.nvm.write(Step.PURSE_PROOF, self.cell("proof"),
                        (session.seq + 1).to_bytes(2, "big") + bytes([tx_type]) + mac2 + tac)
         self._clear_mac_errors()
-        return tac + mac2, SW.OK
+        return ap.DEBIT_RESPONSE.build(dict(tac=tac, mac2=mac2)), SW.OK
 
     # --- CREDIT FOR LOAD ----------------------------------------------------------------------
 
     def _credit_for_load(self, cmd: CommandAPDU) -> Reply:
         if cmd.p1 or cmd.p2:
             return sw(SW.WRONG_P1_P2)
-        if len(cmd.data) != 11:
+        credit = _parse(ap.CREDIT_FOR_LOAD_COMMAND, cmd.data)
+        if credit is None:
             return sw(SW.WRONG_LENGTH)
-        refusal = self._le_or_state_refusal(cmd, 4)
+        refusal = self._le_or_state_refusal(cmd, _SIZE[ap.CREDIT_FOR_LOAD_RESPONSE])
         if refusal is not None:
             return sw(refusal)
         session, self._session = self._session, None
-        if session is None or session.kind != _LOAD:
+        if session is None or session.kind is not InitKind.LOAD:
             return sw(SW.CONDITIONS_NOT_SATISFIED)
-        date, time, mac2 = cmd.data[0:4], cmd.data[4:7], cmd.data[7:11]
+        date, time = credit.date, credit.time
         load = TransactionType.EP_LOAD
         expected = pc.load_mac2(session.seslk, session.amount, load, session.terminal_id,
                                 date, time)
-        if mac2 != expected:
+        if credit.mac2 != expected:
             return self._mac_error()
         new_balance = session.balance + session.amount
         tac = pc.load_tac(self.config.keys.tac, new_balance, session.seq, session.amount, load,
@@ -402,37 +421,38 @@ class PurseApplication(Application):
         self._append_log(LogRecord(session.seq, 0, session.amount, load, session.terminal_id,
                                    date, time))
         self._clear_mac_errors()
-        return tac, SW.OK
+        return ap.CREDIT_FOR_LOAD_RESPONSE.build(dict(tac=tac)), SW.OK
 
     # --- GET BALANCE, GET TRANSACTION PROVE ------------------------------------------------------
 
     def _get_balance(self, cmd: CommandAPDU) -> Reply:
         if cmd.p1:
             return sw(SW.WRONG_P1_P2)
-        if cmd.p2 == 0x01:
+        if cmd.p2 == PurseP2.ED:
             return sw(SW.FUNCTION_NOT_SUPPORTED)
-        if cmd.p2 != 0x02:
+        if cmd.p2 != PurseP2.EP:
             return sw(SW.WRONG_P1_P2)
         if cmd.data:
             return sw(SW.WRONG_LENGTH)
-        refusal = self._le_or_state_refusal(cmd, 4)
+        refusal = self._le_or_state_refusal(cmd, _SIZE[ap.BALANCE_RESPONSE])
         if refusal is not None:
             return sw(refusal)
-        return self.balance.to_bytes(4, "big"), SW.OK
+        return ap.BALANCE_RESPONSE.build(dict(balance=self.balance)), SW.OK
 
     def _get_transaction_prove(self, cmd: CommandAPDU) -> Reply:
         """MAC2 then TAC of the last purchase, asked by its seq (INITIALIZE's + 1) and type."""
         if cmd.p1:
             return sw(SW.WRONG_P1_P2)
-        if len(cmd.data) != 2:
+        prove = _parse(ap.PROVE_COMMAND, cmd.data)
+        if prove is None:
             return sw(SW.WRONG_LENGTH)
-        refusal = self._le_or_state_refusal(cmd, 8)
+        refusal = self._le_or_state_refusal(cmd, _SIZE[ap.PROVE_RESPONSE])
         if refusal is not None:
             return sw(refusal)
         proof = self.proof
-        if proof is None or proof[0] != _u(cmd.data) or proof[1] != cmd.p2:
+        if proof is None or proof[0] != prove.card_seq or proof[1] != cmd.p2:
             return sw(SW.MAC_NOT_AVAILABLE)
-        return proof[2] + proof[3], SW.OK
+        return ap.PROVE_RESPONSE.build(dict(mac2=proof[2], tac=proof[3])), SW.OK
 
     # --- UPDATE CAPP DATA CACHE -----------------------------------------------------------------
 
@@ -446,7 +466,7 @@ class PurseApplication(Application):
         if refusal is not None:
             return sw(refusal)
         session = self._session
-        if session is None or session.kind != _CAPP:
+        if session is None or session.kind is not InitKind.CAPP_PURCHASE:
             return sw(SW.CONDITIONS_NOT_SATISFIED)
         node = self.card.fs.child_by_sfi(self.node.path, cmd.p2 >> 3)
         capp_file = self.capp_file
@@ -472,7 +492,8 @@ class PurseApplication(Application):
     def _maintenance_refusal(self, cmd: CommandAPDU) -> Reply | None:
         """Why a BLOCK/UNBLOCK is refused, or None.  A wrong MAC counts toward the
         lockout like a wrong MAC1 or MAC2 (PROTOCOL.md §1); a right one clears the count."""
-        if len(cmd.data) != 4:
+        maintenance = _parse(ap.MAINTENANCE_COMMAND, cmd.data)
+        if maintenance is None:
             return sw(SW.WRONG_LENGTH)
         if self.state is PurseState.LOCKED:
             return sw(SW.APPLICATION_LOCKED)
@@ -480,7 +501,7 @@ class PurseApplication(Application):
         if challenge is None:
             return sw(SW.CONDITIONS_NOT_SATISFIED)
         header = bytes([cmd.cla, cmd.ins, cmd.p1, cmd.p2, len(cmd.data)])
-        if cmd.data != pc.maintenance_mac(self.config.keys.maintenance, challenge, header):
+        if maintenance.mac != pc.maintenance_mac(self.config.keys.maintenance, challenge, header):
             return self._mac_error()
         self._clear_mac_errors()
         return None

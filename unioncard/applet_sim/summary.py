@@ -4,7 +4,7 @@
 commands, so it works on a card as it lies in its image.  A journal left by a
 power cut is reported and shown as power-up will resolve it: a committed
 journal as applied, an uncommitted one as discarded.  Identity numbers are
-masked unless asked otherwise (only the region and the check digit remain).
+masked unless asked otherwise (the first 6 and last 4 characters remain, as for PANs).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from unioncard.apdu import records
+from unioncard.apdu.trace_fields import mask_digits
 from unioncard.applet_sim.card import SimulatedCard
 from unioncard.applet_sim.files import FileKind, read_record, read_transparent, record_count
 from unioncard.applet_sim.member import MEMBER_SFI, MemberConfig, decode_member_template
@@ -26,10 +27,8 @@ CARD_TYPES: dict[int, str] = {records.CardType.UNION_MEMBER: "union member",
 
 
 def mask_id_number(id_number: str) -> str:
-    """Keep the 6-digit region and the check digit: ``110105***********X``."""
-    if len(id_number) <= 7:
-        return "*" * len(id_number)
-    return id_number[:6] + "*" * (len(id_number) - 7) + id_number[-1]
+    """The first 6 and last 4 characters, as PANs are masked: ``110105********002X``."""
+    return mask_digits(id_number)
 
 
 def categories(flags: int) -> list[str]:

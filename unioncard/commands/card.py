@@ -1,4 +1,4 @@
-"""``unioncard card``: issue simulated member cards and PSAMs, and show a card.
+"""``unioncard card``: issue simulated member cards and PSAMs, show an image, read a card.
 
 ``card issue`` reads the union's member sheet (docs/issuance.md) and writes one
 card image per valid member plus the PSAM image; refused rows are reported by
@@ -21,7 +21,8 @@ from unioncard.applet_sim.card import SimulatedCard
 from unioncard.applet_sim.issuance import DEFAULT_TERMINAL_ID, IssueOptions, issue_sheet
 from unioncard.applet_sim.member_sheet import SheetError, read_sheet
 from unioncard.applet_sim.summary import card_summary
-from unioncard.commands.common import JSON_OPTION, progress_bar
+from unioncard.commands.common import JSON_OPTION, finish, progress_bar
+from unioncard.commands.terminal_io import card_options, decision_command, open_link
 from unioncard.crypto.keystore import Keystore
 
 __all__ = ["group"]
@@ -200,3 +201,60 @@ def show(image: Path, unmask: bool, as_json: bool) -> None:
     else:
         for line in _show_lines(doc):
             click.echo(line)
+
+
+def _read_lines(outcome: Any) -> list[str]:
+    from unioncard.commands.common import yuan
+
+    details = outcome.details
+    if outcome.decision.value != "approved":
+        return [f"{outcome.decision.value}: {outcome.reason}"]
+    lines = []
+    member = details.get("member")
+    if member:
+        lines.append(f"member {member['member_no']} {member['name']} ({member['organization']}),"
+                     f" {member['status']}, valid {member['valid_from']} to "
+                     f"{member['valid_until']}")
+    for purse in details["purses"]:
+        if not purse["present"]:
+            lines.append(f"{purse['application']}: absent ({purse['reason']})")
+            continue
+        lines.append(f"{purse['application']} purse: balance {yuan(purse['balance'])}, card "
+                     f"{purse['serial']}, card type {purse['card_type']}, valid "
+                     f"{purse['valid_from']} to {purse['valid_until']}")
+        if purse.get("holder"):
+            lines.append(f"  holder {purse['holder']['name']} {purse['holder']['id_number']}")
+        for entry in purse["log"]:
+            lines.append(f"  log: seq {entry['seq']} {entry['type']} {yuan(entry['amount'])} "
+                         f"terminal {entry['terminal_id']} {entry['date']} {entry['time']}")
+        for ride in purse.get("transit_records", []):
+            lines.append(f"  ride: {ride.get('type', '?')} {yuan(ride.get('amount'))} at "
+                         f"{ride.get('line_station', '?')} {ride.get('when', '')}")
+        toll = purse.get("toll_record")
+        if toll and toll["status"]:
+            lines.append(f"  toll record: status {toll['status']:02X}, network "
+                         f"{toll['network']} station {toll['station']} lane {toll['lane']}")
+    return lines
+
+
+@group.command("read")
+@card_options
+@click.option("--unmask", is_flag=True, help="Show identity numbers in full.")
+@JSON_OPTION
+@decision_command
+def read(card_image: Path | None, reader: str | None, wait: float, unmask: bool,
+         as_json: bool) -> None:
+    """Read a card as a terminal does (balance inquiry): purses, member, logs, rides.
+
+    The card comes from --card IMAGE (in process) or --reader NAME (PC/SC);
+    nothing on the card changes.  Absent optional parts (EF 0016, EF 001E, the
+    ETC or member application) are shown as absent.
+    """
+    from unioncard.terminal import CardRead, run
+
+    with ExitStack() as stack:
+        card = open_link(stack, card_image, reader, what="card", wait=wait)
+        assert card is not None
+        outcome = run(CardRead(unmask=unmask), card=card)
+    finish(outcome.to_dict(), _read_lines(outcome), as_json=as_json,
+           status=outcome.decision.exit_status)

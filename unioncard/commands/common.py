@@ -1,13 +1,14 @@
-"""Pieces every command group shares: the ``--json`` option and the progress bar."""
+"""Pieces every command group shares: ``--json``, the progress bar, printing an outcome."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
+from typing import Any
 
 import click
 
-__all__ = ["JSON_OPTION", "progress_bar"]
+__all__ = ["JSON_OPTION", "finish", "progress_bar", "yuan"]
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON document on stdout.")
@@ -37,3 +38,21 @@ def progress_bar(stack: ExitStack, total: int, description: str, *,
         TimeRemainingColumn(), console=Console(stderr=True), transient=True))
     task = bar.add_task(description, total=total)
     return lambda done: bar.update(task, completed=done)
+
+
+def finish(document: dict[str, Any], text: list[str], *, as_json: bool, status: int) -> None:
+    """Print the outcome (one JSON document, or lines) and exit with ``status``."""
+    import json
+    import sys
+
+    if as_json:
+        click.echo(json.dumps(document, ensure_ascii=False))
+    else:
+        for line in text:
+            click.echo(line)
+    sys.exit(status)
+
+
+def yuan(fen: int | None) -> str:
+    """Fen as yuan for people: ``1.80 yuan``."""
+    return "-" if fen is None else f"{fen // 100}.{fen % 100:02d} yuan"

@@ -1,0 +1,95 @@
+"""``unioncard journal`` and ``unioncard batch export``: the terminal's journal and its batches.
+
+``journal`` lists journaled transactions (pending ones first in mind: a
+pending transaction is one whose card has not been presented again since it
+was interrupted).  ``batch export`` writes the completed records that were not
+exported yet into batch files (docs/records.md); running it twice never
+exports a record twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from unioncard.commands.common import JSON_OPTION, yuan
+from unioncard.commands.terminal_io import journal_option
+
+__all__ = ["batch_group", "journal_command"]
+
+
+def _journal(path: Path | None, *, must_exist: bool = True) -> Any:
+    from unioncard.terminal.journal import TransactionJournal, default_journal_path
+
+    chosen = path or default_journal_path()
+    if must_exist and not chosen.exists():
+        raise click.ClickException(f"no journal at {chosen} (give --journal FILE)")
+    return TransactionJournal(chosen)
+
+
+@click.command(name="journal")
+@journal_option
+@click.option("--state", type=click.Choice(["pending", "completed", "voided"]),
+              help="Only transactions in this state.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="At most this many transactions, newest first.")
+@JSON_OPTION
+def journal_command(journal_path: Path | None, state: str | None, limit: int,
+                    as_json: bool) -> None:
+    """Show the journal: counts per state and the latest transactions."""
+    with _journal(journal_path) as journal:
+        counts = journal.counts()
+        entries = journal.entries(state=state, limit=limit)
+    if as_json:
+        click.echo(json.dumps({"journal": str(journal_path or journal.path), "counts": counts,
+                               "transactions": [e.to_dict() for e in entries]},
+                              ensure_ascii=False))
+        return
+    click.echo(f"{journal.path}: {counts['pending']} pending, {counts['completed']} completed "
+               f"({counts['unexported']} not exported), {counts['voided']} voided")
+    for entry in entries:
+        shown = entry.record or entry.draft
+        where = f", batch {entry.batch_id}" if entry.batch_id else ""
+        reason = f" ({entry.reason})" if entry.reason else ""
+        click.echo(f"  #{entry.id} {entry.started_at.isoformat()} {entry.flow:<9} "
+                   f"{entry.state:<9} {shown.application.name.lower():<7} "
+                   f"card {shown.diversifier.hex().upper()} seq {shown.card_seq}: "
+                   f"{yuan(shown.charged_amount)}{where}{reason}")
+
+
+@click.group(name="batch")
+def batch_group() -> None:
+    """Offline record batches: export them from a terminal's journal."""
+
+
+@batch_group.command(name="export")
+@journal_option
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the batch files (created if needed).")
+@JSON_OPTION
+def export(journal_path: Path | None, out_dir: Path, as_json: bool) -> None:
+    """Export the completed records not exported yet, one batch file per terminal id.
+
+    The records are assigned to their batch in the journal before the file is
+    written (atomically), so an interrupted export is finished, identically,
+    by the next one, and no record ever lands in two batches.
+    """
+    with _journal(journal_path) as journal:
+        batches = journal.export(out_dir, now=dt.datetime.now())
+    if as_json:
+        click.echo(json.dumps({"out": str(out_dir), "batches": [
+            {"terminal_id": b.terminal_id.hex().upper(), "batch_id": b.batch_id,
+             "file": str(b.path), "records": b.count, "rewritten": b.rewritten}
+            for b in batches]}))
+        return
+    if not batches:
+        click.echo("nothing to export: every completed record is in a batch already")
+    for b in batches:
+        again = " (finished an interrupted export)" if b.rewritten else ""
+        click.echo(f"{b.path}: {b.count} record(s), terminal {b.terminal_id.hex().upper()}, "
+                   f"batch {b.batch_id}{again}")

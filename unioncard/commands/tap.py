@@ -1,0 +1,133 @@
+"""``unioncard tap``: one transaction at a bus validator, a metro gate or a toll lane.
+
+Runs one session of the terminal engine (docs/terminal.md) with the card and
+the PSAM from images or readers, journals it, and reports the decision:
+exit status 0 approved, 1 declined, 2 error or interrupted; with ``--json``
+stdout is exactly one JSON document whatever happens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from unioncard.commands.common import JSON_OPTION, finish
+from unioncard.commands.terminal_io import (
+    card_options,
+    decision_command,
+    journal_option,
+    open_link,
+    outcome_lines,
+    psam_options,
+    when_option,
+)
+
+__all__ = ["group"]
+
+MODES = ("bus", "metro", "coach", "ferry", "taxi", "etc-entry", "etc-exit")
+
+
+def _hex_code(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        code = int(value, 16)
+    except ValueError:
+        code = -1
+    if len(value) != 4 or not 0 <= code <= 0xFFFF:
+        raise click.BadParameter("4 hex digits, e.g. 0203")
+    return code
+
+
+def _open_journal(path: Path | None) -> Any:
+    from unioncard.terminal import TransactionJournal, default_journal_path
+
+    return TransactionJournal(path or default_journal_path())
+
+
+@click.command(name="tap")
+@click.option("--mode", type=click.Choice(MODES), required=True,
+              help="The flow: a fare (bus, metro, coach, ferry, taxi) on the transit purse, "
+                   "or an ETC entry or exit.")
+@card_options
+@psam_options
+@click.option("--amount", type=click.IntRange(0, 10_000_000), metavar="FEN",
+              help="The list fare in fen (required for fares); at an ETC exit it overrides "
+                   "the toll table.")
+@click.option("--route", help="Bus route or metro line, for the record and route rules.")
+@click.option("--station", callback=_hex_code, metavar="HEX",
+              help="Station code, 4 hex digits (metro station; ETC entry or exit plaza).")
+@click.option("--network", callback=_hex_code, metavar="HEX",
+              help="ETC road network, 4 hex digits. Default: the toll table's, else 1101.")
+@click.option("--lane", type=click.IntRange(0, 255), default=1, show_default=True,
+              help="ETC lane number.")
+@click.option("--vehicle-class", type=click.IntRange(1, 255),
+              help="Vehicle class (ETC; the entry lane writes it, the exit reads it).")
+@click.option("--toll-table", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TOML toll table for ETC exits (docs/terminal.md).")
+@click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False),
+              help="Tariff rules (TOML). Default: the shipped member benefits.")
+@click.option("--recovery-window", type=click.IntRange(0, 24 * 60), default=10,
+              show_default=True, metavar="MINUTES",
+              help="A re-tap this soon after an interrupted transaction completes it.")
+@journal_option
+@when_option
+@JSON_OPTION
+@decision_command
+def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
+          psam_image: Path | None, psam_reader: str | None, amount: int | None,
+          route: str | None, station: int | None, network: int | None, lane: int,
+          vehicle_class: int | None, toll_table: Path | None, rules_file: str | None,
+          recovery_window: int, journal_path: Path | None, at: dt.datetime | None,
+          as_json: bool) -> None:
+    """Run one transaction: a fare or an ETC entry or exit, with the member benefits.
+
+    The card comes from --card IMAGE or --reader NAME, the PSAM from --psam
+    IMAGE or --psam-reader NAME.  Every transaction is journaled: if the card
+    is pulled after the debit was sent, tap exits 2 (interrupted) at once and
+    the card's next tap on the same journal settles it (charged once, never
+    twice).  Exit status: 0 approved, 1 declined, 2 error or interrupted.
+    """
+    from unioncard.tariffs import Mode
+    from unioncard.terminal import EtcEntry, EtcExit, TransitPurchase, load_toll_table, run
+
+    options: dict[str, Any] = {"now": at or dt.datetime.now(),
+                               "recovery_window": dt.timedelta(minutes=recovery_window)}
+    if rules_file is not None:
+        from unioncard.tariffs import load as load_rules
+
+        options["rules"] = load_rules(rules_file)
+    make: Callable[..., Any]
+    if mode.startswith("etc-"):
+        if station is None:
+            raise click.UsageError("an ETC lane needs --station HEX")
+        tolls = load_toll_table(toll_table) if toll_table else None
+        options.update(station=station, lane=lane,
+                       network=network if network is not None
+                       else (tolls.network if tolls else 0x1101))
+        if mode == "etc-entry":
+            make = functools.partial(EtcEntry, vehicle_class=vehicle_class or 1, **options)
+        elif tolls is None and amount is None:
+            raise click.UsageError("an ETC exit needs --toll-table FILE or --amount FEN")
+        else:
+            make = functools.partial(EtcExit, tolls=tolls, amount=amount,
+                                     vehicle_class=vehicle_class, **options)
+    elif amount is None:
+        raise click.UsageError(f"a {mode} fare needs --amount FEN (the list fare)")
+    else:
+        make = functools.partial(TransitPurchase, Mode.parse(mode), amount, route=route,
+                                 station=station or 0, **options)
+    with ExitStack() as stack:
+        journal = stack.enter_context(_open_journal(journal_path))
+        card = open_link(stack, card_image, reader, what="card", wait=wait)
+        psam = open_link(stack, psam_image, psam_reader, what="PSAM", wait=wait)
+        assert card is not None
+        outcome = run(make(pending=journal.pending()), card=card, psam=psam, journal=journal)
+    finish(outcome.to_dict(), outcome_lines(outcome), as_json=as_json,
+           status=outcome.decision.exit_status)

@@ -1,0 +1,140 @@
+"""What the terminal commands share: card and PSAM links, the journal and time options,
+reporting an outcome.
+
+``--card IMAGE`` opens a simulated card image with write-through (every change
+the card commits is on disk before its answer is used); ``--reader NAME``
+waits for a card in a PC/SC reader and powers it.  The PSAM is chosen the same
+way, independently (``--psam IMAGE`` or ``--psam-reader NAME``).  A reader is
+named by its PC/SC name or by its index in ``pcsc_scan``'s order.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from unioncard.commands.common import finish, yuan
+from unioncard.errors import TransportError, UnionCardError
+from unioncard.transport import Channel, InProcessTransport
+
+__all__ = ["card_options", "decision_command", "journal_option", "open_link", "outcome_lines",
+           "psam_options", "when_option"]
+
+IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def card_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--card IMAGE | --reader NAME`` and ``--wait SECONDS``."""
+    for option in reversed((
+        click.option("--card", "card_image", type=IMAGE, metavar="IMAGE",
+                     help="A simulated card image (unioncard card issue), used in process."),
+        click.option("--reader", metavar="NAME",
+                     help="A PC/SC reader, by name or index (0 is the first reader)."),
+        click.option("--wait", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
+                     metavar="SECONDS", help="How long to wait for a card in --reader."),
+    )):
+        f = option(f)
+    return f
+
+
+def psam_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--psam IMAGE | --psam-reader NAME``."""
+    for option in reversed((
+        click.option("--psam", "psam_image", type=IMAGE, metavar="IMAGE",
+                     help="A simulated PSAM image (unioncard card issue writes one)."),
+        click.option("--psam-reader", metavar="NAME",
+                     help="The PC/SC reader holding the PSAM, by name or index."),
+    )):
+        f = option(f)
+    return f
+
+
+def _reader(name: str) -> str | int:
+    return int(name) if name.isdigit() else name
+
+
+def open_link(stack: ExitStack, image: Path | None, reader: str | None, *, what: str,
+              wait: float = 10.0, required: bool = True) -> Channel | None:
+    """A powered link to the card (or PSAM) in ``image`` or in ``reader``."""
+    if image is not None and reader is not None:
+        raise click.UsageError(f"give the {what} as an image or a reader, not both")
+    if image is None and reader is None:
+        if required:
+            flag = "--card IMAGE or --reader NAME" if what == "card" else \
+                "--psam IMAGE or --psam-reader NAME"
+            raise click.UsageError(f"which {what}? give {flag}")
+        return None
+    if image is not None:
+        from unioncard.applet_sim import SimulatedCard
+
+        transport: Any = InProcessTransport(SimulatedCard.load(image, write_through=True))
+        transport.power_on()
+        stack.callback(transport.power_off)
+        return Channel(transport)
+    from unioncard.transport.pcsc import PcscTransport
+
+    assert reader is not None
+    pcsc = stack.enter_context(PcscTransport(_reader(reader)))
+    try:
+        pcsc.wait_for_card(wait)
+    except TransportError as exc:
+        raise TransportError(f"{what}: {exc}") from None
+    pcsc.power_on()
+    return Channel(pcsc)
+
+
+def journal_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--journal", "journal_path", type=click.Path(dir_okay=False, path_type=Path),
+        help="The terminal's journal (SQLite). Default: $XDG_DATA_HOME/unioncard/"
+             "journal.sqlite.")(f)
+
+
+def when_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+        help="Local time of the transaction (replays, tests). Default: now.")(f)
+
+
+def decision_command(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Report any failure as a decision ``error`` (exit 2), one JSON document with --json."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            f(*args, **kwargs)
+        except (UnionCardError, OSError) as exc:
+            reason = str(exc)
+            finish({"decision": "error", "reason": reason}, [f"error: {reason}"],
+                   as_json=kwargs.get("as_json", False), status=2)
+
+    return wrapper
+
+
+def outcome_lines(outcome: Any) -> list[str]:
+    """A few lines for people: decision, amounts, balance, TAC, warnings."""
+    head = f"{outcome.decision.value}: {outcome.reason}"
+    lines = [head]
+    if outcome.list_amount is not None and outcome.charged_amount is not None:
+        rules = f" ({', '.join(outcome.rules)})" if outcome.rules else ""
+        lines.append(f"  list {yuan(outcome.list_amount)}, charged "
+                     f"{yuan(outcome.charged_amount)}{rules}")
+    if outcome.balance_after is not None:
+        before = "" if outcome.balance_before is None else f"{yuan(outcome.balance_before)} -> "
+        lines.append(f"  balance {before}{yuan(outcome.balance_after)}")
+    record = outcome.record
+    if record is not None:
+        tac = "none (recovered from the card's log)" if outcome.tac is None \
+            else outcome.tac.hex().upper()
+        lines.append(f"  terminal {record.terminal_id.hex().upper()} seq {record.terminal_seq}, "
+                     f"card seq {record.card_seq}, TAC {tac}"
+                     + (", recovered" if outcome.recovered else ""))
+    if outcome.decision.value == "interrupted" and outcome.pending_id is not None:
+        lines.append(f"  pending transaction {outcome.pending_id} in the journal")
+    lines += [f"  warning: {w}" for w in outcome.warnings]
+    return lines

@@ -1,0 +1,59 @@
+"""Offline records and batch files: what a terminal hands to settlement (docs/records.md).
+
+Every completed purchase or load becomes a 256-byte `OfflineRecord` (CRC-32
+protected, format version 1); terminals export them in batch files (header,
+records, trailer with count, sums and a file CRC) that settlement and third
+parties read with `read_batch`.  A damaged file is refused whole, never half
+applied.  Importing this package loads `construct` but not the tariff engine::
+
+    from unioncard.offline import read_batch
+    batch = read_batch("310100001234-00000042.ucb")
+    for record in batch.records:
+        print(record.to_dict())
+"""
+
+from __future__ import annotations
+
+from unioncard.offline.batch import (
+    BATCH_FORMAT_VERSION,
+    BATCH_HEADER,
+    BATCH_TRAILER,
+    HEADER_SIZE,
+    TRAILER_SIZE,
+    Batch,
+    batch_file_name,
+    encode_batch,
+    read_batch,
+    write_batch,
+)
+from unioncard.offline.record import (
+    OFFLINE_RECORD,
+    RECORD_LAYOUT,
+    RECORD_SIZE,
+    RECORD_VERSION,
+    Application,
+    OfflineRecord,
+    RecordFlags,
+    TxType,
+)
+
+__all__ = [
+    "BATCH_FORMAT_VERSION",
+    "BATCH_HEADER",
+    "BATCH_TRAILER",
+    "HEADER_SIZE",
+    "OFFLINE_RECORD",
+    "RECORD_LAYOUT",
+    "RECORD_SIZE",
+    "RECORD_VERSION",
+    "TRAILER_SIZE",
+    "Application",
+    "Batch",
+    "OfflineRecord",
+    "RecordFlags",
+    "TxType",
+    "batch_file_name",
+    "encode_batch",
+    "read_batch",
+    "write_batch",
+]

@@ -1,0 +1,375 @@
+"""Purse purchases: what every paying flow shares, and the transit fares (JR/T 0025 EP purchase).
+
+A purchase (PROTOCOL.md §1-§3), after the card has been read and its pending
+transactions resolved (`unioncard.terminal.recovery`):
+
+1. the fare is quoted with the tariffs engine (member benefits);
+2. INITIALIZE FOR PURCHASE (or CAPP PURCHASE) with the charged amount: the card
+   answers its balance, offline seq, key version and a random (``9401``: the
+   balance is short);
+3. the PSAM computes MAC1 (``80 70``) and gives its terminal seq;
+4. for a composite purchase, UPDATE CAPP DATA CACHE with the new EF 0019 record;
+5. the transaction is journaled as pending (`Journal`), then DEBIT is sent;
+6. the card answers TAC and MAC2; the PSAM verifies MAC2 (``80 72``);
+7. the offline record, with the TAC for settlement, completes the transaction.
+
+`TransitPurchase` is the bus, metro (and coach, ferry, taxi) fare on the
+T-Union transit purse; the ETC flows (`unioncard.terminal.etc`) and loads use
+the same pieces.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from unioncard.apdu import SW, records
+from unioncard.apdu import purse as cmd
+from unioncard.apdu.member import MemberRecord
+from unioncard.apdu.purse import bcd_datetime
+from unioncard.apdu.status import describe as describe_sw
+from unioncard.crypto.purse import TransactionType
+from unioncard.offline import Application, OfflineRecord, RecordFlags
+from unioncard.tariffs import Mode, Quote, QuoteContext, RuleSet, default_rules, quote
+from unioncard.tariffs.money import ROUNDING_CODES
+from unioncard.terminal.card import (
+    PurseCard,
+    card_send,
+    expect_ok,
+    get_balance,
+    member_dict,
+    membership_active,
+    read_member,
+    select_purse,
+)
+from unioncard.terminal.recovery import Recovered, resolve_pending, within
+from unioncard.terminal.session import (
+    Decision,
+    Device,
+    Flow,
+    Journal,
+    JournalReceipt,
+    LinkLost,
+    Outcome,
+    PendingTransaction,
+    Refused,
+    Send,
+    Session,
+    Step,
+)
+
+__all__ = ["DEFAULT_RECOVERY_WINDOW", "PurseSession", "Sale", "TransitPurchase"]
+
+DEFAULT_RECOVERY_WINDOW = dt.timedelta(minutes=10)
+"""How long after an interrupted purchase a re-tap counts as the same transaction."""
+
+TRANSIT_MODES = frozenset({Mode.BUS, Mode.METRO, Mode.COACH, Mode.FERRY, Mode.TAXI})
+
+
+class Sale:
+    """What is being sold, for the offline record: where, and on which terms."""
+
+    def __init__(self, mode: Mode, *, route: str | None = None, station: int = 0,
+                 entry_station: int = 0, vehicle_class: int | None = None,
+                 merchant: str | None = None, mcc: int | None = None) -> None:
+        self.mode = mode
+        self.route = route
+        self.station = station
+        self.entry_station = entry_station
+        self.vehicle_class = vehicle_class
+        self.merchant = merchant
+        self.mcc = mcc
+
+
+class PurseSession(Session):
+    """The pieces every purse flow shares: terminal id, card reading, recovery, purchase.
+
+    ``now`` is the local wall-clock time of the transaction (it goes to the card
+    and to the tariffs); ``pending`` the journal's pending transactions;
+    ``terminal_id`` None reads it from the PSAM (EF 0016).
+    """
+
+    def __init__(
+        self, *, now: dt.datetime, pending: Sequence[PendingTransaction] = (),
+        terminal_id: bytes | None = None, rules: RuleSet | None = None,
+        recovery_window: dt.timedelta = DEFAULT_RECOVERY_WINDOW,
+    ) -> None:
+        super().__init__()
+        if now.tzinfo is not None:
+            raise ValueError("now is the local wall-clock time, a naive datetime")
+        if terminal_id is not None and len(terminal_id) != 6:
+            raise ValueError("a terminal id has 6 bytes")
+        self.now = now.replace(microsecond=0)
+        self.pending = tuple(pending)
+        self.terminal_id = terminal_id
+        self.rules = rules if rules is not None else default_rules()
+        self.recovery_window = recovery_window
+        self.date, self.time = bcd_datetime(self.now)
+
+    # --- reading the terminal and the card --------------------------------------------------
+
+    def read_terminal_id(self) -> Generator[Step, Any, bytes]:
+        """The terminal id: given, or the PSAM's (``00 B0 96 00 06``)."""
+        if self.terminal_id is None:
+            answer = yield Send(Device.PSAM, cmd.sam_read_terminal_id(), "READ terminal id")
+            if answer.sw != SW.OK:
+                raise Refused(f"the PSAM does not give its terminal id: {answer.sw:04X} "
+                              f"({describe_sw(answer.sw)})", Decision.ERROR)
+            self.terminal_id = expect_ok(answer, "READ terminal id", size=6)
+        return self.terminal_id
+
+    def read_card(self, app: Application) -> Generator[Step, Any,
+                                                        tuple[PurseCard, MemberRecord | None]]:
+        """The member application (when there is one), then the purse and its validity."""
+        member = yield from read_member()
+        card = yield from select_purse(app)
+        problem = card.validity_problem(self.now.date())
+        if problem is not None:
+            raise Refused(problem, details={"card": card.to_dict()})
+        return card, member
+
+    def recover(self, card: PurseCard) -> Generator[Step, Any, Outcome | None]:
+        """Resolve this purse's pending transactions.  Within the recovery window, a
+        completed one of this flow is this tap's outcome (nothing more is charged), and
+        one the card cannot settle refuses the tap (it might be charged twice)."""
+        assert self.terminal_id is not None
+        results = yield from resolve_pending(self.pending, card, self.terminal_id)
+        self.notes += [_note(r) for r in results]
+        recent = [r for r in results if within(r.pending, self.now, self.recovery_window)]
+        for item in recent:
+            if item.resolution is None:
+                raise Refused(
+                    f"an interrupted transaction of {item.pending.when.isoformat()} on this "
+                    "card cannot be settled yet (the card does not tell); try again later",
+                    Decision.ERROR)
+        same_flow = [r for r in recent if r.pending.flow == self.flow_name
+                     and r.resolution is not None and r.resolution.record is not None]
+        if same_flow:
+            return self._recovered_outcome(same_flow[-1], card)
+        return None
+
+    def _recovered_outcome(self, item: Recovered, card: PurseCard) -> Outcome:
+        assert item.resolution is not None and item.resolution.record is not None
+        record = item.resolution.record
+        return Outcome(
+            self.flow_name, Decision.APPROVED,
+            f"the interrupted transaction of {item.pending.when.isoformat()} was completed "
+            f"on the card ({item.resolution.reason}); nothing more was charged",
+            list_amount=record.list_amount, charged_amount=record.charged_amount,
+            balance_before=item.pending.balance_before, balance_after=record.balance_after,
+            rules=self._rule_ids(record.rules),
+            tac=None if record.flags & RecordFlags.NO_TAC else record.tac,
+            recovered=True, record=record, pending_id=item.pending.id,
+            details={"card": card.to_dict()})
+
+    def _rule_ids(self, indexes: Sequence[int]) -> tuple[str, ...]:
+        rules = self.rules.rules
+        return tuple(rules[i].id if i < len(rules) else f"#{i}" for i in indexes)
+
+    # --- pricing --------------------------------------------------------------------------
+
+    def price(self, card: PurseCard, member: MemberRecord | None, amount: int,
+              sale: Sale) -> Quote:
+        """Quote ``amount`` with the member's benefits.  A member application that says the
+        member is not active today makes the card an ordinary one for pricing."""
+        card_type, status = card.card_type, records.MemberStatus.ACTIVE
+        categories = card.category_flags
+        if member is not None:
+            categories = member.category_flags
+            status = member.status
+            if not membership_active(member, self.now.date()):
+                card_type = records.CardType.ORDINARY
+        return quote(QuoteContext(
+            mode=sale.mode, amount=amount, card_type=card_type, at=self.now,
+            member_categories=categories, member_status=status, route=sale.route,
+            vehicle_class=sale.vehicle_class, merchant_id=sale.merchant,
+            merchant_category=sale.mcc), self.rules)
+
+    # --- the purchase ---------------------------------------------------------------------
+
+    def draft(self, card: PurseCard, member: MemberRecord | None, priced: Quote | None,
+              sale: Sale | None, *, card_seq: int, key_version: int, tx_type: int,
+              amount: int, balance_after: int, terminal_seq: int) -> OfflineRecord:
+        """The offline record of this transaction as it will be if the card commits."""
+        assert self.terminal_id is not None
+        return OfflineRecord(
+            terminal_id=self.terminal_id, terminal_seq=terminal_seq, issuer=card.issuer,
+            diversifier=card.diversifier, application=card.application, card_seq=card_seq,
+            key_version=key_version, tx_type=tx_type, mode=0 if sale is None else int(sale.mode),
+            card_type=card.card_type,
+            category_flags=member.category_flags if member else card.category_flags,
+            member_status=int(member.status) if member else 0,
+            organization=member.organization if member else "", card_expiry=card.expiry,
+            list_amount=priced.list_amount if priced else amount, charged_amount=amount,
+            balance_after=balance_after,
+            rules=tuple(self.rules.index(r) for r in priced.rules) if priced else (),
+            route=(sale.route or "") if sale else "", station=sale.station if sale else 0,
+            entry_station=sale.entry_station if sale else 0,
+            merchant=(sale.merchant or "") if sale else "",
+            vehicle_class=(sale.vehicle_class or 0) if sale else 0,
+            mcc=(sale.mcc or 0) if sale else 0, when=self.now, tac=bytes(4),
+            flags=RecordFlags.NO_TAC,
+            ruleset_version=bytes.fromhex(self.rules.version) if priced else bytes(32),
+            rounding=ROUNDING_CODES[self.rules.rounding] if priced else 0)
+
+    def purchase(self, card: PurseCard, member: MemberRecord | None, priced: Quote,
+                 sale: Sale, *, capp_record: bytes | None = None,
+                 details: dict[str, Any] | None = None) -> Flow:
+        """INITIALIZE, MAC1, [CAPP record], journal, DEBIT, MAC2: the approved outcome."""
+        amount = priced.charged_amount
+        details = {"card": card.to_dict(), **(details or {})}
+        if member is not None:
+            details["member"] = member_dict(member)
+        capp = capp_record is not None
+        tx_type = TransactionType.CAPP_PURCHASE if capp else TransactionType.EP_PURCHASE
+        assert self.terminal_id is not None
+        initialize = (cmd.initialize_for_capp_purchase if capp else cmd.initialize_for_purchase)
+        answer = yield card_send(initialize(amount, self.terminal_id), "INITIALIZE FOR PURCHASE")
+        if answer.sw != SW.OK:
+            yield from self._refuse_initialize(answer.sw, priced, details)
+        init = cmd.parse(cmd.INIT_PURCHASE_RESPONSE,
+                         expect_ok(answer, "INITIALIZE FOR PURCHASE",
+                                   size=cmd.INIT_PURCHASE_RESPONSE.sizeof()))
+        sam = yield Send(Device.PSAM, cmd.sam_init_for_purchase(
+            random=init.random, offline_seq=init.offline_seq, amount=amount, tx_type=tx_type,
+            date=self.date, time=self.time, key_version=init.key_version, alg_id=init.alg_id,
+            diversifier=card.diversifier), "INIT SAM FOR PURCHASE")
+        if sam.sw != SW.OK:
+            raise Refused(_psam_refusal(sam.sw, init.key_version), Decision.ERROR,
+                          list_amount=priced.list_amount, details=details)
+        mac1 = cmd.parse(cmd.SAM_PURCHASE_RESPONSE,
+                         expect_ok(sam, "INIT SAM FOR PURCHASE",
+                                   size=cmd.SAM_PURCHASE_RESPONSE.sizeof()))
+        if capp_record is not None:
+            cached = yield card_send(cmd.update_capp_data_cache(capp_record, 0x19),
+                                     "UPDATE CAPP DATA CACHE")
+            if cached.sw != SW.OK:
+                raise Refused(f"the card refused the toll record: {cached.sw:04X} "
+                              f"({describe_sw(cached.sw)})", Decision.ERROR, details=details)
+        balance_after = init.balance - amount
+        pending = PendingTransaction(self.flow_name, self.draft(
+            card, member, priced, sale, card_seq=init.offline_seq,
+            key_version=init.key_version, tx_type=tx_type, amount=amount,
+            balance_after=balance_after, terminal_seq=mac1.terminal_seq), init.balance)
+        receipt: JournalReceipt = yield Journal(begin=pending)
+        pending = pending.journaled(receipt)
+        self.in_flight = True
+        debit = yield card_send(cmd.debit_for_purchase(mac1.terminal_seq, self.date, self.time,
+                                                       mac1.mac1), "DEBIT FOR PURCHASE")
+        common = dict(list_amount=priced.list_amount, balance_before=init.balance,
+                      rules=priced.rules, details=details)
+        if debit.sw != SW.OK:
+            self.in_flight = False
+            raise Refused(_debit_refusal(debit.sw), Decision.DECLINED,
+                          resolutions=(pending.voided(f"DEBIT refused: {debit.sw:04X}"),),
+                          **common)
+        proof = cmd.parse(cmd.DEBIT_RESPONSE,
+                          expect_ok(debit, "DEBIT FOR PURCHASE", size=cmd.DEBIT_RESPONSE.sizeof()))
+        self.in_flight = False
+        completed = pending.completed(proof.tac)
+        assert completed.record is not None
+        done = Outcome(self.flow_name, Decision.APPROVED, priced.reason,
+                       charged_amount=amount, balance_after=balance_after, tac=proof.tac,
+                       record=completed.record, resolutions=(completed,),
+                       pending_id=pending.id, **common)  # type: ignore[arg-type]
+        try:
+            verified = yield Send(Device.PSAM, cmd.sam_credit_for_purchase(proof.mac2),
+                                  "CREDIT SAM FOR PURCHASE")
+        except LinkLost as exc:
+            return done.with_changes(warnings=(
+                f"the PSAM did not verify MAC2 ({exc}); the card was debited and the TAC "
+                "goes to settlement",))
+        if verified.sw != SW.OK:
+            return done.with_changes(
+                decision=Decision.DECLINED,
+                reason=f"the card's MAC2 does not verify ({verified.sw:04X}): the card is not "
+                       "genuine; its debit and TAC go to settlement for checking")
+        return done
+
+    def _refuse_initialize(self, sw: int, priced: Quote,
+                           details: dict[str, Any]) -> Generator[Step, Any, None]:
+        amounts: dict[str, Any] = {"list_amount": priced.list_amount, "details": details}
+        if sw == SW.INSUFFICIENT_BALANCE:
+            balance = yield from get_balance()
+            raise Refused(f"insufficient balance: {_yuan(balance)} on the card, "
+                          f"{_yuan(priced.charged_amount)} to pay", balance_before=balance,
+                          balance_after=balance, **amounts)
+        raise Refused(_purse_refusal(sw), _decision(sw), **amounts)
+
+
+class TransitPurchase(PurseSession):
+    """A fare on the T-Union transit purse: bus, metro, coach, ferry or taxi.
+
+    ``amount`` is the list fare in fen; the member benefit of the tariffs
+    engine is taken off it.
+    """
+
+    def __init__(self, mode: Mode, amount: int, *, route: str | None = None,
+                 station: int = 0, **options: Any) -> None:
+        super().__init__(**options)
+        mode = Mode(mode)
+        if mode not in TRANSIT_MODES:
+            raise ValueError(f"{mode.label} is not a transit fare (bus, metro, coach, ferry, "
+                             "taxi)")
+        if not isinstance(amount, int) or amount < 0:
+            raise ValueError("the fare is a non-negative integer of fen")
+        self.flow_name = mode.label
+        self.amount = amount
+        self.sale = Sale(mode, route=route, station=station)
+
+    def flow(self) -> Flow:
+        yield from self.read_terminal_id()
+        card, member = yield from self.read_card(Application.TRANSIT)
+        recovered = yield from self.recover(card)
+        if recovered is not None:
+            return recovered
+        priced = self.price(card, member, self.amount, self.sale)
+        return (yield from self.purchase(card, member, priced, self.sale))
+
+
+# --- wording ----------------------------------------------------------------------------------
+
+
+def _note(item: Recovered) -> str:
+    """One line on how an interrupted transaction was resolved, for the outcome's warnings."""
+    pending = item.pending
+    what = (f"interrupted {pending.flow} #{pending.id} of {pending.when.isoformat()} "
+            f"({pending.amount} fen)")
+    if item.resolution is None:
+        return f"{what}: still pending, the card does not tell"
+    return f"{what}: {item.resolution.state.value}, {item.resolution.reason}"
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d} yuan"
+
+
+def _decision(sw: int) -> Decision:
+    return Decision.DECLINED if sw in _PURSE_REFUSALS else Decision.ERROR
+
+
+_PURSE_REFUSALS = {
+    SW.COUNTER_OVERFLOW: "the card's transaction counter is exhausted",
+    SW.CONDITIONS_NOT_SATISFIED: "the purse is blocked",
+    SW.APPLICATION_LOCKED: "the purse is locked for good",
+    SW.KEY_INDEX_NOT_SUPPORTED: "the card does not support the terminal's key index",
+}
+
+
+def _purse_refusal(sw: int) -> str:
+    return _PURSE_REFUSALS.get(sw) or f"the card refused the purchase: {sw:04X} ({describe_sw(sw)})"
+
+
+def _psam_refusal(sw: int, key_version: int) -> str:
+    if sw == SW.KEY_INDEX_NOT_SUPPORTED:
+        return (f"the PSAM has no purchase key of key version {key_version:02X} (the card's): "
+                "wrong PSAM for this card")
+    return f"the PSAM refused MAC1: {sw:04X} ({describe_sw(sw)})"
+
+
+def _debit_refusal(sw: int) -> str:
+    if sw == SW.MAC_ERROR:
+        return ("the card refused MAC1 (9302): the PSAM's keys do not match the card's; "
+                "nothing was charged")
+    return f"the card refused the debit: {sw:04X} ({describe_sw(sw)}); nothing was charged"

@@ -1,0 +1,121 @@
+"""Card read (balance inquiry): balances, EF 0015, holder, member, logs and transit records.
+
+Reads every purse the card has, the member application, each purse's
+transaction log (EF 0018) and, on the transit purse, the T-Union transit
+records (EF 001E), decoded with the layouts of PROTOCOL.md §4.  Optional parts
+(EF 0016, EF 001E, the ETC application, the member application) that a card
+lacks are reported as absent, never as errors.  Identity numbers are masked
+unless asked otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unioncard.apdu import SW, records
+from unioncard.apdu import purse as cmd
+from unioncard.apdu.trace_fields import mask_digits
+from unioncard.crypto.purse import TransactionType
+from unioncard.errors import DecodeError
+from unioncard.offline import Application
+from unioncard.terminal import card as reading
+from unioncard.terminal.session import Decision, Flow, Outcome, Refused, Session
+
+__all__ = ["CardRead"]
+
+_TYPE_NAMES = {TransactionType.EP_LOAD: "load", TransactionType.EP_PURCHASE: "purchase",
+               TransactionType.CAPP_PURCHASE: "composite purchase"}
+_RIDE_NAMES = {records.TransitRecordType.SINGLE_RIDE: "single ride",
+               records.TransitRecordType.ENTRY: "entry", records.TransitRecordType.EXIT: "exit"}
+
+
+class CardRead(Session):
+    """Read the card without changing it; ``unmask`` shows identity numbers in full."""
+
+    flow_name = "read"
+
+    def __init__(self, *, unmask: bool = False) -> None:
+        super().__init__()
+        self.unmask = unmask
+
+    def flow(self) -> Flow:
+        member = yield from reading.read_member()
+        purses: list[dict[str, Any]] = []
+        for app in Application:
+            try:
+                card = yield from reading.select_purse(app)
+            except Refused as refused:
+                purses.append({"application": app.name.lower(), "present": False,
+                               "reason": refused.reason})
+                continue
+            purses.append((yield from self._purse(card)))
+        if not any(p["present"] for p in purses):
+            raise Refused("the card has neither a transit purse nor an ETC application",
+                          details={"purses": purses})
+        details: dict[str, Any] = {"purses": purses, "member": None}
+        if member is not None:
+            details["member"] = {**reading.member_dict(member), "name": member.name}
+        balances = {p["application"]: p.get("balance") for p in purses if p["present"]}
+        return Outcome(self.flow_name, Decision.APPROVED, "card read",
+                       details={"balances": balances, **details})
+
+    def _purse(self, card: reading.PurseCard) -> Flow:
+        found: dict[str, Any] = {"present": True, **card.to_dict()}
+        found["balance"] = yield from reading.get_balance()
+        holder = yield reading.card_send(
+            cmd.read_binary_sfi(reading.HOLDER_SFI, records.HOLDER.sizeof()),
+            "READ BINARY EF 0016")
+        found["holder"] = self._holder(holder.data) if holder.sw == SW.OK else None
+        log = yield from reading.read_log()
+        found["log"] = [_log_entry(e) for e in log]
+        if card.application is Application.TRANSIT:
+            rides = yield from reading.read_transit_records()
+            found["transit_records"] = [_ride(r) for r in rides]
+        else:
+            toll = yield reading.card_send(
+                cmd.read_record(reading.CAPP_SFI, 1, records.CAPP_RECORD.sizeof()),
+                "READ RECORD EF 0019 #1")
+            found["toll_record"] = _toll(toll.data) if toll.sw == SW.OK else None
+        return found
+
+    def _holder(self, raw: bytes) -> dict[str, Any] | None:
+        try:
+            holder = records.parse(records.HOLDER, raw)
+        except DecodeError:
+            return None
+        number = holder.id_number
+        return {"name": holder.name,
+                "id_number": number if self.unmask else mask_digits(number)}
+
+
+def _log_entry(entry: Any) -> dict[str, Any]:
+    date, time = entry.date.hex(), entry.time.hex()
+    return {"seq": entry.seq, "type": _TYPE_NAMES.get(entry.tx_type, f"{entry.tx_type:02X}"),
+            "amount": entry.amount, "terminal_id": entry.terminal_id.hex().upper(),
+            "date": f"{date[:4]}-{date[4:6]}-{date[6:]}",
+            "time": f"{time[:2]}:{time[2:4]}:{time[4:]}"}
+
+
+def _ride(raw: bytes) -> dict[str, Any]:
+    try:
+        ride = records.parse(records.TRANSIT_RECORD, raw)
+    except DecodeError:
+        return {"raw": raw.hex().upper()}
+    when = ride.when.hex()
+    return {"type": _RIDE_NAMES.get(ride.tx_type, f"{ride.tx_type:02X}"),
+            "terminal_id": ride.terminal_id.hex().upper(), "transit_type": ride.transit_type,
+            "line_station": ride.line_station.hex().upper(), "amount": ride.amount,
+            "balance_after": ride.balance_after,
+            "when": f"{when[:4]}-{when[4:6]}-{when[6:8]}T{when[8:10]}:{when[10:12]}:{when[12:]}",
+            "city_code": ride.city_code.hex(), "institution": ride.institution.hex().upper()}
+
+
+def _toll(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = records.parse(records.CAPP_RECORD, raw)
+    except DecodeError:
+        return None
+    return {"status": record.status, "network": record.network.hex().upper(),
+            "station": record.station.hex().upper(), "lane": record.lane,
+            "unix_time": record.unix_time, "vehicle_class": record.vehicle_class,
+            "plate": record.plate}

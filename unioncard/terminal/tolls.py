@@ -1,0 +1,123 @@
+"""Toll tables: the toll between two stations of a road network, by vehicle class (TOML).
+
+A toll table is operator data, not code::
+
+    # unioncard toll table
+    network = "1101"                  # the road network (EF 0019 network, 4 hex digits)
+    name = "Example expressway"
+
+    [[toll]]
+    entry = "0203"                    # station codes (EF 0019 station, 4 hex digits)
+    exit = "0007"
+    fen = { 1 = 10000, 2 = 15000 }    # vehicle class -> toll in fen
+
+A toll applies in both directions unless the reverse pair is listed too.
+`TollTable.toll` gives the toll of a trip; `TollTable.longest_toll` the
+highest toll into an exit, which the exit lane charges when the card carries
+no usable entry (docs/terminal.md, "ETC").  Errors name the file and the line.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unioncard.errors import UnionCardError
+
+__all__ = ["TollTable", "TollTableError", "load_toll_table", "parse_toll_table"]
+
+MAX_TOLL = 10_000_000
+"""A toll above 100 000 yuan is a typing error, not a toll."""
+
+
+class TollTableError(UnionCardError, ValueError):
+    """An invalid toll table: the message names the file, the entry and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class TollTable:
+    """Tolls of one network: ``(entry, exit, vehicle class) -> fen``."""
+
+    network: int
+    name: str = ""
+    tolls: dict[tuple[int, int, int], int] = field(default_factory=dict)
+
+    def toll(self, entry: int, exit: int, vehicle_class: int) -> int | None:
+        """The toll from ``entry`` to ``exit`` for ``vehicle_class``, or None if unlisted."""
+        found = self.tolls.get((entry, exit, vehicle_class))
+        return found if found is not None else self.tolls.get((exit, entry, vehicle_class))
+
+    def longest_toll(self, exit: int, vehicle_class: int) -> int | None:
+        """The highest toll of any trip ending at ``exit`` for ``vehicle_class``."""
+        found = [fen for (a, b, cls), fen in self.tolls.items()
+                 if cls == vehicle_class and exit in (a, b)]
+        return max(found) if found else None
+
+    @property
+    def stations(self) -> set[int]:
+        return {s for a, b, _ in self.tolls for s in (a, b)}
+
+
+def _code(where: str, value: Any, what: str) -> int:
+    if isinstance(value, str) and len(value) == 4:
+        try:
+            return int(value, 16)
+        except ValueError:
+            pass
+    raise TollTableError(f"{where}: {what} must be 4 hex digits in quotes, got {value!r}")
+
+
+def parse_toll_table(text: str, source: str = "<toll table>") -> TollTable:
+    """Read a toll table document; `TollTableError` names what is wrong."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TollTableError(f"{source}: not valid TOML: {exc}") from None
+    unknown = sorted(set(doc) - {"network", "name", "toll"})
+    if unknown:
+        raise TollTableError(f"{source}: unknown entries {', '.join(unknown)}")
+    network = _code(source, doc.get("network"), "network")
+    name = doc.get("name", "")
+    if not isinstance(name, str):
+        raise TollTableError(f"{source}: name must be a string")
+    entries = doc.get("toll", [])
+    if not isinstance(entries, list) or not entries:
+        raise TollTableError(f"{source}: no [[toll]] entries")
+    tolls: dict[tuple[int, int, int], int] = {}
+    for number, entry in enumerate(entries, 1):
+        where = f"{source}: [[toll]] #{number}"
+        if not isinstance(entry, dict):
+            raise TollTableError(f"{where} is not a table")
+        extra = sorted(set(entry) - {"entry", "exit", "fen"})
+        if extra:
+            raise TollTableError(f"{where}: unknown entries {', '.join(extra)}")
+        entry_code = _code(where, entry.get("entry"), "entry")
+        exit_code = _code(where, entry.get("exit"), "exit")
+        if entry_code == exit_code:
+            raise TollTableError(f"{where}: entry and exit are the same station")
+        fens = entry.get("fen")
+        if not isinstance(fens, dict) or not fens:
+            raise TollTableError(f"{where}: fen must map vehicle classes to tolls, "
+                                 "e.g. fen = { 1 = 10000 }")
+        for cls_text, fen in fens.items():
+            if not cls_text.isdigit() or not 1 <= int(cls_text) <= 255:
+                raise TollTableError(f"{where}: vehicle class {cls_text!r} is not 1..255")
+            if not isinstance(fen, int) or isinstance(fen, bool) or not 0 <= fen <= MAX_TOLL:
+                raise TollTableError(f"{where}: toll for class {cls_text} must be integer fen "
+                                     f"0..{MAX_TOLL}, got {fen!r}")
+            key = (entry_code, exit_code, int(cls_text))
+            if key in tolls:
+                raise TollTableError(f"{where}: {entry['entry']} -> {entry['exit']} class "
+                                     f"{cls_text} is listed twice")
+            tolls[key] = fen
+    return TollTable(network, name, tolls)
+
+
+def load_toll_table(path: str | Path) -> TollTable:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TollTableError(f"cannot read toll table {path}: {exc}") from None
+    return parse_toll_table(text, str(path))
