@@ -185,18 +185,19 @@ def initial_capp_record() -> bytes:
 
 
 def _transit_info(numbers: CardNumbers, member: MemberData, start: dt.date,
-                  expiry: dt.date) -> bytes:
+                  expiry: dt.date, card_type: int) -> bytes:
     return records.build(records.TRANSIT_INFO, issuer=numbers.transit_issuer,
                          app_type=TRANSIT_APP_TYPE, app_version=TRANSIT_APP_VERSION,
                          app_serial=numbers.transit_serial, start=start, expiry=expiry,
-                         card_type=CARD_TYPE_MEMBER, category_flags=member.category_flags)
+                         card_type=card_type, category_flags=member.category_flags)
 
 
-def _etc_info(numbers: CardNumbers, start: dt.date, expiry: dt.date, plate: str) -> bytes:
+def _etc_info(numbers: CardNumbers, start: dt.date, expiry: dt.date, plate: str,
+              card_type: int) -> bytes:
     return records.build(records.ETC_INFO, issuer=numbers.etc_issuer,
                          card_type=ETC_CARD_TYPE, card_version=ETC_CARD_VERSION,
                          network=_bcd(numbers.etc_network, 2), card_no=numbers.etc_card_no,
-                         start=start, expiry=expiry, plate=plate, user_type=CARD_TYPE_MEMBER,
+                         start=start, expiry=expiry, plate=plate, user_type=card_type,
                          other=bytes(2))
 
 
@@ -231,13 +232,22 @@ def issue_member_card(
     etc_network: str = "1101",
     protocol: str = "T=1",
     random_source: RandomSource = None,
+    card_type: int = CARD_TYPE_MEMBER,
+    member_application: bool | None = None,
 ) -> SimulatedCard:
     """A personalized member card, powered off (call ``power_on()``; ``save()`` it to keep it).
 
     Dates default to the member's validity.  Balances are in fen and may not exceed the
-    purse maximum (100000).  Raises ValueError for impossible values, and `CryptoError`
-    when the keystore lacks ``transit`` or ``etc`` keys.
+    purse maximum (100000).  ``card_type`` is EF 0015's card type (transit) and user
+    type (ETC): ``55`` a union member card, ``01`` an ordinary card; the member
+    identity application is on the card when ``member_application`` says so (by
+    default, on member cards only).  Raises ValueError for impossible values, and
+    `CryptoError` when the keystore lacks ``transit`` or ``etc`` keys.
     """
+    if not 0 <= card_type <= 0xFF:
+        raise ValueError("the card type is one byte")
+    with_member = (card_type == CARD_TYPE_MEMBER if member_application is None
+                   else member_application)
     numbers = CardNumbers(card_no, city_code, etc_network)
     start = issue_date or member.valid_from
     end = expiry or member.valid_until
@@ -249,14 +259,15 @@ def issue_member_card(
         if not 0 <= balance <= cfg.max_balance:
             raise ValueError(f"{name} balance must be 0..{cfg.max_balance} fen")
     template = encode_member_template(member.record)
+    member_df = DF(MEMBER_DF_FID, MEMBER_AID, (
+        EF(MEMBER_EF_FID, FileKind.TRANSPARENT, len(template), sfi=MEMBER_SFI,
+           name="member template 70"),
+    ), MemberConfig(), "member identity")
     mf = DF(0x3F00, name="MF", children=(
         DF(ETC_DF_FID, None, _purse_files(True, records.ETC_INFO), etc, "ETC application"),
         DF(TRANSIT_DF_FID, TRANSIT_AID, _purse_files(False, records.TRANSIT_INFO), transit,
            "T-Union transit purse"),
-        DF(MEMBER_DF_FID, MEMBER_AID, (
-            EF(MEMBER_EF_FID, FileKind.TRANSPARENT, len(template), sfi=MEMBER_SFI,
-               name="member template 70"),
-        ), MemberConfig(), "member identity"),
+        *((member_df,) if with_member else ()),
     ))
     layout = CardLayout("member-card", mf, Pin(pin), b"UNIONCARD",
                         f"member {member.member_no} card {card_no}")
@@ -265,14 +276,17 @@ def issue_member_card(
     nvm.format(PIN_TRIES_CELL, bytes([layout.pin.max_tries if layout.pin else 0]))
     holder = etc_holder_record(member)
     etc_path, transit_path = f"3F00/{ETC_DF_FID:04X}", f"3F00/{TRANSIT_DF_FID:04X}"
-    personalize_binary(nvm, fs.node(f"{etc_path}/0015"), _etc_info(numbers, start, end, plate))
+    personalize_binary(nvm, fs.node(f"{etc_path}/0015"),
+                       _etc_info(numbers, start, end, plate, card_type))
     personalize_binary(nvm, fs.node(f"{etc_path}/0016"), holder)
     personalize_records(nvm, fs.node(f"{etc_path}/0018"), [])
     personalize_records(nvm, fs.node(f"{etc_path}/0019"), [initial_capp_record()])
     personalize_binary(nvm, fs.node(f"{transit_path}/0015"),
-                       _transit_info(numbers, member, start, end))
+                       _transit_info(numbers, member, start, end, card_type))
     personalize_binary(nvm, fs.node(f"{transit_path}/0016"), holder)
-    personalize_binary(nvm, fs.node(f"3F00/{MEMBER_DF_FID:04X}/{MEMBER_EF_FID:04X}"), template)
+    if with_member:
+        personalize_binary(nvm, fs.node(f"3F00/{MEMBER_DF_FID:04X}/{MEMBER_EF_FID:04X}"),
+                           template)
     card.apps[etc_path].personalize(balance=etc_balance)
     card.apps[transit_path].personalize(balance=transit_balance)
     return card
