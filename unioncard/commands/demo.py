@@ -1,33 +1,50 @@
-"""``unioncard demo``: the sample trace decoded, then a member card at work.
+"""``unioncard demo``: the sample trace decoded, then a member card at work in the terminal engine.
 
 First the sample trace that ships with unioncard (``unioncard/data/sample_trace.txt``):
-one bus fare paid with a union member card: PPSE and UnionPay selection, GPO,
-records with the PAN (masked), the T-Union purse with the member card type in
-EF 0015, and an EP purchase with the PSAM (MAC1, MAC2, TAC computed with the
-project's test keys).
+one bus fare paid with a union member card, recorded from the terminal engine
+and the simulator: the member application, the T-Union purse with the member
+card type in EF 0015, and an EP purchase with a T=0 PSAM (MAC1, MAC2, TAC).
 
-Then the same kind of transactions live: a member card and a PSAM are issued
-into the simulator with the test keys, the shipped tariff rules price a bus
-fare (10% off) and a highway toll (5% off), and the purse commands run against
-the simulated card, the PSAM verifying MAC2 and the TAC checked with the keys.
+Then the engine live: a member card and a PSAM are issued into the simulator
+with the test keys, and the terminal engine runs a bus fare (10% off), a
+highway trip (entry, then exit at 5% off through composite purchases), a load
+and a card read, journaling every transaction in a SQLite journal, and exports
+the offline records; each TAC is verified with the keystore as settlement does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from importlib import resources
+from pathlib import Path
 
 import click
 
-from unioncard.apdu import records
 from unioncard.apdu.indexer import concat, iter_index_records
+from unioncard.apdu.purse import bcd_datetime
 from unioncard.apdu.trace_decode import describe, pair, render
 from unioncard.apdu.trace_stats import TraceStats
 from unioncard.apdu.trace_text import read_text
 from unioncard.applet_sim import MemberData, issue_member_card, issue_psam
-from unioncard.applet_sim.scenarios import PurseTerminal, capp_entry_record
-from unioncard.crypto import Keystore
-from unioncard.tariffs import Mode, QuoteContext, quote
+from unioncard.commands.common import yuan
+from unioncard.crypto import Keystore, derive_card_keys
+from unioncard.crypto import purse as pc
+from unioncard.offline import Application, OfflineRecord, read_batch
+from unioncard.tariffs import Mode
+from unioncard.terminal import (
+    CardRead,
+    EtcEntry,
+    EtcExit,
+    KeystoreLoadHost,
+    Load,
+    Outcome,
+    TransactionJournal,
+    TransitPurchase,
+    parse_toll_table,
+    run,
+)
+from unioncard.transport import Channel, InProcessTransport
 
 __all__ = ["SAMPLE", "group"]
 
@@ -37,13 +54,14 @@ SAMPLE = "data/sample_trace.txt"
 @click.command(name="demo")
 @click.option("--unmask", is_flag=True, help="Show the sample card's PAN in full.")
 def group(unmask: bool) -> None:
-    """Decode a sample trace, then pay a bus fare and a toll with a simulated member card.
+    """Decode a sample trace, then run a member card through the terminal engine.
 
     The first part is ``unioncard trace decode`` on the sample file, followed by
     a summary from the bulk indexer.  The second issues a union member card and
-    a PSAM in memory (published test keys), prices a bus fare and a highway toll
-    with the shipped member-benefit rules, and runs the purse purchase and the
-    composite (CAPP) toll purchase against the simulated card.
+    a PSAM in memory (published test keys) and runs, through the terminal
+    engine, a bus fare, a highway entry and exit (composite purchases), a load
+    and a card read, priced by the shipped member-benefit rules and journaled;
+    the offline records are exported and every TAC is checked with the keys.
     """
     _sample(unmask)
     click.echo()
@@ -72,50 +90,88 @@ def _sample(unmask: bool) -> None:
 DEMO_TIME = dt.datetime(2026, 5, 1, 8, 30)
 DEMO_MEMBER = MemberData("张三", "20260001", "市总工会", "11010519491231002X",
                          dt.date(2026, 1, 1), dt.date(2030, 12, 31), category_flags=0x02)
+TOLL_TABLE = "data/toll-table-example.toml"
+LOAD_TERMINAL = bytes.fromhex("000000000099")
 
 
-def _yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d} yuan"
+def _tac_ok(record: OfflineRecord, keys: Keystore) -> bool:
+    """The TAC checked with the issuer's TAC key, as settlement checks it (PROTOCOL.md §2)."""
+    dtk = derive_card_keys(keys.by_version(record.key_version), record.diversifier).tac
+    date, time = bcd_datetime(record.when)
+    if record.is_load:
+        expected = pc.load_tac(dtk, record.balance_after, record.card_seq,
+                               record.charged_amount, record.tx_type, record.terminal_id,
+                               date, time)
+    else:
+        expected = pc.purchase_tac(dtk, record.charged_amount, record.tx_type,
+                                   record.terminal_id, record.terminal_seq, date, time)
+    return expected == record.tac
 
 
-def _pay(terminal: PurseTerminal, what: str, context: QuoteContext,
-         capp_record: bytes | None = None) -> None:
-    """Quote, then purchase the charged amount; MAC2 and TAC are checked by `PurseTerminal`."""
-    priced = quote(context)
-    before = terminal.balance()
-    purchase = terminal.purchase(priced.charged_amount, capp_record=capp_record)
-    after = terminal.balance()
-    click.echo(f"  {what}: list {_yuan(priced.list_amount)}, charged "
-               f"{_yuan(priced.charged_amount)} ({priced.reason})")
-    click.echo(f"    purse {_yuan(before)} -> {_yuan(after)}; terminal seq "
-               f"{purchase.terminal_seq}, MAC2 verified by the PSAM, TAC "
-               f"{purchase.tac.hex().upper()} verified")
+def _report(what: str, outcome: Outcome, keys: Keystore) -> None:
+    if outcome.decision.value != "approved":
+        click.echo(f"  {what}: {outcome.decision.value}: {outcome.reason}")
+        return
+    record = outcome.record
+    assert record is not None
+    rules = f" ({outcome.reason})" if outcome.rules else ""
+    if outcome.list_amount != outcome.charged_amount or outcome.rules:
+        click.echo(f"  {what}: list {yuan(outcome.list_amount)}, charged "
+                   f"{yuan(outcome.charged_amount)}{rules}")
+    else:
+        click.echo(f"  {what}: {outcome.reason}")
+    verified = "verified" if _tac_ok(record, keys) else "DOES NOT VERIFY"
+    click.echo(f"    purse {yuan(outcome.balance_before)} -> {yuan(outcome.balance_after)}; "
+               f"terminal seq {record.terminal_seq}, TAC {record.tac.hex().upper()} {verified}")
 
 
 def _live() -> None:
     keys = Keystore.test()
-    click.echo("Live: a union member card in the simulator (published TEST keys)")
+    click.echo("Live: a union member card and a PSAM in the simulator (published TEST keys), "
+               "through the terminal engine")
     card = issue_member_card(DEMO_MEMBER, keys, card_no=1, transit_balance=5000,
                              etc_balance=20000, plate="京A12345", random_source=1)
-    psam = issue_psam(keys, "000000000001", random_source=2)
-    card.power_on()
-    psam.power_on()
-    terminal = PurseTerminal(card.transmit, psam.transmit, keys, when=DEMO_TIME)
-    transit = records.parse(records.TRANSIT_INFO, terminal.select("transit"))
-    kind = ("union member" if transit.card_type == records.CardType.UNION_MEMBER
-            else "not a member card")
-    click.echo(f"  member {DEMO_MEMBER.member_no} {DEMO_MEMBER.name}, T-Union purse card type "
-               f"{transit.card_type:02X} ({kind})")
-    _pay(terminal, "bus fare", QuoteContext(
-        mode=Mode.BUS, amount=200, card_type=transit.card_type, at=DEMO_TIME, route="K1",
-        member_categories=transit.category_flags))
-    etc = records.parse(records.ETC_INFO, terminal.select("etc"))
-    exit_record = capp_entry_record(network=0x1101, station=0x0007, lane=3, when=DEMO_TIME,
-                                    vehicle_class=1, status=0x04, plate=etc.plate)
-    _pay(terminal, "highway toll (CAPP)", QuoteContext(
-        mode=Mode.ETC, amount=10000, card_type=etc.user_type, at=DEMO_TIME, vehicle_class=1),
-        capp_record=exit_record)
-    written = terminal.card.expect("00B201CC2B", length=43)
-    record = records.parse(records.CAPP_RECORD, written)
-    click.echo(f"    EF 0019 record 1 read back: ETC exit, station {record.station.hex()}, "
-               f"lane {record.lane}, plate {record.plate}")
+    psam = issue_psam(keys, "000000000001", random_source=2, protocol="T=0")
+    links = []
+    for device in (card, psam):
+        transport = InProcessTransport(device)
+        transport.power_on()
+        links.append(Channel(transport))
+    card_link, psam_link = links
+    tolls = parse_toll_table(resources.files("unioncard").joinpath(TOLL_TABLE)
+                             .read_text(encoding="utf-8"), TOLL_TABLE)
+    with tempfile.TemporaryDirectory(prefix="unioncard-demo-") as tmp, \
+            TransactionJournal(Path(tmp) / "journal.sqlite") as journal:
+        def tap(session_type: type, *args: object, minutes: int = 0, **options: object) -> Outcome:
+            session = session_type(*args, now=DEMO_TIME + dt.timedelta(minutes=minutes),
+                                   pending=journal.pending(), **options)
+            return run(session, card=card_link, psam=psam_link, journal=journal,
+                       host=KeystoreLoadHost(keys))
+
+        fare = tap(TransitPurchase, Mode.BUS, 200, route="K1")
+        member = fare.details.get("member", {})
+        click.echo(f"  member {member.get('member_no')} ({member.get('organization')}), "
+                   f"T-Union purse card type {fare.details['card']['card_type']} "
+                   "(union member)")
+        _report("bus fare, route K1", fare, keys)
+        entry = tap(EtcEntry, network=tolls.network, station=0x0203, lane=2, vehicle_class=1,
+                    minutes=20)
+        _report("highway entry, station 0203", entry, keys)
+        exit_ = tap(EtcExit, network=tolls.network, station=0x0007, lane=3, tolls=tolls,
+                    minutes=95)
+        _report("highway exit, station 0007 (toll table: 0203 -> 0007, class 1)", exit_, keys)
+        load = tap(Load, Application.TRANSIT, 2000, terminal_id=LOAD_TERMINAL, minutes=120)
+        _report("load onto the transit purse", load, keys)
+        read = run(CardRead(), card=card_link)
+        etc = next(p for p in read.details["purses"] if p["application"] == "etc")
+        toll = etc["toll_record"]
+        click.echo(f"  card read: transit {yuan(read.details['balances']['transit'])}, ETC "
+                   f"{yuan(read.details['balances']['etc'])}; EF 0019 record 1: ETC exit, "
+                   f"station {toll['station']}, lane {toll['lane']}, plate {toll['plate']}")
+        counts = journal.counts()
+        batches = journal.export(Path(tmp) / "batches", now=DEMO_TIME + dt.timedelta(hours=12))
+        exported = [r for b in batches for r in read_batch(b.path).records]
+        good = sum(_tac_ok(r, keys) for r in exported)
+        click.echo(f"  journal: {counts['completed']} completed, {counts['pending']} pending; "
+                   f"exported {len(exported)} offline records in {len(batches)} batch files, "
+                   f"{good} of {len(exported)} TACs verified")
