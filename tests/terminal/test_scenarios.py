@@ -1,0 +1,313 @@
+"""The terminal engine's acceptance scenarios, on every transport and with two kinds of card.
+
+Each scenario runs on a `Lane`: a card and a PSAM reached in process or through
+pcscd + vpcd + pyscard, and a journal in SQLite on disk.  The cards are the
+project's simulator and `protocol_card` (a card and a PSAM written only from
+PROTOCOL.md, sharing no code with unioncard), so the engine is shown to rely on
+the protocol and on nothing either implementation does beyond it.  The
+simulator's card speaks T=1 with a T=0 PSAM; the independent card speaks T=0
+with a T=1 PSAM.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import protocol_card
+import pytest
+
+from unioncard.apdu.purse import bcd_datetime
+from unioncard.applet_sim import MemberData, Step, issue_member_card, issue_psam
+from unioncard.crypto import Keystore, derive_card_keys
+from unioncard.crypto import purse as pc
+from unioncard.offline import Application, OfflineRecord, RecordFlags
+from unioncard.tariffs import Mode
+from unioncard.terminal import (
+    CardRead,
+    Decision,
+    EtcEntry,
+    EtcExit,
+    KeystoreLoadHost,
+    Load,
+    Outcome,
+    TransactionJournal,
+    TransitPurchase,
+    parse_toll_table,
+    run,
+)
+from unioncard.transport import Channel, InProcessTransport
+
+NOW = dt.datetime(2026, 5, 1, 8, 30)
+KEYS = Keystore.test()
+OTHER_KEYS = Keystore.from_toml(  # other purchase master keys (not only in the parity bits)
+    KEYS.to_toml().replace('purchase_mk = "4041', 'purchase_mk = "4244')
+    .replace('purchase_mk = "7071', 'purchase_mk = "7274'))
+TOLLS = parse_toll_table('network = "1101"\n[[toll]]\nentry = "0203"\nexit = "0007"\n'
+                         'fen = { 1 = 10000, 2 = 15000 }\n')
+LOAD_TERMINAL = bytes.fromhex("0000000000AA")
+
+
+def _sim_cards(card_type: int, expiry: dt.date | None, psam_keys: Keystore) -> tuple[Any, Any]:
+    member = MemberData("张三", "20260001", "市总工会", "11010519491231002X",
+                        dt.date(2026, 1, 1), dt.date(2030, 12, 31), category_flags=0x02)
+    card = issue_member_card(member, KEYS, card_no=7, transit_balance=5000, etc_balance=20000,
+                             plate="京A12345", card_type=card_type, expiry=expiry,
+                             issue_date=dt.date(2024, 1, 1), random_source=7)
+    psam = issue_psam(psam_keys, "000000000001", protocol="T=0", random_source=8)
+    return card, psam
+
+
+def _protocol_cards(card_type: int, expiry: dt.date | None,
+                    psam_keys: Keystore) -> tuple[Any, Any]:
+    card = protocol_card.ProtocolCard(
+        transit_balance=5000, etc_balance=20000, card_type=card_type, protocol="T=0", seed=3,
+        start_date="20240101", expiry_date=(expiry or dt.date(2035, 12, 31)).strftime("%Y%m%d"))
+    psam = protocol_card.ProtocolPsam(terminal_id="000000000002",
+                                      purchase_keys=psam_keys.purchase_master_keys())
+    return card, psam
+
+
+CARD_KINDS = {"simulator": _sim_cards, "protocol-card": _protocol_cards}
+
+
+@dataclass
+class Lane:
+    """A card and a PSAM on some transport, a journal on disk, and the means to pull the card."""
+
+    kind: str
+    card: Any
+    psam: Any
+    card_link: Channel
+    psam_link: Channel
+    journal: TransactionJournal
+    present_again: Callable[[], None]
+    when: dt.datetime = NOW
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def tap(self, make: Callable[..., Any], *args: Any, minutes: float = 1,
+            **options: Any) -> Outcome:
+        self.when += dt.timedelta(minutes=minutes)
+        session = make(*args, now=self.when, pending=self.journal.pending(), **options)
+        outcome = run(session, card=self.card_link, psam=self.psam_link, journal=self.journal,
+                      host=KeystoreLoadHost(KEYS))
+        self.outcomes.append(outcome)
+        return outcome
+
+    def bus(self, amount: int = 200, **options: Any) -> Outcome:
+        return self.tap(TransitPurchase, Mode.BUS, amount, route="42", **options)
+
+    def balance(self, app: str) -> int:
+        outcome = run(CardRead(), card=self.card_link)
+        return int(outcome.details["balances"][app])
+
+    def pull_during_debit(self, committed: bool) -> None:
+        """The card leaves the field at its next DEBIT, after committing it or before."""
+        if self.kind == "simulator":
+            if committed:
+                self.card.faults.cut_after(Step.COMMIT)
+            else:
+                self.card.faults.cut_before(Step.PURSE_BALANCE)
+        else:
+            self.card.pull_at(0x54, when="after" if committed else "before")
+
+
+@pytest.fixture(params=["inprocess", "pcsc"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=list(CARD_KINDS))
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_lane(request: pytest.FixtureRequest, tmp_path: Path, kind: str,
+              transport: str) -> Iterator[Callable[..., Lane]]:
+    """``make_lane(card_type=, expiry=, psam_keys=)``: a lane of this test's kind and transport."""
+    journals: list[TransactionJournal] = []
+
+    def make(*, card_type: int = 0x55, expiry: dt.date | None = None,
+             psam_keys: Keystore = KEYS) -> Lane:
+        card, psam = CARD_KINDS[kind](card_type, expiry, psam_keys)
+        journal = TransactionJournal(tmp_path / "journal.sqlite")
+        journals.append(journal)
+        if transport == "inprocess":
+            card_transport, psam_transport = InProcessTransport(card), InProcessTransport(psam)
+            card_transport.power_on()
+            psam_transport.power_on()
+            present_again: Callable[[], None] = card_transport.power_on
+        else:
+            reader = request.getfixturevalue("pcsc_serve")(card, psam)
+            card_transport, psam_transport = reader.transport, reader.psam_transport
+
+            def present_again() -> None:
+                card_transport.wait_for_card(10, present=False)  # torn out of the reader...
+                card_transport.wait_for_card(10)  # ...and back
+                card_transport.power_on()
+
+        return Lane(kind, card, psam, Channel(card_transport), Channel(psam_transport), journal,
+                    present_again)
+
+    yield make
+    for journal in journals:
+        journal.close()
+
+
+@pytest.fixture
+def lane(make_lane: Callable[..., Lane]) -> Lane:
+    return make_lane()
+
+
+def tac_verifies(record: OfflineRecord) -> bool:
+    """The record's TAC, recomputed with the issuer's TAC key as settlement does."""
+    dtk = derive_card_keys(KEYS.by_version(record.key_version), record.diversifier).tac
+    date, time = bcd_datetime(record.when)
+    if record.is_load:
+        expected = pc.load_tac(dtk, record.balance_after, record.card_seq, record.charged_amount,
+                               record.tx_type, record.terminal_id, date, time)
+    else:
+        expected = pc.purchase_tac(dtk, record.charged_amount, record.tx_type,
+                                   record.terminal_id, record.terminal_seq, date, time)
+    return expected == record.tac
+
+
+# --- the scenarios ------------------------------------------------------------------------
+
+
+def test_member_bus_fare_has_the_10_percent_benefit(lane):
+    outcome = lane.bus(200)
+    assert outcome.decision is Decision.APPROVED, outcome.reason
+    assert (outcome.list_amount, outcome.charged_amount) == (200, 180)
+    assert outcome.rules == ("bus-member-10",)
+    assert (outcome.balance_before, outcome.balance_after) == (5000, 4820)
+    assert lane.balance("transit") == 4820
+    assert outcome.record is not None and tac_verifies(outcome.record)
+    assert not outcome.record.flags
+    assert lane.journal.counts() == {"pending": 0, "completed": 1, "voided": 0, "unexported": 1}
+
+
+def test_non_member_pays_the_full_fare(make_lane):
+    lane = make_lane(card_type=0x01)
+    outcome = lane.bus(200)
+    assert outcome.decision is Decision.APPROVED, outcome.reason
+    assert (outcome.charged_amount, outcome.rules) == (200, ())
+    assert lane.balance("transit") == 4800
+    assert outcome.record is not None and outcome.record.member_status == 0
+
+
+def test_etc_entry_then_exit_with_the_5_percent_benefit(lane):
+    entry = lane.tap(EtcEntry, network=0x1101, station=0x0203, lane=2, vehicle_class=1)
+    assert entry.decision is Decision.APPROVED, entry.reason
+    assert entry.charged_amount == 0 and entry.record is not None
+    assert entry.record.tx_type == 0x09 and tac_verifies(entry.record)
+    exit_ = lane.tap(EtcExit, network=0x1101, station=0x0007, lane=3, tolls=TOLLS, minutes=90)
+    assert exit_.decision is Decision.APPROVED, exit_.reason
+    assert (exit_.list_amount, exit_.charged_amount, exit_.rules) == (10000, 9500,
+                                                                      ("etc-member-5",))
+    assert exit_.details["toll"]["entry_station"] == "0203"
+    assert exit_.record is not None and exit_.record.entry_station == 0x0203
+    assert tac_verifies(exit_.record)
+    read = run(CardRead(), card=lane.card_link)
+    etc = next(p for p in read.details["purses"] if p["application"] == "etc")
+    assert etc["balance"] == 10500
+    assert (etc["toll_record"]["status"], etc["toll_record"]["station"]) == (0x04, "0007")
+
+
+@pytest.mark.parametrize("purse", ["transit", "etc"])
+def test_a_load_on_each_purse(lane, purse):
+    before = lane.balance(purse)
+    outcome = lane.tap(Load, Application[purse.upper()], 3000, terminal_id=LOAD_TERMINAL)
+    assert outcome.decision is Decision.APPROVED, outcome.reason
+    assert outcome.balance_after == before + 3000 == lane.balance(purse)
+    assert outcome.record is not None and outcome.record.tx_type == 0x02
+    assert tac_verifies(outcome.record)
+    assert outcome.record.terminal_seq == outcome.pending_id  # the journal's number
+
+
+def test_insufficient_balance_is_declined_and_changes_nothing(lane):
+    outcome = lane.bus(6000)
+    assert outcome.decision is Decision.DECLINED
+    assert "insufficient balance: 50.00 yuan on the card, 54.00 yuan to pay" in outcome.reason
+    assert lane.balance("transit") == 5000
+    assert lane.journal.counts()["pending"] == lane.journal.counts()["completed"] == 0
+
+
+def test_an_expired_card_is_declined(make_lane):
+    lane = make_lane(expiry=dt.date(2026, 4, 30))
+    outcome = lane.bus(200)
+    assert outcome.decision is Decision.DECLINED
+    assert outcome.reason == "card expired on 2026-04-30"
+    assert lane.balance("transit") == 5000
+
+
+def test_a_psam_with_the_wrong_key_charges_nothing(make_lane):
+    lane = make_lane(psam_keys=OTHER_KEYS)
+    outcome = lane.bus(200)
+    assert outcome.decision is Decision.DECLINED
+    assert "refused MAC1 (9302)" in outcome.reason and "PSAM" in outcome.reason
+    assert lane.balance("transit") == 5000
+    assert lane.journal.counts() == {"pending": 0, "completed": 0, "voided": 1, "unexported": 0}
+
+
+def test_card_read(lane):
+    lane.bus(200)
+    outcome = run(CardRead(), card=lane.card_link)
+    assert outcome.decision is Decision.APPROVED
+    assert outcome.details["balances"] == {"transit": 4820, "etc": 20000}
+    assert outcome.details["member"]["member_no"] == "20260001"
+    transit = next(p for p in outcome.details["purses"] if p["application"] == "transit")
+    newest = transit["log"][0]
+    assert (newest["type"], newest["amount"], newest["date"], newest["time"]) == (
+        "purchase", 180, "2026-05-01", "08:31:00")
+
+
+def test_pulled_after_debit_then_tapped_again_is_charged_once(lane):
+    lane.pull_during_debit(committed=True)
+    first = lane.bus(200)
+    assert first.decision is Decision.INTERRUPTED, first.reason
+    assert first.pending_id is not None
+    assert lane.journal.counts()["pending"] == 1
+    lane.present_again()
+    second = lane.bus(200)
+    assert second.decision is Decision.APPROVED, second.reason
+    assert second.recovered and second.charged_amount == 180
+    assert second.record is not None and second.record.flags == RecordFlags.RECOVERED
+    assert tac_verifies(second.record)  # the proof's TAC (GET TRANSACTION PROVE)
+    assert lane.balance("transit") == 4820  # charged once
+    assert lane.journal.counts() == {"pending": 0, "completed": 1, "voided": 0, "unexported": 1}
+
+
+def test_pulled_before_debit_is_voided_then_charged_once(lane):
+    lane.pull_during_debit(committed=False)
+    first = lane.bus(200)
+    assert first.decision is Decision.INTERRUPTED, first.reason
+    lane.present_again()
+    assert lane.balance("transit") == 5000  # the debit never happened
+    second = lane.bus(200)
+    assert second.decision is Decision.APPROVED, second.reason
+    assert not second.recovered and second.charged_amount == 180
+    assert any("voided" in w for w in second.warnings)
+    assert lane.balance("transit") == 4820
+    assert lane.journal.counts() == {"pending": 0, "completed": 1, "voided": 1, "unexported": 1}
+
+
+@pytest.mark.parametrize("kind", ["simulator"])
+@pytest.mark.parametrize("transport", ["pcsc"])
+def test_a_card_on_a_reader_pairs_with_a_psam_in_process(pcsc_serve, tmp_path, kind, transport):
+    card, psam = _sim_cards(0x55, None, KEYS)
+    reader = pcsc_serve(card)  # the card alone in the virtual reader
+    psam_transport = InProcessTransport(psam)
+    psam_transport.power_on()
+    with TransactionJournal(tmp_path / "journal.sqlite") as journal:
+        outcome = run(TransitPurchase(Mode.BUS, 200, now=NOW), card=Channel(reader.transport),
+                      psam=Channel(psam_transport), journal=journal)
+    assert outcome.decision is Decision.APPROVED, outcome.reason
+    assert outcome.charged_amount == 180 and outcome.record is not None
+    assert outcome.record.terminal_id == bytes.fromhex("000000000001")
+    with reader.bridge.lock:
+        assert card.purse("transit").balance == 4820
