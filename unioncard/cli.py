@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 """Command name -> (module under unioncard.commands, attribute), in help order."""
 
-DECISION_COMMANDS = frozenset({"tap", "load"})
+DECISION_COMMANDS = frozenset({("tap",), ("load",), ("card", "read")})
 """Commands whose JSON documents carry a ``decision``."""
 
 
@@ -72,8 +72,10 @@ def _json_error(argv: list[str], message: str, status: int) -> None:
     if "--json" not in argv:
         return
     document: dict[str, Any] = {"error": message, "exit_status": status}
-    if argv and argv[0] in DECISION_COMMANDS:
-        document = {"decision": "error", "reason": message, **document}
+    if tuple(argv[:1]) in DECISION_COMMANDS or tuple(argv[:2]) in DECISION_COMMANDS:
+        from unioncard.commands.common import error_document
+
+        document = {**error_document(message), **document}
     click.echo(json.dumps(document, ensure_ascii=False))
 
 

@@ -14,7 +14,10 @@ from unioncard.apdu.trace_binary import read_binary
 from unioncard.apdu.trace_text import read_text
 from unioncard.cli import root
 
-SAMPLE = Path(str(resources.files("unioncard").joinpath("data/sample_trace.txt")))
+SHIPPED = Path(str(resources.files("unioncard").joinpath("data/sample_trace.txt")))
+SAMPLE = Path(__file__).with_name("data") / "emv_bus_fare.txt"
+"""A bus fare traced with the PBOC debit application read first (PPSE, GPO, records with
+a PAN), so that decoding, PAN masking and TLV statistics have something to work on."""
 SPY = Path(__file__).parents[1] / "apdu" / "data" / "pcsc_spy" / "spy_raw.log"
 H = bytes.fromhex
 
@@ -166,11 +169,13 @@ def test_convert_refusals(tmp_path):
     assert same.exit_code == 2
 
 
-def test_demo_decodes_the_sample():
+def test_demo_decodes_the_shipped_sample():
     result = run("demo")
     assert result.exit_code == 0
-    assert "INIT SAM FOR PURCHASE" in result.stdout and "623058*********6789" in result.stdout
-    assert "32 frames, 16 exchanges (card 12, PSAM 4)" in result.stdout
+    assert f"Sample trace: {SHIPPED}" in result.stdout
+    assert "INIT SAM FOR PURCHASE" in result.stdout and "card type: 55 (union member card)" \
+        in result.stdout
+    assert "20 frames, 10 exchanges (card 6, PSAM 4)" in result.stdout
 
 
 @pytest.mark.parametrize("args", [["trace"], ["trace", "decode"], ["trace", "stats"],

@@ -226,7 +226,7 @@ def test_a_load_on_each_purse(lane, purse):
     assert outcome.balance_after == before + 3000 == lane.balance(purse)
     assert outcome.record is not None and outcome.record.tx_type == 0x02
     assert tac_verifies(outcome.record)
-    assert outcome.record.terminal_seq == outcome.pending_id  # the journal's number
+    assert outcome.record.terminal_seq == outcome.journal_id  # the journal's number
 
 
 def test_insufficient_balance_is_declined_and_changes_nothing(lane):
@@ -248,7 +248,7 @@ def test_an_expired_card_is_declined(make_lane):
 def test_a_psam_with_the_wrong_key_charges_nothing(make_lane):
     lane = make_lane(psam_keys=OTHER_KEYS)
     outcome = lane.bus(200)
-    assert outcome.decision is Decision.DECLINED
+    assert outcome.decision is Decision.ERROR  # the terminal's fault, not the card's
     assert "refused MAC1 (9302)" in outcome.reason and "PSAM" in outcome.reason
     assert lane.balance("transit") == 5000
     assert lane.journal.counts() == {"pending": 0, "completed": 0, "voided": 1, "unexported": 0}
@@ -270,7 +270,7 @@ def test_pulled_after_debit_then_tapped_again_is_charged_once(lane):
     lane.pull_during_debit(committed=True)
     first = lane.bus(200)
     assert first.decision is Decision.INTERRUPTED, first.reason
-    assert first.pending_id is not None
+    assert first.journal_id is not None
     assert lane.journal.counts()["pending"] == 1
     lane.present_again()
     second = lane.bus(200)

@@ -25,7 +25,7 @@ from enum import IntEnum
 import construct as c
 
 from unioncard.apdu.apdu import CommandAPDU
-from unioncard.apdu.records import build, parse
+from unioncard.apdu.records import build, parse, size_of
 
 __all__ = [
     "BALANCE_RESPONSE",
@@ -183,7 +183,7 @@ def get_challenge(length: int = 4) -> CommandAPDU:
 
 def _initialize(kind: InitKind, amount: int, terminal_id: bytes, key_index: int) -> CommandAPDU:
     data = build(INITIALIZE_COMMAND, key_index=key_index, amount=amount, terminal_id=terminal_id)
-    le = INIT_LOAD_RESPONSE.sizeof() if kind is InitKind.LOAD else INIT_PURCHASE_RESPONSE.sizeof()
+    le = size_of(INIT_LOAD_RESPONSE) if kind is InitKind.LOAD else size_of(INIT_PURCHASE_RESPONSE)
     return CommandAPDU(0x80, 0x50, kind, PurseP2.EP, data, le)
 
 
@@ -208,24 +208,24 @@ def initialize_for_load(amount: int, terminal_id: bytes,
 def debit_for_purchase(terminal_seq: int, date: bytes, time: bytes, mac1: bytes) -> CommandAPDU:
     """DEBIT FOR PURCHASE / CAPP PURCHASE ``80 54 01 00 0F``, Le ``08``."""
     data = build(DEBIT_COMMAND, terminal_seq=terminal_seq, date=date, time=time, mac1=mac1)
-    return CommandAPDU(0x80, 0x54, 0x01, 0x00, data, DEBIT_RESPONSE.sizeof())
+    return CommandAPDU(0x80, 0x54, 0x01, 0x00, data, size_of(DEBIT_RESPONSE))
 
 
 def credit_for_load(date: bytes, time: bytes, mac2: bytes) -> CommandAPDU:
     """CREDIT FOR LOAD ``80 52 00 00 0B``, Le ``04``."""
     data = build(CREDIT_FOR_LOAD_COMMAND, date=date, time=time, mac2=mac2)
-    return CommandAPDU(0x80, 0x52, 0x00, 0x00, data, CREDIT_FOR_LOAD_RESPONSE.sizeof())
+    return CommandAPDU(0x80, 0x52, 0x00, 0x00, data, size_of(CREDIT_FOR_LOAD_RESPONSE))
 
 
 def get_balance() -> CommandAPDU:
     """GET BALANCE of the purse ``80 5C 00 02 04``."""
-    return CommandAPDU(0x80, 0x5C, 0x00, PurseP2.EP, le=BALANCE_RESPONSE.sizeof())
+    return CommandAPDU(0x80, 0x5C, 0x00, PurseP2.EP, le=size_of(BALANCE_RESPONSE))
 
 
 def get_transaction_prove(tx_type: int, card_seq: int) -> CommandAPDU:
     """GET TRANSACTION PROVE ``80 5A 00 TT 02``, Le ``08``: ``card_seq`` is INITIALIZE's + 1."""
     return CommandAPDU(0x80, 0x5A, 0x00, tx_type, build(PROVE_COMMAND, card_seq=card_seq),
-                       PROVE_RESPONSE.sizeof())
+                       size_of(PROVE_RESPONSE))
 
 
 def update_capp_data_cache(record: bytes, sfi: int) -> CommandAPDU:
@@ -251,7 +251,7 @@ def application_unblock(mac: bytes) -> CommandAPDU:
 
 def sam_read_terminal_id() -> CommandAPDU:
     """READ BINARY of the PSAM's EF 0016 (SFI 16): ``00 B0 96 00 06``."""
-    return read_binary_sfi(0x16, TERMINAL_ID_RESPONSE.sizeof())
+    return read_binary_sfi(0x16, size_of(TERMINAL_ID_RESPONSE))
 
 
 def sam_init_for_purchase(
@@ -262,7 +262,7 @@ def sam_init_for_purchase(
     data = build(SAM_PURCHASE_COMMAND, random=random, offline_seq=offline_seq, amount=amount,
                  tx_type=tx_type, date=date, time=time, key_version=key_version,
                  alg_id=alg_id, diversifier=diversifier)
-    return CommandAPDU(0x80, 0x70, 0x00, 0x00, data, SAM_PURCHASE_RESPONSE.sizeof())
+    return CommandAPDU(0x80, 0x70, 0x00, 0x00, data, size_of(SAM_PURCHASE_RESPONSE))
 
 
 def sam_credit_for_purchase(mac2: bytes) -> CommandAPDU:

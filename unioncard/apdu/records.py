@@ -28,6 +28,7 @@ are here too: `CardType` (EF 0015), `MemberCategory` (EF 0015, ``DF44``) and
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from enum import IntEnum, IntFlag
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "build",
     "parse",
     "parse_bcd_date",
+    "size_of",
 ]
 
 
@@ -223,11 +225,31 @@ TRANSIT_RECORD = c.Struct(
 """EF 001E (SFI ``1E``), a T-Union transit record as open readers publish it (48 bytes)."""
 
 
+@functools.cache
+def size_of(layout: c.Construct) -> int:
+    """``layout.sizeof()``, computed once per layout (construct takes microseconds each time)."""
+    return int(layout.sizeof())
+
+
+@functools.cache
+def _compiled(layout: c.Construct) -> Any:
+    """``layout`` compiled by construct (3 to 4 times faster), made on first use."""
+    return layout.compile()
+
+
 def parse(layout: c.Construct, data: bytes) -> Any:
-    """Parse one file's bytes; the wrong size or a bad field raises `DecodeError`."""
-    size = layout.sizeof()
+    """Parse one file's bytes; the wrong size or a bad field raises `DecodeError`.
+
+    The compiled layout parses; when it refuses, the declared one parses again to
+    name the field that is wrong.
+    """
+    size = size_of(layout)
     if len(data) != size:
         raise DecodeError(f"expected {size} bytes, got {len(data)}", min(len(data), size))
+    try:
+        return _compiled(layout).parse(data)
+    except Exception:  # compiled code raises construct's and the stdlib's errors alike
+        pass
     try:
         return layout.parse(data)
     except c.ConstructError as exc:
@@ -236,6 +258,10 @@ def parse(layout: c.Construct, data: bytes) -> Any:
 
 def build(layout: c.Construct, **fields: Any) -> bytes:
     """The bytes of one file from its fields (`ValueError` for a value that doesn't fit)."""
+    try:
+        return bytes(_compiled(layout).build(fields))
+    except Exception:  # compiled code raises construct's and the stdlib's errors alike
+        pass
     try:
         return bytes(layout.build(fields))
     except c.ConstructError as exc:

@@ -22,7 +22,12 @@ from unioncard.applet_sim.issuance import DEFAULT_TERMINAL_ID, IssueOptions, iss
 from unioncard.applet_sim.member_sheet import SheetError, read_sheet
 from unioncard.applet_sim.summary import card_summary
 from unioncard.commands.common import JSON_OPTION, finish, progress_bar
-from unioncard.commands.terminal_io import card_options, decision_command, open_link
+from unioncard.commands.terminal_io import (
+    card_options,
+    check_link_options,
+    decision_command,
+    open_link,
+)
 from unioncard.crypto.keystore import Keystore
 
 __all__ = ["group"]
@@ -252,6 +257,7 @@ def read(card_image: Path | None, reader: str | None, wait: float, unmask: bool,
     """
     from unioncard.terminal import CardRead, run
 
+    check_link_options(card_image, reader, "card")
     with ExitStack() as stack:
         card = open_link(stack, card_image, reader, what="card", wait=wait)
         assert card is not None

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-__all__ = ["JSON_OPTION", "finish", "progress_bar", "yuan"]
+__all__ = ["DECISION_KEYS", "JSON_OPTION", "error_document", "finish", "progress_bar", "yuan"]
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON document on stdout.")
@@ -40,8 +40,10 @@ def progress_bar(stack: ExitStack, total: int, description: str, *,
     return lambda done: bar.update(task, completed=done)
 
 
-def finish(document: dict[str, Any], text: list[str], *, as_json: bool, status: int) -> None:
-    """Print the outcome (one JSON document, or lines) and exit with ``status``."""
+def finish(document: dict[str, Any], text: list[str], *, as_json: bool, status: int,
+           to_stderr: bool = False) -> None:
+    """Print the outcome (one JSON document on stdout, or lines: on stderr when
+    ``to_stderr``) and exit with ``status``."""
     import json
     import sys
 
@@ -49,8 +51,19 @@ def finish(document: dict[str, Any], text: list[str], *, as_json: bool, status: 
         click.echo(json.dumps(document, ensure_ascii=False))
     else:
         for line in text:
-            click.echo(line)
+            click.echo(line, err=to_stderr)
     sys.exit(status)
+
+
+DECISION_KEYS = ("list_amount", "charged_amount", "balance_after", "rules", "tac", "recovered")
+"""Keys every decision document of tap, load and card read carries (None when unknown)."""
+
+
+def error_document(reason: str, decision: str = "error") -> dict[str, Any]:
+    """The decision document of a command that could not run its transaction."""
+    return {"decision": decision, "reason": reason,
+            **{key: ([] if key == "rules" else False if key == "recovered" else None)
+               for key in DECISION_KEYS}}
 
 
 def yuan(fen: int | None) -> str:

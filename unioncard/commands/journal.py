@@ -17,18 +17,19 @@ from typing import Any
 import click
 
 from unioncard.commands.common import JSON_OPTION, yuan
-from unioncard.commands.terminal_io import journal_option
+from unioncard.commands.terminal_io import journal_option, open_journal
 
 __all__ = ["batch_group", "journal_command"]
 
 
-def _journal(path: Path | None, *, must_exist: bool = True) -> Any:
-    from unioncard.terminal.journal import TransactionJournal, default_journal_path
+def _journal(path: Path | None) -> Any:
+    """An existing journal: showing or exporting never creates one."""
+    from unioncard.terminal.journal import default_journal_path
 
     chosen = path or default_journal_path()
-    if must_exist and not chosen.exists():
+    if not chosen.exists():
         raise click.ClickException(f"no journal at {chosen} (give --journal FILE)")
-    return TransactionJournal(chosen)
+    return open_journal(chosen)
 
 
 @click.command(name="journal")

@@ -17,8 +17,10 @@ import click
 from unioncard.commands.common import JSON_OPTION, finish
 from unioncard.commands.terminal_io import (
     card_options,
+    check_link_options,
     decision_command,
     journal_option,
+    open_journal,
     open_link,
     outcome_lines,
     when_option,
@@ -69,15 +71,15 @@ def group(card_image: Path | None, reader: str | None, wait: float, amount: int,
     """
     from unioncard.crypto import Keystore
     from unioncard.offline import Application
-    from unioncard.terminal import KeystoreLoadHost, Load, TransactionJournal, run
-    from unioncard.terminal.journal import default_journal_path
+    from unioncard.terminal import KeystoreLoadHost, Load, run
 
+    check_link_options(card_image, reader, "card")
     keys = Keystore.load(keys_file) if keys_file else Keystore.test()
     if keys.test_keys:
         click.echo("WARNING: the load host uses the PUBLISHED TEST KEYS; for testing only.",
                    err=True)
     with ExitStack() as stack:
-        journal = stack.enter_context(TransactionJournal(journal_path or default_journal_path()))
+        journal = stack.enter_context(open_journal(journal_path))
         card = open_link(stack, card_image, reader, what="card", wait=wait)
         assert card is not None
         session = Load(Application[purse.upper()], amount, terminal_id=terminal_id,

@@ -20,8 +20,10 @@ import click
 from unioncard.commands.common import JSON_OPTION, finish
 from unioncard.commands.terminal_io import (
     card_options,
+    check_link_options,
     decision_command,
     journal_option,
+    open_journal,
     open_link,
     outcome_lines,
     psam_options,
@@ -45,10 +47,16 @@ def _hex_code(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return code
 
 
-def _open_journal(path: Path | None) -> Any:
-    from unioncard.terminal import TransactionJournal, default_journal_path
-
-    return TransactionJournal(path or default_journal_path())
+def _only_for(mode: str, **given: Any) -> None:
+    """Options that mean nothing for ``mode`` are usage errors, not silently ignored."""
+    allowed = {"etc-entry": {"station", "network", "lane", "vehicle_class"},
+               "etc-exit": {"station", "network", "lane", "vehicle_class", "amount",
+                            "toll_table"}}.get(mode, {"amount", "route", "station"})
+    wrong = [name for name, value in given.items() if value is not None and name not in allowed]
+    if wrong:
+        names = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        raise click.UsageError(f"{names} {'has' if len(wrong) == 1 else 'have'} no meaning "
+                               f"for --mode {mode}")
 
 
 @click.command(name="tap")
@@ -65,8 +73,8 @@ def _open_journal(path: Path | None) -> Any:
               help="Station code, 4 hex digits (metro station; ETC entry or exit plaza).")
 @click.option("--network", callback=_hex_code, metavar="HEX",
               help="ETC road network, 4 hex digits. Default: the toll table's, else 1101.")
-@click.option("--lane", type=click.IntRange(0, 255), default=1, show_default=True,
-              help="ETC lane number.")
+@click.option("--lane", type=click.IntRange(0, 255),
+              help="ETC lane number.  [default: 1]")
 @click.option("--vehicle-class", type=click.IntRange(1, 255),
               help="Vehicle class (ETC; the entry lane writes it, the exit reads it).")
 @click.option("--toll-table", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -97,6 +105,10 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
     from unioncard.tariffs import Mode
     from unioncard.terminal import EtcEntry, EtcExit, TransitPurchase, load_toll_table, run
 
+    _only_for(mode, amount=amount, route=route, station=station, network=network, lane=lane,
+              vehicle_class=vehicle_class, toll_table=toll_table)
+    check_link_options(card_image, reader, "card")
+    check_link_options(psam_image, psam_reader, "PSAM")
     options: dict[str, Any] = {"now": at or dt.datetime.now(),
                                "recovery_window": dt.timedelta(minutes=recovery_window)}
     if rules_file is not None:
@@ -108,7 +120,7 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
         if station is None:
             raise click.UsageError("an ETC lane needs --station HEX")
         tolls = load_toll_table(toll_table) if toll_table else None
-        options.update(station=station, lane=lane,
+        options.update(station=station, lane=1 if lane is None else lane,
                        network=network if network is not None
                        else (tolls.network if tolls else 0x1101))
         if mode == "etc-entry":
@@ -124,7 +136,7 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
         make = functools.partial(TransitPurchase, Mode.parse(mode), amount, route=route,
                                  station=station or 0, **options)
     with ExitStack() as stack:
-        journal = stack.enter_context(_open_journal(journal_path))
+        journal = stack.enter_context(open_journal(journal_path))
         card = open_link(stack, card_image, reader, what="card", wait=wait)
         psam = open_link(stack, psam_image, psam_reader, what="PSAM", wait=wait)
         assert card is not None

@@ -18,12 +18,12 @@ from typing import Any
 
 import click
 
-from unioncard.commands.common import finish, yuan
+from unioncard.commands.common import error_document, finish, yuan
 from unioncard.errors import TransportError, UnionCardError
 from unioncard.transport import Channel, InProcessTransport
 
-__all__ = ["card_options", "decision_command", "journal_option", "open_link", "outcome_lines",
-           "psam_options", "when_option"]
+__all__ = ["card_options", "check_link_options", "decision_command", "journal_option",
+           "open_journal", "open_link", "outcome_lines", "psam_options", "when_option"]
 
 IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -61,14 +61,9 @@ def _reader(name: str) -> str | int:
 def open_link(stack: ExitStack, image: Path | None, reader: str | None, *, what: str,
               wait: float = 10.0, required: bool = True) -> Channel | None:
     """A powered link to the card (or PSAM) in ``image`` or in ``reader``."""
-    if image is not None and reader is not None:
-        raise click.UsageError(f"give the {what} as an image or a reader, not both")
-    if image is None and reader is None:
-        if required:
-            flag = "--card IMAGE or --reader NAME" if what == "card" else \
-                "--psam IMAGE or --psam-reader NAME"
-            raise click.UsageError(f"which {what}? give {flag}")
+    if image is None and reader is None and not required:
         return None
+    check_link_options(image, reader, what)
     if image is not None:
         from unioncard.applet_sim import SimulatedCard
 
@@ -98,43 +93,80 @@ def journal_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def when_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+        metavar="YYYY-MM-DDTHH:MM:SS",
         help="Local time of the transaction (replays, tests). Default: now.")(f)
 
 
 def decision_command(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Report any failure as a decision ``error`` (exit 2), one JSON document with --json."""
+    """Report any failure as a decision ``error`` (exit 2): one JSON document with --json,
+    else one line on stderr.  Ctrl-C ends the command as ``interrupted`` (exit 2): a
+    transaction in flight stays pending in the journal."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        as_json = kwargs.get("as_json", False)
         try:
             f(*args, **kwargs)
         except (UnionCardError, OSError) as exc:
             reason = str(exc)
-            finish({"decision": "error", "reason": reason}, [f"error: {reason}"],
-                   as_json=kwargs.get("as_json", False), status=2)
+            finish(error_document(reason), [f"error: {reason}"], as_json=as_json, status=2,
+                   to_stderr=True)
+        except KeyboardInterrupt:
+            reason = ("stopped by the operator (Ctrl-C); a transaction in flight stays "
+                      "pending in the journal and is settled when the card is presented again")
+            finish(error_document(reason, "interrupted"), [f"interrupted: {reason}"],
+                   as_json=as_json, status=2, to_stderr=True)
 
     return wrapper
 
 
 def outcome_lines(outcome: Any) -> list[str]:
     """A few lines for people: decision, amounts, balance, TAC, warnings."""
-    head = f"{outcome.decision.value}: {outcome.reason}"
-    lines = [head]
-    if outcome.list_amount is not None and outcome.charged_amount is not None:
+    lines = [f"{outcome.decision.value}: {outcome.reason}"]
+    record = outcome.record
+    loaded = record is not None and record.is_load
+    if loaded:
+        lines.append(f"  loaded {yuan(outcome.charged_amount)}")
+    elif outcome.list_amount is not None and outcome.charged_amount is not None:
         rules = f" ({', '.join(outcome.rules)})" if outcome.rules else ""
         lines.append(f"  list {yuan(outcome.list_amount)}, charged "
                      f"{yuan(outcome.charged_amount)}{rules}")
     if outcome.balance_after is not None:
-        before = "" if outcome.balance_before is None else f"{yuan(outcome.balance_before)} -> "
-        lines.append(f"  balance {before}{yuan(outcome.balance_after)}")
-    record = outcome.record
+        if outcome.balance_before == outcome.balance_after:
+            lines.append(f"  balance {yuan(outcome.balance_after)} (unchanged)")
+        else:
+            before = ("" if outcome.balance_before is None
+                      else f"{yuan(outcome.balance_before)} -> ")
+            lines.append(f"  balance {before}{yuan(outcome.balance_after)}")
     if record is not None:
         tac = "none (recovered from the card's log)" if outcome.tac is None \
             else outcome.tac.hex().upper()
         lines.append(f"  terminal {record.terminal_id.hex().upper()} seq {record.terminal_seq}, "
                      f"card seq {record.card_seq}, TAC {tac}"
                      + (", recovered" if outcome.recovered else ""))
-    if outcome.decision.value == "interrupted" and outcome.pending_id is not None:
-        lines.append(f"  pending transaction {outcome.pending_id} in the journal")
+    if outcome.decision.value == "interrupted" and outcome.journal_id is not None:
+        lines.append(f"  pending transaction {outcome.journal_id} in the journal")
     lines += [f"  warning: {w}" for w in outcome.warnings]
     return lines
+
+
+def open_journal(path: Path | None) -> Any:
+    """The terminal's journal (default path when None); errors name the journal."""
+    from unioncard.terminal.journal import TransactionJournal, default_journal_path
+
+    chosen = path or default_journal_path()
+    try:
+        return TransactionJournal(chosen)
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the journal {chosen}: "
+                                   f"{exc.strerror or exc}") from None
+
+
+def check_link_options(image: Path | None, reader: str | None, what: str) -> None:
+    """Usage errors about a card or PSAM option, before anything is opened."""
+    if image is not None and reader is not None:
+        raise click.UsageError(f"give the {what} as an image or a reader, not both")
+    if image is None and reader is None:
+        flag = ("--card IMAGE or --reader NAME" if what == "card"
+                else "--psam IMAGE or --psam-reader NAME")
+        raise click.UsageError(f"which {what}? give {flag}")

@@ -40,6 +40,7 @@ __all__ = [
     "get_balance",
     "member_dict",
     "membership_active",
+    "parse_answer",
     "read_log",
     "read_member",
     "read_transit_records",
@@ -106,6 +107,16 @@ def expect_ok(response: ResponseAPDU, what: str, *, size: int | None = None) -> 
     return response.data
 
 
+def parse_answer(response: ResponseAPDU, what: str, layout: Any) -> Any:
+    """A ``9000`` answer parsed with ``layout`` (`unioncard.apdu.purse`, `records`), else
+    `CardError` naming the command."""
+    raw = expect_ok(response, what, size=records.size_of(layout))
+    try:
+        return records.parse(layout, raw)
+    except DecodeError as exc:
+        raise CardError(f"{what} answered malformed data: {exc.message}") from None
+
+
 def _refuse_select(sw: int, app: Application) -> Refused:
     name = "transit purse" if app is Application.TRANSIT else "ETC application"
     if sw in (SW.FILE_NOT_FOUND, SW.FUNCTION_NOT_SUPPORTED):
@@ -134,13 +145,11 @@ def select_purse(app: Application) -> SubFlow:
         layout = records.ETC_INFO
     if answer.sw != SW.OK:
         raise _refuse_select(answer.sw, app)
-    size = layout.sizeof()
-    info = yield card_send(cmd.read_binary_sfi(INFO_SFI, size), "READ BINARY EF 0015")
-    raw = expect_ok(info, "READ BINARY EF 0015", size=size)
-    try:
-        parsed = records.parse(layout, raw)
-    except DecodeError as exc:
-        raise CardError(f"EF 0015 is malformed: {exc.message}") from None
+    info = yield card_send(cmd.read_binary_sfi(INFO_SFI, records.size_of(layout)),
+                           "READ BINARY EF 0015")
+    if info.sw in (SW.FILE_NOT_FOUND, SW.COMMAND_NOT_ALLOWED_NO_EF, SW.WRONG_P1_P2):
+        raise _refuse_select(SW.FILE_NOT_FOUND, app)  # selected, but no purse file behind it
+    parsed = parse_answer(info, "READ BINARY EF 0015", layout)
     if app is Application.TRANSIT:
         return PurseCard(app, parsed.issuer, parsed.app_serial, parsed.app_serial[-8:],
                          parsed.card_type, parsed.category_flags, parsed.start, parsed.expiry)
@@ -183,8 +192,7 @@ def membership_active(member: MemberRecord | None, today: dt.date) -> bool:
 def get_balance() -> SubFlow:
     """GET BALANCE of the selected purse, in fen."""
     answer = yield card_send(cmd.get_balance(), "GET BALANCE")
-    raw = expect_ok(answer, "GET BALANCE", size=cmd.BALANCE_RESPONSE.sizeof())
-    return int(cmd.parse(cmd.BALANCE_RESPONSE, raw).balance)
+    return int(parse_answer(answer, "GET BALANCE", cmd.BALANCE_RESPONSE).balance)
 
 
 def _read_records(sfi: int, size: int, what: str) -> SubFlow:
@@ -201,7 +209,7 @@ def _read_records(sfi: int, size: int, what: str) -> SubFlow:
 
 def read_log() -> SubFlow:
     """EF 0018, newest first: `records.STORED_LOG_RECORD` containers."""
-    raw = yield from _read_records(LOG_SFI, records.STORED_LOG_RECORD.sizeof(), "EF 0018")
+    raw = yield from _read_records(LOG_SFI, records.size_of(records.STORED_LOG_RECORD), "EF 0018")
     try:
         return [records.parse(records.STORED_LOG_RECORD, r) for r in raw]
     except DecodeError as exc:
@@ -210,6 +218,6 @@ def read_log() -> SubFlow:
 
 def read_transit_records() -> SubFlow:
     """EF 001E transit records where the card has them, newest first (raw 48 bytes)."""
-    raw = yield from _read_records(TRANSIT_RECORDS_SFI, records.TRANSIT_RECORD.sizeof(),
+    raw = yield from _read_records(TRANSIT_RECORDS_SFI, records.size_of(records.TRANSIT_RECORD),
                                    "EF 001E")
     return raw

@@ -27,10 +27,9 @@ from typing import Any
 
 from unioncard.apdu import SW, records
 from unioncard.apdu import purse as cmd
-from unioncard.errors import CardError, DecodeError
 from unioncard.offline import Application
 from unioncard.tariffs import Mode
-from unioncard.terminal.card import CAPP_SFI, card_send, expect_ok
+from unioncard.terminal.card import CAPP_SFI, card_send, parse_answer
 from unioncard.terminal.purchase import PurseSession, Sale
 from unioncard.terminal.session import Decision, Flow, Refused
 from unioncard.terminal.tolls import TollTable
@@ -61,15 +60,12 @@ class _TollSession(PurseSession):
 
     def read_toll_record(self) -> Flow:
         """EF 0019 record 1, parsed; None when it holds no trip (all zeros after AA 29)."""
-        answer = yield card_send(cmd.read_record(CAPP_SFI, 1, records.CAPP_RECORD.sizeof()),
-                                 "READ RECORD EF 0019 #1")
+        answer = yield card_send(
+            cmd.read_record(CAPP_SFI, 1, records.size_of(records.CAPP_RECORD)),
+            "READ RECORD EF 0019 #1")
         if answer.sw in (SW.FILE_NOT_FOUND, SW.RECORD_NOT_FOUND):
             raise Refused("the card's ETC application has no toll record file (EF 0019)")
-        raw = expect_ok(answer, "READ RECORD EF 0019 #1", size=records.CAPP_RECORD.sizeof())
-        try:
-            return records.parse(records.CAPP_RECORD, raw)
-        except DecodeError as exc:
-            raise CardError(f"EF 0019 record 1 is malformed: {exc.message}") from None
+        return parse_answer(answer, "READ RECORD EF 0019 #1", records.CAPP_RECORD)
 
     def toll_record(self, *, status: int, vehicle_class: int, plate: str) -> bytes:
         unix = calendar.timegm(self.now.replace(tzinfo=self.timezone).utctimetuple())

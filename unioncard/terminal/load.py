@@ -22,7 +22,7 @@ from unioncard.apdu import purse as cmd
 from unioncard.apdu.status import describe as describe_sw
 from unioncard.crypto.purse import TransactionType
 from unioncard.offline import Application
-from unioncard.terminal.card import card_send, expect_ok, member_dict
+from unioncard.terminal.card import card_send, member_dict, parse_answer
 from unioncard.terminal.load_host import LoadAuthorization, LoadRequest
 from unioncard.terminal.purchase import PurseSession
 from unioncard.terminal.session import (
@@ -73,9 +73,7 @@ class Load(PurseSession):
         if answer.sw != SW.OK:
             raise Refused(f"the card refused the load: {answer.sw:04X} "
                           f"({describe_sw(answer.sw)})", Decision.ERROR, details=details)
-        init = cmd.parse(cmd.INIT_LOAD_RESPONSE,
-                         expect_ok(answer, "INITIALIZE FOR LOAD",
-                                   size=cmd.INIT_LOAD_RESPONSE.sizeof()))
+        init = parse_answer(answer, "INITIALIZE FOR LOAD", cmd.INIT_LOAD_RESPONSE)
         authorization: LoadAuthorization = yield Authorize(LoadRequest(
             key_version=init.key_version, diversifier=card.diversifier, balance=init.balance,
             online_seq=init.online_seq, random=init.random, amount=self.amount,
@@ -101,12 +99,11 @@ class Load(PurseSession):
                            f"({describe_sw(credit.sw)})")
             raise Refused(f"{reason}; nothing was loaded", Decision.DECLINED,
                           resolutions=(pending.voided(reason),), **common)
-        tac = cmd.parse(cmd.CREDIT_FOR_LOAD_RESPONSE, expect_ok(
-            credit, "CREDIT FOR LOAD", size=cmd.CREDIT_FOR_LOAD_RESPONSE.sizeof())).tac
+        tac = parse_answer(credit, "CREDIT FOR LOAD", cmd.CREDIT_FOR_LOAD_RESPONSE).tac
         self.in_flight = False
         completed = pending.completed(tac)
         return Outcome(self.flow_name, Decision.APPROVED,
                        f"loaded {self.amount} fen onto the {card.name} purse",
                        charged_amount=self.amount, balance_after=balance_after, tac=tac,
                        record=completed.record, resolutions=(completed,),
-                       pending_id=pending.id, **common)
+                       journal_id=pending.id, **common)

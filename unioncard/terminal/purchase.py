@@ -40,6 +40,7 @@ from unioncard.terminal.card import (
     get_balance,
     member_dict,
     membership_active,
+    parse_answer,
     read_member,
     select_purse,
 )
@@ -160,7 +161,7 @@ class PurseSession(Session):
             balance_before=item.pending.balance_before, balance_after=record.balance_after,
             rules=self._rule_ids(record.rules),
             tac=None if record.flags & RecordFlags.NO_TAC else record.tac,
-            recovered=True, record=record, pending_id=item.pending.id,
+            recovered=True, record=record, journal_id=item.pending.id,
             details={"card": card.to_dict()})
 
     def _rule_ids(self, indexes: Sequence[int]) -> tuple[str, ...]:
@@ -228,9 +229,7 @@ class PurseSession(Session):
         answer = yield card_send(initialize(amount, self.terminal_id), "INITIALIZE FOR PURCHASE")
         if answer.sw != SW.OK:
             yield from self._refuse_initialize(answer.sw, priced, details)
-        init = cmd.parse(cmd.INIT_PURCHASE_RESPONSE,
-                         expect_ok(answer, "INITIALIZE FOR PURCHASE",
-                                   size=cmd.INIT_PURCHASE_RESPONSE.sizeof()))
+        init = parse_answer(answer, "INITIALIZE FOR PURCHASE", cmd.INIT_PURCHASE_RESPONSE)
         sam = yield Send(Device.PSAM, cmd.sam_init_for_purchase(
             random=init.random, offline_seq=init.offline_seq, amount=amount, tx_type=tx_type,
             date=self.date, time=self.time, key_version=init.key_version, alg_id=init.alg_id,
@@ -238,9 +237,7 @@ class PurseSession(Session):
         if sam.sw != SW.OK:
             raise Refused(_psam_refusal(sam.sw, init.key_version), Decision.ERROR,
                           list_amount=priced.list_amount, details=details)
-        mac1 = cmd.parse(cmd.SAM_PURCHASE_RESPONSE,
-                         expect_ok(sam, "INIT SAM FOR PURCHASE",
-                                   size=cmd.SAM_PURCHASE_RESPONSE.sizeof()))
+        mac1 = parse_answer(sam, "INIT SAM FOR PURCHASE", cmd.SAM_PURCHASE_RESPONSE)
         if capp_record is not None:
             cached = yield card_send(cmd.update_capp_data_cache(capp_record, 0x19),
                                      "UPDATE CAPP DATA CACHE")
@@ -261,18 +258,19 @@ class PurseSession(Session):
                       rules=priced.rules, details=details)
         if debit.sw != SW.OK:
             self.in_flight = False
-            raise Refused(_debit_refusal(debit.sw), Decision.DECLINED,
+            # 9302: this terminal's PSAM does not hold the card's keys: the terminal's fault
+            blame = Decision.ERROR if debit.sw == SW.MAC_ERROR else Decision.DECLINED
+            raise Refused(_debit_refusal(debit.sw), blame,
                           resolutions=(pending.voided(f"DEBIT refused: {debit.sw:04X}"),),
                           **common)
-        proof = cmd.parse(cmd.DEBIT_RESPONSE,
-                          expect_ok(debit, "DEBIT FOR PURCHASE", size=cmd.DEBIT_RESPONSE.sizeof()))
+        proof = parse_answer(debit, "DEBIT FOR PURCHASE", cmd.DEBIT_RESPONSE)
         self.in_flight = False
         completed = pending.completed(proof.tac)
         assert completed.record is not None
         done = Outcome(self.flow_name, Decision.APPROVED, priced.reason,
                        charged_amount=amount, balance_after=balance_after, tac=proof.tac,
                        record=completed.record, resolutions=(completed,),
-                       pending_id=pending.id, **common)  # type: ignore[arg-type]
+                       journal_id=pending.id, **common)  # type: ignore[arg-type]
         try:
             verified = yield Send(Device.PSAM, cmd.sam_credit_for_purchase(proof.mac2),
                                   "CREDIT SAM FOR PURCHASE")
@@ -370,6 +368,7 @@ def _psam_refusal(sw: int, key_version: int) -> str:
 
 def _debit_refusal(sw: int) -> str:
     if sw == SW.MAC_ERROR:
-        return ("the card refused MAC1 (9302): the PSAM's keys do not match the card's; "
-                "nothing was charged")
+        return ("the card refused MAC1 (9302): this terminal's PSAM does not hold the card's "
+                "keys; nothing was charged (the card counts the refusal: three in a row lock "
+                "its purse, so take the terminal out of service)")
     return f"the card refused the debit: {sw:04X} ({describe_sw(sw)}); nothing was charged"

@@ -10,6 +10,7 @@ unless asked otherwise.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from unioncard.apdu import SW, records
@@ -63,7 +64,7 @@ class CardRead(Session):
         found: dict[str, Any] = {"present": True, **card.to_dict()}
         found["balance"] = yield from reading.get_balance()
         holder = yield reading.card_send(
-            cmd.read_binary_sfi(reading.HOLDER_SFI, records.HOLDER.sizeof()),
+            cmd.read_binary_sfi(reading.HOLDER_SFI, records.size_of(records.HOLDER)),
             "READ BINARY EF 0016")
         found["holder"] = self._holder(holder.data) if holder.sw == SW.OK else None
         log = yield from reading.read_log()
@@ -73,7 +74,7 @@ class CardRead(Session):
             found["transit_records"] = [_ride(r) for r in rides]
         else:
             toll = yield reading.card_send(
-                cmd.read_record(reading.CAPP_SFI, 1, records.CAPP_RECORD.sizeof()),
+                cmd.read_record(reading.CAPP_SFI, 1, records.size_of(records.CAPP_RECORD)),
                 "READ RECORD EF 0019 #1")
             found["toll_record"] = _toll(toll.data) if toll.sw == SW.OK else None
         return found
@@ -117,5 +118,6 @@ def _toll(raw: bytes) -> dict[str, Any] | None:
         return None
     return {"status": record.status, "network": record.network.hex().upper(),
             "station": record.station.hex().upper(), "lane": record.lane,
-            "unix_time": record.unix_time, "vehicle_class": record.vehicle_class,
-            "plate": record.plate}
+            "unix_time": record.unix_time,
+            "time": dt.datetime.fromtimestamp(record.unix_time, dt.UTC).isoformat(),
+            "vehicle_class": record.vehicle_class, "plate": record.plate}

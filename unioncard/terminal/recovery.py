@@ -35,6 +35,7 @@ from typing import Any
 from unioncard.apdu import SW
 from unioncard.apdu import purse as cmd
 from unioncard.apdu.purse import bcd_datetime
+from unioncard.apdu.records import size_of
 from unioncard.offline import RecordFlags
 from unioncard.terminal.card import PurseCard, card_send, read_log
 from unioncard.terminal.session import Journal, PendingTransaction, Resolution, Step
@@ -88,7 +89,7 @@ def _probe_purchase(item: PendingTransaction, terminal_id: bytes
     """A resolution, the card's current offline seq when the log must decide, or None."""
     prove = yield card_send(cmd.get_transaction_prove(item.draft.tx_type, item.card_seq + 1),
                             "GET TRANSACTION PROVE")
-    if prove.sw == SW.OK and len(prove.data) == cmd.PROVE_RESPONSE.sizeof():
+    if prove.sw == SW.OK and len(prove.data) == size_of(cmd.PROVE_RESPONSE):
         proof = cmd.parse(cmd.PROVE_RESPONSE, prove.data)
         return item.completed(proof.tac, RecordFlags.RECOVERED,
                               "the card proved the debit (GET TRANSACTION PROVE)")
@@ -96,7 +97,7 @@ def _probe_purchase(item: PendingTransaction, terminal_id: bytes
         return None
     init = yield card_send(cmd.initialize_for_purchase(0, terminal_id),
                            "INITIALIZE FOR PURCHASE (offline seq)")
-    if init.sw != SW.OK or len(init.data) != cmd.INIT_PURCHASE_RESPONSE.sizeof():
+    if init.sw != SW.OK or len(init.data) != size_of(cmd.INIT_PURCHASE_RESPONSE):
         return None
     return _by_seq(item, int(cmd.parse(cmd.INIT_PURCHASE_RESPONSE, init.data).offline_seq),
                    "offline seq", "debit")
@@ -107,7 +108,7 @@ def _probe_load(item: PendingTransaction, terminal_id: bytes
     """A resolution, the card's current online seq when the log must decide, or None."""
     init = yield card_send(cmd.initialize_for_load(0, terminal_id),
                            "INITIALIZE FOR LOAD (online seq)")
-    if init.sw != SW.OK or len(init.data) != cmd.INIT_LOAD_RESPONSE.sizeof():
+    if init.sw != SW.OK or len(init.data) != size_of(cmd.INIT_LOAD_RESPONSE):
         return None
     return _by_seq(item, int(cmd.parse(cmd.INIT_LOAD_RESPONSE, init.data).online_seq),
                    "online seq", "credit")

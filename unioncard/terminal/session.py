@@ -220,7 +220,9 @@ class Outcome:
     """How a session ended.
 
     ``resolutions`` are journal writes the driver applies before reporting the
-    outcome (the transaction completed or voided, older pending ones resolved).
+    outcome (the transaction completed or voided, older pending ones resolved);
+    ``journal_id`` is the journal's number of the transaction (pending when the
+    outcome is interrupted).
     ``record`` is the offline record of the transaction this outcome is about.
     ``details`` holds flow-specific facts (the card read, the toll, warnings).
     """
@@ -237,7 +239,7 @@ class Outcome:
     recovered: bool = False
     record: OfflineRecord | None = None
     resolutions: tuple[Resolution, ...] = ()
-    pending_id: int | None = None
+    journal_id: int | None = None
     warnings: tuple[str, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -258,7 +260,7 @@ class Outcome:
             "rules": list(self.rules),
             "tac": None if self.tac is None else self.tac.hex().upper(),
             "recovered": self.recovered,
-            "pending_transaction": self.pending_id,
+            "journal_id": self.journal_id,
             "record": None if record is None else record.to_dict(),
             "warnings": list(self.warnings),
             **self.details,
@@ -283,7 +285,7 @@ class Session:
         self._flow: Flow | None = None
         self._step: Step | None = None
         self._outcome: Outcome | None = None
-        self.pending_id: int | None = None
+        self.journal_id: int | None = None
         self.in_flight = False
         self.notes: list[str] = []
         """Warnings gathered on the way (older transactions resolved, ...), added to the
@@ -330,7 +332,7 @@ class Session:
                 f"{expected.__name__} and got {type(reply).__name__}"
             )
         if isinstance(reply, JournalReceipt) and isinstance(step, Journal) and step.begin:
-            self.pending_id = reply.transaction_id
+            self.journal_id = reply.transaction_id
         return self._advance(lambda flow: flow.send(reply))
 
     def fail(self, error: BaseException) -> Step | Outcome:
@@ -380,14 +382,14 @@ class Session:
             return Outcome(self.flow_name, Decision.INTERRUPTED,
                            f"interrupted after the value command was sent: {reason}; "
                            "the transaction stays pending and is resolved when the card "
-                           "is presented again", pending_id=self.pending_id)
+                           "is presented again", journal_id=self.journal_id)
         return Outcome(self.flow_name, Decision.ERROR, f"{reason}; nothing was charged")
 
     def _finish(self, outcome: Outcome) -> Outcome:
         if not isinstance(outcome, Outcome):
             raise SessionError(f"{self.flow_name} returned {outcome!r}, not an Outcome")
-        if outcome.pending_id is None and self.in_flight:
-            outcome = outcome.with_changes(pending_id=self.pending_id)
+        if outcome.journal_id is None and self.in_flight:
+            outcome = outcome.with_changes(journal_id=self.journal_id)
         if self.notes:
             outcome = outcome.with_changes(warnings=(*self.notes, *outcome.warnings))
         self._outcome = outcome
