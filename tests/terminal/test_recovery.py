@@ -196,6 +196,15 @@ def test_a_card_that_does_not_tell_within_the_window_refuses_the_tap():
                             "pending, the card does not tell",)
 
 
+def test_a_journal_that_cannot_record_the_resolution_ends_the_tap_with_an_error():
+    run = drive(tap(200, now=NEXT_DAY, pending=[pending_bus()]), [
+        *identify(), card(PROVE_SEQ_6, "BAD5D442 CC970111 9000"),
+        journal(fail=OSError("disk full"))])
+    assert run.outcome.decision is Decision.ERROR
+    assert run.outcome.reason == "disk full (at journal write); nothing was charged"
+    assert not any(s.startswith("card 8050") for s in run.sent)
+
+
 def test_a_seq_that_went_back_is_not_decided():
     run = drive(tap(200, now=LATER, pending=[pending_bus()]), [
         *identify(), card(PROVE_SEQ_6, "9406"),
@@ -286,7 +295,7 @@ def test_load_recovery_with_the_online_seq_unchanged_voids_it_then_loads():
         card(LOAD_INIT, LOAD_ANSWER),
         authorize(KeystoreLoadHost(KEYS)),
         journal(),
-        card(_credit_at(later), "11223344 9000"),
+        card(_credit_at(later), "11223344 9000"),  # the terminal keeps the TAC unchecked
     ])
     voided, begun = run.journal
     assert voided.resolutions[0].state is ResolutionState.VOIDED
@@ -334,4 +343,8 @@ def test_etc_exit_recovery_proves_a_capp_purchase():
     pending = PendingTransaction("etc-exit", draft, 20000, id=3)
     run = drive(exit_lane(pending=[pending], now=EXIT_AT + dt.timedelta(seconds=30)), [
         *identify_etc(), card("805A 0009 02 0001 08", "580B0DD1 5096B54F 9000"), journal()])
-    assert run.outcome.recovered and run.outcome.tac == H("5096B54F")
+    out = run.outcome
+    assert out.decision is Decision.APPROVED and out.recovered and out.journal_id == 3
+    assert out.tac == H("5096B54F") and out.record.flags == RecordFlags.RECOVERED
+    assert (out.list_amount, out.charged_amount) == (10000, 9500)
+    assert not any(s.startswith("card 80DC") for s in run.sent)  # no toll record rewritten

@@ -49,6 +49,7 @@ OTHER_KEYS = Keystore.from_toml(  # other purchase master keys (not only in the 
 TOLLS = parse_toll_table('network = "1101"\n[[toll]]\nentry = "0203"\nexit = "0007"\n'
                          'fen = { 1 = 10000, 2 = 15000 }\n')
 LOAD_TERMINAL = bytes.fromhex("0000000000AA")
+RECOVERY = dt.timedelta(minutes=10)
 
 
 def _sim_cards(card_type: int, expiry: dt.date | None, psam_keys: Keystore) -> tuple[Any, Any]:
@@ -91,7 +92,8 @@ class Lane:
     def tap(self, make: Callable[..., Any], *args: Any, minutes: float = 1,
             **options: Any) -> Outcome:
         self.when += dt.timedelta(minutes=minutes)
-        session = make(*args, now=self.when, pending=self.journal.pending(), **options)
+        session = make(*args, now=self.when, pending=self.journal.pending(),
+                       mac_refusals=self.journal.mac_refusals(self.when - RECOVERY), **options)
         outcome = run(session, card=self.card_link, psam=self.psam_link, journal=self.journal,
                       host=KeystoreLoadHost(KEYS))
         self.outcomes.append(outcome)
@@ -252,6 +254,12 @@ def test_a_psam_with_the_wrong_key_charges_nothing(make_lane):
     assert "refused MAC1 (9302)" in outcome.reason and "PSAM" in outcome.reason
     assert lane.balance("transit") == 5000
     assert lane.journal.counts() == {"pending": 0, "completed": 0, "voided": 1, "unexported": 0}
+    again = lane.bus(200)  # the member taps again at the same terminal: not tried again
+    assert again.decision is Decision.ERROR
+    assert "refused this terminal's MAC1" in again.reason and "not tried again" in again.reason
+    assert lane.journal.counts()["voided"] == 1  # no second DEBIT was sent
+    if lane.kind == "simulator":
+        assert lane.card.purse("transit").mac_errors == 1  # one strike, not two
 
 
 def test_card_read(lane):

@@ -140,6 +140,9 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
         card = open_link(stack, card_image, reader, what="card", wait=wait)
         psam = open_link(stack, psam_image, psam_reader, what="PSAM", wait=wait)
         assert card is not None
-        outcome = run(make(pending=journal.pending()), card=card, psam=psam, journal=journal)
+        window = dt.timedelta(minutes=recovery_window)
+        session = make(pending=journal.pending(),
+                       mac_refusals=journal.mac_refusals(options["now"] - window))
+        outcome = run(session, card=card, psam=psam, journal=journal)
     finish(outcome.to_dict(), outcome_lines(outcome), as_json=as_json,
            status=outcome.decision.exit_status)

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS transactions (
     draft BLOB NOT NULL,
     record BLOB,
     reason TEXT NOT NULL DEFAULT '',
+    mac_refused INTEGER NOT NULL DEFAULT 0,
     resolved_at TEXT,
     batch_id INTEGER REFERENCES batches(id)
 );
@@ -172,6 +173,14 @@ class TransactionJournal:
         return [PendingTransaction(flow, OfflineRecord.from_bytes(draft), balance, id=id_)
                 for id_, flow, draft, balance in rows]
 
+    def mac_refusals(self, since: dt.datetime) -> list[OfflineRecord]:
+        """Drafts of the transactions voided since ``since`` because the card refused the
+        terminal's MAC1: the input of a new session, which will not retry those cards."""
+        rows = self._db.execute(
+            "SELECT draft FROM transactions WHERE state = 'voided' AND mac_refused = 1 "
+            "AND started_at >= ? ORDER BY id", (since.isoformat(),)).fetchall()
+        return [OfflineRecord.from_bytes(draft) for (draft,) in rows]
+
     def write(self, step: Journal) -> JournalReceipt:
         """Apply one `Journal` step in one durable commit; returns the new transaction's id."""
         new_id: int | None = None
@@ -213,9 +222,10 @@ class TransactionJournal:
                                    f"it cannot become {resolution.state.value}")
             record = (None if resolution.record is None else resolution.record.to_bytes())
             self._db.execute(
-                "UPDATE transactions SET state = ?, record = ?, reason = ?, resolved_at = ? "
-                "WHERE id = ?", (resolution.state.value, record, resolution.reason, now,
-                                 resolution.transaction_id))
+                "UPDATE transactions SET state = ?, record = ?, reason = ?, mac_refused = ?, "
+                "resolved_at = ? WHERE id = ?",
+                (resolution.state.value, record, resolution.reason, int(resolution.mac_refused),
+                 now, resolution.transaction_id))
 
     # --- reading ---------------------------------------------------------------------------
 

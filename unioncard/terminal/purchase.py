@@ -88,13 +88,16 @@ class PurseSession(Session):
 
     ``now`` is the local wall-clock time of the transaction (it goes to the card
     and to the tariffs); ``pending`` the journal's pending transactions;
-    ``terminal_id`` None reads it from the PSAM (EF 0016).
+    ``mac_refusals`` the recent transactions voided because a card refused this
+    terminal's MAC1 (`TransactionJournal.mac_refusals`): such a card is not tried
+    again within the recovery window, since each refusal counts toward locking its
+    purse; ``terminal_id`` None reads it from the PSAM (EF 0016).
     """
 
     def __init__(
         self, *, now: dt.datetime, pending: Sequence[PendingTransaction] = (),
-        terminal_id: bytes | None = None, rules: RuleSet | None = None,
-        recovery_window: dt.timedelta = DEFAULT_RECOVERY_WINDOW,
+        mac_refusals: Sequence[OfflineRecord] = (), terminal_id: bytes | None = None,
+        rules: RuleSet | None = None, recovery_window: dt.timedelta = DEFAULT_RECOVERY_WINDOW,
     ) -> None:
         super().__init__()
         if now.tzinfo is not None:
@@ -103,6 +106,7 @@ class PurseSession(Session):
             raise ValueError("a terminal id has 6 bytes")
         self.now = now.replace(microsecond=0)
         self.pending = tuple(pending)
+        self.mac_refusals = tuple(mac_refusals)
         self.terminal_id = terminal_id
         self.rules = rules if rules is not None else default_rules()
         self.recovery_window = recovery_window
@@ -225,6 +229,7 @@ class PurseSession(Session):
         capp = capp_record is not None
         tx_type = TransactionType.CAPP_PURCHASE if capp else TransactionType.EP_PURCHASE
         assert self.terminal_id is not None
+        self._refuse_if_refused_before(card, details)
         initialize = (cmd.initialize_for_capp_purchase if capp else cmd.initialize_for_purchase)
         answer = yield card_send(initialize(amount, self.terminal_id), "INITIALIZE FOR PURCHASE")
         if answer.sw != SW.OK:
@@ -260,8 +265,9 @@ class PurseSession(Session):
             self.in_flight = False
             # 9302: this terminal's PSAM does not hold the card's keys: the terminal's fault
             blame = Decision.ERROR if debit.sw == SW.MAC_ERROR else Decision.DECLINED
-            raise Refused(_debit_refusal(debit.sw), blame,
-                          resolutions=(pending.voided(f"DEBIT refused: {debit.sw:04X}"),),
+            refused = pending.voided(f"DEBIT refused: {debit.sw:04X}",
+                                     mac_refused=debit.sw == SW.MAC_ERROR)
+            raise Refused(_debit_refusal(debit.sw), blame, resolutions=(refused,),
                           **common)
         proof = parse_answer(debit, "DEBIT FOR PURCHASE", cmd.DEBIT_RESPONSE)
         self.in_flight = False
@@ -284,6 +290,16 @@ class PurseSession(Session):
                 reason=f"the card's MAC2 does not verify ({verified.sw:04X}): the card is not "
                        "genuine; its debit and TAC go to settlement for checking")
         return done
+
+    def _refuse_if_refused_before(self, card: PurseCard, details: dict[str, Any]) -> None:
+        key = (card.application, card.issuer, card.diversifier, self.terminal_id)
+        for draft in self.mac_refusals:
+            if ((draft.application, draft.issuer, draft.diversifier, draft.terminal_id) == key
+                    and dt.timedelta(0) <= self.now - draft.when <= self.recovery_window):
+                raise Refused(
+                    f"this card refused this terminal's MAC1 at {draft.when.isoformat()}: not "
+                    "tried again (each refusal counts toward locking the card's purse); the "
+                    "terminal's PSAM must be checked", Decision.ERROR, details=details)
 
     def _refuse_initialize(self, sw: int, priced: Quote,
                            details: dict[str, Any]) -> Generator[Step, Any, None]:

@@ -114,6 +114,10 @@ class Resolution:
     state: ResolutionState
     record: OfflineRecord | None = None
     reason: str = ""
+    mac_refused: bool = False
+    """Voided because the card refused the terminal's MAC1 (``9302``): the terminal does
+    not try that card again within the recovery window (each refusal counts toward
+    locking the card's purse)."""
 
     def __post_init__(self) -> None:
         if (self.state is ResolutionState.COMPLETED) != (self.record is not None):
@@ -177,10 +181,10 @@ class PendingTransaction:
             terminal_seq=self.id if self.is_load else self.draft.terminal_seq)
         return Resolution(self.id, ResolutionState.COMPLETED, record, reason)
 
-    def voided(self, reason: str) -> Resolution:
+    def voided(self, reason: str, *, mac_refused: bool = False) -> Resolution:
         if self.id is None:
             raise SessionError("only a journaled transaction can be voided")
-        return Resolution(self.id, ResolutionState.VOIDED, None, reason)
+        return Resolution(self.id, ResolutionState.VOIDED, None, reason, mac_refused)
 
 
 @dataclass(frozen=True, slots=True)
