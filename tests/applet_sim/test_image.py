@@ -11,16 +11,16 @@ import pytest
 
 from unioncard.applet_sim import PowerLoss, SimulatedCard, Step
 from unioncard.applet_sim.image import FileSink, read_image, write_image
-from unioncard.applet_sim.scenarios import PurseTerminal
 from unioncard.errors import DecodeError
+from unioncard.terminal import Decision
+from unioncard.testing.purse_checks import PurseRig, prepare_credit
 
 
 def test_round_trip_keeps_state(card, psam, keys, tmp_path):
-    t = PurseTerminal(card.transmit, psam.transmit, keys)
-    t.select("etc")
-    t.purchase(300, capp_record=b"\xaa\x29" + b"\x07" * 41)
-    t.select("transit")
-    t.load(700)
+    rig = PurseRig.in_process(card, psam, keys)
+    exit_ = rig.purchase("etc", 300)  # an ETC exit: a composite purchase with its EF 0019 record
+    assert exit_.decision is Decision.APPROVED and exit_.record.tx_type == 0x09
+    assert rig.load("transit", 700).decision is Decision.APPROVED
     path = tmp_path / "card.json"
     card.save(path)
     again = SimulatedCard.load(path, random_source=1)
@@ -57,23 +57,21 @@ def test_protocol_override_on_load(card, tmp_path):
 
 
 def live_terminal(card, psam, keys, path):
-    """``card`` saved at ``path`` and loaded back writing through to it, powered on, and a
-    terminal that selected its transit purse."""
+    """``card`` saved at ``path`` and loaded back writing through to it, powered on, and the
+    terminal engine's rig on it."""
     card.save(path)
     live = SimulatedCard.load(path, write_through=True, random_source=3)
-    live.power_on()
-    t = PurseTerminal(live.transmit, psam.transmit, keys)
-    t.select("transit")
-    return live, t
+    return live, PurseRig.in_process(live, psam, keys)
 
 
 def test_write_through_saves_each_commit_before_the_response(card, psam, keys, tmp_path):
     path = tmp_path / "card.json"
-    live, t = live_terminal(card, psam, keys, path)
+    live, rig = live_terminal(card, psam, keys, path)
     sink = live._sink
     assert isinstance(sink, FileSink)
-    assert sink.saves == 0  # reads commit nothing
-    t.purchase(5)
+    assert rig.read().decision is Decision.APPROVED  # a whole card read...
+    assert sink.saves == 0  # ...commits nothing
+    assert rig.purchase("transit", 5).decision is Decision.APPROVED
     assert sink.saves == 1
     on_disk = SimulatedCard.load(path)
     on_disk.power_on()
@@ -82,10 +80,12 @@ def test_write_through_saves_each_commit_before_the_response(card, psam, keys, t
 
 def test_torn_state_travels_in_the_image(card, psam, keys, tmp_path):
     path = tmp_path / "card.json"
-    live, t = live_terminal(card, psam, keys, path)
+    live, rig = live_terminal(card, psam, keys, path)
     live.faults.cut_after(Step.PURSE_BALANCE, phase="apply")
-    with pytest.raises(PowerLoss):
-        t.purchase(40)
+    outcome = rig.purchase("transit", 40)
+    assert outcome.decision is Decision.INTERRUPTED  # the card went silent during DEBIT
+    assert isinstance(live.faults.fired, PowerLoss)
+    assert rig.answer_to(0x54).response is None
     doc = read_image(path)
     assert doc["nvm"]["journal"]["committed"] is True
     assert doc["nvm"]["cells"]["3F00/1002:balance"] == f"{9_960:08X}"  # applied
@@ -143,17 +143,14 @@ def test_write_image_leaves_old_file_when_it_fails(tmp_path):
 WORKER = r"""
 import sys
 from unioncard.applet_sim import SimulatedCard, issue_psam
-from unioncard.applet_sim.scenarios import PurseTerminal
 from unioncard.crypto import Keystore
+from unioncard.testing.purse_checks import PurseRig
 keys = Keystore.test()
 card = SimulatedCard.load(sys.argv[1], write_through=True)
-card.power_on()
-psam = issue_psam(keys, "001122334455")
-psam.power_on()
-t = PurseTerminal(card.transmit, psam.transmit, keys)
-t.select("transit")
+rig = PurseRig.in_process(card, issue_psam(keys, "001122334455"), keys)
 while True:
-    t.purchase(1)
+    outcome = rig.purchase("transit", 1)
+    assert outcome.decision.value == "approved", outcome.reason
     print("ok", flush=True)
 """
 
@@ -187,10 +184,12 @@ def test_an_unwritable_image_raises_persistence_error(card, psam, keys, tmp_path
     from unioncard.applet_sim import PersistenceError
     from unioncard.errors import TransportError
 
-    live, t = live_terminal(card, psam, keys, tmp_path / "card.json")
+    live, rig = live_terminal(card, psam, keys, tmp_path / "card.json")
     live.set_persistence(FileSink(tmp_path / "no-such-dir" / "card.json"))
+    load = prepare_credit(rig.card, keys, "transit", 10, when=rig.tick(),
+                          terminal_id=rig.terminal_id)
     with pytest.raises(PersistenceError) as caught:
-        t.load(10)
+        live.transmit(load.command.to_bytes())
     assert isinstance(caught.value, TransportError)
     assert live.powered and live.purse("transit").balance == 10_010  # committed in memory
 

@@ -4,8 +4,9 @@ import pytest
 
 from unioncard.applet_sim import PowerLoss, Step, issue_psam
 from unioncard.applet_sim.personalize import CardNumbers
-from unioncard.applet_sim.scenarios import PurseTerminal
 from unioncard.crypto import purse as pc
+from unioncard.terminal import Decision
+from unioncard.testing.purse_checks import PurseRig
 
 TERMINAL_ID = "001122334455"
 DIVERSIFIER = CardNumbers(42).transit_diversifier
@@ -114,12 +115,13 @@ def test_power_cut_at_the_terminal_seq_write(psam, tx):
 
 @pytest.mark.parametrize("app", ["transit", "etc"])
 def test_both_purses_through_the_psam(card, psam, keys, app):
-    t = PurseTerminal(card.transmit, psam.transmit, keys)
-    t.select(app)
-    before = t.balance()
-    p = t.purchase(250)
-    assert t.balance() == before - 250
-    assert p.terminal_seq == psam.psam().terminal_seq == 1
+    rig = PurseRig.in_process(card, psam, keys)
+    before = rig.read().details["balances"][app]
+    outcome = rig.purchase(app, 250)  # a bus fare; on the ETC purse a toll (composite)
+    assert outcome.decision is Decision.APPROVED and outcome.record is not None
+    assert rig.read().details["balances"][app] == before - 250
+    assert outcome.record.terminal_seq == psam.psam().terminal_seq == 1
+    assert rig.answer_to(0x72, device="PSAM").response.sw == 0x9000  # MAC2 checked
 
 
 def test_bad_issue_arguments(keys):

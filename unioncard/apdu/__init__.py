@@ -2,12 +2,14 @@
 dictionary, trace files and the fast bulk indexer (ISO 7816-4, EMV Book 3).
 
 The bulk indexer (`index_buffer`, `iter_index`) is imported on first use, so
-that code which never indexes a trace does not load numba.
+that code which never indexes a trace does not load numba; so are the tag
+dictionary and DOLs (`tags`, `dol`: the dictionary is a table read at import),
+which a terminal paying a fare never needs.
 """
 
 from typing import Any
 
-from unioncard.apdu import dol, tags, tlv
+from unioncard.apdu import tlv
 from unioncard.apdu.apdu import CommandAPDU, ResponseAPDU
 from unioncard.apdu.instructions import INS, command_name
 from unioncard.apdu.status import SW, describe
@@ -35,11 +37,14 @@ __all__ = [
 ]
 
 _LAZY = {"index_buffer", "iter_index"}
+_LAZY_MODULES = {"dol", "tags"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from unioncard.apdu import indexer
+    import importlib
 
-        return getattr(indexer, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module("unioncard.apdu.indexer"), name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"unioncard.apdu.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,6 +30,7 @@ import construct as c
 
 from unioncard.apdu import purse as ap
 from unioncard.apdu import records
+from unioncard.apdu.masking import mask_digits, mask_positions
 from unioncard.apdu.records import CardType, MemberCategory, TransitRecordType
 
 __all__ = [
@@ -49,18 +50,6 @@ Show = Callable[[bytes], str]
 def yuan(fen: int) -> str:
     """An amount in fen as yuan, exactly (money is integer fen)."""
     return f"{fen // 100}.{fen % 100:02d} yuan ({fen} fen)"
-
-
-def mask_positions(n: int) -> range:
-    """Which of n PAN digits `mask_digits` hides."""
-    head = 6 if n >= 13 else 0
-    return range(head, max(head, n - 4))
-
-
-def mask_digits(digits: str) -> str:
-    """Keep the first 6 and last 4 digits of a PAN (all but the last 4 if it is short)."""
-    hide = mask_positions(len(digits))
-    return digits[:hide.start] + "*" * len(hide) + digits[hide.start + len(hide):]
 
 
 # --- formatters, by field name -----------------------------------------------------------------

@@ -14,6 +14,8 @@ True
 '000003E89000'
 """
 
+from typing import TYPE_CHECKING, Any
+
 from unioncard.applet_sim.card import (
     CardUnpowered,
     PersistenceError,
@@ -24,13 +26,26 @@ from unioncard.applet_sim.card import (
 from unioncard.applet_sim.layout import CardLayout, Pin
 from unioncard.applet_sim.member import MemberRecord, MemberStatus
 from unioncard.applet_sim.nvm import FaultInjector, Phase, PowerLoss, Step, WritePoint
-from unioncard.applet_sim.personalize import (
-    CardNumbers,
-    MemberData,
-    issue_member_card,
-    issue_psam,
-)
 from unioncard.applet_sim.purse import LogRecord, PurseState
+
+if TYPE_CHECKING:
+    from unioncard.applet_sim.personalize import (
+        CardNumbers,
+        MemberData,
+        issue_member_card,
+        issue_psam,
+    )
+
+_PERSONALIZE = frozenset({"CardNumbers", "MemberData", "issue_member_card", "issue_psam"})
+
+
+def __getattr__(name: str) -> Any:
+    """Personalization is imported on first use: opening a card image needs none of it."""
+    if name in _PERSONALIZE:
+        from unioncard.applet_sim import personalize
+
+        return getattr(personalize, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CardLayout",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from unioncard.apdu import records
-from unioncard.apdu.trace_fields import mask_digits
+from unioncard.apdu.masking import mask_digits
 from unioncard.applet_sim.card import SimulatedCard
 from unioncard.applet_sim.files import FileKind, read_record, read_transparent, record_count
 from unioncard.applet_sim.member import MEMBER_SFI, MemberConfig, decode_member_template

@@ -14,18 +14,8 @@ applied.  Importing this package loads `construct` but not the tariff engine::
 
 from __future__ import annotations
 
-from unioncard.offline.batch import (
-    BATCH_FORMAT_VERSION,
-    BATCH_HEADER,
-    BATCH_TRAILER,
-    HEADER_SIZE,
-    TRAILER_SIZE,
-    Batch,
-    batch_file_name,
-    encode_batch,
-    read_batch,
-    write_batch,
-)
+from typing import TYPE_CHECKING, Any
+
 from unioncard.offline.record import (
     OFFLINE_RECORD,
     RECORD_LAYOUT,
@@ -36,6 +26,35 @@ from unioncard.offline.record import (
     RecordFlags,
     TxType,
 )
+
+if TYPE_CHECKING:
+    from unioncard.offline.batch import (
+        BATCH_FORMAT_VERSION,
+        BATCH_HEADER,
+        BATCH_TRAILER,
+        HEADER_SIZE,
+        TRAILER_SIZE,
+        Batch,
+        batch_file_name,
+        encode_batch,
+        read_batch,
+        write_batch,
+    )
+
+_BATCH = frozenset({"BATCH_FORMAT_VERSION", "BATCH_HEADER", "BATCH_TRAILER", "HEADER_SIZE",
+                    "TRAILER_SIZE", "Batch", "batch_file_name", "encode_batch", "read_batch",
+                    "write_batch"})
+
+
+def __getattr__(name: str) -> Any:
+    """The batch file names are imported on first use: a terminal paying a fare builds
+    records and needs no batch file (start-up time)."""
+    if name in _BATCH:
+        from unioncard.offline import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BATCH_FORMAT_VERSION",

@@ -16,7 +16,6 @@ with a numba kernel that agrees with ``quote`` fen for fen.
 from typing import TYPE_CHECKING, Any
 
 from unioncard.tariffs.context import AppliedRule, Quote, QuoteContext
-from unioncard.tariffs.dump import dumps
 from unioncard.tariffs.engine import (
     Usage,
     UsageBook,
@@ -25,7 +24,6 @@ from unioncard.tariffs.engine import (
     quote,
     quote_sequence,
 )
-from unioncard.tariffs.lint import lint
 from unioncard.tariffs.loader import Problem, RuleFileError, default_rules, load, loads, parse
 from unioncard.tariffs.model import (
     Caps,
@@ -50,16 +48,25 @@ if TYPE_CHECKING:
         evaluate_batch,
         record_batch,
     )
+    from unioncard.tariffs.dump import dumps
+    from unioncard.tariffs.lint import lint
 
-_BATCH = ("BatchResult", "ContextBatch", "compile_rules", "evaluate_batch", "record_batch")
+_LAZY = {
+    **dict.fromkeys(("BatchResult", "ContextBatch", "compile_rules", "evaluate_batch",
+                     "record_batch"), "batch"),
+    "dumps": "dump",
+    "lint": "lint",
+}
+"""Names imported on first use: the batch path loads numba, and a terminal pricing a
+fare needs neither the linter nor the dumper (start-up time)."""
 
 
 def __getattr__(name: str) -> Any:
-    """The batch path loads numba, so it is imported on first use only."""
-    if name in _BATCH:
-        from unioncard.tariffs import batch
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(batch, name)
+        return getattr(importlib.import_module(f"unioncard.tariffs.{module}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [

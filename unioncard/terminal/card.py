@@ -129,10 +129,12 @@ def _refuse_select(sw: int, app: Application) -> Refused:
                    Decision.ERROR)
 
 
-def select_purse(app: Application) -> SubFlow:
+def select_purse(app: Application, *, allow_blocked: bool = False) -> SubFlow:
     """SELECT the purse (transit by AID; ETC: MF, then DF 1001) and read its EF 0015.
 
-    Returns a `PurseCard`; a missing, blocked or locked purse is `Refused`.
+    Returns a `PurseCard`; a missing, blocked or locked purse is `Refused` (a
+    blocked one is read all the same with ``allow_blocked``: its FCI comes with
+    ``6283``).
     """
     if app is Application.TRANSIT:
         answer = yield card_send(cmd.select_by_name(TRANSIT_AID), "SELECT transit purse")
@@ -143,7 +145,7 @@ def select_purse(app: Application) -> SubFlow:
             raise _refuse_select(mf.sw, app)
         answer = yield card_send(cmd.select_file(ETC_DF), "SELECT ETC application")
         layout = records.ETC_INFO
-    if answer.sw != SW.OK:
+    if answer.sw != SW.OK and not (allow_blocked and answer.sw == SW.SELECTED_FILE_INVALIDATED):
         raise _refuse_select(answer.sw, app)
     info = yield card_send(cmd.read_binary_sfi(INFO_SFI, records.size_of(layout)),
                            "READ BINARY EF 0015")

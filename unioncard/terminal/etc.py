@@ -27,7 +27,7 @@ from typing import Any
 
 from unioncard.apdu import SW, records
 from unioncard.apdu import purse as cmd
-from unioncard.offline import Application
+from unioncard.offline import Application, OfflineRecord
 from unioncard.tariffs import Mode
 from unioncard.terminal.card import CAPP_SFI, card_send, parse_answer
 from unioncard.terminal.purchase import PurseSession, Sale
@@ -57,6 +57,9 @@ class _TollSession(PurseSession):
                 raise ValueError(f"{name} must be 0..{top:#x}")
         self.network, self.station, self.lane = network, station, lane
         self.timezone = timezone
+
+    def same_sale(self, draft: OfflineRecord) -> bool:
+        return draft.station == self.station
 
     def read_toll_record(self) -> Flow:
         """EF 0019 record 1, parsed; None when it holds no trip (all zeros after AA 29)."""
@@ -155,8 +158,8 @@ class EtcExit(_TollSession):
 
     def _trip(self, entry: Any) -> dict[str, Any]:
         """Entry station, vehicle class, toll and a note on how the toll was found."""
-        vehicle_class = self.vehicle_class or (entry.vehicle_class or 1)
         open_entry = entry.status in TollStatus.ENTRIES
+        vehicle_class = self.vehicle_class or (entry.vehicle_class if open_entry else 0) or 1
         entry_station = int.from_bytes(entry.station, "big") if open_entry else 0
         entry_network = int.from_bytes(entry.network, "big")
         details: dict[str, Any] = {
@@ -179,12 +182,12 @@ class EtcExit(_TollSession):
             else:
                 found = self.tolls.toll(entry_station, self.station, vehicle_class)
                 if found is None:
-                    note = f"entry station {entry_station:04X} is not in the toll table"
+                    note = f"no toll from entry station {entry_station:04X} to this exit"
             if found is None:
                 found = self.tolls.longest_toll(self.station, vehicle_class)
                 if found is None:
-                    raise Refused(f"{note}, and the toll table has no toll into station "
-                                  f"{self.station:04X} for vehicle class {vehicle_class}",
+                    raise Refused(f"the toll table has no toll into station {self.station:04X} "
+                                  f"for vehicle class {vehicle_class} ({note})",
                                   details={"toll": details})
                 note += ": charged the longest toll into this exit"
             toll = found

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from unioncard.errors import UnionCardError
-from unioncard.offline import OfflineRecord, batch_file_name, write_batch
+from unioncard.offline import OfflineRecord
 from unioncard.terminal.session import (
     Journal,
     JournalReceipt,
@@ -264,6 +264,8 @@ class TransactionJournal:
     def export(self, out_dir: str | Path, *, now: dt.datetime) -> list[ExportedBatch]:
         """Write every completed, not yet exported record into batch files in ``out_dir``,
         one batch per terminal id; batches a crash left unwritten are written first."""
+        from unioncard.offline.batch import batch_file_name
+
         directory = Path(out_dir)
         directory.mkdir(parents=True, exist_ok=True)
         created = now.replace(microsecond=0)
@@ -292,6 +294,8 @@ class TransactionJournal:
 
     def _write_batch(self, directory: Path, batch_id: int, *, rewritten: bool = False
                      ) -> ExportedBatch:
+        from unioncard.offline.batch import write_batch
+
         terminal_id, created, name = self._db.execute(
             "SELECT terminal_id, created_at, file_name FROM batches WHERE id = ?",
             (batch_id,)).fetchone()

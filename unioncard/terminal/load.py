@@ -21,7 +21,7 @@ from unioncard.apdu import SW
 from unioncard.apdu import purse as cmd
 from unioncard.apdu.status import describe as describe_sw
 from unioncard.crypto.purse import TransactionType
-from unioncard.offline import Application
+from unioncard.offline import Application, OfflineRecord
 from unioncard.terminal.card import card_send, member_dict, parse_answer
 from unioncard.terminal.load_host import LoadAuthorization, LoadRequest
 from unioncard.terminal.purchase import PurseSession
@@ -51,6 +51,9 @@ class Load(PurseSession):
             raise ValueError("a load is a positive integer of fen")
         self.application = Application(application)
         self.amount = amount
+
+    def same_sale(self, draft: OfflineRecord) -> bool:
+        return draft.charged_amount == self.amount
 
     def flow(self) -> Flow:
         card, member = yield from self.read_card(self.application)

@@ -30,6 +30,7 @@ from unioncard.apdu.member import MemberRecord
 from unioncard.apdu.purse import bcd_datetime
 from unioncard.apdu.status import describe as describe_sw
 from unioncard.crypto.purse import TransactionType
+from unioncard.errors import CardError
 from unioncard.offline import Application, OfflineRecord, RecordFlags
 from unioncard.tariffs import Mode, Quote, QuoteContext, RuleSet, default_rules, quote
 from unioncard.tariffs.money import ROUNDING_CODES
@@ -66,6 +67,9 @@ DEFAULT_RECOVERY_WINDOW = dt.timedelta(minutes=10)
 """How long after an interrupted purchase a re-tap counts as the same transaction."""
 
 TRANSIT_MODES = frozenset({Mode.BUS, Mode.METRO, Mode.COACH, Mode.FERRY, Mode.TAXI})
+ORGANIZATION_BYTES = 48
+"""The offline record's organization field (docs/records.md): longer names are cut."""
+ROUTE_BYTES, MERCHANT_BYTES = 16, 24
 
 
 class Sale:
@@ -74,6 +78,15 @@ class Sale:
     def __init__(self, mode: Mode, *, route: str | None = None, station: int = 0,
                  entry_station: int = 0, vehicle_class: int | None = None,
                  merchant: str | None = None, mcc: int | None = None) -> None:
+        for name, text, size in (("route", route, ROUTE_BYTES),
+                                 ("merchant", merchant, MERCHANT_BYTES)):
+            if text is not None and not (text.isascii() and text.isprintable()
+                                         and 0 < len(text) <= size):
+                raise ValueError(f"{name} {text!r}: 1 to {size} printable ASCII characters "
+                                 "(the offline record's field)")
+        for name, value in (("station", station), ("entry_station", entry_station)):
+            if not 0 <= value <= 0xFFFF:
+                raise ValueError(f"{name} must be 0..0xFFFF")
         self.mode = mode
         self.route = route
         self.station = station
@@ -149,18 +162,26 @@ class PurseSession(Session):
                     "card cannot be settled yet (the card does not tell); try again later",
                     Decision.ERROR)
         same_flow = [r for r in recent if r.pending.flow == self.flow_name
-                     and r.resolution is not None and r.resolution.record is not None]
+                     and r.resolution is not None and r.resolution.record is not None
+                     and self.same_sale(r.pending.draft)]
         if same_flow:
             return self._recovered_outcome(same_flow[-1], card)
         return None
+
+    def same_sale(self, draft: OfflineRecord) -> bool:
+        """Whether an interrupted transaction is the one this tap repeats (the same fare
+        or toll where the same place is): a passenger changing buses pays the new ride."""
+        return True
 
     def _recovered_outcome(self, item: Recovered, card: PurseCard) -> Outcome:
         assert item.resolution is not None and item.resolution.record is not None
         record = item.resolution.record
         return Outcome(
             self.flow_name, Decision.APPROVED,
-            f"the interrupted transaction of {item.pending.when.isoformat()} was completed "
-            f"on the card ({item.resolution.reason}); nothing more was charged",
+            f"the interrupted {'load' if record.is_load else 'transaction'} of "
+            f"{item.pending.when.isoformat()} was completed on the card "
+            f"({item.resolution.reason}); "
+            + ("nothing more was loaded" if record.is_load else "nothing more was charged"),
             list_amount=record.list_amount, charged_amount=record.charged_amount,
             balance_before=item.pending.balance_before, balance_after=record.balance_after,
             rules=self._rule_ids(record.rules),
@@ -205,7 +226,8 @@ class PurseSession(Session):
             card_type=card.card_type,
             category_flags=member.category_flags if member else card.category_flags,
             member_status=int(member.status) if member else 0,
-            organization=member.organization if member else "", card_expiry=card.expiry,
+            organization=_fit_utf8(member.organization, ORGANIZATION_BYTES) if member else "",
+            card_expiry=card.expiry,
             list_amount=priced.list_amount if priced else amount, charged_amount=amount,
             balance_after=balance_after,
             rules=tuple(self.rules.index(r) for r in priced.rules) if priced else (),
@@ -235,6 +257,9 @@ class PurseSession(Session):
         if answer.sw != SW.OK:
             yield from self._refuse_initialize(answer.sw, priced, details)
         init = parse_answer(answer, "INITIALIZE FOR PURCHASE", cmd.INIT_PURCHASE_RESPONSE)
+        if init.balance < amount:
+            raise CardError(f"INITIALIZE FOR PURCHASE accepted {amount} fen with a balance of "
+                            f"{init.balance} fen (it must answer 9401)")
         sam = yield Send(Device.PSAM, cmd.sam_init_for_purchase(
             random=init.random, offline_seq=init.offline_seq, amount=amount, tx_type=tx_type,
             date=self.date, time=self.time, key_version=init.key_version, alg_id=init.alg_id,
@@ -284,11 +309,15 @@ class PurseSession(Session):
             return done.with_changes(warnings=(
                 f"the PSAM did not verify MAC2 ({exc}); the card was debited and the TAC "
                 "goes to settlement",))
-        if verified.sw != SW.OK:
+        if verified.sw == SW.MAC_ERROR:
             return done.with_changes(
                 decision=Decision.DECLINED,
-                reason=f"the card's MAC2 does not verify ({verified.sw:04X}): the card is not "
-                       "genuine; its debit and TAC go to settlement for checking")
+                reason="the card's MAC2 does not verify (9302): the card is not genuine; its "
+                       "debit and TAC go to settlement for checking")
+        if verified.sw != SW.OK:
+            return done.with_changes(warnings=(
+                f"the PSAM could not check MAC2 ({verified.sw:04X}, {describe_sw(verified.sw)});"
+                " the card was debited and the TAC goes to settlement",))
         return done
 
     def _refuse_if_refused_before(self, card: PurseCard, details: dict[str, Any]) -> None:
@@ -332,6 +361,10 @@ class TransitPurchase(PurseSession):
         self.amount = amount
         self.sale = Sale(mode, route=route, station=station)
 
+    def same_sale(self, draft: OfflineRecord) -> bool:
+        return (draft.mode == self.sale.mode and draft.list_amount == self.amount
+                and draft.route == (self.sale.route or "") and draft.station == self.sale.station)
+
     def flow(self) -> Flow:
         yield from self.read_terminal_id()
         card, member = yield from self.read_card(Application.TRANSIT)
@@ -343,6 +376,11 @@ class TransitPurchase(PurseSession):
 
 
 # --- wording ----------------------------------------------------------------------------------
+
+
+def _fit_utf8(text: str, size: int) -> str:
+    """``text`` cut to at most ``size`` bytes of UTF-8, on a character boundary."""
+    return text.encode("utf-8")[:size].decode("utf-8", "ignore")
 
 
 def _note(item: Recovered) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from unioncard.apdu import SW, records
 from unioncard.apdu import purse as cmd
-from unioncard.apdu.trace_fields import mask_digits
+from unioncard.apdu.masking import mask_digits
 from unioncard.crypto.purse import TransactionType
 from unioncard.errors import DecodeError
 from unioncard.offline import Application
@@ -44,7 +44,7 @@ class CardRead(Session):
         purses: list[dict[str, Any]] = []
         for app in Application:
             try:
-                card = yield from reading.select_purse(app)
+                card = yield from reading.select_purse(app, allow_blocked=True)
             except Refused as refused:
                 purses.append({"application": app.name.lower(), "present": False,
                                "reason": refused.reason})
@@ -62,7 +62,11 @@ class CardRead(Session):
 
     def _purse(self, card: reading.PurseCard) -> Flow:
         found: dict[str, Any] = {"present": True, **card.to_dict()}
-        found["balance"] = yield from reading.get_balance()
+        balance = yield reading.card_send(cmd.get_balance(), "GET BALANCE")
+        found["state"] = "active" if balance.sw == SW.OK else \
+            "blocked" if balance.sw == SW.CONDITIONS_NOT_SATISFIED else f"{balance.sw:04X}"
+        found["balance"] = (reading.parse_answer(balance, "GET BALANCE", cmd.BALANCE_RESPONSE)
+                            .balance if balance.sw == SW.OK else None)
         holder = yield reading.card_send(
             cmd.read_binary_sfi(reading.HOLDER_SFI, records.size_of(records.HOLDER)),
             "READ BINARY EF 0016")

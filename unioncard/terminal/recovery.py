@@ -142,5 +142,7 @@ def _from_log(item: PendingTransaction, log: list[Any]) -> Resolution:
 
 
 def within(item: PendingTransaction, now: dt.datetime, window: dt.timedelta) -> bool:
-    """Whether ``now`` is within ``window`` of the transaction's time."""
-    return dt.timedelta(0) <= now - item.when <= window
+    """Whether ``now`` is within ``window`` after the transaction's time.  A clock set
+    back (``now`` before the transaction) counts as within: treating it as an old
+    transaction could charge the card twice."""
+    return now - item.when <= window

@@ -314,7 +314,7 @@ class Session:
         return self._outcome
 
     def start(self) -> Step | Outcome:
-        if self._flow is not None:
+        if self._flow is not None or self._outcome is not None:
             raise SessionError(f"{self.flow_name}: start() called twice (state {self.state})")
         self._flow = self.flow()
         return self._advance(lambda flow: next(flow))
@@ -379,7 +379,9 @@ class Session:
         if isinstance(exc, LinkLost):
             reason = f"{exc} (at {what})"
         elif isinstance(exc, DecodeError | CardError):
-            reason = f"the card answered {what} with data that breaks the protocol: {exc}"
+            device = "PSAM" if isinstance(self._step, Send) and self._step.device is Device.PSAM \
+                else "card"
+            reason = f"the {device} broke the protocol at {what}: {exc}"
         else:
             reason = str(exc)
         if self.in_flight:

@@ -28,6 +28,7 @@ from unioncard.errors import UnionCardError
 
 __all__ = ["TollTable", "TollTableError", "load_toll_table", "parse_toll_table"]
 
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 MAX_TOLL = 10_000_000
 """A toll above 100 000 yuan is a typing error, not a toll."""
 
@@ -61,11 +62,8 @@ class TollTable:
 
 
 def _code(where: str, value: Any, what: str) -> int:
-    if isinstance(value, str) and len(value) == 4:
-        try:
-            return int(value, 16)
-        except ValueError:
-            pass
+    if isinstance(value, str) and len(value) == 4 and all(c in HEX_DIGITS for c in value):
+        return int(value, 16)
     raise TollTableError(f"{where}: {what} must be 4 hex digits in quotes, got {value!r}")
 
 
