@@ -13,14 +13,17 @@ from unioncard.applet_sim import PowerLoss, SimulatedCard, Step
 from unioncard.applet_sim.image import FileSink, read_image, write_image
 from unioncard.errors import DecodeError
 from unioncard.terminal import Decision
-from unioncard.testing.purse_checks import PurseRig, prepare_credit
+from unioncard.testing.purse_checks import PurseRig, expected_tac, prepare_credit
 
 
 def test_round_trip_keeps_state(card, psam, keys, tmp_path):
     rig = PurseRig.in_process(card, psam, keys)
     exit_ = rig.purchase("etc", 300)  # an ETC exit: a composite purchase with its EF 0019 record
-    assert exit_.decision is Decision.APPROVED and exit_.record.tx_type == 0x09
-    assert rig.load("transit", 700).decision is Decision.APPROVED
+    load = rig.load("transit", 700)
+    for outcome in (exit_, load):
+        assert outcome.decision is Decision.APPROVED and not outcome.warnings, outcome.reason
+        assert outcome.record.tac == expected_tac(keys, outcome.record)
+    assert exit_.record.tx_type == 0x09
     path = tmp_path / "card.json"
     card.save(path)
     again = SimulatedCard.load(path, random_source=1)
@@ -71,7 +74,9 @@ def test_write_through_saves_each_commit_before_the_response(card, psam, keys, t
     assert isinstance(sink, FileSink)
     assert rig.read().decision is Decision.APPROVED  # a whole card read...
     assert sink.saves == 0  # ...commits nothing
-    assert rig.purchase("transit", 5).decision is Decision.APPROVED
+    outcome = rig.purchase("transit", 5)
+    assert outcome.decision is Decision.APPROVED and not outcome.warnings, outcome.reason
+    assert outcome.record.tac == expected_tac(keys, outcome.record)
     assert sink.saves == 1
     on_disk = SimulatedCard.load(path)
     on_disk.power_on()
@@ -144,13 +149,14 @@ WORKER = r"""
 import sys
 from unioncard.applet_sim import SimulatedCard, issue_psam
 from unioncard.crypto import Keystore
-from unioncard.testing.purse_checks import PurseRig
+from unioncard.testing.purse_checks import PurseRig, expected_tac
 keys = Keystore.test()
 card = SimulatedCard.load(sys.argv[1], write_through=True)
 rig = PurseRig.in_process(card, issue_psam(keys, "001122334455"), keys)
 while True:
     outcome = rig.purchase("transit", 1)
-    assert outcome.decision.value == "approved", outcome.reason
+    assert outcome.decision.value == "approved" and not outcome.warnings, outcome.reason
+    assert outcome.record.tac == expected_tac(keys, outcome.record)
     print("ok", flush=True)
 """
 

@@ -6,7 +6,7 @@ from unioncard.applet_sim import PowerLoss, Step, issue_psam
 from unioncard.applet_sim.personalize import CardNumbers
 from unioncard.crypto import purse as pc
 from unioncard.terminal import Decision
-from unioncard.testing.purse_checks import PurseRig
+from unioncard.testing.purse_checks import PurseRig, expected_tac
 
 TERMINAL_ID = "001122334455"
 DIVERSIFIER = CardNumbers(42).transit_diversifier
@@ -122,6 +122,7 @@ def test_both_purses_through_the_psam(card, psam, keys, app):
     assert rig.read().details["balances"][app] == before - 250
     assert outcome.record.terminal_seq == psam.psam().terminal_seq == 1
     assert rig.answer_to(0x72, device="PSAM").response.sw == 0x9000  # MAC2 checked
+    assert outcome.record.tac == expected_tac(keys, outcome.record)
 
 
 def test_bad_issue_arguments(keys):

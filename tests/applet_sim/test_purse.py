@@ -12,13 +12,14 @@ from unioncard.applet_sim import PurseState, SimulatedCard
 from unioncard.applet_sim.files import DF, EF, FileKind
 from unioncard.applet_sim.layout import CardLayout
 from unioncard.applet_sim.purse import LogRecord, PurseConfig
-from unioncard.crypto import derive_card_keys
+from unioncard.crypto import Keystore, derive_card_keys
 from unioncard.crypto import purse as pc
 from unioncard.crypto.keystore import CardKeys
 from unioncard.terminal import Decision
 from unioncard.terminal.etc import CHINA_STANDARD_TIME
 from unioncard.testing.purse_checks import (
     PurseRig,
+    expected_tac,
     prepare_credit,
     prepare_debit,
     select_application,
@@ -50,7 +51,9 @@ def debit_answer(rig):
 
 
 def approved(outcome):
-    assert outcome.decision is Decision.APPROVED, outcome.reason
+    """An approved transaction whose MAC2 the PSAM accepted and whose TAC verifies."""
+    assert outcome.decision is Decision.APPROVED and not outcome.warnings, outcome.reason
+    assert outcome.record.tac == expected_tac(Keystore.test(), outcome.record)
     return outcome
 
 

@@ -1,5 +1,6 @@
 """The purse conformance checks (`unioncard.testing.purse_checks`) in process, on T=1 and T=0
-cards; and proof that they catch a card that misbehaves."""
+cards, on the simulator and on a card written from the protocol alone; and proof that they
+catch a card that misbehaves."""
 
 import calendar
 import datetime as dt
@@ -8,6 +9,7 @@ import re
 import subprocess
 import sys
 
+import protocol_card
 import pytest
 
 from unioncard.apdu import purse as cmd
@@ -148,6 +150,8 @@ def flip_first(response: bytes) -> bytes:
     [
         ("purchase", "transit", "805401", flip_first, "^TAC .* does not verify"),
         ("purchase", "transit", "805C", flip_first, "balance INITIALIZE gave .* is 3000,"),
+        ("purchase", "etc", "805401", lambda r: r[:4] + bytes([r[4] ^ 1]) + r[5:],
+         "MAC2 does not verify"),
         ("load", "transit", "8052", flip_first, "^load TAC .* does not verify"),
         ("load", "transit", "805000", lambda r: r[:12] + bytes(4) + r[16:],
          "load MAC1 does not verify"),
@@ -206,7 +210,7 @@ def test_the_entry_record_on_the_card_is_laid_out_as_protocol_section_4_5(keys, 
     network, station, lane, unix time (UTC), class, status, ..., plate (GBK)."""
     card = issue_member_card(member, keys, card_no=8, etc_balance=1_000, plate="京A1")
     rig = PurseRig.in_process(card, issue_psam(keys, "001122334455"), keys)
-    outcome = rig.entry()
+    outcome = rig.run(rig.entry_session())
     assert outcome.decision is Decision.APPROVED and outcome.record is not None
     assert select_application(rig.card, "etc").sw == 0x9000
     record = rig.card.transmit(cmd.read_record(0x19, 1, 43)).data
@@ -237,3 +241,21 @@ def test_the_checks_need_neither_pytest_nor_hypothesis():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("protocol", ["T=0", "T=1"])
+@pytest.mark.parametrize(("name", "app"), CASES)
+def test_check_on_a_card_written_from_the_protocol_alone(keys, name, app, protocol):
+    """The checks rely on docs/protocol.md only: they pass on `protocol_card`, a card and a
+    PSAM written from it without any unioncard code (tests/conformance/)."""
+    card = protocol_card.ProtocolCard(transit_balance=3_000, etc_balance=0, protocol=protocol,
+                                      seed=3)
+    psam = protocol_card.ProtocolPsam(terminal_id="000000000002",
+                                      purchase_keys=keys.purchase_master_keys())
+    rig = PurseRig.in_process(card, psam, keys)
+    result = run_check(name, rig, app=app)
+    purse = next(p for p in rig.read().details["purses"] if p["application"] == app)
+    if CHECKS[name].destructive:  # locked for good: a terminal cannot read its balance
+        assert purse.get("state") == "locked" or "locked" in purse.get("reason", "")
+    else:
+        assert purse["balance"] == result.balance_after

@@ -13,11 +13,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from unioncard.apdu import CommandAPDU
+from unioncard.apdu import purse as cmd
 from unioncard.applet_sim import MemberData, PowerLoss, issue_member_card, issue_psam
-from unioncard.applet_sim.scenarios import PurseTerminal
-from unioncard.crypto import Keystore
+from unioncard.crypto import Keystore, derive_card_keys
 from unioncard.crypto import purse as pc
+from unioncard.terminal import Decision
+from unioncard.testing.purse_checks import (
+    PurseRig,
+    expected_tac,
+    prepare_credit,
+    prepare_debit,
+    select_application,
+)
 
 KEYS = Keystore.test()
 MEMBER = MemberData("张三", "20260001", "市总工会", "11010519491231002X",
@@ -36,9 +43,10 @@ class PurseBooks(RuleBasedStateMachine):
                                       transit_balance=INITIAL["transit"],
                                       etc_balance=INITIAL["etc"], random_source=7)
         self.psam = issue_psam(KEYS, "0102030405FF", random_source=8)
-        self.card.power_on()
-        self.psam.power_on()
-        self.t = PurseTerminal(self.card.transmit, self.psam.transmit, KEYS)
+        # whole transactions go through the terminal engine; single commands through the
+        # rig's links, built with unioncard.apdu.purse
+        self.rig = PurseRig.in_process(self.card, self.psam, KEYS)
+        self.link, self.sam = self.rig.card, self.rig.psam
         self.loads = {"transit": 0, "etc": 0}
         self.purchases = {"transit": 0, "etc": 0}
         self.transactions = {"transit": 0, "etc": 0}
@@ -57,7 +65,19 @@ class PurseBooks(RuleBasedStateMachine):
 
     def select(self, app):
         """Select the purse; a locked one refuses the SELECT itself (9303)."""
-        self.t.select(app, 0x9303 if self.locked(app) else 0x9000)
+        assert select_application(self.link, app).sw == (0x9303 if self.locked(app) else 0x9000)
+
+    def sw_of_last(self, ins, since):
+        """The card's status word for the last command with this INS after exchange ``since``."""
+        exchange = self.rig.answer_to(ins, since=since)
+        assert exchange is not None and exchange.response is not None
+        return exchange.response.sw
+
+    def debit_answer(self):
+        """TAC then MAC2, as the card answered the last DEBIT."""
+        exchange = self.rig.answer_to(0x54)
+        assert exchange.response.sw == 0x9000 and len(exchange.response.data) == 8
+        return exchange.response.data
 
     def purchased(self, app, amount, seq, tx_type, answer):
         self.purchases[app] += amount
@@ -78,22 +98,60 @@ class PurseBooks(RuleBasedStateMachine):
         self.select(app)
         if self.locked(app):
             return
-        if amount > self.balance(app):
-            self.t.initialize(0x03 if capp else 0x01, amount, 0x9401)
+        if app == "etc" and not capp:
+            self.plain_etc_purchase(amount)
             return
-        record = b"\xaa\x29" + bytes([amount & 0xFF]) * 41 if capp else None
-        p = self.t.purchase(amount, capp_record=record)
-        self.purchased(app, amount, p.offline_seq, p.tx_type, p.mac2 + p.tac)
+        # a bus fare on the transit purse, an ETC exit (composite purchase) on the ETC purse
+        mark = self.rig.count
+        outcome = self.rig.purchase(app, amount)
+        if amount > self.balance(app):
+            assert outcome.decision is Decision.DECLINED, outcome.reason
+            assert self.sw_of_last(0x50, mark) == 0x9401
+            return
+        assert outcome.decision is Decision.APPROVED and not outcome.warnings, outcome.reason
+        record = outcome.record
+        assert record.tac == expected_tac(KEYS, record)
+        assert record.charged_amount == amount and record.tx_type == (0x09 if capp else 0x06)
+        answer = self.debit_answer()
+        self.purchased(app, amount, record.card_seq, record.tx_type, answer[4:] + answer[:4])
+
+    def plain_etc_purchase(self, amount):
+        """A plain purchase (type 06) on the ETC purse: the engine has none (its ETC lanes
+        make composite purchases), so the commands are sent here."""
+        if amount > self.balance("etc"):
+            initialize = cmd.initialize_for_purchase(amount, self.rig.terminal_id)
+            assert self.link.transmit(initialize).sw == 0x9401
+            return
+        debit = prepare_debit(self.link, self.sam, "etc", amount, when=self.rig.tick())
+        answer = self.link.transmit(debit.command)
+        assert answer.sw == 0x9000 and len(answer.data) == 8
+        assert self.sam.transmit(cmd.sam_credit_for_purchase(answer.data[4:])).sw == 0x9000
+        dtk = derive_card_keys(KEYS.by_version(debit.key_version), debit.card.diversifier).tac
+        assert answer.data[:4] == pc.purchase_tac(dtk, amount, 0x06, debit.terminal_id,
+                                                  debit.terminal_seq, debit.date, debit.time)
+        self.purchased("etc", amount, debit.offline_seq, 0x06,
+                       answer.data[4:] + answer.data[:4])
 
     @rule(app=apps, amount=amounts)
     def load(self, app, amount):
         self.select(app)
         if self.locked(app):
             return
-        if self.balance(app) + amount > MAX_BALANCE:
-            self.t.initialize(0x00, amount, 0x9402)
+        if amount == 0:  # the engine loads positive amounts only: a load of 0 by hand
+            load = prepare_credit(self.link, KEYS, app, 0, when=self.rig.tick(),
+                                  terminal_id=self.rig.terminal_id)
+            answer = self.link.transmit(load.command)
+            assert answer.sw == 0x9000 and len(answer.data) == 4
+            self.loaded(app, amount)
             return
-        self.t.load(amount)
+        mark = self.rig.count
+        outcome = self.rig.load(app, amount)
+        if self.balance(app) + amount > MAX_BALANCE:
+            assert outcome.decision is Decision.DECLINED, outcome.reason
+            assert self.sw_of_last(0x50, mark) == 0x9402
+            return
+        assert outcome.decision is Decision.APPROVED, outcome.reason
+        assert outcome.record.tac == expected_tac(KEYS, outcome.record)
         self.loaded(app, amount)
 
     @rule(app=apps, on_load=st.booleans())
@@ -101,16 +159,16 @@ class PurseBooks(RuleBasedStateMachine):
         self.select(app)
         if self.locked(app):
             return
+        when = self.rig.tick()
         if on_load:
             if self.balance(app) + 1 > MAX_BALANCE:
                 return
-            self.t.initialize(0x00, 1)
-            self.t.card.expect(CommandAPDU(0x80, 0x52, 0, 0, self.t.date + self.t.time
-                                           + bytes(4), 4), 0x9302)
+            load = prepare_credit(self.link, KEYS, app, 1, when=when,
+                                  terminal_id=self.rig.terminal_id)
+            assert self.link.transmit(load.credit(mac2=bytes(4))).sw == 0x9302
         else:
-            init = self.t.initialize(0x01, 0)
-            seq, _ = self.t.mac1(init, 0, 0x06)
-            self.t.debit(seq, bytes(4), 0x9302)
+            debit = prepare_debit(self.link, self.sam, app, 0, when=when)
+            assert self.link.transmit(debit.debit(mac1=bytes(4))).sw == 0x9302
         self.mac_errors[app] += 1
 
     @rule(app=apps, kind=st.sampled_from(["purchase", "capp", "load"]), amount=amounts,
@@ -122,27 +180,24 @@ class PurseBooks(RuleBasedStateMachine):
         self.select(app)
         if self.locked(app):
             return
-        t, purse = self.t, self.card.purse(app)
+        purse = self.card.purse(app)
         seq_before = purse.online_seq if kind == "load" else purse.offline_seq
+        when = self.rig.tick()
         if kind == "load":
             if self.balance(app) + amount > MAX_BALANCE:
                 return
-            init = t.initialize(0x00, amount)
-            seq = int.from_bytes(init[4:6], "big")
-            seslk = pc.load_session_key(t.card_keys.load, init[8:12], seq)
-            mac2 = pc.load_mac2(seslk, amount, 2, t.terminal_id, t.date, t.time)
-            command = CommandAPDU(0x80, 0x52, 0, 0, t.date + t.time + mac2, 4)
+            load = prepare_credit(self.link, KEYS, app, amount, when=when,
+                                  terminal_id=self.rig.terminal_id)
+            seq, command = load.online_seq, load.command
         else:
             if amount > self.balance(app):
                 return
             tx_type = 0x09 if kind == "capp" else 0x06
-            init = t.initialize(0x03 if kind == "capp" else 0x01, amount)
-            seq = int.from_bytes(init[4:6], "big")
-            terminal_seq, mac1 = t.mac1(init, amount, tx_type)
-            if kind == "capp":
-                t.card.expect(CommandAPDU(0x80, 0xDC, 0xAA, 0xC8, b"\xaa\x29" + b"\x5a" * 41))
-            command = CommandAPDU(0x80, 0x54, 1, 0, terminal_seq.to_bytes(4, "big") + t.date
-                                  + t.time + mac1, 8)
+            record = b"\xaa\x29" + b"\x5a" * 41 if kind == "capp" else None
+            debit = prepare_debit(self.link, self.sam, app, amount, when=when,
+                                  capp_record=record)
+            assert debit.tx_type == tx_type
+            seq, command = debit.offline_seq, debit.command
         assert seq == seq_before
         self.card.faults.cut_at_write(write, after=after)
         try:
@@ -160,10 +215,11 @@ class PurseBooks(RuleBasedStateMachine):
             self.loaded(app, amount)
             return
         self.select(app)
-        proof = t.card.expect(CommandAPDU(0x80, 0x5A, 0, tx_type, (seq + 1).to_bytes(2, "big"),
-                                          8), length=8)
-        t.psam.expect(CommandAPDU(0x80, 0x72, 0, 0, proof[:4]))  # MAC2 from the lost answer
-        self.purchased(app, amount, seq, tx_type, proof)
+        proof = self.link.transmit(cmd.get_transaction_prove(tx_type, seq + 1))
+        assert proof.sw == 0x9000 and len(proof.data) == 8
+        # MAC2 from the lost answer
+        assert self.sam.transmit(cmd.sam_credit_for_purchase(proof.data[:4])).sw == 0x9000
+        self.purchased(app, amount, seq, tx_type, proof.data)
 
     @rule(app=apps)
     def prove_last_purchase(self, app):
@@ -171,9 +227,8 @@ class PurseBooks(RuleBasedStateMachine):
         if self.locked(app) or self.last_proof[app] is None:
             return
         seq, tx_type, answer = self.last_proof[app]
-        got = self.t.card.expect(CommandAPDU(0x80, 0x5A, 0, tx_type, seq.to_bytes(2, "big"), 8),
-                                 length=8)
-        assert got == answer
+        got = self.link.transmit(cmd.get_transaction_prove(tx_type, seq))
+        assert (got.data, got.sw) == (answer, 0x9000)
 
     @rule(warm=st.booleans())
     def power_cycle(self, warm):

@@ -7,26 +7,48 @@ happened completely or not at all - exactly when the cut came after the commit f
 and GET TRANSACTION PROVE answers the right MAC2 and TAC when it happened.
 """
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pytest
 
 from unioncard.apdu import CommandAPDU
+from unioncard.apdu import purse as cmd
 from unioncard.applet_sim import Phase, PowerLoss, issue_member_card, issue_psam
 from unioncard.applet_sim.nvm import Step
-from unioncard.applet_sim.scenarios import PurseTerminal
-from unioncard.crypto.purse import TransactionType
+from unioncard.terminal import Decision
+from unioncard.testing.purse_checks import (
+    PurseRig,
+    expected_tac,
+    prepare_credit,
+    prepare_debit,
+    select_application,
+)
+from unioncard.transport import Channel, InProcessTransport
 
 AMOUNT = 700
 CAPP_RECORD = b"\xaa\x29" + bytes(range(1, 42))
+WHEN = dt.datetime(2026, 3, 15, 8, 30)
+TERMINAL_ID = bytes.fromhex("001122334455")
 
 
 @dataclass
 class Prepared:
-    t: PurseTerminal
+    card: Channel  # links to the card and the PSAM, for what follows the cut
+    psam: Channel
     command: CommandAPDU
     seq: int  # INITIALIZE's offline or online seq
     balance: int
+
+
+def links(card, psam):
+    """Channels to the (powered) card and PSAM."""
+    channels = []
+    for device in (card, psam):
+        transport = InProcessTransport(device)
+        transport.power_on()
+        channels.append(Channel(transport))
+    return channels
 
 
 def fresh(keys, member):
@@ -41,26 +63,15 @@ def fresh(keys, member):
 def prepare(card, psam, keys, flow: str) -> Prepared:
     """Run the flow up to its committing command, which is returned unsent."""
     kind, app = flow.split("-")
-    t = PurseTerminal(card.transmit, psam.transmit, keys)
-    t.select(app)
+    link, sam = links(card, psam)
     if kind == "load":
-        from unioncard.crypto import purse as pc
-
-        init = t.initialize(0x00, AMOUNT)
-        seq = int.from_bytes(init[4:6], "big")
-        seslk = pc.load_session_key(t.card_keys.load, init[8:12], seq)
-        mac2 = pc.load_mac2(seslk, AMOUNT, 2, t.terminal_id, t.date, t.time)
-        command = CommandAPDU(0x80, 0x52, 0, 0, t.date + t.time + mac2, 4)
-        return Prepared(t, command, seq, int.from_bytes(init[:4], "big"))
+        load = prepare_credit(link, keys, app, AMOUNT, when=WHEN, terminal_id=TERMINAL_ID)
+        return Prepared(link, sam, load.command, load.online_seq, load.balance)
     capp = kind == "capp"
-    init = t.initialize(0x03 if capp else 0x01, AMOUNT)
-    tx_type = TransactionType.CAPP_PURCHASE if capp else TransactionType.EP_PURCHASE
-    terminal_seq, mac1 = t.mac1(init, AMOUNT, tx_type)
-    if capp:
-        t.card.expect(CommandAPDU(0x80, 0xDC, 0xAA, 0x19 << 3, CAPP_RECORD))
-    command = CommandAPDU(0x80, 0x54, 0x01, 0x00,
-                          terminal_seq.to_bytes(4, "big") + t.date + t.time + mac1, 8)
-    return Prepared(t, command, int.from_bytes(init[4:6], "big"), int.from_bytes(init[:4], "big"))
+    debit = prepare_debit(link, sam, app, AMOUNT, when=WHEN,
+                          capp_record=CAPP_RECORD if capp else None)
+    assert debit.tx_type == (0x09 if capp else 0x06)
+    return Prepared(link, sam, debit.command, debit.offline_seq, debit.balance)
 
 
 FLOWS = ["purchase-transit", "purchase-etc", "load-transit", "load-etc", "capp-etc"]
@@ -149,10 +160,10 @@ def test_power_cut(keys, member, cut):
         assert now == before
         if kind != "load":
             # no proof for the purchase that did not happen
-            prepared.t.select(app)
-            seq = (prepared.seq + 1).to_bytes(2, "big")
+            assert select_application(prepared.card, app).sw == 0x9000
             tx_type = 0x09 if kind == "capp" else 0x06
-            assert prepared.t.card.send(CommandAPDU(0x80, 0x5A, 0, tx_type, seq, 8)).sw == 0x9406
+            prove = cmd.get_transaction_prove(tx_type, prepared.seq + 1)
+            assert prepared.card.transmit(prove).sw == 0x9406
     else:
         sign = 1 if kind == "load" else -1
         assert balance == prepared.balance + sign * AMOUNT
@@ -165,18 +176,18 @@ def test_power_cut(keys, member, cut):
             assert (online, offline) == (before[1], prepared.seq + 1)
             assert log[0].seq == prepared.seq and log[0].tx_type == tx_type
             assert proof == (prepared.seq + 1, tx_type, good_answer[4:], good_answer[:4])
-            t = prepared.t
-            t.select(app)
-            seq = (prepared.seq + 1).to_bytes(2, "big")
-            answer = t.card.expect(CommandAPDU(0x80, 0x5A, 0, tx_type, seq, 8), length=8)
-            assert answer == good_answer[4:] + good_answer[:4]  # MAC2 then TAC
-            t.psam.expect(CommandAPDU(0x80, 0x72, 0, 0, answer[:4]))  # MAC2 checks in the PSAM
+            assert select_application(prepared.card, app).sw == 0x9000
+            answer = prepared.card.transmit(cmd.get_transaction_prove(tx_type, prepared.seq + 1))
+            assert answer.sw == 0x9000
+            assert answer.data == good_answer[4:] + good_answer[:4]  # MAC2 then TAC
+            # MAC2 checks in the PSAM
+            assert prepared.psam.transmit(cmd.sam_credit_for_purchase(answer.data[:4])).sw == 0x9000
         if kind == "capp":
             assert capp == CAPP_RECORD
-    # and the card goes on working
-    t = PurseTerminal(card.transmit, psam.transmit, keys)
-    t.select(app)
-    t.purchase(1)
+    # and the card goes on working: a purchase through the terminal engine
+    outcome = PurseRig.in_process(card, psam, keys).purchase(app, 1)
+    assert outcome.decision is Decision.APPROVED and not outcome.warnings, outcome.reason
+    assert outcome.record.tac == expected_tac(keys, outcome.record)
 
 
 @pytest.mark.parametrize("index", range(1, 8))
@@ -199,15 +210,13 @@ def test_power_cut_during_recovery(keys, member, index):
 
 def test_capp_cache_writes_nothing_and_dies_with_the_power(keys, member):
     card, psam = fresh(keys, member)
-    t = PurseTerminal(card.transmit, psam.transmit, keys)
-    t.select("etc")
-    init = t.initialize(0x03, AMOUNT)
-    terminal_seq, mac1 = t.mac1(init, AMOUNT, 0x09)
+    link, sam = links(card, psam)
+    debit = prepare_debit(link, sam, "etc", AMOUNT, when=WHEN, capp=True)
     card.faults.start_trace()
-    t.card.expect(CommandAPDU(0x80, 0xDC, 0xAA, 0xC8, CAPP_RECORD))
+    assert link.transmit(cmd.update_capp_data_cache(CAPP_RECORD, 0x19)).sw == 0x9000
     assert card.faults.trace == []
     card.power_off()
     card.power_on()
-    t.select("etc")
-    t.debit(terminal_seq, mac1, 0x6985)
+    assert select_application(link, "etc").sw == 0x9000
+    assert link.transmit(debit.command).sw == 0x6985
     assert state(card, "etc")[5] == b"\xaa\x29" + bytes(41)

@@ -1,5 +1,6 @@
 """`unioncard card issue|show`: the member sheet to card images, end to end."""
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -8,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from unioncard.applet_sim import PowerLoss, SimulatedCard
-from unioncard.applet_sim.scenarios import PurseTerminal
 from unioncard.cli import root
 from unioncard.crypto import Keystore
+from unioncard.terminal import Decision
+from unioncard.testing.purse_checks import PurseRig
 
 HEADER = "name,member_no,organization,category,id_number\n"
 GOOD = [
@@ -146,14 +148,15 @@ def test_show_reports_an_interrupted_transaction(tmp_path, sheet):
     path = out / "20260001-card.json"
     card = SimulatedCard.load(path, write_through=True)
     psam = SimulatedCard.load(out / "psam-000000000001.json")
-    card.power_on()
-    psam.power_on()
-    terminal = PurseTerminal(card.transmit, psam.transmit, Keystore.test())
-    terminal.select("transit")
+    # the cards were issued valid from today: the terminal engine's clock starts today
+    rig = PurseRig.in_process(card, psam, Keystore.test(),
+                              start=dt.datetime.combine(dt.date.today(), dt.time(12)))
     # CREDIT FOR LOAD loses power after journaling the new balance, before the commit
     card.faults.cut_after("purse.balance")
-    with pytest.raises(PowerLoss):
-        terminal.load(100)
+    outcome = rig.load("transit", 100)
+    assert outcome.decision is Decision.INTERRUPTED, outcome.reason
+    assert isinstance(card.faults.fired, PowerLoss)
+    assert rig.answer_to(0x52).response is None  # CREDIT FOR LOAD got no answer
     doc = json.loads(run("card", "show", "--json", str(path)).stdout)
     assert doc["interrupted_transaction"] == "not committed, discarded at power-up"
     transit = next(p for p in doc["purses"] if p["application"] == "transit")

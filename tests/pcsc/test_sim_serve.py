@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from unioncard.apdu import ResponseAPDU
+from unioncard.apdu import purse as cmd
 from unioncard.apdu.trace import Device, Direction, read_records
 from unioncard.applet_sim import SimulatedCard
-from unioncard.applet_sim.scenarios import PurseTerminal
 from unioncard.errors import CardError, TransportError
+from unioncard.terminal import Decision
+from unioncard.testing.purse_checks import PurseRig, expected_tac, prepare_debit
+from unioncard.transport import Channel
 from unioncard.transport.pcsc import PcscTransport
 from unioncard.transport.pcscd import PcscdDaemon, vpcd_reader_name
 
@@ -53,12 +57,24 @@ class Served:
         except TransportError as exc:
             raise AssertionError(f"{exc}; sim serve said:\n{self.kill()}") from exc
 
+    def rig(self, keys) -> PurseRig:
+        """The terminal engine's rig on the served card and PSAM."""
+        return PurseRig(Channel(self.card), Channel(self.psam), keys)
+
     def kill(self, sig: int = signal.SIGKILL) -> str:
         self.process.send_signal(sig)
         _, err = self.process.communicate(timeout=10)
         self.card.close()
         self.psam.close()
         return err
+
+
+def purchase(rig: PurseRig, amount: int) -> None:
+    """A bus fare through the engine: approved, MAC2 accepted by the PSAM, TAC verified."""
+    outcome = rig.purchase("transit", amount)
+    assert outcome.decision is Decision.APPROVED and not outcome.warnings, outcome.reason
+    assert outcome.record is not None
+    assert outcome.record.tac == expected_tac(rig.keys, outcome.record)
 
 
 def reopened(path: Path) -> SimulatedCard:
@@ -72,10 +88,11 @@ def test_purchases_trace_and_clean_stop(pcscd_daemon, images, sim_keystore, tmp_
     trace = tmp_path / "apdus.txt"
     served = Served(pcscd_daemon, card_path, psam_path, "--trace", str(trace), "--seed", "5")
     try:
-        terminal = PurseTerminal(served.card.transmit, served.psam.transmit, sim_keystore)
-        terminal.select("transit")
-        terminal.purchase(30)
-        challenge = terminal.card.expect("0084000004", length=4)
+        rig = served.rig(sim_keystore)
+        purchase(rig, 30)
+        answer = rig.card.transmit(cmd.get_challenge())
+        assert answer.sw == 0x9000 and len(answer.data) == 4
+        challenge = answer.data
     finally:
         err = served.kill(signal.SIGTERM)
     assert served.process.returncode == 0, err
@@ -90,10 +107,9 @@ def test_purchases_trace_and_clean_stop(pcscd_daemon, images, sim_keystore, tmp_
     # The same seed gives the same card randomness.
     again = Served(pcscd_daemon, card_path, psam_path, "--seed", "5")
     try:
-        again_terminal = PurseTerminal(again.card.transmit, again.psam.transmit, sim_keystore)
-        again_terminal.select("transit")
-        again_terminal.purchase(30)
-        assert again_terminal.card.expect("0084000004", length=4) == challenge
+        rig = again.rig(sim_keystore)
+        purchase(rig, 30)
+        assert rig.card.transmit(cmd.get_challenge()).data == challenge
     finally:
         again.kill(signal.SIGTERM)
 
@@ -107,21 +123,21 @@ def test_sigkill_during_debit_reopens_consistent(pcscd_daemon, images, sim_keyst
     debits_sent = 0
     served = Served(pcscd_daemon, card_path, psam_path)
     try:
-        terminal = PurseTerminal(served.card.transmit, served.psam.transmit, sim_keystore)
-        terminal.select("transit")
+        rig = served.rig(sim_keystore)
         for _ in range(2):
-            terminal.purchase(AMOUNT)
+            purchase(rig, AMOUNT)
             debits_sent += 1
             acknowledged += 1
-        init = terminal.initialize(0x01, AMOUNT)
-        terminal_seq, mac1 = terminal.mac1(init, AMOUNT, 0x06)
+        prepared = prepare_debit(rig.card, rig.psam, "transit", AMOUNT, when=rig.tick())
         outcome: dict[str, object] = {}
 
         def debit() -> None:
             try:
-                outcome["answer"] = terminal.debit(terminal_seq, mac1)
+                answer = rig.card.transmit(prepared.command)
             except (TransportError, CardError) as exc:
                 outcome["error"] = exc
+                return
+            outcome["answer"] = answer
 
         sender = threading.Thread(target=debit)
         sender.start()
@@ -132,6 +148,9 @@ def test_sigkill_during_debit_reopens_consistent(pcscd_daemon, images, sim_keyst
     sender.join(10)
     assert not sender.is_alive()
     if "answer" in outcome:
+        answer = outcome["answer"]
+        assert isinstance(answer, ResponseAPDU)
+        assert answer.sw == 0x9000 and len(answer.data) == 8  # TAC and MAC2
         acknowledged += 1
 
     card = reopened(card_path)

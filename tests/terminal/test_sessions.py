@@ -385,13 +385,17 @@ def test_an_unreadable_member_template_counts_as_absent():
 # --- refusals -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("sw", "reason"), [
-    ("6A82", "the card has no transit purse"),
-    ("6283", "the card's transit purse is blocked"),
-    ("9303", "the card's transit purse is locked for good"),
+@pytest.mark.parametrize(("sw", "balance", "reason"), [
+    ("6A82", None, "the card has no transit purse"),
+    ("6283", "6985", "the card's transit purse is blocked"),
+    ("6283", "9303", "the card's transit purse is locked for good"),  # a locked purse's FCI
+    ("9303", None, "the card's transit purse is locked for good"),
 ])
-def test_an_unusable_transit_purse_is_declined(sw, reason):
-    run = drive(tap(200), [*read_terminal_id(), *read_member(), card(SELECT_TRANSIT, sw)])
+def test_an_unusable_transit_purse_is_declined(sw, balance, reason):
+    script = [*read_terminal_id(), *read_member(), card(SELECT_TRANSIT, sw)]
+    if balance is not None:  # 6283: GET BALANCE tells blocked (6985) from locked (9303)
+        script.append(card("805C000204", balance))
+    run = drive(tap(200), script)
     assert run.outcome.decision is Decision.DECLINED
     assert run.outcome.reason == reason
     assert run.journal == []

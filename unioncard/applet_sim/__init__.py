@@ -2,6 +2,7 @@
 the member identity application and the PSAM (docs/simulator.md).
 
 >>> import datetime as dt
+>>> from unioncard.applet_sim import MemberData, issue_member_card
 >>> from unioncard.crypto import Keystore
 >>> member = MemberData("张三", "20260001", "市总工会", "11010519491231002X",
 ...                     dt.date(2026, 1, 1), dt.date(2030, 12, 31))

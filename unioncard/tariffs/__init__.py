@@ -24,6 +24,7 @@ from unioncard.tariffs.engine import (
     quote,
     quote_sequence,
 )
+from unioncard.tariffs.lint import lint
 from unioncard.tariffs.loader import Problem, RuleFileError, default_rules, load, loads, parse
 from unioncard.tariffs.model import (
     Caps,
@@ -49,16 +50,15 @@ if TYPE_CHECKING:
         record_batch,
     )
     from unioncard.tariffs.dump import dumps
-    from unioncard.tariffs.lint import lint
 
 _LAZY = {
     **dict.fromkeys(("BatchResult", "ContextBatch", "compile_rules", "evaluate_batch",
                      "record_batch"), "batch"),
     "dumps": "dump",
-    "lint": "lint",
 }
 """Names imported on first use: the batch path loads numba, and a terminal pricing a
-fare needs neither the linter nor the dumper (start-up time)."""
+fare needs no dumper (start-up time).  (``lint`` stays eager: a lazy name equal to its
+module's would be shadowed by the module once anything imports it.)"""
 
 
 def __getattr__(name: str) -> Any:

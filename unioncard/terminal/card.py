@@ -134,7 +134,8 @@ def select_purse(app: Application, *, allow_blocked: bool = False) -> SubFlow:
 
     Returns a `PurseCard`; a missing, blocked or locked purse is `Refused` (a
     blocked one is read all the same with ``allow_blocked``: its FCI comes with
-    ``6283``).
+    ``6283``).  A card may answer ``6283`` for a purse locked for good too: GET
+    BALANCE then tells (``9303``), so the reason says which.
     """
     if app is Application.TRANSIT:
         answer = yield card_send(cmd.select_by_name(TRANSIT_AID), "SELECT transit purse")
@@ -145,7 +146,12 @@ def select_purse(app: Application, *, allow_blocked: bool = False) -> SubFlow:
             raise _refuse_select(mf.sw, app)
         answer = yield card_send(cmd.select_file(ETC_DF), "SELECT ETC application")
         layout = records.ETC_INFO
-    if answer.sw != SW.OK and not (allow_blocked and answer.sw == SW.SELECTED_FILE_INVALIDATED):
+    if answer.sw == SW.SELECTED_FILE_INVALIDATED and not allow_blocked:
+        # blocked until unblocked, or locked for good: GET BALANCE tells (6985 / 9303)
+        balance = yield card_send(cmd.get_balance(), "GET BALANCE (purse state)")
+        locked = balance.sw == SW.APPLICATION_LOCKED
+        raise _refuse_select(SW.APPLICATION_LOCKED if locked else answer.sw, app)
+    elif answer.sw != SW.OK:
         raise _refuse_select(answer.sw, app)
     info = yield card_send(cmd.read_binary_sfi(INFO_SFI, records.size_of(layout)),
                            "READ BINARY EF 0015")

@@ -22,7 +22,7 @@ from typing import Protocol
 from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.apdu.trace import Device
 from unioncard.errors import CardError, DecodeError, TransportError
-from unioncard.terminal.journal import TransactionJournal
+from unioncard.terminal.journal import JournalError, TransactionJournal
 from unioncard.terminal.load_host import LoadHost
 from unioncard.terminal.session import (
     Authorize,
@@ -60,7 +60,8 @@ def run(
         while not isinstance(step, Outcome):
             try:
                 reply = _carry(step, card, psam, book, host)
-            except (TransportError, CardError, DecodeError, OSError, sqlite3.Error) as exc:
+            except (TransportError, CardError, DecodeError, JournalError, OSError,
+                    sqlite3.Error) as exc:
                 step = session.fail(exc)
                 continue
             step = session.receive(reply)
@@ -68,7 +69,7 @@ def run(
         if outcome.resolutions:
             try:
                 book.resolve(outcome.resolutions)
-            except (OSError, sqlite3.Error) as exc:
+            except (JournalError, OSError, sqlite3.Error) as exc:
                 outcome = outcome.with_changes(warnings=(
                     *outcome.warnings,
                     f"the journal could not record the result ({exc}); the transaction stays "

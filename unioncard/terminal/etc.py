@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from collections.abc import Generator
 from typing import Any
 
 from unioncard.apdu import SW, records
@@ -31,7 +32,7 @@ from unioncard.offline import Application, OfflineRecord
 from unioncard.tariffs import Mode
 from unioncard.terminal.card import CAPP_SFI, card_send, parse_answer
 from unioncard.terminal.purchase import PurseSession, Sale
-from unioncard.terminal.session import Decision, Flow, Refused
+from unioncard.terminal.session import Decision, Flow, Refused, Step
 from unioncard.terminal.tolls import TollTable
 
 __all__ = ["CHINA_STANDARD_TIME", "EtcEntry", "EtcExit", "TollStatus"]
@@ -61,7 +62,7 @@ class _TollSession(PurseSession):
     def same_sale(self, draft: OfflineRecord) -> bool:
         return draft.station == self.station
 
-    def read_toll_record(self) -> Flow:
+    def read_toll_record(self) -> Generator[Step, Any, Any]:
         """EF 0019 record 1, parsed; None when it holds no trip (all zeros after AA 29)."""
         answer = yield card_send(
             cmd.read_record(CAPP_SFI, 1, records.size_of(records.CAPP_RECORD)),

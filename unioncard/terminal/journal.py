@@ -42,15 +42,20 @@ __all__ = ["SCHEMA_VERSION", "ExportedBatch", "JournalEntry", "JournalError",
            "TransactionJournal", "default_journal_path"]
 
 SCHEMA_VERSION = 1
+APPLICATION_ID = 0x55434A4E
+"""SQLite ``PRAGMA application_id`` of a journal ("UCJN"): another program's database is
+never taken for one."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     terminal_id BLOB NOT NULL,
+    batch_no INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     file_name TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('writing', 'written'))
+    state TEXT NOT NULL CHECK (state IN ('writing', 'written')),
+    UNIQUE (terminal_id, batch_no)
 );
 CREATE TABLE IF NOT EXISTS transactions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,6 +80,19 @@ CREATE INDEX IF NOT EXISTS transactions_pending ON transactions(state) WHERE sta
 CREATE INDEX IF NOT EXISTS transactions_unexported ON transactions(terminal_id)
     WHERE state = 'completed' AND batch_id IS NULL;
 """
+
+
+def _check_same_transaction(transaction_id: int, draft: bytes,
+                            record: OfflineRecord | None) -> None:
+    """A completion must be the record of the transaction that was begun: same terminal,
+    card, purse, card seq and type."""
+    assert record is not None
+    begun = OfflineRecord.from_bytes(draft)
+    keys = ("terminal_id", "issuer", "diversifier", "application", "card_seq", "tx_type")
+    differ = [k for k in keys if getattr(begun, k) != getattr(record, k)]
+    if differ:
+        raise JournalError(f"the record completing transaction {transaction_id} differs from "
+                           f"the one begun in {', '.join(differ)}")
 
 
 class JournalError(UnionCardError):
@@ -135,34 +153,53 @@ class TransactionJournal:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._check_identity()
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._init_schema()
+            with self._transaction():
+                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                                 (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise JournalError(f"{self.path} is not a unioncard journal: {exc}") from None
+        except BaseException:
+            self._db.close()
+            raise
 
-    def _init_schema(self) -> None:
-        self._db.executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
-        with self._transaction():
+    def _check_identity(self) -> None:
+        """Refuse another program's database, and a journal of a newer schema, before
+        touching either (no table created, no WAL switched on)."""
+        application = self._db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {name for (name,) in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if application != APPLICATION_ID and tables:
+            raise JournalError(f"{self.path} is an SQLite database of another program, not a "
+                               "unioncard journal")
+        if "meta" in tables:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise JournalError(f"{self.path} has journal schema {row[0]}; this release "
                                    f"reads schema {SCHEMA_VERSION}")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE: no 'database is locked'
+        half way); rolled back on any failure, the commit's own included."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite may have rolled back already (disk full)
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     # --- what sessions need ------------------------------------------------------------------
 
@@ -211,16 +248,21 @@ class TransactionJournal:
     def _resolve(self, resolutions: Sequence[Resolution]) -> None:
         now = dt.datetime.now().replace(microsecond=0).isoformat()
         for resolution in resolutions:
-            row = self._db.execute("SELECT state FROM transactions WHERE id = ?",
+            row = self._db.execute("SELECT state, draft, record FROM transactions WHERE id = ?",
                                    (resolution.transaction_id,)).fetchone()
             if row is None:
                 raise JournalError(f"no transaction {resolution.transaction_id} in the journal")
-            if row[0] != "pending":
-                if row[0] == resolution.state.value:
-                    continue  # already resolved the same way: applying twice changes nothing
-                raise JournalError(f"transaction {resolution.transaction_id} is {row[0]}; "
-                                   f"it cannot become {resolution.state.value}")
+            state, draft, stored = row
             record = (None if resolution.record is None else resolution.record.to_bytes())
+            if record is not None:
+                _check_same_transaction(resolution.transaction_id, draft, resolution.record)
+            if state != "pending":
+                if state == resolution.state.value and stored == record:
+                    continue  # already resolved the same way: applying twice changes nothing
+                raise JournalError(f"transaction {resolution.transaction_id} is {state}; "
+                                   f"it cannot become {resolution.state.value}"
+                                   + (" with another record" if state == resolution.state.value
+                                      else ""))
             self._db.execute(
                 "UPDATE transactions SET state = ?, record = ?, reason = ?, mac_refused = ?, "
                 "resolved_at = ? WHERE id = ?",
@@ -232,13 +274,15 @@ class TransactionJournal:
     def entries(self, *, state: str | None = None, limit: int | None = None,
                 newest_first: bool = True) -> list[JournalEntry]:
         """Journaled transactions, filtered by ``state`` (pending, completed, voided)."""
-        query = ("SELECT id, flow, state, started_at, draft, record, reason, resolved_at, "
-                 "batch_id FROM transactions")
+        query = ("SELECT t.id, flow, t.state, started_at, draft, record, reason, resolved_at, "
+                 "b.batch_no FROM transactions t LEFT JOIN batches b ON b.id = t.batch_id")
         args: list[Any] = []
+        if state is not None and state not in ("pending", "completed", "voided"):
+            raise ValueError(f"state must be pending, completed or voided, not {state!r}")
         if state is not None:
-            query += " WHERE state = ?"
+            query += " WHERE t.state = ?"
             args.append(state)
-        query += f" ORDER BY id {'DESC' if newest_first else 'ASC'}"
+        query += f" ORDER BY t.id {'DESC' if newest_first else 'ASC'}"
         if limit is not None:
             query += " LIMIT ?"
             args.append(limit)
@@ -263,49 +307,86 @@ class TransactionJournal:
 
     def export(self, out_dir: str | Path, *, now: dt.datetime) -> list[ExportedBatch]:
         """Write every completed, not yet exported record into batch files in ``out_dir``,
-        one batch per terminal id; batches a crash left unwritten are written first."""
-        from unioncard.offline.batch import batch_file_name
+        one batch per terminal id; batches a crash left unwritten are written first.
 
+        Batches are numbered per terminal id (1, 2, 3, …), so settlement sees a missing
+        file as a gap.  Two exports of one journal never run at once (a lock file beside
+        the journal), so no batch is written twice.
+        """
+        if now.tzinfo is not None:
+            raise ValueError("now is the local wall-clock time, a naive datetime")
         directory = Path(out_dir)
         directory.mkdir(parents=True, exist_ok=True)
         created = now.replace(microsecond=0)
-        exported = [self._write_batch(directory, batch_id, rewritten=True)
-                    for (batch_id,) in self._db.execute(
-                        "SELECT id FROM batches WHERE state = 'writing' ORDER BY id").fetchall()]
+        with self._export_lock():
+            exported = [self._write_batch(directory, batch, rewritten=True)
+                        for (batch,) in self._db.execute(
+                            "SELECT id FROM batches WHERE state = 'writing' ORDER BY id")]
+            new = self._assign_batches(created)
+            exported += [self._write_batch(directory, batch) for batch in new]
+        return exported
+
+    def _assign_batches(self, created: dt.datetime) -> list[int]:
+        """Phase one: each terminal's unexported records become its next batch (one commit)."""
+        from unioncard.offline.batch import batch_file_name
+
         new: list[int] = []
         with self._transaction():
             terminals = [t for (t,) in self._db.execute(
                 "SELECT DISTINCT terminal_id FROM transactions WHERE state = 'completed' "
                 "AND batch_id IS NULL ORDER BY terminal_id").fetchall()]
             for terminal_id in terminals:
+                (last,) = self._db.execute(
+                    "SELECT COALESCE(MAX(batch_no), 0) FROM batches WHERE terminal_id = ?",
+                    (terminal_id,)).fetchone()
                 cursor = self._db.execute(
-                    "INSERT INTO batches (terminal_id, created_at, file_name, state) "
-                    "VALUES (?, ?, '', 'writing')", (terminal_id, created.isoformat()))
-                batch_id = cursor.lastrowid
-                assert batch_id is not None
-                self._db.execute("UPDATE batches SET file_name = ? WHERE id = ?",
-                                 (batch_file_name(terminal_id, batch_id), batch_id))
+                    "INSERT INTO batches (terminal_id, batch_no, created_at, file_name, state) "
+                    "VALUES (?, ?, ?, ?, 'writing')",
+                    (terminal_id, last + 1, created.isoformat(),
+                     batch_file_name(terminal_id, last + 1)))
+                assert cursor.lastrowid is not None
                 self._db.execute(
                     "UPDATE transactions SET batch_id = ? WHERE state = 'completed' "
-                    "AND batch_id IS NULL AND terminal_id = ?", (batch_id, terminal_id))
-                new.append(batch_id)
-        exported += [self._write_batch(directory, batch_id) for batch_id in new]
-        return exported
+                    "AND batch_id IS NULL AND terminal_id = ?", (cursor.lastrowid, terminal_id))
+                new.append(cursor.lastrowid)
+        return new
 
-    def _write_batch(self, directory: Path, batch_id: int, *, rewritten: bool = False
+    def _write_batch(self, directory: Path, batch: int, *, rewritten: bool = False
                      ) -> ExportedBatch:
+        """Phase two: the batch's file, written atomically, then the batch marked written."""
         from unioncard.offline.batch import write_batch
 
-        terminal_id, created, name = self._db.execute(
-            "SELECT terminal_id, created_at, file_name FROM batches WHERE id = ?",
-            (batch_id,)).fetchone()
+        terminal_id, batch_no, created, name = self._db.execute(
+            "SELECT terminal_id, batch_no, created_at, file_name FROM batches WHERE id = ?",
+            (batch,)).fetchone()
         records = [OfflineRecord.from_bytes(raw) for (raw,) in self._db.execute(
-            "SELECT record FROM transactions WHERE batch_id = ? ORDER BY id", (batch_id,))]
+            "SELECT record FROM transactions WHERE batch_id = ? ORDER BY id", (batch,))]
         path = directory / name
-        write_batch(path, terminal_id, batch_id, dt.datetime.fromisoformat(created), records)
+        write_batch(path, terminal_id, batch_no, dt.datetime.fromisoformat(created), records)
         with self._transaction():
-            self._db.execute("UPDATE batches SET state = 'written' WHERE id = ?", (batch_id,))
-        return ExportedBatch(terminal_id, batch_id, path, len(records), rewritten)
+            self._db.execute("UPDATE batches SET state = 'written' WHERE id = ?", (batch,))
+        return ExportedBatch(terminal_id, batch_no, path, len(records), rewritten)
+
+    @contextmanager
+    def _export_lock(self) -> Iterator[None]:
+        """An exclusive lock on ``<journal>.export.lock`` while exporting (none in memory);
+        a second export meanwhile is refused at once rather than left waiting."""
+        if self.path == ":memory:":
+            yield
+            return
+        import fcntl
+
+        lock_path = self.path + ".export.lock"
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JournalError(f"another export of {self.path} is running (it holds "
+                                   f"{lock_path}); try again when it is done") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # --- lifetime --------------------------------------------------------------------------
 

@@ -301,7 +301,7 @@ class PurseSession(Session):
         done = Outcome(self.flow_name, Decision.APPROVED, priced.reason,
                        charged_amount=amount, balance_after=balance_after, tac=proof.tac,
                        record=completed.record, resolutions=(completed,),
-                       journal_id=pending.id, **common)  # type: ignore[arg-type]
+                       journal_id=pending.id, **common)
         try:
             verified = yield Send(Device.PSAM, cmd.sam_credit_for_purchase(proof.mac2),
                                   "CREDIT SAM FOR PURCHASE")
@@ -401,7 +401,7 @@ def _decision(sw: int) -> Decision:
     return Decision.DECLINED if sw in _PURSE_REFUSALS else Decision.ERROR
 
 
-_PURSE_REFUSALS = {
+_PURSE_REFUSALS: dict[int, str] = {
     SW.COUNTER_OVERFLOW: "the card's transaction counter is exhausted",
     SW.CONDITIONS_NOT_SATISFIED: "the purse is blocked",
     SW.APPLICATION_LOCKED: "the purse is locked for good",

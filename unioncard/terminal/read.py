@@ -11,6 +11,7 @@ unless asked otherwise.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Generator
 from typing import Any
 
 from unioncard.apdu import SW, records
@@ -20,7 +21,7 @@ from unioncard.crypto.purse import TransactionType
 from unioncard.errors import DecodeError
 from unioncard.offline import Application
 from unioncard.terminal import card as reading
-from unioncard.terminal.session import Decision, Flow, Outcome, Refused, Session
+from unioncard.terminal.session import Decision, Flow, Outcome, Refused, Session, Step
 
 __all__ = ["CardRead"]
 
@@ -60,11 +61,11 @@ class CardRead(Session):
         return Outcome(self.flow_name, Decision.APPROVED, "card read",
                        details={"balances": balances, **details})
 
-    def _purse(self, card: reading.PurseCard) -> Flow:
+    def _purse(self, card: reading.PurseCard) -> Generator[Step, Any, dict[str, Any]]:
         found: dict[str, Any] = {"present": True, **card.to_dict()}
         balance = yield reading.card_send(cmd.get_balance(), "GET BALANCE")
-        found["state"] = "active" if balance.sw == SW.OK else \
-            "blocked" if balance.sw == SW.CONDITIONS_NOT_SATISFIED else f"{balance.sw:04X}"
+        found["state"] = {SW.OK: "active", SW.CONDITIONS_NOT_SATISFIED: "blocked",
+                          SW.APPLICATION_LOCKED: "locked"}.get(balance.sw, f"{balance.sw:04X}")
         found["balance"] = (reading.parse_answer(balance, "GET BALANCE", cmd.BALANCE_RESPONSE)
                             .balance if balance.sw == SW.OK else None)
         holder = yield reading.card_send(

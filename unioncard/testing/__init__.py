@@ -1,4 +1,10 @@
-"""Test support shipped with unioncard: Hypothesis strategies for APDUs and
-BER-TLV (`strategies`) and for trace records and damaged traces
-(`trace_strategies`), for this project's suite and for integrators' own tests.
-Importing it requires ``hypothesis``."""
+"""Test support shipped with unioncard, for this project's suite and for integrators' own tests.
+
+- `purse_checks`: the purse conformance checks, run through the terminal engine against
+  any card and PSAM (the simulator in process, or your own cards over PC/SC), with the
+  step helpers card tests share (docs/simulator.md, "Conformance checks"); it needs
+  neither pytest nor Hypothesis.
+- `strategies`, `record_strategies`, `trace_strategies`: Hypothesis strategies for APDUs
+  and BER-TLV, for offline records, and for trace records and damaged traces; importing
+  them requires ``hypothesis``.
+"""
