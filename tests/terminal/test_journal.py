@@ -378,7 +378,7 @@ def test_two_handles_on_one_journal_see_each_other(tmp_path: Path,
         def race(*args: Any, **kwargs: Any) -> Path:
             if not raced:
                 raced.append(True)
-                with pytest.raises(JournalError, match="another export of .* is running"):
+                with pytest.raises(JournalError, match=r"another export of .* is running"):
                     two.export(out, now=NOW + dt.timedelta(minutes=5))
                 raced.append(False)
             return real(*args, **kwargs)
