@@ -33,7 +33,7 @@ SELECT_TRANSIT = bytes.fromhex("00A4040008A000000632010105")
 GET_BALANCE = bytes.fromhex("805C000204")
 
 # An echo card on a raw socket, no unioncard code: the vpcd framing, TCP_NODELAY and
-# TCP_QUICKACK before each read (PROTOCOL.md §7), every command answered with itself
+# TCP_QUICKACK before each read (docs/protocol.md §7), every command answered with itself
 # followed by 9000.
 RAW_ECHO = r"""
 import socket, sys

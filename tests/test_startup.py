@@ -1,10 +1,11 @@
 """The command starts fast: ``unioncard --version`` and ``unioncard tap`` spend at most
 150 ms in imports, and a tap never loads numba (or numpy, pyscard, rich, dask, pyemv).
 
-Measured with ``python -X importtime`` on the real command, in a process of its own:
-the total is the sum of the top-level cumulative times.  Timings on a shared machine
-are noisy (other test workers run at the same time), so the budget is checked on the
-fastest of a few runs, the best estimate of the uncontended cost.
+``python -X importtime`` on the real command says which modules it imports.  Its
+figures are wall-clock time, which a shared machine inflates (other test workers run
+at the same time), so the cost is measured as CPU time: a fresh interpreter imports
+exactly those modules, in that order, under `time.process_time`.  The budget is
+checked on the fastest of a few runs.
 """
 
 from __future__ import annotations
@@ -20,33 +21,45 @@ from unioncard.applet_sim import MemberData, issue_member_card, issue_psam
 from unioncard.crypto import Keystore
 
 BUDGET_MS = 150.0
-RUNS = 9
+RUNS = 5
 HEAVY = ("numba", "numpy", "llvmlite", "smartcard", "rich", "dask", "pyemv",
          "unioncard.apdu.indexer", "unioncard.tariffs.batch")
 
+MEASURE = """
+import importlib, sys, time
+start = time.process_time()
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception:  # a module that only imports in its own context costs nothing here
+        pass
+print((time.process_time() - start) * 1000)
+"""
 
-def imports(*args: str) -> tuple[float, set[str]]:
-    """(milliseconds spent importing, modules imported) by ``unioncard ARGS``."""
+
+def imported(*args: str) -> list[str]:
+    """The modules ``unioncard ARGS`` imports, in the order their imports finish."""
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "unioncard", *args],
                           capture_output=True, text=True, timeout=120, check=False)
-    total, modules = 0.0, set()
+    names = []
     for line in done.stderr.splitlines():
-        if not line.startswith("import time:") or "imported package" in line:
-            continue
-        _, cumulative, name = line[len("import time:"):].split("|")
-        modules.add(name.strip())
-        if not name.startswith("  "):  # top level: its cumulative time counts once
-            total += int(cumulative) / 1000
-    return total, modules
+        if line.startswith("import time:") and "imported package" not in line:
+            names.append(line.rsplit("|", 1)[1].strip())
+    assert names, done.stderr[-2000:]
+    return names
 
 
-def fastest(*args: str) -> tuple[float, set[str]]:
-    best, modules = imports(*args)
-    for _ in range(RUNS - 1):
+def import_milliseconds(modules: list[str]) -> float:
+    """CPU milliseconds a fresh interpreter spends importing ``modules`` (fastest run)."""
+    wanted = [m for m in modules if m != "unioncard.__main__"]
+    best = float("inf")
+    for _ in range(RUNS):
+        done = subprocess.run([sys.executable, "-c", MEASURE, *wanted], capture_output=True,
+                              text=True, timeout=120, check=True)
+        best = min(best, float(done.stdout))
         if best <= BUDGET_MS:
             break
-        best = min(best, imports(*args)[0])
-    return best, modules
+    return best
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +75,22 @@ def images(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def test_version_imports_no_command(images):
-    milliseconds, modules = fastest("--version")
-    assert not {m for m in modules if m.startswith("unioncard.commands")}
-    assert milliseconds <= BUDGET_MS
+def test_version_imports_no_command():
+    modules = imported("--version")
+    assert not [m for m in modules if m.startswith("unioncard.commands")]
+    assert import_milliseconds(modules) <= BUDGET_MS
 
 
 def test_a_tap_spends_at_most_150_ms_in_imports_and_never_loads_numba(images):
-    args = ("tap", "--mode", "bus", "--amount", "200", "--card", str(images["card"]),
-            "--psam", str(images["psam"]), "--journal", str(images["journal"]),
-            "--at", "2026-05-01T08:30:00")
-    milliseconds, modules = fastest(*args)
+    modules = imported("tap", "--mode", "bus", "--amount", "200", "--card", str(images["card"]),
+                       "--psam", str(images["psam"]), "--journal", str(images["journal"]),
+                       "--at", "2026-05-01T08:30:00")
     assert "unioncard.terminal.purchase" in modules  # the tap really ran
-    loaded = sorted(m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY)
-    assert loaded == []
+    assert sorted(m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY) == []
+    milliseconds = import_milliseconds(modules)
     assert milliseconds <= BUDGET_MS, f"{milliseconds:.0f} ms of imports"
+
+
+def test_the_measure_sees_a_heavy_import():
+    """The CPU measure is not blind: importing numba costs far more than a tap's imports."""
+    assert import_milliseconds(["numba"]) > BUDGET_MS

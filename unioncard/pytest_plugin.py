@@ -402,7 +402,7 @@ def _marker_options(request: pytest.FixtureRequest, name: str) -> dict[str, Any]
 
 @pytest.fixture(scope="session")
 def sim_keystore() -> Keystore:
-    """The project's test keystore (PROTOCOL.md §6): what the simulated cards are issued with."""
+    """The project's test keystore (docs/protocol.md §6), which the simulated cards use."""
     from unioncard.crypto import Keystore
 
     return Keystore.test()

@@ -2,7 +2,7 @@
 transit purse, and take a fare with the terminal's PSAM.
 
 Byte layouts follow the PBOC electronic purse (JR/T 0025) as summarised in
-unioncard's PROTOCOL.md: SELECT the T-Union transit application, READ BINARY
+unioncard's docs/protocol.md: SELECT the T-Union transit application, READ BINARY
 EF 0015, GET BALANCE, then INITIALIZE FOR PURCHASE / PSAM MAC1 / DEBIT / PSAM
 MAC2 check for a purchase.  Nothing here depends on unioncard: the tests
 (``tests/``) run this terminal against simulated cards served by unioncard's

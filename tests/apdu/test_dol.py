@@ -9,7 +9,7 @@ from unioncard.apdu.dol import DolEntry
 
 H = bytes.fromhex
 
-# PROTOCOL.md §5: a typical UnionPay PDOL.
+# docs/protocol.md §5: a typical UnionPay PDOL.
 UNIONPAY_PDOL = H("9F66049F02069F03069F1A0295055F2A029A039C019F3704DF6001")
 
 

@@ -1,4 +1,4 @@
-"""Byte layouts of the purse files: sizes from PROTOCOL.md, round trips, strictness."""
+"""Byte layouts of the purse files: sizes from docs/protocol.md, round trips, strictness."""
 
 import datetime as dt
 

@@ -1,4 +1,4 @@
-"""Status words: every SW of PROTOCOL.md named, and the value-carrying families."""
+"""Status words: every SW of docs/protocol.md named, and the value-carrying families."""
 
 import re
 from pathlib import Path
@@ -7,15 +7,15 @@ import pytest
 
 from unioncard.apdu import INS, SW, command_name, describe
 
-PROTOCOL = Path(__file__).resolve().parents[3] / "shared" / "PROTOCOL.md"
+PROTOCOL = Path(__file__).resolve().parents[3] / "shared" / "docs/protocol.md"
 
 
 def test_every_status_word_of_the_protocol_is_an_enum_member():
     if not PROTOCOL.exists():
-        pytest.skip("../shared/PROTOCOL.md not beside the checkout")
+        pytest.skip("../shared/docs/protocol.md not beside the checkout")
     table = PROTOCOL.read_text(encoding="utf-8")
     listed = {int(sw, 16) for sw in re.findall(r"^\s*\|\s*`([0-9A-F]{4})`\s*\|", table, re.M)}
-    assert listed, "no status word table found in PROTOCOL.md"
+    assert listed, "no status word table found in docs/protocol.md"
     missing = {f"{sw:04X}" for sw in listed} - {f"{sw:04X}" for sw in SW}
     assert not missing
 

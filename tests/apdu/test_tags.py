@@ -1,5 +1,5 @@
 """The tag dictionary against an independent transcription of EMV Book 3 Annex A,
-the PBOC tags of PROTOCOL.md section 5 and the member-profile tags of section 4."""
+the PBOC tags of docs/protocol.md section 5 and the member-profile tags of section 4."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from unioncard.apdu import dol, tags
 from unioncard.apdu.tlv import is_constructed, tag_bytes
 
 DATA = Path(__file__).parent / "data"
-PROTOCOL = Path(__file__).resolve().parents[3] / "shared" / "PROTOCOL.md"
+PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "PROTOCOL.md"
+"""The team's shared notes, when checked out beside the repository: an extra source."""
 
 # Templates inside which EMV 4.4 reuses tags with another meaning (Annex A).
 BIOMETRIC_TEMPLATES = {"A1", "BF4C", "BF4D", "BF4E"}
@@ -114,7 +116,7 @@ def test_template_scoped_biometric_elements_are_documented_not_listed(row):
     assert row.name in tsv_comments()
 
 
-# --- PBOC (PROTOCOL.md section 5) and the member profile (section 4) --------------------
+# --- PBOC (docs/protocol.md section 5) and the member profile (section 4) --------------------
 
 PBOC = {
     0x9F66: ("Terminal Transaction Qualifiers (TTQ)", "b", "Terminal"),
@@ -165,17 +167,22 @@ def test_profile_tags_are_exactly_the_member_template():
     assert {tag for tag, info in tags.TAGS.items() if info.spec == "profile"} == set(PROFILE)
 
 
-def protocol_section(number: int) -> str:
-    if not PROTOCOL.exists():
-        pytest.skip(f"{PROTOCOL} is not beside this checkout")
-    text = PROTOCOL.read_text(encoding="utf-8")
+def protocol_section(number: int, source: Path = PROTOCOL) -> str:
+    if not source.exists():
+        pytest.skip(f"{source} is not beside this checkout")
+    text = source.read_text(encoding="utf-8")
     start = text.index(f"\n## {number}.")
     end = text.index(f"\n## {number + 1}.", start)
     return text[start:end]
 
 
-def test_every_tag_named_in_protocol_section_5_is_known():
-    section = protocol_section(5)
+SOURCES = [pytest.param(PROTOCOL, id="docs/protocol.md"),
+           pytest.param(SHARED, id="shared PROTOCOL.md")]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_tag_named_in_protocol_section_5_is_known(source):
+    section = protocol_section(5, source)
     named = {int(tag, 16) for tag in re.findall(r"`((?:5F|9F|BF|DF)[0-9A-F]{2})`", section)}
     pdol_hex = re.search(r"PDOL: `([0-9A-F ]+)`", section)
     assert pdol_hex is not None
@@ -185,9 +192,10 @@ def test_every_tag_named_in_protocol_section_5_is_known():
     assert sorted(f"{tag:X}" for tag in named - tags.TAGS.keys()) == []
 
 
-def test_every_tag_of_the_member_template_in_protocol_section_4_is_known():
-    section = protocol_section(4)
-    member = section[section.index("Member identity application") :]
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_tag_of_the_member_template_in_protocol_section_4_is_known(source):
+    section = protocol_section(4, source)
+    member = section[section.index("ember identity application") :]
     named = {int(tag, 16) for tag in re.findall(r"`(DF[0-9A-F]{2})`", member)}
     assert named == set(PROFILE)
 

@@ -70,7 +70,7 @@ def test_refusals(psam, tx):
 
 
 def test_mac1_right_after_power_up_without_selecting_anything(psam, tx):
-    """PROTOCOL.md §3 names no PSAM selection: read the terminal id, then 80 70."""
+    """docs/protocol.md §3 names no PSAM selection: read the terminal id, then 80 70."""
     assert tx(psam, "00B0960006") == (bytes.fromhex(TERMINAL_ID), 0x9000)
     data, status = tx(psam, init_sam())
     assert status == 0x9000 and data[:4] == bytes.fromhex("00000001")

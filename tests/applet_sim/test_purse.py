@@ -1,4 +1,4 @@
-"""The purse application on the card: the PROTOCOL.md vector end to end, every refusal's
+"""The purse application on the card: the docs/protocol.md vector end to end, every refusal's
 status word, the profile's limits, the log, the proof and the CAPP cache."""
 
 import calendar
@@ -350,7 +350,7 @@ def test_block_unblock_and_permanent_block(card, psam, keys, tx):
 
 
 def test_maintenance_mac_errors_count_toward_the_lockout(card, psam, keys, tx):
-    """PROTOCOL.md §1: 9302 for a maintenance MAC, three consecutive MAC errors lock (9303)."""
+    """docs/protocol.md §1: 9302 for a maintenance MAC, three consecutive MAC errors lock (9303)."""
     rig = rig_for(card, psam, keys)
     rig.card_keys("transit")  # derived (and the purse selected) before the challenges
     purse = card.purse("transit")
@@ -378,7 +378,7 @@ def test_block_with_an_eight_byte_challenge(card, psam, keys, tx):
     challenge, _ = tx(card, "0084000008")
     header = bytes.fromhex("841E000004")
     mac = pc.maintenance_mac(maintenance_key, challenge, header)
-    # PROTOCOL.md §2: IV = the first 4 random bytes ‖ 00000000
+    # docs/protocol.md §2: IV = the first 4 random bytes ‖ 00000000
     assert mac == pc.maintenance_mac(maintenance_key, challenge[:4], header)
     assert tx(card, header + mac)[1] == 0x9000
     assert tx(card, TRANSIT)[1] == 0x6283

@@ -206,7 +206,7 @@ def test_a_failure_names_the_check_the_step_and_the_last_exchanges(keys, member)
 
 
 def test_the_entry_record_on_the_card_is_laid_out_as_protocol_section_4_5(keys, member):
-    """The EF 0019 record the capp_purchase check expects (PROTOCOL.md §4.5): AA 29, lock,
+    """The EF 0019 record the capp_purchase check expects (docs/protocol.md §4.5): AA 29, lock,
     network, station, lane, unix time (UTC), class, status, ..., plate (GBK)."""
     card = issue_member_card(member, keys, card_no=8, etc_balance=1_000, plate="京A1")
     rig = PurseRig.in_process(card, issue_psam(keys, "001122334455"), keys)

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Black-box conformance terminal for union member cards over PC/SC.
 
-Written from PROTOCOL.md and its test keys only: it uses pyscard's low-level
+Written from docs/protocol.md and its test keys only: it uses pyscard's low-level
 ``smartcard.scard`` API, ``cryptography`` for DES/3DES and the standard library,
 and nothing of the unioncard package.  It connects to a card reader and a PSAM
 reader and runs the acceptance sequence:
 
-- T-Union transit purse (PROTOCOL.md §1, §2, §4): select, EF ``0015`` card type
+- T-Union transit purse (docs/protocol.md §1, §2, §4): select, EF ``0015`` card type
   ``55``, load with MAC1/MAC2/TAC verified, a load with a wrong MAC2 refused with
   ``9302``, a purchase whose MAC1 comes from the PSAM (§3) and whose MAC2 is
   verified by the PSAM (``80 72``) and recomputed, TAC recomputed, GET TRANSACTION
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------
-# Crypto (PROTOCOL.md §2)
+# Crypto (docs/protocol.md §2)
 # --------------------------------------------------------------------------
 
 
@@ -121,7 +121,7 @@ def tac_key(dtk: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class PurseKeys:
-    """Master keys of one purse application (PROTOCOL.md §6, test keys)."""
+    """Master keys of one purse application (docs/protocol.md §6, test keys)."""
 
     key_version: int
     mpk: bytes
@@ -477,7 +477,7 @@ class Terminal:
     def s_self_test(self) -> None:
         errors = self_test()
         if errors:
-            raise StepFailed("PROTOCOL.md §2 known-answer vector: " + "; ".join(errors))
+            raise StepFailed("docs/protocol.md §2 known-answer vector: " + "; ".join(errors))
         self.note(vector="SESPK 003238ABC57659DD, MAC1 F15CAB75, MAC2 56988A13")
 
     def s_connect(self) -> None:
@@ -796,7 +796,7 @@ class Terminal:
         ebuy = "ETC: CAPP purchase with UPDATE CAPP DATA CACHE, MAC1/MAC2/TAC verified"
         msel = "member: select application F0554E494F4E43415244"
         base = (conn, tid, sel, ef15, bal)
-        self.step("crypto self-test: PROTOCOL.md §2 known-answer vector", self.s_self_test)
+        self.step("crypto self-test: docs/protocol.md §2 known-answer vector", self.s_self_test)
         self.step(conn, self.s_connect)
         self.step(tid, self.s_psam_terminal_id, needs=(conn,))
         self.step(sel, self.s_transit_select, needs=(conn,))
@@ -835,7 +835,7 @@ class Terminal:
         if self.context is not None:
             scard.SCardReleaseContext(self.context)
         return {
-            "reference": "PROTOCOL.md",
+            "reference": "docs/protocol.md",
             "passed": all(s.passed for s in self.steps),
             "failed_steps": [s.name for s in self.steps if not s.passed],
             "card_reader": a.card_reader,

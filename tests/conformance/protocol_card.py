@@ -1,6 +1,6 @@
-"""An independent member card and PSAM written from PROTOCOL.md alone.
+"""An independent member card and PSAM written from docs/protocol.md alone.
 
-These are test fixtures: a terminal engine that follows PROTOCOL.md must work with
+These are test fixtures: a terminal engine that follows docs/protocol.md must work with
 them exactly as with the project's own simulator.  Nothing here comes from the
 ``unioncard`` package; the crypto uses ``cryptography`` (DES/3DES in ECB) and the
 standard library only.
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------
-# Crypto (PROTOCOL.md §2)
+# Crypto (docs/protocol.md §2)
 # --------------------------------------------------------------------------
 
 
@@ -144,7 +144,7 @@ def tac_key(dtk: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------
-# Profile constants (PROTOCOL.md §1, §4, §6)
+# Profile constants (docs/protocol.md §1, §4, §6)
 # --------------------------------------------------------------------------
 
 TRANSIT_AID = bytes.fromhex("A000000632010105")
@@ -542,7 +542,7 @@ def _log_record(
 
 
 class ProtocolCard(_VirtualCard):
-    """A union member card per PROTOCOL.md §1-§4, §6: T-Union purse, ETC, member app."""
+    """A union member card per docs/protocol.md §1-§4, §6: T-Union purse, ETC, member app."""
 
     _historical = b"PROTOCOL-CARD"
 
@@ -1106,7 +1106,7 @@ class _PsamState:
 
 
 class ProtocolPsam(_VirtualCard):
-    """A PSAM per PROTOCOL.md §3: MF, EF 0016 terminal id, MAC1 and MAC2 check."""
+    """A PSAM per docs/protocol.md §3: MF, EF 0016 terminal id, MAC1 and MAC2 check."""
 
     _historical = b"PROTOCOL-PSAM"
 

@@ -2,7 +2,7 @@
 
 The card and PSAM are issued with ``unioncard card issue`` and served with
 ``unioncard sim serve --private-pcscd``; ``blackbox_terminal.py`` (written from
-PROTOCOL.md only) runs the acceptance sequence against them in a process of its
+docs/protocol.md only) runs the acceptance sequence against them in a process of its
 own, and ``unioncard card show --json`` must then report the balances the
 terminal computed.
 """

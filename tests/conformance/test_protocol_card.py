@@ -1,4 +1,4 @@
-"""The independent card and PSAM of ``protocol_card.py`` checked against PROTOCOL.md.
+"""The independent card and PSAM of ``protocol_card.py`` checked against docs/protocol.md.
 
 No ``unioncard`` import here either: the expected values are recomputed from the
 §2 algorithms and the §6 test master keys.

@@ -1,4 +1,4 @@
-"""Purse keys and cryptograms: the PROTOCOL.md §2 vector, and every algorithm recomputed
+"""Purse keys and cryptograms: the docs/protocol.md §2 vector, and every algorithm recomputed
 from pyemv primitives (an independent implementation of DES, 3DES and key derivation)."""
 
 import warnings
@@ -46,7 +46,7 @@ def strip_parity(key: bytes) -> bytes:
     return bytes(b & 0xFE for b in key)
 
 
-# --- PROTOCOL.md §2 public purchase vector -------------------------------------------
+# --- docs/protocol.md §2 public purchase vector -------------------------------------------
 
 
 def test_purchase_vector_sespk():
@@ -80,7 +80,7 @@ def test_diversify_matches_pyemv_option_a(mk, f):
 
 
 def test_diversify_test_key_known_card():
-    # The transit MPK of PROTOCOL.md §6 and a fixed diversifier, pinned so a regression shows.
+    # The transit MPK of docs/protocol.md §6 and a fixed diversifier, pinned so a regression shows.
     mpk = bytes.fromhex("404142434445464748494A4B4C4D4E4F")
     f = bytes.fromhex("5500000000000001")
     dpk = purse.diversify(mpk, f)
@@ -149,7 +149,7 @@ def test_maintenance_mac_against_pyemv(key, challenge, header):
 
 
 def test_maintenance_mac_iv_is_the_4_byte_random_and_zeros():
-    """PROTOCOL.md §2: IV = the 4-byte GET CHALLENGE random ‖ 00000000; after an
+    """docs/protocol.md §2: IV = the 4-byte GET CHALLENGE random ‖ 00000000; after an
     8-byte GET CHALLENGE its first 4 bytes are that random."""
     from unioncard.crypto.mac import retail_mac
 

@@ -3,7 +3,7 @@
 Each scenario runs on a `Lane`: a card and a PSAM reached in process or through
 pcscd + vpcd + pyscard, and a journal in SQLite on disk.  The cards are the
 project's simulator and `protocol_card` (a card and a PSAM written only from
-PROTOCOL.md, sharing no code with unioncard), so the engine is shown to rely on
+docs/protocol.md, sharing no code with unioncard), so the engine is shown to rely on
 the protocol and on nothing either implementation does beyond it.  The
 simulator's card speaks T=1 with a T=0 PSAM; the independent card speaks T=0
 with a T=1 PSAM.

@@ -1,4 +1,4 @@
-"""The member identity application's data (PROTOCOL.md §4, **profile**).
+"""The member identity application's data (docs/protocol.md §4, **profile**).
 
 AID ``F0554E494F4E43415244`` (``F0`` then "UNIONCARD").  One transparent EF, SFI
 ``01`` (read with ``00 B0 81 00 00``), holding a BER-TLV template ``70``:

@@ -1,4 +1,4 @@
-"""Purse and PSAM commands: their payloads declared once, and APDU builders (PROTOCOL.md §1, §3).
+"""Purse and PSAM commands: payloads declared once, and APDU builders (docs/protocol.md §1, §3).
 
 Every fixed-layout payload of the electronic purse (JR/T 0025 ED/EP), of the
 composite (CAPP) purchase and of the PSAM's purchase application is a
@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 KEY_INDEX = 0x01
-"""The only key index of the profile (PROTOCOL.md §2; others answer ``9403``)."""
+"""The only key index of the profile (docs/protocol.md §2; others answer ``9403``)."""
 
 
 class InitKind(IntEnum):

@@ -1,4 +1,4 @@
-"""Byte layouts of the purse, ETC and transit files (PROTOCOL.md §1, §4).
+"""Byte layouts of the purse, ETC and transit files (docs/protocol.md §1, §4).
 
 One declaration per file, shared by the card simulator (which writes them),
 the terminal (which reads them) and the tools (which show them):
@@ -73,7 +73,7 @@ class MemberCategory(IntFlag):
 
 
 class TransitRecordType(IntEnum):
-    """Transaction type of an EF 001E transit record (PROTOCOL.md §4)."""
+    """Transaction type of an EF 001E transit record (docs/protocol.md §4)."""
 
     SINGLE_RIDE = 0x02
     ENTRY = 0x03

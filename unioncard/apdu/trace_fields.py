@@ -1,7 +1,7 @@
 """Field-by-field reading of the non-TLV APDUs of a purse transaction, for trace display.
 
 Purse and PSAM commands, and the purse and transit files, carry fixed layouts
-rather than BER-TLV (PROTOCOL.md §1, §3, §4).  Those layouts are declared once,
+rather than BER-TLV (docs/protocol.md §1, §3, §4).  Those layouts are declared once,
 as construct structs, in `unioncard.apdu.purse` and `unioncard.apdu.records`;
 here each struct field becomes a display name and a formatter chosen by its
 name, so that ``trace decode`` shows "balance 20.00 yuan" instead of

@@ -1,4 +1,4 @@
-"""The member identity application on the simulated card (PROTOCOL.md §4, **profile**).
+"""The member identity application on the simulated card (docs/protocol.md §4, **profile**).
 
 The template it holds, its AID and SFI are declared in `unioncard.apdu.member`
 (shared with the terminal, which reads it); this module is the application the

@@ -51,7 +51,7 @@ CHINESE_COLUMNS = {"姓名": "name", "会员编号": "member_no", "工会组织"
                    "类别": "category", "身份证号": "id_number"}
 
 NAME_MAX_GBK_BYTES = 20
-"""EF 0016 holds the holder's name in 20 bytes (PROTOCOL.md §4), GBK-encoded."""
+"""EF 0016 holds the holder's name in 20 bytes (docs/protocol.md §4), GBK-encoded."""
 MEMBER_NO_MAX = 16
 ORGANIZATION_MAX_UTF8_BYTES = 120
 

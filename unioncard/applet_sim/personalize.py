@@ -306,7 +306,7 @@ def issue_psam(
     ``terminal_id`` is 6 bytes (or 12 hex digits).  The MF holds EF ``0015`` (PSAM
     serial(10) version(1) key type(1) command set(1) FCI(1)) and EF ``0016`` (terminal
     id).  The purchase application (``80 70``, ``80 72``) answers from power-up, as
-    PROTOCOL.md §3 expects; terminals that select its DF ``1001`` first, as many real
+    docs/protocol.md §3 expects; terminals that select its DF ``1001`` first, as many real
     PSAMs require, reach the same application.
     """
     tid = bytes.fromhex(terminal_id) if isinstance(terminal_id, str) else bytes(terminal_id)

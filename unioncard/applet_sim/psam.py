@@ -1,4 +1,4 @@
-"""The PSAM's purchase application: MAC1 generation and MAC2 verification (PROTOCOL.md §3).
+"""The PSAM's purchase application: MAC1 generation and MAC2 verification (docs/protocol.md §3).
 
 INIT SAM FOR PURCHASE ``80 70 00 00 1C``: data = random(4) offline seq(2)
 amount(4) type(1) date(4) time(3) key version(1) alg id(1) card diversifier(8);

@@ -1,4 +1,4 @@
-"""The electronic purse application (JR/T 0025 EP; PROTOCOL.md §1, §2, §4).
+"""The electronic purse application (JR/T 0025 EP; docs/protocol.md §1, §2, §4).
 
 One class serves the T-Union transit purse (AID ``A000000632010105``, key
 version ``01``) and the ETC purse (DF ``1001``, key version ``02``, with the
@@ -491,7 +491,7 @@ class PurseApplication(Application):
 
     def _maintenance_refusal(self, cmd: CommandAPDU) -> Reply | None:
         """Why a BLOCK/UNBLOCK is refused, or None.  A wrong MAC counts toward the
-        lockout like a wrong MAC1 or MAC2 (PROTOCOL.md §1); a right one clears the count."""
+        lockout like a wrong MAC1 or MAC2 (docs/protocol.md §1); a right one clears the count."""
         maintenance = _parse(ap.MAINTENANCE_COMMAND, cmd.data)
         if maintenance is None:
             return sw(SW.WRONG_LENGTH)

@@ -33,7 +33,7 @@ from unioncard.crypto.keystore import Keystore
 __all__ = ["group"]
 
 TEST_KEYS_WARNING = (
-    "WARNING: these cards use the PUBLISHED TEST KEYS (PROTOCOL.md §6). Anyone can forge "
+    "WARNING: these cards use the PUBLISHED TEST KEYS (docs/protocol.md §6). Anyone can forge "
     "their MACs and TACs. They are for testing only; pass --keys with your own keystore "
     "for anything else."
 )

@@ -95,7 +95,7 @@ LOAD_TERMINAL = bytes.fromhex("000000000099")
 
 
 def _tac_ok(record: OfflineRecord, keys: Keystore) -> bool:
-    """The TAC checked with the issuer's TAC key, as settlement checks it (PROTOCOL.md §2)."""
+    """The TAC checked with the issuer's TAC key, as settlement checks it (docs/protocol.md §2)."""
     dtk = derive_card_keys(keys.by_version(record.key_version), record.diversifier).tac
     date, time = bcd_datetime(record.when)
     if record.is_load:

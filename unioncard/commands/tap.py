@@ -103,7 +103,7 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
     twice).  Exit status: 0 approved, 1 declined, 2 error or interrupted.
     """
     from unioncard.tariffs import Mode
-    from unioncard.terminal import EtcEntry, EtcExit, TransitPurchase, load_toll_table, run
+    from unioncard.terminal.driver import run
 
     _only_for(mode, amount=amount, route=route, station=station, network=network, lane=lane,
               vehicle_class=vehicle_class, toll_table=toll_table)
@@ -117,6 +117,9 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
         options["rules"] = load_rules(rules_file)
     make: Callable[..., Any]
     if mode.startswith("etc-"):
+        from unioncard.terminal.etc import EtcEntry, EtcExit
+        from unioncard.terminal.tolls import load_toll_table
+
         if station is None:
             raise click.UsageError("an ETC lane needs --station HEX")
         tolls = load_toll_table(toll_table) if toll_table else None
@@ -133,6 +136,8 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
     elif amount is None:
         raise click.UsageError(f"a {mode} fare needs --amount FEN (the list fare)")
     else:
+        from unioncard.terminal.purchase import TransitPurchase
+
         make = functools.partial(TransitPurchase, Mode.parse(mode), amount, route=route,
                                  station=station or 0, **options)
     with ExitStack() as stack:

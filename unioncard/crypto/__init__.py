@@ -1,6 +1,6 @@
 """Cryptography of the purse: DES/3DES blocks, PBOC and retail MACs, key
 diversification, session keys, MAC1/MAC2/TAC, the maintenance MAC and the
-master-key keystore (JR/T 0025; PROTOCOL.md §2, §6).  Pure functions on bytes."""
+master-key keystore (JR/T 0025; docs/protocol.md §2, §6).  Pure functions on bytes."""
 
 from unioncard.crypto.des import (
     des_decrypt,

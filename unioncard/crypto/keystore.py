@@ -98,7 +98,8 @@ class CardKeys:
 
 
 def derive_card_keys(keys: PurseKeys, diversifier: bytes) -> CardKeys:
-    """The card's DPK, DLK, DTK and maintenance key for the 8-byte diversifier (PROTOCOL.md §2)."""
+    """The card's DPK, DLK, DTK and maintenance key for the 8-byte diversifier
+    (docs/protocol.md §2)."""
     return CardKeys(
         keys.key_version,
         diversify(keys.purchase_mk, diversifier),
@@ -231,7 +232,7 @@ class Keystore:
 
     @classmethod
     def test(cls) -> Keystore:
-        """The shipped test keystore (PROTOCOL.md §6 test keys; ``test_keys = true``)."""
+        """The shipped test keystore (docs/protocol.md §6 test keys; ``test_keys = true``)."""
         text = resources.files("unioncard").joinpath("data", TEST_KEYSTORE).read_text("utf-8")
         return cls.from_toml(text)
 

@@ -1,16 +1,16 @@
-"""Electronic purse keys and cryptograms (JR/T 0025 ED/EP; PROTOCOL.md §2).
+"""Electronic purse keys and cryptograms (JR/T 0025 ED/EP; docs/protocol.md §2).
 
 Pure functions on bytes.  Card keys are diversified from master keys in one
 level; purchase and load session keys come from the card key and the
 transaction's random and counters; MAC1, MAC2 and TAC are `pboc_mac` values
-over the fields of the transaction, in the order PROTOCOL.md §2 gives.  A CAPP
+over the fields of the transaction, in the order docs/protocol.md §2 gives.  A CAPP
 (composite) purchase uses the purchase functions with transaction type ``09``.
 
 Amounts and counters are ints (amount and balance in fen, 4 bytes); terminal
 ids (6 bytes), dates (BCD ``YYYYMMDD``, 4 bytes) and times (BCD ``HHMMSS``,
 3 bytes) are bytes.
 
-The public purchase vector of PROTOCOL.md §2:
+The public purchase vector of docs/protocol.md §2:
 
 >>> dpk = bytes.fromhex("11223344556677888877665544332211")
 >>> sespk = purchase_session_key(dpk, bytes.fromhex("11223344"), 0, 1)
@@ -48,7 +48,7 @@ __all__ = [
 
 
 class TransactionType(IntEnum):
-    """Transaction type byte of the purse (JR/T 0025; PROTOCOL.md §1)."""
+    """Transaction type byte of the purse (JR/T 0025; docs/protocol.md §1)."""
 
     ED_LOAD = 0x01
     EP_LOAD = 0x02
@@ -74,7 +74,7 @@ def _uint(name: str, value: int, size: int) -> bytes:
 
 
 def diversify(master_key: bytes, diversifier: bytes) -> bytes:
-    """One-level card key: ``3DES(MK, F) ‖ 3DES(MK, F xor FF..FF)`` (PROTOCOL.md §2).
+    """One-level card key: ``3DES(MK, F) ‖ 3DES(MK, F xor FF..FF)`` (docs/protocol.md §2).
 
     ``diversifier`` F is the card's 8 bytes (the rightmost 8 bytes of the transit
     application serial, or the ETC card number).  No parity adjustment.
@@ -196,7 +196,7 @@ def load_tac(
 
 def maintenance_mac(key: bytes, challenge: bytes, header: bytes) -> bytes:
     """MAC of APPLICATION BLOCK/UNBLOCK: retail MAC over CLA INS P1 P2 Lc,
-    IV = the 4-byte GET CHALLENGE random ‖ 00000000 (PROTOCOL.md §2).
+    IV = the 4-byte GET CHALLENGE random ‖ 00000000 (docs/protocol.md §2).
 
     After an 8-byte GET CHALLENGE (Le ``08``) its first 4 bytes are the random.
     """

@@ -3,7 +3,7 @@
 Run from the repository root: ``python unioncard/data/make_sample_trace.py``.
 The trace is a real session of the terminal engine (`TransitPurchase`)
 against the simulator: a member card and a T=0 PSAM issued with the project's
-test keys (PROTOCOL.md §6), seeded randomness and a fixed time, so the output
+test keys (docs/protocol.md §6), seeded randomness and a fixed time, so the output
 is the same on every run and its MAC1, MAC2 and TAC verify with the test keys.
 Every APDU is captured by the transports' observer hook, GET RESPONSE rounds
 of the T=0 PSAM included.  Test keys only, never production keys.

@@ -3,7 +3,7 @@
 Every purchase and every load a terminal completes becomes one `OfflineRecord`;
 its bytes (`OFFLINE_RECORD`, format version 1, big-endian) are what batch files
 carry to settlement and to third parties.  The record holds everything needed
-to verify its TAC (PROTOCOL.md §2: amount, type, terminal id and seq, date,
+to verify its TAC (docs/protocol.md §2: amount, type, terminal id and seq, date,
 time; for loads the balance and online seq) and to re-price it (the tariff
 rules applied, the rule set's version hash and rounding mode).
 

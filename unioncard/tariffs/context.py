@@ -2,7 +2,7 @@
 
 The context carries the local wall-clock time of the transaction: the engine
 never reads the clock, so every quote can be replayed exactly.  Card type,
-category flags and member status are the card's bytes (PROTOCOL.md §4 profile).
+category flags and member status are the card's bytes (docs/protocol.md §4 profile).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A :class:`RuleSet` is what a TOML rule file becomes once it is valid (see
 ``loader``); every object here is frozen and validates itself, so a rule set
 that exists is a rule set that can be evaluated.  Card bytes follow the
-PROTOCOL.md §4 profile: card type ``0x55`` union member, ``0x01`` ordinary;
+docs/protocol.md §4 profile: card type ``0x55`` union member, ``0x01`` ordinary;
 category flags ``01`` model worker, ``02`` hardship, ``04`` mutual aid; member
 status ``01`` active, ``02`` reported lost, ``03`` cancelled.
 

@@ -34,7 +34,7 @@ RATE_SCALE = 1_000_000
 """Rates are integer millionths of the amount: 1 % = 10 000, 1 basis point = 100."""
 
 MAX_FEN = 0xFFFF_FFFF
-"""Largest amount of one transaction: amounts are 4-byte unsigned fen (PROTOCOL.md)."""
+"""Largest amount of one transaction: amounts are 4-byte unsigned fen (docs/protocol.md)."""
 
 _PERCENT = re.compile(r"(\d{1,3})(?:\.(\d{1,4}))?")
 

@@ -1,4 +1,4 @@
-"""Reading a card: select a purse, its EF 0015, the member application, logs (PROTOCOL.md §4).
+"""Reading a card: select a purse, its EF 0015, the member application, logs (docs/protocol.md §4).
 
 Sub-flows (generators of `Send` steps) that every transaction flow shares.
 They rely on the protocol only: no FCI content is required (a SELECT's answer
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 TRANSIT_AID = bytes.fromhex("A000000632010105")
-"""The T-Union transit purse (PROTOCOL.md §4)."""
+"""The T-Union transit purse (docs/protocol.md §4)."""
 MF, ETC_DF = 0x3F00, 0x1001
 INFO_SFI, HOLDER_SFI, LOG_SFI, CAPP_SFI, TRANSIT_RECORDS_SFI = 0x15, 0x16, 0x18, 0x19, 0x1E
 LOG_RECORDS_MAX = 50

@@ -1,4 +1,4 @@
-"""ETC toll flows: entry and exit through composite (CAPP) purchases (PROTOCOL.md §1, §4).
+"""ETC toll flows: entry and exit through composite (CAPP) purchases (docs/protocol.md §1, §4).
 
 The ETC application's EF 0019 record (``AA 29 …``) carries the trip: the entry
 lane writes an entry record (status ``03``) with a CAPP purchase of 0, and the
@@ -42,7 +42,7 @@ CHINA_STANDARD_TIME = dt.timezone(dt.timedelta(hours=8))
 
 
 class TollStatus:
-    """EF 0019 entry/exit status byte (PROTOCOL.md §4)."""
+    """EF 0019 entry/exit status byte (docs/protocol.md §4)."""
 
     MTC_ENTRY, MTC_EXIT, ETC_ENTRY, ETC_EXIT = 0x01, 0x02, 0x03, 0x04
     ENTRIES = frozenset({MTC_ENTRY, ETC_ENTRY})

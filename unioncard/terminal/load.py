@@ -1,6 +1,6 @@
 """Loads (圈存): crediting a purse, authorized by the load host (JR/T 0025 load).
 
-The flow (PROTOCOL.md §1, §2):
+The flow (docs/protocol.md §1, §2):
 
 1. the card is read and its pending transactions resolved (a load interrupted
    after CREDIT is settled from the card's online seq and log);

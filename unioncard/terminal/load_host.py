@@ -1,4 +1,4 @@
-"""The load host: checks a card's load MAC1 and gives MAC2 (JR/T 0025 load; PROTOCOL.md §2).
+"""The load host: checks a card's load MAC1 and gives MAC2 (JR/T 0025 load; docs/protocol.md §2).
 
 A load (圈存) is authorized online: the terminal sends what INITIALIZE FOR LOAD
 returned, and the host, holding the load master keys, derives the card's load

@@ -1,6 +1,6 @@
 """Purse purchases: what every paying flow shares, and the transit fares (JR/T 0025 EP purchase).
 
-A purchase (PROTOCOL.md §1-§3), after the card has been read and its pending
+A purchase (docs/protocol.md §1-§3), after the card has been read and its pending
 transactions resolved (`unioncard.terminal.recovery`):
 
 1. the fare is quoted with the tariffs engine (member benefits);

@@ -2,7 +2,7 @@
 
 Reads every purse the card has, the member application, each purse's
 transaction log (EF 0018) and, on the transit purse, the T-Union transit
-records (EF 001E), decoded with the layouts of PROTOCOL.md §4.  Optional parts
+records (EF 001E), decoded with the layouts of docs/protocol.md §4.  Optional parts
 (EF 0016, EF 001E, the ETC application, the member application) that a card
 lacks are reported as absent, never as errors.  Identity numbers are masked
 unless asked otherwise.

@@ -4,7 +4,7 @@ A transaction is journaled as pending before its DEBIT or CREDIT is sent.  If
 the answer never came (card pulled, reader lost, terminal killed), only the
 card knows whether it committed.  When the same purse is presented again on
 the same journal, each of its pending transactions is asked about, in card-seq
-order, and resolved (JR/T 0025 purse; PROTOCOL.md §1):
+order, and resolved (JR/T 0025 purse; docs/protocol.md §1):
 
 Purchases (``06``, CAPP ``09``):
 
@@ -124,7 +124,7 @@ def _by_seq(item: PendingTransaction, seq_now: int, counter: str, what: str
 
 
 def _from_log(item: PendingTransaction, log: list[Any]) -> Resolution:
-    """Decide from EF 0018 whether ``item``'s seq was ours (PROTOCOL.md §4 log layout)."""
+    """Decide from EF 0018 whether ``item``'s seq was ours (docs/protocol.md §4 log layout)."""
     kinds = {0x02} if item.is_load else PURCHASE_TYPES
     date, time = bcd_datetime(item.when)
     draft = item.draft

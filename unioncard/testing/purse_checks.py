@@ -330,7 +330,7 @@ class PurseRig:
 
     def card_keys(self, app: str) -> CardKeys:
         """The purse's keys, derived from the keystore at the key version its INITIALIZE
-        gives (PROTOCOL.md §1.5) and its EF 0015 diversifier; remembered per purse."""
+        gives (docs/protocol.md §1.5) and its EF 0015 diversifier; remembered per purse."""
         if app not in self._card_keys:
             card = _select_purse(self.card, app)
             init = self.card.transmit(cmd.initialize_for_purchase(0, self.terminal_id))
@@ -429,7 +429,7 @@ def select_application(link: ApduLink, app: str) -> ResponseAPDU:
 def expected_tac(keys: Keystore, record: OfflineRecord) -> bytes:
     """The TAC of an offline record, recomputed from the keystore as settlement does:
     the card's TAC key (DTK) at the record's key version and diversifier, then
-    the load TAC or the purchase TAC over the record's fields (PROTOCOL.md §2.4)."""
+    the load TAC or the purchase TAC over the record's fields (docs/protocol.md §2.4)."""
     dtk = derive_card_keys(keys.by_version(record.key_version), record.diversifier).tac
     date, time = bcd_datetime(record.when)
     if record.is_load:
@@ -846,7 +846,7 @@ class _Run:
 
 
 def _toll_record(outcome: Outcome, status: int) -> bytes:
-    """EF 0019 record 1 as it must be after the ETC entry or exit ``outcome`` (PROTOCOL.md
+    """EF 0019 record 1 as it must be after the ETC entry or exit ``outcome`` (docs/protocol.md
     §4.5): this lane, the unix time of the transaction (China time), class 1, the plate."""
     assert outcome.record is not None
     station = ENTRY_STATION if status == TollStatus.ETC_ENTRY else EXIT_STATION
@@ -862,7 +862,7 @@ def _toll_record(outcome: Outcome, status: int) -> bytes:
 
 def _mac2(keys: Keystore, record: OfflineRecord, random: bytes) -> bytes:
     """A purchase's MAC2 from the keystore: the session key of the card's DPK, INITIALIZE's
-    random and offline seq and the PSAM's terminal seq, over the amount (PROTOCOL.md §2.4)."""
+    random and offline seq and the PSAM's terminal seq, over the amount (docs/protocol.md §2.4)."""
     dpk = derive_card_keys(keys.by_version(record.key_version), record.diversifier).purchase
     sespk = pc.purchase_session_key(dpk, random, record.card_seq, record.terminal_seq)
     return pc.purchase_mac2(sespk, record.charged_amount)

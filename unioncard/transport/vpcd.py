@@ -1,7 +1,7 @@
 """The vpcd bridge: virtual cards in this process, seen by pcscd as cards in readers.
 
 Debian's vsmartcard-vpcd driver makes pcscd listen on a TCP port per reader
-slot (35963 for slot 0, 35964 for slot 1 by default, PROTOCOL.md §7).  The
+slot (35963 for slot 0, 35964 for slot 1 by default, docs/protocol.md §7).  The
 bridge connects to those ports as the card.  Each frame is a 2-byte big-endian
 length and a payload; a 1-byte payload is a control code (``00`` power off,
 ``01`` power on, ``02`` reset, ``04`` send the ATR, the only one answered),
@@ -10,7 +10,7 @@ anything longer a command APDU, answered with the response APDU.
 Every slot is served from one thread by a selector.  ``TCP_NODELAY`` is set
 once and ``TCP_QUICKACK`` before every read: pcscd writes a frame's length
 and payload separately, and a card that delays its ACK makes each APDU wait
-about 40 ms (48 ms against 0.18 ms per APDU, PROTOCOL.md §7).
+about 40 ms (48 ms against 0.18 ms per APDU, docs/protocol.md §7).
 
 When pcscd goes away (stopped, restarted) the bridge reconnects with a
 growing delay.  pcscd powers a card up as soon as it finds it; a card it keeps
