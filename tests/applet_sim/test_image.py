@@ -13,7 +13,7 @@ from unioncard.applet_sim import PowerLoss, SimulatedCard, Step
 from unioncard.applet_sim.image import FileSink, read_image, write_image
 from unioncard.errors import DecodeError
 from unioncard.terminal import Decision
-from unioncard.testing.purse_checks import PurseRig, expected_tac, prepare_credit
+from unioncard.testing.purse_rig import PurseRig, expected_tac, prepare_credit
 
 
 def test_round_trip_keeps_state(card, psam, keys, tmp_path):
@@ -149,7 +149,7 @@ WORKER = r"""
 import sys
 from unioncard.applet_sim import SimulatedCard, issue_psam
 from unioncard.crypto import Keystore
-from unioncard.testing.purse_checks import PurseRig, expected_tac
+from unioncard.testing.purse_rig import PurseRig, expected_tac
 keys = Keystore.test()
 card = SimulatedCard.load(sys.argv[1], write_through=True)
 rig = PurseRig.in_process(card, issue_psam(keys, "001122334455"), keys)

@@ -6,7 +6,7 @@ from unioncard.applet_sim import PowerLoss, Step, issue_psam
 from unioncard.applet_sim.personalize import CardNumbers
 from unioncard.crypto import purse as pc
 from unioncard.terminal import Decision
-from unioncard.testing.purse_checks import PurseRig, expected_tac
+from unioncard.testing.purse_rig import PurseRig, expected_tac
 
 TERMINAL_ID = "001122334455"
 DIVERSIFIER = CardNumbers(42).transit_diversifier

@@ -17,7 +17,7 @@ from unioncard.crypto import purse as pc
 from unioncard.crypto.keystore import CardKeys
 from unioncard.terminal import Decision
 from unioncard.terminal.etc import CHINA_STANDARD_TIME
-from unioncard.testing.purse_checks import (
+from unioncard.testing.purse_rig import (
     PurseRig,
     expected_tac,
     prepare_credit,

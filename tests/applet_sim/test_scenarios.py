@@ -17,14 +17,9 @@ from unioncard.apdu import records
 from unioncard.applet_sim import issue_member_card, issue_psam
 from unioncard.terminal import Decision
 from unioncard.terminal.etc import CHINA_STANDARD_TIME
-from unioncard.testing import purse_checks
-from unioncard.testing.purse_checks import (
-    CHECKS,
-    CheckFailure,
-    PurseRig,
-    run_check,
-    select_application,
-)
+from unioncard.testing import purse_checks, purse_rig
+from unioncard.testing.purse_checks import CHECKS, CheckFailure, run_check
+from unioncard.testing.purse_rig import PurseRig, select_application
 from unioncard.transport import Channel, InProcessTransport
 
 CASES = [(name, app) for name, check in CHECKS.items() for app in check.apps]
@@ -234,8 +229,13 @@ def test_the_module_example_holds():
     assert result.attempted > 0 and result.failed == 0
 
 
+def test_the_rig_is_importable_from_the_checks_module_too():
+    """docs/simulator.md imports `PurseRig` with the checks."""
+    assert purse_checks.PurseRig is purse_rig.PurseRig and "PurseRig" in purse_checks.__all__
+
+
 def test_the_checks_need_neither_pytest_nor_hypothesis():
-    script = ("import sys, unioncard.testing.purse_checks; "
+    script = ("import sys, unioncard.testing.purse_checks, unioncard.testing.purse_rig; "
               "print(sorted(m for m in ('pytest', 'hypothesis', 'unioncard.applet_sim') "
               "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

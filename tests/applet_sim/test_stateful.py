@@ -18,7 +18,7 @@ from unioncard.applet_sim import MemberData, PowerLoss, issue_member_card, issue
 from unioncard.crypto import Keystore, derive_card_keys
 from unioncard.crypto import purse as pc
 from unioncard.terminal import Decision
-from unioncard.testing.purse_checks import (
+from unioncard.testing.purse_rig import (
     PurseRig,
     expected_tac,
     prepare_credit,

@@ -17,7 +17,7 @@ from unioncard.apdu import purse as cmd
 from unioncard.applet_sim import Phase, PowerLoss, issue_member_card, issue_psam
 from unioncard.applet_sim.nvm import Step
 from unioncard.terminal import Decision
-from unioncard.testing.purse_checks import (
+from unioncard.testing.purse_rig import (
     PurseRig,
     expected_tac,
     prepare_credit,

@@ -12,7 +12,7 @@ from unioncard.applet_sim import PowerLoss, SimulatedCard
 from unioncard.cli import root
 from unioncard.crypto import Keystore
 from unioncard.terminal import Decision
-from unioncard.testing.purse_checks import PurseRig
+from unioncard.testing.purse_rig import PurseRig
 
 HEADER = "name,member_no,organization,category,id_number\n"
 GOOD = [

@@ -22,7 +22,7 @@ from unioncard.offline import (
     Batch,
     OfflineRecord,
     RecordFlags,
-    TxType,
+    TransactionType,
     batch_file_name,
     encode_batch,
     read_batch,
@@ -39,7 +39,7 @@ def record(seq: int, charged: int = 180, terminal_id: bytes = TERMINAL) -> Offli
     return OfflineRecord(
         terminal_id=terminal_id, terminal_seq=seq, issuer=bytes(8),
         diversifier=bytes.fromhex("5500000000000042"), application=Application.TRANSIT,
-        card_seq=seq, key_version=1, tx_type=TxType.EP_PURCHASE, mode=1, card_type=0x55,
+        card_seq=seq, key_version=1, tx_type=TransactionType.EP_PURCHASE, mode=1, card_type=0x55,
         list_amount=200, charged_amount=charged, balance_after=10_000 - seq,
         when=dt.datetime(2026, 5, 1, 8, 30, seq % 60), tac=seq.to_bytes(4, "big"))
 

@@ -22,7 +22,7 @@ from unioncard.offline import (
     Application,
     OfflineRecord,
     RecordFlags,
-    TxType,
+    TransactionType,
 )
 from unioncard.offline.record import _compiled
 from unioncard.testing.record_strategies import offline_records
@@ -36,7 +36,7 @@ def purchase(**changes: object) -> OfflineRecord:
         terminal_id=bytes.fromhex("A1A2A3A4A5A6"), terminal_seq=0xB1B2B3B4,
         issuer=bytes.fromhex("C1C2C3C4C5C6C7C8"), diversifier=bytes.fromhex("D1D2D3D4D5D6D7D8"),
         application=Application.ETC, card_seq=0xE1E2, key_version=0xE3,
-        tx_type=TxType.CAPP_PURCHASE, mode=6, card_type=0x55, category_flags=0x05,
+        tx_type=TransactionType.CAPP_PURCHASE, mode=6, card_type=0x55, category_flags=0x05,
         member_status=0x02, organization="工会", card_expiry=dt.date(2031, 2, 28),
         list_amount=0x0A0B0C0D, charged_amount=0x0A0B0C00, balance_after=0x01020304,
         rules=(3, 0x1234), route="G60", station=0x5152, entry_station=0x6162,
@@ -48,8 +48,9 @@ def purchase(**changes: object) -> OfflineRecord:
 
 
 def load(**changes: object) -> OfflineRecord:
-    return dataclasses.replace(purchase(), tx_type=TxType.EP_LOAD, mode=0, charged_amount=500,
-                               list_amount=500, rules=(), ruleset_version=bytes(32), **changes)
+    return dataclasses.replace(purchase(), tx_type=TransactionType.EP_LOAD, mode=0,
+                               charged_amount=500, list_amount=500, rules=(),
+                               ruleset_version=bytes(32), **changes)
 
 
 def with_crc(raw: bytes | bytearray) -> bytes:
@@ -104,7 +105,7 @@ def test_documented_modes_rounding_and_types_agree_with_the_engine():
     assert [m.value for m in sorted(Mode)] == list(range(1, 8))
     assert {r.value: c for r, c in ROUNDING_CODES.items()} == {
         "half-up": 0, "half-even": 1, "down": 2}
-    for tx in TxType:
+    for tx in TransactionType:
         assert TransactionType[tx.name] == tx
 
 
@@ -281,7 +282,7 @@ def test_loads_are_checked_for_what_a_load_is():
 
 
 def test_values_are_normalized():
-    record = purchase(application=1, flags=3, rules=[4, 5], mode=TxType.EP_PURCHASE,
+    record = purchase(application=1, flags=3, rules=[4, 5], mode=TransactionType.EP_PURCHASE,
                       tac=bytes(4))
     assert record.application is Application.TRANSIT
     assert type(record.flags) is RecordFlags

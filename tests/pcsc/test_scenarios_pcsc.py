@@ -7,13 +7,8 @@ from unioncard.apdu import purse as cmd
 from unioncard.applet_sim import Step
 from unioncard.offline import RecordFlags
 from unioncard.terminal import Decision
-from unioncard.testing.purse_checks import (
-    CHECKS,
-    PurseRig,
-    expected_tac,
-    run_check,
-    select_application,
-)
+from unioncard.testing.purse_checks import CHECKS, run_check
+from unioncard.testing.purse_rig import PurseRig, expected_tac, select_application
 
 CASES = [(name, app) for name, c in CHECKS.items() for app in c.apps if not c.destructive]
 DESTRUCTIVE = [(name, app) for name, c in CHECKS.items() for app in c.apps if c.destructive]

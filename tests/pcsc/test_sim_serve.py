@@ -16,7 +16,7 @@ from unioncard.apdu.trace import Device, Direction, read_records
 from unioncard.applet_sim import SimulatedCard
 from unioncard.errors import CardError, TransportError
 from unioncard.terminal import Decision
-from unioncard.testing.purse_checks import PurseRig, expected_tac, prepare_debit
+from unioncard.testing.purse_rig import PurseRig, expected_tac, prepare_debit
 from unioncard.transport import Channel
 from unioncard.transport.pcsc import PcscTransport
 from unioncard.transport.pcscd import PcscdDaemon, vpcd_reader_name

@@ -43,7 +43,7 @@ from unioncard.offline import (
     Application,
     OfflineRecord,
     RecordFlags,
-    TxType,
+    TransactionType,
     batch_file_name,
     read_batch,
 )
@@ -81,9 +81,9 @@ def make_draft(terminal_id: bytes = TERMINAL_A, n: int = 1, *, load: bool = Fals
         when=dt.datetime(2026, 5, 1, 8, 30) + dt.timedelta(seconds=n),
         tac=bytes(4), flags=RecordFlags.NO_TAC)
     if load:  # a load's terminal seq is its journal number, set when completed
-        return OfflineRecord(**common, terminal_seq=0, tx_type=TxType.EP_LOAD, mode=0,
+        return OfflineRecord(**common, terminal_seq=0, tx_type=TransactionType.EP_LOAD, mode=0,
                              list_amount=5000, charged_amount=5000)
-    return OfflineRecord(**common, terminal_seq=n, tx_type=TxType.EP_PURCHASE, mode=1,
+    return OfflineRecord(**common, terminal_seq=n, tx_type=TransactionType.EP_PURCHASE, mode=1,
                          list_amount=200, charged_amount=180, rules=(0,), route="71",
                          ruleset_version=bytes(range(32)))
 
@@ -646,7 +646,7 @@ def test_an_export_refused_for_its_time_does_not_block_later_exports(tmp_path: P
 
 CHILD = r"""
 import datetime as dt, random, sys
-from unioncard.offline import Application, OfflineRecord, RecordFlags, TxType
+from unioncard.offline import Application, OfflineRecord, RecordFlags, TransactionType
 from unioncard.terminal.journal import TransactionJournal
 from unioncard.terminal.session import Journal, PendingTransaction
 
@@ -660,7 +660,8 @@ for i in range(1_000_000):
     draft = OfflineRecord(
         terminal_id=bytes.fromhex("310100001234"), terminal_seq=n, issuer=bytes(8),
         diversifier=n.to_bytes(8, "big"), application=Application.TRANSIT,
-        card_seq=i % 65536, key_version=1, tx_type=TxType.EP_PURCHASE, mode=1, card_type=0x55,
+        card_seq=i % 65536, key_version=1, tx_type=TransactionType.EP_PURCHASE, mode=1,
+        card_type=0x55,
         list_amount=200, charged_amount=180, balance_after=1000,
         when=dt.datetime(2026, 5, 1, 8, 30), tac=bytes(4), flags=RecordFlags.NO_TAC)
     resolutions, resolved = (), "-"

@@ -1,23 +1,20 @@
 """Card image files: the only place the simulator touches the file system.
 
-A card image is a JSON document (docs/card-image.md).  `write_image` is atomic:
-it writes a temporary file in the same directory, fsyncs it, renames it over
-the image and fsyncs the directory, so a crash (even ``kill -9``) leaves the old
-image or the new one, never a mixture.  A new image is readable by its owner
+A card image is a JSON document (docs/card-image.md).  `write_image` is atomic
+(`unioncard.atomic_file`): a temporary file in the same directory, fsync'd,
+renamed over the image, the directory fsync'd, so a crash (even ``kill -9``)
+leaves the old image or the new one, never a mixture.  A new image is readable by its owner
 only (it holds keys); a replaced image keeps its mode.  `FileSink` is the write-through
 persistence sink of `SimulatedCard.load(path, write_through=True)`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import stat
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unioncard.atomic_file import write_atomically
 from unioncard.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -42,28 +39,10 @@ def read_image(path: str | Path) -> dict[str, Any]:
 
 
 def write_image(path: str | Path, doc: dict[str, Any]) -> None:
-    """Write ``doc`` to ``path`` atomically and durably."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    """Write ``doc`` to ``path`` atomically and durably (a new image readable by its owner
+    only: it holds keys)."""
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with contextlib.suppress(FileNotFoundError):  # keep the mode of the image replaced
-            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, text.encode("utf-8"), new_file_mode=0o600)
 
 
 class FileSink:

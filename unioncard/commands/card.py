@@ -21,7 +21,7 @@ from unioncard.applet_sim.card import SimulatedCard
 from unioncard.applet_sim.issuance import DEFAULT_TERMINAL_ID, IssueOptions, issue_sheet
 from unioncard.applet_sim.member_sheet import SheetError, read_sheet
 from unioncard.applet_sim.summary import card_summary
-from unioncard.commands.common import JSON_OPTION, finish, progress_bar
+from unioncard.commands.common import JSON_OPTION, finish, parse_terminal_id, progress_bar
 from unioncard.commands.terminal_io import (
     card_options,
     check_link_options,
@@ -45,16 +45,6 @@ def _years_later(start: dt.date, years: int) -> dt.date:
         return start.replace(year=start.year + years)
     except ValueError:  # 29 February
         return start.replace(year=start.year + years, day=28)
-
-
-def _terminal_id(ctx: click.Context, param: click.Parameter, value: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b""
-    if len(raw) != 6:
-        raise click.BadParameter("a terminal id is 12 hex digits (6 bytes)")
-    return raw
 
 
 def _warn_test_keys() -> None:
@@ -92,7 +82,7 @@ def group() -> None:
               help="Issuance number of the sheet's first valid member; the others follow "
                    "in sheet order.")
 @click.option("--terminal-id", default=DEFAULT_TERMINAL_ID.hex().upper(), show_default=True,
-              callback=_terminal_id, help="Terminal id (12 hex digits) of the PSAM written.")
+              callback=parse_terminal_id, help="Terminal id (12 hex digits) of the PSAM written.")
 @click.option("--protocol", type=click.Choice(["T=1", "T=0"]), default="T=1", show_default=True,
               help="Transmission protocol the cards behave as.")
 @click.option("--force", is_flag=True,

@@ -8,10 +8,29 @@ from typing import Any
 
 import click
 
-__all__ = ["DECISION_KEYS", "JSON_OPTION", "error_document", "finish", "progress_bar", "yuan"]
+__all__ = [
+    "DECISION_KEYS",
+    "JSON_OPTION",
+    "error_document",
+    "finish",
+    "parse_terminal_id",
+    "progress_bar",
+    "yuan",
+]
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON document on stdout.")
+
+
+def parse_terminal_id(ctx: click.Context, param: click.Parameter, value: str) -> bytes:
+    """Click callback: a terminal id given as 12 hex digits, as its 6 bytes."""
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != 6:
+        raise click.BadParameter("a terminal id is 12 hex digits (6 bytes)")
+    return raw
 
 
 def progress_bar(stack: ExitStack, total: int, description: str, *,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from unioncard.commands.common import JSON_OPTION, finish
+from unioncard.commands.common import JSON_OPTION, finish, parse_terminal_id
 from unioncard.commands.terminal_io import (
     card_options,
     check_link_options,
@@ -31,16 +31,6 @@ __all__ = ["DEFAULT_LOAD_TERMINAL", "group"]
 DEFAULT_LOAD_TERMINAL = "000000000000"
 
 
-def _terminal_id(ctx: click.Context, param: click.Parameter, value: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b""
-    if len(raw) != 6:
-        raise click.BadParameter("a terminal id is 12 hex digits (6 bytes)")
-    return raw
-
-
 @click.command(name="load")
 @card_options
 @click.option("--amount", type=click.IntRange(1, 100_000), required=True, metavar="FEN",
@@ -48,7 +38,7 @@ def _terminal_id(ctx: click.Context, param: click.Parameter, value: str) -> byte
 @click.option("--purse", type=click.Choice(["transit", "etc"]), default="transit",
               show_default=True, help="Which purse to load.")
 @click.option("--terminal-id", default=DEFAULT_LOAD_TERMINAL, show_default=True,
-              envvar="UNIONCARD_TERMINAL_ID", show_envvar=True, callback=_terminal_id,
+              envvar="UNIONCARD_TERMINAL_ID", show_envvar=True, callback=parse_terminal_id,
               help="This load point's terminal id (12 hex digits).")
 @click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),
               help="Keystore holding the load master keys (the load host). Default: the "

@@ -24,7 +24,7 @@ from unioncard.offline.record import (
     Application,
     OfflineRecord,
     RecordFlags,
-    TxType,
+    TransactionType,
 )
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ __all__ = [
     "Batch",
     "OfflineRecord",
     "RecordFlags",
-    "TxType",
+    "TransactionType",
     "batch_file_name",
     "encode_batch",
     "read_batch",

@@ -22,7 +22,6 @@ old file or the new one, never a mix.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import zlib
@@ -262,52 +261,14 @@ def write_batch(path: str | os.PathLike[str], terminal_id: bytes, batch_id: int,
                 created: dt.datetime, records: Iterable[OfflineRecord]) -> Path:
     """Write a batch file atomically and durably; returns its path.
 
-    The bytes go to a temporary file created exclusively in the target's
-    directory, which is flushed and fsync'd, renamed over the target
-    (`os.replace`) and the directory fsync'd.  On any failure the temporary file
-    is removed and the target is untouched.  An existing file of that name is
-    replaced: re-exporting a batch rewrites it.
+    `unioncard.atomic_file.write_atomically`: a temporary file created
+    exclusively in the target's directory, fsync'd, renamed over the target, the
+    directory fsync'd; on any failure the target is untouched.  An existing file
+    of that name is replaced: re-exporting a batch rewrites it.
     """
-    import tempfile  # only writers need it; keeps `import unioncard.offline` light
+    from unioncard.atomic_file import write_atomically
 
-    target = Path(path)
-    data = encode_batch(terminal_id, batch_id, created, records)
-    directory = target.parent
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with open(fd, "wb") as file:
-            if hasattr(os, "fchmod"):  # POSIX: the permissions open() would have given
-                os.fchmod(file.fileno(), _file_mode())
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-    return target
-
-
-def _file_mode() -> int:
-    """``0o666`` less the process umask, as `open` would give (mkstemp gives ``0o600``)."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    return 0o644
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable (POSIX; Windows has no directory handles to sync)."""
-    if os.name == "nt":  # pragma: no cover
-        return
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return write_atomically(path, encode_batch(terminal_id, batch_id, created, records))
 
 
 def _last_line(exc: c.ConstructError) -> str:

@@ -18,7 +18,7 @@ rounding 0 half-up, 1 half-even, 2 down (`tariffs.money.ROUNDING_CODES`).
 ...     terminal_id=bytes.fromhex("310100001234"), terminal_seq=42,
 ...     issuer=bytes.fromhex("10000000FFFFFFFF"), diversifier=bytes.fromhex("5500000000000042"),
 ...     application=Application.TRANSIT, card_seq=5, key_version=1,
-...     tx_type=TxType.EP_PURCHASE, mode=1, card_type=0x55,
+...     tx_type=TransactionType.EP_PURCHASE, mode=1, card_type=0x55,
 ...     list_amount=200, charged_amount=180, balance_after=1820, rules=(0,),
 ...     when=dt.datetime(2026, 5, 1, 8, 30), tac=bytes.fromhex("1A2B3C4D"))
 >>> raw = record.to_bytes()
@@ -41,6 +41,7 @@ from typing import Any, NoReturn
 import construct as c
 
 from unioncard.apdu.records import BcdDate
+from unioncard.crypto.purse import TransactionType
 from unioncard.errors import DecodeError
 
 __all__ = [
@@ -50,11 +51,12 @@ __all__ = [
     "OFFLINE_RECORD",
     "RECORD_LAYOUT",
     "RECORD_SIZE",
+    "RECORD_TX_TYPES",
     "RECORD_VERSION",
     "Application",
     "OfflineRecord",
     "RecordFlags",
-    "TxType",
+    "TransactionType",
 ]
 
 RECORD_SIZE = 256
@@ -80,12 +82,9 @@ class Application(IntEnum):
     ETC = 2
 
 
-class TxType(IntEnum):
-    """Purse transaction types a record can carry (JR/T 0025; `crypto.purse.TransactionType`)."""
-
-    EP_LOAD = 0x02
-    EP_PURCHASE = 0x06
-    CAPP_PURCHASE = 0x09
+RECORD_TX_TYPES = frozenset({TransactionType.EP_LOAD, TransactionType.EP_PURCHASE,
+                             TransactionType.CAPP_PURCHASE})
+"""The purse transaction types a record carries: loads, purchases, composite purchases."""
 
 
 class RecordFlags(IntFlag):
@@ -214,7 +213,7 @@ OFFLINE_RECORD = c.Struct(
     "application" / c.Int8ub,  # Application: 1 transit, 2 etc
     "card_seq" / c.Int16ub,  # offline seq (purchase) / online seq (load), as INITIALIZE gave it
     "key_version" / c.Int8ub,
-    "tx_type" / c.Int8ub,  # TxType: 02 load, 06 purchase, 09 CAPP purchase
+    "tx_type" / c.Int8ub,  # TransactionType: 02 load, 06 purchase, 09 CAPP purchase
     "mode" / c.Int8ub,  # 0 load, else tariffs Mode
     "card_type" / c.Int8ub,  # 55 union member, 01 ordinary
     "category_flags" / c.Int8ub,  # 01 model worker, 02 hardship, 04 mutual aid
@@ -371,7 +370,7 @@ class OfflineRecord:
             _fail("flags", "UNVERIFIED implies NO_TAC")
         if (self.tac == bytes(4)) != bool(flags & RecordFlags.NO_TAC):
             _fail("tac", "must be zeros exactly when the NO_TAC flag is set")
-        if self.tx_type not in TxType._value2member_map_:
+        if self.tx_type not in RECORD_TX_TYPES:
             _fail("tx_type", f"{self.tx_type:#04x} is not 02 (load), 06 (purchase) or "
                              "09 (CAPP purchase)")
         if self.rounding not in _ROUNDING_CODES:
@@ -446,7 +445,7 @@ class OfflineRecord:
     @property
     def is_load(self) -> bool:
         """True for an EP load (tx_type 02), False for a purchase."""
-        return self.tx_type == TxType.EP_LOAD
+        return self.tx_type == TransactionType.EP_LOAD
 
     @property
     def discount(self) -> int:

@@ -28,9 +28,10 @@ from typing import Any
 
 from unioncard.apdu import SW, records
 from unioncard.apdu import purse as cmd
+from unioncard.apdu.member import MemberRecord
 from unioncard.offline import Application, OfflineRecord
 from unioncard.tariffs import Mode
-from unioncard.terminal.card import CAPP_SFI, card_send, parse_answer
+from unioncard.terminal.card import CAPP_SFI, PurseCard, card_send, parse_answer
 from unioncard.terminal.purchase import PurseSession, Sale
 from unioncard.terminal.session import Decision, Flow, Refused, Step
 from unioncard.terminal.tolls import TollTable
@@ -49,6 +50,8 @@ class TollStatus:
 
 
 class _TollSession(PurseSession):
+    application = Application.ETC
+
     def __init__(self, *, network: int, station: int, lane: int = 1,
                  timezone: dt.tzinfo = CHINA_STANDARD_TIME, **options: Any) -> None:
         super().__init__(**options)
@@ -95,12 +98,7 @@ class EtcEntry(_TollSession):
             raise ValueError("the vehicle class is 1..255")
         self.vehicle_class = vehicle_class
 
-    def flow(self) -> Flow:
-        yield from self.read_terminal_id()
-        card, member = yield from self.read_card(Application.ETC)
-        recovered = yield from self.recover(card)
-        if recovered is not None:
-            return recovered
+    def transact(self, card: PurseCard, member: MemberRecord | None) -> Flow:
         previous = yield from self.read_toll_record()
         warnings = []
         if previous.status in TollStatus.ENTRIES:
@@ -138,12 +136,7 @@ class EtcExit(_TollSession):
             raise ValueError("the toll is a non-negative integer of fen")
         self.tolls, self.amount, self.vehicle_class = tolls, amount, vehicle_class
 
-    def flow(self) -> Flow:
-        yield from self.read_terminal_id()
-        card, member = yield from self.read_card(Application.ETC)
-        recovered = yield from self.recover(card)
-        if recovered is not None:
-            return recovered
+    def transact(self, card: PurseCard, member: MemberRecord | None) -> Flow:
         entry = yield from self.read_toll_record()
         trip = self._trip(entry)
         record = self.toll_record(status=TollStatus.ETC_EXIT, vehicle_class=trip["vehicle_class"],

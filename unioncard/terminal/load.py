@@ -19,10 +19,11 @@ from typing import Any
 
 from unioncard.apdu import SW
 from unioncard.apdu import purse as cmd
+from unioncard.apdu.member import MemberRecord
 from unioncard.apdu.status import describe as describe_sw
 from unioncard.crypto.purse import TransactionType
 from unioncard.offline import Application, OfflineRecord
-from unioncard.terminal.card import card_send, member_dict, parse_answer
+from unioncard.terminal.card import PurseCard, card_send, member_dict, parse_answer
 from unioncard.terminal.load_host import LoadAuthorization, LoadRequest
 from unioncard.terminal.purchase import PurseSession
 from unioncard.terminal.session import (
@@ -55,11 +56,7 @@ class Load(PurseSession):
     def same_sale(self, draft: OfflineRecord) -> bool:
         return draft.charged_amount == self.amount
 
-    def flow(self) -> Flow:
-        card, member = yield from self.read_card(self.application)
-        recovered = yield from self.recover(card)
-        if recovered is not None:
-            return recovered
+    def transact(self, card: PurseCard, member: MemberRecord | None) -> Flow:
         assert self.terminal_id is not None
         details: dict[str, Any] = {"card": card.to_dict()}
         if member is not None:

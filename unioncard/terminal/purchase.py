@@ -125,6 +125,23 @@ class PurseSession(Session):
         self.recovery_window = recovery_window
         self.date, self.time = bcd_datetime(self.now)
 
+    application: Application = Application.TRANSIT
+    """The purse this session works on."""
+
+    def flow(self) -> Flow:
+        """Every purse flow: the terminal id, the card, its interrupted transactions
+        settled (which may be this tap's outcome), then the flow's own `transact`."""
+        yield from self.read_terminal_id()
+        card, member = yield from self.read_card(self.application)
+        recovered = yield from self.recover(card)
+        if recovered is not None:
+            return recovered
+        return (yield from self.transact(card, member))
+
+    def transact(self, card: PurseCard, member: MemberRecord | None) -> Flow:
+        """The flow's own steps, once the card is read and settled."""
+        raise NotImplementedError  # pragma: no cover - every purse flow defines it
+
     # --- reading the terminal and the card --------------------------------------------------
 
     def read_terminal_id(self) -> Generator[Step, Any, bytes]:
@@ -365,12 +382,7 @@ class TransitPurchase(PurseSession):
         return (draft.mode == self.sale.mode and draft.list_amount == self.amount
                 and draft.route == (self.sale.route or "") and draft.station == self.sale.station)
 
-    def flow(self) -> Flow:
-        yield from self.read_terminal_id()
-        card, member = yield from self.read_card(Application.TRANSIT)
-        recovered = yield from self.recover(card)
-        if recovered is not None:
-            return recovered
+    def transact(self, card: PurseCard, member: MemberRecord | None) -> Flow:
         priced = self.price(card, member, self.amount, self.sale)
         return (yield from self.purchase(card, member, priced, self.sale))
 

@@ -11,27 +11,23 @@ the card twice:
   raw 23 bytes of that record);
 - through the keystore: the TAC is recomputed with `unioncard.crypto.purse`
   from the offline record and the card keys derived from the keystore, as
-  settlement does (`expected_tac`).
+  settlement does (`unioncard.testing.purse_rig.expected_tac`).
 
 Checks about a card refusing a bad command send that command on purpose with
 the builders of `unioncard.apdu.purse` (DEBIT without INITIALIZE: ``6985``), or
-tamper with one link of an engine session: a PSAM link that corrupts MAC1, a
-load host that answers a wrong MAC2, a card link that loses the DEBIT answer
-after the card executed it (recovered by the engine with GET TRANSACTION
-PROVE).  A check that finds the card deviating from docs/protocol.md raises
-`CheckFailure` (a `unioncard.errors.CardError`) naming the check, the step and
-the last exchanges.
+tamper with one link of an engine session (the tampered links of
+`unioncard.testing.purse_rig`): a PSAM link that corrupts MAC1, a load host that
+answers a wrong MAC2, a card link that loses the DEBIT answer after the card
+executed it (recovered by the engine with GET TRANSACTION PROVE).  A check that
+finds the card deviating from docs/protocol.md raises `CheckFailure` (a
+`unioncard.errors.CardError`) naming the check, the step and the last exchanges.
 
-`PurseRig` holds what the checks drive: the card and PSAM links (any object
-with ``transmit(CommandAPDU) -> ResponseAPDU``, e.g. a `unioncard.transport.Channel`
-over a PC/SC reader), the keystore, a transaction journal and a clock.
+The checks drive a `PurseRig` (`unioncard.testing.purse_rig`, re-exported here).
 Non-destructive checks leave the card usable (a MAC error is followed by a
 good transaction, which clears the card's error counter; a blocked purse is
 unblocked); ``three_mac_errors`` locks the purse for good: give it a card you
-can lose.  Card tests that send single commands on purpose share the step
-helpers here (`prepare_debit`, `prepare_credit`, `select_application`) rather
-than a terminal of their own.  docs/simulator.md, "Conformance checks", lists
-the checks and runs them against a card over PC/SC.
+can lose.  docs/simulator.md, "Conformance checks", lists the checks and runs
+them against a card over PC/SC.
 
 >>> import datetime as dt
 >>> from unioncard.applet_sim import MemberData, issue_member_card, issue_psam
@@ -50,83 +46,43 @@ the checks and runs them against a card over PC/SC.
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import TracebackType
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from unioncard.apdu import SW, CommandAPDU, ResponseAPDU, command_name, records
 from unioncard.apdu import purse as cmd
 from unioncard.apdu.purse import bcd_datetime
 from unioncard.apdu.records import size_of
-from unioncard.crypto import purse as pc
-from unioncard.crypto.keystore import CardKeys, Keystore, derive_card_keys
+from unioncard.crypto.keystore import CardKeys
 from unioncard.crypto.purse import TransactionType
 from unioncard.errors import CardError, CryptoError, DecodeError, TransportError
 from unioncard.offline import Application, OfflineRecord, RecordFlags
-from unioncard.tariffs import Mode, RuleSet
-from unioncard.terminal import (
-    DEFAULT_RECOVERY_WINDOW,
-    CardRead,
-    Decision,
-    EtcEntry,
-    EtcExit,
-    KeystoreLoadHost,
-    Load,
-    LoadAuthorization,
-    LoadHost,
-    LoadRequest,
-    Outcome,
-    Session,
-    TransactionJournal,
-    TransitPurchase,
-    run,
+from unioncard.terminal import CardRead, Decision, Outcome, Session
+from unioncard.terminal.card import CAPP_SFI, LOG_SFI
+from unioncard.terminal.etc import TollStatus
+from unioncard.testing.purse_rig import (
+    CorruptMac1,
+    Exchange,
+    LoseDebitAnswer,
+    PurseRig,
+    WrongMac2,
+    expected_mac2,
+    expected_tac,
+    expected_toll_record,
+    purse_application,
+    select_application,
 )
-from unioncard.terminal.card import (
-    CAPP_SFI,
-    ETC_DF,
-    LOG_SFI,
-    MF,
-    TRANSIT_AID,
-    PurseCard,
-    select_purse,
-)
-from unioncard.terminal.etc import CHINA_STANDARD_TIME, TollStatus
-from unioncard.terminal.session import Refused
-from unioncard.transport import Channel, InProcessTransport, VirtualCard
 
 __all__ = [
-    "APPS",
     "CHECKS",
     "Check",
     "CheckFailure",
     "CheckResult",
-    "Exchange",
-    "PreparedCredit",
-    "PreparedDebit",
     "PurseRig",
-    "expected_tac",
-    "prepare_credit",
-    "prepare_debit",
     "run_check",
-    "select_application",
 ]
 
-APPS = {"transit": Application.TRANSIT, "etc": Application.ETC}
-"""The purses a check applies to, by the names the checks use."""
-
-DEFAULT_START = dt.datetime(2026, 3, 15, 8, 30)
-DEFAULT_STEP = dt.timedelta(minutes=1)
-MAX_BALANCE = 100_000
-"""The purse maximum of the profile (docs/protocol.md §1.6): 1000.00 yuan."""
-NO_BENEFITS = RuleSet((), name="no member benefits",
-                      description="the checks charge the list amount")
-TOLL_NETWORK, ENTRY_STATION, EXIT_STATION, TOLL_LANE = 0x1101, 0x0203, 0x0007, 4
-"""Where the ETC checks' toll lanes are (a toll given by the lane: no toll table)."""
 TRAIL = 6
 """Exchanges a `CheckFailure` shows."""
 
@@ -137,30 +93,7 @@ _TYPE_NAMES: dict[int, str] = {
 _INITIALIZE, _DEBIT, _CREDIT = 0x50, 0x54, 0x52
 
 
-class ApduLink(Protocol):
-    """A card or PSAM link: `unioncard.transport.Channel` is one."""
-
-    def transmit(self, command: CommandAPDU) -> ResponseAPDU: ...
-
-
 # --- failures and results ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Exchange:
-    """One command and its answer (None: the link failed, ``error`` says how); ``number``
-    counts the rig's exchanges from 1."""
-
-    number: int
-    device: str
-    command: CommandAPDU
-    response: ResponseAPDU | None
-    error: str = ""
-
-    def __str__(self) -> str:
-        answer = (self.response.to_bytes().hex().upper() if self.response is not None
-                  else f"no answer ({self.error})")
-        return f"{self.device} {self.command.to_bytes().hex().upper()} -> {answer}"
 
 
 class CheckFailure(CardError):
@@ -192,419 +125,6 @@ class CheckResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-# --- the rig ---------------------------------------------------------------------------------
-
-
-class _Recorded:
-    """A link that notes every exchange in the rig's trail."""
-
-    def __init__(self, link: ApduLink, device: str, rig: PurseRig) -> None:
-        self.link, self.device, self._rig = link, device, rig
-
-    def transmit(self, command: CommandAPDU) -> ResponseAPDU:
-        try:
-            response = self.link.transmit(command)
-        except Exception as exc:
-            self._rig._note(self.device, command, None, f"{type(exc).__name__}: {exc}")
-            raise
-        self._rig._note(self.device, command, response)
-        return response
-
-
-class PurseRig:
-    """The card and PSAM links, the keystore, a journal and a clock that the checks drive.
-
-    ``card`` and ``psam`` are links with ``transmit(CommandAPDU) -> ResponseAPDU``
-    (a `unioncard.transport.Channel` over any transport: T=0 is handled there);
-    every exchange is kept in `exchanges` (the newest 64).  ``journal`` is a
-    `TransactionJournal`, a path to open one at (closed by `close`), or None for
-    one in memory.  Each transaction gets the time `tick` gives: ``start``, then
-    one ``step`` later each time (the step stays under the engine's recovery
-    window, so a re-presented card counts as the same tap).  ``present_again``,
-    when given, re-powers the card after a simulated pull (a transport's
-    ``power_on`` or ``reset``).  ``rules`` prices the transactions: by default
-    none, so the card is charged the amounts the checks ask for.  ``host`` is the
-    load host (the keystore's by default); ``max_balance`` the purse maximum of
-    docs/protocol.md §1.6.  A rig serves one card: it remembers the card keys it
-    derived for each purse.  Its sessions get the journal's pending transactions but
-    not its MAC refusals (a terminal stops retrying a card that refused its MAC1; the
-    checks provoke such refusals on purpose).
-    """
-
-    def __init__(
-        self, card: ApduLink, psam: ApduLink, keys: Keystore, *,
-        journal: TransactionJournal | str | Path | None = None,
-        start: dt.datetime = DEFAULT_START, step: dt.timedelta = DEFAULT_STEP,
-        present_again: Callable[[], object] | None = None, rules: RuleSet | None = None,
-        host: LoadHost | None = None, max_balance: int = MAX_BALANCE,
-    ) -> None:
-        if not dt.timedelta(seconds=1) <= step < DEFAULT_RECOVERY_WINDOW:
-            raise ValueError(f"the clock step must be 1 s or more and under the recovery "
-                             f"window ({DEFAULT_RECOVERY_WINDOW})")
-        self.exchanges: deque[Exchange] = deque(maxlen=64)
-        self.count = 0
-        """Exchanges so far (`Exchange.number` of the newest)."""
-        self.card: ApduLink = _Recorded(card, "card", self)
-        self.psam: ApduLink = _Recorded(psam, "PSAM", self)
-        self.keys = keys
-        self._own_journal = not isinstance(journal, TransactionJournal)
-        self.journal = (journal if isinstance(journal, TransactionJournal)
-                        else TransactionJournal(":memory:" if journal is None else journal))
-        self.clock = start.replace(microsecond=0)
-        self.step = step
-        self.present_again = present_again
-        self.rules = rules if rules is not None else NO_BENEFITS
-        self.host: LoadHost = host if host is not None else KeystoreLoadHost(keys)
-        self.max_balance = max_balance
-        self._terminal_id: bytes | None = None
-        self._card_keys: dict[str, CardKeys] = {}
-
-    @classmethod
-    def in_process(cls, card: VirtualCard, psam: VirtualCard, keys: Keystore,
-                   **options: Any) -> PurseRig:
-        """A rig over cards in this process (`InProcessTransport`), powered on here;
-        ``present_again`` defaults to a cold power-up of the card."""
-        card_transport, psam_transport = InProcessTransport(card), InProcessTransport(psam)
-        card_transport.power_on()
-        psam_transport.power_on()
-        options.setdefault("present_again", card_transport.power_on)
-        return cls(Channel(card_transport), Channel(psam_transport), keys, **options)
-
-    # --- time, terminal, engine ----------------------------------------------------------
-
-    def tick(self) -> dt.datetime:
-        """The time of the next transaction (the clock then moves one step on)."""
-        now, self.clock = self.clock, self.clock + self.step
-        return now
-
-    @property
-    def terminal_id(self) -> bytes:
-        """The PSAM's terminal id (``00 B0 96 00 06``), read once."""
-        if self._terminal_id is None:
-            answer = self.psam.transmit(cmd.sam_read_terminal_id())
-            if answer.sw != SW.OK or len(answer.data) != 6:
-                raise CardError(f"the PSAM answered READ terminal id with {answer.sw:04X} and "
-                                f"{len(answer.data)} bytes")
-            self._terminal_id = answer.data
-        return self._terminal_id
-
-    def run(self, session: Session, *, card: ApduLink | None = None,
-            psam: ApduLink | None = None, host: LoadHost | None = None) -> Outcome:
-        """``unioncard.terminal.run`` with the rig's links, journal and load host (or others)."""
-        return run(session, card=card or self.card, psam=psam or self.psam,
-                   journal=self.journal, host=host or self.host)
-
-    def _options(self) -> dict[str, Any]:
-        return {"now": self.tick(), "pending": self.journal.pending(), "rules": self.rules}
-
-    def purchase_session(self, app: str, amount: int) -> Session:
-        """A paying purchase of ``amount`` fen: a bus fare on the transit purse, a toll
-        given by the lane (`EtcExit`, a composite purchase) on the ETC purse."""
-        if _application(app) is Application.TRANSIT:
-            return TransitPurchase(Mode.BUS, amount, **self._options())
-        return EtcExit(amount=amount, network=TOLL_NETWORK, station=EXIT_STATION,
-                       lane=TOLL_LANE, **self._options())
-
-    def purchase(self, app: str, amount: int, **links: Any) -> Outcome:
-        """Run `purchase_session` (``card=``, ``psam=`` replace the rig's links)."""
-        return self.run(self.purchase_session(app, amount), **links)
-
-    def entry_session(self, vehicle_class: int = 1) -> Session:
-        """An ETC entry (`EtcEntry`): a composite purchase of 0 writing the entry record."""
-        return EtcEntry(network=TOLL_NETWORK, station=ENTRY_STATION, lane=TOLL_LANE,
-                        vehicle_class=vehicle_class, **self._options())
-
-    def load_session(self, app: str, amount: int) -> Session:
-        """A load (`Load`) of ``amount`` fen at the PSAM's terminal id."""
-        return Load(_application(app), amount, terminal_id=self.terminal_id, **self._options())
-
-    def load(self, app: str, amount: int, **links: Any) -> Outcome:
-        """Run `load_session` (``host=`` replaces the load host)."""
-        return self.run(self.load_session(app, amount), **links)
-
-    def read(self) -> Outcome:
-        """A card read (`CardRead`)."""
-        return self.run(CardRead())
-
-    # --- keys and maintenance --------------------------------------------------------------
-
-    def card_keys(self, app: str) -> CardKeys:
-        """The purse's keys, derived from the keystore at the key version its INITIALIZE
-        gives (docs/protocol.md §1.5) and its EF 0015 diversifier; remembered per purse."""
-        if app not in self._card_keys:
-            card = _select_purse(self.card, app)
-            init = self.card.transmit(cmd.initialize_for_purchase(0, self.terminal_id))
-            if init.sw == SW.OK and len(init.data) == size_of(cmd.INIT_PURCHASE_RESPONSE):
-                master = self.keys.by_version(
-                    cmd.parse(cmd.INIT_PURCHASE_RESPONSE, init.data).key_version)
-            else:
-                master = self.keys.purse_keys(app)
-            self._card_keys[app] = derive_card_keys(master, card.diversifier)
-        return self._card_keys[app]
-
-    def maintenance(self, app: str, *, unblock: bool = False, permanent: bool = False,
-                    mac: bytes | None = None) -> ResponseAPDU:
-        """GET CHALLENGE, then APPLICATION BLOCK (UNBLOCK) of the selected purse with the
-        MAC of the keystore's maintenance key (or ``mac``); the card's answer."""
-        keys = self.card_keys(app)
-        challenge = self.card.transmit(cmd.get_challenge())
-        if challenge.sw != SW.OK or len(challenge.data) != 4:
-            raise CardError(f"GET CHALLENGE answered {challenge.sw:04X}")
-
-        def build(value: bytes) -> CommandAPDU:
-            return (cmd.application_unblock(value) if unblock
-                    else cmd.application_block(value, permanent=permanent))
-
-        header = build(bytes(4)).to_bytes()[:5]
-        value = mac if mac is not None else pc.maintenance_mac(keys.maintenance,
-                                                               challenge.data, header)
-        return self.card.transmit(build(value))
-
-    # --- the trail -------------------------------------------------------------------------
-
-    def _note(self, device: str, command: CommandAPDU, response: ResponseAPDU | None,
-              error: str = "") -> None:
-        self.count += 1
-        self.exchanges.append(Exchange(self.count, device, command, response, error))
-
-    def answer_to(self, ins: int, *, p1: int | None = None, device: str = "card",
-                  since: int = 0) -> Exchange | None:
-        """The newest exchange of ``device`` whose command has this INS (and P1), among
-        those numbered above ``since``."""
-        for exchange in reversed(self.exchanges):
-            command = exchange.command
-            if exchange.number <= since:
-                break
-            if (exchange.device == device and command.ins == ins
-                    and (p1 is None or command.p1 == p1)):
-                return exchange
-        return None
-
-    # --- lifetime ---------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the journal when the rig opened it."""
-        if self._own_journal:
-            self.journal.close()
-
-    def __enter__(self) -> PurseRig:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-
-def _application(app: str) -> Application:
-    try:
-        return APPS[app]
-    except KeyError:
-        raise ValueError(f"unknown purse {app!r} (transit or etc)") from None
-
-
-def _select_purse(link: ApduLink, app: str) -> PurseCard:
-    """SELECT the purse and read its EF 0015 with the engine's own sub-flow
-    (`unioncard.terminal.card.select_purse`); `CardError` when the card refuses."""
-    flow = select_purse(_application(app))
-    try:
-        step = next(flow)
-        while True:
-            step = flow.send(link.transmit(step.apdu))
-    except StopIteration as stop:
-        card: PurseCard = stop.value
-        return card
-    except Refused as refused:
-        raise CardError(refused.reason) from None
-
-
-def select_application(link: ApduLink, app: str) -> ResponseAPDU:
-    """SELECT the transit purse (by AID) or the ETC purse (MF, then DF 1001): the answer
-    of the last SELECT (of the MF when that one fails)."""
-    if _application(app) is Application.TRANSIT:
-        return link.transmit(cmd.select_by_name(TRANSIT_AID))
-    mf = link.transmit(cmd.select_file(MF))
-    return mf if mf.sw != SW.OK else link.transmit(cmd.select_file(ETC_DF))
-
-
-def expected_tac(keys: Keystore, record: OfflineRecord) -> bytes:
-    """The TAC of an offline record, recomputed from the keystore as settlement does:
-    the card's TAC key (DTK) at the record's key version and diversifier, then
-    the load TAC or the purchase TAC over the record's fields (docs/protocol.md §2.4)."""
-    dtk = derive_card_keys(keys.by_version(record.key_version), record.diversifier).tac
-    date, time = bcd_datetime(record.when)
-    if record.is_load:
-        return pc.load_tac(dtk, record.balance_after, record.card_seq, record.charged_amount,
-                           record.tx_type, record.terminal_id, date, time)
-    return pc.purchase_tac(dtk, record.charged_amount, record.tx_type, record.terminal_id,
-                           record.terminal_seq, date, time)
-
-
-# --- single steps, for card tests that send commands on purpose -------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedDebit:
-    """A purchase up to its DEBIT: INITIALIZE's answer, the PSAM's terminal seq and MAC1.
-
-    ``command`` is the DEBIT to send; ``debit(mac1=...)`` builds it with another MAC1.
-    """
-
-    card: PurseCard
-    terminal_id: bytes
-    date: bytes
-    time: bytes
-    amount: int
-    tx_type: int
-    balance: int
-    offline_seq: int
-    key_version: int
-    random: bytes
-    terminal_seq: int
-    mac1: bytes
-
-    def debit(self, mac1: bytes | None = None) -> CommandAPDU:
-        return cmd.debit_for_purchase(self.terminal_seq, self.date, self.time,
-                                      self.mac1 if mac1 is None else mac1)
-
-    @property
-    def command(self) -> CommandAPDU:
-        return self.debit()
-
-
-def prepare_debit(card: ApduLink, psam: ApduLink, app: str, amount: int, *,
-                  when: dt.datetime, capp: bool = False, capp_record: bytes | None = None,
-                  terminal_id: bytes | None = None) -> PreparedDebit:
-    """Select the purse, INITIALIZE FOR (CAPP) PURCHASE, get MAC1 from the PSAM and, with
-    ``capp_record``, UPDATE CAPP DATA CACHE: everything a DEBIT needs, nothing sent
-    after.  A composite purchase (type ``09``) with ``capp`` or a record.  Raises
-    `CardError` when an answer is not ``9000``."""
-    capp = capp or capp_record is not None
-    if terminal_id is None:
-        answer = psam.transmit(cmd.sam_read_terminal_id())
-        terminal_id = _ok(answer, "READ terminal id (PSAM)", 6)
-    purse = _select_purse(card, app)
-    initialize = cmd.initialize_for_capp_purchase if capp else cmd.initialize_for_purchase
-    init = cmd.parse(cmd.INIT_PURCHASE_RESPONSE, _ok(
-        card.transmit(initialize(amount, terminal_id)), "INITIALIZE FOR PURCHASE",
-        size_of(cmd.INIT_PURCHASE_RESPONSE)))
-    tx_type = TransactionType.CAPP_PURCHASE if capp else TransactionType.EP_PURCHASE
-    date, time = bcd_datetime(when)
-    sam = cmd.parse(cmd.SAM_PURCHASE_RESPONSE, _ok(psam.transmit(cmd.sam_init_for_purchase(
-        random=init.random, offline_seq=init.offline_seq, amount=amount, tx_type=tx_type,
-        date=date, time=time, key_version=init.key_version, alg_id=init.alg_id,
-        diversifier=purse.diversifier)), "INIT SAM FOR PURCHASE",
-        size_of(cmd.SAM_PURCHASE_RESPONSE)))
-    if capp_record is not None:
-        _ok(card.transmit(cmd.update_capp_data_cache(capp_record, CAPP_SFI)),
-            "UPDATE CAPP DATA CACHE")
-    return PreparedDebit(purse, terminal_id, date, time, amount, tx_type, init.balance,
-                         init.offline_seq, init.key_version, init.random, sam.terminal_seq,
-                         sam.mac1)
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedCredit:
-    """A load up to its CREDIT: INITIALIZE FOR LOAD's answer and the load host's MAC2.
-
-    ``command`` is the CREDIT FOR LOAD to send; ``credit(mac2=...)`` builds it with
-    another MAC2.
-    """
-
-    card: PurseCard
-    terminal_id: bytes
-    date: bytes
-    time: bytes
-    amount: int
-    balance: int
-    online_seq: int
-    key_version: int
-    random: bytes
-    mac2: bytes
-
-    def credit(self, mac2: bytes | None = None) -> CommandAPDU:
-        return cmd.credit_for_load(self.date, self.time, self.mac2 if mac2 is None else mac2)
-
-    @property
-    def command(self) -> CommandAPDU:
-        return self.credit()
-
-
-def prepare_credit(card: ApduLink, keys: Keystore | LoadHost, app: str, amount: int, *,
-                   when: dt.datetime, terminal_id: bytes) -> PreparedCredit:
-    """Select the purse, INITIALIZE FOR LOAD and have the load host (the keystore's)
-    check the card's MAC1 and give MAC2: everything CREDIT FOR LOAD needs.  Loads of
-    0 are allowed here (the engine's `Load` refuses them).  Raises `CardError` when an
-    answer is not ``9000`` or the host refuses."""
-    host = KeystoreLoadHost(keys) if isinstance(keys, Keystore) else keys
-    purse = _select_purse(card, app)
-    init = cmd.parse(cmd.INIT_LOAD_RESPONSE, _ok(
-        card.transmit(cmd.initialize_for_load(amount, terminal_id)), "INITIALIZE FOR LOAD",
-        size_of(cmd.INIT_LOAD_RESPONSE)))
-    authorization = host.authorize(LoadRequest(
-        key_version=init.key_version, diversifier=purse.diversifier, balance=init.balance,
-        online_seq=init.online_seq, random=init.random, amount=amount,
-        terminal_id=terminal_id, when=when, mac1=init.mac1))
-    if not authorization.approved:
-        raise CardError(f"the load host refused: {authorization.reason}")
-    date, time = bcd_datetime(when)
-    return PreparedCredit(purse, terminal_id, date, time, amount, init.balance,
-                          init.online_seq, init.key_version, init.random, authorization.mac2)
-
-
-def _ok(answer: ResponseAPDU, what: str, size: int | None = None) -> bytes:
-    if answer.sw != SW.OK or (size is not None and len(answer.data) != size):
-        raise CardError(f"{what} answered {answer.sw:04X} with {len(answer.data)} bytes")
-    return answer.data
-
-
-# --- tampered links ----------------------------------------------------------------------------
-
-
-class _CorruptMac1:
-    """A PSAM link whose MAC1 answers (``80 70``) come back with MAC1 inverted."""
-
-    def __init__(self, psam: ApduLink) -> None:
-        self.psam = psam
-
-    def transmit(self, command: CommandAPDU) -> ResponseAPDU:
-        answer = self.psam.transmit(command)
-        if command.cla == 0x80 and command.ins == 0x70 and answer.sw == SW.OK \
-                and len(answer.data) == 8:
-            return ResponseAPDU(answer.data[:4] + bytes(b ^ 0xFF for b in answer.data[4:]),
-                                answer.sw)
-        return answer
-
-
-class _WrongMac2:
-    """A load host that approves with a MAC2 the card must refuse."""
-
-    def __init__(self, host: LoadHost) -> None:
-        self.host = host
-
-    def authorize(self, request: LoadRequest) -> LoadAuthorization:
-        answer = self.host.authorize(request)
-        if not answer.approved:
-            return answer
-        return LoadAuthorization(True, bytes(b ^ 0xFF for b in answer.mac2))
-
-
-class _LoseDebitAnswer:
-    """A card link that sends DEBIT to the card, keeps its answer in ``lost`` and reports
-    the link lost instead (the card was pulled just as it answered)."""
-
-    def __init__(self, card: ApduLink) -> None:
-        self.card = card
-        self.lost: ResponseAPDU | None = None
-
-    def transmit(self, command: CommandAPDU) -> ResponseAPDU:
-        answer = self.card.transmit(command)
-        if command.cla == 0x80 and command.ins == _DEBIT:
-            self.lost = answer
-            raise TransportError("the card was pulled before its DEBIT answer arrived "
-                                 "(simulated)")
-        return answer
-
-
 # --- running a check ---------------------------------------------------------------------------
 
 
@@ -613,7 +133,7 @@ class _Run:
 
     def __init__(self, rig: PurseRig, name: str, app: str) -> None:
         self.rig, self.name, self.app = rig, name, app
-        self.application = _application(app)
+        self.application = purse_application(app)
         self.step = "start"
         self.outcomes: list[Outcome] = []
         self.mark = rig.count
@@ -795,7 +315,7 @@ class _Run:
             mac2 = cmd.parse(cmd.DEBIT_RESPONSE, debit.data).mac2
             random = cmd.parse(cmd.INIT_PURCHASE_RESPONSE, init.data).random
             self.equal("MAC2 of the DEBIT answer (vs the keystore's)", mac2,
-                       _mac2(self.rig.keys, record, random))
+                       expected_mac2(self.rig.keys, record, random))
             if sam is None or sam.response is None or sam.response.sw != SW.OK:
                 got = "nothing" if sam is None or sam.response is None \
                     else f"{sam.response.sw:04X}"
@@ -843,29 +363,6 @@ class _Run:
         size = size_of(records.CAPP_RECORD)
         return self.send(cmd.read_record(CAPP_SFI, 1, size), size=size,
                          what="READ RECORD EF 0019 #1")
-
-
-def _toll_record(outcome: Outcome, status: int) -> bytes:
-    """EF 0019 record 1 as it must be after the ETC entry or exit ``outcome`` (docs/protocol.md
-    §4.5): this lane, the unix time of the transaction (China time), class 1, the plate."""
-    assert outcome.record is not None
-    station = ENTRY_STATION if status == TollStatus.ETC_ENTRY else EXIT_STATION
-    plate = outcome.details.get("card", {}).get("plate", "")
-    unix = calendar.timegm(outcome.record.when.replace(tzinfo=CHINA_STANDARD_TIME)
-                           .utctimetuple())
-    return records.build(
-        records.CAPP_RECORD, lock=0, network=TOLL_NETWORK.to_bytes(2, "big"),
-        station=station.to_bytes(2, "big"), lane=TOLL_LANE, unix_time=unix, vehicle_class=1,
-        status=status, marker_station=bytes(9), staff_no=bytes(3), shift=0, plate=plate,
-        reserved=bytes(4))
-
-
-def _mac2(keys: Keystore, record: OfflineRecord, random: bytes) -> bytes:
-    """A purchase's MAC2 from the keystore: the session key of the card's DPK, INITIALIZE's
-    random and offline seq and the PSAM's terminal seq, over the amount (docs/protocol.md §2.4)."""
-    dpk = derive_card_keys(keys.by_version(record.key_version), record.diversifier).purchase
-    sespk = pc.purchase_session_key(dpk, random, record.card_seq, record.terminal_seq)
-    return pc.purchase_mac2(sespk, record.charged_amount)
 
 
 def _show(value: object) -> str:
@@ -967,13 +464,13 @@ def check_capp_purchase(rig: PurseRig, app: str) -> CheckResult:
     record = t.verify(entry, before)
     t.equal("transaction type of the entry", record.tx_type, TransactionType.CAPP_PURCHASE)
     t.equal("EF 0019 record 1 after the entry", t.read_toll_record(),
-            _toll_record(entry, TollStatus.ETC_ENTRY))
+            expected_toll_record(entry, TollStatus.ETC_ENTRY))
     t.at("ETC exit")
     exit_ = t.purchase(CAPP_AMOUNT)
     record = t.verify(exit_, before)
     t.equal("transaction type of the exit", record.tx_type, TransactionType.CAPP_PURCHASE)
     t.equal("EF 0019 record 1 after the exit", t.read_toll_record(),
-            _toll_record(exit_, TollStatus.ETC_EXIT))
+            expected_toll_record(exit_, TollStatus.ETC_EXIT))
     return t.result(before, before - CAPP_AMOUNT, old_record=old.hex().upper(),
                     tac=record.tac.hex().upper())
 
@@ -1010,7 +507,7 @@ def check_bad_mac1(rig: PurseRig, app: str) -> CheckResult:
     before = t.ensure_balance(SMALL_AMOUNT)
     seq = t.offline_seq()
     t.at("purchase with a wrong MAC1")
-    outcome = t.purchase(SMALL_AMOUNT, expect=None, psam=_CorruptMac1(rig.psam))
+    outcome = t.purchase(SMALL_AMOUNT, expect=None, psam=CorruptMac1(rig.psam))
     t.expect_refusal(_DEBIT, "DEBIT with a wrong MAC1", SW.MAC_ERROR)
     t.refused(outcome, "purchase")
     t.no_pending()
@@ -1032,7 +529,7 @@ def check_bad_mac2(rig: PurseRig, app: str) -> CheckResult:
     amount = min(SMALL_AMOUNT, rig.max_balance - before)
     seq = t.online_seq()
     t.at("load with a wrong MAC2")
-    outcome = t.load(amount, expect=None, host=_WrongMac2(rig.host))
+    outcome = t.load(amount, expect=None, host=WrongMac2(rig.host))
     t.expect_refusal(_CREDIT, "CREDIT FOR LOAD with a wrong MAC2", SW.MAC_ERROR)
     t.refused(outcome, "load")
     t.no_pending()
@@ -1116,7 +613,7 @@ def check_transaction_prove(rig: PurseRig, app: str) -> CheckResult:
     t.at("balance before")
     before = t.ensure_balance(PROVE_AMOUNT)
     t.at("purchase whose DEBIT answer is lost")
-    lose = _LoseDebitAnswer(rig.card)
+    lose = LoseDebitAnswer(rig.card)
     t.purchase(PROVE_AMOUNT, expect=Decision.INTERRUPTED, card=lose)
     init_answer = t.answer(_INITIALIZE)
     if lose.lost is None or init_answer is None:
@@ -1146,7 +643,7 @@ def check_transaction_prove(rig: PurseRig, app: str) -> CheckResult:
             RecordFlags.RECOVERED)
     t.verify(outcome, before)
     t.equal("MAC2 of the lost DEBIT answer (vs the keystore's)", lost.mac2,
-            _mac2(rig.keys, record, init.random))
+            expected_mac2(rig.keys, record, init.random))
     t.no_pending()
     t.at("GET TRANSACTION PROVE")
     t.select()
@@ -1175,7 +672,7 @@ def check_three_mac_errors(rig: PurseRig, app: str) -> CheckResult:
     t.clear_mac_errors()
     for n in (1, 2, 3):
         t.at(f"wrong MAC1 number {n}")
-        t.refused(t.purchase(0, expect=None, psam=_CorruptMac1(rig.psam)), "purchase")
+        t.refused(t.purchase(0, expect=None, psam=CorruptMac1(rig.psam)), "purchase")
         locking = (SW.MAC_ERROR, SW.APPLICATION_LOCKED) if n == 3 else (SW.MAC_ERROR,)
         t.expect_refusal(_DEBIT, "DEBIT with a wrong MAC1", *locking)
     t.at("the locked purse")
@@ -1201,5 +698,3 @@ def run_check(name: str, rig: PurseRig, *, app: str = "transit") -> CheckResult:
         raise ValueError(f"check {name} applies to the {' and '.join(check.apps)} purse, "
                          f"not {app!r}")
     return check.run(rig, app)
-
-

@@ -13,7 +13,7 @@ import datetime as dt
 
 from hypothesis import strategies as st
 
-from unioncard.offline import Application, Batch, OfflineRecord, RecordFlags, TxType
+from unioncard.offline import Application, Batch, OfflineRecord, RecordFlags, TransactionType
 from unioncard.offline.record import MAX_RULES, NO_RULE
 
 __all__ = ["batches", "offline_records", "terminal_ids"]
@@ -54,12 +54,13 @@ def offline_records(draw: st.DrawFn, *, terminal_id: bytes | None = None,
     flags = draw(_flags)
     tac = bytes(4) if flags & RecordFlags.NO_TAC else draw(_tacs)
     if is_load:
-        tx_type, mode = TxType.EP_LOAD, 0
+        tx_type, mode = TransactionType.EP_LOAD, 0
         list_amount = charged = draw(_amounts)
         rules: tuple[int, ...] = ()
         ruleset_version = bytes(32)
     else:
-        tx_type = draw(st.sampled_from([TxType.EP_PURCHASE, TxType.CAPP_PURCHASE]))
+        tx_type = draw(st.sampled_from([TransactionType.EP_PURCHASE,
+                                        TransactionType.CAPP_PURCHASE]))
         mode = draw(st.one_of(st.integers(1, 7), st.integers(1, 255)))
         list_amount = draw(_amounts)
         charged = draw(st.integers(0, list_amount))
