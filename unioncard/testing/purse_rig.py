@@ -543,8 +543,7 @@ class WrongMac2:
 
 
 class LoseDebitAnswer:
-    """A card link that sends DEBIT to the card, keeps its answer in ``lost`` and reports
-    the link lost instead (the card was pulled just as it answered)."""
+    """A card link whose DEBIT reaches the card but whose answer is lost (kept in ``lost``)."""
 
     def __init__(self, card: ApduLink) -> None:
         self.card = card
