@@ -430,7 +430,8 @@ def test_retap_completes_a_debit_the_card_committed(lane):
     assert after["counts"] == {"pending": 0, "completed": 1, "voided": 0, "unexported": 1}
     [done] = after["transactions"]
     assert done["state"] == "completed" and done["record"]["tac"] == doc["tac"]
-    assert done["reason"] == "the card proved the debit (GET TRANSACTION PROVE)"
+    assert done["reason"] == ("the card proved the debit (GET TRANSACTION PROVE) and its log "
+                              "(EF 0018) shows it")
     assert done["resolved_at"] is not None
     assert "RECOVERED" in done["record"]["flags"]
     # a third tap is a new ride

@@ -77,7 +77,11 @@ INIT_SEQ = f"8050 0102 0B 01 00000000 {TERMINAL} 0F"  # INITIALIZE FOR PURCHASE 
 
 def test_prove_9000_within_the_window_is_this_taps_outcome_and_charges_nothing():
     run = drive(tap(200, now=LATER, pending=[pending_bus()]), [
-        *identify(), card(PROVE_SEQ_6, "BAD5D442 CC970111 9000"), journal()])
+        *identify(), card(PROVE_SEQ_6, "BAD5D442 CC970111 9000"),
+        # the proof is of seq 5; the log says whose purchase that was: ours
+        card("00B2 01C4 17", f"{log_record(5, 180, 6, TERMINAL, NOW)} 9000"),
+        card("00B2 02C4 17", "6A83"),
+        journal()])
     out = run.outcome
     assert out.decision is Decision.APPROVED and out.recovered
     assert (out.charged_amount, out.balance_before, out.balance_after) == (180, 2000, 1820)
@@ -90,10 +94,40 @@ def test_prove_9000_within_the_window_is_this_taps_outcome_and_charges_nothing()
     assert written.begin is None
     assert written.resolutions == (Resolution(7, ResolutionState.COMPLETED, out.record,
                                               "the card proved the debit (GET TRANSACTION "
-                                              "PROVE)"),)
+                                              "PROVE) and its log (EF 0018) shows it"),)
     assert out.resolutions == ()  # already journaled
     assert out.warnings[0].startswith("interrupted bus #7 of 2026-03-15T08:30:15 (180 fen): "
                                       "completed")
+
+
+def test_a_proof_of_another_terminals_purchase_at_that_seq_voids_ours():
+    """Ours never reached the card; the passenger then paid at terminal 3101 0000 9999,
+    whose purchase took the same seq: GET TRANSACTION PROVE answers with *its* proof."""
+    run = drive(tap(200, now=LATER, pending=[pending_bus()]), [
+        *identify(), card(PROVE_SEQ_6, "0BADF00D 4271FEB1 9000"),
+        card("00B2 01C4 17", f"{log_record(5, 180, 6, '310100009999', NOW)} 9000"),
+        card("00B2 02C4 17", "6A83"),
+        journal(),
+        *purchase(180, balance=1820, seq=6, when=LATER)])
+    (resolution,) = run.journal[0].resolutions
+    assert resolution.state is ResolutionState.VOIDED
+    assert "used by terminal 310100009999" in resolution.reason
+    out = run.outcome
+    assert out.decision is Decision.APPROVED and not out.recovered and out.charged_amount == 180
+
+
+def test_a_proof_whose_seq_the_log_no_longer_shows_is_not_trusted_for_its_tac():
+    run = drive(tap(200, now=NEXT_DAY, pending=[pending_bus()]), [
+        *identify(), card(PROVE_SEQ_6, "0BADF00D 4271FEB1 9000"),
+        card("00B2 01C4 17", f"{log_record(9, 1000, 2, TERMINAL, NOW)} 9000"),
+        card("00B2 02C4 17", "6A83"),
+        journal(),
+        *purchase(180, balance=1820, seq=6, when=NEXT_DAY)])
+    (resolution,) = run.journal[0].resolutions
+    assert resolution.state is ResolutionState.COMPLETED
+    assert resolution.record.flags == (RecordFlags.NO_TAC | RecordFlags.RECOVERED
+                                       | RecordFlags.UNVERIFIED)
+    assert resolution.record.tac == bytes(4)
 
 
 def test_prove_9406_with_the_seq_unchanged_voids_it_then_the_fare_is_charged():
@@ -147,8 +181,8 @@ def test_seq_advanced_and_another_terminal_at_that_seq_voids_it():
     ])
     (resolution,) = run.journal[0].resolutions
     assert resolution.state is ResolutionState.VOIDED
-    assert resolution.reason == ("the card's log shows seq 5 used by terminal 310100009999: "
-                                 "ours never happened")
+    assert resolution.reason == ("the card's log shows seq 5 used by terminal 310100009999 "
+                                 "at 20260315 083015: ours never happened")
     assert run.outcome.decision is Decision.APPROVED and not run.outcome.recovered
 
 
@@ -199,6 +233,8 @@ def test_a_card_that_does_not_tell_within_the_window_refuses_the_tap():
 def test_a_journal_that_cannot_record_the_resolution_ends_the_tap_with_an_error():
     run = drive(tap(200, now=NEXT_DAY, pending=[pending_bus()]), [
         *identify(), card(PROVE_SEQ_6, "BAD5D442 CC970111 9000"),
+        card("00B2 01C4 17", f"{log_record(5, 180, 6, TERMINAL, NOW)} 9000"),
+        card("00B2 02C4 17", "6A83"),
         journal(fail=OSError("disk full"))])
     assert run.outcome.decision is Decision.ERROR
     assert run.outcome.reason == "disk full (at journal write); nothing was charged"
@@ -234,7 +270,10 @@ def test_pending_transactions_of_another_card_or_purse_are_not_touched():
 
 def test_after_the_window_a_completed_transaction_is_resolved_and_the_tap_is_charged():
     run = drive(tap(200, now=NEXT_DAY, pending=[pending_bus()]), [
-        *identify(), card(PROVE_SEQ_6, "BAD5D442 CC970111 9000"), journal(),
+        *identify(), card(PROVE_SEQ_6, "BAD5D442 CC970111 9000"),
+        card("00B2 01C4 17", f"{log_record(5, 180, 6, TERMINAL, NOW)} 9000"),
+        card("00B2 02C4 17", "6A83"),
+        journal(),
         *purchase(180, balance=1820, seq=6, when=NEXT_DAY)])
     out = run.outcome
     assert out.decision is Decision.APPROVED and not out.recovered
@@ -247,8 +286,10 @@ def test_after_the_window_a_completed_transaction_is_resolved_and_the_tap_is_cha
 
 def test_a_completed_transaction_of_another_flow_within_the_window_does_not_stop_the_tap():
     metro = TransitPurchase(Mode.METRO, 300, now=LATER, pending=[pending_bus()])
-    run = drive(metro, [*identify(), card(PROVE_SEQ_6, "BAD5D442 CC970111 9000"), journal(),
-                        *purchase(270, balance=1820, seq=6, when=LATER)])
+    run = drive(metro, [*identify(), card(PROVE_SEQ_6, "BAD5D442 CC970111 9000"),
+                        card("00B2 01C4 17", f"{log_record(5, 180, 6, TERMINAL, NOW)} 9000"),
+        card("00B2 02C4 17", "6A83"),
+                        journal(), *purchase(270, balance=1820, seq=6, when=LATER)])
     assert run.outcome.decision is Decision.APPROVED and not run.outcome.recovered
     assert run.outcome.rules == ("metro-member-10",)
 
@@ -342,7 +383,10 @@ def test_etc_exit_recovery_proves_a_capp_purchase():
         station=0x0007, when=EXIT_AT, tac=bytes(4), flags=RecordFlags.NO_TAC)
     pending = PendingTransaction("etc-exit", draft, 20000, id=3)
     run = drive(exit_lane(pending=[pending], now=EXIT_AT + dt.timedelta(seconds=30)), [
-        *identify_etc(), card("805A 0009 02 0001 08", "580B0DD1 5096B54F 9000"), journal()])
+        *identify_etc(), card("805A 0009 02 0001 08", "580B0DD1 5096B54F 9000"),
+        card("00B2 01C4 17", f"{log_record(0, 9500, 9, TERMINAL, EXIT_AT)} 9000"),
+        card("00B2 02C4 17", "6A83"),
+        journal()])
     out = run.outcome
     assert out.decision is Decision.APPROVED and out.recovered and out.journal_id == 3
     assert out.tac == H("5096B54F") and out.record.flags == RecordFlags.RECOVERED

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS transactions (
     issuer BLOB NOT NULL,
     diversifier BLOB NOT NULL,
     card_seq INTEGER NOT NULL,
+    is_load INTEGER NOT NULL,
     amount INTEGER NOT NULL,
     balance_before INTEGER NOT NULL,
     started_at TEXT NOT NULL,
@@ -79,6 +80,9 @@ CREATE TABLE IF NOT EXISTS transactions (
 CREATE INDEX IF NOT EXISTS transactions_pending ON transactions(state) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS transactions_unexported ON transactions(terminal_id)
     WHERE state = 'completed' AND batch_id IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS transactions_card_seq
+    ON transactions(application, issuer, diversifier, is_load, card_seq)
+    WHERE state = 'completed';
 """
 
 
@@ -237,11 +241,11 @@ class TransactionJournal:
         draft = pending.draft
         cursor = self._db.execute(
             "INSERT INTO transactions (flow, state, terminal_id, application, issuer, "
-            "diversifier, card_seq, amount, balance_before, started_at, draft) "
-            "VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "diversifier, card_seq, is_load, amount, balance_before, started_at, draft) "
+            "VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (pending.flow, draft.terminal_id, int(draft.application), draft.issuer,
-             draft.diversifier, draft.card_seq, draft.charged_amount, pending.balance_before,
-             draft.when.isoformat(), draft.to_bytes()))
+             draft.diversifier, draft.card_seq, int(draft.is_load), draft.charged_amount,
+             pending.balance_before, draft.when.isoformat(), draft.to_bytes()))
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
@@ -263,11 +267,18 @@ class TransactionJournal:
                                    f"it cannot become {resolution.state.value}"
                                    + (" with another record" if state == resolution.state.value
                                       else ""))
-            self._db.execute(
-                "UPDATE transactions SET state = ?, record = ?, reason = ?, mac_refused = ?, "
-                "resolved_at = ? WHERE id = ?",
-                (resolution.state.value, record, resolution.reason, int(resolution.mac_refused),
-                 now, resolution.transaction_id))
+            try:
+                self._db.execute(
+                    "UPDATE transactions SET state = ?, record = ?, reason = ?, "
+                    "mac_refused = ?, resolved_at = ? WHERE id = ?",
+                    (resolution.state.value, record, resolution.reason,
+                     int(resolution.mac_refused), now, resolution.transaction_id))
+            except sqlite3.IntegrityError:
+                seq = "online" if OfflineRecord.from_bytes(draft).is_load else "offline"
+                raise JournalError(
+                    f"transaction {resolution.transaction_id} cannot be completed: another "
+                    f"completed transaction already used the same {seq} seq of that card "
+                    "(a card seq is used once)") from None
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -133,9 +133,12 @@ class PurseSession(Session):
         settled (which may be this tap's outcome), then the flow's own `transact`."""
         yield from self.read_terminal_id()
         card, member = yield from self.read_card(self.application)
-        recovered = yield from self.recover(card)
+        recovered = yield from self.recover(card)  # before any refusal: nothing stays pending
         if recovered is not None:
             return recovered
+        problem = card.validity_problem(self.now.date())
+        if problem is not None:
+            raise Refused(problem, details={"card": card.to_dict()})
         return (yield from self.transact(card, member))
 
     def transact(self, card: PurseCard, member: MemberRecord | None) -> Flow:
@@ -156,12 +159,9 @@ class PurseSession(Session):
 
     def read_card(self, app: Application) -> Generator[Step, Any,
                                                         tuple[PurseCard, MemberRecord | None]]:
-        """The member application (when there is one), then the purse and its validity."""
+        """The member application (when there is one), then the purse."""
         member = yield from read_member()
         card = yield from select_purse(app)
-        problem = card.validity_problem(self.now.date())
-        if problem is not None:
-            raise Refused(problem, details={"card": card.to_dict()})
         return card, member
 
     def recover(self, card: PurseCard) -> Generator[Step, Any, Outcome | None]:

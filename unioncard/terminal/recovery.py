@@ -8,18 +8,23 @@ order, and resolved (JR/T 0025 purse; docs/protocol.md §1):
 
 Purchases (``06``, CAPP ``09``):
 
-1. GET TRANSACTION PROVE for the seq INITIALIZE returned, plus one.  ``9000``:
-   the debit happened; its TAC (and MAC2) come back: completed, recovered.
-2. ``9406``: INITIALIZE FOR PURCHASE of 0 tells the card's offline seq.  Still
-   the seq of the pending transaction: the debit never happened, voided.
-3. Seq advanced (the card was used since): the card's EF 0018 log says what
-   that seq was.  Our transaction (terminal id, amount, type, date and time):
-   completed without TAC.  Another terminal's transaction at that seq: ours
-   never happened, voided.  No longer in the log: completed without TAC and
+1. GET TRANSACTION PROVE for the seq INITIALIZE returned, plus one.  ``9000``
+   gives a proof *of that seq*, but a card keys its proof by seq and type only:
+   another terminal's purchase at the same seq (ours never happened) proves
+   too.  So the card's EF 0018 log decides whose it was: ours (terminal id,
+   amount, type, date and time): completed with the proof's TAC; another's:
+   voided.
+2. ``9406``: INITIALIZE of 0 (of the pending transaction's kind) tells the
+   card's offline seq.  Still the seq of the pending transaction: the debit
+   never happened, voided.
+3. Seq advanced (the card was used since): the log decides as above; ours is
+   completed without TAC.  No longer in the log: completed without TAC and
    flagged unverified: it is never voided on a guess, settlement decides.
 
 Loads (``02``): INITIALIZE FOR LOAD of 0 tells the online seq and balance;
-unchanged: voided; advanced: the log decides as above.
+unchanged seq: voided; advanced: the log decides as above, and when the log no
+longer shows it, a seq one further and a balance higher by exactly the load
+complete it (without TAC), anything else leaves it unverified.
 
 A card whose answers decide nothing (a blocked purse, an odd status word)
 leaves the transaction pending.
@@ -36,13 +41,14 @@ from unioncard.apdu import SW
 from unioncard.apdu import purse as cmd
 from unioncard.apdu.purse import bcd_datetime
 from unioncard.apdu.records import size_of
+from unioncard.crypto.purse import TransactionType
 from unioncard.offline import RecordFlags
 from unioncard.terminal.card import PurseCard, card_send, read_log
 from unioncard.terminal.session import Journal, PendingTransaction, Resolution, Step
 
 __all__ = ["Recovered", "pending_for", "resolve_pending", "within"]
 
-PURCHASE_TYPES = frozenset({0x06, 0x09})
+PURCHASE_TYPES = frozenset({TransactionType.EP_PURCHASE, TransactionType.CAPP_PURCHASE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,61 +77,76 @@ def resolve_pending(
     for item in mine:
         probe = (_probe_load(item, terminal_id) if item.is_load
                  else _probe_purchase(item, terminal_id))
-        answer = yield from probe
-        if isinstance(answer, Resolution) or answer is None:
-            results.append(Recovered(item, answer))
+        evidence = yield from probe
+        if evidence is None or isinstance(evidence, Resolution):
+            results.append(Recovered(item, evidence))
             continue
         if log is None:
             log = yield from read_log()
-        results.append(Recovered(item, _from_log(item, log)))
+        results.append(Recovered(item, _from_log(item, log, evidence)))
     settled = tuple(r.resolution for r in results if r.resolution is not None)
     if settled:
         yield Journal(resolutions=settled)
     return results
 
 
+@dataclass(frozen=True, slots=True)
+class _Moved:
+    """The card's counter moved past the pending transaction: its log must say whether
+    that seq was ours.  ``tac`` is the proof GET TRANSACTION PROVE gave for that seq
+    (whoever's it is), ``consistent`` that the balance fits our load alone."""
+
+    tac: bytes | None = None
+    consistent: bool = False
+
+
 def _probe_purchase(item: PendingTransaction, terminal_id: bytes
-                    ) -> Generator[Step, Any, Resolution | int | None]:
-    """A resolution, the card's current offline seq when the log must decide, or None."""
+                    ) -> Generator[Step, Any, Resolution | _Moved | None]:
+    """GET TRANSACTION PROVE, then the offline seq (INITIALIZE of 0, of the same kind)."""
     prove = yield card_send(cmd.get_transaction_prove(item.draft.tx_type, item.card_seq + 1),
                             "GET TRANSACTION PROVE")
     if prove.sw == SW.OK and len(prove.data) == size_of(cmd.PROVE_RESPONSE):
-        proof = cmd.parse(cmd.PROVE_RESPONSE, prove.data)
-        return item.completed(proof.tac, RecordFlags.RECOVERED,
-                              "the card proved the debit (GET TRANSACTION PROVE)")
+        # A proof of that seq, but the card keys proofs by seq and type only: another
+        # terminal's purchase at the same seq proves too.  The log says whose it was.
+        return _Moved(tac=cmd.parse(cmd.PROVE_RESPONSE, prove.data).tac)
     if prove.sw != SW.MAC_NOT_AVAILABLE:
         return None
-    init = yield card_send(cmd.initialize_for_purchase(0, terminal_id),
-                           "INITIALIZE FOR PURCHASE (offline seq)")
+    initialize = (cmd.initialize_for_capp_purchase
+                  if item.draft.tx_type == TransactionType.CAPP_PURCHASE
+                  else cmd.initialize_for_purchase)
+    init = yield card_send(initialize(0, terminal_id), "INITIALIZE FOR PURCHASE (offline seq)")
     if init.sw != SW.OK or len(init.data) != size_of(cmd.INIT_PURCHASE_RESPONSE):
         return None
-    return _by_seq(item, int(cmd.parse(cmd.INIT_PURCHASE_RESPONSE, init.data).offline_seq),
-                   "offline seq", "debit")
+    seq_now = int(cmd.parse(cmd.INIT_PURCHASE_RESPONSE, init.data).offline_seq)
+    return _by_seq(item, seq_now, "offline seq", "debit", _Moved())
 
 
 def _probe_load(item: PendingTransaction, terminal_id: bytes
-                ) -> Generator[Step, Any, Resolution | int | None]:
-    """A resolution, the card's current online seq when the log must decide, or None."""
+                ) -> Generator[Step, Any, Resolution | _Moved | None]:
+    """The online seq and balance (INITIALIZE FOR LOAD of 0)."""
     init = yield card_send(cmd.initialize_for_load(0, terminal_id),
                            "INITIALIZE FOR LOAD (online seq)")
     if init.sw != SW.OK or len(init.data) != size_of(cmd.INIT_LOAD_RESPONSE):
         return None
-    return _by_seq(item, int(cmd.parse(cmd.INIT_LOAD_RESPONSE, init.data).online_seq),
-                   "online seq", "credit")
+    answer = cmd.parse(cmd.INIT_LOAD_RESPONSE, init.data)
+    consistent = (answer.online_seq == item.card_seq + 1
+                  and answer.balance == item.balance_before + item.amount)
+    return _by_seq(item, int(answer.online_seq), "online seq", "credit",
+                   _Moved(consistent=consistent))
 
 
-def _by_seq(item: PendingTransaction, seq_now: int, counter: str, what: str
-            ) -> Resolution | int | None:
+def _by_seq(item: PendingTransaction, seq_now: int, counter: str, what: str, moved: _Moved
+            ) -> Resolution | _Moved | None:
     if seq_now == item.card_seq:
         return item.voided(f"the card's {counter} did not move: the {what} never happened")
     if seq_now < item.card_seq:
         return None  # a counter never goes back: not the card we think; leave it pending
-    return seq_now
+    return moved
 
 
-def _from_log(item: PendingTransaction, log: list[Any]) -> Resolution:
+def _from_log(item: PendingTransaction, log: list[Any], moved: _Moved) -> Resolution:
     """Decide from EF 0018 whether ``item``'s seq was ours (docs/protocol.md §4 log layout)."""
-    kinds = {0x02} if item.is_load else PURCHASE_TYPES
+    kinds = {TransactionType.EP_LOAD} if item.is_load else PURCHASE_TYPES
     date, time = bcd_datetime(item.when)
     draft = item.draft
     for entry in log:
@@ -133,10 +154,19 @@ def _from_log(item: PendingTransaction, log: list[Any]) -> Resolution:
             continue
         if (entry.terminal_id == draft.terminal_id and entry.amount == draft.charged_amount
                 and entry.tx_type == draft.tx_type and entry.date == date and entry.time == time):
+            if moved.tac is not None:
+                return item.completed(moved.tac, RecordFlags.RECOVERED,
+                                      "the card proved the debit (GET TRANSACTION PROVE) and "
+                                      "its log (EF 0018) shows it")
             return item.completed(None, RecordFlags.RECOVERED,
                                   "the card's log (EF 0018) shows the transaction")
         return item.voided(f"the card's log shows seq {item.card_seq} used by terminal "
-                           f"{entry.terminal_id.hex().upper()}: ours never happened")
+                           f"{entry.terminal_id.hex().upper()} at {entry.date.hex()} "
+                           f"{entry.time.hex()}: ours never happened")
+    if moved.consistent:
+        return item.completed(None, RecordFlags.RECOVERED,
+                              "the card's online seq moved by one and its balance by exactly "
+                              "the load")
     return item.completed(None, RecordFlags.RECOVERED | RecordFlags.UNVERIFIED,
                           "the card's counter moved past it and its log no longer shows it")
 
