@@ -175,7 +175,7 @@ def test_demo_decodes_the_shipped_sample():
     assert f"Sample trace: {SHIPPED}" in result.stdout
     assert "INIT SAM FOR PURCHASE" in result.stdout and "card type: 55 (union member card)" \
         in result.stdout
-    assert "20 frames, 10 exchanges (card 6, PSAM 4)" in result.stdout
+    assert "28 frames, 14 exchanges (card 6, PSAM 8)" in result.stdout
 
 
 @pytest.mark.parametrize("args", [["trace"], ["trace", "decode"], ["trace", "stats"],

@@ -39,6 +39,7 @@ from unioncard.terminal import (
     parse_toll_table,
     run,
 )
+from unioncard.terminal.purchase import MAC_REFUSAL_MEMORY
 from unioncard.transport import Channel, InProcessTransport
 
 NOW = dt.datetime(2026, 5, 1, 8, 30)
@@ -49,7 +50,6 @@ OTHER_KEYS = Keystore.from_toml(  # other purchase master keys (not only in the 
 TOLLS = parse_toll_table('network = "1101"\n[[toll]]\nentry = "0203"\nexit = "0007"\n'
                          'fen = { 1 = 10000, 2 = 15000 }\n')
 LOAD_TERMINAL = bytes.fromhex("0000000000AA")
-RECOVERY = dt.timedelta(minutes=10)
 
 
 def _sim_cards(card_type: int, expiry: dt.date | None, psam_keys: Keystore) -> tuple[Any, Any]:
@@ -93,7 +93,8 @@ class Lane:
             **options: Any) -> Outcome:
         self.when += dt.timedelta(minutes=minutes)
         session = make(*args, now=self.when, pending=self.journal.pending(),
-                       mac_refusals=self.journal.mac_refusals(self.when - RECOVERY), **options)
+                       mac_refusals=self.journal.mac_refusals(self.when - MAC_REFUSAL_MEMORY),
+                       **options)
         outcome = run(session, card=self.card_link, psam=self.psam_link, journal=self.journal,
                       host=KeystoreLoadHost(KEYS))
         self.outcomes.append(outcome)

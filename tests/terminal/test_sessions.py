@@ -6,7 +6,9 @@ response, answers `Journal` steps with a `JournalReceipt` and records every
 step.  It is the model for testing your own use of the engine::
 
     run = drive(TransitPurchase(Mode.BUS, 200, now=NOW), [
+        psam("00A40000023F00", "9000"),
         psam("00B0960006", "310100001234 9000"),
+        psam("00A40000021001", "9000"),
         card("00A4 0400 0A F0554E494F4E43415244 00", "6A82"),   # no member application
         ...
         journal(),                                                # Journal(begin=...)
@@ -196,7 +198,9 @@ def template(member: MemberRecord) -> str:
 
 
 def read_terminal_id() -> list[Expect]:
-    return [psam("00B0 9600 06", f"{TERMINAL} 9000")]
+    """The PSAM's MF, its terminal id, then its purchase DF selected."""
+    return [psam("00A4 0000 02 3F00", "9000"), psam("00B0 9600 06", f"{TERMINAL} 9000"),
+            psam("00A4 0000 02 1001", "9000")]
 
 
 def read_member(member_template: str | None = MEMBER_TEMPLATE) -> list[Expect]:
@@ -262,7 +266,9 @@ def tap(amount: int = 200, **options: Any) -> TransitPurchase:
 
 def test_member_bus_fare_sends_exactly_the_protocol_commands():
     run = drive(tap(200), [
-        psam("00B0 9600 06", "310100001234 9000"),
+        psam("00A4 0000 02 3F00", "9000"),                      # the PSAM's MF
+        psam("00B0 9600 06", "310100001234 9000"),              # its terminal id
+        psam("00A4 0000 02 1001", "9000"),                      # its purchase DF
         card("00A4 0400 0A F0554E494F4E43415244 00",
              "6F1C840AF0554E494F4E43415244A50E500C554E494F4E204D454D424552 9000"),
         card("00B0 8100 00", f"{MEMBER_TEMPLATE} 9000"),
@@ -479,7 +485,7 @@ def test_psam_without_the_card_key_version_is_an_error_before_any_journal():
 
 
 def test_a_psam_that_does_not_give_its_terminal_id_is_an_error():
-    run = drive(tap(200), [psam("00B0960006", "6A82")])
+    run = drive(tap(200), [psam("00A4 0000 02 3F00", "9000"), psam("00B0960006", "6A82")])
     assert run.outcome.decision is Decision.ERROR
     assert run.outcome.reason.startswith("the PSAM does not give its terminal id: 6A82")
 
@@ -514,8 +520,8 @@ def _refused_mac1(*, when: dt.datetime = NOW, diversifier: str = F_TRANSIT) -> O
         balance_after=1820, when=when, tac=bytes(4), flags=RecordFlags.NO_TAC)
 
 
-def test_a_card_that_refused_this_terminals_mac1_is_not_tried_again_within_the_window():
-    later = NOW + dt.timedelta(minutes=3)
+def test_a_card_that_refused_this_terminals_mac1_is_not_tried_again_for_a_day():
+    later = NOW + dt.timedelta(hours=20)
     run = drive(tap(200, now=later, mac_refusals=[_refused_mac1()]), identify())
     out = run.outcome
     assert out.decision is Decision.ERROR
@@ -525,12 +531,21 @@ def test_a_card_that_refused_this_terminals_mac1_is_not_tried_again_within_the_w
 
 
 @pytest.mark.parametrize("refusal", [
-    _refused_mac1(when=NOW - dt.timedelta(minutes=11)),  # outside the recovery window
-    _refused_mac1(diversifier="5500000000000043"),  # another card
-], ids=["after-the-window", "another-card"])
+    _refused_mac1(when=NOW - dt.timedelta(hours=25)),  # more than a day ago
+    _refused_mac1(diversifier="5500000000000043"),  # another card, just one
+], ids=["a-day-ago", "another-card"])
 def test_an_old_mac1_refusal_or_another_cards_does_not_stop_the_tap(refusal):
     run = drive(tap(200, mac_refusals=[refusal]), [*identify(), *purchase(180)])
     assert run.outcome.decision is Decision.APPROVED
+
+
+def test_two_cards_refusing_this_terminals_mac1_put_it_out_of_service():
+    refusals = [_refused_mac1(diversifier="5500000000000043"),
+                _refused_mac1(diversifier="5500000000000044")]
+    run = drive(tap(200, now=NOW + dt.timedelta(hours=1), mac_refusals=refusals), identify())
+    assert run.outcome.decision is Decision.ERROR
+    assert run.outcome.reason.startswith("2 cards refused this terminal's MAC1 since "
+                                         "2026-03-15T08:30:15: the terminal is out of service")
 
 
 def test_mac2_refused_by_the_psam_is_declined_but_the_debit_is_completed():
@@ -651,10 +666,10 @@ def test_a_route_the_record_cannot_hold_is_refused_up_front(route):
 def test_a_reply_of_the_wrong_kind_names_the_state():
     session = tap(200)
     session.start()
-    with pytest.raises(SessionError, match=r"bus in state 'READ terminal id \(psam\)' expected "
+    with pytest.raises(SessionError, match=r"bus in state 'SELECT PSAM MF \(psam\)' expected "
                                            r"a ResponseAPDU and got JournalReceipt"):
         session.receive(JournalReceipt(1))
-    assert session.state == "READ terminal id (psam)"  # still waiting for it
+    assert session.state == "SELECT PSAM MF (psam)"  # still waiting for it
 
 
 def test_a_journal_step_wants_a_journal_receipt():
@@ -672,7 +687,7 @@ def test_a_journal_step_wants_a_journal_receipt():
 
 def test_receive_or_fail_after_the_outcome_raises():
     session = tap(200)
-    drive(session, [psam("00B0960006", "6A82")])
+    drive(session, [psam("00A4 0000 02 3F00", "9000"), psam("00B0960006", "6A82")])
     assert session.state == "done"
     with pytest.raises(SessionError, match=r"receive\(\) after the outcome \(error\)"):
         session.receive(ResponseAPDU(b"", 0x9000))
@@ -706,7 +721,7 @@ def test_start_twice_raises():
 
 def test_start_after_the_outcome_raises():
     session = tap(200)
-    drive(session, [psam("00B0960006", "6A82")])
+    drive(session, [psam("00A4 0000 02 3F00", "9000"), psam("00B0960006", "6A82")])
     with pytest.raises(SessionError):
         session.start()
 
@@ -1078,10 +1093,11 @@ def test_card_read_lost_link_is_an_error():
 
 
 def test_drive_reports_a_command_that_is_not_the_scripted_one():
-    with pytest.raises(AssertionError, match="step 1, psam 00B0960006"):
-        drive(tap(200), [psam("00B0960007", "9000")])
+    with pytest.raises(AssertionError, match="step 1, psam 00A40000023F00"):
+        drive(tap(200), [psam("00A4 0000 02 3F01", "9000")])
 
 
 def test_drive_reports_scripted_steps_left_over():
     with pytest.raises(AssertionError, match="1 scripted steps left"):
-        drive(tap(200), [psam("00B0960006", "6A82"), card("00", "9000")])
+        drive(tap(200), [psam("00A4 0000 02 3F00", "9000"), psam("00B0960006", "6A82"),
+                         card("00", "9000")])

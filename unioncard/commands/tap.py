@@ -104,6 +104,7 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
     """
     from unioncard.tariffs import Mode
     from unioncard.terminal.driver import run
+    from unioncard.terminal.purchase import MAC_REFUSAL_MEMORY
 
     _only_for(mode, amount=amount, route=route, station=station, network=network, lane=lane,
               vehicle_class=vehicle_class, toll_table=toll_table)
@@ -145,9 +146,8 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
         card = open_link(stack, card_image, reader, what="card", wait=wait)
         psam = open_link(stack, psam_image, psam_reader, what="PSAM", wait=wait)
         assert card is not None
-        window = dt.timedelta(minutes=recovery_window)
         session = make(pending=journal.pending(),
-                       mac_refusals=journal.mac_refusals(options["now"] - window))
+                       mac_refusals=journal.mac_refusals(options["now"] - MAC_REFUSAL_MEMORY))
         outcome = run(session, card=card, psam=psam, journal=journal)
     finish(outcome.to_dict(), outcome_lines(outcome), as_json=as_json,
            status=outcome.decision.exit_status)

@@ -35,6 +35,7 @@ from unioncard.offline import Application, OfflineRecord, RecordFlags
 from unioncard.tariffs import Mode, Quote, QuoteContext, RuleSet, default_rules, quote
 from unioncard.tariffs.money import ROUNDING_CODES
 from unioncard.terminal.card import (
+    MF,
     PurseCard,
     card_send,
     expect_ok,
@@ -61,10 +62,15 @@ from unioncard.terminal.session import (
     Step,
 )
 
-__all__ = ["DEFAULT_RECOVERY_WINDOW", "PurseSession", "Sale", "TransitPurchase"]
+__all__ = ["DEFAULT_RECOVERY_WINDOW", "MAC_REFUSAL_MEMORY", "PSAM_PURCHASE_DF", "PurseSession",
+           "Sale", "TransitPurchase"]
 
 DEFAULT_RECOVERY_WINDOW = dt.timedelta(minutes=10)
 """How long after an interrupted purchase a re-tap counts as the same transaction."""
+MAC_REFUSAL_MEMORY = dt.timedelta(hours=24)
+"""How long a card's refusal of this terminal's MAC1 keeps the terminal from retrying."""
+PSAM_PURCHASE_DF = 0x1001
+"""The PSAM's purchase application DF (docs/protocol.md §3)."""
 
 TRANSIT_MODES = frozenset({Mode.BUS, Mode.METRO, Mode.COACH, Mode.FERRY, Mode.TAXI})
 ORGANIZATION_BYTES = 48
@@ -101,16 +107,19 @@ class PurseSession(Session):
 
     ``now`` is the local wall-clock time of the transaction (it goes to the card
     and to the tariffs); ``pending`` the journal's pending transactions;
-    ``mac_refusals`` the recent transactions voided because a card refused this
-    terminal's MAC1 (`TransactionJournal.mac_refusals`): such a card is not tried
-    again within the recovery window, since each refusal counts toward locking its
-    purse; ``terminal_id`` None reads it from the PSAM (EF 0016).
+    ``mac_refusals`` the transactions voided because a card refused this terminal's
+    MAC1 in the last `MAC_REFUSAL_MEMORY` (`TransactionJournal.mac_refusals`): such a
+    card is not tried again, since each refusal counts toward locking its purse, and
+    once two cards have refused it the terminal stops selling (its PSAM is wrong);
+    ``terminal_id`` None reads it from the PSAM (EF 0016), then selects the PSAM's
+    purchase DF ``psam_df`` (None: none).
     """
 
     def __init__(
         self, *, now: dt.datetime, pending: Sequence[PendingTransaction] = (),
         mac_refusals: Sequence[OfflineRecord] = (), terminal_id: bytes | None = None,
         rules: RuleSet | None = None, recovery_window: dt.timedelta = DEFAULT_RECOVERY_WINDOW,
+        psam_df: int | None = PSAM_PURCHASE_DF,
     ) -> None:
         super().__init__()
         if now.tzinfo is not None:
@@ -121,6 +130,7 @@ class PurseSession(Session):
         self.pending = tuple(pending)
         self.mac_refusals = tuple(mac_refusals)
         self.terminal_id = terminal_id
+        self.psam_df = psam_df
         self.rules = rules if rules is not None else default_rules()
         self.recovery_window = recovery_window
         self.date, self.time = bcd_datetime(self.now)
@@ -148,13 +158,20 @@ class PurseSession(Session):
     # --- reading the terminal and the card --------------------------------------------------
 
     def read_terminal_id(self) -> Generator[Step, Any, bytes]:
-        """The terminal id: given, or the PSAM's (``00 B0 96 00 06``)."""
+        """The terminal id: given, or the PSAM's: its MF selected (the PSAM may still be in
+        the DF an earlier session chose), ``00 B0 96 00 06``, then its purchase DF
+        selected (many PSAMs want it; one that answers ``80 70`` from its MF refuses the
+        SELECT, which changes nothing)."""
         if self.terminal_id is None:
+            yield Send(Device.PSAM, cmd.select_file(MF), "SELECT PSAM MF")
             answer = yield Send(Device.PSAM, cmd.sam_read_terminal_id(), "READ terminal id")
             if answer.sw != SW.OK:
                 raise Refused(f"the PSAM does not give its terminal id: {answer.sw:04X} "
                               f"({describe_sw(answer.sw)})", Decision.ERROR)
             self.terminal_id = expect_ok(answer, "READ terminal id", size=6)
+            if self.psam_df is not None:
+                yield Send(Device.PSAM, cmd.select_file(self.psam_df),
+                           "SELECT PSAM purchase application")
         return self.terminal_id
 
     def read_card(self, app: Application) -> Generator[Step, Any,
@@ -338,14 +355,24 @@ class PurseSession(Session):
         return done
 
     def _refuse_if_refused_before(self, card: PurseCard, details: dict[str, Any]) -> None:
-        key = (card.application, card.issuer, card.diversifier, self.terminal_id)
-        for draft in self.mac_refusals:
-            if ((draft.application, draft.issuer, draft.diversifier, draft.terminal_id) == key
-                    and dt.timedelta(0) <= self.now - draft.when <= self.recovery_window):
+        """No purchase a card refusal already showed would fail: each refused MAC1 counts
+        toward locking the card's purse for good (three in a row)."""
+        recent = [d for d in self.mac_refusals if d.terminal_id == self.terminal_id
+                  and self.now - d.when <= MAC_REFUSAL_MEMORY]
+        this_card = (card.application, card.issuer, card.diversifier)
+        for draft in recent:
+            if (draft.application, draft.issuer, draft.diversifier) == this_card:
                 raise Refused(
                     f"this card refused this terminal's MAC1 at {draft.when.isoformat()}: not "
                     "tried again (each refusal counts toward locking the card's purse); the "
                     "terminal's PSAM must be checked", Decision.ERROR, details=details)
+        cards = {(d.application, d.issuer, d.diversifier) for d in recent}
+        if len(cards) >= 2:
+            raise Refused(
+                f"{len(cards)} cards refused this terminal's MAC1 since "
+                f"{min(d.when for d in recent).isoformat()}: the terminal is out of service "
+                "until its PSAM is checked (a new PSAM has a new terminal id)", Decision.ERROR,
+                details=details)
 
     def _refuse_initialize(self, sw: int, priced: Quote,
                            details: dict[str, Any]) -> Generator[Step, Any, None]:

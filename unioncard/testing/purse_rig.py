@@ -83,6 +83,7 @@ __all__ = [
     "prepare_credit",
     "prepare_debit",
     "purse_application",
+    "read_psam_terminal_id",
     "select_application",
 ]
 
@@ -211,11 +212,7 @@ class PurseRig:
     def terminal_id(self) -> bytes:
         """The PSAM's terminal id (``00 B0 96 00 06``), read once."""
         if self._terminal_id is None:
-            answer = self.psam.transmit(cmd.sam_read_terminal_id())
-            if answer.sw != SW.OK or len(answer.data) != 6:
-                raise CardError(f"the PSAM answered READ terminal id with {answer.sw:04X} and "
-                                f"{len(answer.data)} bytes")
-            self._terminal_id = answer.data
+            self._terminal_id = read_psam_terminal_id(self.psam)
         return self._terminal_id
 
     def run(self, session: Session, *, card: ApduLink | None = None,
@@ -358,6 +355,17 @@ def select_application(link: ApduLink, app: str) -> ResponseAPDU:
     return mf if mf.sw != SW.OK else link.transmit(cmd.select_file(ETC_DF))
 
 
+def read_psam_terminal_id(psam: ApduLink) -> bytes:
+    """The PSAM's terminal id: its MF selected (a session may have left it in its purchase
+    DF), then ``00 B0 96 00 06`` (docs/protocol.md §3)."""
+    psam.transmit(cmd.select_file(MF))
+    answer = psam.transmit(cmd.sam_read_terminal_id())
+    if answer.sw != SW.OK or len(answer.data) != 6:
+        raise CardError(f"the PSAM answered READ terminal id with {answer.sw:04X} and "
+                        f"{len(answer.data)} bytes")
+    return answer.data
+
+
 def expected_tac(keys: Keystore, record: OfflineRecord) -> bytes:
     """The TAC of an offline record, recomputed from the keystore as settlement does:
     the card's TAC key (DTK) at the record's key version and diversifier, then
@@ -434,8 +442,7 @@ def prepare_debit(card: ApduLink, psam: ApduLink, app: str, amount: int, *,
     `CardError` when an answer is not ``9000``."""
     capp = capp or capp_record is not None
     if terminal_id is None:
-        answer = psam.transmit(cmd.sam_read_terminal_id())
-        terminal_id = _ok(answer, "READ terminal id (PSAM)", 6)
+        terminal_id = read_psam_terminal_id(psam)
     purse = _select_purse(card, app)
     initialize = cmd.initialize_for_capp_purchase if capp else cmd.initialize_for_purchase
     init = cmd.parse(cmd.INIT_PURCHASE_RESPONSE, _ok(
