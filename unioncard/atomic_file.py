@@ -19,6 +19,7 @@ b'{"balance": 5000}\\n'
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -37,12 +38,27 @@ def _new_file_mode() -> int:
     return 0o644
 
 
+def _link_new(temporary: str, target: Path, data: bytes) -> None:
+    """Give ``temporary`` the name ``target`` unless the name is taken by other bytes."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        if target.read_bytes() != data:
+            raise FileExistsError(errno.EEXIST, "a different file already has this name",
+                                  str(target)) from None
+    os.unlink(temporary)
+
+
 def write_atomically(path: str | os.PathLike[str], data: bytes, *,
-                     new_file_mode: int | None = None) -> Path:
+                     new_file_mode: int | None = None, replace: bool = True) -> Path:
     """Replace ``path`` with ``data`` atomically and durably; returns the path.
 
     A replaced file keeps its permissions; a new one gets ``new_file_mode`` (say
     ``0o600`` for a file holding keys), by default what ``open()`` would give.
+    With ``replace=False`` an existing file is never replaced: the same bytes
+    already there are fine (writing twice is harmless), other bytes raise
+    `FileExistsError` and leave it untouched (the new file appears by a hard
+    link, which fails if the name exists, so two writers cannot both win).
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
@@ -57,7 +73,10 @@ def write_atomically(path: str | os.PathLike[str], data: bytes, *,
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, target)
+        if replace:
+            os.replace(temporary, target)
+        else:
+            _link_new(temporary, target, data)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

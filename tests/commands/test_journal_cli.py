@@ -53,7 +53,7 @@ def lane(tmp_path):
 
         def load(self, amount: int, at: str) -> dict:
             result = invoke("load", "--card", self.card, "--amount", amount, "--journal",
-                            self.journal, "--at", at, "--json")
+                            self.journal, "--at", at, "--json", "--terminal-id", "31010000ABCD")
             assert result.exit_code == 0, result.output
             return document(result)
 
@@ -113,9 +113,9 @@ def test_batch_export_writes_the_taps_once(lane, tmp_path):
     doc = lane.export(out)
     assert doc["out"] == str(out)
     batches = {b["terminal_id"]: b for b in doc["batches"]}
-    # one batch per terminal id: the load point's (000000000000) and the validator's
-    assert set(batches) == {"000000000000", TERMINAL_ID}
-    assert batches[TERMINAL_ID]["records"] == 2 and batches["000000000000"]["records"] == 1
+    # one batch per terminal id: the load point's (31010000ABCD) and the validator's
+    assert set(batches) == {"31010000ABCD", TERMINAL_ID}
+    assert batches[TERMINAL_ID]["records"] == 2 and batches["31010000ABCD"]["records"] == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(
         Path(b["file"]).name for b in doc["batches"])
     assert all(p.suffix == ".ucb" for p in out.iterdir())  # nothing else in DIR
@@ -125,7 +125,7 @@ def test_batch_export_writes_the_taps_once(lane, tmp_path):
     assert [r.charged_amount for r in validator.records] == [180, 360]
     assert [r.when.isoformat() for r in validator.records] == [t["record"]["when"]
                                                                for t in taps]
-    load_point = read_batch(Path(batches["000000000000"]["file"]))
+    load_point = read_batch(Path(batches["31010000ABCD"]["file"]))
     assert [r.tac.hex().upper() for r in load_point.records] == [loaded["tac"]]
     # the journal knows; a second export exports nothing and leaves DIR alone
     journal = lane.journal_json()

@@ -469,9 +469,13 @@ def test_retap_in_another_mode_settles_the_pending_fare_and_charges_its_own(lane
 # --- 5. load ----------------------------------------------------------------------------------
 
 
-def load(lane: Lane, *args: str, at: str = AT):
+LOAD_POINT = "31010000ABCD"
+
+
+def load(lane: Lane, *args: str, at: str = AT, terminal: str | None = LOAD_POINT):
+    where = ["--terminal-id", terminal] if terminal else []
     result = invoke("load", "--card", lane.card, "--journal", lane.journal, "--at", at,
-                    "--json", *args)
+                    "--json", *where, *args)
     return result, one_document(result.stdout)
 
 
@@ -481,13 +485,22 @@ def test_load_transit_and_etc(lane):
     assert (doc["decision"], doc["charged_amount"], doc["balance_after"]) == ("approved", 5000,
                                                                               6000)
     assert re.fullmatch(r"[0-9A-F]{8}", doc["tac"])
-    assert doc["record"]["terminal_id"] == "000000000000"
+    assert doc["record"]["terminal_id"] == LOAD_POINT
     assert balance(lane.card) == 6000
-    result, doc = load(lane, "--amount", "2500", "--purse", "etc", "--terminal-id",
-                       "31010000ABCD")
+    result, doc = load(lane, "--amount", "2500", "--purse", "etc", terminal=None)
     assert result.exit_code == 0 and doc["balance_after"] == 22500
-    assert doc["record"]["terminal_id"] == "31010000ABCD"
+    assert doc["record"]["terminal_id"] == LOAD_POINT  # the journal remembers its load point
     assert balance(lane.card, "etc") == 22500 and balance(lane.card) == 6000
+
+
+def test_a_journal_is_one_load_point(lane):
+    result, doc = load(lane, "--amount", "100", terminal=None)
+    assert result.exit_code == 2 and "needs this load point's terminal id" in doc["reason"]
+    assert load(lane, "--amount", "100")[0].exit_code == 0
+    result, doc = load(lane, "--amount", "100", terminal="000000000099")
+    assert result.exit_code == 2
+    assert f"is the journal of load terminal {LOAD_POINT}, not 000000000099" in doc["reason"]
+    assert balance(lane.card) == 1100  # one load only
 
 
 def test_load_test_keys_warning_is_on_stderr_only(lane):
@@ -495,7 +508,8 @@ def test_load_test_keys_warning_is_on_stderr_only(lane):
     assert "PUBLISHED TEST KEYS" in result.stderr
     assert "PUBLISHED TEST KEYS" not in result.stdout
     assert doc["decision"] == "approved"
-    human = invoke("load", "--card", lane.card, "--journal", lane.journal, "--amount", "100")
+    human = invoke("load", "--card", lane.card, "--journal", lane.journal, "--amount", "100",
+                   "--terminal-id", LOAD_POINT)
     assert human.exit_code == 0
     assert "PUBLISHED TEST KEYS" in human.stderr and "TEST KEYS" not in human.stdout
     assert human.stdout.startswith("approved: loaded 100 fen onto the transit purse")
@@ -614,7 +628,7 @@ def test_bad_card_inputs_exit_2_with_one_json_document(lane, junk, capsys, case)
 
 @pytest.mark.parametrize(("command", "extra"), [
     ("tap", ["--mode", "bus", "--amount", "200", "--psam", "PSAM"]),
-    ("load", ["--amount", "100"]),
+    ("load", ["--amount", "100", "--terminal-id", "31010000ABCD"]),
     ("card read", []),
 ])
 def test_an_image_that_is_not_json_is_one_line(lane, junk, capsys, command, extra):

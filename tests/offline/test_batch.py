@@ -290,18 +290,31 @@ def test_write_batch_gives_the_permissions_open_would(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
-def test_write_batch_replaces_an_earlier_export(tmp_path):
+def test_writing_the_same_batch_again_is_harmless(tmp_path):
+    path = tmp_path / batch_file_name(TERMINAL, 42)
+    write_batch(path, TERMINAL, 42, CREATED, RECORDS)
+    before = path.read_bytes()
+    write_batch(path, TERMINAL, 42, CREATED, RECORDS)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == [path.name]
+
+
+def test_a_different_batch_never_replaces_a_batch_file(tmp_path):
+    """Two journals exporting for one terminal id would both write its batch 42: the
+    second is refused, and the first file, with its records, stays."""
     path = tmp_path / batch_file_name(TERMINAL, 42)
     write_batch(path, TERMINAL, 42, CREATED, RECORDS[:1])
-    write_batch(path, TERMINAL, 42, CREATED, RECORDS)
-    assert read_batch(path).count == 3 and os.listdir(tmp_path) == [path.name]
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="a different file already has this name"):
+        write_batch(path, TERMINAL, 42, CREATED, RECORDS)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == [path.name]
 
 
-@pytest.mark.parametrize("failing", ["replace", "fsync"])
+@pytest.mark.parametrize("failing", ["link", "fsync"])
 def test_a_failed_write_leaves_no_temporary_file_and_the_old_file_intact(
         tmp_path, monkeypatch, failing):
     path = write_batch(tmp_path / "b.ucb", TERMINAL, 42, CREATED, RECORDS[:1])
     before = path.read_bytes()
+    path.unlink()  # the name is free again: the write below gets as far as the link
 
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -310,7 +323,8 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_file_intact(
     with pytest.raises(OSError, match="No space left"):
         write_batch(path, TERMINAL, 42, CREATED, RECORDS)
     monkeypatch.undo()
-    assert os.listdir(tmp_path) == ["b.ucb"] and path.read_bytes() == before
+    assert os.listdir(tmp_path) == []  # no temporary file, no half-written batch
+    path.write_bytes(before)
 
 
 def test_invalid_records_are_refused_before_any_file_is_created(tmp_path):

@@ -593,7 +593,7 @@ def test_an_interrupted_export_is_finished_identically(
         _scenario(journal)
         _scenario(twin)
         twin_first = twin.export(twin_out, now=NOW)  # uninterrupted
-        real_write, real_replace, calls = REAL_WRITE_BATCH, os.replace, []
+        real_write, real_link, calls = REAL_WRITE_BATCH, os.link, []
 
         def write_batch(path: Path, *args: Any) -> Path:
             calls.append(path)
@@ -604,14 +604,14 @@ def test_an_interrupted_export_is_finished_identically(
                 raise OSError(errno.EIO, "simulated crash before the batch is marked written")
             return written
 
-        def replace(source: Any, target: Any) -> None:  # inside write_batch: after the fsync
+        def link(source: Any, target: Any) -> None:  # inside write_batch: after the fsync
             if crash == "inside-write" and len(calls) == crash_at + 1:
-                raise OSError(errno.ENOSPC, "simulated crash while renaming the batch file")
-            real_replace(source, target)
+                raise OSError(errno.ENOSPC, "simulated crash while naming the batch file")
+            real_link(source, target)
 
         with monkeypatch.context() as patch:
             patch_write_batch(patch, write_batch)
-            patch.setattr(os, "replace", replace)
+            patch.setattr(os, "link", link)
             with pytest.raises(OSError, match="simulated crash"):
                 journal.export(out, now=NOW)
         left = batch_files(out)  # no temporary file, whatever the crash

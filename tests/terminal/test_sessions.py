@@ -1101,3 +1101,17 @@ def test_drive_reports_scripted_steps_left_over():
     with pytest.raises(AssertionError, match="1 scripted steps left"):
         drive(tap(200), [psam("00A4 0000 02 3F00", "9000"), psam("00B0960006", "6A82"),
                          card("00", "9000")])
+
+
+def test_a_card_read_again_at_the_exit_it_just_left_is_not_charged_twice():
+    """The exit lane wrote status 04 at this plaza 40 s ago: no open entry, but not a
+    missing one either; the longest toll would charge the trip a second time."""
+    cst = dt.timezone(dt.timedelta(hours=8))
+    forty_seconds_ago = int((EXIT_AT - dt.timedelta(seconds=40)).replace(tzinfo=cst).timestamp())
+    left = toll_record(status=4, station="0007", unix=forty_seconds_ago)
+    run = drive(exit_lane(now=EXIT_AT), [*identify_etc(),
+                                         card(READ_TOLL_RECORD, f"{left} 9000")])
+    out = run.outcome
+    assert out.decision is Decision.DECLINED
+    assert out.reason.startswith("the card left this plaza at ") and "already" in out.reason
+    assert not any(s.startswith("card 8050") for s in run.sent)

@@ -22,8 +22,11 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON document on stdout.")
 
 
-def parse_terminal_id(ctx: click.Context, param: click.Parameter, value: str) -> bytes:
-    """Click callback: a terminal id given as 12 hex digits, as its 6 bytes."""
+def parse_terminal_id(ctx: click.Context, param: click.Parameter,
+                      value: str | None) -> bytes | None:
+    """Click callback: a terminal id given as 12 hex digits, as its 6 bytes (None: not given)."""
+    if value is None:
+        return None
     try:
         raw = bytes.fromhex(value)
     except ValueError:

@@ -26,10 +26,7 @@ from unioncard.commands.terminal_io import (
     when_option,
 )
 
-__all__ = ["DEFAULT_LOAD_TERMINAL", "group"]
-
-DEFAULT_LOAD_TERMINAL = "000000000000"
-
+__all__ = ["group"]
 
 @click.command(name="load")
 @card_options
@@ -37,9 +34,10 @@ DEFAULT_LOAD_TERMINAL = "000000000000"
               help="How much to load, in fen.")
 @click.option("--purse", type=click.Choice(["transit", "etc"]), default="transit",
               show_default=True, help="Which purse to load.")
-@click.option("--terminal-id", default=DEFAULT_LOAD_TERMINAL, show_default=True,
-              envvar="UNIONCARD_TERMINAL_ID", show_envvar=True, callback=parse_terminal_id,
-              help="This load point's terminal id (12 hex digits).")
+@click.option("--terminal-id", envvar="UNIONCARD_TERMINAL_ID", show_envvar=True,
+              callback=parse_terminal_id,
+              help="This load point's terminal id (12 hex digits). Needed for the first load "
+                   "on a journal, which remembers it.")
 @click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),
               help="Keystore holding the load master keys (the load host). Default: the "
                    "published test keys.")
@@ -51,7 +49,7 @@ DEFAULT_LOAD_TERMINAL = "000000000000"
 @JSON_OPTION
 @decision_command
 def group(card_image: Path | None, reader: str | None, wait: float, amount: int, purse: str,
-          terminal_id: bytes, keys_file: str | None, recovery_window: int,
+          terminal_id: bytes | None, keys_file: str | None, recovery_window: int,
           journal_path: Path | None, at: dt.datetime | None, as_json: bool) -> None:
     """Load FEN onto the card's transit (default) or ETC purse.
 
@@ -70,9 +68,10 @@ def group(card_image: Path | None, reader: str | None, wait: float, amount: int,
                    err=True)
     with ExitStack() as stack:
         journal = stack.enter_context(open_journal(journal_path))
+        load_terminal = journal.load_terminal_id(terminal_id)
         card = open_link(stack, card_image, reader, what="card", wait=wait)
         assert card is not None
-        session = Load(Application[purse.upper()], amount, terminal_id=terminal_id,
+        session = Load(Application[purse.upper()], amount, terminal_id=load_terminal,
                        now=at or dt.datetime.now(), pending=journal.pending(),
                        recovery_window=dt.timedelta(minutes=recovery_window))
         outcome = run(session, card=card, journal=journal, host=KeystoreLoadHost(keys))

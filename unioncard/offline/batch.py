@@ -263,12 +263,15 @@ def write_batch(path: str | os.PathLike[str], terminal_id: bytes, batch_id: int,
 
     `unioncard.atomic_file.write_atomically`: a temporary file created
     exclusively in the target's directory, fsync'd, renamed over the target, the
-    directory fsync'd; on any failure the target is untouched.  An existing file
-    of that name is replaced: re-exporting a batch rewrites it.
+    directory fsync'd; on any failure the target is untouched.  A batch file is
+    never replaced: writing the same batch again is harmless (the same bytes are
+    there), but a *different* file of that name (another journal that exported
+    for the same terminal id and batch number) raises `FileExistsError`.
     """
     from unioncard.atomic_file import write_atomically
 
-    return write_atomically(path, encode_batch(terminal_id, batch_id, created, records))
+    return write_atomically(path, encode_batch(terminal_id, batch_id, created, records),
+                            replace=False)
 
 
 def _last_line(exc: c.ConstructError) -> str:

@@ -16,7 +16,9 @@ Defined outcomes when the card carries no usable entry (docs/terminal.md):
   so; a table with no toll into this exit declines;
 - an explicit ``amount`` always wins over the table;
 - an entry lane that finds an open entry (a previous trip with no exit)
-  overwrites it and warns.
+  overwrites it and warns;
+- an exit lane that finds the exit it wrote itself minutes ago (the card read
+  twice) declines: the trip is paid.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class TollStatus:
 
     MTC_ENTRY, MTC_EXIT, ETC_ENTRY, ETC_EXIT = 0x01, 0x02, 0x03, 0x04
     ENTRIES = frozenset({MTC_ENTRY, ETC_ENTRY})
+    EXITS = frozenset({MTC_EXIT, ETC_EXIT})
 
 
 class _TollSession(PurseSession):
@@ -74,8 +77,12 @@ class _TollSession(PurseSession):
             raise Refused("the card's ETC application has no toll record file (EF 0019)")
         return parse_answer(answer, "READ RECORD EF 0019 #1", records.CAPP_RECORD)
 
+    def unix_now(self) -> int:
+        """``now`` (local time) as the EF 0019 unix time (UTC)."""
+        return calendar.timegm(self.now.replace(tzinfo=self.timezone).utctimetuple())
+
     def toll_record(self, *, status: int, vehicle_class: int, plate: str) -> bytes:
-        unix = calendar.timegm(self.now.replace(tzinfo=self.timezone).utctimetuple())
+        unix = self.unix_now()
         return records.build(
             records.CAPP_RECORD, lock=0, network=self.network.to_bytes(2, "big"),
             station=self.station.to_bytes(2, "big"), lane=self.lane, unix_time=unix,
@@ -150,8 +157,22 @@ class EtcExit(_TollSession):
             outcome = outcome.with_changes(reason=f"{trip['note']}; {outcome.reason}")
         return outcome
 
+    def _refuse_a_second_exit(self, record: Any) -> None:
+        """A card read again at the exit it just left (a lane retry, a card held twice to
+        the reader) shows that exit, not an entry: charging the longest toll again would
+        charge the trip twice."""
+        if record.status not in TollStatus.EXITS:
+            return
+        here = (int.from_bytes(record.network, "big"), int.from_bytes(record.station, "big"))
+        age = self.unix_now() - record.unix_time
+        if here == (self.network, self.station) and 0 <= age <= \
+                self.recovery_window.total_seconds():
+            raise Refused(f"the card left this plaza at {self.entry_time(record.unix_time)} "
+                          "already: its trip is paid, and it has no open entry to charge")
+
     def _trip(self, entry: Any) -> dict[str, Any]:
         """Entry station, vehicle class, toll and a note on how the toll was found."""
+        self._refuse_a_second_exit(entry)
         open_entry = entry.status in TollStatus.ENTRIES
         vehicle_class = self.vehicle_class or (entry.vehicle_class if open_entry else 0) or 1
         entry_station = int.from_bytes(entry.station, "big") if open_entry else 0

@@ -222,6 +222,28 @@ class TransactionJournal:
             "AND started_at >= ? ORDER BY id", (since.isoformat(),)).fetchall()
         return [OfflineRecord.from_bytes(draft) for (draft,) in rows]
 
+    def load_terminal_id(self, given: bytes | None) -> bytes:
+        """The terminal id this journal's loads carry: the one given the first time,
+        remembered, and the same ever after (a load's terminal seq is its number in this
+        journal, so one journal is one load terminal)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'load_terminal_id'"
+                               ).fetchone()
+        if row is None:
+            if given is None:
+                raise JournalError(
+                    f"the first load on {self.path} needs this load point's terminal id "
+                    "(--terminal-id, 12 hex digits); later loads reuse it")
+            with self._transaction():
+                self._db.execute("INSERT INTO meta VALUES ('load_terminal_id', ?)",
+                                 (given.hex().upper(),))
+            return given
+        remembered = bytes.fromhex(row[0])
+        if given is not None and given != remembered:
+            raise JournalError(
+                f"{self.path} is the journal of load terminal {row[0]}, not "
+                f"{given.hex().upper()}: give each load point its own journal")
+        return remembered
+
     def write(self, step: Journal) -> JournalReceipt:
         """Apply one `Journal` step in one durable commit; returns the new transaction's id."""
         new_id: int | None = None
@@ -373,7 +395,14 @@ class TransactionJournal:
         records = [OfflineRecord.from_bytes(raw) for (raw,) in self._db.execute(
             "SELECT record FROM transactions WHERE batch_id = ? ORDER BY id", (batch,))]
         path = directory / name
-        write_batch(path, terminal_id, batch_no, dt.datetime.fromisoformat(created), records)
+        try:
+            write_batch(path, terminal_id, batch_no, dt.datetime.fromisoformat(created), records)
+        except FileExistsError:
+            raise JournalError(
+                f"{path} is already there with other records: another journal exported batch "
+                f"{batch_no} of terminal {terminal_id.hex().upper()} into this directory (one "
+                "terminal id per journal); export into another directory, nothing was "
+                "overwritten") from None
         with self._transaction():
             self._db.execute("UPDATE batches SET state = 'written' WHERE id = ?", (batch,))
         return ExportedBatch(terminal_id, batch_no, path, len(records), rewritten)
