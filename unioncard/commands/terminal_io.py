@@ -80,6 +80,7 @@ def open_link(stack: ExitStack, image: Path | None, reader: str | None, *, what:
     except TransportError as exc:
         raise TransportError(f"{what}: {exc}") from None
     pcsc.power_on()
+    stack.enter_context(pcsc.exclusive())  # no other program between our commands
     return Channel(pcsc)
 
 

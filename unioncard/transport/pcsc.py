@@ -11,9 +11,10 @@ reader is reported as such (``the card was removed from reader ...``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -220,6 +221,28 @@ class PcscTransport(Observed):
     def power_off(self) -> None:
         """Disconnect and ask pcscd to remove power from the card."""
         self._disconnect(_scard().SCARD_UNPOWER_CARD)
+
+    # -- exclusive use ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the card for this program alone (SCardBeginTransaction) for the block.
+
+        The connection is shared, so without it another PC/SC program could send
+        its own command between a terminal's INITIALIZE and DEBIT, or between a
+        PSAM's ``80 70`` and ``80 72``.  Others wait until the block ends.
+        """
+        sc = _scard()
+        if self._card is None:
+            raise TransportError(f"card in reader {self._describe()} is not powered on")
+        hresult = sc.SCardBeginTransaction(self._card)
+        if _code(hresult) != 0:
+            raise self._lost(hresult, "take exclusive use of")
+        try:
+            yield
+        finally:
+            if self._card is not None:  # a card lost meanwhile has no transaction to end
+                sc.SCardEndTransaction(self._card, sc.SCARD_LEAVE_CARD)
 
     # -- waiting for a card -------------------------------------------------
 
