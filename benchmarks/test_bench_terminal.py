@@ -115,8 +115,9 @@ def _simulated() -> tuple[Channel, Channel]:
 def scripted() -> tuple[Scripted, Scripted]:
     card, psam = _simulated()
     card_script, psam_script = Scripted(), Scripted()
-    outcome = run(TransitPurchase(Mode.BUS, 200, now=NOW), card=Recorder(card, card_script),
-                  psam=Recorder(psam, psam_script))
+    with TransactionJournal(":memory:") as journal:
+        outcome = run(TransitPurchase(Mode.BUS, 200, now=NOW), card=Recorder(card, card_script),
+                      psam=Recorder(psam, psam_script), journal=journal)
     assert outcome.decision is Decision.APPROVED
     return card_script, psam_script
 

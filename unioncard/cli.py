@@ -75,7 +75,7 @@ def _json_error(argv: list[str], message: str, status: int) -> None:
     if tuple(argv[:1]) in DECISION_COMMANDS or tuple(argv[:2]) in DECISION_COMMANDS:
         from unioncard.commands.common import error_document
 
-        document = {**error_document(message), **document}
+        document = error_document(message, exit_status=status)
     click.echo(json.dumps(document, ensure_ascii=False))
 
 

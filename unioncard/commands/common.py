@@ -81,11 +81,15 @@ DECISION_KEYS = ("list_amount", "charged_amount", "balance_after", "rules", "tac
 """Keys every decision document of tap, load and card read carries (None when unknown)."""
 
 
-def error_document(reason: str, decision: str = "error") -> dict[str, Any]:
-    """The decision document of a command that could not run its transaction."""
+def error_document(reason: str, decision: str = "error", exit_status: int = 2
+                   ) -> dict[str, Any]:
+    """The decision document of a command that could not run its transaction: every
+    decision key (None, no rules, not recovered), the reason twice over as ``error``
+    (what the other commands' error documents carry) and the exit status."""
     return {"decision": decision, "reason": reason,
             **{key: ([] if key == "rules" else False if key == "recovered" else None)
-               for key in DECISION_KEYS}}
+               for key in DECISION_KEYS},
+            "error": reason, "exit_status": exit_status}
 
 
 def yuan(fen: int | None) -> str:

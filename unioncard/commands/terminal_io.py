@@ -11,6 +11,7 @@ named by its PC/SC name or by its index in ``pcsc_scan``'s order.
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -106,19 +107,31 @@ def decision_command(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         as_json = kwargs.get("as_json", False)
+        previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             f(*args, **kwargs)
-        except (UnionCardError, OSError) as exc:
+        except (UnionCardError, OSError, ValueError) as exc:
             reason = str(exc)
             finish(error_document(reason), [f"error: {reason}"], as_json=as_json, status=2,
                    to_stderr=True)
-        except KeyboardInterrupt:
-            reason = ("stopped by the operator (Ctrl-C); a transaction in flight stays "
+        except (KeyboardInterrupt, Terminated) as exc:
+            how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+            reason = (f"stopped by the operator ({how}); a transaction in flight stays "
                       "pending in the journal and is settled when the card is presented again")
             finish(error_document(reason, "interrupted"), [f"interrupted: {reason}"],
                    as_json=as_json, status=2, to_stderr=True)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised where the command was, like KeyboardInterrupt for SIGINT."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def outcome_lines(outcome: Any) -> list[str]:
@@ -153,14 +166,13 @@ def outcome_lines(outcome: Any) -> list[str]:
 
 def open_journal(path: Path | None) -> Any:
     """The terminal's journal (default path when None); errors name the journal."""
-    from unioncard.terminal.journal import TransactionJournal, default_journal_path
+    from unioncard.terminal.journal import JournalError, TransactionJournal, default_journal_path
 
     chosen = path or default_journal_path()
     try:
         return TransactionJournal(chosen)
     except OSError as exc:
-        raise click.ClickException(f"cannot open the journal {chosen}: "
-                                   f"{exc.strerror or exc}") from None
+        raise JournalError(f"cannot open the journal {chosen}: {exc.strerror or exc}") from None
 
 
 def check_link_options(image: Path | None, reader: str | None, what: str) -> None:

@@ -23,7 +23,7 @@ from unioncard.apdu.trace_text import TextTraceWriter
 from unioncard.applet_sim import MemberData, issue_member_card, issue_psam
 from unioncard.crypto import Keystore
 from unioncard.tariffs import Mode
-from unioncard.terminal import TransitPurchase, run
+from unioncard.terminal import TransactionJournal, TransitPurchase, run
 from unioncard.transport import Channel, InProcessTransport
 
 OUT = Path(__file__).with_name("sample_trace.txt")
@@ -66,8 +66,9 @@ def write(stream: IO[bytes]) -> None:
         transport = InProcessTransport(simulated, on_apdu=recorder(device))  # type: ignore[arg-type]
         transport.power_on()
         links.append(Channel(transport))
-    outcome = run(TransitPurchase(Mode.BUS, FARE, route="42", now=TAPPED),
-                  card=links[0], psam=links[1])
+    with TransactionJournal(":memory:") as journal:
+        outcome = run(TransitPurchase(Mode.BUS, FARE, route="42", now=TAPPED),
+                      card=links[0], psam=links[1], journal=journal)
     if outcome.decision.value != "approved":
         raise RuntimeError(f"the sample fare was not approved: {outcome.reason}")
     writer.flush()

@@ -3,9 +3,14 @@
 `run` feeds a sans-IO `Session` its replies: APDUs through a `Channel` to the
 card or the PSAM (any transport: in process, PC/SC, vpcd), load
 authorizations from a `LoadHost`, journal writes to a `TransactionJournal`.
-A transport failure, a card that breaks the T=0 protocol, an unreachable host
-or a journal that cannot write is handed to `Session.fail`, which decides the
-outcome; the outcome's resolutions are journaled before it is returned.
+A transport failure, a card that breaks the T=0 protocol, a load host that
+fails in any way or a journal that cannot write is handed to `Session.fail`,
+which decides the outcome; the outcome's resolutions are journaled before it
+is returned.
+
+A session that may move money journals it before the card commits: `run`
+refuses to run one without a journal (``TransactionJournal(":memory:")`` for
+one that keeps nothing, in tests); a card read needs none.
 
 >>> from unioncard.terminal import CardRead
 >>> class NoCard:
@@ -23,7 +28,7 @@ from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.apdu.trace import Device
 from unioncard.errors import CardError, DecodeError, TransportError
 from unioncard.terminal.journal import JournalError, TransactionJournal
-from unioncard.terminal.load_host import LoadHost
+from unioncard.terminal.load_host import LoadAuthorization, LoadHost
 from unioncard.terminal.session import (
     Authorize,
     Journal,
@@ -32,15 +37,23 @@ from unioncard.terminal.session import (
     Send,
     Session,
     SessionError,
+    Step,
 )
 
-__all__ = ["ApduLink", "run"]
+__all__ = ["ApduLink", "HostFailure", "run"]
+
+LINK_FAILURES = (TransportError, CardError, DecodeError, JournalError, OSError, sqlite3.Error)
+"""What ends a step without its reply: the session decides what it means."""
 
 
 class ApduLink(Protocol):
     """What the driver needs of a card link: `unioncard.transport.Channel` is one."""
 
     def transmit(self, command: CommandAPDU) -> ResponseAPDU: ...
+
+
+class HostFailure(TransportError):
+    """The load host failed (network, timeout, a defect): no MAC2 came back."""
 
 
 def run(
@@ -51,45 +64,43 @@ def run(
     journal: TransactionJournal | None = None,
     host: LoadHost | None = None,
 ) -> Outcome:
-    """Run ``session`` to its outcome.  Without a ``journal`` an in-memory one is used
-    (nothing survives the process: for reads and tests)."""
-    own_journal = journal is None
-    book = journal if journal is not None else TransactionJournal(":memory:")
-    try:
-        step = session.start()
-        while not isinstance(step, Outcome):
-            try:
-                reply = _carry(step, card, psam, book, host)
-            except (TransportError, CardError, DecodeError, JournalError, OSError,
-                    sqlite3.Error) as exc:
-                step = session.fail(exc)
-                continue
-            step = session.receive(reply)
-        outcome = step
-        if outcome.resolutions:
-            try:
-                book.resolve(outcome.resolutions)
-            except (JournalError, OSError, sqlite3.Error) as exc:
-                outcome = outcome.with_changes(warnings=(
-                    *outcome.warnings,
-                    f"the journal could not record the result ({exc}); the transaction stays "
-                    "pending and is settled when the card is presented again"))
-        return outcome
-    finally:
-        if own_journal:
-            book.close()
+    """Run ``session`` to its outcome."""
+    step = session.start()
+    while not isinstance(step, Outcome):
+        try:
+            reply = _carry(step, card, psam, journal, host)
+        except LINK_FAILURES as exc:
+            step = session.fail(exc)
+            continue
+        step = session.receive(reply)
+    outcome = step
+    if outcome.resolutions and journal is not None:
+        try:
+            journal.resolve(outcome.resolutions)
+        except (JournalError, OSError, sqlite3.Error) as exc:
+            outcome = outcome.with_changes(warnings=(
+                *outcome.warnings,
+                f"the journal could not record the result ({exc}); the transaction stays "
+                "pending and is settled when the card is presented again"))
+    return outcome
 
 
-def _carry(step: Send | Authorize | Journal, card: ApduLink, psam: ApduLink | None,
-           journal: TransactionJournal, host: LoadHost | None
-           ) -> ResponseAPDU | JournalReceipt | object:
+def _carry(step: Step, card: ApduLink, psam: ApduLink | None,
+           journal: TransactionJournal | None, host: LoadHost | None
+           ) -> ResponseAPDU | JournalReceipt | LoadAuthorization:
     if isinstance(step, Send):
         link = card if step.device is Device.CARD else psam
         if link is None:
             raise SessionError(f"the session needs a PSAM ({step.what}) and none was given")
         return link.transmit(step.apdu)
     if isinstance(step, Journal):
+        if journal is None:
+            raise SessionError("this session journals its transaction before the card commits "
+                               "it: give run() a TransactionJournal (':memory:' keeps nothing)")
         return journal.write(step)
     if host is None:
         raise SessionError("the session needs a load host and none was given")
-    return host.authorize(step.request)
+    try:
+        return host.authorize(step.request)
+    except Exception as exc:  # a real host fails in its own ways: none may escape the loop
+        raise HostFailure(f"the load host failed: {exc}") from exc

@@ -17,8 +17,8 @@ Defined outcomes when the card carries no usable entry (docs/terminal.md):
 - an explicit ``amount`` always wins over the table;
 - an entry lane that finds an open entry (a previous trip with no exit)
   overwrites it and warns;
-- an exit lane that finds the exit it wrote itself minutes ago (the card read
-  twice) declines: the trip is paid.
+- an exit lane pricing from its table that finds the exit it wrote itself
+  minutes ago (the card read twice) declines: the trip is paid.
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ class EtcExit(_TollSession):
 
     def _trip(self, entry: Any) -> dict[str, Any]:
         """Entry station, vehicle class, toll and a note on how the toll was found."""
-        self._refuse_a_second_exit(entry)
+        if self.amount is None:  # a toll the lane gives is the operator's decision
+            self._refuse_a_second_exit(entry)
         open_entry = entry.status in TollStatus.ENTRIES
         vehicle_class = self.vehicle_class or (entry.vehicle_class if open_entry else 0) or 1
         entry_station = int.from_bytes(entry.station, "big") if open_entry else 0
