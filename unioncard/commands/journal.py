@@ -57,8 +57,9 @@ def journal_command(journal_path: Path | None, state: str | None, limit: int,
         where = f", batch {entry.batch_id}" if entry.batch_id else ""
         reason = f" ({entry.reason})" if entry.reason else ""
         click.echo(f"  #{entry.id} {entry.started_at.isoformat()} {entry.flow:<9} "
-                   f"{entry.state:<9} {shown.application.name.lower():<7} "
-                   f"card {shown.diversifier.hex().upper()} seq {shown.card_seq}: "
+                   f"{entry.state:<9} terminal {shown.terminal_id.hex().upper()} "
+                   f"{shown.application.name.lower():<7} card "
+                   f"{shown.diversifier.hex().upper()} seq {shown.card_seq}: "
                    f"{yuan(shown.charged_amount)}{where}{reason}")
 
 

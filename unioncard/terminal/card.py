@@ -27,6 +27,7 @@ from unioncard.terminal.session import Decision, Device, Refused, Send
 
 __all__ = [
     "CAPP_SFI",
+    "CHINA_STANDARD_TIME",
     "ETC_DF",
     "HOLDER_SFI",
     "INFO_SFI",
@@ -51,6 +52,9 @@ TRANSIT_AID = bytes.fromhex("A000000632010105")
 """The T-Union transit purse (docs/protocol.md §4)."""
 MF, ETC_DF = 0x3F00, 0x1001
 INFO_SFI, HOLDER_SFI, LOG_SFI, CAPP_SFI, TRANSIT_RECORDS_SFI = 0x15, 0x16, 0x18, 0x19, 0x1E
+CHINA_STANDARD_TIME = dt.timezone(dt.timedelta(hours=8))
+"""Card times in unix time (EF 0019) are UTC; terminals keep local time (China: UTC+8,
+no daylight saving)."""
 LOG_RECORDS_MAX = 50
 """READ RECORD stops here even if a card never answers ``6A83``."""
 
@@ -175,7 +179,7 @@ def read_member() -> SubFlow:
     if answer.sw not in (SW.OK, SW.SELECTED_FILE_INVALIDATED):
         return None
     data = yield card_send(cmd.read_binary_sfi(MEMBER_SFI, 256), "READ BINARY member template")
-    if data.sw != SW.OK:
+    if data.sw not in (SW.OK, SW.END_OF_FILE):  # 6282: the file is shorter than Le, data given
         return None
     try:
         return decode_member_template(data.data)

@@ -30,7 +30,6 @@ from unioncard.errors import CardError, DecodeError, TransportError
 from unioncard.terminal.journal import JournalError, TransactionJournal
 from unioncard.terminal.load_host import LoadAuthorization, LoadHost
 from unioncard.terminal.session import (
-    Authorize,
     Journal,
     JournalReceipt,
     Outcome,

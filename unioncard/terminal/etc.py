@@ -33,15 +33,19 @@ from unioncard.apdu import purse as cmd
 from unioncard.apdu.member import MemberRecord
 from unioncard.offline import Application, OfflineRecord
 from unioncard.tariffs import Mode
-from unioncard.terminal.card import CAPP_SFI, PurseCard, card_send, parse_answer
+from unioncard.terminal.card import (
+    CAPP_SFI,
+    CHINA_STANDARD_TIME,
+    PurseCard,
+    card_send,
+    parse_answer,
+)
 from unioncard.terminal.purchase import PurseSession, Sale
 from unioncard.terminal.session import Decision, Flow, Refused, Step
 from unioncard.terminal.tolls import TollTable
 
 __all__ = ["CHINA_STANDARD_TIME", "EtcEntry", "EtcExit", "TollStatus"]
 
-CHINA_STANDARD_TIME = dt.timezone(dt.timedelta(hours=8))
-"""The EF 0019 unix time is UTC; terminals keep local time (China: UTC+8, no DST)."""
 
 
 class TollStatus:

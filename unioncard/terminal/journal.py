@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from unioncard.errors import UnionCardError
-from unioncard.offline import OfflineRecord
+from unioncard.offline import RECORD_LAYOUT, OfflineRecord
 from unioncard.terminal.session import (
     Journal,
     JournalReceipt,
@@ -86,14 +86,31 @@ CREATE UNIQUE INDEX IF NOT EXISTS transactions_card_seq
 """
 
 
-def _check_same_transaction(transaction_id: int, draft: bytes,
-                            record: OfflineRecord | None) -> None:
+STALE_TEMPORARY = dt.timedelta(hours=1)
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Temporary batch files a killed export left behind (``.NAME.ucb.*.tmp``, written by
+    `unioncard.atomic_file`), an hour old or more: the directory holds batch files only."""
+    import contextlib
+    import time
+
+    for leftover in directory.glob(".*.ucb.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime >= STALE_TEMPORARY.total_seconds():
+                leftover.unlink()
+
+
+_IDENTITY = tuple((name, offset, offset + size) for name, offset, size in RECORD_LAYOUT
+                  if name in ("terminal_id", "issuer", "diversifier", "application", "card_seq",
+                              "tx_type"))
+"""Where a record says which transaction it is: compared byte for byte, unparsed."""
+
+
+def _check_same_transaction(transaction_id: int, draft: bytes, record: bytes) -> None:
     """A completion must be the record of the transaction that was begun: same terminal,
     card, purse, card seq and type."""
-    assert record is not None
-    begun = OfflineRecord.from_bytes(draft)
-    keys = ("terminal_id", "issuer", "diversifier", "application", "card_seq", "tx_type")
-    differ = [k for k in keys if getattr(begun, k) != getattr(record, k)]
+    differ = [name for name, start, end in _IDENTITY if draft[start:end] != record[start:end]]
     if differ:
         raise JournalError(f"the record completing transaction {transaction_id} differs from "
                            f"the one begun in {', '.join(differ)}")
@@ -281,7 +298,7 @@ class TransactionJournal:
             state, draft, stored = row
             record = (None if resolution.record is None else resolution.record.to_bytes())
             if record is not None:
-                _check_same_transaction(resolution.transaction_id, draft, resolution.record)
+                _check_same_transaction(resolution.transaction_id, draft, record)
             if state != "pending":
                 if state == resolution.state.value and stored == record:
                     continue  # already resolved the same way: applying twice changes nothing
@@ -352,6 +369,7 @@ class TransactionJournal:
         directory.mkdir(parents=True, exist_ok=True)
         created = now.replace(microsecond=0)
         with self._export_lock():
+            _remove_stale_temporaries(directory)
             exported = [self._write_batch(directory, batch, rewritten=True)
                         for (batch,) in self._db.execute(
                             "SELECT id FROM batches WHERE state = 'writing' ORDER BY id")]

@@ -121,8 +121,9 @@ def _toll(raw: bytes) -> dict[str, Any] | None:
         record = records.parse(records.CAPP_RECORD, raw)
     except DecodeError:
         return None
+    when = (None if not record.unix_time else
+            dt.datetime.fromtimestamp(record.unix_time, reading.CHINA_STANDARD_TIME).isoformat())
     return {"status": record.status, "network": record.network.hex().upper(),
             "station": record.station.hex().upper(), "lane": record.lane,
-            "unix_time": record.unix_time,
-            "time": dt.datetime.fromtimestamp(record.unix_time, dt.UTC).isoformat(),
+            "unix_time": record.unix_time, "time": when,
             "vehicle_class": record.vehicle_class, "plate": record.plate}
