@@ -15,9 +15,10 @@ Measured in one run (medians), each against a reference of the same run:
   pcscd + vpcd with ``unioncard sim serve`` in a process of its own (card in
   slot 0, T=0 PSAM in slot 1; their images in memory, since a real card's
   writes are its own) and the journal on disk with durable commits.  Target:
-  at most 30 ms, a tenth of the 300 ms transit budget (docs/protocol.md §8).  Reference ``apdus_pcsc_raw``:
-  the same number of round trips with bare pyscard against a raw-socket echo
-  card on the same pcscd: the floor of that path on this machine.
+  at most 30 ms, a tenth of the 300 ms transit budget (docs/protocol.md §8).
+  Reference ``apdus_pcsc_raw``: the same number of round trips with bare
+  pyscard against a raw-socket echo card on the same pcscd: the floor of that
+  path on this machine.
 """
 
 from __future__ import annotations
