@@ -101,8 +101,9 @@ def test_journal_human_output(lane):
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[0] == f"{lane.journal}: 0 pending, 1 completed (1 not exported), 0 voided"
-    assert lines[1].split() == ["#1", "2026-05-01T08:30:00", "bus", "completed", "transit",
-                                "card", "5500000000000001", "seq", "0:", "1.80", "yuan"]
+    assert lines[1].split() == ["#1", "2026-05-01T08:30:00", "bus", "completed", "terminal",
+                                TERMINAL_ID, "transit", "card", "5500000000000001", "seq",
+                                "0:", "1.80", "yuan"]
 
 
 def test_batch_export_writes_the_taps_once(lane, tmp_path):

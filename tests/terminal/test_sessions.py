@@ -1070,7 +1070,7 @@ def test_card_read_unmasked_with_both_purses():
     assert transit["transit_records"] == []  # no EF 001E on this card
     assert etc["plate"] == "京A12345" and etc["holder"] is None and etc["log"] == []
     assert etc["toll_record"] == {"status": 3, "network": "1101", "station": "0203", "lane": 5,
-                                  "unix_time": 0x69B60490, "time": "2026-03-15T01:00:00+00:00",
+                                  "unix_time": 0x69B60490, "time": "2026-03-15T09:00:00+08:00",
                                   "vehicle_class": 1,
                                   "plate": "京A12345"}
 

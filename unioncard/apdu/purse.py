@@ -46,6 +46,7 @@ __all__ = [
     "TERMINAL_ID_RESPONSE",
     "InitKind",
     "PurseP2",
+    "TransactionType",
     "application_block",
     "application_unblock",
     "bcd_datetime",
@@ -79,6 +80,19 @@ class InitKind(IntEnum):
     LOAD = 0x00
     PURCHASE = 0x01
     CAPP_PURCHASE = 0x03
+
+
+class TransactionType(IntEnum):
+    """Transaction type byte of the purse (JR/T 0025; docs/protocol.md §1)."""
+
+    ED_LOAD = 0x01
+    EP_LOAD = 0x02
+    UNLOAD = 0x03
+    CASH_WITHDRAWAL = 0x04
+    ED_PURCHASE = 0x05
+    EP_PURCHASE = 0x06
+    OVERDRAFT_UPDATE = 0x07
+    CAPP_PURCHASE = 0x09
 
 
 class PurseP2(IntEnum):

@@ -22,7 +22,6 @@ answers ``6Cxx``.  The ATR offers both.
 from __future__ import annotations
 
 import random as _random
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,6 +86,8 @@ def build_atr(historical: bytes) -> bytes:
 
 def _random_function(source: RandomSource) -> Callable[[int], bytes]:
     if source is None:
+        import secrets  # only a card without injected randomness needs the OS's
+
         return secrets.token_bytes
     if isinstance(source, bool):
         raise TypeError("random_source must be a callable, a random.Random or an int seed")

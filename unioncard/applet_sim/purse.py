@@ -25,7 +25,7 @@ from typing import Any
 
 from unioncard.apdu import SW, CommandAPDU, records
 from unioncard.apdu import purse as ap
-from unioncard.apdu.purse import KEY_INDEX, InitKind, PurseP2
+from unioncard.apdu.purse import KEY_INDEX, InitKind, PurseP2, TransactionType
 from unioncard.applet_sim.base import Application, CardServices, Reply, application_label, sw
 from unioncard.applet_sim.files import (
     FileKind,
@@ -38,7 +38,6 @@ from unioncard.applet_sim.files import (
 from unioncard.applet_sim.nvm import Step
 from unioncard.crypto import purse as pc
 from unioncard.crypto.keystore import CardKeys
-from unioncard.crypto.purse import TransactionType
 
 __all__ = [
     "LOG_RECORD_SIZE",

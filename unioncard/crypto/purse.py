@@ -25,8 +25,7 @@ The public purchase vector of docs/protocol.md §2:
 
 from __future__ import annotations
 
-from enum import IntEnum
-
+from unioncard.apdu.purse import TransactionType
 from unioncard.crypto.des import tdes_encrypt, xor
 from unioncard.crypto.mac import pboc_mac, retail_mac
 from unioncard.errors import CryptoError
@@ -45,19 +44,6 @@ __all__ = [
     "purchase_tac",
     "tac_key",
 ]
-
-
-class TransactionType(IntEnum):
-    """Transaction type byte of the purse (JR/T 0025; docs/protocol.md §1)."""
-
-    ED_LOAD = 0x01
-    EP_LOAD = 0x02
-    UNLOAD = 0x03
-    CASH_WITHDRAWAL = 0x04
-    ED_PURCHASE = 0x05
-    EP_PURCHASE = 0x06
-    OVERDRAFT_UPDATE = 0x07
-    CAPP_PURCHASE = 0x09
 
 
 def _fixed(name: str, value: bytes, size: int) -> bytes:

@@ -40,8 +40,8 @@ from typing import Any, NoReturn
 
 import construct as c
 
+from unioncard.apdu.purse import TransactionType
 from unioncard.apdu.records import BcdDate
-from unioncard.crypto.purse import TransactionType
 from unioncard.errors import DecodeError
 
 __all__ = [

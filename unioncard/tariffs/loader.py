@@ -10,7 +10,6 @@ integer); a float is refused.  The format is documented in docs/tariffs.md.
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import math
 import re
 import tomllib
@@ -560,6 +559,7 @@ def load(path: str | FilePath) -> RuleSet:
 
 @functools.cache
 def default_rules() -> RuleSet:
-    """The shipped default rule set (``unioncard/tariffs/default.toml``)."""
-    resource = importlib.resources.files("unioncard.tariffs").joinpath(DEFAULT_RULES)
-    return loads(resource.read_text(encoding="utf-8"), f"<default {DEFAULT_RULES}>")
+    """The shipped default rule set (``unioncard/tariffs/default.toml``, read beside this
+    module: every tap reads it, and `importlib.resources` costs start-up time)."""
+    text = FilePath(__file__).with_name(DEFAULT_RULES).read_text(encoding="utf-8")
+    return loads(text, f"<default {DEFAULT_RULES}>")

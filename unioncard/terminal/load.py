@@ -20,8 +20,8 @@ from typing import Any
 from unioncard.apdu import SW
 from unioncard.apdu import purse as cmd
 from unioncard.apdu.member import MemberRecord
+from unioncard.apdu.purse import TransactionType
 from unioncard.apdu.status import describe as describe_sw
-from unioncard.crypto.purse import TransactionType
 from unioncard.offline import Application, OfflineRecord
 from unioncard.terminal.card import PurseCard, card_send, member_dict, parse_answer
 from unioncard.terminal.load_host import LoadAuthorization, LoadRequest

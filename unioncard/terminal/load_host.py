@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from unioncard.apdu.purse import bcd_datetime
-from unioncard.crypto import purse as pc
-from unioncard.crypto.keystore import Keystore, derive_card_keys
+from unioncard.apdu.purse import TransactionType, bcd_datetime
 from unioncard.errors import CryptoError
+
+if TYPE_CHECKING:
+    from unioncard.crypto.keystore import Keystore
 
 __all__ = ["KeystoreLoadHost", "LoadAuthorization", "LoadHost", "LoadRequest"]
 
@@ -80,6 +81,9 @@ class KeystoreLoadHost:
         self._keys = keys
 
     def authorize(self, request: LoadRequest) -> LoadAuthorization:
+        from unioncard.crypto import purse as pc  # a fare never needs them: start-up time
+        from unioncard.crypto.keystore import derive_card_keys
+
         try:
             master = self._keys.by_version(request.key_version)
         except CryptoError:
@@ -87,7 +91,7 @@ class KeystoreLoadHost:
                                                    f"{request.key_version:02X}")
         dlk = derive_card_keys(master, request.diversifier).load
         seslk = pc.load_session_key(dlk, request.random, request.online_seq)
-        load = pc.TransactionType.EP_LOAD
+        load = TransactionType.EP_LOAD
         expected = pc.load_mac1(seslk, request.balance, request.amount, load,
                                 request.terminal_id)
         if expected != request.mac1:

@@ -27,9 +27,8 @@ from typing import Any
 from unioncard.apdu import SW, records
 from unioncard.apdu import purse as cmd
 from unioncard.apdu.member import MemberRecord
-from unioncard.apdu.purse import bcd_datetime
+from unioncard.apdu.purse import TransactionType, bcd_datetime
 from unioncard.apdu.status import describe as describe_sw
-from unioncard.crypto.purse import TransactionType
 from unioncard.errors import CardError
 from unioncard.offline import Application, OfflineRecord, RecordFlags
 from unioncard.tariffs import Mode, Quote, QuoteContext, RuleSet, default_rules, quote

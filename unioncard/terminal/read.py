@@ -17,7 +17,7 @@ from typing import Any
 from unioncard.apdu import SW, records
 from unioncard.apdu import purse as cmd
 from unioncard.apdu.masking import mask_digits
-from unioncard.crypto.purse import TransactionType
+from unioncard.apdu.purse import TransactionType
 from unioncard.errors import DecodeError
 from unioncard.offline import Application
 from unioncard.terminal import card as reading

@@ -39,9 +39,8 @@ from typing import Any
 
 from unioncard.apdu import SW
 from unioncard.apdu import purse as cmd
-from unioncard.apdu.purse import bcd_datetime
+from unioncard.apdu.purse import TransactionType, bcd_datetime
 from unioncard.apdu.records import size_of
-from unioncard.crypto.purse import TransactionType
 from unioncard.offline import RecordFlags
 from unioncard.terminal.card import PurseCard, card_send, read_log
 from unioncard.terminal.session import Journal, PendingTransaction, Resolution, Step

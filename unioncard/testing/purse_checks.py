@@ -52,10 +52,9 @@ from typing import Any, NoReturn
 
 from unioncard.apdu import SW, CommandAPDU, ResponseAPDU, command_name, records
 from unioncard.apdu import purse as cmd
-from unioncard.apdu.purse import bcd_datetime
+from unioncard.apdu.purse import TransactionType, bcd_datetime
 from unioncard.apdu.records import size_of
 from unioncard.crypto.keystore import CardKeys
-from unioncard.crypto.purse import TransactionType
 from unioncard.errors import CardError, CryptoError, DecodeError, TransportError
 from unioncard.offline import Application, OfflineRecord, RecordFlags
 from unioncard.terminal import CardRead, Decision, Outcome, Session

@@ -31,11 +31,10 @@ from typing import Any, Protocol
 
 from unioncard.apdu import SW, CommandAPDU, ResponseAPDU, records
 from unioncard.apdu import purse as cmd
-from unioncard.apdu.purse import bcd_datetime
+from unioncard.apdu.purse import TransactionType, bcd_datetime
 from unioncard.apdu.records import size_of
 from unioncard.crypto import purse as pc
 from unioncard.crypto.keystore import CardKeys, Keystore, derive_card_keys
-from unioncard.crypto.purse import TransactionType
 from unioncard.errors import CardError, TransportError
 from unioncard.offline import Application, OfflineRecord
 from unioncard.tariffs import Mode, RuleSet
