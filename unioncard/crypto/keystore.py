@@ -24,7 +24,6 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +232,7 @@ class Keystore:
     @classmethod
     def test(cls) -> Keystore:
         """The shipped test keystore (docs/protocol.md §6 test keys; ``test_keys = true``)."""
-        text = resources.files("unioncard").joinpath("data", TEST_KEYSTORE).read_text("utf-8")
+        text = (Path(__file__).parent.parent / "data" / TEST_KEYSTORE).read_text("utf-8")
         return cls.from_toml(text)
 
 
