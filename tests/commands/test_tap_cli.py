@@ -293,6 +293,13 @@ USAGE_ERRORS = [
     (["--mode", "bus"], "a bus fare needs --amount FEN"),
     (["--mode", "etc-entry", "--station", "23"], "4 hex digits"),
     (["--mode", "bus", "--amount", "200", "--at", "2026-05-01"], "does not match the formats"),
+    (["--mode", "pos", "--amount", "500"], "a sale needs --amount FEN and --merchant ID"),
+    (["--mode", "bus", "--amount", "200", "--merchant", "M-1"],
+     "--merchant has no meaning for --mode bus"),
+    (["--mode", "pos", "--amount", "500", "--merchant", "M-1", "--route", "42"],
+     "--route has no meaning for --mode pos"),
+    (["--mode", "pos", "--amount", "500", "--merchant", "M-1", "--mcc", "10000"],
+     "10000 is not in the range 0<=x<=9999"),
 ]
 
 
@@ -314,6 +321,29 @@ def test_tap_usage_errors_with_json_give_one_document(lane, capsys, args, messag
     assert doc["decision"] == "error" and message in doc["reason"]
     assert doc["exit_status"] == 2
     assert message in err and "Traceback" not in err
+
+
+def test_pos_sale_at_a_partner_merchant(lane):
+    lane.issue(transit_balance=20000)
+    result, doc = lane.tap("--mode", "pos", "--amount", "12000", "--merchant",
+                           "EXAMPLE-PARTNER-0001", "--mcc", "5411")
+    assert result.exit_code == 0, doc
+    assert (doc["list_amount"], doc["charged_amount"]) == (12000, 11000)
+    assert doc["rules"] == ["partner-example-100-10"]
+    assert doc["deferred_to_settlement"] == ["consumption-subsidy"]  # a capped rebate
+    assert (doc["record"]["merchant"], doc["record"]["mcc"], doc["record"]["mode"]) == (
+        "EXAMPLE-PARTNER-0001", 5411, 7)
+    assert balance(lane.card) == 20000 - 11000
+    result, _ = lane.tap("--mode", "pos", "--amount", "12000", "--merchant",
+                         "EXAMPLE-PARTNER-0001", "--mcc", "5411", as_json=False)
+    assert result.exit_code == 1 and "insufficient balance" in result.stdout
+
+
+def test_pos_merchant_id_must_fit_the_record(lane):
+    result, doc = lane.tap("--mode", "pos", "--amount", "500", "--merchant", "超市")
+    assert result.exit_code == 2 and doc["decision"] == "error"
+    assert "1 to 24 printable ASCII characters" in doc["reason"]
+    assert balance(lane.card) == 1000
 
 
 # --- 3. declines and a wrong PSAM -------------------------------------------------------------
@@ -782,5 +812,5 @@ def test_help_explains_every_option(path):
 def test_tap_help_names_the_exit_statuses_and_modes():
     text = " ".join(invoke("tap", "--help").stdout.split())
     assert "Exit status: 0 approved, 1 declined, 2 error or interrupted." in text
-    assert "[bus|metro|coach|ferry|taxi|etc-entry|etc-exit]" in text
+    assert "[bus|metro|coach|ferry|taxi|etc-entry|etc-exit|pos]" in text
     assert "--toll-table FILE" in text and "--amount FEN" in text

@@ -25,7 +25,7 @@ from unioncard.applet_sim import MemberData, Step, issue_member_card, issue_psam
 from unioncard.crypto import Keystore, derive_card_keys
 from unioncard.crypto import purse as pc
 from unioncard.offline import Application, OfflineRecord, RecordFlags
-from unioncard.tariffs import Mode
+from unioncard.tariffs import Mode, loads
 from unioncard.terminal import (
     CardRead,
     Decision,
@@ -34,6 +34,7 @@ from unioncard.terminal import (
     KeystoreLoadHost,
     Load,
     Outcome,
+    PosPurchase,
     TransactionJournal,
     TransitPurchase,
     parse_toll_table,
@@ -50,6 +51,29 @@ OTHER_KEYS = Keystore.from_toml(  # other purchase master keys (not only in the 
 TOLLS = parse_toll_table('network = "1101"\n[[toll]]\nentry = "0203"\nexit = "0007"\n'
                          'fen = { 1 = 10000, 2 = 15000 }\n')
 LOAD_TERMINAL = bytes.fromhex("0000000000AA")
+PARTNER_RULES = loads("""
+[ruleset]
+name = "a partner supermarket"
+[[rule]]
+id = "supermarket-8"
+mode = "pos"
+[rule.when]
+card_types = [0x55]
+merchants = ["SUPERMARKET-0042"]
+[rule.effect]
+kind = "percent"
+percent = "8"
+[[rule]]
+id = "grocery-rebate-5"
+mode = "pos"
+stackable = true
+[rule.when]
+card_types = [0x55]
+merchant_categories = ["5411"]
+[rule.effect]
+kind = "rebate"
+percent = "5"
+""")
 
 
 def _sim_cards(card_type: int, expiry: dt.date | None, psam_keys: Keystore) -> tuple[Any, Any]:
@@ -219,6 +243,23 @@ def test_etc_entry_then_exit_with_the_5_percent_benefit(lane):
     etc = next(p for p in read.details["purses"] if p["application"] == "etc")
     assert etc["balance"] == 10500
     assert (etc["toll_record"]["status"], etc["toll_record"]["station"]) == (0x04, "0007")
+
+
+def test_pos_sale_with_the_merchant_discount_and_rebate(lane):
+    outcome = lane.tap(PosPurchase, 3000, merchant="SUPERMARKET-0042", mcc=5411,
+                       rules=PARTNER_RULES)
+    assert outcome.decision is Decision.APPROVED, outcome.reason
+    assert (outcome.list_amount, outcome.charged_amount) == (3000, 2760)
+    assert outcome.rules == ("supermarket-8", "grocery-rebate-5")
+    assert outcome.details["rebate"] == 138  # 5% of 27.60, owed to the member by settlement
+    assert lane.balance("transit") == 5000 - 2760
+    record = outcome.record
+    assert record is not None and tac_verifies(record)
+    assert (record.mode, record.merchant, record.mcc) == (Mode.POS, "SUPERMARKET-0042", 5411)
+    assert record.list_amount - record.charged_amount == 240
+    other = lane.tap(PosPurchase, 1500, merchant="KIOSK-7", rules=PARTNER_RULES)
+    assert (other.decision, other.charged_amount, other.rules) == (Decision.APPROVED, 1500, ())
+    assert other.details["rebate"] == 0
 
 
 @pytest.mark.parametrize("purse", ["transit", "etc"])

@@ -32,7 +32,7 @@ from unioncard.commands.terminal_io import (
 
 __all__ = ["group"]
 
-MODES = ("bus", "metro", "coach", "ferry", "taxi", "etc-entry", "etc-exit")
+MODES = ("bus", "metro", "coach", "ferry", "taxi", "etc-entry", "etc-exit", "pos")
 
 
 def _hex_code(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -51,7 +51,8 @@ def _only_for(mode: str, **given: Any) -> None:
     """Options that mean nothing for ``mode`` are usage errors, not silently ignored."""
     allowed = {"etc-entry": {"station", "network", "lane", "vehicle_class"},
                "etc-exit": {"station", "network", "lane", "vehicle_class", "amount",
-                            "toll_table"}}.get(mode, {"amount", "route", "station"})
+                            "toll_table"},
+               "pos": {"amount", "merchant", "mcc"}}.get(mode, {"amount", "route", "station"})
     wrong = [name for name, value in given.items() if value is not None and name not in allowed]
     if wrong:
         names = ", ".join("--" + name.replace("_", "-") for name in wrong)
@@ -62,12 +63,12 @@ def _only_for(mode: str, **given: Any) -> None:
 @click.command(name="tap")
 @click.option("--mode", type=click.Choice(MODES), required=True,
               help="The flow: a fare (bus, metro, coach, ferry, taxi) on the transit purse, "
-                   "or an ETC entry or exit.")
+                   "an ETC entry or exit, or a sale at a partner merchant (pos).")
 @card_options
 @psam_options
 @click.option("--amount", type=click.IntRange(0, 10_000_000), metavar="FEN",
-              help="The list fare in fen (required for fares); at an ETC exit it overrides "
-                   "the toll table.")
+              help="The list fare or the sale's amount in fen (required for fares and "
+                   "sales); at an ETC exit it overrides the toll table.")
 @click.option("--route", help="Bus route or metro line, for the record and route rules.")
 @click.option("--station", callback=_hex_code, metavar="HEX",
               help="Station code, 4 hex digits (metro station; ETC entry or exit plaza).")
@@ -77,6 +78,11 @@ def _only_for(mode: str, **given: Any) -> None:
               help="ETC lane number.  [default: 1]")
 @click.option("--vehicle-class", type=click.IntRange(1, 255),
               help="Vehicle class (ETC; the entry lane writes it, the exit reads it).")
+@click.option("--merchant", metavar="ID",
+              help="The merchant's id (pos; required): 1 to 24 printable ASCII characters, as "
+                   "the tariff rules name partner merchants.")
+@click.option("--mcc", type=click.IntRange(0, 9999), metavar="N",
+              help="The merchant category code (pos), four digits, e.g. 5411.")
 @click.option("--toll-table", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML toll table for ETC exits (docs/terminal.md).")
 @click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False),
@@ -91,10 +97,11 @@ def _only_for(mode: str, **given: Any) -> None:
 def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
           psam_image: Path | None, psam_reader: str | None, amount: int | None,
           route: str | None, station: int | None, network: int | None, lane: int,
-          vehicle_class: int | None, toll_table: Path | None, rules_file: str | None,
+          vehicle_class: int | None, merchant: str | None, mcc: int | None,
+          toll_table: Path | None, rules_file: str | None,
           recovery_window: int, journal_path: Path | None, at: dt.datetime | None,
           as_json: bool) -> None:
-    """Run one transaction: a fare or an ETC entry or exit, with the member benefits.
+    """Run one transaction: a fare, an ETC entry or exit, or a sale, with the member benefits.
 
     The card comes from --card IMAGE or --reader NAME, the PSAM from --psam
     IMAGE or --psam-reader NAME.  Every transaction is journaled: if the card
@@ -107,7 +114,7 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
     from unioncard.terminal.purchase import MAC_REFUSAL_MEMORY
 
     _only_for(mode, amount=amount, route=route, station=station, network=network, lane=lane,
-              vehicle_class=vehicle_class, toll_table=toll_table)
+              vehicle_class=vehicle_class, merchant=merchant, mcc=mcc, toll_table=toll_table)
     check_link_options(card_image, reader, "card")
     check_link_options(psam_image, psam_reader, "PSAM")
     options: dict[str, Any] = {"now": at or dt.datetime.now(),
@@ -134,6 +141,12 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
         else:
             make = functools.partial(EtcExit, tolls=tolls, amount=amount,
                                      vehicle_class=vehicle_class, **options)
+    elif mode == "pos":
+        from unioncard.terminal.pos import PosPurchase
+
+        if amount is None or merchant is None:
+            raise click.UsageError("a sale needs --amount FEN and --merchant ID")
+        make = functools.partial(PosPurchase, amount, merchant=merchant, mcc=mcc, **options)
     elif amount is None:
         raise click.UsageError(f"a {mode} fare needs --amount FEN (the list fare)")
     else:

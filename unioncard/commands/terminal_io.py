@@ -145,6 +145,9 @@ def outcome_lines(outcome: Any) -> list[str]:
         rules = f" ({', '.join(outcome.rules)})" if outcome.rules else ""
         lines.append(f"  list {yuan(outcome.list_amount)}, charged "
                      f"{yuan(outcome.charged_amount)}{rules}")
+    if outcome.details.get("rebate"):
+        lines.append(f"  rebate {yuan(outcome.details['rebate'])}, paid to the member by "
+                     "settlement")
     if outcome.balance_after is not None:
         if outcome.balance_before == outcome.balance_after:
             lines.append(f"  balance {yuan(outcome.balance_after)} (unchanged)")

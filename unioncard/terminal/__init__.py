@@ -1,6 +1,6 @@
 """The terminal engine: sans-IO transaction sessions, their driver, the journal (docs/terminal.md).
 
-Sessions (bus and metro fares, ETC entry and exit, loads, card reads) yield
+Sessions (bus and metro fares, ETC entry and exit, POS sales, loads, card reads) yield
 the APDUs to send and are fed the answers; `run` drives one over any
 transport (`unioncard.transport`), the load host and the journal.  The engine
 relies on docs/protocol.md only, so it works with any card that follows it.
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         LoadHost,
         LoadRequest,
     )
+    from unioncard.terminal.pos import PosPurchase
     from unioncard.terminal.purchase import DEFAULT_RECOVERY_WINDOW, TransitPurchase
     from unioncard.terminal.read import CardRead
     from unioncard.terminal.session import (
@@ -40,7 +41,7 @@ _WHERE = {
     "run": "driver", "EtcEntry": "etc", "EtcExit": "etc", "TransactionJournal": "journal",
     "default_journal_path": "journal", "Load": "load", "KeystoreLoadHost": "load_host",
     "LoadAuthorization": "load_host", "LoadHost": "load_host", "LoadRequest": "load_host",
-    "DEFAULT_RECOVERY_WINDOW": "purchase", "TransitPurchase": "purchase", "CardRead": "read",
+    "PosPurchase": "pos", "DEFAULT_RECOVERY_WINDOW": "purchase", "TransitPurchase": "purchase", "CardRead": "read",
     "Authorize": "session", "Decision": "session", "Device": "session", "Journal": "session",
     "JournalReceipt": "session", "Outcome": "session", "PendingTransaction": "session",
     "Resolution": "session", "Send": "session", "Session": "session", "TollTable": "tolls",
@@ -74,6 +75,7 @@ __all__ = [
     "LoadRequest",
     "Outcome",
     "PendingTransaction",
+    "PosPurchase",
     "Resolution",
     "Send",
     "Session",
