@@ -40,6 +40,7 @@ from unioncard.terminal import (
     parse_toll_table,
     run,
 )
+from unioncard.terminal.disbursements import credit_pending, read_disbursements
 from unioncard.terminal.purchase import MAC_REFUSAL_MEMORY
 from unioncard.transport import Channel, InProcessTransport
 
@@ -260,6 +261,68 @@ def test_pos_sale_with_the_merchant_discount_and_rebate(lane):
     other = lane.tap(PosPurchase, 1500, merchant="KIOSK-7", rules=PARTNER_RULES)
     assert (other.decision, other.charged_amount, other.rules) == (Decision.APPROVED, 1500, ())
     assert other.details["rebate"] == 0
+
+
+class LoseCreditAnswer:
+    """A card link whose ``nth`` CREDIT FOR LOAD reaches the card, whose answer is lost."""
+
+    def __init__(self, link: Channel, nth: int) -> None:
+        self.link, self.left = link, nth
+
+    def transmit(self, command: Any) -> Any:
+        answer = self.link.transmit(command)
+        if command.cla == 0x80 and command.ins == 0x52:
+            self.left -= 1
+            if self.left == 0:
+                from unioncard.errors import TransportError
+
+                raise TransportError("the card left the field before its CREDIT answer")
+        return answer
+
+
+DISBURSEMENTS = b"""member_no,amount,reason,purse
+20260001,5000,2026 mutual aid,
+20260001,3000,hardship subsidy,
+20260001,1200,toll subsidy,etc
+20269999,8000,another member's payout,
+"""
+
+
+def test_a_disbursement_batch_interrupted_in_the_middle_loads_nothing_twice(lane):
+    sheet = read_disbursements(DISBURSEMENTS)
+    assert not sheet.errors and len(sheet.items) == 4
+    imported = lane.journal.import_disbursements(sheet.items, source="may.csv", now=NOW)
+    assert len(imported.added) == 4
+    before = {purse: lane.balance(purse) for purse in ("transit", "etc")}
+
+    def visit(card: Any) -> Any:
+        lane.when += dt.timedelta(minutes=1)
+        return credit_pending(card, journal=lane.journal, host=KeystoreLoadHost(KEYS),
+                              terminal_id=LOAD_TERMINAL, now=lane.when)
+
+    first = visit(LoseCreditAnswer(lane.card_link, nth=2))  # the 2nd load's answer is lost
+    assert first.decision is Decision.INTERRUPTED, first.reason
+    assert [o.decision for _, o in first.loads] == [Decision.APPROVED, Decision.INTERRUPTED]
+    assert [d.state.value for d in first.waiting] == ["loading", "pending"]
+    again = lane.journal.import_disbursements(read_disbursements(DISBURSEMENTS).items,
+                                              source="may.csv", now=NOW)  # re-run: adds nothing
+    assert not again.added and len(again.known) == 4
+    second = visit(lane.card_link)  # the card is presented again
+    assert second.decision is Decision.APPROVED, second.reason
+    assert [(d.amount, o.recovered) for d, o in second.loads] == [(3000, True), (1200, False)]
+    assert second.waiting == ()
+    assert lane.balance("transit") == before["transit"] + 5000 + 3000
+    assert lane.balance("etc") == before["etc"] + 1200
+    third = visit(lane.card_link)
+    assert third.loads == () and third.reason == "no disbursement waits for member 20260001"
+    loaded = lane.journal.disbursements(member_no="20260001")
+    assert [d.state.value for d in loaded] == ["loaded"] * 3
+    records = [e.record for e in lane.journal.entries(state="completed")]
+    assert sorted(r.charged_amount for r in records if r) == [1200, 3000, 5000]
+    assert all(r is not None and (tac_verifies(r) or r.flags & RecordFlags.NO_TAC)
+               for r in records)
+    assert [d.state.value for d in lane.journal.disbursements(member_no="20269999")] == [
+        "pending"]
 
 
 @pytest.mark.parametrize("purse", ["transit", "etc"])

@@ -19,12 +19,11 @@ GB 11643-1999 check digit and their birth date.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from dataclasses import dataclass, field
 
 from unioncard.apdu.records import MemberCategory as Category
+from unioncard.sheet import RowError, SheetError, read_rows
 
 __all__ = [
     "CATEGORY_NAMES",
@@ -59,10 +58,6 @@ _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 
 
-class SheetError(ValueError):
-    """The sheet as a whole cannot be read (encoding, header)."""
-
-
 @dataclass(frozen=True, slots=True)
 class MemberRow:
     """One valid member of the sheet."""
@@ -78,19 +73,6 @@ class MemberRow:
     def birth_date(self) -> dt.date:
         return dt.date(int(self.id_number[6:10]), int(self.id_number[10:12]),
                        int(self.id_number[12:14]))
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    """A refused row: where it is and why."""
-
-    line: int
-    member_no: str
-    reason: str
-
-    def __str__(self) -> str:
-        who = f" (member {self.member_no})" if self.member_no else ""
-        return f"line {self.line}{who}: {self.reason}"
 
 
 @dataclass(slots=True)
@@ -119,15 +101,6 @@ def check_id_number(id_number: str) -> str | None:
     if check != expected:
         return f"identity number check digit is {check}, GB 11643 gives {expected}"
     return None
-
-
-def _decode(raw: bytes) -> tuple[str, str]:
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            return raw.decode(encoding), encoding
-        except UnicodeDecodeError:
-            continue
-    raise SheetError("the sheet is neither UTF-8 nor GBK/GB 18030 text")
 
 
 def _parse_categories(text: str) -> int:
@@ -174,40 +147,15 @@ def _check_row(values: dict[str, str]) -> tuple[str, int] | str:
 
 def read_sheet(raw: bytes) -> MemberSheet:
     """Read a whole member sheet; raises `SheetError` only for an unreadable sheet."""
-    text, encoding = _decode(raw)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise SheetError("the sheet is empty; expected the header " + ",".join(COLUMNS)) from None
-    except csv.Error as exc:
-        raise SheetError(f"line 1: {exc}") from None
-    columns = [CHINESE_COLUMNS.get(h.strip(), h.strip().lower()) for h in header]
-    missing = [c for c in COLUMNS if c not in columns]
-    if missing:
-        raise SheetError(
-            f"line 1: header lacks {', '.join(missing)}; expected {','.join(COLUMNS)} "
-            "or 姓名,会员编号,工会组织,类别,身份证号"
-        )
-    sheet = MemberSheet(encoding="utf-8" if encoding == "utf-8-sig" else "gbk")
+    encoding, rows = read_rows(raw, COLUMNS, CHINESE_COLUMNS)
+    sheet = MemberSheet(encoding=encoding)
     seen_members: dict[str, int] = {}
     seen_ids: dict[str, int] = {}
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            sheet.errors.append(RowError(reader.line_num, "", f"unreadable CSV: {exc}"))
+    for row in rows:
+        if isinstance(row, RowError):
+            sheet.errors.append(row)
             continue
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(columns):
-            sheet.errors.append(RowError(line, "", f"{len(row)} fields, the header has "
-                                                   f"{len(columns)}"))
-            continue
-        values = {col: cell.strip() for col, cell in zip(columns, row, strict=True)}
+        line, values = row
         member_no = values["member_no"]
         checked = _check_row(values)
         if isinstance(checked, str):

@@ -37,11 +37,23 @@ def _journal(path: Path | None) -> Any:
 @click.option("--state", type=click.Choice(["pending", "completed", "voided"]),
               help="Only transactions in this state.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
-              help="At most this many transactions, newest first.")
+              help="At most this many transactions (or disbursements), newest first.")
+@click.option("--disbursements", is_flag=True,
+              help="Show the union disbursements of a service point instead: totals per "
+                   "state and those not loaded yet.")
+@click.option("--member", metavar="MEMBER_NO",
+              help="With --disbursements: this member's disbursements, loaded ones too.")
 @JSON_OPTION
 def journal_command(journal_path: Path | None, state: str | None, limit: int,
-                    as_json: bool) -> None:
+                    disbursements: bool, member: str | None, as_json: bool) -> None:
     """Show the journal: counts per state and the latest transactions."""
+    if member is not None and not disbursements:
+        raise click.UsageError("--member goes with --disbursements")
+    if disbursements:
+        if state is not None:
+            raise click.UsageError("--state is for transactions, not with --disbursements")
+        _show_disbursements(journal_path, member, limit, as_json)
+        return
     with _journal(journal_path) as journal:
         counts = journal.counts()
         entries = journal.entries(state=state, limit=limit)
@@ -61,6 +73,25 @@ def journal_command(journal_path: Path | None, state: str | None, limit: int,
                    f"{shown.application.name.lower():<7} card "
                    f"{shown.diversifier.hex().upper()} seq {shown.card_seq}: "
                    f"{yuan(shown.charged_amount)}{where}{reason}")
+
+
+def _show_disbursements(journal_path: Path | None, member: str | None, limit: int,
+                        as_json: bool) -> None:
+    with _journal(journal_path) as journal:
+        counts = journal.disbursement_counts()
+        listed = journal.disbursements(member_no=member, unloaded=member is None, limit=limit)
+    if as_json:
+        click.echo(json.dumps({"journal": str(journal.path), "counts": counts,
+                               "disbursements": [d.to_dict() for d in listed]},
+                              ensure_ascii=False))
+        return
+    click.echo(f"{journal.path}: disbursements " + ", ".join(
+        f"{c['count']} {state} ({yuan(c['amount'])})" for state, c in counts.items()))
+    for payment in listed:
+        why = f" ({payment.last_error})" if payment.last_error else ""
+        click.echo(f"  #{payment.id} member {payment.member_no} {payment.state.value:<8} "
+                   f"{yuan(payment.amount)} {payment.application.name.lower()}: "
+                   f"{payment.reason} [{payment.reference}]{why}")
 
 
 @click.group(name="batch")

@@ -14,6 +14,11 @@ in the journal (one commit), then the file is written atomically and the batch
 marked written.  A batch left half-done by a crash is rewritten, identically,
 by the next export.
 
+A service point's journal also holds the union payments waiting for their
+members' cards (`unioncard.terminal.disbursements`): a payment is linked to its
+load in the commit that begins the load, and loaded in the commit that
+completes it, so it is loaded exactly once.
+
 The journal is the terminal's I/O edge, like a transport: sessions never see
 it, they yield `unioncard.terminal.session.Journal` steps the driver applies.
 """
@@ -24,13 +29,14 @@ import datetime as dt
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from unioncard.errors import UnionCardError
-from unioncard.offline import RECORD_LAYOUT, OfflineRecord
+from unioncard.offline import RECORD_LAYOUT, Application, OfflineRecord
+from unioncard.terminal.disbursements import Disbursement, DisbursementState
 from unioncard.terminal.session import (
     Journal,
     JournalReceipt,
@@ -38,10 +44,12 @@ from unioncard.terminal.session import (
     Resolution,
 )
 
-__all__ = ["SCHEMA_VERSION", "ExportedBatch", "JournalEntry", "JournalError",
-           "TransactionJournal", "default_journal_path"]
+__all__ = ["SCHEMA_VERSION", "ExportedBatch", "ImportedDisbursements", "JournalEntry",
+           "JournalError", "TransactionJournal", "default_journal_path"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: transactions and batches; 2: union disbursements (a schema-1 journal is upgraded
+when opened)."""
 APPLICATION_ID = 0x55434A4E
 """SQLite ``PRAGMA application_id`` of a journal ("UCJN"): another program's database is
 never taken for one."""
@@ -75,8 +83,25 @@ CREATE TABLE IF NOT EXISTS transactions (
     reason TEXT NOT NULL DEFAULT '',
     mac_refused INTEGER NOT NULL DEFAULT 0,
     resolved_at TEXT,
-    batch_id INTEGER REFERENCES batches(id)
+    batch_id INTEGER REFERENCES batches(id),
+    disbursement_id INTEGER
 );
+CREATE TABLE IF NOT EXISTS disbursements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    reference TEXT NOT NULL UNIQUE,
+    member_no TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    reason TEXT NOT NULL,
+    application INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    imported_at TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'loading', 'loaded')),
+    transaction_id INTEGER UNIQUE REFERENCES transactions(id),
+    last_error TEXT NOT NULL DEFAULT '',
+    CHECK ((state = 'pending') = (transaction_id IS NULL))
+);
+CREATE INDEX IF NOT EXISTS disbursements_unloaded ON disbursements(member_no, id)
+    WHERE state != 'loaded';
 CREATE INDEX IF NOT EXISTS transactions_pending ON transactions(state) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS transactions_unexported ON transactions(terminal_id)
     WHERE state = 'completed' AND batch_id IS NULL;
@@ -84,6 +109,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS transactions_card_seq
     ON transactions(application, issuer, diversifier, is_load, card_seq)
     WHERE state = 'completed';
 """
+_UPGRADES = {1: "ALTER TABLE transactions ADD COLUMN disbursement_id INTEGER"}
+"""What turns a journal of schema N into schema N + 1 (before _SCHEMA adds new tables)."""
+_DISBURSEMENT_COLUMNS = ("id, reference, member_no, amount, reason, application, state, "
+                         "transaction_id, last_error")
 
 
 STALE_TEMPORARY = dt.timedelta(hours=1)
@@ -157,6 +186,23 @@ class JournalEntry:
         }
 
 
+@dataclass(slots=True)
+class ImportedDisbursements:
+    """What an import did with a sheet's payments: added as pending, already known (with
+    their state now), refused with the reason."""
+
+    added: list[Disbursement] = field(default_factory=list)
+    known: list[Disbursement] = field(default_factory=list)
+    refused: list[tuple[Disbursement, str]] = field(default_factory=list)
+
+
+def _disbursement(row: tuple[Any, ...]) -> Disbursement:
+    id_, reference, member_no, amount, reason, application, state, transaction, error = row
+    return Disbursement(reference, member_no, amount, reason, Application(application), id=id_,
+                        state=DisbursementState(state), transaction_id=transaction,
+                        last_error=error)
+
+
 @dataclass(frozen=True, slots=True)
 class ExportedBatch:
     terminal_id: bytes
@@ -182,10 +228,11 @@ class TransactionJournal:
             self._db.execute("PRAGMA foreign_keys = ON")
             with self._transaction():
                 self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self._upgrade()
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
                                  (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -209,6 +256,18 @@ class TransactionJournal:
                 raise JournalError(f"{self.path} has journal schema {row[0]}; this release "
                                    f"reads schema {SCHEMA_VERSION}")
 
+    def _upgrade(self) -> None:
+        """Bring a journal of an older schema to this one, in the opening transaction."""
+        tables = {name for (name,) in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            return  # a new journal
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        version = SCHEMA_VERSION if row is None else int(row[0])
+        while version < SCHEMA_VERSION:
+            self._db.execute(_UPGRADES[version])
+            version += 1
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """One write transaction, taken at once (BEGIN IMMEDIATE: no 'database is locked'
@@ -226,10 +285,12 @@ class TransactionJournal:
 
     def pending(self) -> list[PendingTransaction]:
         """Every pending transaction, oldest first: the input of a new session."""
-        rows = self._db.execute("SELECT id, flow, draft, balance_before FROM transactions "
-                                "WHERE state = 'pending' ORDER BY id").fetchall()
-        return [PendingTransaction(flow, OfflineRecord.from_bytes(draft), balance, id=id_)
-                for id_, flow, draft, balance in rows]
+        rows = self._db.execute("SELECT id, flow, draft, balance_before, disbursement_id "
+                                "FROM transactions WHERE state = 'pending' ORDER BY id"
+                                ).fetchall()
+        return [PendingTransaction(flow, OfflineRecord.from_bytes(draft), balance, id=id_,
+                                   disbursement=payment)
+                for id_, flow, draft, balance, payment in rows]
 
     def mac_refusals(self, since: dt.datetime) -> list[OfflineRecord]:
         """Drafts of the transactions voided since ``since`` because the card refused the
@@ -280,13 +341,33 @@ class TransactionJournal:
         draft = pending.draft
         cursor = self._db.execute(
             "INSERT INTO transactions (flow, state, terminal_id, application, issuer, "
-            "diversifier, card_seq, is_load, amount, balance_before, started_at, draft) "
-            "VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "diversifier, card_seq, is_load, amount, balance_before, started_at, draft, "
+            "disbursement_id) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (pending.flow, draft.terminal_id, int(draft.application), draft.issuer,
              draft.diversifier, draft.card_seq, int(draft.is_load), draft.charged_amount,
-             pending.balance_before, draft.when.isoformat(), draft.to_bytes()))
+             pending.balance_before, draft.when.isoformat(), draft.to_bytes(),
+             pending.disbursement))
         assert cursor.lastrowid is not None
+        if pending.disbursement is not None:
+            self._link_disbursement(pending, cursor.lastrowid)
         return cursor.lastrowid
+
+    def _link_disbursement(self, pending: PendingTransaction, transaction_id: int) -> None:
+        """The payment a load credits becomes *loading*, linked to the load: only a pending
+        payment of the same amount and purse can."""
+        row = self._db.execute("SELECT state, amount, application FROM disbursements "
+                               "WHERE id = ?", (pending.disbursement,)).fetchone()
+        if row is None:
+            raise JournalError(f"no disbursement {pending.disbursement} in the journal")
+        state, amount, application = row
+        if state != DisbursementState.PENDING:
+            raise JournalError(f"disbursement {pending.disbursement} is {state}: it is not "
+                               "loaded again")
+        if (amount, application) != (pending.amount, int(pending.draft.application)):
+            raise JournalError(f"the load of {pending.amount} fen does not match disbursement "
+                               f"{pending.disbursement} ({amount} fen)")
+        self._db.execute("UPDATE disbursements SET state = 'loading', transaction_id = ? "
+                         "WHERE id = ?", (transaction_id, pending.disbursement))
 
     def _resolve(self, resolutions: Sequence[Resolution]) -> None:
         now = dt.datetime.now().replace(microsecond=0).isoformat()
@@ -318,6 +399,14 @@ class TransactionJournal:
                     f"transaction {resolution.transaction_id} cannot be completed: another "
                     f"completed transaction already used the same {seq} seq of that card "
                     "(a card seq is used once)") from None
+            # its payment, if it loads one, follows it: loaded, or waiting again
+            if resolution.record is not None:
+                self._db.execute("UPDATE disbursements SET state = 'loaded', last_error = '' "
+                                 "WHERE transaction_id = ?", (resolution.transaction_id,))
+            else:
+                self._db.execute("UPDATE disbursements SET state = 'pending', "
+                                 "transaction_id = NULL, last_error = ? WHERE transaction_id = ?",
+                                 (resolution.reason, resolution.transaction_id))
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -352,6 +441,79 @@ class TransactionJournal:
             "SELECT COUNT(*) FROM transactions WHERE state = 'completed' AND batch_id IS NULL"
         ).fetchone()[0]
         return out
+
+    # --- union disbursements ----------------------------------------------------------------
+
+    def import_disbursements(self, payments: Sequence[Disbursement], *, source: str,
+                             now: dt.datetime, progress: Any = None) -> ImportedDisbursements:
+        """Add a sheet's payments as pending, in one commit (an interrupted import adds
+        nothing); payments already in the journal (by reference) are counted by state,
+        and one whose reference is known with other contents is refused.  ``progress``,
+        when given, is called with the number of payments done so far."""
+        result = ImportedDisbursements()
+        with self._transaction():
+            for done, payment in enumerate(payments, 1):
+                row = self._db.execute(
+                    f"SELECT {_DISBURSEMENT_COLUMNS} FROM disbursements WHERE reference = ?",
+                    (payment.reference,)).fetchone()
+                if row is None:
+                    self._db.execute(
+                        "INSERT INTO disbursements (reference, member_no, amount, reason, "
+                        "application, source, imported_at, state) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                        (payment.reference, payment.member_no, payment.amount, payment.reason,
+                         int(payment.application), f"{source}:{payment.line}",
+                         now.isoformat()))
+                    result.added.append(payment)
+                elif not _disbursement(row).same_payment(payment):
+                    known = _disbursement(row)
+                    result.refused.append((payment, (
+                        f"reference {payment.reference!r} is already in the journal for member "
+                        f"{known.member_no}, {known.amount} fen, {known.reason!r}")))
+                else:
+                    result.known.append(_disbursement(row))
+                if progress is not None and (done % 500 == 0 or done == len(payments)):
+                    progress(done)
+        return result
+
+    def disbursement(self, disbursement_id: int | None) -> Disbursement:
+        """One payment, as the journal has it now."""
+        row = self._db.execute(f"SELECT {_DISBURSEMENT_COLUMNS} FROM disbursements "
+                               "WHERE id = ?", (disbursement_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no disbursement {disbursement_id} in the journal")
+        return _disbursement(row)
+
+    def disbursements(self, *, member_no: str | None = None, unloaded: bool = False,
+                      limit: int | None = None) -> list[Disbursement]:
+        """Payments, oldest first: a member's (``member_no``), only those not loaded yet
+        (``unloaded``)."""
+        query = f"SELECT {_DISBURSEMENT_COLUMNS} FROM disbursements WHERE 1"
+        args: list[Any] = []
+        if member_no is not None:
+            query += " AND member_no = ?"
+            args.append(member_no)
+        if unloaded:
+            query += " AND state != 'loaded'"
+        query += " ORDER BY id"
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(limit)
+        return [_disbursement(row) for row in self._db.execute(query, args)]
+
+    def disbursement_counts(self) -> dict[str, dict[str, int]]:
+        """Payments and fen per state."""
+        out = {s.value: {"count": 0, "amount": 0} for s in DisbursementState}
+        for state, count, amount in self._db.execute(
+                "SELECT state, COUNT(*), SUM(amount) FROM disbursements GROUP BY state"):
+            out[state] = {"count": count, "amount": amount}
+        return out
+
+    def note_disbursement_refusal(self, disbursement_id: int, reason: str) -> None:
+        """Why a payment could not be loaded this time (it stays pending)."""
+        with self._transaction():
+            self._db.execute("UPDATE disbursements SET last_error = ? WHERE id = ? AND "
+                             "state = 'pending'", (reason, disbursement_id))
 
     # --- export ----------------------------------------------------------------------------
 

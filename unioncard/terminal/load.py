@@ -41,17 +41,28 @@ __all__ = ["Load"]
 
 class Load(PurseSession):
     """Load ``amount`` fen onto the ``application`` purse; ``terminal_id`` is required
-    (a load point may have no PSAM)."""
+    (a load point may have no PSAM).
+
+    A union payment (`unioncard.terminal.disbursements`) is loaded with its journal
+    number as ``disbursement`` and its member's number as ``member_no``: a card of
+    another member (or without a member application) is declined, and the payment
+    is journaled with the load, so it is loaded exactly when the load completes.
+    """
 
     flow_name = "load"
 
     def __init__(self, application: Application, amount: int, *, terminal_id: bytes,
+                 member_no: str | None = None, disbursement: int | None = None,
                  **options: Any) -> None:
         super().__init__(terminal_id=terminal_id, **options)
         if not isinstance(amount, int) or amount <= 0:
             raise ValueError("a load is a positive integer of fen")
+        if disbursement is not None and member_no is None:
+            raise ValueError("a disbursement is loaded onto its member's card: give member_no")
         self.application = Application(application)
         self.amount = amount
+        self.member_no = member_no
+        self.disbursement = disbursement
 
     def same_sale(self, draft: OfflineRecord) -> bool:
         return draft.charged_amount == self.amount
@@ -61,6 +72,11 @@ class Load(PurseSession):
         details: dict[str, Any] = {"card": card.to_dict()}
         if member is not None:
             details["member"] = member_dict(member)
+        if self.member_no is not None and (member is None or member.member_no != self.member_no):
+            whose = "no member application" if member is None \
+                else f"the card of member {member.member_no}"
+            raise Refused(f"this load is for member {self.member_no}; this is {whose}",
+                          details=details)
         answer = yield card_send(cmd.initialize_for_load(self.amount, self.terminal_id),
                                  "INITIALIZE FOR LOAD")
         if answer.sw == SW.COUNTER_OVERFLOW:
@@ -85,7 +101,7 @@ class Load(PurseSession):
         pending = PendingTransaction(self.flow_name, self.draft(
             card, member, None, None, card_seq=init.online_seq, key_version=init.key_version,
             tx_type=TransactionType.EP_LOAD, amount=self.amount, balance_after=balance_after,
-            terminal_seq=0), init.balance)
+            terminal_seq=0), init.balance, disbursement=self.disbursement)
         pending = pending.journaled((yield Journal(begin=pending)))
         self.in_flight = True
         credit = yield card_send(cmd.credit_for_load(self.date, self.time, authorization.mac2),

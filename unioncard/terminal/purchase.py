@@ -136,6 +136,8 @@ class PurseSession(Session):
 
     application: Application = Application.TRANSIT
     """The purse this session works on."""
+    disbursement: int | None = None
+    """The union payment a load credits (`unioncard.terminal.disbursements`)."""
 
     def flow(self) -> Flow:
         """Every purse flow: the terminal id, the card, its interrupted transactions
@@ -196,6 +198,7 @@ class PurseSession(Session):
                     Decision.ERROR)
         same_flow = [r for r in recent if r.pending.flow == self.flow_name
                      and r.resolution is not None and r.resolution.record is not None
+                     and r.pending.disbursement == self.disbursement
                      and self.same_sale(r.pending.draft)]
         if same_flow:
             return self._recovered_outcome(same_flow[-1], card)

@@ -132,13 +132,15 @@ class PendingTransaction:
     terminal's death; ``draft`` is its offline record as it will be if the card
     committed (TAC zero, flagged without TAC), ``card_seq`` the seq INITIALIZE
     returned and ``balance_before`` the balance it reported.  ``id`` is the
-    journal's number for it (None until written).
+    journal's number for it (None until written); ``disbursement`` the journal's
+    number of the union payment a load credits (None for other transactions).
     """
 
     flow: str
     draft: OfflineRecord
     balance_before: int
     id: int | None = None
+    disbursement: int | None = None
 
     @property
     def card_key(self) -> tuple[int, bytes, bytes]:
