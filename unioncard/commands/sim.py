@@ -4,13 +4,16 @@
 virtual reader (``Virtual PCD 00 00``) and a PSAM image in slot 1, so any PC/SC
 program sees them.  Every command that changes a card is saved to its image
 before the answer leaves (write-through, atomic), so killing the process,
-even with SIGKILL, loses nothing a card committed.
+even with SIGKILL, loses nothing a card committed.  SIGUSR1 takes the card out
+of its reader and SIGUSR2 puts it back (`VpcdBridge.remove`, `insert`), so
+tests can pull a card in the middle of a transaction over PC/SC.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -62,7 +65,17 @@ def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path
     /etc/reader.conf.d/vpcd: 35963).  Power off, power on, reset and ATR requests
     from pcscd reach the card; when pcscd restarts the cards reconnect.  Each
     command a card commits is saved to its image file before the answer leaves.
-    Stop with Ctrl-C or SIGTERM.
+
+    \b
+    Signals:
+      SIGUSR1  take the card (slot 0) out of its reader: pcscd sees it leave, a
+               program's next APDU fails as for a removed card, and the card
+               loses its volatile state (selection, open purse session)
+      SIGUSR2  put the card back: pcscd sees it arrive (after 1 s out at least)
+               and powers it up afresh
+      SIGINT, SIGTERM  stop
+    The signals act on the card in slot 0 only; the PSAM stays in its reader.
+    Each removal and insertion is logged.  Example: kill -USR1 PID.
     """
     from unioncard.applet_sim import SimulatedCard
     from unioncard.transport.vpcd import VpcdBridge
@@ -103,8 +116,18 @@ def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path
         def stop(signum: int, frame: FrameType | None) -> None:
             bridge.request_stop()
 
+        def remove(signum: int, frame: FrameType | None) -> None:
+            bridge.remove(0)  # the bridge logs it, from its loop
+
+        def insert(signum: int, frame: FrameType | None) -> None:
+            bridge.insert(0)
+
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, stop)
+        signal.signal(signal.SIGUSR1, remove)
+        signal.signal(signal.SIGUSR2, insert)
+        log.info("pid %d: SIGUSR1 takes the card out of its reader, SIGUSR2 puts it back",
+                 os.getpid())
         bridge.serve_forever()
         log.info("stopped after %s", ", ".join(
             f"{bridge.commands(slot)} {'card' if slot == 0 else 'PSAM'} commands"

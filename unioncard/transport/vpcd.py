@@ -23,6 +23,13 @@ When a card raises (a power cut from a fault injector, or any failure) the
 bridge answers nothing and drops that slot's connection, as a card torn from
 the reader; it comes back after `TEAR_SECONDS`, long enough for pcscd's
 presence poll to see the card gone, so pcscd powers it up afresh.
+
+`VpcdBridge.remove` and `VpcdBridge.insert` take a card out of its reader and
+put it back on request, from another thread or a signal handler (``unioncard
+sim serve`` maps SIGUSR1 and SIGUSR2 to them, docs/pcsc.md): the slot's
+connection closes, so pcscd sees the card gone, and the card is powered off,
+losing its volatile state as a card leaving the field does.  It stays out
+until inserted, and at least `TEAR_SECONDS`, so pcscd sees the removal.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -97,6 +105,8 @@ class _Slot:
     inserted_at: float = 0.0
     powered: bool = False  # pcscd powered the card on this connection
     reinserts: int = 0
+    removed: bool = False  # taken out by remove(), until insert()
+    removed_at: float = 0.0
 
 
 class VpcdBridge:
@@ -105,7 +115,8 @@ class VpcdBridge:
     Slot n connects to ``port + n``.  `start` runs the bridge in a thread;
     `serve_forever` runs it in the calling thread until `stop`.  The card
     methods are called with `lock` held, so other threads can inspect a card
-    safely by taking it too.
+    safely by taking it too.  `remove` and `insert` take a slot's card out of
+    its reader and put it back.
     """
 
     def __init__(
@@ -139,6 +150,8 @@ class VpcdBridge:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)  # a full wake socket is awake enough: never block
+        self._requests: deque[tuple[int, bool]] = deque()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,6 +170,40 @@ class VpcdBridge:
     def commands(self, slot: int) -> int:
         """How many command APDUs slot ``slot`` answered so far."""
         return self._slots[slot].commands
+
+    def removed(self, slot: int) -> bool:
+        """Whether slot ``slot``'s card is out of its reader by `remove` (until `insert`)."""
+        return self._slots[slot].removed
+
+    # -- removal and insertion --------------------------------------------------
+
+    def remove(self, slot: int) -> None:
+        """Take slot ``slot``'s card out of its reader, as a passenger pulling the card.
+
+        Safe from another thread or a signal handler: it only queues the request
+        and wakes the serving loop, which then closes the slot's connection
+        (pcscd sees the card gone; a program's next transmit fails as for a
+        removed card), powers the card off and keeps it out until `insert`.
+        Removing a card that is out does nothing.
+        """
+        self._request(slot, present=False)
+
+    def insert(self, slot: int) -> None:
+        """Put slot ``slot``'s card back into its reader (safe as `remove` is).
+
+        The card connects again once it has been out for `tear_seconds`, so
+        pcscd's presence poll has seen it leave; pcscd then powers it up afresh.
+        Inserting a card that is in does nothing.
+        """
+        self._request(slot, present=True)
+
+    def _request(self, slot: int, *, present: bool) -> None:
+        if slot not in self._slots:
+            raise ValueError(f"no slot {slot}; the bridge serves slots "
+                             f"{', '.join(map(str, self._slots))}")
+        self._requests.append((slot, present))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
 
     def wait_attached(self, timeout: float = 5.0, *, count: int = 1) -> bool:
         """Wait until pcscd talks to every slot's card, on its ``count``-th connection or later.
@@ -203,9 +250,11 @@ class VpcdBridge:
         """Serve until `stop`: connect, answer frames, reconnect after failures."""
         try:
             while not self._stopping.is_set():
+                self._apply_requests()
                 self._connect_due()
                 self._reinsert_unpowered()
-                waits = [s.next_attempt for s in self._slots.values() if s.sock is None]
+                waits = [s.next_attempt for s in self._slots.values()
+                         if s.sock is None and not s.removed]
                 waits += [s.inserted_at + self.insert_seconds for s in self._slots.values()
                           if self._awaiting_power(s)]
                 timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
@@ -244,8 +293,29 @@ class VpcdBridge:
     def _connect_due(self) -> None:
         now = time.monotonic()
         for slot in self._slots.values():
-            if slot.sock is None and now >= slot.next_attempt:
+            if slot.sock is None and not slot.removed and now >= slot.next_attempt:
                 self._connect(slot)
+
+    def _apply_requests(self) -> None:
+        """Carry out `remove` and `insert` requests, in the order they came."""
+        while self._requests:
+            number, present = self._requests.popleft()
+            slot = self._slots[number]
+            if present and slot.removed:
+                slot.removed = False
+                slot.delay = 0.0
+                slot.next_attempt = max(time.monotonic(), slot.removed_at + self.tear_seconds)
+                log.info("slot %d: card put back into the reader", number)
+            elif not present and not slot.removed:
+                slot.removed, slot.removed_at = True, time.monotonic()
+                if slot.sock is None:
+                    log.info("slot %d: card removed (it was not connected)", number)
+                self._disconnect(slot, delay=0.0, reason="removed; out until put back")
+                try:
+                    with self.lock:
+                        slot.card.power_off()  # volatile state lost, as out of the field
+                except Exception as exc:
+                    log.warning("slot %d: the removed card failed to power off: %s", number, exc)
 
     def _awaiting_power(self, slot: _Slot) -> bool:
         return (slot.sock is not None and slot.frames > 0 and not slot.powered
