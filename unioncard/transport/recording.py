@@ -98,6 +98,9 @@ def create_trace_file(path: str | Path, *, overwrite: bool = False) -> IO[bytes]
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "the trace path is a symbolic link; not following it",
                           str(path)) from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads (O_NONBLOCK): not a file either
+            raise OSError(errno.ENXIO, "the trace path is not a regular file",
+                          str(path)) from None
         raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
