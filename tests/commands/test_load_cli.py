@@ -79,7 +79,7 @@ def test_pending_loads_the_members_payments_once(point):
 @pytest.mark.parametrize(("args", "message"), [
     (["--amount", "100", "--from", "may.csv"], "--amount and --from do not go together"),
     ([], "give one of --amount FEN, --from SHEET or --pending"),
-    (["--from", "may.csv", "--card", "card.json"], "the cards come later, with --pending"),
+    (["--from", "may.csv", "--card", "card.json"], "come later, with --pending"),
     (["--pending", "--card", "card.json", "--purse", "etc"], "--purse has no meaning"),
 ])
 def test_usage_errors(point, args, message):

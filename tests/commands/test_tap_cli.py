@@ -346,6 +346,33 @@ def test_pos_merchant_id_must_fit_the_record(lane):
     assert balance(lane.card) == 1000
 
 
+def test_a_tap_recorded_with_trace_replays_to_the_same_decision(lane, tmp_path):
+    trace = tmp_path / "bus.txt"
+    result, recorded = lane.tap("--mode", "bus", "--amount", "200", "--trace", trace)
+    assert result.exit_code == 0 and trace.read_text().count(" > ") >= 10
+    replayed = one_document(invoke("tap", "--mode", "bus", "--amount", "200", "--replay", trace,
+                                   "--json").stdout)
+    assert replayed.pop("replayed") == str(trace)
+    assert replayed | {"journal_id": None} == recorded | {"journal_id": None}
+    assert balance(lane.card) == 1000 - 180  # replaying charges nothing
+    other = invoke("tap", "--mode", "bus", "--amount", "300", "--replay", trace, "--json")
+    assert other.exit_code == 2
+    doc = one_document(other.stdout)
+    assert doc["decision"] == "error" and doc["reason"].startswith("replay mismatch at card")
+    assert "INITIALIZE FOR PURCHASE" in doc["reason"]
+
+
+def test_trace_never_overwrites_and_replay_takes_no_card(lane, tmp_path):
+    trace = tmp_path / "kept.txt"
+    trace.write_text("precious\n")
+    result, _ = lane.tap("--mode", "bus", "--amount", "200", "--trace", trace, as_json=False)
+    assert result.exit_code == 2 and "the file exists" in result.stderr
+    assert trace.read_text() == "precious\n" and balance(lane.card) == 1000
+    result = invoke("tap", "--mode", "bus", "--amount", "200", "--replay", trace, "--card",
+                    lane.card)
+    assert result.exit_code == 2 and "--card cannot go with it" in result.stderr
+
+
 # --- 3. declines and a wrong PSAM -------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from unioncard.commands.terminal_io import (
     card_options,
     check_link_options,
     decision_command,
+    hotlist_options,
     journal_option,
     open_journal,
     open_link,
@@ -68,6 +69,8 @@ __all__ = ["group"]
 @click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),
               help="Keystore holding the load master keys (the load host). Default: the "
                    "published test keys.")
+@click.option("--hotlist", "hotlist_file", type=click.Path(exists=True, dir_okay=False),
+              help="Hotlist CSV (docs/hotlist.md): nothing is loaded onto a hotlisted card.")
 @click.option("--recovery-window", type=click.IntRange(0, 24 * 60), default=10,
               show_default=True, metavar="MINUTES",
               help="A repeated load this soon after an interrupted one settles it instead.")
@@ -77,7 +80,8 @@ __all__ = ["group"]
 @decision_command
 def group(card_image: Path | None, reader: str | None, wait: float, amount: int | None,
           sheet: Path | None, pending: bool, purse: str | None, terminal_id: bytes | None,
-          keys_file: str | None, recovery_window: int, journal_path: Path | None,
+          keys_file: str | None, hotlist_file: str | None, recovery_window: int,
+          journal_path: Path | None,
           at: dt.datetime | None, as_json: bool) -> None:
     """Load FEN onto the card's transit (default) or ETC purse, or union disbursements.
 
@@ -95,9 +99,9 @@ def group(card_image: Path | None, reader: str | None, wait: float, amount: int 
         raise click.UsageError("give one of --amount FEN, --from SHEET or --pending"
                                if not chosen else f"{' and '.join(chosen)} do not go together")
     if sheet is not None:
-        if card_image is not None or reader is not None:
-            raise click.UsageError("--from imports a sheet into the journal; the cards come "
-                                   "later, with --pending")
+        if card_image is not None or reader is not None or hotlist_file is not None:
+            raise click.UsageError("--from imports a sheet into the journal; the cards (and "
+                                   "the hotlist) come later, with --pending")
         _import(sheet, purse, journal_path, at, as_json)
         return
     check_link_options(card_image, reader, "card")
@@ -109,6 +113,7 @@ def group(card_image: Path | None, reader: str | None, wait: float, amount: int 
         assert card is not None
         options: dict[str, Any] = {"now": at or dt.datetime.now(),
                                    "recovery_window": dt.timedelta(minutes=recovery_window)}
+        hotlist_options(options, hotlist_file, None)
         if pending:
             if purse is not None:
                 raise click.UsageError("--purse has no meaning with --pending: each "

@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,13 +22,22 @@ from unioncard.commands.terminal_io import (
     card_options,
     check_link_options,
     decision_command,
+    hotlist_options,
+    in_memory_journal,
     journal_option,
     open_journal,
     open_link,
+    open_replay,
     outcome_lines,
     psam_options,
+    record_trace,
+    replay_links,
+    replay_time,
     when_option,
 )
+
+if TYPE_CHECKING:
+    from unioncard.transport import Channel
 
 __all__ = ["group"]
 
@@ -87,9 +96,23 @@ def _only_for(mode: str, **given: Any) -> None:
               help="TOML toll table for ETC exits (docs/terminal.md).")
 @click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False),
               help="Tariff rules (TOML). Default: the shipped member benefits.")
+@click.option("--hotlist", "hotlist_file", type=click.Path(exists=True, dir_okay=False),
+              help="Hotlist CSV (issuer,card,listed_at; docs/hotlist.md): a card listed at or "
+                   "before the transaction is declined.")
+@click.option("--block-keys", "block_keys", type=click.Path(exists=True, dir_okay=False),
+              help="Keystore holding the maintenance master keys (the key host): a hotlisted "
+                   "card's purse is also blocked with APPLICATION BLOCK.")
 @click.option("--recovery-window", type=click.IntRange(0, 24 * 60), default=10,
               show_default=True, metavar="MINUTES",
               help="A re-tap this soon after an interrupted transaction completes it.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Record every APDU of the card and the PSAM to this new file (binary UCT1 "
+                   "for .uct/.bin names, text otherwise; docs/traces.md).")
+@click.option("--replay", "replay_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Play a recorded trace back in place of the card and the PSAM: the "
+                   "session's commands must match the recording.  Nothing is journaled; "
+                   "--at defaults to the recorded transaction's time.")
 @journal_option
 @when_option
 @JSON_OPTION
@@ -98,32 +121,75 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
           psam_image: Path | None, psam_reader: str | None, amount: int | None,
           route: str | None, station: int | None, network: int | None, lane: int,
           vehicle_class: int | None, merchant: str | None, mcc: int | None,
-          toll_table: Path | None, rules_file: str | None,
-          recovery_window: int, journal_path: Path | None, at: dt.datetime | None,
+          toll_table: Path | None, rules_file: str | None, hotlist_file: str | None,
+          block_keys: str | None, recovery_window: int, trace_file: Path | None,
+          replay_file: Path | None, journal_path: Path | None, at: dt.datetime | None,
           as_json: bool) -> None:
     """Run one transaction: a fare, an ETC entry or exit, or a sale, with the member benefits.
 
     The card comes from --card IMAGE or --reader NAME, the PSAM from --psam
-    IMAGE or --psam-reader NAME.  Every transaction is journaled: if the card
-    is pulled after the debit was sent, tap exits 2 (interrupted) at once and
-    the card's next tap on the same journal settles it (charged once, never
-    twice).  Exit status: 0 approved, 1 declined, 2 error or interrupted.
+    IMAGE or --psam-reader NAME (or both from a recording, --replay FILE).
+    Every transaction is journaled: if the card is pulled after the debit was
+    sent, tap exits 2 (interrupted) at once and the card's next tap on the same
+    journal settles it (charged once, never twice).  Exit status: 0 approved,
+    1 declined, 2 error or interrupted.
     """
-    from unioncard.tariffs import Mode
     from unioncard.terminal.driver import run
     from unioncard.terminal.purchase import MAC_REFUSAL_MEMORY
 
     _only_for(mode, amount=amount, route=route, station=station, network=network, lane=lane,
               vehicle_class=vehicle_class, merchant=merchant, mcc=mcc, toll_table=toll_table)
-    check_link_options(card_image, reader, "card")
-    check_link_options(psam_image, psam_reader, "PSAM")
+    replay = None
+    if replay_file is not None:
+        given = [flag for flag, value in (("--card", card_image), ("--reader", reader),
+                                          ("--psam", psam_image), ("--psam-reader", psam_reader),
+                                          ("--journal", journal_path)) if value is not None]
+        if given:
+            raise click.UsageError(f"--replay plays the card and the PSAM back and journals "
+                                   f"nothing: {', '.join(given)} cannot go with it")
+        replay = open_replay(replay_file)
+        at = at or replay_time(replay)
+    else:
+        check_link_options(card_image, reader, "card")
+        check_link_options(psam_image, psam_reader, "PSAM")
     options: dict[str, Any] = {"now": at or dt.datetime.now(),
                                "recovery_window": dt.timedelta(minutes=recovery_window)}
+    key_host = hotlist_options(options, hotlist_file, block_keys)
     if rules_file is not None:
         from unioncard.tariffs import load as load_rules
 
         options["rules"] = load_rules(rules_file)
-    make: Callable[..., Any]
+    make = _flow(mode, options, amount=amount, route=route, station=station, network=network,
+                 lane=lane, vehicle_class=vehicle_class, merchant=merchant, mcc=mcc,
+                 toll_table=toll_table)
+    card: Channel | None
+    with ExitStack() as stack:
+        if replay is not None:
+            journal = stack.enter_context(in_memory_journal())
+            card, psam = replay_links(replay)
+        else:
+            journal = stack.enter_context(open_journal(journal_path))
+            card = open_link(stack, card_image, reader, what="card", wait=wait)
+            psam = open_link(stack, psam_image, psam_reader, what="PSAM", wait=wait)
+        assert card is not None
+        if trace_file is not None:
+            record_trace(stack, trace_file, card, psam)
+        session = make(pending=journal.pending(),
+                       mac_refusals=journal.mac_refusals(options["now"] - MAC_REFUSAL_MEMORY))
+        outcome = run(session, card=card, psam=psam, journal=journal, key_host=key_host)
+        if replay is not None:
+            replay.finish()
+            outcome = outcome.with_changes(details={**outcome.details,
+                                                    "replayed": str(replay_file)})
+    finish(outcome.to_dict(), outcome_lines(outcome), as_json=as_json,
+           status=outcome.decision.exit_status)
+
+
+def _flow(mode: str, options: dict[str, Any], *, amount: int | None, route: str | None,
+          station: int | None, network: int | None, lane: int | None,
+          vehicle_class: int | None, merchant: str | None, mcc: int | None,
+          toll_table: Path | None) -> Callable[..., Any]:
+    """The session class of ``mode`` with its options: called with the journal's inputs."""
     if mode.startswith("etc-"):
         from unioncard.terminal.etc import EtcEntry, EtcExit
         from unioncard.terminal.tolls import load_toll_table
@@ -135,32 +201,21 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
                        network=network if network is not None
                        else (tolls.network if tolls else 0x1101))
         if mode == "etc-entry":
-            make = functools.partial(EtcEntry, vehicle_class=vehicle_class or 1, **options)
-        elif tolls is None and amount is None:
+            return functools.partial(EtcEntry, vehicle_class=vehicle_class or 1, **options)
+        if tolls is None and amount is None:
             raise click.UsageError("an ETC exit needs --toll-table FILE or --amount FEN")
-        else:
-            make = functools.partial(EtcExit, tolls=tolls, amount=amount,
-                                     vehicle_class=vehicle_class, **options)
-    elif mode == "pos":
+        return functools.partial(EtcExit, tolls=tolls, amount=amount,
+                                 vehicle_class=vehicle_class, **options)
+    if mode == "pos":
         from unioncard.terminal.pos import PosPurchase
 
         if amount is None or merchant is None:
             raise click.UsageError("a sale needs --amount FEN and --merchant ID")
-        make = functools.partial(PosPurchase, amount, merchant=merchant, mcc=mcc, **options)
-    elif amount is None:
+        return functools.partial(PosPurchase, amount, merchant=merchant, mcc=mcc, **options)
+    if amount is None:
         raise click.UsageError(f"a {mode} fare needs --amount FEN (the list fare)")
-    else:
-        from unioncard.terminal.purchase import TransitPurchase
+    from unioncard.tariffs import Mode
+    from unioncard.terminal.purchase import TransitPurchase
 
-        make = functools.partial(TransitPurchase, Mode.parse(mode), amount, route=route,
-                                 station=station or 0, **options)
-    with ExitStack() as stack:
-        journal = stack.enter_context(open_journal(journal_path))
-        card = open_link(stack, card_image, reader, what="card", wait=wait)
-        psam = open_link(stack, psam_image, psam_reader, what="PSAM", wait=wait)
-        assert card is not None
-        session = make(pending=journal.pending(),
-                       mac_refusals=journal.mac_refusals(options["now"] - MAC_REFUSAL_MEMORY))
-        outcome = run(session, card=card, psam=psam, journal=journal)
-    finish(outcome.to_dict(), outcome_lines(outcome), as_json=as_json,
-           status=outcome.decision.exit_status)
+    return functools.partial(TransitPurchase, Mode.parse(mode), amount, route=route,
+                             station=station or 0, **options)

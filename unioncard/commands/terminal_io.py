@@ -23,8 +23,23 @@ from unioncard.commands.common import error_document, finish, yuan
 from unioncard.errors import TransportError, UnionCardError
 from unioncard.transport import Channel, InProcessTransport
 
-__all__ = ["card_options", "check_link_options", "decision_command", "journal_option",
-           "open_journal", "open_link", "outcome_lines", "psam_options", "when_option"]
+__all__ = [
+    "card_options",
+    "check_link_options",
+    "decision_command",
+    "hotlist_options",
+    "in_memory_journal",
+    "journal_option",
+    "open_journal",
+    "open_link",
+    "open_replay",
+    "outcome_lines",
+    "psam_options",
+    "record_trace",
+    "replay_links",
+    "replay_time",
+    "when_option",
+]
 
 IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -83,6 +98,75 @@ def open_link(stack: ExitStack, image: Path | None, reader: str | None, *, what:
     pcsc.power_on()
     stack.enter_context(pcsc.exclusive())  # no other program between our commands
     return Channel(pcsc)
+
+
+def record_trace(stack: ExitStack, path: Path, card: Channel, psam: Channel | None) -> None:
+    """Record the card's and the PSAM's exchanges to the new trace file ``path``."""
+    from unioncard.apdu.trace import Device
+    from unioncard.transport.recording import TraceRecorder
+
+    if path.exists() or path.is_symlink():
+        raise click.UsageError(f"--trace {path}: the file exists; a trace is written to a new "
+                               "file (nothing was overwritten)")
+    recorder = stack.enter_context(TraceRecorder.open(path))
+    recorder.attach(card.transport, Device.CARD)  # type: ignore[arg-type]
+    if psam is not None:
+        recorder.attach(psam.transport, Device.PSAM)  # type: ignore[arg-type]
+
+
+def open_replay(path: Path) -> Any:
+    """A recorded trace, read whole, to play back in place of the card and the PSAM."""
+    from unioncard.transport.replay import Replay
+
+    return Replay.load(path)
+
+
+def replay_links(replay: Any) -> tuple[Channel, Channel | None]:
+    """The replayed card, and the PSAM when the recording has one, powered."""
+    from unioncard.apdu.trace import Device
+
+    replay.card.power_on()
+    if Device.PSAM not in replay.devices:
+        return Channel(replay.card), None
+    replay.psam.power_on()
+    return Channel(replay.card), Channel(replay.psam)
+
+
+def replay_time(replay: Any) -> Any:
+    """The recorded transaction's local time (None: the recording does not tell): from its
+    commands, else the recording's first timestamp."""
+    when = replay.transaction_time()
+    if when is None and replay.first_timestamp is not None:
+        first = replay.first_timestamp
+        when = first.astimezone().replace(tzinfo=None) if first.tzinfo else first
+    return None if when is None else when.replace(microsecond=0)
+
+
+def in_memory_journal() -> Any:
+    """A journal that keeps nothing: a replayed transaction happened already."""
+    from unioncard.terminal.journal import TransactionJournal
+
+    return TransactionJournal(":memory:")
+
+
+def hotlist_options(options: dict[str, Any], hotlist_file: str | None,
+                    block_keys: str | None) -> Any:
+    """Add the session options of ``--hotlist FILE`` (and ``--block-keys KEYSTORE``) to
+    ``options``; the key host to give the driver (None without ``--block-keys``)."""
+    if block_keys is not None and hotlist_file is None:
+        raise click.UsageError("--block-keys blocks hotlisted cards: give --hotlist FILE too")
+    if hotlist_file is None:
+        return None
+    from unioncard.offline.hotlist import Hotlist
+
+    options["hotlist"] = Hotlist.load(hotlist_file)
+    if block_keys is None:
+        return None
+    from unioncard.crypto import Keystore
+    from unioncard.terminal.key_host import KeystoreKeyHost
+
+    options["block_hotlisted"] = True
+    return KeystoreKeyHost(Keystore.load(block_keys))
 
 
 def journal_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -161,6 +245,8 @@ def outcome_lines(outcome: Any) -> list[str]:
         lines.append(f"  terminal {record.terminal_id.hex().upper()} seq {record.terminal_seq}, "
                      f"card seq {record.card_seq}, TAC {tac}"
                      + (", recovered" if outcome.recovered else ""))
+    if outcome.details.get("replayed"):
+        lines.append(f"  replayed from {outcome.details['replayed']}: nothing was journaled")
     if outcome.decision.value == "interrupted" and outcome.journal_id is not None:
         lines.append(f"  pending transaction {outcome.journal_id} in the journal")
     lines += [f"  warning: {w}" for w in outcome.warnings]

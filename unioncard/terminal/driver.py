@@ -2,7 +2,8 @@
 
 `run` feeds a sans-IO `Session` its replies: APDUs through a `Channel` to the
 card or the PSAM (any transport: in process, PC/SC, vpcd), load
-authorizations from a `LoadHost`, journal writes to a `TransactionJournal`.
+authorizations from a `LoadHost`, maintenance MACs from a `KeyHost`, journal
+writes to a `TransactionJournal`.
 A transport failure, a card that breaks the T=0 protocol, a load host that
 fails in any way or a journal that cannot write is handed to `Session.fail`,
 which decides the outcome; the outcome's resolutions are journaled before it
@@ -28,6 +29,7 @@ from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.apdu.trace import Device
 from unioncard.errors import CardError, DecodeError, TransportError
 from unioncard.terminal.journal import JournalError, TransactionJournal
+from unioncard.terminal.key_host import KeyHost, MaintenanceAuthorization, MaintenanceRequest
 from unioncard.terminal.load_host import LoadAuthorization, LoadHost
 from unioncard.terminal.session import (
     Journal,
@@ -52,7 +54,7 @@ class ApduLink(Protocol):
 
 
 class HostFailure(TransportError):
-    """The load host failed (network, timeout, a defect): no MAC2 came back."""
+    """The load host or the key host failed (network, timeout, a defect): no MAC came back."""
 
 
 def run(
@@ -62,12 +64,13 @@ def run(
     psam: ApduLink | None = None,
     journal: TransactionJournal | None = None,
     host: LoadHost | None = None,
+    key_host: KeyHost | None = None,
 ) -> Outcome:
     """Run ``session`` to its outcome."""
     step = session.start()
     while not isinstance(step, Outcome):
         try:
-            reply = _carry(step, card, psam, journal, host)
+            reply = _carry(step, card, psam, journal, host, key_host)
         except LINK_FAILURES as exc:
             step = session.fail(exc)
             continue
@@ -85,8 +88,8 @@ def run(
 
 
 def _carry(step: Step, card: ApduLink, psam: ApduLink | None,
-           journal: TransactionJournal | None, host: LoadHost | None
-           ) -> ResponseAPDU | JournalReceipt | LoadAuthorization:
+           journal: TransactionJournal | None, host: LoadHost | None, key_host: KeyHost | None
+           ) -> ResponseAPDU | JournalReceipt | LoadAuthorization | MaintenanceAuthorization:
     if isinstance(step, Send):
         link = card if step.device is Device.CARD else psam
         if link is None:
@@ -97,9 +100,17 @@ def _carry(step: Step, card: ApduLink, psam: ApduLink | None,
             raise SessionError("this session journals its transaction before the card commits "
                                "it: give run() a TransactionJournal (':memory:' keeps nothing)")
         return journal.write(step)
+    request = step.request
+    if isinstance(request, MaintenanceRequest):
+        if key_host is None:
+            raise SessionError("the session needs a key host and none was given")
+        try:
+            return key_host.authorize(request)
+        except Exception as exc:  # a real host fails in its own ways: none may escape the loop
+            raise HostFailure(f"the key host failed: {exc}") from exc
     if host is None:
         raise SessionError("the session needs a load host and none was given")
     try:
-        return host.authorize(step.request)
+        return host.authorize(request)
     except Exception as exc:  # a real host fails in its own ways: none may escape the loop
         raise HostFailure(f"the load host failed: {exc}") from exc

@@ -45,6 +45,7 @@ from unioncard.terminal.card import (
     read_member,
     select_purse,
 )
+from unioncard.terminal.hotlisted import HotlistLookup, refuse_if_hotlisted
 from unioncard.terminal.recovery import Recovered, resolve_pending, within
 from unioncard.terminal.session import (
     Decision,
@@ -111,14 +112,17 @@ class PurseSession(Session):
     card is not tried again, since each refusal counts toward locking its purse, and
     once two cards have refused it the terminal stops selling (its PSAM is wrong);
     ``terminal_id`` None reads it from the PSAM (EF 0016), then selects the PSAM's
-    purchase DF ``psam_df`` (None: none).
+    purchase DF ``psam_df`` (None: none).  ``hotlist`` declines a hotlisted card
+    (`unioncard.terminal.hotlisted`), and ``block_hotlisted`` blocks its purse too
+    (the driver then needs a key host).
     """
 
     def __init__(
         self, *, now: dt.datetime, pending: Sequence[PendingTransaction] = (),
         mac_refusals: Sequence[OfflineRecord] = (), terminal_id: bytes | None = None,
         rules: RuleSet | None = None, recovery_window: dt.timedelta = DEFAULT_RECOVERY_WINDOW,
-        psam_df: int | None = PSAM_PURCHASE_DF,
+        psam_df: int | None = PSAM_PURCHASE_DF, hotlist: HotlistLookup | None = None,
+        block_hotlisted: bool = False,
     ) -> None:
         super().__init__()
         if now.tzinfo is not None:
@@ -132,6 +136,8 @@ class PurseSession(Session):
         self.psam_df = psam_df
         self.rules = rules if rules is not None else default_rules()
         self.recovery_window = recovery_window
+        self.hotlist = hotlist
+        self.block_hotlisted = block_hotlisted
         self.date, self.time = bcd_datetime(self.now)
 
     application: Application = Application.TRANSIT
@@ -147,6 +153,9 @@ class PurseSession(Session):
         recovered = yield from self.recover(card)  # before any refusal: nothing stays pending
         if recovered is not None:
             return recovered
+        assert self.terminal_id is not None
+        yield from refuse_if_hotlisted(self.hotlist, card, now=self.now,
+                                       terminal_id=self.terminal_id, block=self.block_hotlisted)
         problem = card.validity_problem(self.now.date())
         if problem is not None:
             raise Refused(problem, details={"card": card.to_dict()})

@@ -7,7 +7,7 @@ fed the reply, until it returns an `Outcome`::
     while not isinstance(step, Outcome):
         if isinstance(step, Send):          # an APDU for the card or the PSAM
             reply = channels[step.device].transmit(step.apdu)
-        elif isinstance(step, Authorize):   # a load: the load host's MAC2
+        elif isinstance(step, Authorize):   # a host's MAC: load MAC2, maintenance MAC
             reply = host.authorize(step.request)
         else:                               # Journal: write it durably, then go on
             reply = journal.write(step)
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.apdu.trace import Device
 from unioncard.errors import CardError, DecodeError, TransportError, UnionCardError
+from unioncard.terminal.key_host import MaintenanceAuthorization, MaintenanceRequest
 from unioncard.terminal.load_host import LoadAuthorization, LoadRequest
 
 if TYPE_CHECKING:
@@ -94,9 +95,17 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Authorize:
-    """Ask the load host to check the card's load MAC1 and give MAC2 (`LoadAuthorization`)."""
+    """Ask a host for a MAC: the load host to check the card's load MAC1 and give MAC2
+    (a `LoadRequest`, answered by a `LoadAuthorization`), or the key host for the
+    maintenance MAC of APPLICATION BLOCK (a `MaintenanceRequest`, answered by a
+    `MaintenanceAuthorization`)."""
 
-    request: LoadRequest
+    request: LoadRequest | MaintenanceRequest
+
+    @property
+    def answer_type(self) -> type:
+        return (MaintenanceAuthorization if isinstance(self.request, MaintenanceRequest)
+                else LoadAuthorization)
 
 
 class ResolutionState(StrEnum):
@@ -323,15 +332,16 @@ class Session:
 
     def receive(self, reply: Any) -> Step | Outcome:
         """Feed the reply to the current step: a `ResponseAPDU` for `Send`, a
-        `LoadAuthorization` for `Authorize`, a `JournalReceipt` for `Journal`."""
+        `LoadAuthorization` or `MaintenanceAuthorization` for `Authorize`, a
+        `JournalReceipt` for `Journal`."""
         step = self._current("receive")
-        expected: type | tuple[type, ...]
+        expected: type
         if isinstance(step, Send):
             expected = ResponseAPDU
         elif isinstance(step, Journal):
             expected = JournalReceipt
         else:
-            expected = LoadAuthorization
+            expected = step.answer_type
         if not isinstance(reply, expected):
             raise SessionError(
                 f"{self.flow_name} in state {self.state!r} expected a "
@@ -409,5 +419,6 @@ def _describe(step: Step) -> str:
     if isinstance(step, Send):
         return f"{step.what} ({step.device.value})"
     if isinstance(step, Authorize):
-        return "load host authorization"
+        return ("key host maintenance MAC" if isinstance(step.request, MaintenanceRequest)
+                else "load host authorization")
     return "journal write"
