@@ -362,6 +362,27 @@ def test_a_tap_recorded_with_trace_replays_to_the_same_decision(lane, tmp_path):
     assert "INITIALIZE FOR PURCHASE" in doc["reason"]
 
 
+def test_a_hotlisted_card_is_declined_and_with_the_key_blocked(lane, tmp_path):
+    hotlist = tmp_path / "hotlist.csv"
+    hotlist.write_text("issuer,card,listed_at\n10000000FFFFFFFF,5500000000000001,"
+                       "2026-05-01T08:00:00+08:00\n")
+    result, doc = lane.tap("--mode", "bus", "--amount", "200", "--hotlist", hotlist)
+    assert result.exit_code == 1 and doc["decision"] == "declined"
+    assert doc["reason"] == ("the card is hotlisted (reported lost or cancelled, listed "
+                             "2026-05-01T08:00:00)")
+    assert doc["hotlisted"] == {"listed_at": "2026-05-01T08:00:00", "blocked": False}
+    keys = tmp_path / "keys.toml"
+    keys.write_text(Keystore.test().to_toml())
+    result, doc = lane.tap("--mode", "bus", "--amount", "200", "--hotlist", hotlist,
+                           "--block-keys", keys)
+    assert result.exit_code == 1 and doc["hotlisted"]["blocked"] is True
+    assert SimulatedCard.load(lane.card).purse("transit").state.name == "BLOCKED"
+    assert balance(lane.card) == 1000
+    result, _ = lane.tap("--mode", "bus", "--amount", "200", "--block-keys", keys,
+                         as_json=False)
+    assert result.exit_code == 2 and "give --hotlist FILE too" in result.stderr
+
+
 def test_trace_never_overwrites_and_replay_takes_no_card(lane, tmp_path):
     trace = tmp_path / "kept.txt"
     trace.write_text("precious\n")

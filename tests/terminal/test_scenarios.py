@@ -11,6 +11,7 @@ with a T=1 PSAM.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -129,6 +130,11 @@ class Lane:
 
     def bus(self, amount: int = 200, **options: Any) -> Outcome:
         return self.tap(TransitPurchase, Mode.BUS, amount, route="42", **options)
+
+    def purse_lock(self) -> Any:
+        """Hold the card still (the vpcd bridge serves it from another thread)."""
+        bridge = getattr(self.card_link.transport, "bridge", None)
+        return bridge.lock if bridge is not None else contextlib.nullcontext()
 
     def balance(self, app: str) -> int:
         outcome = run(CardRead(), card=self.card_link)
@@ -420,6 +426,55 @@ RECORDED_FLOWS: dict[str, tuple[Callable[..., Any], tuple[Any, ...], dict[str, A
     "load": (Load, (Application.ETC, 2500), {"terminal_id": LOAD_TERMINAL}),
     "declined": (TransitPurchase, (Mode.METRO, 900_000), {}),
 }
+
+
+def test_a_hotlisted_card_is_refused_and_its_purse_blocked(lane):
+    from unioncard.offline.hotlist import Hotlist
+    from unioncard.terminal.key_host import KeystoreKeyHost
+
+    read = run(CardRead(), card=lane.card_link)
+    transit = next(p for p in read.details["purses"] if p["application"] == "transit")
+    issuer, diversifier = bytes.fromhex(transit["issuer"]), bytes.fromhex(transit["diversifier"])
+    listed = NOW + dt.timedelta(minutes=30)
+    hotlist = Hotlist.from_entries([(issuer, diversifier, listed),
+                                    (issuer, bytes(8), NOW - dt.timedelta(days=9))])
+    before = lane.bus(200, hotlist=hotlist)  # a ride before the card was reported lost
+    assert before.decision is Decision.APPROVED, before.reason
+    lane.when = listed  # reported lost; the finder taps at a terminal that holds the key
+    session = TransitPurchase(Mode.BUS, 200, now=lane.when + dt.timedelta(minutes=1),
+                              hotlist=hotlist, block_hotlisted=True)
+    refused = run(session, card=lane.card_link, psam=lane.psam_link, journal=lane.journal,
+                  key_host=KeystoreKeyHost(KEYS))
+    assert refused.decision is Decision.DECLINED
+    assert refused.reason.startswith("the card is hotlisted (reported lost or cancelled, "
+                                     f"listed {listed.isoformat()})")
+    assert refused.reason.endswith("its purse was blocked (APPLICATION BLOCK)")
+    assert refused.details["hotlisted"] == {"listed_at": listed.isoformat(), "blocked": True}
+    anywhere = lane.bus(200)  # a terminal without the hotlist: the blocked purse refuses
+    assert anywhere.decision is Decision.DECLINED
+    assert anywhere.reason == "the card's transit purse is blocked"
+    assert lane.journal.counts() == {"pending": 0, "completed": 1, "voided": 0, "unexported": 1}
+    read = run(CardRead(), card=lane.card_link)  # a blocked purse is read all the same
+    transit = next(p for p in read.details["purses"] if p["application"] == "transit")
+    assert (transit["present"], transit["state"], transit["balance"]) == (True, "blocked", None)
+    assert transit["log"][0]["amount"] == 180  # the one ride: nothing charged since
+    if lane.kind == "simulator":
+        with lane.purse_lock():
+            assert lane.card.purse("transit").balance == 5000 - 180
+
+
+def test_a_hotlisted_card_is_declined_even_without_the_key(lane):
+    from unioncard.offline.hotlist import Hotlist
+
+    read = run(CardRead(), card=lane.card_link)
+    etc = next(p for p in read.details["purses"] if p["application"] == "etc")
+    hotlist = Hotlist.from_entries([(bytes.fromhex(etc["issuer"]),
+                                     bytes.fromhex(etc["diversifier"]), NOW)])
+    outcome = lane.tap(EtcEntry, network=0x1101, station=0x0203, vehicle_class=1,
+                       hotlist=hotlist)
+    assert outcome.decision is Decision.DECLINED and "hotlisted" in outcome.reason
+    assert outcome.details["hotlisted"]["blocked"] is False
+    assert lane.tap(EtcEntry, network=0x1101, station=0x0203).decision is Decision.APPROVED
 
 
 def test_recorded_traces_replay_to_the_same_outcomes(lane, tmp_path):

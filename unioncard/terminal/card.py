@@ -90,7 +90,9 @@ class PurseCard:
     def to_dict(self) -> dict[str, Any]:
         return {
             "application": self.name, "issuer": self.issuer.hex().upper(),
-            "serial": self.serial.hex().upper(), "card_type": f"{self.card_type:02X}",
+            "serial": self.serial.hex().upper(),
+            "diversifier": self.diversifier.hex().upper(),  # the card, as hotlists name it
+            "card_type": f"{self.card_type:02X}",
             "category_flags": f"{self.category_flags:02X}",
             "valid_from": None if self.start is None else self.start.isoformat(),
             "valid_until": None if self.expiry is None else self.expiry.isoformat(),
@@ -150,11 +152,12 @@ def select_purse(app: Application, *, allow_blocked: bool = False) -> SubFlow:
             raise _refuse_select(mf.sw, app)
         answer = yield card_send(cmd.select_file(ETC_DF), "SELECT ETC application")
         layout = records.ETC_INFO
-    if answer.sw == SW.SELECTED_FILE_INVALIDATED and not allow_blocked:
-        # blocked until unblocked, or locked for good: GET BALANCE tells (6985 / 9303)
-        balance = yield card_send(cmd.get_balance(), "GET BALANCE (purse state)")
-        locked = balance.sw == SW.APPLICATION_LOCKED
-        raise _refuse_select(SW.APPLICATION_LOCKED if locked else answer.sw, app)
+    if answer.sw == SW.SELECTED_FILE_INVALIDATED:
+        if not allow_blocked:
+            # blocked until unblocked, or locked for good: GET BALANCE tells (6985 / 9303)
+            balance = yield card_send(cmd.get_balance(), "GET BALANCE (purse state)")
+            locked = balance.sw == SW.APPLICATION_LOCKED
+            raise _refuse_select(SW.APPLICATION_LOCKED if locked else answer.sw, app)
     elif answer.sw != SW.OK:
         raise _refuse_select(answer.sw, app)
     info = yield card_send(cmd.read_binary_sfi(INFO_SFI, records.size_of(layout)),
