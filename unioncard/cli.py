@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "card": ("card", "group"),
     "journal": ("journal", "journal_command"),
     "batch": ("journal", "batch_group"),
+    "hotlist": ("hotlist", "group"),
     "trace": ("trace", "group"),
     "sim": ("sim", "group"),
     "tariffs": ("tariffs", "group"),

@@ -40,19 +40,26 @@ if TYPE_CHECKING:
         read_batch,
         write_batch,
     )
+    from unioncard.offline.hotlist import Hotlist, HotlistError
 
 _BATCH = frozenset({"BATCH_FORMAT_VERSION", "BATCH_HEADER", "BATCH_TRAILER", "HEADER_SIZE",
                     "TRAILER_SIZE", "Batch", "batch_file_name", "encode_batch", "read_batch",
                     "write_batch"})
+_HOTLIST = frozenset({"Hotlist", "HotlistError"})
 
 
 def __getattr__(name: str) -> Any:
     """The batch file names are imported on first use: a terminal paying a fare builds
-    records and needs no batch file (start-up time)."""
+    records and needs no batch file (start-up time); the hotlist likewise
+    (docs/hotlist.md)."""
     if name in _BATCH:
         from unioncard.offline import batch
 
         return getattr(batch, name)
+    if name in _HOTLIST:
+        from unioncard.offline import hotlist
+
+        return getattr(hotlist, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -68,6 +75,8 @@ __all__ = [
     "TRAILER_SIZE",
     "Application",
     "Batch",
+    "Hotlist",
+    "HotlistError",
     "OfflineRecord",
     "RecordFlags",
     "TransactionType",
