@@ -7,9 +7,11 @@ card type in EF 0015, and an EP purchase with a T=0 PSAM (MAC1, MAC2, TAC).
 
 Then the engine live: a member card and a PSAM are issued into the simulator
 with the test keys, and the terminal engine runs a bus fare (10% off), a
-highway trip (entry, then exit at 5% off through composite purchases), a load
-and a card read, journaling every transaction in a SQLite journal, and exports
-the offline records; each TAC is verified with the keystore as settlement does.
+highway trip (entry, then exit at 5% off through composite purchases), a sale at
+a partner supermarket, a load, a union mutual-aid payment credited at a service
+point and a card read, journaling every transaction in a SQLite journal, and
+exports the offline records; each TAC is verified with the keystore as
+settlement does.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ from unioncard.terminal import (
     KeystoreLoadHost,
     Load,
     Outcome,
+    PosPurchase,
     TransactionJournal,
     TransitPurchase,
     parse_toll_table,
     run,
 )
+from unioncard.terminal.disbursements import credit_pending, read_disbursements
 from unioncard.transport import Channel, InProcessTransport
 
 __all__ = ["SAMPLE", "group"]
@@ -59,7 +63,8 @@ def group(unmask: bool) -> None:
     The first part is ``unioncard trace decode`` on the sample file, followed by
     a summary from the bulk indexer.  The second issues a union member card and
     a PSAM in memory (published test keys) and runs, through the terminal
-    engine, a bus fare, a highway entry and exit (composite purchases), a load
+    engine, a bus fare, a highway entry and exit (composite purchases), a sale
+    at a partner supermarket, a load, a union disbursement credited to the card
     and a card read, priced by the shipped member-benefit rules and journaled;
     the offline records are exported and every TAC is checked with the keys.
     """
@@ -92,6 +97,7 @@ DEMO_MEMBER = MemberData("张三", "20260001", "市总工会", "1101051949123100
                          dt.date(2026, 1, 1), dt.date(2030, 12, 31), category_flags=0x02)
 TOLL_TABLE = "data/toll-table-example.toml"
 LOAD_TERMINAL = bytes.fromhex("000000000099")
+DISBURSEMENTS = "会员编号,金额,事由\n20260001,5000,2026年互助金\n20260002,3000,困难补助\n"
 
 
 def _tac_ok(record: OfflineRecord, keys: Keystore) -> bool:
@@ -160,8 +166,24 @@ def _live() -> None:
         exit_ = tap(EtcExit, network=tolls.network, station=0x0007, lane=3, tolls=tolls,
                     minutes=95)
         _report("highway exit, station 0007 (toll table: 0203 -> 0007, class 1)", exit_, keys)
+        sale = tap(PosPurchase, 3000, merchant="SUPERMARKET-0042", mcc=5411, minutes=110)
+        _report("supermarket, 30.00 yuan (MCC 5411)", sale, keys)
+        if sale.details.get("deferred_to_settlement"):
+            click.echo(f"    rebate left to settlement: "
+                       f"{', '.join(sale.details['deferred_to_settlement'])}")
         load = tap(Load, Application.TRANSIT, 2000, terminal_id=LOAD_TERMINAL, minutes=120)
         _report("load onto the transit purse", load, keys)
+        sheet = read_disbursements(DISBURSEMENTS.encode("gbk"))
+        journal.import_disbursements(sheet.items, source="disbursements.csv",
+                                     now=DEMO_TIME + dt.timedelta(minutes=125))
+        visit = credit_pending(card_link, journal=journal, host=KeystoreLoadHost(keys),
+                               terminal_id=LOAD_TERMINAL,
+                               now=DEMO_TIME + dt.timedelta(minutes=130))
+        for payment, outcome in visit.loads:
+            _report(f"union payment '{payment.reason}' ({sheet.encoding} sheet)", outcome, keys)
+        waiting = journal.disbursement_counts()["pending"]
+        click.echo(f"    {waiting['count']} payment of another member waits for that member's "
+                   "card")
         read = run(CardRead(), card=card_link)
         etc = next(p for p in read.details["purses"] if p["application"] == "etc")
         toll = etc["toll_record"]
