@@ -119,13 +119,18 @@ def test_version_imports_no_command():
 
 
 def test_a_tap_on_a_reader_spends_at_most_150_ms_in_imports(tmp_path, monkeypatch):
-    """The terminal as deployed: card and PSAM in PC/SC readers.  No pcscd answers here,
-    so the tap ends at connecting, after every import a tap makes (pyscard included)."""
+    """The terminal as deployed: card and PSAM in PC/SC readers, a hotlist.  No pcscd
+    answers here, so the tap ends at connecting, after every import a tap makes (pyscard
+    and the hotlist included)."""
     monkeypatch.setenv("PCSCLITE_CSOCK_NAME", str(tmp_path / "no-pcscd.comm"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    hotlist = tmp_path / "hotlist.csv"
+    hotlist.write_text("issuer,card,listed_at\n10000000FFFFFFFF,5500000000000009,2026-04-01\n")
     modules = imported("tap", "--mode", "bus", "--amount", "200", "--reader", "0",
-                       "--psam-reader", "1", "--wait", "0", "--journal",
-                       str(tmp_path / "journal.sqlite"))
-    assert {"unioncard.terminal.purchase", "smartcard.scard"} <= set(modules)
+                       "--psam-reader", "1", "--wait", "0", "--hotlist", str(hotlist),
+                       "--journal", str(tmp_path / "journal.sqlite"))
+    assert {"unioncard.terminal.purchase", "smartcard.scard",
+            "unioncard.offline.hotlist"} <= set(modules)
     assert heavy(modules) == []
     milliseconds = import_milliseconds(modules)
     assert milliseconds <= BUDGET_MS, f"{milliseconds:.0f} ms of imports"
