@@ -101,16 +101,11 @@ def _carry(step: Step, card: ApduLink, psam: ApduLink | None,
                                "it: give run() a TransactionJournal (':memory:' keeps nothing)")
         return journal.write(step)
     request = step.request
-    if isinstance(request, MaintenanceRequest):
-        if key_host is None:
-            raise SessionError("the session needs a key host and none was given")
-        try:
-            return key_host.authorize(request)
-        except Exception as exc:  # a real host fails in its own ways: none may escape the loop
-            raise HostFailure(f"the key host failed: {exc}") from exc
-    if host is None:
-        raise SessionError("the session needs a load host and none was given")
+    what, chosen = (("key host", key_host) if isinstance(request, MaintenanceRequest)
+                    else ("load host", host))
+    if chosen is None:
+        raise SessionError(f"the session needs a {what} and none was given")
     try:
-        return host.authorize(request)
+        return chosen.authorize(request)  # type: ignore[arg-type]  # paired just above
     except Exception as exc:  # a real host fails in its own ways: none may escape the loop
-        raise HostFailure(f"the load host failed: {exc}") from exc
+        raise HostFailure(f"the {what} failed: {exc}") from exc
