@@ -42,7 +42,8 @@ def test_issue_writes_one_image_per_valid_member_and_a_psam(sheet, tmp_path):
     assert f"{sheet}: refused line 3 (member 20260003): identity number check digit" \
         in result.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["20260001-card.json", "20260002-card.json", "psam-000000000001.json"]
+    assert names == ["20260001-card.json", "20260002-card.json", "issued.json",
+                     "psam-000000000001.json"]
     card = SimulatedCard.load(out / "20260002-card.json")
     assert card.purse("transit").balance == 5000
     assert card.purse("etc").balance == 0
@@ -94,6 +95,104 @@ def test_issue_gbk_sheet_all_good_exits_zero(tmp_path):
     result = run("card", "issue", "--members", str(sheet), "--out", str(tmp_path / "c"))
     assert result.exit_code == 0
     assert "sheet read as gbk" in result.stdout
+
+
+NEW_MEMBER = "王五,20260009,市总工会,,110105198001010016"
+
+
+def _numbers(path):
+    """A card's transit serial and ETC card number (they give its keys)."""
+    doc = json.loads(run("card", "show", "--json", str(path)).stdout)
+    purses = {p["application"]: p for p in doc["purses"]}
+    return purses["transit"]["app_serial"], purses["etc"]["card_no"]
+
+
+def test_a_reordered_sheet_never_gives_a_member_another_members_number(tmp_path):
+    # Reliability item 5: numbers followed the row, so a new member first in the second
+    # sheet got the card number, serial and keys of the first sheet's first member.
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(HEADER + "\n".join(GOOD) + "\n", encoding="utf-8")
+    b.write_text(HEADER + "\n".join([NEW_MEMBER, *GOOD]) + "\n", encoding="utf-8")
+    out = tmp_path / "cards"
+    first = json.loads(run("card", "issue", "--members", str(a), "--out", str(out),
+                           "--json").stdout)
+    assert [(c["member_no"], c["card_no"]) for c in first["issued"]] == [
+        ("20260001", 1), ("20260002", 2)]
+    second = json.loads(run("card", "issue", "--members", str(b), "--out", str(out),
+                            "--json").stdout)
+    assert [(c["member_no"], c["card_no"]) for c in second["issued"]] == [("20260009", 3)]
+    numbers = {m: _numbers(out / f"{m}-card.json") for m in ("20260001", "20260002", "20260009")}
+    assert len({serial for serial, _ in numbers.values()}) == 3
+    assert len({etc for _, etc in numbers.values()}) == 3
+    # a forced reissue, in any order and from any first number, keeps every member's number
+    forced = json.loads(run("card", "issue", "--members", str(b), "--out", str(out), "--force",
+                            "--first-card-no", "1", "--json").stdout)
+    assert sorted((c["member_no"], c["card_no"]) for c in forced["issued"]) == [
+        ("20260001", 1), ("20260002", 2), ("20260009", 3)]
+    registry = json.loads((out / "issued.json").read_text())
+    assert registry["cards"][2] == {"card_no": 3, "member_no": "20260009",
+                                    "transit_serial": numbers["20260009"][0],
+                                    "etc_card_no": numbers["20260009"][1]}
+
+
+def _legacy_cards(out, *members):
+    """A directory issued before the registry: images only, numbered as given."""
+    from unioncard.applet_sim import MemberData, issue_member_card
+
+    out.mkdir()
+    for card_no, member_no in members:
+        member = MemberData("张三", member_no, "市总工会", "11010519491231002X",
+                            dt.date(2026, 1, 1), dt.date(2030, 12, 31))
+        issue_member_card(member, Keystore.test(), card_no=card_no).save(
+            out / f"{member_no}-card.json")
+
+
+def test_a_directory_without_registry_gets_one_from_its_images(tmp_path):
+    out = tmp_path / "cards"
+    _legacy_cards(out, (1, "20260001"), (2, "20260002"))
+    b = tmp_path / "b.csv"
+    b.write_text(HEADER + "\n".join([NEW_MEMBER, *GOOD]) + "\n", encoding="utf-8")
+    doc = json.loads(run("card", "issue", "--members", str(b), "--out", str(out),
+                         "--json").stdout)
+    assert [(c["member_no"], c["card_no"]) for c in doc["issued"]] == [("20260009", 3)]
+    registry = json.loads((out / "issued.json").read_text())
+    assert [(c["card_no"], c["member_no"]) for c in registry["cards"]] == [
+        (1, "20260001"), (2, "20260002"), (3, "20260009")]
+
+
+def test_a_directory_whose_images_share_a_number_is_refused(tmp_path):
+    out = tmp_path / "cards"
+    _legacy_cards(out, (1, "20260001"), (1, "20260009"))
+    sheet = tmp_path / "a.csv"
+    sheet.write_text(HEADER + GOOD[1] + "\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "unioncard.cli", "card", "issue",
+                             "--members", str(sheet), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"unioncard: error: {out}: 20260001-card.json and 20260009-card.json hold "
+                    "the same card number 1 (the same serial and keys); move the card issued "
+                    "by mistake out of the directory, then issue its member again")
+    assert sorted(p.name for p in out.iterdir()) == ["20260001-card.json",
+                                                     "20260009-card.json"]
+
+
+def test_issue_never_replaces_an_image_in_use(sheet, tmp_path):
+    # Reliability item 4 (the lock side; tests/pcsc/test_sim_serve.py runs a real serve).
+    from unioncard.file_lock import FileLock
+
+    out = tmp_path / "cards"
+    run("card", "issue", "--members", str(sheet), "--out", str(out))
+    path = out / "20260001-card.json"
+    before = path.read_bytes()
+    with FileLock(path, "unioncard sim serve"):
+        doc = json.loads(run("card", "issue", "--members", str(sheet), "--out", str(out),
+                             "--force", "--json").stdout)
+    assert [c["member_no"] for c in doc["issued"]] == ["20260002"]
+    reason = next(e["reason"] for e in doc["refused"] if e["member_no"] == "20260001")
+    assert reason.startswith(f"{path}: in use by this process (unioncard sim serve)")
+    assert reason.endswith("it was not replaced")
+    assert path.read_bytes() == before
 
 
 @pytest.mark.parametrize(

@@ -164,9 +164,81 @@ def test_convert_refusals(tmp_path):
     target = tmp_path / "out.uct"
     result = run("trace", "convert", str(bad), str(target))
     assert result.exit_code == 1 and "line 2" in result.stderr
-    assert not target.exists() and not (tmp_path / "out.uct.part").exists()
-    same = run("trace", "convert", "--to", "text", str(SAMPLE), str(SAMPLE))
-    assert same.exit_code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt"]  # no output, no temp
+    same = run("trace", "convert", "--to", "text", "--force", str(SAMPLE), str(SAMPLE))
+    assert same.exit_code == 1 and "OUT is the input file IN" in same.stderr
+
+
+def test_convert_never_destroys_its_input_named_like_a_temporary(tmp_path):
+    # Reliability item 1: IN named OUT + ".part" was truncated by the fixed temporary name.
+    source = tmp_path / "s.uct.part"
+    source.write_bytes(SHIPPED.read_bytes())
+    result = run("trace", "convert", str(source), str(tmp_path / "s.uct"))
+    assert result.exit_code == 0 and "28 records" in result.stderr
+    assert source.read_bytes() == SHIPPED.read_bytes()
+    with open(tmp_path / "s.uct", "rb") as out:
+        assert len(list(read_binary(out))) == 28
+
+
+def test_convert_leaves_alone_what_it_did_not_create(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    target = tmp_path / "out.uct"
+    planted = tmp_path / "out.uct.part"
+    planted.symlink_to(victim)  # a link where the old temporary name was: never followed
+    assert run("trace", "convert", str(SHIPPED), str(target)).exit_code == 0
+    assert victim.read_text() == "keep me\n" and planted.is_symlink()
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"> 00A4\nnonsense\n")
+    planted.unlink()
+    planted.write_text("someone else's\n")  # and a damaged IN deletes nothing of others
+    other = tmp_path / "other.uct"
+    assert run("trace", "convert", str(bad), str(other)).exit_code == 1
+    assert planted.read_text() == "someone else's\n" and not other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.txt", "out.uct", "out.uct.part", "victim.txt"]
+
+
+def test_convert_replaces_out_only_when_forced_and_never_a_link_or_card_image(
+        tmp_path, sim_card):
+    target = tmp_path / "out.txt"
+    target.write_text("an older trace\n")
+    result = run("trace", "convert", str(SHIPPED), str(target))
+    assert result.exit_code == 1
+    assert f"{target}: the file exists; use --force" in result.stderr
+    assert target.read_text() == "an older trace\n"
+    target.chmod(0o640)
+    assert run("trace", "convert", "--force", str(SHIPPED), str(target)).exit_code == 0
+    assert "# SELECT" in target.read_text() and target.stat().st_mode & 0o777 == 0o640
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    result = run("trace", "convert", "--force", str(SHIPPED), str(link))
+    assert result.exit_code == 1 and "symbolic link" in result.stderr
+    image = tmp_path / "card.json"
+    sim_card.save(image)
+    before = image.read_bytes()
+    result = run("trace", "convert", "--force", "--to", "text", str(SHIPPED), str(image))
+    assert result.exit_code == 1 and "is a card image" in result.stderr
+    assert image.read_bytes() == before
+    hard = tmp_path / "hard.txt"
+    hard.hardlink_to(target)
+    same = run("trace", "convert", "--force", str(target), str(hard))
+    assert same.exit_code == 1 and "OUT is the input file IN" in same.stderr
+
+
+def test_two_converts_to_one_out_do_not_share_a_temporary(tmp_path):
+    source = tmp_path / "big.txt"
+    source.write_bytes(SHIPPED.read_bytes() * 400)
+    target = tmp_path / "out.uct"
+    convert = [sys.executable, "-c", "from unioncard.cli import main; main()", "trace",
+               "convert", "--force", str(source), str(target)]
+    runs = [subprocess.Popen(convert, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in runs:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    with open(target, "rb") as out:
+        assert len(list(read_binary(out))) == 28 * 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt", "out.uct"]
 
 
 def test_demo_decodes_the_shipped_sample():

@@ -1,6 +1,7 @@
 """``unioncard sim serve`` as a separate process behind pcscd: purchases through
 PC/SC, APDU traces, seeds, and SIGKILL during DEBIT leaving consistent images."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -162,3 +163,57 @@ def test_sigkill_during_debit_reopens_consistent(pcscd_daemon, images, sim_keyst
     assert sorted(p.name for p in card_path.parent.glob("*.json")) == ["card.json", "psam.json"]
     psam = reopened(psam_path)
     assert psam.psam() is not None
+
+
+def test_a_served_image_has_one_user(pcscd_daemon, sim_keystore, tmp_path):
+    """Reliability items 3 and 4: while a card is served, a second serve of its image, a
+    terminal command on it and a forced reissue are refused, and what the served card
+    spends stays spent."""
+    from click.testing import CliRunner
+
+    from unioncard.cli import root
+
+    sheet = tmp_path / "members.csv"
+    sheet.write_text("name,member_no,organization,category,id_number\n"
+                     "张三,20260001,市总工会,hardship,11010519491231002X\n"
+                     "李四,20260002,区总工会,,440524198001010013\n", encoding="utf-8")
+    out = tmp_path / "cards"
+    issue = ["card", "issue", "--members", str(sheet), "--out", str(out), "--transit-balance",
+             str(START_BALANCE), "--valid-from", "2026-01-01", "--valid-until", "2030-12-31"]
+    assert CliRunner().invoke(root, issue).exit_code == 0
+    card_path, psam_path = out / "20260001-card.json", out / "psam-000000000001.json"
+    served = Served(pcscd_daemon, card_path, psam_path)
+    try:
+        rig = served.rig(sim_keystore)
+        purchase(rig, 10)
+        second = subprocess.run(
+            [sys.executable, "-c", CLI, "sim", "serve", str(card_path), "--psam",
+             str(psam_path), "--port", str(pcscd_daemon.vpcd_port + 2)],
+            capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.strip().startswith(
+            f"unioncard: error: {card_path}: in use by unioncard sim serve "
+            f"(pid {served.process.pid})")
+        tap = CliRunner().invoke(root, [
+            "tap", "--mode", "bus", "--amount", "10", "--card", str(card_path), "--psam",
+            str(psam_path), "--journal",
+            str(tmp_path / "journal.sqlite")])
+        assert tap.exit_code == 2 and "in use by unioncard sim serve" in tap.stderr
+        reissued = CliRunner().invoke(root, [*issue, "--force"])  # the PSAM is served too
+        assert reissued.exit_code == 1 and str(reissued.exception).startswith(
+            f"{psam_path}: in use by unioncard sim serve")
+        reissued = CliRunner().invoke(root, [*issue, "--force", "--terminal-id",
+                                             "000000000002", "--json"])
+        assert reissued.exit_code == 1, reissued.output
+        refused = json.loads(reissued.stdout)["refused"]
+        assert [e["member_no"] for e in refused] == ["20260001"]
+        assert "in use by unioncard sim serve" in refused[0]["reason"]
+        purchase(rig, 10)  # the serve goes on with its card, not a stale one
+    finally:
+        err = served.kill(signal.SIGTERM)
+    assert served.process.returncode == 0, err
+    assert reopened(card_path).purse("transit").balance == START_BALANCE - 20
+    assert reopened(card_path).purse("transit").offline_seq == 2
+    assert sorted(p.name for p in out.iterdir()) == [
+        "20260001-card.json", "20260002-card.json", "issued.json", "psam-000000000001.json",
+        "psam-000000000002.json"]

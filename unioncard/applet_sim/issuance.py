@@ -1,12 +1,18 @@
 """Batch issuance: one member card image per valid row of a member sheet, and the
 PSAM image that goes with them (``unioncard card issue``).
 
-Card ``n`` of a sheet (counting its valid members in sheet order, from 0) gets
-the issuance number ``first_card_no + n``, so issuing the same sheet again
-gives every member the same card number.  Images are never overwritten
-unless ``replace`` is set, because an image is the card: its balances and
-logs would be lost.  The PSAM is written when absent, and kept when an image
-with the same terminal id and the same master keys is already there.
+Card numbers come from the registry of the output directory (``issued.json``,
+`unioncard.applet_sim.registry`): a member issued there before keeps the number,
+a new member gets the lowest number from ``first_card_no`` on never given to
+anyone, in sheet order, so no two members ever share a number, a serial or
+keys, whatever the order of the sheets.  Images are never overwritten unless
+``replace`` is set, because an image is the card: its balances and logs
+would be lost.  The PSAM is written when absent, and kept when an image with
+the same terminal id and the same master keys is already there.
+
+Issuance holds the registry's lock (`unioncard.file_lock`) while it runs, and
+each image's lock while writing it: an image served by ``sim serve`` (or used
+by any command) is refused, never replaced under it.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unioncard.applet_sim.card import SimulatedCard
-from unioncard.applet_sim.member_sheet import MemberSheet, RowError
+from unioncard.applet_sim.member_sheet import MemberRow, MemberSheet, RowError
 from unioncard.applet_sim.personalize import MemberData, issue_member_card, issue_psam
+from unioncard.applet_sim.registry import REGISTRY_NAME, CardRegistry, RegistryError
 from unioncard.crypto.keystore import Keystore
 from unioncard.errors import CardError, DecodeError
+from unioncard.file_lock import FileInUseError, FileLock
 
 __all__ = [
     "IssueOptions",
@@ -28,10 +36,13 @@ __all__ = [
     "IssuedCard",
     "card_image_name",
     "issue_sheet",
+    "open_registry",
     "psam_image_name",
 ]
 
 DEFAULT_TERMINAL_ID = bytes.fromhex("000000000001")
+HOLDER = "unioncard card issue"
+"""How issuance names itself in the locks it holds."""
 
 
 def card_image_name(member_no: str) -> str:
@@ -74,6 +85,7 @@ class IssuedCard:
 class IssueReport:
     psam_path: Path
     psam_kept: bool
+    registry_path: Path | None = None
     issued: list[IssuedCard] = field(default_factory=list)
     refused: list[RowError] = field(default_factory=list)
 
@@ -91,8 +103,42 @@ def _write_psam(keys: Keystore, out_dir: Path, options: IssueOptions) -> tuple[P
             raise CardError(f"{path} holds other master keys than this keystore; "
                             "use --force to replace it (its terminal seq restarts at 0)")
         return path, True
-    issue_psam(keys, options.terminal_id, protocol=options.protocol).save(path)
+    with FileLock(path, HOLDER):
+        issue_psam(keys, options.terminal_id, protocol=options.protocol).save(path)
     return path, False
+
+
+def open_registry(out_dir: Path) -> CardRegistry:
+    """The registry of ``out_dir``: its file, else built from the card images there."""
+    path = out_dir / REGISTRY_NAME
+    if path.exists() or path.is_symlink():
+        return CardRegistry.load(path)
+    return CardRegistry.from_images(out_dir)
+
+
+def _exists(path: Path) -> str:
+    return (f"{path.name} exists (use --force to replace it; the card's balances and logs "
+            "would be lost)")
+
+
+def _issue_card(member: MemberData, card_no: int, path: Path, keys: Keystore,
+                options: IssueOptions) -> str | None:
+    """Write one member's card image; why it was refused, or None."""
+    if path.exists() and not options.replace:
+        return _exists(path)
+    try:
+        with FileLock(path, HOLDER):
+            card = issue_member_card(member, keys, card_no=card_no,
+                                     transit_balance=options.transit_balance,
+                                     etc_balance=options.etc_balance, protocol=options.protocol)
+            card.save(path)
+    except FileInUseError as exc:
+        return f"{exc}; it was not replaced"
+    except ValueError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{path.name}: {exc.strerror or exc}"
+    return None
 
 
 def issue_sheet(
@@ -104,32 +150,41 @@ def issue_sheet(
 ) -> IssueReport:
     """Issue every member of ``sheet`` into ``out_dir``; refusals are collected, not raised.
 
+    Raises `RegistryError` (nothing written) when the directory's registry cannot be read
+    or built, `FileInUseError` when another issuance into ``out_dir`` is running.
     ``progress(n)`` is called after each member with the number handled so far.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    psam_path, kept = _write_psam(keys, out_dir, options)
-    report = IssueReport(psam_path, kept, refused=list(sheet.errors))
-    for index, row in enumerate(sheet.members):
-        card_no = options.first_card_no + index
-        path = out_dir / card_image_name(row.member_no)
-        if path.exists() and not options.replace:
-            report.refused.append(RowError(row.line, row.member_no,
-                                           f"{path.name} exists (use --force to replace it; "
-                                           "the card's balances and logs would be lost)"))
-        else:
+    registry_path = out_dir / REGISTRY_NAME
+    with FileLock(registry_path, HOLDER):
+        registry = open_registry(out_dir)
+        report = IssueReport(*_write_psam(keys, out_dir, options), registry_path,
+                             refused=list(sheet.errors))
+        members: list[tuple[MemberRow, MemberData, int] | None] = []
+        for row in sheet.members:
+            path = out_dir / card_image_name(row.member_no)
             try:
+                if path.exists() and not options.replace:
+                    raise ValueError(_exists(path))
                 member = MemberData.from_row(row, valid_from=options.valid_from,
                                              valid_until=options.valid_until)
-                card = issue_member_card(member, keys, card_no=card_no,
-                                         transit_balance=options.transit_balance,
-                                         etc_balance=options.etc_balance,
-                                         protocol=options.protocol)
-            except ValueError as exc:
+                card_no = registry.assign(row.member_no, first=options.first_card_no)
+            except (ValueError, RegistryError) as exc:
                 report.refused.append(RowError(row.line, row.member_no, str(exc)))
+                members.append(None)
             else:
-                card.save(path)
-                report.issued.append(IssuedCard(row.member_no, card_no, path))
-        if progress is not None:
-            progress(index + 1)
+                members.append((row, member, card_no))
+        registry.save(registry_path)  # before any card: a number is never given twice
+        for index, entry in enumerate(members):
+            if entry is not None:
+                row, member, card_no = entry
+                path = out_dir / card_image_name(row.member_no)
+                reason = _issue_card(member, card_no, path, keys, options)
+                if reason is None:
+                    report.issued.append(IssuedCard(row.member_no, card_no, path))
+                else:
+                    report.refused.append(RowError(row.line, row.member_no, reason))
+            if progress is not None:
+                progress(index + 1)
     report.refused.sort(key=lambda error: error.line)
     return report

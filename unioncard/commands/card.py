@@ -79,8 +79,9 @@ def group() -> None:
               help="Initial ETC purse balance, in fen.")
 @click.option("--first-card-no", type=click.IntRange(1, 10**12 - 1), default=1,
               show_default=True,
-              help="Issuance number of the sheet's first valid member; the others follow "
-                   "in sheet order.")
+              help="Lowest card number for members new to --out; each gets the next "
+                   "number never given there, in sheet order (members issued there before "
+                   "keep theirs: --out/issued.json).")
 @click.option("--terminal-id", default=DEFAULT_TERMINAL_ID.hex().upper(), show_default=True,
               callback=parse_terminal_id, help="Terminal id (12 hex digits) of the PSAM written.")
 @click.option("--protocol", type=click.Choice(["T=1", "T=0"]), default="T=1", show_default=True,
@@ -97,9 +98,11 @@ def issue(members_file: Path, out_dir: Path, keys_file: Path | None,
     Each card carries the T-Union transit purse (card type 55, the member's
     categories), the ETC application (DF 1001) and the member identity
     application.  Images are named <member_no>-card.json and
-    psam-<terminal id>.json.  Rows that cannot be issued are reported with
-    their line number and reason, and the others are issued: the exit status
-    is 0 when every row was issued, 1 when any was refused.
+    psam-<terminal id>.json; issued.json records which card number each member
+    holds, for ever.  An image in use (sim serve) is never replaced.  Rows that
+    cannot be issued are reported with their line number and reason, and the
+    others are issued: the exit status is 0 when every row was issued, 1 when
+    any was refused.
     """
     keys = Keystore.load(keys_file) if keys_file else Keystore.test()
     if keys.test_keys:
@@ -123,6 +126,7 @@ def issue(members_file: Path, out_dir: Path, keys_file: Path | None,
         click.echo(json.dumps({
             "out": str(out_dir), "test_keys": keys.test_keys, "sheet_encoding": sheet.encoding,
             "psam": {"path": str(report.psam_path), "kept": report.psam_kept},
+            "registry": str(report.registry_path),
             "issued": [{"member_no": c.member_no, "card_no": c.card_no, "path": str(c.path)}
                        for c in report.issued],
             "refused": [{"line": e.line, "member_no": e.member_no, "reason": e.reason}

@@ -7,6 +7,11 @@ before the answer leaves (write-through, atomic), so killing the process,
 even with SIGKILL, loses nothing a card committed.  SIGUSR1 takes the card out
 of its reader and SIGUSR2 puts it back (`VpcdBridge.remove`, `insert`), so
 tests can pull a card in the middle of a transaction over PC/SC.
+
+Each image is locked for the life of the serve (`unioncard.file_lock`,
+docs/card-image.md): a second command on a served image is refused, and so is
+one image given as both the card and the PSAM.  ``--trace`` writes a new file;
+an existing one is replaced only with ``--force``, and never a card image.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from types import FrameType
 
 import click
 
-from unioncard.apdu.trace import BINARY_SUFFIXES, Device, TraceFormat, TraceRecord, open_writer
+from unioncard.apdu.trace import BINARY_SUFFIXES, Device, TraceRecord, TraceWriter
+from unioncard.file_lock import FileLock, is_card_image
 from unioncard.transport.pcscd import DEFAULT_VPCD_PORT, PcscdDaemon, vpcd_reader_name
 
 __all__ = ["group"]
@@ -49,6 +55,8 @@ def group() -> None:
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Record every APDU to this file: binary UCT1 for .uct/.bin names, "
                    "text otherwise.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --trace file (never a card image or a link).")
 @click.option("--seed", type=int, default=None,
               help="Seed the cards' random numbers (the PSAM gets SEED+1), so a run "
                    "can be repeated exactly.")
@@ -57,7 +65,7 @@ def group() -> None:
                    "pcscd) and print the PCSCLITE_CSOCK_NAME that reaches it.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every power event and reconnection.")
 def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path: Path | None,
-          seed: int | None, private_pcscd: bool, verbose: bool) -> None:
+          force: bool, seed: int | None, private_pcscd: bool, verbose: bool) -> None:
     """Serve the card image CARD (and a PSAM) in pcscd's virtual reader until stopped.
 
     The card is in reader ``Virtual PCD 00 00`` and the PSAM in ``Virtual PCD 00
@@ -65,6 +73,7 @@ def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path
     /etc/reader.conf.d/vpcd: 35963).  Power off, power on, reset and ATR requests
     from pcscd reach the card; when pcscd restarts the cards reconnect.  Each
     command a card commits is saved to its image file before the answer leaves.
+    Both images are locked while served: another command on them is refused.
 
     \b
     Signals:
@@ -83,12 +92,18 @@ def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="unioncard sim serve: %(message)s")
     images = {0: card} if psam is None else {0: card, 1: psam}
-    cards = {
-        slot: SimulatedCard.load(path, write_through=True,
-                                 random_source=None if seed is None else seed + slot)
-        for slot, path in images.items()
-    }
+    if psam is not None and _same_file(card, psam):
+        raise click.UsageError(f"{psam}: the PSAM is the card image {card}; give the PSAM "
+                               "its own image")
     with contextlib.ExitStack() as stack:
+        for path in images.values():
+            stack.enter_context(FileLock(path, "unioncard sim serve"))
+        writer = None if trace_path is None else _trace_writer(stack, trace_path, images, force)
+        cards = {
+            slot: SimulatedCard.load(path.resolve(), write_through=True,
+                                     random_source=None if seed is None else seed + slot)
+            for slot, path in images.items()
+        }
         if private_pcscd:
             daemon = stack.enter_context(PcscdDaemon(port))
             port = daemon.vpcd_port
@@ -96,17 +111,15 @@ def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path
             sys.stdout.flush()
         port = port or DEFAULT_VPCD_PORT
         hook = None
-        if trace_path is not None:
-            fmt = (TraceFormat.BINARY if trace_path.suffix.lower() in BINARY_SUFFIXES
-                   else TraceFormat.TEXT)
-            writer = stack.enter_context(open_writer(trace_path, fmt))
+        if writer is not None:
+            trace = writer
 
             def hook(slot: int, command: bytes, response: bytes) -> None:
                 device = Device.CARD if slot == 0 else Device.PSAM
                 now = datetime.now(UTC)
-                writer.write(TraceRecord.command(command, device, now))
-                writer.write(TraceRecord.response(response, device, now))
-                writer.flush()
+                trace.write(TraceRecord.command(command, device, now))
+                trace.write(TraceRecord.response(response, device, now))
+                trace.flush()
 
         bridge = VpcdBridge(cards, host=host, port=port, on_command=hook)
         for slot, simulated in cards.items():
@@ -132,3 +145,38 @@ def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path
         log.info("stopped after %s", ", ".join(
             f"{bridge.commands(slot)} {'card' if slot == 0 else 'PSAM'} commands"
             for slot in cards))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _trace_writer(stack: contextlib.ExitStack, path: Path, images: dict[int, Path],
+                  force: bool) -> TraceWriter:
+    """The ``--trace`` file's writer: a new file (created exclusively, never through a
+    link), or with ``force`` an existing regular file truncated, never a card image."""
+    from unioncard.apdu.trace_binary import BinaryTraceWriter
+    from unioncard.apdu.trace_text import TextTraceWriter
+    from unioncard.transport.recording import create_trace_file
+
+    if any(path.exists() and _same_file(path, image) for image in images.values()):
+        raise click.UsageError(f"--trace {path}: is a card image being served; the trace "
+                               "needs a file of its own")
+    if force and is_card_image(path):
+        raise click.UsageError(f"--trace {path}: is a card image; a trace never replaces one")
+    try:
+        stream = create_trace_file(path, overwrite=force)
+    except FileExistsError:
+        raise click.UsageError(f"--trace {path}: the file exists; use --force to replace it "
+                               "(nothing was overwritten)") from None
+    except OSError as exc:
+        raise click.UsageError(f"--trace {path}: {exc.strerror}") from None
+    binary = path.suffix.lower() in BINARY_SUFFIXES
+    writer: TraceWriter = (BinaryTraceWriter(stream, owns=True) if binary
+                           else TextTraceWriter(stream, owns=True))
+    stack.enter_context(writer)
+    writer.flush()  # the binary magic is on disk before the first exchange
+    return writer

@@ -2,10 +2,11 @@
 reporting an outcome.
 
 ``--card IMAGE`` opens a simulated card image with write-through (every change
-the card commits is on disk before its answer is used); ``--reader NAME``
-waits for a card in a PC/SC reader and powers it.  The PSAM is chosen the same
-way, independently (``--psam IMAGE`` or ``--psam-reader NAME``).  A reader is
-named by its PC/SC name or by its index in ``pcsc_scan``'s order.
+the card commits is on disk before its answer is used), locked for the
+command's life (`unioncard.file_lock`); ``--reader NAME`` waits for a card in a
+PC/SC reader and powers it.  The PSAM is chosen the same way, independently
+(``--psam IMAGE`` or ``--psam-reader NAME``).  A reader is named by its PC/SC
+name or by its index in ``pcsc_scan``'s order.
 """
 
 from __future__ import annotations
@@ -82,8 +83,13 @@ def open_link(stack: ExitStack, image: Path | None, reader: str | None, *, what:
     check_link_options(image, reader, what)
     if image is not None:
         from unioncard.applet_sim import SimulatedCard
+        from unioncard.file_lock import FileLock
 
-        transport: Any = InProcessTransport(SimulatedCard.load(image, write_through=True))
+        context = click.get_current_context(silent=True)
+        # one command on an image at a time, for the command's life (docs/card-image.md)
+        stack.enter_context(FileLock(image, context.command_path if context else "unioncard"))
+        transport: Any = InProcessTransport(SimulatedCard.load(image.resolve(),
+                                                               write_through=True))
         transport.power_on()
         stack.callback(transport.power_off)
         return Channel(transport)

@@ -28,7 +28,6 @@ from unioncard.apdu.trace import (
     TraceFormat,
     TraceRecord,
     detect_format,
-    open_writer,
     read_records,
 )
 from unioncard.apdu.trace_binary import BinaryTraceWriter
@@ -36,6 +35,7 @@ from unioncard.apdu.trace_decode import describe, pair, render
 from unioncard.apdu.trace_stats import REASONS as _REASONS
 from unioncard.apdu.trace_stats import TraceStats
 from unioncard.apdu.trace_text import TextTraceWriter
+from unioncard.atomic_file import check_target, open_atomically
 from unioncard.commands.common import JSON_OPTION, progress_bar
 from unioncard.errors import DecodeError
 
@@ -247,37 +247,66 @@ def _output_format(path: Path, to: str | None) -> TraceFormat:
 @PSAM_READER
 @click.option("--annotate/--no-annotate", default=True,
               help="Text output: add command names and SW meanings as comments.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing OUT (never a card image, a link or a non-file).")
 def convert(source: Path, target: Path, to: str | None, fmt: str | None,
-            psam_readers: tuple[str, ...], annotate: bool) -> None:
+            psam_readers: tuple[str, ...], annotate: bool, force: bool) -> None:
     """Convert trace IN to OUT (text <-> binary; pcsc-spy logs to either).
 
     Binary frames have no timestamps: converting a timestamped trace to binary
-    drops them, with a warning.  OUT is written only if IN reads completely.
+    drops them, with a warning.  OUT is written only if IN reads completely,
+    atomically (a temporary file beside it, renamed), and an existing OUT is
+    replaced only with --force.
     """
     kind = _format(source, fmt)
     out_kind = _output_format(target, to)
-    if target.exists() and target.resolve() == source.resolve():
-        raise click.BadParameter("IN and OUT are the same file", param_hint="OUT")
+    _check_convert_target(source, target, force)
     options = {"psam_readers": psam_readers} if kind is TraceFormat.SPY else {}
-    partial = target.with_name(target.name + ".part")
+    writer: TextTraceWriter | BinaryTraceWriter
     try:
-        with open(source, "rb") as stream, open_writer(partial, out_kind) as writer:
+        with open(source, "rb") as stream, \
+                open_atomically(target, replace=force, new_file_mode=0o600) as file:
+            writer = (BinaryTraceWriter(file) if out_kind is TraceFormat.BINARY
+                      else TextTraceWriter(file))
             for record in read_records(stream, kind, source.name, **options):
                 if isinstance(writer, TextTraceWriter) and annotate:
                     writer.write(record, _annotation(record))
                 else:
                     writer.write(record)
+            writer.close()
     except DecodeError as exc:
-        partial.unlink(missing_ok=True)
         raise _fail(source, exc) from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)
+    except FileExistsError:
+        raise click.ClickException(f"{target}: the file appeared while converting; "
+                                   "nothing was overwritten") from None
+    except OSError as exc:
+        where = source if exc.filename == str(source) else target
+        raise click.ClickException(f"{where}: {exc.strerror or exc}; nothing was written"
+                                   ) from None
     if isinstance(writer, BinaryTraceWriter) and writer.dropped_timestamps:
         click.echo(f"warning: {writer.dropped_timestamps} timestamps dropped: binary frames"
                    f" carry none", err=True)
     click.echo(f"{writer.records} records: {kind} {source} -> {out_kind} {target}", err=True)
+
+
+def _check_convert_target(source: Path, target: Path, force: bool) -> None:
+    """Refuse an OUT that is IN, or that may not be replaced: one line naming OUT."""
+    from unioncard.file_lock import is_card_image
+
+    try:
+        status = check_target(target)
+    except OSError as exc:
+        raise click.ClickException(f"{target}: {exc.strerror}; nothing was written") from None
+    if status is None:
+        return
+    if os.path.samefile(source, target):
+        raise click.ClickException(f"{target}: OUT is the input file IN; write to another "
+                                   "file")
+    if not force:
+        raise click.ClickException(f"{target}: the file exists; use --force to replace it "
+                                   "(nothing was written)")
+    if is_card_image(target):
+        raise click.ClickException(f"{target}: is a card image, not a trace; not replacing it")
 
 
 def _annotation(record: TraceRecord) -> str | None:

@@ -595,9 +595,11 @@ class TransactionJournal:
             yield
             return
         import fcntl
+        import os
 
         lock_path = self.path + ".export.lock"
-        with open(lock_path, "a") as lock:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC  # no planted link
+        with os.fdopen(os.open(lock_path, flags, 0o600), "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
