@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "CardError",
+    "CommandError",
     "CryptoError",
     "DecodeError",
     "SettlementError",
@@ -47,6 +48,16 @@ class CardError(UnionCardError):
 
 class TransportError(UnionCardError):
     """The link to a card failed: no reader, no card, connection lost."""
+
+
+class CommandError(UnionCardError, ValueError):
+    """A command APDU no card can take, refused before it is sent: a bug in the caller.
+
+    ISO 7816-4 §5.1: a command is at least its 4-byte header CLA INS P1 P2.
+    Not a `TransportError` (drivers take those for a pulled card) nor a
+    `DecodeError` (a card's malformed answer): the link is fine, and a terminal
+    that sends such a command should stop, not record an interrupted payment.
+    """
 
 
 class CryptoError(UnionCardError):

@@ -119,11 +119,13 @@ def test_frames_split_and_batched(vpcd):
         assert [vpcd.recv() for _ in range(3)] == [SELECTED, b"\x01\x02\x03\x90\x00", card.atr]
 
 
-def test_unknown_control_code_is_ignored(vpcd):
+def test_unknown_control_code_answers_6700(vpcd):
+    """A 1-byte payload that is no control code is a program's 1-byte command APDU:
+    vpcd waits for its answer (tests/transport/test_short_apdus.py has every code)."""
     card = LoopbackCard()
     with serve(card, vpcd.port):
         vpcd.accept()
-        vpcd.send(b"\x03")
+        assert vpcd.exchange(b"\x03") == b"\x67\x00"
         assert vpcd.exchange(bytes([Control.ATR])) == card.atr
     assert card.events == []
 

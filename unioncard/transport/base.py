@@ -13,6 +13,11 @@ ISO 7816-4 §5.3 / EMV Book 1 §9.3 (T=0 case handling): a ``61xx`` answer means
 xx bytes wait to be fetched with GET RESPONSE; ``6Cxx`` means the Le was wrong
 and the command must be re-sent with Le = xx.  `Channel` does both, so no
 transport and no session ever does.
+
+Every transport refuses a command shorter than `MIN_COMMAND_LENGTH` (the
+header CLA INS P1 P2, ISO 7816-4 §5.1) with `CommandError` before sending it:
+through vpcd a 1-byte command is read as a control code (docs/pcsc.md).
+`Channel` needs no check: a `CommandAPDU` always has its header.
 """
 
 from __future__ import annotations
@@ -21,11 +26,22 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from unioncard.apdu import CommandAPDU, ResponseAPDU
-from unioncard.errors import CardError
+from unioncard.errors import CardError, CommandError
 
-__all__ = ["ApduObserver", "Channel", "Observed", "Transport", "VirtualCard"]
+__all__ = [
+    "MIN_COMMAND_LENGTH",
+    "ApduObserver",
+    "Channel",
+    "Observed",
+    "Transport",
+    "VirtualCard",
+    "short_command",
+]
 
 MAX_GET_RESPONSE_ROUNDS = 64
+
+MIN_COMMAND_LENGTH = 4
+"""CLA INS P1 P2 (ISO 7816-4 §5.1): no command APDU is shorter."""
 
 ApduObserver = Callable[[bytes, "bytes | None"], None]
 """Called with (command, response) after each exchange; response None: no answer."""
@@ -40,7 +56,10 @@ class Transport(Protocol):
         ...
 
     def transmit(self, command: bytes) -> bytes:
-        """Send one command APDU; return the response APDU (data + SW1 SW2)."""
+        """Send one command APDU; return the response APDU (data + SW1 SW2).
+
+        A command shorter than `MIN_COMMAND_LENGTH` raises `CommandError`, unsent.
+        """
         ...
 
     def power_off(self) -> None:
@@ -77,6 +96,20 @@ class VirtualCard(Protocol):
     def transmit(self, command: bytes) -> bytes:
         """One command APDU in, the response APDU (data + SW1 SW2) out."""
         ...
+
+
+def short_command(command: bytes) -> CommandError:
+    """The error a transport raises, unsent, for ``command`` shorter than its header.
+
+    Transports test ``len(command) < MIN_COMMAND_LENGTH`` themselves (a length
+    test is all the check costs per APDU) and build the error here.
+    """
+    size = f"{len(command)} byte{'' if len(command) == 1 else 's'}"
+    shown = f" ({command.hex(' ').upper()})" if command else ""
+    return CommandError(
+        f"command APDU of {size}{shown} is shorter than its 4-byte header CLA INS P1 P2 "
+        f"(ISO 7816-4 §5.1): not sent to the card"
+    )
 
 
 class Observed:

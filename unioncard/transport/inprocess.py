@@ -18,7 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from unioncard.errors import TransportError
-from unioncard.transport.base import ApduObserver, Observed, VirtualCard
+from unioncard.transport.base import (
+    MIN_COMMAND_LENGTH,
+    ApduObserver,
+    Observed,
+    VirtualCard,
+    short_command,
+)
 
 __all__ = ["InProcessTransport"]
 
@@ -29,7 +35,9 @@ class InProcessTransport(Observed):
     An exception from the card means it lost power (a tear): it becomes a
     `TransportError`, the card counts as unpowered, and the next `power_on`
     recovers, as with a card pulled from a reader.  ``on_apdu`` sees every
-    exchange (`unioncard.transport.base.Observed`), e.g. to record a trace.
+    exchange (`unioncard.transport.base.Observed`), e.g. to record a trace.  A
+    command shorter than its 4-byte header raises `CommandError` and never
+    reaches the card, as with every transport.
     """
 
     def __init__(self, card: VirtualCard, *, on_apdu: ApduObserver | None = None) -> None:
@@ -55,9 +63,12 @@ class InProcessTransport(Observed):
         return self.atr
 
     def transmit(self, command: bytes) -> bytes:
+        """Send one command APDU to the card; shorter than 4 bytes: `CommandError`, unsent."""
+        command = bytes(command)
+        if len(command) < MIN_COMMAND_LENGTH:
+            raise short_command(command)
         if not self.powered:
             raise TransportError("the card is not powered on")
-        command = bytes(command)
         try:
             response = bytes(self.card.transmit(command))
         except Exception as exc:

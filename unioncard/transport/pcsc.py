@@ -6,7 +6,8 @@ handling is `Channel`'s job, for every transport alike.  It uses PC/SC Part 5
 (SCardConnect, SCardTransmit, SCardDisconnect); pyscard's lists of ints stay
 inside this module: callers see ``bytes``, and pyscard's result codes become
 `TransportError` with a message that names the reader.  A card pulled from the
-reader is reported as such (``the card was removed from reader ...``).
+reader is reported as such (``the card was removed from reader ...``).  A
+command shorter than 4 bytes is refused with `CommandError`, unsent.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from unioncard.errors import TransportError
-from unioncard.transport.base import ApduObserver, Observed
+from unioncard.transport.base import MIN_COMMAND_LENGTH, ApduObserver, Observed, short_command
 
 __all__ = ["PcscTransport", "is_virtual_reader", "list_readers"]
 
@@ -203,16 +204,22 @@ class PcscTransport(Observed):
         return self._read_atr()
 
     def transmit(self, command: bytes) -> bytes:
-        """Send one command APDU; return the response APDU (data + SW)."""
+        """Send one command APDU; return the response APDU (data + SW).
+
+        A command shorter than its 4-byte header raises `CommandError` and is not
+        sent: vpcd would take a 1-byte one for a control code (docs/pcsc.md).
+        """
         sc = _scard()
+        command = bytes(command)
+        if len(command) < MIN_COMMAND_LENGTH:
+            raise short_command(command)
         if self._card is None:
             raise TransportError(f"card in reader {self._describe()} is not powered on")
-        command = bytes(command)
         hresult, response = sc.SCardTransmit(self._card, self._pci, list(command))
-        if _code(hresult) != 0 or len(response) < 2:
+        if hresult or len(response) < 2:  # a result code is 0 exactly when _code() is
             self._observe(command, None)
             # vpcd reports a card that vanished mid-command as an empty answer.
-            code = hresult if _code(hresult) != 0 else sc.SCARD_E_NOT_TRANSACTED
+            code = hresult if hresult else sc.SCARD_E_NOT_TRANSACTED
             raise self._lost(code, "exchange an APDU with")
         answer = bytes(response)
         self._observe(command, answer)

@@ -43,7 +43,7 @@ from unioncard.apdu.apdu import CommandAPDU
 from unioncard.apdu.instructions import command_name
 from unioncard.apdu.trace import Device, TraceRecord, read_records
 from unioncard.errors import DecodeError, TransportError, UnionCardError
-from unioncard.transport.base import ApduObserver, Observed
+from unioncard.transport.base import MIN_COMMAND_LENGTH, ApduObserver, Observed, short_command
 
 __all__ = [
     "PLACEHOLDER_ATR",
@@ -158,8 +158,14 @@ class ReplayTransport(Observed):
         self.powered = False
 
     def transmit(self, command: bytes) -> bytes:
-        """The recorded response to ``command``, which must be the next recorded command."""
+        """The recorded response to ``command``, which must be the next recorded command.
+
+        A command shorter than its 4-byte header raises `CommandError` (not a
+        mismatch: no transport sends it), and the replay does not advance.
+        """
         command = bytes(command)
+        if len(command) < MIN_COMMAND_LENGTH:
+            raise short_command(command)
         if not self.powered:
             raise TransportError(f"the replayed {self.name} is not powered on")
         number = self.position + 1

@@ -7,6 +7,13 @@ length and a payload; a 1-byte payload is a control code (``00`` power off,
 ``01`` power on, ``02`` reset, ``04`` send the ATR, the only one answered),
 anything longer a command APDU, answered with the response APDU.
 
+vpcd frames a program's 1-byte command APDU exactly as a control code and then
+waits, without a time limit, for an answer.  The bridge answers a 1-byte
+payload that is no control code (``03``, ``05``-``FF``) with `WRONG_LENGTH`
+(``6700``), so the reader does not hang; ``00``-``02`` cannot be told from
+vpcd's own, which expect no answer, and get none (docs/pcsc.md, "1-byte
+commands").
+
 Every slot is served from one thread by a selector.  ``TCP_NODELAY`` is set
 once and ``TCP_QUICKACK`` before every read: pcscd writes a frame's length
 and payload separately, and a card that delays its ACK makes each APDU wait
@@ -52,6 +59,7 @@ from unioncard.transport.pcscd import DEFAULT_VPCD_PORT
 __all__ = [
     "INSERT_SECONDS",
     "TEAR_SECONDS",
+    "WRONG_LENGTH",
     "CommandHook",
     "Control",
     "VpcdBridge",
@@ -72,12 +80,16 @@ TEAR_SECONDS = 1.0
 """How long a card that lost power stays out of its reader: more than pcscd's
 400 ms presence poll, so pcscd sees a removal and powers the card up again."""
 
+WRONG_LENGTH = b"\x67\x00"
+"""The answer to a 1-byte payload that is no control code: a program's 1-byte
+command APDU (ISO 7816-4 ``6700``, wrong length)."""
+
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 _MAX_FRAME = 0xFFFF
 
 
 class Control(IntEnum):
-    """vpcd control codes: 1-byte payloads from pcscd."""
+    """vpcd control codes: 1-byte payloads from pcscd (any other: `WRONG_LENGTH`)."""
 
     POWER_OFF = 0x00
     POWER_ON = 0x01
@@ -444,7 +456,10 @@ class VpcdBridge:
         elif code == Control.POWER_OFF:
             card.power_off()
         else:
-            log.warning("slot %d: unknown vpcd control code %02X ignored", slot.number, code)
-            return None
+            # Not from vpcd: a program sent a 1-byte command APDU and vpcd waits for
+            # its answer.  Unanswered, the reader would hang (docs/pcsc.md).
+            log.warning("slot %d: 1-byte command APDU %02X answered 6700 (wrong length)",
+                        slot.number, code)
+            return WRONG_LENGTH
         log.debug("slot %d: %s", slot.number, Control(code).name.lower().replace("_", " "))
         return None
