@@ -3,7 +3,9 @@
 Spreadsheet programs in China save CSV as UTF-8 (with or without a BOM) or as
 GBK/GB 18030; both are read.  Columns are found by name in the header, in any
 order, by their English names or their Chinese ones.  Every row comes back with
-its line number, so a refusal names the line; blank rows are skipped.  The
+its line number, so a refusal names the line; blank rows are skipped.  A column
+named twice in the header is refused when it is one the sheet's reader wants.
+`control_character` finds what a cell must not carry to a card or a terminal.  The
 member sheet of card issuance (`unioncard.applet_sim.member_sheet`) and the
 disbursement sheet of the service points (`unioncard.terminal.disbursements`)
 are read with it.
@@ -18,11 +20,12 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RowError", "SheetError", "decode", "read_rows"]
+__all__ = ["RowError", "SheetError", "control_character", "decode", "read_rows"]
 
 
 class SheetError(ValueError):
@@ -44,6 +47,21 @@ class RowError:
     def __str__(self) -> str:
         who = f" (member {self.key})" if self.key else ""
         return f"line {self.line}{who}: {self.reason}"
+
+
+def control_character(text: str) -> str | None:
+    """The first control or format character of ``text`` (ESC, BEL, NUL, a line break, a
+    bidirectional override...) as ``U+XXXX``, or None; spaces of any width are fine.
+
+    >>> control_character("张三"), control_character("张\u3000三"), control_character("a\x1b[2J")
+    (None, None, 'U+001B')
+    """
+    if text.isprintable():
+        return None
+    for char in text:
+        if not char.isprintable() and unicodedata.category(char) != "Zs":
+            return f"U+{ord(char):04X}"
+    return None
 
 
 def decode(raw: bytes) -> tuple[str, str]:

@@ -207,3 +207,119 @@ def test_new_images_are_private_and_replaced_ones_keep_their_mode(card, tmp_path
     path.chmod(0o640)
     card.save(path)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+# --- an image is checked completely on load ------------------------------------------------
+
+
+def _saved(card, tmp_path, change=None, name="card.json"):
+    """``card``'s image, changed by ``change(doc)``, written to a file."""
+    doc = card.to_image()
+    if change is not None:
+        change(doc)
+    path = tmp_path / name
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def _cells(doc):
+    return doc["nvm"]["cells"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: _cells(d).update({"3F00/1002:balance": "7FFFFFFF"}),
+         "'3F00/1002:balance' holds 2147483647, above the purse maximum 100000"),
+        (lambda d: _cells(d).update({"3F00/1002:balance": "00002710FF"}),
+         "'3F00/1002:balance' has 5 bytes, not 4"),
+        (lambda d: _cells(d).pop("3F00/1002:balance"), "'3F00/1002:balance' is missing"),
+        (lambda d: _cells(d).update({"3F00/1002:state": "03"}), "above the last purse state"),
+        (lambda d: _cells(d).update({"3F00/1002:mac_errors": "04"}), "MAC error limit 3"),
+        (lambda d: _cells(d).update({"3F00:pin_tries": "09"}), "above the PIN's tries 3"),
+        (lambda d: _cells(d).update({"3F00/1002:proof": "00"}), "not 0 or 11"),
+        (lambda d: _cells(d).update({"3F00/1002/0015": "00"}), "the EF has 30"),
+        (lambda d: _cells(d).update({"3F00/1002:bonus": "00"}), "names no file or value"),
+        (lambda d: _cells(d).update({"3F00/1001/0019#4": "AA" * 43}), "no record of the EF"),
+        (lambda d: _cells(d).update({"3F00/1001/0019#3": "AA" * 43}), "record 2 is missing"),
+        (lambda d: _cells(d).update({"3F00/1002/0018#ptr": "0101"}), "record 1 is missing"),
+        (lambda d: _cells(d).update({"3F00/1002/0018#ptr": "0B01"}), "do not fit 10 records"),
+        (lambda d: d.update(kind="psam"), "kind is psam, but the card does not hold one PSAM"),
+        (lambda d: d.update(kind="wallet"), "kind must be one of member-card, psam"),
+        (lambda d: d["mf"]["children"][1]["app"].update(max_balance="100000"),
+         r"mf.children\[1\].app.max_balance must be an integer"),
+        (lambda d: d["mf"]["children"][1]["children"][0].update(size=True),
+         r"mf.children\[1\].children\[0\].size must be an integer"),
+        (lambda d: d["mf"]["children"][1]["app"].update(label="\x1b[2J"), "printable ASCII"),
+        (lambda d: d["mf"]["children"][1]["app"].update(log_fid="0015"), "no cyclic log EF"),
+        (lambda d: d["nvm"]["journal"]["entries"].append(
+            {"step": "purse.balance", "address": "3F00/1002:balance", "value": "7FFFFFFF"}),
+         "journal entry 0 .* above the purse maximum"),
+        (lambda d: d["nvm"]["journal"]["entries"].append(
+            {"step": "no.such.step", "address": "3F00/1002:balance", "value": "00000000"}),
+         "must name an NVM write step"),
+    ],
+)
+def test_an_image_is_validated_completely_on_load(card, tmp_path, change, message):
+    path = _saved(card, tmp_path, change)
+    with pytest.raises(DecodeError, match=message) as caught:
+        SimulatedCard.load(path)
+    assert caught.value.message.startswith(f"{path}: malformed card image")
+
+
+def test_a_psam_image_and_a_psam_kind_on_a_member_card(card, psam, tmp_path):
+    path = _saved(psam, tmp_path, name="psam.json")
+    assert SimulatedCard.load(path).psam().terminal_seq == 0
+    with pytest.raises(DecodeError, match="'3F00:terminal_seq' is missing"):
+        SimulatedCard.load(_saved(psam, tmp_path, lambda d: _cells(d).pop("3F00:terminal_seq")))
+
+    def member_card_with_a_psam(doc):
+        doc["mf"]["children"][0]["app"] = psam.to_image()["mf"]["app"]
+
+    with pytest.raises(DecodeError, match="kind is member-card, but the card holds a PSAM"):
+        SimulatedCard.load(_saved(card, tmp_path, member_card_with_a_psam))
+
+
+def test_a_committed_journal_is_checked_as_power_up_leaves_it(card, tmp_path):
+    def torn(doc):
+        doc["nvm"]["journal"] = {"committed": True, "entries": [
+            {"step": "purse.log_pointer", "address": "3F00/1002/0018#ptr", "value": "0101"}]}
+
+    with pytest.raises(DecodeError, match="3F00/1002/0018: record 1 is missing"):
+        SimulatedCard.load(_saved(card, tmp_path, torn))
+    torn_doc = card.to_image()
+    torn(torn_doc)
+    torn_doc["nvm"]["journal"]["committed"] = False  # discarded at power-up: fine
+    assert SimulatedCard.from_image(torn_doc).nvm.journal
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"format": "unioncard-card-image", "label": "\xff"}', r"not UTF-8 text \(byte 0xFF"),
+        (b"[" * 3000 + b"]" * 3000, "nested too deeply"),
+        (b'{"format": 1, "format": 2}', "the key 'format' appears twice"),
+        (b'{"version": ' + b"9" * 5000 + b"}", "not JSON: Exceeds the limit"),
+    ],
+)
+def test_hostile_image_files(tmp_path, raw, message):
+    path = tmp_path / "bad.json"
+    path.write_bytes(raw)
+    with pytest.raises(DecodeError, match=message):
+        SimulatedCard.load(path)
+
+
+def test_image_files_are_bounded_and_regular(tmp_path):
+    from unioncard.applet_sim.image import CARD_IMAGE_LIMIT
+
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as file:
+        file.truncate(CARD_IMAGE_LIMIT + 1)  # sparse: nothing is read
+    with pytest.raises(DecodeError, match=r"huge\.json: the card image is larger than 4 MiB"):
+        SimulatedCard.load(huge)
+    with pytest.raises(DecodeError, match="a character device, not a regular file"):
+        SimulatedCard.load("/dev/zero")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(DecodeError, match="a FIFO, not a regular file"):
+        SimulatedCard.load(fifo)  # refused at once: it waits for no writer

@@ -1,5 +1,7 @@
 """The member collection sheet: encodings, headers, categories, GB 11643 checks."""
 
+import datetime as dt
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -115,3 +117,56 @@ def test_quoted_fields_and_column_order():
 def test_unreadable_sheets(raw, message):
     with pytest.raises(SheetError, match=message):
         read_sheet(raw)
+
+
+@pytest.mark.parametrize("header", [
+    "name,member_no,organization,category,id_number,name",
+    "name,member_no,organization,category,id_number,姓名",  # the same column in Chinese
+    "姓名,会员编号,工会组织,类别,身份证号,会员编号",
+])
+def test_a_wanted_column_twice_refuses_the_sheet(header):
+    row = "张三,20260001,市总工会,,11010519491231002X,李四"
+    with pytest.raises(SheetError, match="appears twice in the header"):
+        read_sheet(f"{header}\n{row}\n".encode())
+
+
+def test_an_unknown_column_twice_is_ignored():
+    text = (HEADER.strip() + ",phone,phone,备注,备注\n"
+            "张三,20260001,市总工会,hardship,11010519491231002X,1,2,x,y\n")
+    sheet = read_sheet(text.encode())
+    assert not sheet.errors
+    assert (sheet.members[0].name, sheet.members[0].category_flags) == ("张三", 2)
+
+
+def test_a_birth_date_in_the_future_is_refused():
+    future = "110105210001010015"  # born 2100-01-01, with a valid check digit
+    assert check_id_number(future) == "identity number has a birth date in the future 21000101"
+    assert check_id_number(future, today=dt.date(2100, 1, 1)) is None
+    sheet = read_sheet((HEADER + f"张三,20260001,市总工会,,{future}\n").encode(),
+                       today=dt.date(2026, 5, 1))
+    assert not sheet.members
+    assert "birth date in the future" in str(sheet.errors[0])
+
+
+@pytest.mark.parametrize(
+    ("name", "organization", "char"),
+    [
+        ("张\x1b[2J三", "市总工会", "U+001B"),  # terminal escape
+        ("张三\x07", "市总工会", "U+0007"),
+        ('"张\n三"', "市总工会", "U+000A"),  # a quoted line break
+        ("张\x00三", "市总工会", "U+0000"),  # would cut the name in EF 0016
+        ("张三", "市总\u202e工会", "U+202E"),  # a bidirectional override
+        ("张三", "市总\x1b]0;x\x07工会", "U+001B"),
+    ],
+)
+def test_control_characters_in_names_and_organizations_are_refused(name, organization, char):
+    sheet = read_sheet((HEADER + f"{name},20260001,{organization},,11010519491231002X\n"
+                        ).encode())
+    assert not sheet.members
+    assert f"holds the control character {char}" in str(sheet.errors[0])
+
+
+def test_wide_spaces_and_middle_dots_are_names():
+    sheet = read_sheet((HEADER + "阿依古丽·买买提,20260001,市总工会\u3000一分会,,"
+                        "11010519491231002X\n").encode())
+    assert not sheet.errors and sheet.members[0].organization == "市总工会\u3000一分会"

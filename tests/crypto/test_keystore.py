@@ -54,7 +54,7 @@ def test_load_from_file(tmp_path):
     path = tmp_path / "keys.toml"
     path.write_text(Keystore.test().to_toml())
     assert Keystore.load(path) == Keystore.test()
-    with pytest.raises(CryptoError, match="cannot read keystore"):
+    with pytest.raises(CryptoError, match=r"missing\.toml: cannot read the keystore"):
         Keystore.load(tmp_path / "missing.toml")
 
 
@@ -102,3 +102,31 @@ def test_missing_application_and_version():
         ks.purse_keys("metro")
     with pytest.raises(CryptoError, match="no key version 07"):
         ks.by_version(7)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('format = "unioncard-keystore"\nversion = 1\ndescription = "市总工会"\n'.encode("gbk"),
+         r"keys.toml: the keystore is not UTF-8 text \(byte 0xCA at offset 57\)"),
+        (bytes(range(256)), "keys.toml: the keystore is not UTF-8 text"),
+        (b"x = " + b"[" * 10_000 + b"]" * 10_000, "keys.toml: .*nested too deeply"),
+    ],
+)
+def test_hostile_keystore_files(tmp_path, raw, message):
+    path = tmp_path / "keys.toml"
+    path.write_bytes(raw)
+    with pytest.raises(CryptoError, match=message):
+        Keystore.load(path)
+
+
+def test_keystore_files_are_bounded_and_regular(tmp_path):
+    from unioncard.bounded_read import KEYSTORE_LIMIT
+
+    huge = tmp_path / "huge.toml"
+    with huge.open("wb") as file:
+        file.truncate(KEYSTORE_LIMIT + 1)
+    with pytest.raises(CryptoError, match=r"huge\.toml: the keystore is larger than 1 MiB"):
+        Keystore.load(huge)
+    with pytest.raises(CryptoError, match="/dev/zero: the keystore is a character device"):
+        Keystore.load("/dev/zero")

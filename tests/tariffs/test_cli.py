@@ -183,7 +183,8 @@ def test_check_json(tmp_path):
 
 
 def test_check_missing_and_binary_files(tmp_path):
-    assert "no such file" in run("check", str(tmp_path / "none.toml")).output
+    assert "none.toml: cannot read the rule file: No such file" \
+        in run("check", str(tmp_path / "none.toml")).output
     path = tmp_path / "binary.toml"
     path.write_bytes(b"\xff\x00")
     assert "not UTF-8" in run("check", str(path)).output
@@ -214,3 +215,45 @@ def test_the_installed_command_prints_one_json_document():
         capture_output=True, text=True, check=True,
     )
     assert json.loads(process.stdout)["charged_amount"] == 180
+
+
+def main(capsys, *args):
+    """Run the installed command's entry point: (exit status, stdout, stderr)."""
+    from unioncard.cli import main as entry_point
+
+    try:
+        entry_point(list(args))
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_a_rule_file_nested_too_deeply_is_one_error(tmp_path, capsys):
+    path = tmp_path / "deep.toml"
+    path.write_text("[[rule]]\nid = \"a\"\nwhen.routes = " + "[" * 10_000 + "]" * 10_000 + "\n")
+    status, out, err = main(capsys, "tariffs", "check", str(path))
+    assert status == 1 and "nested too deeply" in out and "Traceback" not in out + err
+    status, out, err = main(capsys, "tariffs", "quote", "--mode", "bus", "--amount", "200",
+                            "--card-type", "0x55", "--rules", str(path))
+    assert status == 1 and out == ""
+    assert err.splitlines() == [f"Error: {path}: not valid TOML: arrays or tables nested too "
+                                f"deeply (run 'unioncard tariffs check {path}')"]
+
+
+def test_check_json_is_one_document_whatever_the_exit_status(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD)
+    status, out, err = main(capsys, "tariffs", "check", str(path), "--json")
+    assert status == 1 and json.loads(out)["ok"] is False  # one document, nothing after it
+    assert err == f"Error: {path}: 3 error(s), nothing loaded\n"
+    status, out, err = main(capsys, "tariffs", "check", "/dev/zero", "--json")
+    assert status == 1 and json.loads(out)["error"].startswith("/dev/zero: the rule file is a")
+
+
+def test_text_from_a_rule_file_is_printed_escaped(tmp_path, capsys):
+    path = tmp_path / "rules.toml"
+    path.write_text('[ruleset]\nname = "city\\u001b[2J"\n')
+    status, out, _ = main(capsys, "tariffs", "show", "--rules", str(path))
+    assert status == 0 and "\x1b" not in out and "city\\x1b[2J: 0 rules" in out

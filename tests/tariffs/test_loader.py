@@ -233,8 +233,10 @@ def test_load_reads_files(tmp_path):
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(RuleFileError, match="not UTF-8"):
         load(path)
-    with pytest.raises(OSError):
+    with pytest.raises(RuleFileError, match=r"missing\.toml: cannot read the rule file"):
         load(tmp_path / "missing.toml")
+    with pytest.raises(RuleFileError, match="a character device, not a regular file"):
+        load("/dev/zero")
 
 
 def test_rule_file_error_is_a_tariff_error():

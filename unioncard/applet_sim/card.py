@@ -368,7 +368,10 @@ class SimulatedCard:
     def from_image(
         cls, doc: Any, *, random_source: RandomSource = None, protocol: str | None = None
     ) -> SimulatedCard:
-        """A card (powered off) from an image document; bad documents raise `DecodeError`."""
+        """A card (powered off) from an image document, checked completely
+        (`image.check_document`, `image.check_card`); bad documents raise `DecodeError`."""
+        from unioncard.applet_sim import image
+
         if not isinstance(doc, dict) or doc.get("format") != IMAGE_FORMAT:
             raise DecodeError(f"not a card image: expected format {IMAGE_FORMAT!r}")
         if doc.get("version") != IMAGE_VERSION:
@@ -376,12 +379,18 @@ class SimulatedCard:
                 f"unsupported card image version {doc.get('version')!r} "
                 f"(this release reads version {IMAGE_VERSION})"
             )
+        image.check_document(doc)
         layout = layout_from_json(doc)
         nvm = Nvm.from_json(doc.get("nvm"))
         chosen = protocol or doc.get("protocol", "T=1")
         if chosen not in PROTOCOLS:
             raise DecodeError(f"card image protocol must be T=0 or T=1, got {chosen!r}")
-        return cls(layout, nvm, protocol=chosen, random_source=random_source)
+        try:
+            card = cls(layout, nvm, protocol=chosen, random_source=random_source)
+        except ValueError as exc:
+            raise DecodeError(f"malformed card image: {exc}") from None
+        image.check_card(card)
+        return card
 
     @classmethod
     def load(
@@ -392,12 +401,16 @@ class SimulatedCard:
         write_through: bool = False,
         protocol: str | None = None,
     ) -> SimulatedCard:
-        """Open a card image file.  With ``write_through`` every NVM commit is saved to the
-        file (atomically, fsync'd) before the command's response leaves `transmit`."""
+        """Open a card image file, checked completely (docs/card-image.md); `DecodeError`
+        names the file and the problem.  With ``write_through`` every NVM commit is saved to
+        the file (atomically, fsync'd) before the command's response leaves `transmit`."""
         from unioncard.applet_sim import image
 
-        card = cls.from_image(image.read_image(path), random_source=random_source,
-                              protocol=protocol)
+        doc = image.read_image(path)
+        try:
+            card = cls.from_image(doc, random_source=random_source, protocol=protocol)
+        except DecodeError as exc:
+            raise DecodeError(f"{path}: {exc.message}", exc.offset, exc.partial) from None
         if write_through:
             card.set_persistence(image.FileSink(path))
         return card

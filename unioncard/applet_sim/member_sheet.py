@@ -9,7 +9,10 @@ empty or any of ``model_worker``, ``hardship``, ``mutual_aid`` (the Chinese
 Every row is checked; a bad row becomes a `RowError` with its line number and
 the reason, and the good rows are still returned, so issuance can go on and
 report the refusals together.  Resident identity numbers are checked with the
-GB 11643-1999 check digit and their birth date.
+GB 11643-1999 check digit and their birth date (a real date, not after today).
+Names and organizations may not hold control or format characters (ESC, BEL,
+line breaks, NUL, bidirectional overrides): the card would store them and every
+tool would print them.
 
 >>> sheet = read_sheet("name,member_no,organization,category,id_number\\n"
 ...                    "张三,20260001,市总工会,hardship,11010519491231002X\\n".encode())
@@ -23,7 +26,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from unioncard.apdu.records import MemberCategory as Category
-from unioncard.sheet import RowError, SheetError, read_rows
+from unioncard.sheet import RowError, SheetError, control_character, read_rows
 
 __all__ = [
     "CATEGORY_NAMES",
@@ -82,8 +85,12 @@ class MemberSheet:
     errors: list[RowError] = field(default_factory=list)
 
 
-def check_id_number(id_number: str) -> str | None:
-    """Why an 18-digit resident identity number is invalid, or None (GB 11643-1999)."""
+def check_id_number(id_number: str, today: dt.date | None = None) -> str | None:
+    """Why an 18-digit resident identity number is invalid, or None (GB 11643-1999).
+
+    The birth date must be a real date from 1900 on, and not after ``today`` (by
+    default, the date of the computer's clock).
+    """
     if len(id_number) != 18:
         if len(id_number) == 15 and id_number.isdigit():
             return "15-digit identity number has no check digit; give the 18-digit number"
@@ -97,6 +104,8 @@ def check_id_number(id_number: str) -> str | None:
         return f"identity number has an impossible birth date {body[6:14]}"
     if birth.year < 1900:
         return f"identity number has an impossible birth date {body[6:14]}"
+    if birth > (today or dt.date.today()):
+        return f"identity number has a birth date in the future {body[6:14]}"
     expected = _ID_CHECK[sum(int(d) * w for d, w in zip(body, _ID_WEIGHTS, strict=True)) % 11]
     if check != expected:
         return f"identity number check digit is {check}, GB 11643 gives {expected}"
@@ -117,11 +126,15 @@ def _parse_categories(text: str) -> int:
     return flags
 
 
-def _check_row(values: dict[str, str]) -> tuple[str, int] | str:
+def _check_row(values: dict[str, str], today: dt.date | None) -> tuple[str, int] | str:
     """The normalized id number and category flags of a row, or why it is refused."""
     name, member_no = values["name"], values["member_no"]
     if not name:
         return "name is empty"
+    for column in ("name", "organization"):
+        char = control_character(values[column])
+        if char:
+            return f"{column} holds the control character {char}, which a card must not store"
     try:
         name_bytes = len(name.encode("gbk"))
     except UnicodeEncodeError:
@@ -135,7 +148,7 @@ def _check_row(values: dict[str, str]) -> tuple[str, int] | str:
     if len(values["organization"].encode("utf-8")) > ORGANIZATION_MAX_UTF8_BYTES:
         return f"organization is longer than {ORGANIZATION_MAX_UTF8_BYTES} bytes"
     id_number = values["id_number"].upper()
-    reason = check_id_number(id_number)
+    reason = check_id_number(id_number, today)
     if reason:
         return reason
     try:
@@ -145,8 +158,10 @@ def _check_row(values: dict[str, str]) -> tuple[str, int] | str:
     return id_number, flags
 
 
-def read_sheet(raw: bytes) -> MemberSheet:
-    """Read a whole member sheet; raises `SheetError` only for an unreadable sheet."""
+def read_sheet(raw: bytes, *, today: dt.date | None = None) -> MemberSheet:
+    """Read a whole member sheet; raises `SheetError` only for an unreadable sheet.
+
+    ``today`` (default: the computer's clock) is the latest birth date accepted."""
     encoding, rows = read_rows(raw, COLUMNS, CHINESE_COLUMNS)
     sheet = MemberSheet(encoding=encoding)
     seen_members: dict[str, int] = {}
@@ -157,7 +172,7 @@ def read_sheet(raw: bytes) -> MemberSheet:
             continue
         line, values = row
         member_no = values["member_no"]
-        checked = _check_row(values)
+        checked = _check_row(values, today)
         if isinstance(checked, str):
             sheet.errors.append(RowError(line, member_no, checked))
             continue

@@ -21,7 +21,14 @@ from unioncard.applet_sim.card import SimulatedCard
 from unioncard.applet_sim.issuance import DEFAULT_TERMINAL_ID, IssueOptions, issue_sheet
 from unioncard.applet_sim.member_sheet import SheetError, read_sheet
 from unioncard.applet_sim.summary import card_summary
-from unioncard.commands.common import JSON_OPTION, finish, parse_terminal_id, progress_bar
+from unioncard.bounded_read import SHEET_LIMIT, InputFileError, read_file
+from unioncard.commands.common import (
+    JSON_OPTION,
+    finish,
+    parse_terminal_id,
+    printable,
+    progress_bar,
+)
 from unioncard.commands.terminal_io import (
     card_options,
     check_link_options,
@@ -29,6 +36,7 @@ from unioncard.commands.terminal_io import (
     open_link,
 )
 from unioncard.crypto.keystore import Keystore
+from unioncard.errors import DecodeError
 
 __all__ = ["group"]
 
@@ -38,13 +46,28 @@ TEST_KEYS_WARNING = (
     "for anything else."
 )
 PROGRESS_MIN_MEMBERS = 200
+CARD_DATES = (dt.date(1900, 1, 1), dt.date(9999, 12, 31))
+"""The validity dates a card holds (BCD YYYYMMDD in EF 0015 and the member template)."""
 
 
 def _years_later(start: dt.date, years: int) -> dt.date:
+    if start.year + years > CARD_DATES[1].year:
+        return CARD_DATES[1]
     try:
         return start.replace(year=start.year + years)
     except ValueError:  # 29 February
         return start.replace(year=start.year + years, day=28)
+
+
+def _card_date(value: dt.datetime | None, option: str) -> dt.date | None:
+    """The date of a validity option, refused before anything is written when a card
+    cannot hold it."""
+    if value is None:
+        return None
+    if not CARD_DATES[0] <= value.date() <= CARD_DATES[1]:
+        raise click.BadParameter(f"{value.date()} is not a date a card holds (from "
+                                 f"{CARD_DATES[0]} to {CARD_DATES[1]})", param_hint=option)
+    return value.date()
 
 
 def _warn_test_keys() -> None:
@@ -104,18 +127,21 @@ def issue(members_file: Path, out_dir: Path, keys_file: Path | None,
     others are issued: the exit status is 0 when every row was issued, 1 when
     any was refused.
     """
+    start = _card_date(valid_from, "--valid-from") or dt.date.today()
+    end = _card_date(valid_until, "--valid-until") or _years_later(start, 5)
     keys = Keystore.load(keys_file) if keys_file else Keystore.test()
     if keys.test_keys:
         _warn_test_keys()
-    start = valid_from.date() if valid_from else dt.date.today()
-    end = valid_until.date() if valid_until else _years_later(start, 5)
     try:
         options = IssueOptions(start, end, transit_balance, etc_balance, first_card_no,
                                terminal_id, protocol, force)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        sheet = read_sheet(members_file.read_bytes())
+        sheet = read_sheet(read_file(members_file, limit=SHEET_LIMIT, what="member sheet"),
+                           today=dt.date.today())
+    except InputFileError as exc:
+        raise click.ClickException(str(exc)) from None
     except SheetError as exc:
         raise click.ClickException(f"{members_file}: {exc}") from None
     with ExitStack() as stack:
@@ -138,7 +164,7 @@ def issue(members_file: Path, out_dir: Path, keys_file: Path | None,
         click.echo(f"issued {len(report.issued)} card(s) into {out_dir}"
                    f" (sheet read as {sheet.encoding})")
         for error in report.refused:
-            click.echo(f"{members_file}: refused {error}", err=True)
+            click.echo(printable(f"{members_file}: refused {error}"), err=True)
     if report.refused:
         sys.exit(1)
 
@@ -194,12 +220,18 @@ def show(image: Path, unmask: bool, as_json: bool) -> None:
     The image is only read.  A transaction interrupted by a power cut is
     reported, and the state is shown as the card's next power-up leaves it.
     """
-    doc = card_summary(SimulatedCard.load(image), unmask=unmask)
+    card = SimulatedCard.load(image)  # a malformed image: one line naming it (cli.main)
+    try:
+        doc = card_summary(card, unmask=unmask)
+    except DecodeError as exc:
+        raise DecodeError(f"{image}: a file of the card cannot be read: {exc.message}",
+                          exc.offset, exc.partial) from None
     if as_json:
         click.echo(json.dumps({"image": str(image), **doc}, ensure_ascii=False))
     else:
         for line in _show_lines(doc):
-            click.echo(line)
+            click.echo(printable(line))  # names and labels come from the image
+
 
 
 def _read_lines(outcome: Any) -> list[str]:
@@ -256,5 +288,5 @@ def read(card_image: Path | None, reader: str | None, wait: float, unmask: bool,
         card = open_link(stack, card_image, reader, what="card", wait=wait)
         assert card is not None
         outcome = run(CardRead(unmask=unmask), card=card)
-    finish(outcome.to_dict(), _read_lines(outcome), as_json=as_json,
-           status=outcome.decision.exit_status)
+    finish(outcome.to_dict(), [printable(line) for line in _read_lines(outcome)],
+           as_json=as_json, status=outcome.decision.exit_status)

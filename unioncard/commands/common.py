@@ -14,6 +14,7 @@ __all__ = [
     "error_document",
     "finish",
     "parse_terminal_id",
+    "printable",
     "progress_bar",
     "yuan",
 ]
@@ -90,6 +91,22 @@ def error_document(reason: str, decision: str = "error", exit_status: int = 2
             **{key: ([] if key == "rules" else False if key == "recovered" else None)
                for key in DECISION_KEYS},
             "error": reason, "exit_status": exit_status}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control and format characters (ESC, BEL, NUL,
+    line breaks, bidirectional overrides) as escapes, everything else as it is.
+
+    >>> print(printable("张三\\x07\\x1b[2J\\u202e"))
+    张三\\x07\\x1b[2J\\u202e
+    """
+    if text.isprintable():
+        return text
+    import unicodedata
+
+    return "".join(
+        c if c.isprintable() or unicodedata.category(c) == "Zs"
+        else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def yuan(fen: int | None) -> str:

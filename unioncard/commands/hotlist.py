@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from unioncard.bounded_read import HOTLIST_LIMIT, read_file
 from unioncard.commands.common import JSON_OPTION, finish, progress_bar
 from unioncard.offline.hotlist import (
     CST,
@@ -230,7 +231,7 @@ def replace(file: Path, full: Path, progress: bool | None, as_json: bool) -> Non
 
     caught: list[str] = []
     with _reporting(as_json, caught):
-        data = full.read_bytes()
+        data = read_file(full, limit=HOTLIST_LIMIT, what="hotlist", error=HotlistError)
         with ExitStack() as stack:
             entries, _ = check_hotlist(data, source=str(full),
                                        progress=_progress(stack, full, progress))

@@ -149,15 +149,16 @@ def _load_host(keys_file: str | None) -> Any:
 def _import(sheet: Path, purse: str | None, journal_path: Path | None, at: dt.datetime | None,
             as_json: bool) -> None:
     """``load --from SHEET``: every payment of the sheet pending in the journal, once."""
+    from unioncard.bounded_read import SHEET_LIMIT, InputFileError, read_file
     from unioncard.offline import Application
     from unioncard.sheet import SheetError
     from unioncard.terminal.disbursements import read_disbursements
 
     try:
-        read = read_disbursements(sheet.read_bytes(),
+        read = read_disbursements(read_file(sheet, limit=SHEET_LIMIT, what="disbursement sheet"),
                                   default_purse=Application[(purse or "transit").upper()])
-    except SheetError as exc:
-        reason = f"{sheet}: {exc}"
+    except (SheetError, InputFileError) as exc:
+        reason = str(exc) if isinstance(exc, InputFileError) else f"{sheet}: {exc}"
         finish(error_document(reason), [f"error: {reason}"], as_json=as_json, status=2,
                to_stderr=True)
     with ExitStack() as stack:

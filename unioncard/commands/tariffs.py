@@ -7,13 +7,14 @@ The format of rule files and the combination policy are in docs/tariffs.md.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from unioncard.commands.common import JSON_OPTION
+from unioncard.commands.common import JSON_OPTION, printable
 from unioncard.tariffs.context import QuoteContext
 from unioncard.tariffs.dump import dumps
 from unioncard.tariffs.engine import quote
@@ -24,6 +25,7 @@ from unioncard.tariffs.loader import (
     default_rules,
     load,
     parse,
+    read_rule_file,
 )
 from unioncard.tariffs.model import (
     CARD_TYPE_NAMES,
@@ -93,11 +95,9 @@ def check(file: Path, strict: bool, as_json: bool) -> None:
     with --strict).
     """
     try:
-        text = file.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise click.ClickException(f"{file}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise click.ClickException(f"{file}: not UTF-8 text ({exc.reason})") from None
+        text = read_rule_file(file)
+    except RuleFileError as exc:
+        raise click.ClickException(str(exc)) from None
     ruleset, errors = parse(text, str(file))
     warnings: list[Problem] = lint(ruleset, str(file)) if ruleset is not None else []
     if as_json:
@@ -111,14 +111,18 @@ def check(file: Path, strict: bool, as_json: bool) -> None:
         })
     else:
         for problem in [*errors, *warnings]:
-            click.echo(str(problem))
+            click.echo(printable(str(problem)))
         if ruleset is not None:
             click.echo(f"{file}: {len(ruleset)} rules, version {ruleset.short_version}, "
                        f"rounding {ruleset.rounding}, {len(warnings)} warning(s)")
-    if errors:
-        raise click.ClickException(f"{file}: {len(errors)} error(s), nothing loaded")
-    if strict and warnings:
-        raise click.ClickException(f"{file}: {len(warnings)} warning(s) (--strict)")
+    failure = (f"{file}: {len(errors)} error(s), nothing loaded" if errors
+               else f"{file}: {len(warnings)} warning(s) (--strict)" if strict and warnings
+               else None)
+    if failure is not None and as_json:  # the document above is the one JSON document
+        click.echo(f"Error: {failure}", err=True)
+        sys.exit(1)
+    if failure is not None:
+        raise click.ClickException(failure)
 
 
 @group.command("quote")
@@ -197,7 +201,7 @@ def quote_command(
         ("rule set", f"{rules.name or rules.source} {rules.short_version} ({rules.rounding})"),
     ]
     for label, value in rows:
-        click.echo(f"{label:<12} {value}")
+        click.echo(printable(f"{label:<12} {value}"))
 
 
 def _conditions(rule: Rule) -> str:
@@ -244,8 +248,8 @@ def show(rules_file: str | None, as_toml: bool, as_json: bool) -> None:
         _echo_json({"name": rules.name, "version": rules.version,
                     "rounding": str(rules.rounding), **rules.canonical()})
         return
-    click.echo(f"{rules.name or rules.source}: {len(rules)} rules, version "
-               f"{rules.short_version}, rounding {rules.rounding}")
+    click.echo(printable(f"{rules.name or rules.source}: {len(rules)} rules, version "
+                         f"{rules.short_version}, rounding {rules.rounding}"))
     for rule in rules.rules:
         flags = [f for f, on in (("stackable", rule.stackable), ("settled", rule.capped)) if on]
         effect = rule.effect.describe()

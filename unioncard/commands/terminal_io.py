@@ -121,10 +121,15 @@ def record_trace(stack: ExitStack, path: Path, card: Channel, psam: Channel | No
 
 
 def open_replay(path: Path) -> Any:
-    """A recorded trace, read whole, to play back in place of the card and the PSAM."""
+    """A recorded trace, read whole, to play back in place of the card and the PSAM; a
+    malformed one is refused naming the file."""
+    from unioncard.errors import DecodeError
     from unioncard.transport.replay import Replay
 
-    return Replay.load(path)
+    try:
+        return Replay.load(path)
+    except DecodeError as exc:
+        raise DecodeError(f"{path}: {exc.message}", exc.offset, exc.partial) from None
 
 
 def replay_links(replay: Any) -> tuple[Channel, Channel | None]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unioncard.bounded_read import KEYSTORE_LIMIT, read_utf8
 from unioncard.crypto.purse import diversify
 from unioncard.errors import CryptoError
 
@@ -164,6 +165,9 @@ class Keystore:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise CryptoError(f"keystore is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise CryptoError("keystore is not valid TOML: arrays or tables nested too "
+                              "deeply") from None
         return cls.from_mapping(doc)
 
     @classmethod
@@ -222,12 +226,13 @@ class Keystore:
 
     @classmethod
     def load(cls, path: str | Path) -> Keystore:
-        """Read a keystore file."""
+        """Read a keystore file: UTF-8 TOML of at most `KEYSTORE_LIMIT` bytes; `CryptoError`
+        names the file and the problem."""
+        text = read_utf8(path, limit=KEYSTORE_LIMIT, what="keystore", error=CryptoError)
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CryptoError(f"cannot read keystore {path}: {exc.strerror}") from None
-        return cls.from_toml(text)
+            return cls.from_toml(text)
+        except CryptoError as exc:
+            raise CryptoError(f"{path}: {exc}") from None
 
     @classmethod
     def test(cls) -> Keystore:

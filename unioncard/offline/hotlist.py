@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from unioncard.bounded_read import HOTLIST_LIMIT, InputFileError, open_file, read_file
 from unioncard.errors import UnionCardError
 
 __all__ = [
@@ -318,12 +319,8 @@ def _parse(data: bytes, source: str, *, delta: bool,
 
 
 def _read_file(path: str | os.PathLike[str], what: str = "hotlist") -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise HotlistError(f"cannot read the {what} {os.fspath(path)}: "
-                           f"{exc.strerror or exc}") from None
+    """A regular file of at most `HOTLIST_LIMIT` bytes (`HotlistError` otherwise)."""
+    return read_file(path, limit=HOTLIST_LIMIT, what=what, error=HotlistError)
 
 
 def parse_hotlist(data: bytes | str, *, source: str = "<hotlist>"
@@ -564,10 +561,12 @@ def _read_consistent(path: Path) -> tuple[bytes, os.stat_result, int]:
     for _ in range(5):
         checked_at = _clock()
         try:
-            with open(path, "rb") as file:
+            with open_file(path, limit=HOTLIST_LIMIT, what="hotlist") as file:
                 before = os.fstat(file.fileno())
-                data = file.read()
+                data = file.read(HOTLIST_LIMIT + 1)  # grown past it: read again, refused
                 after = os.fstat(file.fileno())
+        except InputFileError as exc:
+            raise HotlistError(str(exc)) from None
         except OSError as exc:
             raise HotlistError(f"cannot read the hotlist {path}: {exc.strerror or exc}"
                                ) from None

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path as FilePath
 from typing import Any, Literal, TypeGuard
 
+from unioncard.bounded_read import RULE_FILE_LIMIT, InputFileError, read_utf8
 from unioncard.errors import TariffError
 from unioncard.tariffs.locate import Path, SourceMap
 from unioncard.tariffs.model import (
@@ -47,6 +48,7 @@ __all__ = [
     "load",
     "loads",
     "parse",
+    "read_rule_file",
 ]
 
 DEFAULT_RULES = "default.toml"
@@ -533,6 +535,9 @@ def parse(text: str, source: str = "<string>") -> tuple[RuleSet | None, list[Pro
         line = int(match.group(1)) if match else None
         message = _TOML_LINE.sub("", str(exc)).replace("()", "").strip().rstrip(" ,")
         return None, [Problem(source, line, None, f"not valid TOML: {message}")]
+    except RecursionError:
+        return None, [Problem(source, None, None,
+                              "not valid TOML: arrays or tables nested too deeply")]
     builder = _Builder(source, SourceMap(text))
     ruleset = builder.ruleset(data, source)
     problems = sorted(builder.problems, key=lambda p: (p.line is None, p.line or 0))
@@ -547,14 +552,18 @@ def loads(text: str, source: str = "<string>") -> RuleSet:
     return ruleset
 
 
-def load(path: str | FilePath) -> RuleSet:
-    """A rule set from a TOML file (UTF-8)."""
-    file = FilePath(path)
+def read_rule_file(path: str | FilePath) -> str:
+    """The text of a rule file: UTF-8, at most `RULE_FILE_LIMIT` bytes, a regular file
+    (:class:`RuleFileError` otherwise, naming the file and the problem)."""
     try:
-        text = file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RuleFileError([Problem(str(file), None, None, f"not UTF-8 text: {exc}")]) from None
-    return loads(text, str(file))
+        return read_utf8(path, limit=RULE_FILE_LIMIT, what="rule file")
+    except InputFileError as exc:
+        raise RuleFileError([Problem(exc.path, None, None, exc.reason)]) from None
+
+
+def load(path: str | FilePath) -> RuleSet:
+    """A rule set from a TOML file (UTF-8, at most `RULE_FILE_LIMIT` bytes)."""
+    return loads(read_rule_file(path), str(path))
 
 
 @functools.cache

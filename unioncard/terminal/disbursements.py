@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from unioncard.offline import Application
-from unioncard.sheet import RowError, read_rows
+from unioncard.sheet import RowError, control_character, read_rows
 from unioncard.terminal.session import Decision, Outcome
 
 if TYPE_CHECKING:
@@ -159,6 +159,8 @@ def _check_row(values: dict[str, str], default_purse: Application
         return "reason is empty"
     if len(reason.encode("utf-8")) > REASON_MAX_UTF8_BYTES:
         return f"reason is longer than {REASON_MAX_UTF8_BYTES} bytes"
+    if control_character(reason):
+        return f"reason holds the control character {control_character(reason)}"
     reference = values.get("reference", "")
     if reference and not (reference.isprintable() and len(reference) <= REFERENCE_MAX):
         return f"reference must be 1 to {REFERENCE_MAX} printable characters"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unioncard.bounded_read import TOLL_TABLE_LIMIT, read_utf8
 from unioncard.errors import UnionCardError
 
 __all__ = ["TollTable", "TollTableError", "load_toll_table", "parse_toll_table"]
@@ -73,6 +74,8 @@ def parse_toll_table(text: str, source: str = "<toll table>") -> TollTable:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TollTableError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise TollTableError(f"{source}: not valid TOML: nested too deeply") from None
     unknown = sorted(set(doc) - {"network", "name", "toll"})
     if unknown:
         raise TollTableError(f"{source}: unknown entries {', '.join(unknown)}")
@@ -114,8 +117,6 @@ def parse_toll_table(text: str, source: str = "<toll table>") -> TollTable:
 
 
 def load_toll_table(path: str | Path) -> TollTable:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TollTableError(f"cannot read toll table {path}: {exc}") from None
+    """A toll table file: UTF-8, a regular file of at most `TOLL_TABLE_LIMIT` bytes."""
+    text = read_utf8(path, limit=TOLL_TABLE_LIMIT, what="toll table", error=TollTableError)
     return parse_toll_table(text, str(path))
