@@ -250,3 +250,13 @@ def test_a_torn_purchase_replays_torn(tmp_path, sim_card, sim_psam):
     replay.finish()
     assert replayed.decision is Decision.INTERRUPTED
     assert summary(replayed)[:4] == summary(original)[:4]
+
+
+def test_a_recording_too_long_for_one_session_is_refused(monkeypatch):
+    from unioncard.transport import replay as replay_module
+
+    monkeypatch.setattr(replay_module, "MAX_REPLAY_RECORDS", 10)
+    records = [TraceRecord.command(bytes.fromhex("00B0000000")),
+               TraceRecord.response(bytes.fromhex("9000"))] * 6
+    with pytest.raises(replay_module.ReplayError, match="more than 10 records"):
+        replay_module.Replay.from_records(records, source="day.uct")

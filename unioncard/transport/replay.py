@@ -60,6 +60,10 @@ bytes, no interface bytes, so T=0 implied and no TCK), then ``REPLAY``."""
 
 _DEVICE_NAMES = {Device.CARD: "card", Device.PSAM: "PSAM"}
 
+MAX_REPLAY_RECORDS = 200_000
+"""A replay holds its recording in memory: one session is tens of records, a day of a
+busy validator tens of thousands; anything longer is refused rather than read whole."""
+
 
 class ReplayError(UnionCardError):
     """A trace that cannot be replayed (a response that answers no command)."""
@@ -244,6 +248,9 @@ class Replay:
                                               response, command.timestamp))
 
         for index, record in enumerate(records, 1):
+            if index > MAX_REPLAY_RECORDS:
+                raise ReplayError(f"{source}: more than {MAX_REPLAY_RECORDS:,} records; a "
+                                  "replay plays back one session (split the trace)")
             if first_timestamp is None:
                 first_timestamp = record.timestamp
             device = record.device
