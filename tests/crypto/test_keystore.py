@@ -130,3 +130,59 @@ def test_keystore_files_are_bounded_and_regular(tmp_path):
         Keystore.load(huge)
     with pytest.raises(CryptoError, match="/dev/zero: the keystore is a character device"):
         Keystore.load("/dev/zero")
+
+
+# --- keys per issuer ------------------------------------------------------------------------
+
+CITY_B = bytes.fromhex("20000000FFFFFFFF")
+
+
+def _entry(application: str, version: int, fill: str, issuer: bytes | None = None) -> str:
+    lines = ["", "[[purse]]", f'application = "{application}"', f"key_version = {version}"]
+    if issuer is not None:
+        lines.append(f'issuer = "{issuer.hex().upper()}"')
+    lines += [f'{name} = "{fill * 16}"'
+              for name in ("purchase_mk", "load_mk", "tac_mk", "maintenance_mk")]
+    return "\n".join(lines) + "\n"
+
+
+def _with(*entries: str) -> Keystore:
+    return Keystore.from_toml(Keystore.test().to_toml() + "".join(entries))
+
+
+def test_an_issuers_own_entry_wins_and_others_fall_back_to_the_generic_one():
+    keys = _with(_entry("transit", 1, "22", CITY_B))
+    generic = keys.for_card(bytes.fromhex("10000000FFFFFFFF"), 1)
+    assert generic.issuer is None and generic.tac_mk == Keystore.test().by_version(1).tac_mk
+    assert keys.for_card(CITY_B, 1).tac_mk == bytes.fromhex("22" * 16)
+    assert keys.for_card(CITY_B, 2).application == "etc"  # the generic ETC keys
+    with pytest.raises(CryptoError, match="no key version 07 for issuer 20000000FFFFFFFF"):
+        keys.for_card(CITY_B, 7)
+    assert keys.by_version(1).issuer is None  # a PSAM's choice is unchanged
+
+
+def test_key_versions_are_unique_per_issuer():
+    with pytest.raises(CryptoError, match="key version 05 of issuer 20000000FFFFFFFF is used "
+                                          "by both transit and etc"):
+        _with(_entry("transit", 5, "22", CITY_B), _entry("etc", 5, "33", CITY_B))
+    with pytest.raises(CryptoError, match="key version 01 is used by both transit and etc"):
+        _with(_entry("etc", 1, "33"))
+    assert len(_with(_entry("transit", 5, "22", CITY_B),
+                     _entry("transit", 5, "33", bytes(8))).purse) == 4
+
+
+def test_an_issuer_only_version_and_the_round_trip():
+    keys = _with(_entry("transit", 9, "22", CITY_B))
+    assert keys.by_version(9).issuer == CITY_B
+    assert keys.purchase_master_keys()[9] == bytes.fromhex("22" * 16)
+    assert Keystore.from_toml(keys.to_toml()) == keys
+    two = _with(_entry("transit", 9, "22", CITY_B), _entry("transit", 9, "33", bytes(8)))
+    with pytest.raises(CryptoError, match="belongs to 2 issuers"):
+        two.by_version(9)
+
+
+@pytest.mark.parametrize("issuer", ['"2000"', '"ZZ000000FFFFFFFF"', "12"])
+def test_a_bad_issuer_is_refused(issuer):
+    text = _entry("transit", 9, "22", CITY_B).replace('"20000000FFFFFFFF"', issuer)
+    with pytest.raises(CryptoError, match=r"\(transit\) issuer: the issuer id"):
+        Keystore.from_toml(Keystore.test().to_toml() + text)

@@ -851,7 +851,23 @@ def test_keystore_load_host_refuses_a_wrong_mac1():
 def test_keystore_load_host_refuses_an_unknown_key_version():
     answer = KeystoreLoadHost(KEYS).authorize(_load_request(key_version=9))
     assert not answer.approved
-    assert answer.reason == "the load host has no keys of key version 09"
+    assert answer.reason == ("the load host has no such keys: the keystore has no key "
+                             "version 09")
+
+
+def test_keystore_load_host_picks_the_keys_of_the_cards_issuer():
+    """A host serving two city unions: the issuer's own keys at the card's key version."""
+    other_issuer = bytes.fromhex("20000000FFFFFFFF")
+    text = KEYS.to_toml().replace("test_keys = true", "test_keys = false")
+    text += ('\n[[purse]]\napplication = "transit"\nkey_version = 0x01\n'
+             f'issuer = "{other_issuer.hex().upper()}"\n'
+             + "".join(f'{name} = "{"11" * 16}"\n'
+                       for name in ("purchase_mk", "load_mk", "tac_mk", "maintenance_mk")))
+    both = Keystore.from_toml(text)
+    request = _load_request()
+    assert KeystoreLoadHost(both).authorize(request).approved  # no issuer: any issuer's keys
+    theirs = dataclasses.replace(request, issuer=other_issuer)
+    assert not KeystoreLoadHost(both).authorize(theirs).approved  # that issuer's keys differ
 
 
 # --- ETC entry and exit ---------------------------------------------------------------------------

@@ -4,7 +4,10 @@ A keystore holds, per purse application and key version, the purchase, load,
 TAC and maintenance master keys (MPK, MLK, MTK and the application maintenance
 key).  Cards carry keys diversified from these (`derive_card_keys`); the PSAM
 carries the purchase master keys, one per key version.  Key versions are unique
-across the file because the PSAM picks its master key by version alone.
+per issuer: an entry without ``issuer`` applies to the cards of any issuer, an
+entry naming an issuer (the 8-byte issuer id of the card's EF 0015) wins for that
+issuer's cards, so one keystore serves the cards of several city unions
+(`Keystore.for_card`, what settlement uses).
 
 ``test_keys = true`` marks a file of published test keys: tools must warn
 loudly when they use one.  The sections ``[emv]``, ``[rsa]`` and ``[sm2]`` are
@@ -66,7 +69,8 @@ def _key(where: str, value: Any) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class PurseKeys:
-    """The master keys of one purse application at one key version."""
+    """The master keys of one purse application at one key version, for the cards of
+    ``issuer`` (8 bytes) or, when None, of any issuer."""
 
     application: str
     key_version: int
@@ -74,8 +78,12 @@ class PurseKeys:
     load_mk: bytes = field(repr=False)
     tac_mk: bytes = field(repr=False)
     maintenance_mk: bytes = field(repr=False)
+    issuer: bytes | None = None
 
     def __post_init__(self) -> None:
+        if self.issuer is not None and (not isinstance(self.issuer, bytes)
+                                        or len(self.issuer) != 8):
+            raise CryptoError(f"{self.application} issuer must be 8 bytes (16 hex digits)")
         if not _NAME.match(self.application):
             raise CryptoError(f"application name {self.application!r} must match {_NAME.pattern}")
         if not isinstance(self.key_version, int) or not 0 <= self.key_version <= 0xFF:
@@ -119,14 +127,17 @@ class Keystore:
     reserved: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        seen: dict[int, str] = {}
+        seen: dict[tuple[bytes | None, int], str] = {}
         for keys in self.purse:
-            if keys.key_version in seen:
+            where = (keys.issuer, keys.key_version)
+            if where in seen:
+                whose = ("" if keys.issuer is None
+                         else f" of issuer {keys.issuer.hex().upper()}")
                 raise CryptoError(
-                    f"key version {keys.key_version:02X} is used by both "
-                    f"{seen[keys.key_version]} and {keys.application}"
+                    f"key version {keys.key_version:02X}{whose} is used by both "
+                    f"{seen[where]} and {keys.application}"
                 )
-            seen[keys.key_version] = keys.application
+            seen[where] = keys.application
         unknown = set(self.reserved) - set(RESERVED_SECTIONS)
         if unknown:
             raise CryptoError(f"unknown keystore sections: {', '.join(sorted(unknown))}")
@@ -146,15 +157,40 @@ class Keystore:
         return max(found, key=lambda k: k.key_version)
 
     def by_version(self, key_version: int) -> PurseKeys:
-        """The purse keys of one key version (how a PSAM chooses them)."""
+        """The purse keys of one key version (how a PSAM chooses them): the entry for any
+        issuer, else the one issuer's entry of that version."""
+        found = [k for k in self.purse if k.key_version == key_version]
+        generic = [k for k in found if k.issuer is None]
+        if generic:
+            return generic[0]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise CryptoError(f"the keystore has no key version {key_version:02X}")
+        raise CryptoError(f"key version {key_version:02X} belongs to {len(found)} issuers: "
+                          "name the card's issuer (for_card)")
+
+    def for_card(self, issuer: bytes, key_version: int) -> PurseKeys:
+        """The keys of a card of ``issuer`` at ``key_version``: the issuer's own entry, else
+        the entry for any issuer; `CryptoError` when neither exists."""
+        generic = None
         for keys in self.purse:
-            if keys.key_version == key_version:
+            if keys.key_version != key_version:
+                continue
+            if keys.issuer == issuer:
                 return keys
-        raise CryptoError(f"the keystore has no key version {key_version:02X}")
+            if keys.issuer is None:
+                generic = keys
+        if generic is None:
+            raise CryptoError(f"the keystore has no key version {key_version:02X} for issuer "
+                              f"{issuer.hex().upper()}")
+        return generic
 
     def purchase_master_keys(self) -> dict[int, bytes]:
-        """Key version → purchase master key: what a PSAM is loaded with."""
-        return {k.key_version: k.purchase_mk for k in self.purse}
+        """Key version → purchase master key: what a PSAM is loaded with (`by_version` of
+        each version)."""
+        return {v: self.by_version(v).purchase_mk
+                for v in sorted({k.key_version for k in self.purse})}
 
     # --- the file format -------------------------------------------------------------
 
@@ -195,7 +231,8 @@ class Keystore:
             where = f"[[purse]] #{i}"
             if not isinstance(entry, dict):
                 raise CryptoError(f"{where} is not a table")
-            extra = sorted(set(entry) - {"application", "key_version", *_KEY_FIELDS})
+            extra = sorted(set(entry) - {"application", "key_version", "issuer",
+                                         *_KEY_FIELDS})
             if extra:
                 raise CryptoError(f"{where}: unknown entries {', '.join(extra)}")
             missing = [k for k in ("application", "key_version", *_KEY_FIELDS) if k not in entry]
@@ -205,7 +242,8 @@ class Keystore:
             if not isinstance(app, str):
                 raise CryptoError(f"{where}: application must be a string")
             keys = {name: _key(f"{where} ({app}) {name}", entry[name]) for name in _KEY_FIELDS}
-            purse.append(PurseKeys(app, entry["key_version"], **keys))
+            purse.append(PurseKeys(app, entry["key_version"], **keys,
+                                   issuer=_issuer(f"{where} ({app})", entry.get("issuer"))))
         reserved = {name: doc[name] for name in RESERVED_SECTIONS if name in doc}
         return cls(tuple(purse), test_keys, description, reserved)
 
@@ -221,6 +259,8 @@ class Keystore:
         for keys in self.purse:
             lines += ["", "[[purse]]", f'application = "{keys.application}"',
                       f"key_version = 0x{keys.key_version:02X}"]
+            if keys.issuer is not None:
+                lines.append(f'issuer = "{keys.issuer.hex().upper()}"')
             lines += [f'{name} = "{getattr(keys, name).hex().upper()}"' for name in _KEY_FIELDS]
         return "\n".join(lines) + "\n"
 
@@ -239,6 +279,18 @@ class Keystore:
         """The shipped test keystore (docs/protocol.md §6 test keys; ``test_keys = true``)."""
         text = (Path(__file__).parent.parent / "data" / TEST_KEYSTORE).read_text("utf-8")
         return cls.from_toml(text)
+
+
+def _issuer(where: str, value: Any) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        issuer = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        issuer = b""
+    if len(issuer) != 8:
+        raise CryptoError(f"{where} issuer: the issuer id of the card's EF 0015, 16 hex digits")
+    return issuer
 
 
 def _toml_string(text: str) -> str:

@@ -71,7 +71,7 @@ def block_purse(card: PurseCard, terminal_id: bytes) -> Generator[Step, Any, str
         header = cmd.application_block(bytes(4)).to_bytes()[:5]
         answer: MaintenanceAuthorization = yield Authorize(MaintenanceRequest(
             key_version=key_version, diversifier=card.diversifier, challenge=challenge.data,
-            header=header))
+            header=header, issuer=card.issuer))
         if not answer.approved:
             return f"the key host refused: {answer.reason}"
         blocked = yield card_send(cmd.application_block(answer.mac), "APPLICATION BLOCK")

@@ -37,6 +37,8 @@ class MaintenanceRequest:
     diversifier: bytes
     challenge: bytes
     header: bytes
+    issuer: bytes | None = None
+    """The card's issuer id (EF 0015): a host serving several issuers picks its keys by it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +74,10 @@ class KeystoreKeyHost:
         from unioncard.crypto.keystore import derive_card_keys
 
         try:
-            master = self._keys.by_version(request.key_version)
-        except CryptoError:
-            return MaintenanceAuthorization(False, reason="the key host has no keys of key "
-                                                          f"version {request.key_version:02X}")
+            master = (self._keys.by_version(request.key_version) if request.issuer is None
+                      else self._keys.for_card(request.issuer, request.key_version))
+        except CryptoError as exc:
+            return MaintenanceAuthorization(False, reason=f"the key host has no such keys: {exc}")
         key = derive_card_keys(master, request.diversifier).maintenance
         return MaintenanceAuthorization(True, pc.maintenance_mac(key, request.challenge,
                                                                  request.header))

@@ -93,7 +93,7 @@ class Load(PurseSession):
         authorization: LoadAuthorization = yield Authorize(LoadRequest(
             key_version=init.key_version, diversifier=card.diversifier, balance=init.balance,
             online_seq=init.online_seq, random=init.random, amount=self.amount,
-            terminal_id=self.terminal_id, when=self.now, mac1=init.mac1))
+            terminal_id=self.terminal_id, when=self.now, mac1=init.mac1, issuer=card.issuer))
         if not authorization.approved:
             raise Refused(f"the load host refused: {authorization.reason}",
                           balance_before=init.balance, details=details)

@@ -50,6 +50,8 @@ class LoadRequest:
     terminal_id: bytes
     when: dt.datetime
     mac1: bytes = field(repr=False)
+    issuer: bytes | None = None
+    """The card's issuer id (EF 0015): a host serving several issuers picks its keys by it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +87,10 @@ class KeystoreLoadHost:
         from unioncard.crypto.keystore import derive_card_keys
 
         try:
-            master = self._keys.by_version(request.key_version)
-        except CryptoError:
-            return LoadAuthorization(False, reason=f"the load host has no keys of key version "
-                                                   f"{request.key_version:02X}")
+            master = (self._keys.by_version(request.key_version) if request.issuer is None
+                      else self._keys.for_card(request.issuer, request.key_version))
+        except CryptoError as exc:
+            return LoadAuthorization(False, reason=f"the load host has no such keys: {exc}")
         dlk = derive_card_keys(master, request.diversifier).load
         seslk = pc.load_session_key(dlk, request.random, request.online_seq)
         load = TransactionType.EP_LOAD
