@@ -240,19 +240,26 @@ class PurseSession(Session):
 
     # --- pricing --------------------------------------------------------------------------
 
+    def priced_card_type(self, card: PurseCard, member: MemberRecord | None) -> int:
+        """The card type the tariffs see: EF 0015's, or ordinary when a member application
+        says the member is not active today (the offline record keeps this one, so
+        settlement prices the record as the terminal did)."""
+        if member is not None and not membership_active(member, self.now.date()):
+            return int(records.CardType.ORDINARY)
+        return card.card_type
+
     def price(self, card: PurseCard, member: MemberRecord | None, amount: int,
               sale: Sale) -> Quote:
         """Quote ``amount`` with the member's benefits.  A member application that says the
         member is not active today makes the card an ordinary one for pricing."""
-        card_type, status = card.card_type, records.MemberStatus.ACTIVE
+        status = records.MemberStatus.ACTIVE
         categories = card.category_flags
         if member is not None:
             categories = member.category_flags
             status = member.status
-            if not membership_active(member, self.now.date()):
-                card_type = records.CardType.ORDINARY
         return quote(QuoteContext(
-            mode=sale.mode, amount=amount, card_type=card_type, at=self.now,
+            mode=sale.mode, amount=amount, card_type=self.priced_card_type(card, member),
+            at=self.now,
             member_categories=categories, member_status=status, route=sale.route,
             vehicle_class=sale.vehicle_class, merchant_id=sale.merchant,
             merchant_category=sale.mcc), self.rules)
@@ -268,7 +275,7 @@ class PurseSession(Session):
             terminal_id=self.terminal_id, terminal_seq=terminal_seq, issuer=card.issuer,
             diversifier=card.diversifier, application=card.application, card_seq=card_seq,
             key_version=key_version, tx_type=tx_type, mode=0 if sale is None else int(sale.mode),
-            card_type=card.card_type,
+            card_type=self.priced_card_type(card, member),
             category_flags=member.category_flags if member else card.category_flags,
             member_status=int(member.status) if member else 0,
             organization=_fit_utf8(member.organization, ORGANIZATION_BYTES) if member else "",
