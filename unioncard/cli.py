@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("trace", "group"),
     "sim": ("sim", "group"),
     "tariffs": ("tariffs", "group"),
+    "settle": ("settle", "settle_command"),
+    "ledger": ("settle", "ledger_command"),
     "demo": ("demo", "group"),
 }
 """Command name -> (module under unioncard.commands, attribute), in help order."""

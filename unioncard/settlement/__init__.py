@@ -1,1 +1,55 @@
-"""Settlement of offline transaction batches (TAC verification, clearing)."""
+"""Settlement: verify, classify and clear offline record batches (docs/settlement.md).
+
+`settle` runs the whole of it: batch files in header order, each analyzed (in this
+process or on Dask workers), settled against the ledger and reported::
+
+    from unioncard.settlement import RunInputs, settle
+    report = settle(paths, ledger_path="ledger.sqlite", inputs=RunInputs(keystore),
+                    out="report/")
+    report.summary()   # {"accepted": ..., "rejected": {...}, "totals": {...}, ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from unioncard.settlement.errors import BatchRefused, SettlementError
+from unioncard.settlement.inputs import RunInputs, read_operators
+from unioncard.settlement.reasons import Reason
+
+__all__ = ["BatchRefused", "Reason", "RunInputs", "SettlementError", "read_operators",
+           "settle"]
+
+
+def settle(paths: Sequence[str | Path], *, ledger_path: str | Path, inputs: RunInputs,
+           out: str | Path | None = None, engine: str = "fast", client: Any = None,
+           progress: Callable[[int], None] | None = None) -> Any:
+    """Settle the batch files ``paths`` into the ledger; the `Report` (written to ``out``
+    when given).  ``engine``: ``fast`` (numpy and numba), ``reference`` (one record at a
+    time with `cryptography` and the reference tariff quote) or ``dask`` (the fast path on
+    the workers of ``client``, a `distributed.Client`)."""
+    from unioncard.settlement.engines import dask_analyses, local_analyses
+    from unioncard.settlement.ledger import Ledger
+    from unioncard.settlement.pipeline import Settlement, run_settlement
+    from unioncard.settlement.report import build_report, write_report
+
+    if engine not in ("fast", "reference", "dask"):
+        raise ValueError(f"engine must be fast, reference or dask, not {engine!r}")
+    if (engine == "dask") != (client is not None):
+        raise ValueError("the dask engine, and only it, takes a client")
+    reference = engine == "reference"
+
+    def analyses(ordered: Sequence[Path]) -> Any:
+        if client is not None:
+            return dask_analyses(ordered, inputs, client)
+        return local_analyses(ordered, inputs, reference=reference)
+
+    with Ledger(ledger_path) as ledger:
+        settlement = Settlement(ledger, inputs, reference=reference)
+        run = run_settlement(paths, settlement, analyses, progress=progress)
+        report = build_report(ledger, run)
+    if out is not None:
+        write_report(report, out)
+    return report

@@ -57,6 +57,8 @@ def _text_column(value: Any, n: int, name: str) -> np.ndarray:
         return np.full(n, "", dtype="<U1")
     if isinstance(value, str):
         return np.full(n, value)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.ndim == 1:
+        return value  # already a str column ('' for none)
     items = np.asarray(value, dtype=object)
     if items.ndim != 1:
         raise TariffError(f"column {name} must be one-dimensional")

@@ -1,0 +1,247 @@
+"""One batch file, on its own: ingest, TAC verification and the checks of one record.
+
+Everything here depends on the file and the run's inputs alone, never on other
+batches or the ledger, so batch files are analyzed in any order, on any worker
+(docs/settlement.md, "Scale-out"); what depends on the order of the run
+(duplicates, replays, proofs, capped benefits) is `unioncard.settlement.pipeline`'s.
+
+Two paths give the same `BatchAnalysis`, mask for mask:
+
+- `analyze_batch` (fast): the file mapped onto numpy columns
+  (`unioncard.settlement.columns`), TACs verified in bulk by numba DES
+  (`unioncard.crypto.tac_batch`), purchases re-priced by the tariffs batch kernel;
+- `analyze_batch_reference`: `read_batch` builds every `OfflineRecord`, each TAC is
+  computed with `cryptography` (`unioncard.crypto.purse`) and each purchase quoted
+  with `unioncard.tariffs.quote`: obviously right, and slow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from unioncard.offline.record import RecordFlags
+from unioncard.settlement.columns import Columns, DecodedBatch, decode_batch
+from unioncard.settlement.reasons import Reason, bit
+
+if TYPE_CHECKING:
+    from unioncard.offline.record import OfflineRecord
+    from unioncard.settlement.inputs import RunInputs
+    from unioncard.tariffs import ContextBatch, QuoteContext
+
+__all__ = ["BatchAnalysis", "analyze_batch", "analyze_batch_reference", "record_context"]
+
+_NO_TAC = int(RecordFlags.NO_TAC)
+_MAX_MODE = 7  # tariffs Mode: the modes a rule set can price
+_MAX_STATUS = 3  # tariffs MemberStatus
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAnalysis:
+    """A batch file checked on its own.
+
+    ``mask`` holds, per record, the bits (`unioncard.settlement.reasons.bit`) of the
+    checks it failed here; ``verified`` marks the records whose TAC verified (they
+    can prove a seq used); ``ruleset`` is the index in the run's rule sets of the one
+    that re-priced each purchase (-1: none, loads and unknown ones); ``rebate`` the
+    rebate its terminal's quote gives (capped benefits aside: they need the member's
+    history, which only the run has).
+    """
+
+    source: str
+    batch: DecodedBatch
+    mask: np.ndarray
+    verified: np.ndarray
+    ruleset: np.ndarray
+    rebate: np.ndarray
+
+
+def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
+    """The fast path: columns, numba TACs, the tariffs batch kernel."""
+    from unioncard.crypto.tac_batch import tac_keys_distinct, verify_tacs
+
+    batch = decode_batch(data, source)
+    r, cols = batch.records, Columns(batch.records)
+    n = len(r)
+    mask = np.zeros(n, np.uint16)
+    masters, key_row = inputs.tac_master_keys(cols.issuer, r["key_version"])
+    known = key_row >= 0
+    mask[~known] |= bit(Reason.UNKNOWN_ISSUER)
+    check = known & ((r["flags"] & _NO_TAC) == 0)
+    verified = np.zeros(n, bool)
+    rows = np.flatnonzero(check)
+    if rows.size:
+        keys = tac_keys_distinct(masters, key_row[rows], r["diversifier"][rows])
+        verified[rows] = verify_tacs(
+            r["tac"][rows], keys, tx_type=r["tx_type"][rows], amount=r["charged_amount"][rows],
+            terminal_id=r["terminal_id"][rows], terminal_seq=r["terminal_seq"][rows],
+            date=r["date"][rows], time=r["time"][rows],
+            balance_after=r["balance_after"][rows], card_seq=r["card_seq"][rows])
+    mask[check & ~verified] |= bit(Reason.BAD_TAC)
+    mask |= _hotlisted(inputs, cols) * np.uint16(bit(Reason.HOTLISTED))
+    when_day = cols.when.astype("datetime64[D]")
+    expired = ~np.isnat(cols.expiry) & (when_day > cols.expiry)
+    mask[expired] |= bit(Reason.EXPIRED)
+    ruleset = np.full(n, -1, np.int16)
+    rebate = np.zeros(n, np.int64)
+    _price(inputs, r, cols, mask, ruleset, rebate)
+    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate)
+
+
+def _hotlisted(inputs: RunInputs, cols: Columns) -> np.ndarray:
+    """Records whose card was listed at or before the transaction (one lookup per card)."""
+    hotlist = inputs.hotlist
+    n = len(cols)
+    if hotlist is None or n == 0:
+        return np.zeros(n, bool)
+    cards = np.empty(n, dtype=[("issuer", "u8"), ("diversifier", "u8")])
+    cards["issuer"], cards["diversifier"] = cols.issuer, cols.diversifier
+    distinct, inverse = np.unique(cards, return_inverse=True)
+    listed = np.full(len(distinct), np.datetime64("NaT"), "datetime64[s]")
+    for i, (issuer, diversifier) in enumerate(distinct.tolist()):
+        at = hotlist.listed_at(int(issuer).to_bytes(8, "big"), int(diversifier).to_bytes(8, "big"))
+        if at is not None:
+            listed[i] = np.datetime64(at, "s")
+    since = listed[inverse.ravel()]
+    return np.asarray(~np.isnat(since) & (since <= cols.when))
+
+
+def _price(inputs: RunInputs, r: np.ndarray, cols: Columns, mask: np.ndarray,
+           ruleset: np.ndarray, rebate: np.ndarray) -> None:
+    """Re-price every purchase with its rule set as an offline terminal does; mark the
+    unknown rule sets and the charged amounts the rules do not give."""
+    from unioncard.tariffs import evaluate_batch
+
+    purchase = ~cols.is_load
+    versions = r["ruleset_version"].view("S32").ravel()
+    zero = ~r["ruleset_version"].any(axis=1)
+    priceable = (r["mode"] >= 1) & (r["mode"] <= _MAX_MODE) & (r["member_status"] <= _MAX_STATUS)
+    unpriced = purchase & zero
+    mask[unpriced & (r["charged_amount"] != r["list_amount"])] |= bit(Reason.AMOUNT_MISMATCH)
+    for version in np.unique(versions[purchase & ~zero]):
+        rows = np.flatnonzero(purchase & ~zero & (versions == version))
+        rules = inputs.ruleset(bytes(version).ljust(32, b"\0"))
+        usable = rows[priceable[rows]] if rules is not None else rows[:0]
+        mask[np.setdiff1d(rows, usable, assume_unique=True)] |= bit(Reason.UNKNOWN_RULES)
+        if not usable.size or rules is None:
+            continue
+        ruleset[usable] = inputs.rulesets.index(rules)
+        quoted = evaluate_batch(context_batch(r[usable], cols.when[usable]), rules)
+        rebate[usable] = quoted.rebate
+        wrong = quoted.charged != r["charged_amount"][usable]
+        mask[usable[wrong]] |= bit(Reason.AMOUNT_MISMATCH)
+
+
+def context_batch(r: np.ndarray, when: np.ndarray, member_id: np.ndarray | None = None
+                  ) -> ContextBatch:
+    """The tariff contexts of purchase records, as their terminal quoted them."""
+    from unioncard.tariffs import ContextBatch
+
+    status = r["member_status"].astype(np.int64)
+    return ContextBatch.from_columns(
+        mode=r["mode"].astype(np.int64), amount=r["list_amount"].astype(np.int64),
+        card_type=r["card_type"].astype(np.int64), at=when,
+        member_categories=r["category_flags"].astype(np.int64),
+        member_status=np.where(status == 0, 1, status),
+        merchant_id=_text(r["merchant"]), route=_text(r["route"]),
+        merchant_category=np.where(r["mcc"] == 0, -1, r["mcc"].astype(np.int64)),
+        vehicle_class=np.where(r["vehicle_class"] == 0, -1,
+                               r["vehicle_class"].astype(np.int64)),
+        member_id=member_id)
+
+
+def _text(field: np.ndarray) -> np.ndarray:
+    """``00``-padded ASCII byte columns as a numpy str column ('' for none)."""
+    return field.view(f"S{field.shape[1]}").ravel().astype(f"U{field.shape[1]}")
+
+
+# --- the reference path --------------------------------------------------------------------
+
+
+def analyze_batch_reference(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
+    """The reference path: `read_batch`, then one record at a time with `cryptography` and
+    `unioncard.tariffs.quote`."""
+    from unioncard.errors import CryptoError, DecodeError
+    from unioncard.offline.batch import read_batch
+    from unioncard.settlement.columns import unchecked_batch
+    from unioncard.settlement.errors import BatchRefused
+
+    try:
+        records = read_batch(data).records
+    except DecodeError as exc:
+        raise BatchRefused(f"{source}: {exc}", reason=exc.message) from None
+    batch = unchecked_batch(data)
+    n = len(records)
+    mask = np.zeros(n, np.uint16)
+    verified = np.zeros(n, bool)
+    ruleset = np.full(n, -1, np.int16)
+    rebate = np.zeros(n, np.int64)
+    hotlist = inputs.hotlist
+    for i, record in enumerate(records):
+        try:
+            keys = inputs.keys.for_card(record.issuer, record.key_version)
+        except CryptoError:
+            mask[i] |= bit(Reason.UNKNOWN_ISSUER)
+        else:
+            if not record.flags & RecordFlags.NO_TAC:
+                verified[i] = _tac(record, keys.tac_mk) == record.tac
+                if not verified[i]:
+                    mask[i] |= bit(Reason.BAD_TAC)
+        if hotlist is not None:
+            listed = hotlist.listed_at(record.issuer, record.diversifier)
+            if listed is not None and listed <= record.when:
+                mask[i] |= bit(Reason.HOTLISTED)
+        if record.card_expiry is not None and record.when.date() > record.card_expiry:
+            mask[i] |= bit(Reason.EXPIRED)
+        if not record.is_load:
+            mask[i] |= _reprice(inputs, record, ruleset, rebate, i)
+    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate)
+
+
+def _tac(record: OfflineRecord, tac_master: bytes) -> bytes:
+    from unioncard.apdu.purse import bcd_datetime
+    from unioncard.crypto import purse as pc
+
+    dtk = pc.diversify(tac_master, record.diversifier)
+    date, time = bcd_datetime(record.when)
+    if record.is_load:
+        return pc.load_tac(dtk, record.balance_after, record.card_seq, record.charged_amount,
+                           record.tx_type, record.terminal_id, date, time)
+    return pc.purchase_tac(dtk, record.charged_amount, record.tx_type, record.terminal_id,
+                           record.terminal_seq, date, time)
+
+
+def _reprice(inputs: RunInputs, record: OfflineRecord, ruleset: np.ndarray,
+             rebate: np.ndarray, i: int) -> int:
+    from unioncard.tariffs import quote
+
+    if record.ruleset_version == bytes(32):
+        return 0 if record.charged_amount == record.list_amount else bit(Reason.AMOUNT_MISMATCH)
+    rules = inputs.ruleset(record.ruleset_version)
+    context = record_context(record) if rules is not None else None
+    if rules is None or context is None:
+        return bit(Reason.UNKNOWN_RULES)
+    ruleset[i] = inputs.rulesets.index(rules)
+    quoted = quote(context, rules)
+    rebate[i] = quoted.rebate
+    if quoted.charged_amount != record.charged_amount:
+        return bit(Reason.AMOUNT_MISMATCH)
+    return 0
+
+
+def record_context(record: OfflineRecord, member_id: str | None = None) -> QuoteContext | None:
+    """The tariff context a terminal quoted a purchase record with (None: a mode or member
+    status no rule set can price)."""
+    from unioncard.tariffs import MemberStatus, Mode, QuoteContext
+
+    if not 1 <= record.mode <= _MAX_MODE or record.member_status > _MAX_STATUS:
+        return None
+    return QuoteContext(
+        mode=Mode(record.mode), amount=record.list_amount, card_type=record.card_type,
+        at=record.when, member_categories=record.category_flags,
+        member_status=MemberStatus(record.member_status or 1),
+        merchant_id=record.merchant or None, merchant_category=record.mcc or None,
+        route=record.route or None, vehicle_class=record.vehicle_class or None,
+        member_id=member_id)

@@ -1,0 +1,437 @@
+"""Batch files as numpy columns: settlement's fast ingest (docs/records.md, docs/settlement.md).
+
+`decode_batch` maps a batch file's records onto a numpy structured array
+(`RECORD_DTYPE`, big-endian, one row per 256-byte record) without building a
+Python object per record, and checks everything `unioncard.offline.read_batch`
+checks, vectorized: the header, the size, each record's CRC, version and fields,
+the trailer's count, sums and file CRC.  When any check fails, `read_batch`
+itself names the failure, so both paths refuse the same files with the same
+words (tests/settlement/test_columns.py proves the agreement on damaged files).
+
+The derived columns settlement works on (amounts, dates as ``datetime64``,
+64-bit card and terminal keys) come from `Columns`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from unioncard.errors import DecodeError
+from unioncard.jit import jit
+from unioncard.offline.batch import (
+    BATCH_FORMAT_VERSION,
+    HEADER_MAGIC,
+    HEADER_SIZE,
+    TRAILER_MAGIC,
+    TRAILER_SIZE,
+    read_batch,
+)
+from unioncard.offline.record import (
+    CRC_OFFSET,
+    RECORD_LAYOUT,
+    RECORD_SIZE,
+)
+from unioncard.settlement.errors import BatchRefused
+
+__all__ = ["RECORD_DTYPE", "Columns", "DecodedBatch", "decode_batch", "unchecked_batch"]
+
+_INTS = {1: ">u1", 2: ">u2", 4: ">u4"}
+_BYTES = {"terminal_id", "issuer", "diversifier", "organization", "card_expiry", "route",
+          "merchant", "date", "time", "tac", "ruleset_version", "reserved"}
+
+
+def _dtype() -> np.dtype[Any]:
+    names: list[str] = []
+    formats: list[Any] = []
+    offsets: list[int] = []
+    for name, offset, size in RECORD_LAYOUT:
+        names.append(name)
+        offsets.append(offset)
+        if name == "rules":
+            formats.append((">u2", (8,)))
+        elif name in _BYTES:
+            formats.append((np.uint8, (size,)))
+        else:
+            formats.append(_INTS[size])
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": RECORD_SIZE})
+
+
+RECORD_DTYPE = _dtype()
+"""The offline record (format version 1) as a numpy structured dtype."""
+
+_LOAD, _PURCHASE, _CAPP = 0x02, 0x06, 0x09
+_FLAGS = 0x07
+_NO_TAC, _UNVERIFIED = 0x02, 0x04
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """One checked batch file: its header, its records, and the SHA-256 of its bytes."""
+
+    terminal_id: bytes
+    batch_id: int
+    created: str
+    records: np.ndarray
+    digest: str
+    list_total: int
+    charged_total: int
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+
+def decode_batch(data: bytes, source: str = "batch") -> DecodedBatch:
+    """Check and decode a whole batch file; `BatchRefused` names the first failure."""
+    size = len(data)
+    ok = size >= HEADER_SIZE + TRAILER_SIZE and data[:4] == HEADER_MAGIC
+    n, extra = divmod(size - HEADER_SIZE - TRAILER_SIZE, RECORD_SIZE)
+    ok = ok and not extra and n >= 0
+    ok = ok and int.from_bytes(data[4:6], "big") == BATCH_FORMAT_VERSION
+    ok = ok and int.from_bytes(data[6:8], "big") == RECORD_SIZE
+    trailer = data[size - TRAILER_SIZE:]
+    ok = ok and trailer[:4] == TRAILER_MAGIC
+    if ok:
+        records = np.frombuffer(data, RECORD_DTYPE, count=n, offset=HEADER_SIZE)
+        raw = np.frombuffer(data, np.uint8, count=n * RECORD_SIZE,
+                            offset=HEADER_SIZE).reshape(n, RECORD_SIZE)
+        ok = (_created_valid(data[18:25])
+              and int.from_bytes(trailer[28:32], "big") == zlib.crc32(memoryview(data)[:-4])
+              and int.from_bytes(trailer[4:8], "big") == n
+              and not bool(_invalid(records, raw).any())
+              and int.from_bytes(trailer[8:16], "big") == int(
+                  records["list_amount"].sum(dtype=np.uint64))
+              and int.from_bytes(trailer[16:24], "big") == int(
+                  records["charged_amount"].sum(dtype=np.uint64))
+              and bool((raw[:, 1:7] == np.frombuffer(data[8:14], np.uint8)).all()))
+    if not ok:
+        _refuse(data, source)
+    return DecodedBatch(bytes(data[8:14]), int.from_bytes(data[14:18], "big"),
+                        data[18:25].hex(), records, hashlib.sha256(data).hexdigest(),
+                        int.from_bytes(trailer[8:16], "big"),
+                        int.from_bytes(trailer[16:24], "big"))
+
+
+def unchecked_batch(data: bytes) -> DecodedBatch:
+    """The columns of a batch file another reader already checked (`read_batch`)."""
+    n = (len(data) - HEADER_SIZE - TRAILER_SIZE) // RECORD_SIZE
+    trailer = data[len(data) - TRAILER_SIZE:]
+    return DecodedBatch(bytes(data[8:14]), int.from_bytes(data[14:18], "big"),
+                        data[18:25].hex(),
+                        np.frombuffer(data, RECORD_DTYPE, count=n, offset=HEADER_SIZE),
+                        hashlib.sha256(data).hexdigest(), int.from_bytes(trailer[8:16], "big"),
+                        int.from_bytes(trailer[16:24], "big"))
+
+
+def _refuse(data: bytes, source: str) -> None:
+    """The reference reader names what is wrong; the file is refused whole."""
+    try:
+        read_batch(data)
+    except DecodeError as exc:
+        raise BatchRefused(f"{source}: {exc}", reason=exc.message) from None
+    raise BatchRefused(f"{source}: refused by the fast checks but read by the reference "
+                       "reader: report this file", reason="inconsistent checks")
+
+
+def _created_valid(raw: bytes) -> bool:
+    text = raw.hex()
+    if not text.isdigit():
+        return False
+    import datetime as dt
+
+    try:
+        dt.datetime.strptime(text, "%Y%m%d%H%M%S")
+    except ValueError:
+        return False
+    return True
+
+
+# --- the record checks, vectorized -------------------------------------------------------
+
+
+def _crc_table() -> np.ndarray:
+    table = np.zeros((8, 256), np.uint32)
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+        table[0, byte] = crc
+    for k in range(1, 8):
+        table[k] = (table[k - 1] >> 8) ^ table[0][table[k - 1] & 0xFF]
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+@jit
+def _crc_rows(raw, length, table, out):  # type: ignore[no-untyped-def]
+    """zlib's CRC-32 of the first ``length`` bytes of each row (slicing by 8)."""
+    for i in range(raw.shape[0]):
+        crc = np.uint32(0xFFFFFFFF)
+        j = 0
+        while j + 8 <= length:
+            lo = crc ^ (np.uint32(raw[i, j]) | (np.uint32(raw[i, j + 1]) << np.uint32(8))
+                        | (np.uint32(raw[i, j + 2]) << np.uint32(16))
+                        | (np.uint32(raw[i, j + 3]) << np.uint32(24)))
+            crc = (table[7, lo & np.uint32(0xFF)] ^ table[6, (lo >> np.uint32(8)) & np.uint32(0xFF)]
+                   ^ table[5, (lo >> np.uint32(16)) & np.uint32(0xFF)]
+                   ^ table[4, lo >> np.uint32(24)]
+                   ^ table[3, raw[i, j + 4]] ^ table[2, raw[i, j + 5]]
+                   ^ table[1, raw[i, j + 6]] ^ table[0, raw[i, j + 7]])
+            j += 8
+        while j < length:
+            crc = table[0, (crc ^ np.uint32(raw[i, j])) & np.uint32(0xFF)] ^ (crc >> np.uint32(8))
+            j += 1
+        out[i] = crc ^ np.uint32(0xFFFFFFFF)
+
+
+def record_crcs(raw: np.ndarray) -> np.ndarray:
+    """The CRC-32 (`zlib.crc32`) of bytes 0..251 of each 256-byte record row."""
+    out = np.empty(raw.shape[0], np.uint32)
+    _crc_rows(np.ascontiguousarray(raw), CRC_OFFSET, _CRC_TABLE, out)
+    return out
+
+
+def _invalid(r: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """One flag per record: True where `OfflineRecord.from_bytes` would refuse it."""
+    out = np.zeros(len(r), dtype=np.bool_)
+    if len(r):
+        _check_rows(np.ascontiguousarray(raw), _CRC_TABLE, out)
+    return out
+
+
+@jit
+def _u16(row, at):  # type: ignore[no-untyped-def]
+    return (np.int64(row[at]) << 8) | np.int64(row[at + 1])
+
+
+@jit
+def _u32(row, at):  # type: ignore[no-untyped-def]
+    return ((np.int64(row[at]) << 24) | (np.int64(row[at + 1]) << 16)
+            | (np.int64(row[at + 2]) << 8) | np.int64(row[at + 3]))
+
+
+@jit
+def _all_zero(row, start, end):  # type: ignore[no-untyped-def]
+    for k in range(start, end):  # noqa: SIM110 - numba compiles loops, not all(generator)
+        if row[k] != 0:
+            return False
+    return True
+
+
+@jit
+def _padded(row, start, end):  # type: ignore[no-untyped-def]
+    """The field's text ends at its first 00; only 00 follows.  Returns the text's end, or
+    -1 when a non-zero byte follows a 00."""
+    stop = end
+    for k in range(start, end):
+        if row[k] == 0:
+            stop = k
+            break
+    for k in range(stop, end):
+        if row[k] != 0:
+            return -1
+    return stop
+
+
+@jit
+def _ascii_ok(row, start, end):  # type: ignore[no-untyped-def]
+    stop = _padded(row, start, end)
+    if stop < 0:
+        return False
+    for k in range(start, stop):  # noqa: SIM110
+        if row[k] < 0x20 or row[k] > 0x7E:
+            return False
+    return True
+
+
+@jit
+def _utf8_ok(row, start, end):  # type: ignore[no-untyped-def]
+    """Strict UTF-8 (as Python decodes it) without C0, DEL or C1 control characters."""
+    stop = _padded(row, start, end)
+    if stop < 0:
+        return False
+    k = start
+    while k < stop:
+        b = np.int64(row[k])
+        if b < 0x80:
+            if b < 0x20 or b == 0x7F:
+                return False
+            k += 1
+            continue
+        if 0xC2 <= b <= 0xDF:
+            need, cp = 1, b & 0x1F
+        elif 0xE0 <= b <= 0xEF:
+            need, cp = 2, b & 0x0F
+        elif 0xF0 <= b <= 0xF4:
+            need, cp = 3, b & 0x07
+        else:
+            return False
+        for m in range(1, need + 1):
+            if k + m >= stop:
+                return False
+            c = np.int64(row[k + m])
+            if c < 0x80 or c > 0xBF:
+                return False
+            cp = (cp << 6) | (c & 0x3F)
+        if (need == 2 and cp < 0x800) or (need == 3 and cp < 0x10000) or cp > 0x10FFFF:
+            return False
+        if 0xD800 <= cp <= 0xDFFF or 0x80 <= cp < 0xA0:
+            return False
+        k += need + 1
+    return True
+
+
+@jit
+def _nibbles_ok(row, start, end):  # type: ignore[no-untyped-def]
+    for k in range(start, end):  # noqa: SIM110
+        if (row[k] >> 4) > 9 or (row[k] & 0x0F) > 9:
+            return False
+    return True
+
+
+@jit
+def _bcd(byte):  # type: ignore[no-untyped-def]
+    return np.int64(byte >> 4) * 10 + np.int64(byte & 0x0F)
+
+
+@jit
+def _date_ok(row, at, allow_zero):  # type: ignore[no-untyped-def]
+    if allow_zero and _all_zero(row, at, at + 4):
+        return True
+    if not _nibbles_ok(row, at, at + 4):
+        return False
+    year = _bcd(row[at]) * 100 + _bcd(row[at + 1])
+    month, day = _bcd(row[at + 2]), _bcd(row[at + 3])
+    if year < 1000 or month < 1 or month > 12 or day < 1:
+        return False
+    days = 31
+    if month == 4 or month == 6 or month == 9 or month == 11:
+        days = 30
+    elif month == 2:
+        leap = (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
+        days = 29 if leap else 28
+    return day <= days
+
+
+@jit
+def _time_ok(row, at):  # type: ignore[no-untyped-def]
+    return (_nibbles_ok(row, at, at + 3) and _bcd(row[at]) < 24 and _bcd(row[at + 1]) < 60
+            and _bcd(row[at + 2]) < 60)
+
+
+@jit
+def _check_rows(raw, table, out):  # type: ignore[no-untyped-def]
+    """The checks of `OfflineRecord.from_bytes`, one record per row (docs/records.md)."""
+    crcs = np.empty(raw.shape[0], np.uint32)
+    _crc_rows(raw, 252, table, crcs)
+    for i in range(raw.shape[0]):
+        row = raw[i]
+        bad = np.int64(crcs[i]) != _u32(row, 252) or row[0] != 1
+        bad = bad or not (row[27] == 1 or row[27] == 2)
+        tx = row[31]
+        bad = bad or not (tx == 2 or tx == 6 or tx == 9)
+        flags = row[174]
+        no_tac = (flags & 2) != 0
+        bad = bad or (flags & 0xF8) != 0 or ((flags & 4) != 0 and not no_tac)
+        bad = bad or _all_zero(row, 170, 174) != no_tac or row[207] > 2
+        unused = False
+        all_unused = True
+        for slot in range(8):
+            value = _u16(row, 100 + 2 * slot)
+            if value == 0xFFFF:
+                unused = True
+            else:
+                all_unused = False
+                if unused:
+                    bad = True
+        listed, charged = _u32(row, 88), _u32(row, 92)
+        if tx == 2:
+            bad = bad or row[32] != 0 or charged != listed or not all_unused
+            bad = bad or not _all_zero(row, 175, 207)
+        else:
+            bad = bad or row[32] == 0 or charged > listed
+        bad = bad or not _ascii_ok(row, 116, 132) or not _ascii_ok(row, 136, 160)
+        bad = bad or not _utf8_ok(row, 36, 84)
+        bad = bad or not _date_ok(row, 163, False) or not _date_ok(row, 84, True)
+        bad = bad or not _time_ok(row, 167)
+        out[i] = bad
+
+
+# --- derived columns -------------------------------------------------------------------------
+
+
+def _digits(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The BCD value of each byte (high digit × 10 + low) and whether all are 0..9."""
+    high, low = field >> 4, field & 0x0F
+    return high * 10 + low, np.asarray(((high < 10) & (low < 10)).all(axis=1))
+
+
+def _big_endian_int(field: np.ndarray) -> np.ndarray:
+    """Byte columns (n × k, k ≤ 8) as unsigned 64-bit integers."""
+    out = np.zeros(len(field), dtype=np.uint64)
+    for index in range(field.shape[1]):
+        out = (out << np.uint64(8)) | field[:, index].astype(np.uint64)
+    return out
+
+
+def _datetimes(date: np.ndarray, time: np.ndarray) -> np.ndarray:
+    d, _ = _digits(date)
+    t, _ = _digits(time)
+    year = d[:, 0].astype(np.int64) * 100 + d[:, 1]
+    days = ((year - 1970).astype("datetime64[Y]").astype("datetime64[M]")
+            + (d[:, 2].astype(np.int64) - 1).astype("timedelta64[M]")).astype("datetime64[D]")
+    days = days + (d[:, 3].astype(np.int64) - 1).astype("timedelta64[D]")
+    seconds = t[:, 0].astype(np.int64) * 3600 + t[:, 1].astype(np.int64) * 60 + t[:, 2]
+    return np.asarray(days.astype("datetime64[s]") + seconds.astype("timedelta64[s]"))
+
+
+class Columns:
+    """The columns settlement works on, derived once from a `DecodedBatch`'s records."""
+
+    def __init__(self, records: np.ndarray) -> None:
+        self.r = records
+
+    def __len__(self) -> int:
+        return len(self.r)
+
+    @cached_property
+    def issuer(self) -> np.ndarray:
+        return _big_endian_int(self.r["issuer"])
+
+    @cached_property
+    def diversifier(self) -> np.ndarray:
+        return _big_endian_int(self.r["diversifier"])
+
+    @cached_property
+    def terminal(self) -> np.ndarray:
+        return _big_endian_int(self.r["terminal_id"])
+
+    @cached_property
+    def is_load(self) -> np.ndarray:
+        return np.asarray(self.r["tx_type"] == _LOAD)
+
+    @cached_property
+    def when(self) -> np.ndarray:
+        """Transaction local time, ``datetime64[s]``."""
+        return _datetimes(self.r["date"], self.r["time"])
+
+    @cached_property
+    def expiry(self) -> np.ndarray:
+        """Card expiry, ``datetime64[D]`` (NaT when unknown)."""
+        zero = (self.r["card_expiry"] == 0).all(axis=1)
+        safe = np.where(zero[:, None], np.array([0x20, 0x00, 0x01, 0x01], np.uint8),
+                        self.r["card_expiry"])
+        days = _datetimes(safe, np.zeros((len(self), 3), np.uint8)).astype("datetime64[D]")
+        return np.where(zero, np.datetime64("NaT"), days)
+
+    def field(self, name: str) -> np.ndarray:
+        return self.r[name]

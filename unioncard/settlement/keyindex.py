@@ -1,0 +1,139 @@
+"""A growable hash index of 64-bit keys in numba: what settlement looks records up in.
+
+Replays and duplicates are found by two identities of a record (docs/settlement.md):
+the card's (issuer, diversifier, purse, counter, seq) and the terminal's (terminal id,
+kind, terminal seq).  `identity_hashes` folds each into 64 bits (SplitMix64's
+finalizer over the fields); `KeyIndex` maps such hashes to the row of the entry
+that holds the full identity, so a lookup that finds a hash is confirmed field by
+field by the caller (two identities with one hash are told apart, never confused).
+
+Open addressing with linear probing in power-of-two tables kept at most half full;
+a batch of keys is inserted or looked up in one numba call.
+
+>>> index = KeyIndex()
+>>> index.insert(np.array([11, 22, 33], np.uint64), np.array([0, 1, 2], np.int64))
+>>> index.find(np.array([22, 44], np.uint64)).tolist()
+[1, -1]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unioncard.jit import jit
+
+__all__ = ["KeyIndex", "identity_hashes", "mix64"]
+
+_EMPTY = np.uint64(0)
+
+
+@jit
+def _mix(x):  # type: ignore[no-untyped-def]
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@jit
+def _mix_columns(columns, out):  # type: ignore[no-untyped-def]
+    for i in range(out.shape[0]):
+        h = np.uint64(0x9E3779B97F4A7C15)
+        for c in range(columns.shape[1]):
+            h = _mix(h ^ columns[i, c])
+        out[i] = h if h != np.uint64(0) else np.uint64(1)
+
+
+def mix64(columns: np.ndarray) -> np.ndarray:
+    """One 64-bit hash per row of ``uint64[N, k]`` (never 0: 0 marks an empty slot)."""
+    columns = np.ascontiguousarray(columns, dtype=np.uint64)
+    out = np.empty(columns.shape[0], np.uint64)
+    _mix_columns(columns, out)
+    return out
+
+
+def identity_hashes(issuer: np.ndarray, diversifier: np.ndarray, application: np.ndarray,
+                    is_load: np.ndarray, card_seq: np.ndarray, terminal: np.ndarray,
+                    terminal_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The card identity's and the terminal identity's hash of each record; also the
+    card-and-counter hash (without the seq), for proofs.  Arguments are columns."""
+    kind = np.asarray(is_load, np.uint64)
+    card = np.column_stack([issuer, diversifier,
+                            (np.asarray(application, np.uint64) << np.uint64(8)) | kind,
+                            np.asarray(card_seq, np.uint64)]).astype(np.uint64)
+    term = np.column_stack([terminal, kind, np.asarray(terminal_seq, np.uint64)]
+                           ).astype(np.uint64)
+    return mix64(card), mix64(term)
+
+
+def counter_hashes(issuer: np.ndarray, diversifier: np.ndarray, application: np.ndarray,
+                   is_load: np.ndarray) -> np.ndarray:
+    """A hash of each record's card and counter (purse and kind), without the seq."""
+    kind = np.asarray(is_load, np.uint64)
+    return mix64(np.column_stack([issuer, diversifier,
+                                  (np.asarray(application, np.uint64) << np.uint64(8)) | kind]
+                                 ).astype(np.uint64))
+
+
+@jit
+def _insert(slots, rows, keys, values):  # type: ignore[no-untyped-def]
+    mask = np.uint64(slots.shape[0] - 1)
+    added = 0
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        at = _mix(key) & mask
+        while slots[at] != np.uint64(0) and slots[at] != key:
+            at = (at + np.uint64(1)) & mask
+        if slots[at] == np.uint64(0):
+            slots[at] = key
+            added += 1
+        rows[at] = values[i]
+    return added
+
+
+@jit
+def _find(slots, rows, keys, out):  # type: ignore[no-untyped-def]
+    mask = np.uint64(slots.shape[0] - 1)
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        at = _mix(key) & mask
+        out[i] = -1
+        while slots[at] != np.uint64(0):
+            if slots[at] == key:
+                out[i] = rows[at]
+                break
+            at = (at + np.uint64(1)) & mask
+
+
+class KeyIndex:
+    """Hash → row (int64); a key inserted again takes the new row."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        size = 1 << max(4, (2 * capacity - 1).bit_length())
+        self._slots = np.zeros(size, np.uint64)
+        self._rows = np.zeros(size, np.int64)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def insert(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        keys = np.ascontiguousarray(keys, np.uint64)
+        if (self._count + len(keys)) * 2 > len(self._slots):
+            self._grow(self._count + len(keys))
+        self._count += int(_insert(self._slots, self._rows, keys,
+                                   np.ascontiguousarray(rows, np.int64)))
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """The row of each key, -1 where absent."""
+        keys = np.ascontiguousarray(keys, np.uint64)
+        out = np.empty(len(keys), np.int64)
+        _find(self._slots, self._rows, keys, out)
+        return out
+
+    def _grow(self, needed: int) -> None:
+        used = self._slots != _EMPTY
+        keys, rows = self._slots[used], self._rows[used]
+        size = 1 << max(4, (4 * needed - 1).bit_length())
+        self._slots = np.zeros(size, np.uint64)
+        self._rows = np.zeros(size, np.int64)
+        self._count = int(_insert(self._slots, self._rows, keys, rows))

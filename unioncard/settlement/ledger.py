@@ -1,0 +1,310 @@
+"""The settlement ledger: SQLite, one durable commit per batch (docs/settlement.md, "The ledger").
+
+A batch is settled in one transaction: its identity (terminal id, batch id, SHA-256
+of the file), its rejected records with their reasons, its accepted records in
+compact form (`SETTLED_DTYPE`, one BLOB per batch: the identities replays are found
+by, and what queries per member, terminal or day read), the usage of capped benefits
+it consumed, and its clearing lines.  A run killed at any moment leaves each batch
+settled or untouched.
+
+The ledger answers "what was settled for member X / terminal Y / day Z"
+(`Ledger.settled_for`), and lists batches, rejects and lines for reports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from unioncard.errors import SettlementError
+
+__all__ = ["SETTLED_DTYPE", "Ledger", "LedgerBatch", "LedgerError"]
+
+APPLICATION_ID = 0x55434C44  # "UCLD"
+SCHEMA_VERSION = 1
+
+SETTLED_DTYPE = np.dtype([
+    ("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"), ("is_load", "u1"),
+    ("card_seq", "<u2"), ("terminal", "<u8"), ("terminal_seq", "<u4"), ("when", "<i8"),
+    ("list_amount", "<u4"), ("charged_amount", "<u4"), ("rebate", "<u4"),
+    ("verified", "u1"), ("mode", "u1"),
+])
+"""An accepted record as the ledger keeps it (``when``: seconds since 1970, local time)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    terminal_id BLOB NOT NULL,
+    batch_id INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created TEXT NOT NULL,
+    settled_at TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    accepted INTEGER NOT NULL,
+    list_total INTEGER NOT NULL,
+    charged_total INTEGER NOT NULL,
+    settled BLOB NOT NULL,
+    UNIQUE (terminal_id, batch_id)
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    batch INTEGER NOT NULL REFERENCES batches(id),
+    record INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    terminal_id BLOB NOT NULL,
+    terminal_seq INTEGER NOT NULL,
+    card TEXT NOT NULL,
+    application INTEGER NOT NULL,
+    card_seq INTEGER NOT NULL,
+    is_load INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (batch, record)
+);
+CREATE TABLE IF NOT EXISTS lines (
+    batch INTEGER NOT NULL REFERENCES batches(id),
+    kind TEXT NOT NULL CHECK (kind IN ('sale', 'load')),
+    day TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    route TEXT NOT NULL,
+    merchant TEXT NOT NULL,
+    organization TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    list_amount INTEGER NOT NULL,
+    charged_amount INTEGER NOT NULL,
+    discount INTEGER NOT NULL,
+    rebate INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lines_day ON lines(day);
+CREATE TABLE IF NOT EXISTS usage (
+    member_id TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    key INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    PRIMARY KEY (member_id, rule_id, period, key)
+) WITHOUT ROWID;
+"""
+
+
+class LedgerError(SettlementError):
+    """The ledger cannot be used: not a ledger, a newer schema, a conflicting batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerBatch:
+    """A settled batch as the ledger lists it."""
+
+    row: int
+    terminal_id: bytes
+    batch_id: int
+    digest: str
+    source: str
+    created: str
+    settled_at: str
+    records: int
+    accepted: int
+    list_total: int
+    charged_total: int
+
+
+class Ledger:
+    """A ledger file (created when missing; ``":memory:"`` keeps nothing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise LedgerError(f"{self.path} is not a unioncard ledger: {exc}") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        application = self._db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {n for (n,) in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if application != APPLICATION_ID and tables:
+            raise LedgerError(f"{self.path} is an SQLite database of another program, not a "
+                              "unioncard ledger")
+        if "meta" in tables:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
+                raise LedgerError(f"{self.path} has ledger schema {row[0]}; this release "
+                                  f"reads schema {SCHEMA_VERSION}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        with self.transaction():
+            self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                             (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE), rolled back on any failure."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    # --- batches ------------------------------------------------------------------------------
+
+    def batch(self, terminal_id: bytes, batch_id: int) -> LedgerBatch | None:
+        row = self._db.execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE terminal_id = ? "
+                               "AND batch_id = ?", (terminal_id, batch_id)).fetchone()
+        return None if row is None else LedgerBatch(*row)
+
+    def batches(self, rows: Sequence[int] | None = None) -> list[LedgerBatch]:
+        query = f"SELECT {_BATCH_COLUMNS} FROM batches"
+        if rows is not None:
+            query += f" WHERE id IN ({','.join('?' * len(rows))})"
+        query += " ORDER BY terminal_id, batch_id"
+        return [LedgerBatch(*row) for row in self._db.execute(query, tuple(rows or ()))]
+
+    def settled_records(self, rows: Iterable[int] | None = None) -> Iterator[tuple[int,
+                                                                               np.ndarray]]:
+        """(batch row, accepted records as `SETTLED_DTYPE`) of every batch, or of ``rows``."""
+        query = "SELECT id, settled FROM batches"
+        args: tuple[int, ...] = ()
+        if rows is not None:
+            args = tuple(rows)
+            query += f" WHERE id IN ({','.join('?' * len(args))})"
+        for row, blob in self._db.execute(query + " ORDER BY id", args):
+            yield row, np.frombuffer(blob, SETTLED_DTYPE)
+
+    def record_batch(self, db: sqlite3.Connection, *, terminal_id: bytes, batch_id: int,
+                     digest: str, source: str, created: str, records: int,
+                     list_total: int, charged_total: int, settled: np.ndarray,
+                     rejects: Sequence[tuple[Any, ...]], lines: Sequence[tuple[Any, ...]],
+                     usage: Sequence[tuple[str, str, str, int, int, int]]) -> int:
+        """Write one settled batch (inside `transaction`); returns its row."""
+        now = dt.datetime.now().replace(microsecond=0).isoformat()
+        try:
+            cursor = db.execute(
+                "INSERT INTO batches (terminal_id, batch_id, digest, source, created, "
+                "settled_at, records, accepted, list_total, charged_total, settled) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (terminal_id, batch_id, digest, source, created, now, records, len(settled),
+                 list_total, charged_total, settled.astype(SETTLED_DTYPE).tobytes()))
+        except sqlite3.IntegrityError:
+            raise LedgerError(f"batch {batch_id} of terminal {terminal_id.hex().upper()} is "
+                              "already in the ledger") from None
+        row = cursor.lastrowid
+        assert row is not None
+        db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(row, *reject) for reject in rejects])
+        db.executemany("INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(row, *line) for line in lines])
+        db.executemany("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                       "count = excluded.count, amount = excluded.amount", usage)
+        return row
+
+    # --- what the run needs ------------------------------------------------------------------
+
+    def usage(self) -> list[tuple[str, str, str, int, int, int]]:
+        """Every member's usage of capped benefits: (member, rule, period, key, count,
+        amount)."""
+        return list(self._db.execute("SELECT * FROM usage"))
+
+    def rejects(self, rows: Sequence[int]) -> list[tuple[Any, ...]]:
+        placeholders = ",".join("?" * len(rows))
+        return list(self._db.execute(
+            f"SELECT batch, record, reason, terminal_id, terminal_seq, card, application, "
+            f"card_seq, is_load, amount, at FROM rejects WHERE batch IN ({placeholders}) "
+            "ORDER BY batch, record", tuple(rows)))
+
+    def lines(self, rows: Sequence[int]) -> list[tuple[Any, ...]]:
+        placeholders = ",".join("?" * len(rows))
+        return list(self._db.execute(
+            f"SELECT kind, day, operator, mode, route, merchant, organization, SUM(count), "
+            f"SUM(list_amount), SUM(charged_amount), SUM(discount), SUM(rebate) FROM lines "
+            f"WHERE batch IN ({placeholders}) GROUP BY kind, day, operator, mode, route, "
+            "merchant, organization ORDER BY kind, day, operator, mode, route, merchant, "
+            "organization", tuple(rows)))
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def settled_for(self, *, member: tuple[int, int] | None = None,
+                    terminal: bytes | None = None, day: dt.date | None = None
+                    ) -> dict[str, Any]:
+        """What was settled for a member (issuer, diversifier), a terminal and/or a day:
+        counts and amounts of the accepted records, and of the rejected ones by reason."""
+        count = list_total = charged = rebate = loads = 0
+        batches = 0
+        for _row, records in self.settled_records():
+            keep = np.ones(len(records), bool)
+            if member is not None:
+                keep &= (records["issuer"] == member[0]) & (records["diversifier"] == member[1])
+            if terminal is not None:
+                keep &= records["terminal"] == int.from_bytes(terminal, "big")
+            if day is not None:
+                start = int(dt.datetime.combine(day, dt.time()).replace(
+                    tzinfo=dt.UTC).timestamp())
+                keep &= (records["when"] >= start) & (records["when"] < start + 86400)
+            chosen = records[keep]
+            if not len(chosen):
+                continue
+            batches += 1
+            sales = chosen[chosen["is_load"] == 0]
+            count += len(sales)
+            list_total += int(sales["list_amount"].sum())
+            charged += int(sales["charged_amount"].sum())
+            rebate += int(sales["rebate"].sum())
+            loads += int(chosen[chosen["is_load"] == 1]["charged_amount"].sum())
+        rejected = self._rejected_for(member, terminal, day)
+        return {"sales": count, "list_amount": list_total, "charged_amount": charged,
+                "discount": list_total - charged, "rebate": rebate, "loaded_amount": loads,
+                "batches": batches, "rejected": rejected}
+
+    def _rejected_for(self, member: tuple[int, int] | None, terminal: bytes | None,
+                      day: dt.date | None) -> dict[str, int]:
+        query, args = "SELECT reason, COUNT(*) FROM rejects WHERE 1", list[Any]()
+        if member is not None:
+            query += " AND card = ?"
+            args.append(f"{member[0]:016X}/{member[1]:016X}")
+        if terminal is not None:
+            query += " AND terminal_id = ?"
+            args.append(terminal)
+        if day is not None:
+            query += " AND substr(at, 1, 10) = ?"
+            args.append(day.isoformat())
+        return dict(self._db.execute(query + " GROUP BY reason ORDER BY reason", args))
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+_BATCH_COLUMNS = ("id, terminal_id, batch_id, digest, source, created, settled_at, records, "
+                  "accepted, list_total, charged_total")

@@ -1,0 +1,563 @@
+"""A settlement run: batch files in header order, each classified, cleared and committed.
+
+`Settlement` holds what the order of the run decides (docs/settlement.md): the
+identities of every settled record (duplicates in this run, replays of earlier
+ones), the highest seq each card's counter proved, the members' usage of capped
+benefits, and the ledger.  It takes the `BatchAnalysis` of each file (computed by
+either path of `unioncard.settlement.analyze`, here or on Dask workers), in the
+order of `batch_order`, and settles it:
+
+1. the batch is already settled (same header and bytes: nothing changes) or in
+   conflict with a settled one (same header, other bytes: refused whole);
+2. records without TAC are proven, or not, by later TAC-verified seqs of their card;
+3. duplicates and replays, by the card's and by the terminal's identity;
+4. the first reason of each record; the accepted purchases re-priced with their
+   members' history for the rebates owed; lines aggregated; conservation checked;
+   (gaps in a card's seqs are found at report time, over the whole ledger:
+   `find_gaps`);
+5. the batch written to the ledger, in a commit shared by a few batches (each batch
+   is in one commit, whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unioncard.settlement.analyze import BatchAnalysis, context_batch
+from unioncard.settlement.columns import Columns
+from unioncard.settlement.errors import BatchRefused, SettlementError
+from unioncard.settlement.inputs import RunInputs
+from unioncard.settlement.keyindex import KeyIndex, counter_hashes, identity_hashes
+from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
+from unioncard.settlement.reasons import Reason, bit, first_reason
+
+__all__ = ["BatchResult", "RunResult", "Settlement", "batch_order", "find_gaps",
+           "read_header"]
+
+_IDENTITY: np.dtype[np.void] = np.dtype([
+    ("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"), ("is_load", "u1"),
+    ("card_seq", "<u2"), ("terminal", "<u8"), ("terminal_seq", "<u4")])
+_IDENTITY_FIELDS = ("issuer", "diversifier", "application", "is_load", "card_seq", "terminal",
+                    "terminal_seq")
+_COUNTER = np.dtype([("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"),
+                     ("is_load", "u1"), ("max_verified", "<i4")])
+_BEFORE_DUPLICATE = bit(Reason.UNKNOWN_ISSUER) | bit(Reason.BAD_TAC) | bit(Reason.UNPROVEN)
+COMMIT_BATCHES = 64
+COMMIT_RECORDS = 250_000
+"""A commit holds up to this many batches or records (each batch whole in one commit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What happened to one batch file in a run."""
+
+    source: str
+    state: str  # settled | already_settled | refused
+    reason: str = ""
+    terminal_id: bytes = b""
+    batch_id: int = -1
+    records: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.source, "state": self.state, "reason": self.reason,
+                "terminal_id": self.terminal_id.hex().upper(), "batch_id": self.batch_id,
+                "records": self.records, "reasons": self.reasons}
+
+
+@dataclass(slots=True)
+class RunResult:
+    batches: list[BatchResult] = field(default_factory=list)
+
+    @property
+    def settled(self) -> list[BatchResult]:
+        return [b for b in self.batches if b.state != "refused"]
+
+
+def read_header(data: bytes) -> tuple[bytes, int] | None:
+    """(terminal id, batch id) from a batch file's header, None when it has none."""
+    if len(data) < 32 or data[:4] != b"UCOR":
+        return None
+    return bytes(data[8:14]), int.from_bytes(data[14:18], "big")
+
+
+def batch_order(paths: Iterable[str | Path], *, head: Callable[[Path], bytes] | None = None
+                ) -> list[Path]:
+    """The run's order: by header (terminal id, batch id), then path; files without a
+    header last (they will be refused)."""
+    def key(path: Path) -> tuple[int, bytes, int, str]:
+        try:
+            data = head(path) if head is not None else _head(path)
+        except OSError:
+            data = b""
+        header = read_header(data)
+        if header is None:
+            return (1, b"", 0, str(path))
+        return (0, header[0], header[1], str(path))
+
+    return sorted((Path(p) for p in paths), key=key)
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        return stream.read(32)
+
+
+class _TrackedBook:
+    """The members' usage of capped rules: in memory by member, persisted per batch."""
+
+    def __init__(self, rows: Iterable[tuple[str, str, str, int, int, int]]) -> None:
+        self._by_member: dict[str, dict[tuple[str, str, int], tuple[int, int]]] = {}
+        for member, rule, period, key, count, amount in rows:
+            self._by_member.setdefault(member, {})[(rule, period, int(key))] = (count, amount)
+
+    def book_for(self, members: Iterable[str]) -> Any:
+        from unioncard.tariffs import Usage, UsageBook
+        from unioncard.tariffs.model import Period
+
+        return UsageBook(((member, rule, Period(period), key), Usage(count, amount))
+                         for member in members
+                         for (rule, period, key), (count, amount)
+                         in self._by_member.get(member, {}).items())
+
+    def absorb(self, book: Any) -> list[tuple[str, str, str, int, int, int]]:
+        """Take a batch's book back; the entries it changed, for the ledger."""
+        changed = []
+        for (member, rule, period, key), usage in book.entries():
+            entries = self._by_member.setdefault(member, {})
+            window = (rule, str(period.value), int(key))
+            if entries.get(window) != (usage.count, usage.amount):
+                entries[window] = (usage.count, usage.amount)
+                changed.append((member, rule, window[1], window[2], usage.count, usage.amount))
+        return changed
+
+
+class Settlement:
+    """The order-dependent part of a run, over one ledger.  ``reference`` re-prices the
+    capped benefits one record at a time with `unioncard.tariffs.quote_sequence` (the
+    reference path) instead of the batch kernel."""
+
+    def __init__(self, ledger: Ledger, inputs: RunInputs, *, reference: bool = False) -> None:
+        self.ledger, self.inputs, self.reference = ledger, inputs, reference
+        self._identities = np.zeros(0, _IDENTITY)
+        self._chunks: list[np.ndarray] = []
+        self._cards, self._terminals = KeyIndex(), KeyIndex()
+        self._counters = KeyIndex()
+        self._counter_rows = np.zeros(0, _COUNTER)
+        self._run_start = 0
+        for _row, records in ledger.settled_records():
+            self._remember(records)
+        self._run_start = self._identity_count
+        self._book = _TrackedBook(ledger.usage())
+        self._pending: list[dict[str, Any]] = []
+        self._pending_records = 0
+        self._seen: dict[tuple[bytes, int], str] = {}
+        self._changed_usage: list[tuple[str, str, str, int, int, int]] = []
+
+    # --- the index of settled records -------------------------------------------------------
+
+    @property
+    def _identity_count(self) -> int:
+        return len(self._identities) + sum(len(c) for c in self._chunks)
+
+    def _all_identities(self) -> np.ndarray:
+        if self._chunks:
+            self._identities = np.concatenate([self._identities, *self._chunks])
+            self._chunks = []
+        return self._identities
+
+    def _remember(self, settled: np.ndarray,
+                  hashes: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Index accepted records (`SETTLED_DTYPE`): identities (their card and terminal
+        hashes, when known), and their counters' verified seqs."""
+        if not len(settled):
+            return
+        start = self._identity_count
+        identity = np.empty(len(settled), _IDENTITY)
+        for name in _IDENTITY_FIELDS:
+            identity[name] = settled[name]
+        self._chunks.append(identity)
+        rows = np.arange(start, start + len(settled), dtype=np.int64)
+        card, term = hashes if hashes is not None else identity_hashes(
+            settled["issuer"], settled["diversifier"], settled["application"],
+            settled["is_load"], settled["card_seq"], settled["terminal"],
+            settled["terminal_seq"])
+        self._cards.insert(card, rows)
+        self._terminals.insert(term, rows)
+        verified = settled["verified"] == 1
+        if verified.any():
+            chosen = settled[verified]
+            self._raise_counters(chosen, chosen["card_seq"].astype(np.int32))
+
+    def _raise_counters(self, r: Any, verified: np.ndarray) -> None:
+        """Raise the highest TAC-verified seq known of each counter (what proves a seq)."""
+        hashes = counter_hashes(r["issuer"], r["diversifier"], r["application"], r["is_load"])
+        found = self._counters.find(hashes)
+        hit = np.flatnonzero(found >= 0)
+        if hit.size:  # confirm: another counter may share the hash
+            entry = self._counter_rows[found[hit]]
+            same = np.ones(hit.size, bool)
+            for name in ("issuer", "diversifier", "application", "is_load"):
+                same &= entry[name] == np.asarray(r[name])[hit]
+            if not same.all():
+                raise SettlementError("two card counters share one 64-bit hash; settle this "
+                                      "run again with a new ledger")
+        new = np.flatnonzero(found < 0)
+        if new.size:
+            uniq, first = np.unique(hashes[new], return_index=True)
+            add = new[first]
+            rows = np.zeros(len(add), _COUNTER)
+            for name in ("issuer", "diversifier", "application", "is_load"):
+                rows[name] = r[name][add]
+            rows["max_verified"] = -1
+            base = len(self._counter_rows)
+            self._counter_rows = np.concatenate([self._counter_rows, rows])
+            self._counters.insert(uniq, np.arange(base, base + len(add), dtype=np.int64))
+            found = self._counters.find(hashes)
+        order = np.lexsort((verified, found))
+        last = np.r_[found[order][1:] != found[order][:-1], True]
+        best = self._counter_rows["max_verified"]
+        rows, highest = found[order][last], verified[order][last]
+        best[rows] = np.maximum(best[rows], highest)
+
+    def _known(self, index: KeyIndex, hashes: np.ndarray, ident: np.ndarray,
+               fields: Sequence[str]) -> np.ndarray:
+        """Row of the settled record with this identity (-1: none), confirmed field by
+        field."""
+        rows = index.find(hashes)
+        hit = np.flatnonzero(rows >= 0)
+        if hit.size:
+            stored = self._all_identities()[rows[hit]]
+            same = np.ones(hit.size, bool)
+            for name in fields:
+                same &= stored[name] == ident[name][hit]
+            rows[hit[~same]] = -1
+        return rows
+
+    # --- one batch ----------------------------------------------------------------------------
+
+    def settle(self, analysis: BatchAnalysis) -> BatchResult:
+        """Settle one analyzed batch (in the run's order)."""
+        batch = analysis.batch
+        header = (batch.terminal_id, batch.batch_id)
+        base = dict(source=analysis.source, terminal_id=batch.terminal_id,
+                    batch_id=batch.batch_id, records=batch.count)
+        known = self._seen.get(header)
+        settled = self.ledger.batch(*header)
+        digest = known if known is not None else (settled.digest if settled else None)
+        if digest is not None:
+            if digest == batch.digest:
+                return BatchResult(state="already_settled", **base)  # type: ignore[arg-type]
+            reason = (f"conflict: batch {batch.batch_id} of terminal "
+                      f"{batch.terminal_id.hex().upper()} was settled with other contents")
+            return BatchResult(state="refused", reason=reason, **base)  # type: ignore[arg-type]
+        r, cols = batch.records, Columns(batch.records)
+        mask = analysis.mask.copy()
+        ident = self._identity(r, cols)
+        hashes = identity_hashes(ident["issuer"], ident["diversifier"], ident["application"],
+                                 ident["is_load"], ident["card_seq"], ident["terminal"],
+                                 ident["terminal_seq"])
+        self._prove(r, cols, analysis, mask)
+        self._duplicates(ident, mask, hashes)
+        reasons = first_reason(mask)
+        accepted = reasons == 0
+        rebate = self._rebates(r, cols, analysis, accepted)
+        settled_rows = self._settled_rows(r, cols, ident, analysis, accepted, rebate)
+        lines = self._lines(r, cols, accepted, rebate, batch.terminal_id)
+        self._check_conservation(batch, r, accepted, lines)
+        self._queue(analysis, settled_rows, self._rejects(r, cols, reasons), lines,
+                    (hashes[0][accepted], hashes[1][accepted]))
+        self._seen[header] = batch.digest
+        tally = np.bincount(reasons, minlength=len(Reason))
+        counts = {Reason(i).label: int(c) for i, c in enumerate(tally) if c}
+        return BatchResult(state="settled", reasons=dict(sorted(counts.items())),
+                           **base)  # type: ignore[arg-type]
+
+    def _identity(self, r: np.ndarray, cols: Columns) -> np.ndarray:
+        ident = np.empty(len(r), _IDENTITY)
+        ident["issuer"], ident["diversifier"] = cols.issuer, cols.diversifier
+        ident["application"], ident["is_load"] = r["application"], cols.is_load
+        ident["card_seq"], ident["terminal"] = r["card_seq"], cols.terminal
+        ident["terminal_seq"] = r["terminal_seq"]
+        return ident
+
+    def _prove(self, r: np.ndarray, cols: Columns, analysis: BatchAnalysis,
+               mask: np.ndarray) -> None:
+        """A record without TAC stands only if a later TAC-verified seq of its card's counter
+        is known: settled before, or verified in this batch."""
+        no_tac = np.flatnonzero(((r["flags"] & 0x02) != 0) & (mask == 0))
+        if not no_tac.size:
+            return
+        hashes = counter_hashes(cols.issuer, cols.diversifier, r["application"], cols.is_load)
+        best = np.full(len(r), -1, np.int64)
+        found = self._counters.find(hashes[no_tac])
+        has = found >= 0
+        best[no_tac[has]] = self._counter_rows["max_verified"][found[has]]
+        verified = np.flatnonzero(analysis.verified)
+        for i in no_tac:  # few: recovered records are rare
+            same = verified[(hashes[verified] == hashes[i])
+                            & (cols.issuer[verified] == cols.issuer[i])
+                            & (cols.diversifier[verified] == cols.diversifier[i])]
+            if same.size:
+                best[i] = max(best[i], int(r["card_seq"][same].max()))
+        seq = r["card_seq"].astype(np.int64)
+        mask[no_tac[best[no_tac] <= seq[no_tac]]] |= bit(Reason.UNPROVEN)
+
+    def _duplicates(self, ident: np.ndarray, mask: np.ndarray,
+                    hashes: tuple[np.ndarray, np.ndarray]) -> None:
+        """Later copies (by the card's or the terminal's identity) of an earlier record
+        of this batch or this run are duplicates; of an earlier run's, replays."""
+        candidates = np.flatnonzero((mask & _BEFORE_DUPLICATE) == 0)
+        if not candidates.size:
+            return
+        c = ident[candidates]
+        card, term = hashes[0][candidates], hashes[1][candidates]
+        card_fields = ("issuer", "diversifier", "application", "is_load", "card_seq")
+        term_fields = ("terminal", "is_load", "terminal_seq")
+        rows = np.maximum(self._known(self._cards, card, c, card_fields),
+                          self._known(self._terminals, term, c, term_fields))
+        seen = rows >= 0
+        mask[candidates[seen & (rows >= self._run_start)]] |= bit(Reason.DUPLICATE)
+        mask[candidates[seen & (rows < self._run_start)]] |= bit(Reason.REPLAY)
+        for keys, names in ((card, card_fields), (term, term_fields)):
+            order = np.argsort(keys, kind="stable")
+            ranked = keys[order]
+            repeat = np.flatnonzero(ranked[1:] == ranked[:-1]) + 1
+            for at in repeat:  # confirm against the previous record of the same hash
+                a, b = order[at - 1], order[at]
+                if all(c[name][a] == c[name][b] for name in names) and not seen[b]:
+                    mask[candidates[b]] |= bit(Reason.DUPLICATE)
+
+    def _rebates(self, r: np.ndarray, cols: Columns, analysis: BatchAnalysis,
+                 accepted: np.ndarray) -> np.ndarray:
+        """What the union owes each accepted purchase's member: the rebates of its rules and
+        the capped benefits the terminal left, priced with the member's history (only the
+        purchases of a mode with capped rules need it)."""
+        rebate = np.where(accepted, analysis.rebate, 0)
+        for index in np.unique(analysis.ruleset[accepted & (analysis.ruleset >= 0)]):
+            rules = self.inputs.rulesets[int(index)]
+            capped = _capped_modes(rules)
+            rows = np.flatnonzero(accepted & (analysis.ruleset == index)
+                                  & np.isin(r["mode"], capped))
+            if not rows.size:
+                continue
+            members = np.array([f"{i:016X}/{d:016X}" for i, d in zip(
+                cols.issuer[rows].tolist(), cols.diversifier[rows].tolist(), strict=True)])
+            book = self._book.book_for(set(members.tolist()))
+            if self.reference:
+                settled_charged, settled_rebate = self._quote_sequence(r, cols, rows, members,
+                                                                       rules, book)
+            else:
+                from unioncard.tariffs import evaluate_batch, record_batch
+
+                contexts = context_batch(r[rows], cols.when[rows], member_id=members)
+                result = evaluate_batch(contexts, rules, history=book)
+                record_batch(book, contexts, result, rules)
+                settled_charged, settled_rebate = result.charged, result.rebate
+            rebate[rows] = (r["charged_amount"][rows].astype(np.int64) - settled_charged
+                            + settled_rebate)
+            self._changed_usage += self._book.absorb(book)
+        return rebate
+
+    def _quote_sequence(self, r: np.ndarray, cols: Columns, rows: np.ndarray,
+                        members: np.ndarray, rules: Any, book: Any
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        from unioncard.offline.record import OfflineRecord
+        from unioncard.settlement.analyze import record_context
+        from unioncard.tariffs import quote_sequence
+
+        contexts = []
+        for row, member in zip(rows.tolist(), members.tolist(), strict=True):
+            record = OfflineRecord.from_bytes(r[row:row + 1].tobytes())
+            context = record_context(record, member_id=member or None)
+            assert context is not None  # priced in the analysis
+            contexts.append(context)
+        quotes = quote_sequence(contexts, rules, book)
+        return (np.array([q.charged_amount for q in quotes], np.int64),
+                np.array([q.rebate for q in quotes], np.int64))
+
+    def _settled_rows(self, r: np.ndarray, cols: Columns, ident: np.ndarray,
+                      analysis: BatchAnalysis, accepted: np.ndarray,
+                      rebate: np.ndarray) -> np.ndarray:
+        rows = np.flatnonzero(accepted)
+        out = np.zeros(len(rows), SETTLED_DTYPE)
+        for name in _IDENTITY_FIELDS:
+            out[name] = ident[name][rows]
+        out["when"] = cols.when[rows].astype(np.int64)
+        out["list_amount"] = r["list_amount"][rows]
+        out["charged_amount"] = r["charged_amount"][rows]
+        out["rebate"] = rebate[rows]
+        out["verified"] = analysis.verified[rows]
+        out["mode"] = r["mode"][rows]
+        return out
+
+    def _lines(self, r: np.ndarray, cols: Columns, accepted: np.ndarray, rebate: np.ndarray,
+               terminal_id: bytes) -> list[tuple[Any, ...]]:
+        """Accepted records summed by (kind, day, mode, route, merchant, organization)."""
+        rows = np.flatnonzero(accepted)
+        if not rows.size:
+            return []
+        operator = self.inputs.operator(terminal_id)
+        load = cols.is_load[rows]
+        day = cols.when[rows].astype("datetime64[D]").astype(np.int64)
+        mode = np.where(load, r["application"][rows], r["mode"][rows])
+        texts = np.concatenate([r["route"][rows], r["merchant"][rows],
+                                r["organization"][rows]], axis=1)  # 16 + 24 + 48 bytes
+        key = np.column_stack([load.astype(np.uint64), day.astype(np.uint64),
+                               mode.astype(np.uint64),
+                               np.ascontiguousarray(texts).view("<u8")])
+        first, inverse = _groups(key)
+        distinct = [(bool(load[i]), int(day[i]), int(mode[i]), bytes(texts[i, :16]),
+                     bytes(texts[i, 16:40]), bytes(texts[i, 40:])) for i in first.tolist()]
+
+        def total(values: np.ndarray) -> np.ndarray:
+            return np.bincount(inverse, weights=values.astype(np.float64),
+                               minlength=len(distinct)).astype(np.int64)
+
+        count = np.bincount(inverse, minlength=len(distinct))
+        listed = total(r["list_amount"][rows])
+        charged = total(r["charged_amount"][rows])
+        rebates = total(rebate[rows])
+        lines = []
+        for i, (is_load, days, modes, route, merchant, org) in enumerate(distinct):
+            lines.append(("load" if is_load else "sale",
+                          str(np.datetime64(days, "D")), operator, modes,
+                          route.rstrip(b"\0").decode("ascii"),
+                          merchant.rstrip(b"\0").decode("ascii"),
+                          org.rstrip(b"\0").decode("utf-8"), int(count[i]), int(listed[i]),
+                          int(charged[i]), int(listed[i] - charged[i]), int(rebates[i])))
+        return sorted(lines)
+
+    @staticmethod
+    def _check_conservation(batch: Any, r: np.ndarray, accepted: np.ndarray,
+                            lines: Sequence[tuple[Any, ...]]) -> None:
+        """list = charged + discount on every line; the lines and the rejected records add
+        up to the batch's trailer sums, to the fen."""
+        for line in lines:
+            if line[8] != line[9] + line[10]:
+                raise SettlementError(f"conservation: line {line} does not add up")
+        rejected = ~accepted
+        listed = sum(line[8] for line in lines) + int(r["list_amount"][rejected].sum())
+        charged = sum(line[9] for line in lines) + int(r["charged_amount"][rejected].sum())
+        if (listed, charged) != (batch.list_total, batch.charged_total):
+            raise SettlementError(f"conservation: batch {batch.batch_id} adds up to "
+                                  f"{listed}/{charged} fen, its trailer says "
+                                  f"{batch.list_total}/{batch.charged_total}")
+
+    def _rejects(self, r: np.ndarray, cols: Columns, reasons: np.ndarray
+                 ) -> list[tuple[Any, ...]]:
+        rows = np.flatnonzero(reasons != 0)
+        when = cols.when[rows].astype("datetime64[s]").astype(str)
+        return [(int(i), Reason(int(reasons[i])).label, bytes(r["terminal_id"][i]),
+                 int(r["terminal_seq"][i]),
+                 f"{int(cols.issuer[i]):016X}/{int(cols.diversifier[i]):016X}",
+                 int(r["application"][i]), int(r["card_seq"][i]), int(cols.is_load[i]),
+                 int(r["charged_amount"][i]), str(at))
+                for i, at in zip(rows.tolist(), when.tolist(), strict=True)]
+
+    # --- commits --------------------------------------------------------------------------------
+
+    def _queue(self, analysis: BatchAnalysis, settled: np.ndarray,
+               rejects: list[tuple[Any, ...]], lines: list[tuple[Any, ...]],
+               hashes: tuple[np.ndarray, np.ndarray]) -> None:
+        batch = analysis.batch
+        self._pending.append(dict(
+            terminal_id=batch.terminal_id, batch_id=batch.batch_id, digest=batch.digest,
+            source=analysis.source, created=batch.created, records=batch.count,
+            list_total=batch.list_total, charged_total=batch.charged_total, settled=settled,
+            rejects=rejects, lines=lines, usage=self._changed_usage))
+        self._changed_usage = []
+        self._remember(settled, hashes)
+        self._pending_records += batch.count
+        if len(self._pending) >= COMMIT_BATCHES or self._pending_records >= COMMIT_RECORDS:
+            self.commit()
+
+    def commit(self) -> None:
+        """Write the settled batches not written yet, in one durable commit."""
+        if not self._pending:
+            return
+        with self.ledger.transaction() as db:
+            for entry in self._pending:
+                self.ledger.record_batch(db, **entry)
+        self._pending, self._pending_records = [], 0
+
+
+def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze: Callable[
+        [Sequence[Path]], Iterable[tuple[Path, BatchAnalysis | BatchRefused]]],
+        *, progress: Callable[[int], None] | None = None) -> RunResult:
+    """Settle ``paths`` in the run's order; ``analyze`` yields each path's analysis (or its
+    refusal) in that order (locally, or from Dask workers)."""
+    result = RunResult()
+    ordered = batch_order(paths)
+    for done, (path, analysis) in enumerate(analyze(ordered), 1):
+        if isinstance(analysis, BatchRefused):
+            result.batches.append(BatchResult(str(path), "refused", analysis.reason))
+        else:
+            result.batches.append(settlement.settle(analysis))
+        if progress is not None:
+            progress(done)
+    settlement.commit()
+    return result
+
+
+def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``uint64[N, k]`` grouped by equal keys: the first row of each group and each
+    row's group.  Keys are hashed to 64 bits, and every row is confirmed equal to its
+    group's first row (a collision falls back to comparing whole keys)."""
+    from unioncard.settlement.keyindex import mix64
+
+    hashes = mix64(key)
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if not (key == key[first[inverse]]).all():
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+    return first, inverse
+
+
+def _capped_modes(rules: Any) -> list[int]:
+    """The modes in which some rule of ``rules`` is capped (they need the member's history)."""
+    return sorted({int(rule.mode) for rule in rules.rules if rule.caps is not None})
+
+
+def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000
+              ) -> list[tuple[str, str, int, int]]:
+    """Suspicious gaps: seqs missing between two settled seqs of a card's counter, for the
+    counters the batches ``rows`` touched, over the whole ledger (a batch that arrives
+    later fills its gap).  (card, kind, first missing seq, last missing seq), at most
+    ``limit``."""
+    touched = [records for _row, records in ledger.settled_records(rows)]
+    if not touched or not sum(len(t) for t in touched):
+        return []
+    mine = np.concatenate(touched)
+    wanted = KeyIndex(len(mine))
+    keys = counter_hashes(mine["issuer"], mine["diversifier"], mine["application"],
+                          mine["is_load"])
+    wanted.insert(keys, np.zeros(len(keys), np.int64))
+    parts, hashes = [], []
+    for _row, records in ledger.settled_records():
+        h = counter_hashes(records["issuer"], records["diversifier"], records["application"],
+                           records["is_load"])
+        keep = wanted.find(h) >= 0
+        parts.append(records[keep])
+        hashes.append(h[keep])
+    every, h = np.concatenate(parts), np.concatenate(hashes)
+    order = np.lexsort((every["card_seq"], h))
+    every, h = every[order], h[order]
+    same = h[1:] == h[:-1]
+    for name in ("issuer", "diversifier", "application", "is_load"):
+        same &= every[name][1:] == every[name][:-1]  # a shared hash is never one counter
+    seq = every["card_seq"].astype(np.int64)
+    jump = same & (seq[1:] > seq[:-1] + 1)
+    gaps = []
+    for i in np.flatnonzero(jump)[:limit].tolist():
+        before, after = every[i], every[i + 1]
+        gaps.append((f"{int(before['issuer']):016X}/{int(before['diversifier']):016X}",
+                     "load" if before["is_load"] else "purchase", int(before["card_seq"]) + 1,
+                     int(after["card_seq"]) - 1))
+    return gaps
