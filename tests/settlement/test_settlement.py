@@ -1,0 +1,267 @@
+"""Settlement end to end: every rejection reason, whole-file refusals, idempotence, both paths.
+
+Batches come from `generate_day` (realistic, real TACs) and are tampered with the way a
+forger would: a field changed and every CRC recomputed, so the file itself is well
+formed and only the checks of settlement can catch it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unioncard.crypto import Keystore
+from unioncard.settlement import RunInputs, settle
+from unioncard.settlement.columns import RECORD_DTYPE, decode_batch, record_crcs
+from unioncard.settlement.generate import DayPlan, _batch_bytes, generate_day
+
+KEYS = Keystore.test()
+CITY_ONLY = Keystore.from_toml(  # the test keys for one issuer only: others are unknown
+    KEYS.to_toml().replace('key_version = 0x01\n', 'key_version = 0x01\nissuer = '
+                           '"10000000FFFFFFFF"\n').replace(
+        'key_version = 0x02\n', 'key_version = 0x02\nissuer = "10000000FFFFFFFF"\n'))
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory) -> list[Path]:
+    """A small generated day: 3 000 records in batch files of at most 400."""
+    return generate_day(tmp_path_factory.mktemp("day"), DayPlan(3000, batch_records=400))
+
+
+def records_of(path: Path) -> np.ndarray:
+    return decode_batch(path.read_bytes()).records.copy()
+
+
+def rewrite(path: Path, records: np.ndarray, *, batch_id: int | None = None,
+            terminal: bytes | None = None) -> Path:
+    """A well-formed batch file holding ``records`` (CRCs, sums and file CRC recomputed).
+    (``np.concatenate`` makes big-endian fields native: ``astype`` puts the layout back.)"""
+    records = records.astype(RECORD_DTYPE)
+    records["crc"] = record_crcs(records.view(np.uint8).reshape(len(records), 256))
+    data = path.read_bytes() if path.exists() else b""
+    header_terminal = terminal or bytes(records["terminal_id"][0])
+    number = batch_id if batch_id is not None else int.from_bytes(data[14:18], "big")
+    path.write_bytes(_batch_bytes(header_terminal, number, dt.datetime(2026, 5, 1, 23, 30),
+                                  records))
+    return path
+
+
+def run(paths, tmp_path: Path, name: str = "ledger", **options):
+    inputs = options.pop("inputs", None) or RunInputs(KEYS)
+    return settle(paths, ledger_path=tmp_path / f"{name}.sqlite", inputs=inputs,
+                  out=tmp_path / f"{name}-report", **options)
+
+
+def reasons_of(report) -> dict[str, int]:
+    return report.summary()["rejected"]
+
+
+# --- a clean day ----------------------------------------------------------------------------
+
+
+def test_a_generated_day_is_accepted_whole_and_reconciles(day, tmp_path):
+    report = run(day, tmp_path)
+    summary = report.summary()
+    assert summary["accepted"] == 3000 and summary["rejected"] == {}
+    totals = summary["totals"]
+    listed = sum(int(records_of(p)["list_amount"].sum()) for p in day)
+    assert totals["sales"]["list_amount"] + totals["loads"]["amount"] == listed
+    sales = totals["sales"]
+    assert sales["list_amount"] == sales["charged_amount"] + sales["discount"]
+    for line in report.lines:
+        assert line["list_amount"] == line["charged_amount"] + line["discount"]
+
+
+def test_the_fast_and_the_reference_paths_give_the_same_report(day, tmp_path):
+    tampered = tamper_set(day, tmp_path)
+    run(tampered, tmp_path, "fast")
+    run(tampered, tmp_path, "reference", engine="reference")
+    for name in ("clearing.csv", "clearing.json", "rejects.csv"):
+        assert (tmp_path / "fast-report" / name).read_bytes() == (
+            tmp_path / "reference-report" / name).read_bytes(), name
+
+
+# --- every reason ----------------------------------------------------------------------------
+
+
+def tamper_set(day: list[Path], tmp_path: Path) -> list[Path]:
+    """Copies of the day with one tampered record of each kind in the first purchase batch."""
+    out = tmp_path / "tampered"
+    out.mkdir(exist_ok=True)
+    paths = []
+    for path in day:
+        target = out / path.name
+        target.write_bytes(path.read_bytes())
+        paths.append(target)
+    victim = next(p for p in paths if (records_of(p)["tx_type"] == 0x06).sum() > 50)
+    r = records_of(victim)
+    purchases = np.flatnonzero(r["tx_type"] == 0x06)
+    r["tac"][purchases[0], 0] ^= 0x01                      # TAC flipped
+    r["charged_amount"][purchases[1]] -= 1                 # amount lowered (TAC covers it)
+    r["list_amount"][purchases[1]] -= 1
+    r["diversifier"][purchases[2], 7] ^= 0x01              # another card
+    r["terminal_seq"][purchases[3]] += 1000                # another terminal seq
+    r["card_expiry"][purchases[4]] = [0x20, 0x26, 0x01, 0x01]  # expired before the ride
+    r["ruleset_version"][purchases[5], 0] ^= 0xFF          # a rule set nobody has
+    rewrite(victim, np.concatenate([r, r[purchases[6:7]]]))  # and a duplicate at the end
+    return paths
+
+
+def test_each_tampered_record_is_rejected_with_its_reason(day, tmp_path):
+    report = run(tamper_set(day, tmp_path), tmp_path)
+    assert reasons_of(report) == {"bad_tac": 4, "expired": 1, "unknown_rules": 1,
+                                  "duplicate": 1}
+    assert report.summary()["accepted"] == 3000 - 6
+    rejects = (tmp_path / "ledger-report" / "rejects.csv").read_text().splitlines()
+    assert len(rejects) == 1 + 7 and rejects[0].startswith("batch_file,terminal_id")
+
+
+def test_no_accepted_record_has_a_bad_tac(day, tmp_path):
+    """Each field a purchase TAC covers, changed to another valid value in one purchase
+    each (TAC bytes, amount, type, terminal seq, date, time, the card): all rejected."""
+    out = tmp_path / "flips"
+    out.mkdir()
+    victim = next(p for p in day if (records_of(p)["tx_type"] == 0x06).sum() > 20)
+    r = records_of(victim)
+    rows = iter(np.flatnonzero(r["tx_type"] == 0x06).tolist())
+    for byte in range(4):
+        r["tac"][next(rows), byte] ^= 0x01
+    row = next(rows)
+    r["charged_amount"][row] -= 1
+    r["list_amount"][row] -= 1
+    r["tx_type"][next(rows)] = 0x09
+    r["terminal_seq"][next(rows)] += 1
+    r["date"][next(rows), 3] = 0x02  # the 2nd instead of the 1st of the month
+    row = next(rows)
+    r["time"][row, 2] = 0x30 if r["time"][row, 2] != 0x30 else 0x31
+    r["diversifier"][next(rows), 7] ^= 0x01
+    target = rewrite(out / victim.name, r)
+    report = run([target], tmp_path)
+    assert reasons_of(report) == {"bad_tac": 10}
+    assert report.summary()["accepted"] == len(r) - 10
+
+
+def test_unknown_issuer_and_hotlisted_cards(day, tmp_path):
+    hotlist = tmp_path / "hotlist.csv"
+    r = records_of(day[0])
+    card = (bytes(r["issuer"][0]).hex().upper(), bytes(r["diversifier"][0]).hex().upper())
+    hotlist.write_text(f"issuer,card,listed_at\n{card[0]},{card[1]},2026-05-01T00:00:00\n")
+    inputs = RunInputs(CITY_ONLY, hotlist_path=str(hotlist))
+    report = run(day, tmp_path, inputs=inputs)
+    rejected = reasons_of(report)
+    issuers = np.concatenate([records_of(p)["issuer"] for p in day])
+    others = int((issuers[:, 0] != 0x10).sum())
+    assert rejected["unknown_issuer"] == others > 0
+    cards = np.concatenate([records_of(p)[["issuer", "diversifier"]] for p in day])
+    listed = int(((cards["issuer"] == r["issuer"][0]).all(axis=1)
+                  & (cards["diversifier"] == r["diversifier"][0]).all(axis=1)).sum())
+    expected_hot = listed if card[0].startswith("10") else 0
+    assert rejected.get("hotlisted", 0) == expected_hot
+
+
+# --- whole files, idempotence, replays -------------------------------------------------------
+
+
+def test_a_damaged_file_is_refused_whole(day, tmp_path):
+    damaged = tmp_path / day[0].name
+    data = bytearray(day[0].read_bytes())
+    data[40] ^= 0x01  # a record byte: its CRC no longer matches
+    damaged.write_bytes(bytes(data))
+    report = run([damaged, *day[1:]], tmp_path)
+    refused = [b for b in report.document["batches"] if b["state"] == "refused"]
+    assert len(refused) == 1 and "CRC-32 mismatch" in refused[0]["reason"]
+    assert report.summary()["accepted"] == 3000 - len(records_of(day[0]))
+
+
+def test_settling_again_changes_nothing_and_says_so(day, tmp_path):
+    first = run(day, tmp_path)
+    ledger = tmp_path / "ledger.sqlite"
+    before = dump(ledger)
+    again = run(day, tmp_path)
+    assert again.summary()["batches"] == {"already_settled": len(day)}
+    assert dump(ledger) == before
+    assert again.document == first.document
+
+
+def test_a_replay_across_batches_and_a_conflicting_batch(day, tmp_path):
+    run(day[:2], tmp_path)
+    replayed = rewrite(tmp_path / "replay.ucb", records_of(day[0])[:5], batch_id=999)
+    conflict = tmp_path / "conflict.ucb"
+    settled_id = int.from_bytes(day[1].read_bytes()[14:18], "big")
+    rewrite(conflict, records_of(day[1])[:-1], batch_id=settled_id)  # settled header, new bytes
+    report = run([replayed, conflict], tmp_path)
+    assert reasons_of(report) == {"replay": 5}
+    states = {b["file"]: b for b in report.document["batches"]}
+    assert states[str(conflict)]["state"] == "refused"
+    assert "conflict" in states[str(conflict)]["reason"]
+
+
+def test_a_record_without_tac_needs_a_later_verified_seq(day, tmp_path):
+    victim = next(p for p in day if (records_of(p)["tx_type"] == 0x06).sum() > 10)
+    r = records_of(victim)
+    purchases = np.flatnonzero(r["tx_type"] == 0x06)
+    counter = (r["issuer"], r["diversifier"])
+    seqs = r["card_seq"].astype(int)
+    same_card = [i for i in purchases if (counter[1][i] == counter[1][purchases[0]]).all()]
+    lonely = next(i for i in purchases
+                  if not any((counter[1][j] == counter[1][i]).all() and seqs[j] > seqs[i]
+                             for j in purchases if j != i))
+    proven = same_card[0] if len(same_card) > 1 else None
+    for i in (lonely, proven):
+        if i is not None:
+            r["tac"][i] = 0
+            r["flags"][i] = 0x03  # RECOVERED | NO_TAC
+    target = rewrite(tmp_path / victim.name, r)
+    report = run([target], tmp_path)
+    assert reasons_of(report).get("unproven", 0) == 1
+
+
+def dump(ledger: Path) -> dict[str, list[tuple]]:
+    """A ledger's contents, without the time batches were settled at."""
+    with sqlite3.connect(ledger) as db:
+        return {table: sorted(db.execute(f"SELECT * FROM {table}").fetchall())
+                for table in ("rejects", "lines", "usage")} | {
+            "batches": sorted(db.execute(
+                "SELECT terminal_id, batch_id, digest, records, accepted, list_total, "
+                "charged_total, settled FROM batches").fetchall())}
+
+
+def test_the_cli_settles_and_the_ledger_answers(day, tmp_path):
+    from click.testing import CliRunner
+
+    from unioncard.cli import root
+
+    runner = CliRunner()
+    result = runner.invoke(root, ["settle", str(day[0].parent), "--ledger",
+                                  str(tmp_path / "l.sqlite"), "--out", str(tmp_path / "o"),
+                                  "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["accepted"] == 3000 and doc["rejected"] == {}
+    assert "PUBLISHED TEST KEYS" in result.stderr
+    r = records_of(day[0])
+    terminal = bytes(r["terminal_id"][0]).hex()
+    asked = runner.invoke(root, ["ledger", "--ledger", str(tmp_path / "l.sqlite"),
+                                 "--terminal", terminal, "--json"])
+    found = json.loads(asked.stdout)
+    on_terminal = sum(len(records_of(p)) for p in day
+                      if bytes(records_of(p)["terminal_id"][0]).hex() == terminal)
+    loads = sum(int((records_of(p)["tx_type"] == 2).sum()) for p in day
+                if bytes(records_of(p)["terminal_id"][0]).hex() == terminal)
+    assert found["sales"] == on_terminal - loads
+
+
+def test_record_layout_matches_the_reference(day):
+    """The numpy dtype reads the fields the construct declaration writes."""
+    from unioncard.offline import read_batch
+
+    reference = read_batch(day[0]).records[0]
+    r = records_of(day[0])[0]
+    assert RECORD_DTYPE.itemsize == 256
+    assert int(r["charged_amount"]) == reference.charged_amount
+    assert bytes(r["tac"]) == reference.tac and int(r["card_seq"]) == reference.card_seq
