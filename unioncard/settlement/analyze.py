@@ -112,26 +112,43 @@ def _price(inputs: RunInputs, r: np.ndarray, cols: Columns, mask: np.ndarray,
            ruleset: np.ndarray, rebate: np.ndarray) -> None:
     """Re-price every purchase with its rule set as an offline terminal does; mark the
     unknown rule sets and the charged amounts the rules do not give."""
-    from unioncard.tariffs import evaluate_batch
+    from unioncard.settlement.keyindex import mix64
 
     purchase = ~cols.is_load
-    versions = r["ruleset_version"].view("S32").ravel()
-    zero = ~r["ruleset_version"].any(axis=1)
+    words = np.ascontiguousarray(r["ruleset_version"]).view("<u8")
+    versions = mix64(words)  # a rule set per hash: confirmed below, row by row
+    zero = ~words.any(axis=1)
     priceable = (r["mode"] >= 1) & (r["mode"] <= _MAX_MODE) & (r["member_status"] <= _MAX_STATUS)
     unpriced = purchase & zero
     mask[unpriced & (r["charged_amount"] != r["list_amount"])] |= bit(Reason.AMOUNT_MISMATCH)
     for version in np.unique(versions[purchase & ~zero]):
         rows = np.flatnonzero(purchase & ~zero & (versions == version))
-        rules = inputs.ruleset(bytes(version).ljust(32, b"\0"))
-        usable = rows[priceable[rows]] if rules is not None else rows[:0]
-        mask[np.setdiff1d(rows, usable, assume_unique=True)] |= bit(Reason.UNKNOWN_RULES)
-        if not usable.size or rules is None:
-            continue
-        ruleset[usable] = inputs.rulesets.index(rules)
-        quoted = evaluate_batch(context_batch(r[usable], cols.when[usable]), rules)
-        rebate[usable] = quoted.rebate
-        wrong = quoted.charged != r["charged_amount"][usable]
-        mask[usable[wrong]] |= bit(Reason.AMOUNT_MISMATCH)
+        exact = r["ruleset_version"][rows]
+        if (exact == exact[0]).all():
+            groups = [rows]
+        else:  # two versions share the 64-bit hash: price each on its own
+            _, which = np.unique(exact, axis=0, return_inverse=True)
+            groups = [rows[which.ravel() == k] for k in range(int(which.max()) + 1)]
+        for group in groups:
+            _price_group(inputs, r, cols, group, priceable, mask, ruleset, rebate)
+
+
+def _price_group(inputs: RunInputs, r: np.ndarray, cols: Columns, rows: np.ndarray,
+                 priceable: np.ndarray, mask: np.ndarray, ruleset: np.ndarray,
+                 rebate: np.ndarray) -> None:
+    """Purchases naming one rule set version: re-priced with it, or unknown."""
+    from unioncard.tariffs import evaluate_batch
+
+    rules = inputs.ruleset(bytes(r["ruleset_version"][rows[0]]))
+    usable = rows[priceable[rows]] if rules is not None else rows[:0]
+    mask[np.setdiff1d(rows, usable, assume_unique=True)] |= bit(Reason.UNKNOWN_RULES)
+    if not usable.size or rules is None:
+        return
+    ruleset[usable] = inputs.rulesets.index(rules)
+    quoted = evaluate_batch(context_batch(r[usable], cols.when[usable]), rules)
+    rebate[usable] = quoted.rebate
+    wrong = quoted.charged != r["charged_amount"][usable]
+    mask[usable[wrong]] |= bit(Reason.AMOUNT_MISMATCH)
 
 
 def context_batch(r: np.ndarray, when: np.ndarray, member_id: np.ndarray | None = None

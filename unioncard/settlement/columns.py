@@ -377,10 +377,10 @@ def _digits(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _big_endian_int(field: np.ndarray) -> np.ndarray:
     """Byte columns (n × k, k ≤ 8) as unsigned 64-bit integers."""
-    out = np.zeros(len(field), dtype=np.uint64)
-    for index in range(field.shape[1]):
-        out = (out << np.uint64(8)) | field[:, index].astype(np.uint64)
-    return out
+    width = field.shape[1]
+    padded = np.zeros((len(field), 8), np.uint8)
+    padded[:, 8 - width:] = field
+    return padded.view(">u8").ravel().astype(np.uint64)
 
 
 def _datetimes(date: np.ndarray, time: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ __all__ = ["BatchResult", "RunResult", "Settlement", "batch_order", "find_gaps",
 
 _IDENTITY: np.dtype[np.void] = np.dtype([
     ("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"), ("is_load", "u1"),
-    ("card_seq", "<u2"), ("terminal", "<u8"), ("terminal_seq", "<u4")])
+    ("card_seq", "<u2"), ("terminal", "<u8"), ("terminal_seq", "<u4"), ("verified", "u1")])
 _IDENTITY_FIELDS = ("issuer", "diversifier", "application", "is_load", "card_seq", "terminal",
                     "terminal_seq")
 _COUNTER = np.dtype([("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"),
@@ -112,28 +112,33 @@ class _TrackedBook:
     """The members' usage of capped rules: in memory by member, persisted per batch."""
 
     def __init__(self, rows: Iterable[tuple[str, str, str, int, int, int]]) -> None:
-        self._by_member: dict[str, dict[tuple[str, str, int], tuple[int, int]]] = {}
-        for member, rule, period, key, count, amount in rows:
-            self._by_member.setdefault(member, {})[(rule, period, int(key))] = (count, amount)
-
-    def book_for(self, members: Iterable[str]) -> Any:
-        from unioncard.tariffs import Usage, UsageBook
+        from unioncard.tariffs import Usage
         from unioncard.tariffs.model import Period
 
-        return UsageBook(((member, rule, Period(period), key), Usage(count, amount))
-                         for member in members
-                         for (rule, period, key), (count, amount)
-                         in self._by_member.get(member, {}).items())
+        self._by_member: dict[str, dict[Any, Any]] = {}
+        for member, rule, period, key, count, amount in rows:
+            self._by_member.setdefault(member, {})[(member, rule, Period(period), int(key))] = (
+                Usage(count, amount))
+
+    def book_for(self, members: Iterable[str]) -> Any:
+        from unioncard.tariffs import UsageBook
+
+        windows: dict[Any, Any] = {}
+        for member in members:
+            windows.update(self._by_member.get(member, {}))
+        return UsageBook.of(windows)
 
     def absorb(self, book: Any) -> list[tuple[str, str, str, int, int, int]]:
         """Take a batch's book back; the entries it changed, for the ledger."""
         changed = []
-        for (member, rule, period, key), usage in book.entries():
-            entries = self._by_member.setdefault(member, {})
-            window = (rule, str(period.value), int(key))
-            if entries.get(window) != (usage.count, usage.amount):
-                entries[window] = (usage.count, usage.amount)
-                changed.append((member, rule, window[1], window[2], usage.count, usage.amount))
+        for window, usage in book.windows().items():
+            entries = self._by_member.setdefault(window[0], {})
+            if entries.get(window) != usage:
+                entries[window] = usage
+                member, rule, period, key = window
+                changed.append((member, rule, str(period.value), int(key), usage.count,
+                                usage.amount))
+        changed.sort()
         return changed
 
 
@@ -149,6 +154,9 @@ class Settlement:
         self._cards, self._terminals = KeyIndex(), KeyIndex()
         self._counters = KeyIndex()
         self._counter_rows = np.zeros(0, _COUNTER)
+        self._proofs = False
+        """Whether the counters' verified seqs are indexed: built on first need (a record
+        without TAC), kept up to date after."""
         self._run_start = 0
         for _row, records in ledger.settled_records():
             self._remember(records)
@@ -179,7 +187,7 @@ class Settlement:
             return
         start = self._identity_count
         identity = np.empty(len(settled), _IDENTITY)
-        for name in _IDENTITY_FIELDS:
+        for name in (*_IDENTITY_FIELDS, "verified"):
             identity[name] = settled[name]
         self._chunks.append(identity)
         rows = np.arange(start, start + len(settled), dtype=np.int64)
@@ -189,13 +197,21 @@ class Settlement:
             settled["terminal_seq"])
         self._cards.insert(card, rows)
         self._terminals.insert(term, rows)
-        verified = settled["verified"] == 1
-        if verified.any():
-            chosen = settled[verified]
-            self._raise_counters(chosen, chosen["card_seq"].astype(np.int32))
+        if self._proofs:
+            self._raise_counters(identity)
 
-    def _raise_counters(self, r: Any, verified: np.ndarray) -> None:
+    def _index_proofs(self) -> None:
+        """Index the highest verified seq of every settled counter (first time it is needed)."""
+        if not self._proofs:
+            self._proofs = True
+            self._raise_counters(self._all_identities())
+
+    def _raise_counters(self, identities: np.ndarray) -> None:
         """Raise the highest TAC-verified seq known of each counter (what proves a seq)."""
+        r = identities[identities["verified"] == 1]
+        if not len(r):
+            return
+        verified = r["card_seq"].astype(np.int32)
         hashes = counter_hashes(r["issuer"], r["diversifier"], r["application"], r["is_load"])
         found = self._counters.find(hashes)
         hit = np.flatnonzero(found >= 0)
@@ -279,7 +295,7 @@ class Settlement:
                            **base)  # type: ignore[arg-type]
 
     def _identity(self, r: np.ndarray, cols: Columns) -> np.ndarray:
-        ident = np.empty(len(r), _IDENTITY)
+        ident = np.zeros(len(r), _IDENTITY)
         ident["issuer"], ident["diversifier"] = cols.issuer, cols.diversifier
         ident["application"], ident["is_load"] = r["application"], cols.is_load
         ident["card_seq"], ident["terminal"] = r["card_seq"], cols.terminal
@@ -293,6 +309,7 @@ class Settlement:
         no_tac = np.flatnonzero(((r["flags"] & 0x02) != 0) & (mask == 0))
         if not no_tac.size:
             return
+        self._index_proofs()
         hashes = counter_hashes(cols.issuer, cols.diversifier, r["application"], cols.is_load)
         best = np.full(len(r), -1, np.int64)
         found = self._counters.find(hashes[no_tac])

@@ -26,7 +26,7 @@ import numpy as np
 from unioncard.errors import TariffError
 from unioncard.tariffs import kernel as K
 from unioncard.tariffs.context import QuoteContext
-from unioncard.tariffs.engine import EPOCH_ORDINAL, UsageBook, period_key
+from unioncard.tariffs.engine import EPOCH_ORDINAL, UsageBook
 from unioncard.tariffs.loader import default_rules
 from unioncard.tariffs.model import EffectKind, MemberStatus, Mode, Period, RuleSet
 from unioncard.tariffs.money import MAX_FEN, ROUNDING_CODES, Rounding
@@ -498,19 +498,36 @@ def evaluate_batch(
 
 def record_batch(history: UsageBook, batch: ContextBatch, result: BatchResult,
                  rules: RuleSet) -> None:
-    """Add the capped-rule usage of a settled batch to ``history``."""
-    capped = {rules.index(rule_id) for rule_id in (r.id for r in rules.rules if r.caps)}
+    """Add the capped-rule usage of a settled batch to ``history`` (each window's uses
+    summed first, so a batch costs one update per member, rule and window)."""
+    capped = sorted(rules.index(r.id) for r in rules.rules if r.caps)
     if not capped:
         return
-    rows, cols = np.nonzero(np.isin(result.rules, np.asarray(sorted(capped), np.int32)))
-    for j, t in zip(rows.tolist(), cols.tolist(), strict=True):
-        member_id = str(batch.member_id[j])
-        if not member_id:
-            continue
-        rule = rules.rules[int(result.rules[j, t])]
-        at = batch.at[j].astype(datetime)
+    rows, cols = np.nonzero(np.isin(result.rules, np.asarray(capped, np.int32)))
+    keep = batch.member_id[rows] != ""
+    rows, cols = rows[keep], cols[keep]
+    if not rows.size:
+        return
+    days = batch.at[rows].astype("datetime64[D]").astype(np.int64)
+    months = batch.at[rows].astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    index = result.rules[rows, cols].astype(np.int64)
+    amount = result.amounts[rows, cols].astype(np.int64)
+    members = batch.member_id[rows]
+    for rule_index in np.unique(index).tolist():
+        rule = rules.rules[rule_index]
         if rule.caps is None:
             continue
+        mine = index == rule_index
         for period, _count, _amount in rule.caps.windows():
-            history.add(member_id, rule.id, period, period_key(period, at), count=1,
-                        amount=int(result.amounts[j, t]))
+            keys = days[mine] if period is Period.DAY else months[mine]
+            table = np.empty(int(mine.sum()), dtype=[("member", members.dtype), ("key", "<i8")])
+            table["member"], table["key"] = members[mine], keys
+            windows, which = np.unique(table, return_inverse=True)
+            which = which.ravel()
+            counts = np.bincount(which, minlength=len(windows))
+            sums = np.bincount(which, weights=amount[mine].astype(np.float64),
+                               minlength=len(windows)).astype(np.int64)
+            for (member_id, key), count, total in zip(windows.tolist(), counts.tolist(),
+                                                      sums.tolist(), strict=True):
+                history.add(str(member_id), rule.id, period, int(key), count=int(count),
+                            amount=int(total))

@@ -124,6 +124,17 @@ class UsageBook:
     def entries(self) -> Iterator[tuple[UsageKey, Usage]]:
         return iter(sorted(self._entries.items(), key=lambda item: item[0]))
 
+    def windows(self) -> dict[UsageKey, Usage]:
+        """Every window's usage, unsorted (a copy): for a store that persists the book."""
+        return dict(self._entries)
+
+    @classmethod
+    def of(cls, windows: dict[UsageKey, Usage]) -> UsageBook:
+        """A book holding exactly ``windows`` (keys as `windows` gives them), taken as is."""
+        book = cls()
+        book._entries.update(windows)
+        return book
+
     def copy(self) -> UsageBook:
         return UsageBook(self._entries.items())
 
