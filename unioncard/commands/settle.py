@@ -118,9 +118,10 @@ def settle_command(batches: tuple[Path, ...], keys_file: str | None,
         return
     summary = report.summary()
     refused = [b for b in report.document["batches"] if b["state"] == "refused"]
-    finish({**summary, "out": str(out_dir), "refused_files": refused},
-           _summary_lines(summary, refused, out_dir), as_json=as_json,
-           status=1 if refused else 0)
+    lines = _summary_lines(summary, refused, out_dir)
+    lines[-1:-1] = _table(report.document["by"])
+    finish({**summary, "out": str(out_dir), "refused_files": refused}, lines,
+           as_json=as_json, status=1 if refused else 0)
 
 
 def _client(stack: ExitStack, scheduler: str) -> Any:
@@ -139,6 +140,22 @@ def _client(stack: ExitStack, scheduler: str) -> Any:
             dashboard_address=None))
         return stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
     return stack.enter_context(Client(scheduler, timeout=30))  # type: ignore[no-untyped-call]
+
+
+def _table(by: dict[str, dict[str, dict[str, int]]], *, top: int = 10) -> list[str]:
+    """The sales by mode and by operator (the largest ``top``), as aligned columns."""
+    lines = []
+    for dimension in ("mode", "operator"):
+        rows = sorted(by[dimension].items(), key=lambda kv: -kv[1]["charged_amount"])
+        lines.append(f"{dimension:<16} {'sales':>9} {'list':>15} {'charged':>15} "
+                     f"{'discount':>13} {'rebate':>13}")
+        for name, t in rows[:top]:
+            lines.append(f"{name[:16]:<16} {t['count']:>9} {yuan(t['list_amount']):>15} "
+                         f"{yuan(t['charged_amount']):>15} {yuan(t['discount']):>13} "
+                         f"{yuan(t['rebate']):>13}")
+        if len(rows) > top:
+            lines.append(f"  ... and {len(rows) - top} more (clearing.csv)")
+    return lines
 
 
 def _summary_lines(summary: dict[str, Any], refused: list[dict[str, Any]],
