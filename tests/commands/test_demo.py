@@ -1,16 +1,27 @@
-"""`unioncard demo`: the live part pays member-priced fares with a simulated card."""
+"""`unioncard demo`: the live part pays member-priced fares with a simulated card, the day is
+settled and reported; `unioncard demo generate` writes a day of batch files."""
 
+import json
 import re
 
+import pytest
 from click.testing import CliRunner
 
 from unioncard.cli import root
+from unioncard.crypto import Keystore
+from unioncard.settlement import RunInputs, settle
 
 
-def test_demo_runs_a_member_card_through_the_engine():
+@pytest.fixture(scope="module")
+def demo() -> str:
     result = CliRunner().invoke(root, ["demo"], catch_exceptions=False)
     assert result.exit_code == 0
-    live = result.stdout.split("Live: a union member card and a PSAM in the simulator")[1]
+    return result.stdout
+
+
+def test_demo_runs_a_member_card_through_the_engine(demo):
+    live = demo.split("Live: a union member card and a PSAM in the simulator")[1]
+    live = live.split("A day, ")[0]
     assert "T-Union purse card type 55 (union member)" in live
     assert "bus fare, route K1: list 2.00 yuan, charged 1.80 yuan (bus-member-10" in live
     assert "purse 50.00 yuan -> 48.20 yuan" in live
@@ -32,6 +43,100 @@ def test_demo_runs_a_member_card_through_the_engine():
     assert "exported 6 offline records in 2 batch files, 6 of 6 TACs verified" in live
 
 
-def test_demo_is_reproducible():
-    first = CliRunner().invoke(root, ["demo"]).stdout
-    assert CliRunner().invoke(root, ["demo"]).stdout == first
+def test_demo_day_issues_transacts_exports_and_settles(demo):
+    day = demo.split("A day, 2026-05-01: ")[1]
+    assert "issued 12 member cards from sample-members.csv (utf-8), 6 union organizations" in day
+    assert "categories: 3 model worker, 2 hardship, 5 mutual aid" in day
+    count = int(re.search(r"terminal engine: (\d+) transactions", day)[1])
+    assert f"terminal engine: {count} transactions, {count} approved, 0 declined" in day
+    kinds = re.search(r"\n {4}(\d+) bus fares, (\d+) metro fares, (\d+) highway entries, (\d+) "
+                      r"highway exits, (\d+) sales, (\d+) loads\n", day)
+    assert kinds is not None and sum(map(int, kinds.groups())) == count
+    assert kinds[3] == kinds[4]  # every trip that entered the highway left it
+    assert f"journal: {count} completed, 0 pending; exported {count} offline records in 11 " \
+           "batch files" in day
+    assert f"settlement: batch files 11 settled; accepted {count} records, rejected 0" in day
+    # the clearing table: one row per mode and operator, and the total of the rows
+    rows = re.findall(r"^ {4}(bus|metro|etc|pos) +(.+?) +(\d+) +(\d+\.\d\d) +(\d+\.\d\d) +"
+                      r"(\d+\.\d\d) +(\d+\.\d\d)$", day, re.M)
+    assert [(mode, operator) for mode, operator, *_ in rows] == [
+        ("bus", "City Bus Co."), ("metro", "Metro Co."), ("etc", "Expressway Co."),
+        ("pos", "Canteen 7"), ("pos", "Partner shop 0001"), ("pos", "Supermarket 0042")]
+    total = re.search(r"^ {4}total +(\d+) +(\d+\.\d\d) +(\d+\.\d\d) +(\d+\.\d\d) +(\d+\.\d\d)$",
+                      day, re.M)
+    assert total is not None
+
+    def fen(text: str) -> int:
+        return round(float(text) * 100)
+
+    columns = list(zip(*(row[2:] for row in rows), strict=True))
+    assert int(total[1]) == sum(map(int, columns[0])) == count - int(kinds[6])
+    for i in range(1, 5):
+        assert fen(total[i + 1]) == sum(map(fen, columns[i]))
+    for _mode, _operator, _n, listed, charged, discount, _rebate in rows:
+        assert fen(listed) == fen(charged) + fen(discount)
+    by = {operator: row for _mode, operator, *row in rows}
+    assert fen(by["City Bus Co."][3]) > 0 and fen(by["Expressway Co."][3]) > 0  # 10%, 5% off
+    assert fen(by["Partner shop 0001"][3]) == 2000  # 10 yuan off each 100 yuan purchase
+    assert fen(by["Supermarket 0042"][4]) > 0 and fen(by["Canteen 7"][4]) > 0  # subsidy
+    assert fen(by["City Bus Co."][4]) == 0
+    assert (f"the union owes the operators {total[4]} yuan of member discounts, the members "
+            f"{total[5]} yuan of rebates") in day
+    assert re.search(rf"loads: {kinds[6]}, \d+\.00 yuan paid in by the members at Union "
+                     r"service point \(not sales\)", day)
+
+
+def test_demo_is_reproducible(demo):
+    assert CliRunner().invoke(root, ["demo"]).stdout == demo
+
+
+def _generate(*args: str):
+    return CliRunner().invoke(root, ["demo", "generate", *args], catch_exceptions=False)
+
+
+def test_demo_generate_writes_a_day_that_settles(tmp_path):
+    out = tmp_path / "day"
+    result = _generate("--records", "2000", "--out", str(out), "--batch-records", "300",
+                       "--json")
+    assert result.exit_code == 0
+    assert "PUBLISHED TEST KEYS" in result.stderr
+    doc = json.loads(result.stdout)
+    files = sorted(out.iterdir())
+    assert doc["files"] == len(files) > 5 and doc["records"] == 2000 and doc["test_keys"]
+    assert all(f.suffix == ".ucb" for f in files)  # batch files only
+    report = settle(files, ledger_path=tmp_path / "ledger.sqlite",
+                    inputs=RunInputs(Keystore.test()))
+    summary = report.summary()
+    assert summary["accepted"] == 2000 and not summary["rejected"]
+    totals = summary["totals"]
+    assert doc["totals"]["loads"] == totals["loads"]
+    assert doc["totals"]["sales"] == {k: totals["sales"][k]
+                                      for k in ("count", "list_amount", "charged_amount")}
+    # the same seed gives the same files; another seed others
+    again = _generate("--records", "2000", "--out", str(tmp_path / "again"),
+                      "--batch-records", "300")
+    assert again.exit_code == 0 and "wrote 2,000 records in" in again.stdout
+    assert [f.read_bytes() for f in files] == [
+        f.read_bytes() for f in sorted((tmp_path / "again").iterdir())]
+    other = _generate("--records", "2000", "--out", str(tmp_path / "other"), "--seed", "7")
+    assert other.exit_code == 0
+    assert b"".join(f.read_bytes() for f in sorted((tmp_path / "other").iterdir())) != \
+        b"".join(f.read_bytes() for f in files)
+
+
+def test_demo_generate_refuses_a_directory_that_is_not_empty(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / "old-00000001.ucb").write_bytes(b"an older day")
+    refused = _generate("--records", "100", "--out", str(tmp_path))
+    assert refused.exit_code == 2 and "not empty" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "old-00000001.ucb"]
+    forced = _generate("--records", "100", "--out", str(tmp_path), "--force")
+    assert forced.exit_code == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "notes.txt" in names and "old-00000001.ucb" not in names  # the older day is gone
+    assert len(names) > 1
+
+
+def test_plain_demo_help_lists_generate():
+    result = CliRunner().invoke(root, ["demo", "--help"])
+    assert result.exit_code == 0 and "generate" in result.stdout

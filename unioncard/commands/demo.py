@@ -1,4 +1,4 @@
-"""``unioncard demo``: the sample trace decoded, then a member card at work in the terminal engine.
+"""``unioncard demo``: a sample trace decoded, a member card at work, then a day settled.
 
 First the sample trace that ships with unioncard (``unioncard/data/sample_trace.txt``):
 one bus fare paid with a union member card, recorded from the terminal engine
@@ -12,24 +12,43 @@ a partner supermarket, a load, a union mutual-aid payment credited at a service
 point and a card read, journaling every transaction in a SQLite journal, and
 exports the offline records; each TAC is verified with the keystore as
 settlement does.
+
+Then a day (`_day`): cards issued for the sample member sheet
+(``unioncard/data/sample-members.csv``, docs/issuance.md), a day of bus and metro
+fares, highway trips, sales and loads on them at several terminals, each with its
+PSAM, journaled and exported, the batches settled (docs/settlement.md) and the
+clearing report shown.  Seeds and times are fixed: the output is the same every run.
+
+``unioncard demo generate`` writes only batch files: a large generated day
+(`unioncard.settlement.generate`) for benchmarks and trials.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
+import random
+import sys
 import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import click
 
 from unioncard.apdu.indexer import concat, iter_index_records
 from unioncard.apdu.purse import bcd_datetime
+from unioncard.apdu.records import MemberCategory
 from unioncard.apdu.trace_decode import describe, pair, render
 from unioncard.apdu.trace_stats import TraceStats
 from unioncard.apdu.trace_text import read_text
 from unioncard.applet_sim import MemberData, issue_member_card, issue_psam
-from unioncard.commands.common import yuan
+from unioncard.commands.common import JSON_OPTION, progress_bar, yuan
 from unioncard.crypto import Keystore, derive_card_keys
 from unioncard.crypto import purse as pc
 from unioncard.offline import Application, OfflineRecord, read_batch
@@ -55,10 +74,11 @@ __all__ = ["SAMPLE", "group"]
 SAMPLE = "data/sample_trace.txt"
 
 
-@click.command(name="demo")
+@click.group(name="demo", invoke_without_command=True)
 @click.option("--unmask", is_flag=True, help="Show the sample card's PAN in full.")
-def group(unmask: bool) -> None:
-    """Decode a sample trace, then run a member card through the terminal engine.
+@click.pass_context
+def group(ctx: click.Context, unmask: bool) -> None:
+    """Decode a sample trace, run a member card through the terminal engine, settle a day.
 
     The first part is ``unioncard trace decode`` on the sample file, followed by
     a summary from the bulk indexer.  The second issues a union member card and
@@ -67,10 +87,19 @@ def group(unmask: bool) -> None:
     at a partner supermarket, a load, a union disbursement credited to the card
     and a card read, priced by the shipped member-benefit rules and journaled;
     the offline records are exported and every TAC is checked with the keys.
+    The third is a day: cards issued for a sample member sheet, bus and metro
+    fares, highway trips, sales and loads at several terminals, the batches
+    exported and settled, and the clearing report.
+
+    ``unioncard demo generate`` writes a large generated day of batch files instead.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     _sample(unmask)
     click.echo()
     _live()
+    click.echo()
+    _day()
 
 
 def _sample(unmask: bool) -> None:
@@ -197,3 +226,340 @@ def _live() -> None:
         click.echo(f"  journal: {counts['completed']} completed, {counts['pending']} pending; "
                    f"exported {len(exported)} offline records in {len(batches)} batch files, "
                    f"{good} of {len(exported)} TACs verified")
+
+
+# --- a day: cards issued from a member sheet, transactions, export, settlement ----------------
+
+DAY = dt.date(2026, 5, 1)
+DAY_SEED = 20260501
+MEMBER_SHEET = "data/sample-members.csv"
+DAY_TERMINALS = {
+    # name: (terminal id, what it is)
+    "bus-1": ("310100000001", "bus route 1 validator"),
+    "bus-42": ("310100000042", "bus route 42 validator"),
+    "metro-0105": ("310200000105", "metro gate, station 0105"),
+    "metro-0112": ("310200000112", "metro gate, station 0112"),
+    "toll-0203": ("110100000203", "toll station 0203"),
+    "toll-0007": ("110100000007", "toll station 0007"),
+    "toll-0011": ("110100000011", "toll station 0011"),
+    "supermarket": ("580000000042", "supermarket POS"),
+    "canteen": ("580000000007", "canteen POS"),
+    "partner": ("580000000001", "partner shop POS"),
+}
+SERVICE_POINT = bytes.fromhex("000000000088")
+"""The union service point where members load their cards (no PSAM: the load host)."""
+DAY_OPERATORS = {
+    "3101": "City Bus Co.", "3102": "Metro Co.", "1101": "Expressway Co.",
+    "580000000042": "Supermarket 0042", "580000000007": "Canteen 7",
+    "580000000001": "Partner shop 0001", "000000000088": "Union service point",
+}
+"""Operators by terminal id prefix, as ``unioncard settle --operators`` takes them."""
+MERCHANTS = {"supermarket": ("SUPERMARKET-0042", 5411), "canteen": ("CANTEEN-7", 5812),
+             "partner": ("EXAMPLE-PARTNER-0001", 5311)}
+FLOW_WORDS = {"bus": "bus fares", "metro": "metro fares", "etc-entry": "highway entries",
+              "etc-exit": "highway exits", "pos": "sales", "load": "loads"}
+MODE_ORDER = ("bus", "metro", "coach", "ferry", "taxi", "etc", "pos")
+DAY_TRANSIT_BALANCE, DAY_ETC_BALANCE = 10_000, 50_000
+"""The purses' balances at issuance, in fen."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """One transaction of the day: ``member`` (index in the sheet) at ``terminal``."""
+
+    when: dt.datetime
+    member: int
+    flow: str  # a key of FLOW_WORDS
+    terminal: str  # a key of DAY_TERMINALS ("" for loads at the service point)
+    amount: int = 0
+    station: int = 0
+
+
+def _at(minutes: int, rng: random.Random) -> dt.datetime:
+    return dt.datetime.combine(DAY, dt.time()) + dt.timedelta(minutes=minutes,
+                                                             seconds=rng.randrange(60))
+
+
+def _plan_day(members: int, rng: random.Random) -> list[_Event]:
+    """The day's transactions, in time order: commutes by bus, metro or car (highway
+    trips), canteen lunches, evening shopping (supermarket, the partner shop), and loads at
+    the service point for members whose day would empty their transit purse."""
+    events: list[_Event] = []
+    for m in range(members):
+        plan: list[_Event] = []
+        morning, evening = 7 * 60 + rng.randrange(90), 17 * 60 + 30 + rng.randrange(90)
+        if m % 4 == 3:  # drives to work: a highway trip each way
+            there = ("toll-0011", 0x0011) if m == 11 else ("toll-0203", 0x0203)
+            for start, (entry, exit_) in ((morning, (there, ("toll-0007", 0x0007))),
+                                          (evening, (("toll-0007", 0x0007), there))):
+                plan.append(_Event(_at(start, rng), m, "etc-entry", entry[0],
+                                   station=entry[1]))
+                plan.append(_Event(_at(start + 45 + rng.randrange(40), rng), m, "etc-exit",
+                                   exit_[0], station=exit_[1]))
+        else:
+            route = ("bus-1", "bus-42", "metro-0105")[m % 3]
+            for start in (morning, evening):
+                if route.startswith("bus"):
+                    plan.append(_Event(_at(start, rng), m, "bus", route, rng.choice((200, 200,
+                                                                                   300))))
+                if route.startswith("metro") or m % 4 == 0:  # metro, or a transfer to it
+                    gate = ("metro-0105", 0x0105) if start == morning else ("metro-0112", 0x0112)
+                    plan.append(_Event(_at(start + 30, rng), m, "metro", gate[0],
+                                       rng.choice((300, 400, 500)), gate[1]))
+        if m % 2 == 0:
+            plan.append(_Event(_at(11 * 60 + 45 + rng.randrange(60), rng), m, "pos", "canteen",
+                               rng.choice((1200, 1500, 1800, 2200))))
+        if rng.random() < 0.6:
+            plan.append(_Event(_at(19 * 60 + 30 + rng.randrange(120), rng), m, "pos",
+                               "supermarket", rng.choice((3580, 6420, 8850, 12800, 16800))))
+        if m in (2, 9):
+            plan.append(_Event(_at(19 * 60 + rng.randrange(60), rng), m, "pos", "partner",
+                               (12880, 25600)[m == 9]))
+        spend = sum(e.amount for e in plan if e.flow in ("bus", "metro", "pos"))
+        if spend > DAY_TRANSIT_BALANCE - 2000:  # tops the purse up at lunchtime
+            need = spend - DAY_TRANSIT_BALANCE + 4000
+            plan.append(_Event(_at(12 * 60 + 30 + rng.randrange(60), rng), m, "load", "",
+                               -(-need // 10000) * 10000))
+        events += plan
+    return sorted(events, key=lambda e: (e.when, e.member))
+
+
+def _issue_day_cards(keys: Keystore, out: Path) -> tuple[Any, list[Any]]:
+    """The sample sheet read and issued as ``card issue`` does (docs/issuance.md); the sheet
+    and the issued cards, in sheet order."""
+    from unioncard.applet_sim.issuance import IssueOptions, issue_sheet
+    from unioncard.applet_sim.member_sheet import read_sheet
+
+    raw = resources.files("unioncard").joinpath(MEMBER_SHEET).read_bytes()
+    sheet = read_sheet(raw, today=DAY)
+    options = IssueOptions(dt.date(2026, 1, 1), dt.date(2030, 12, 31),
+                           transit_balance=DAY_TRANSIT_BALANCE, etc_balance=DAY_ETC_BALANCE,
+                           first_card_no=101)
+    report = issue_sheet(sheet, keys, out, options)
+    if report.refused or sheet.errors:
+        raise click.ClickException(f"{MEMBER_SHEET}: refused rows: {report.refused}")
+    return sheet, report.issued
+
+
+def _powered(device: Any) -> Channel:
+    transport = InProcessTransport(device)
+    transport.power_on()
+    return Channel(transport)
+
+
+def _day() -> None:
+    from unioncard.applet_sim import SimulatedCard
+    from unioncard.settlement import RunInputs, settle
+
+    keys = Keystore.test()
+    tolls = parse_toll_table(resources.files("unioncard").joinpath(TOLL_TABLE)
+                             .read_text(encoding="utf-8"), TOLL_TABLE)
+    click.echo(f"A day, {DAY}: the sample member sheet, {len(DAY_TERMINALS)} terminals and a "
+               "service point (published TEST keys)")
+    with tempfile.TemporaryDirectory(prefix="unioncard-day-") as tmp:
+        root = Path(tmp)
+        sheet, issued = _issue_day_cards(keys, root / "cards")
+        cards = [_powered(SimulatedCard.load(card.path, random_source=DAY_SEED + i))
+                 for i, card in enumerate(issued)]
+        psams = {name: _powered(issue_psam(keys, tid, random_source=DAY_SEED + 100 + i))
+                 for i, (name, (tid, _)) in enumerate(DAY_TERMINALS.items())}
+        categories = Counter(c for m in sheet.members for c in MemberCategory
+                             if m.category_flags & c)
+        click.echo(f"  issued {len(issued)} member cards from {Path(MEMBER_SHEET).name} "
+                   f"({sheet.encoding}), {len({m.organization for m in sheet.members})} union "
+                   "organizations")
+        click.echo("    categories: " + ", ".join(
+                       f"{categories[c]} {str(c.name).lower().replace('_', ' ')}"
+                       for c in MemberCategory))
+        events = _plan_day(len(issued), random.Random(DAY_SEED))
+        with TransactionJournal(root / "journal.sqlite") as journal:
+            outcomes = [_run_event(e, cards[e.member], psams.get(e.terminal), journal, keys,
+                                   tolls) for e in events]
+            approved = Counter(o.flow for o in outcomes if o.decision.value == "approved")
+            declined = [o for o in outcomes if o.decision.value != "approved"]
+            click.echo(f"  terminal engine: {len(outcomes)} transactions, "
+                       f"{sum(approved.values())} approved, {len(declined)} declined")
+            click.echo("    " + ", ".join(f"{approved[flow]} {word}"
+                                          for flow, word in FLOW_WORDS.items() if approved[flow]))
+            for outcome in declined:
+                click.echo(f"    declined {outcome.flow}: {outcome.reason}")
+            counts = journal.counts()
+            batches = journal.export(root / "batches",
+                                     now=dt.datetime.combine(DAY, dt.time(23, 30)))
+        click.echo(f"  journal: {counts['completed']} completed, {counts['pending']} pending; "
+                   f"exported {sum(b.count for b in batches)} offline records in {len(batches)} "
+                   "batch files")
+        report = settle([b.path for b in batches], ledger_path=root / "ledger.sqlite",
+                        inputs=RunInputs(keys, operators=DAY_OPERATORS), out=root / "report")
+    _clearing(report.summary(), report.lines)
+
+
+def _run_event(event: _Event, card: Channel, psam: Channel | None,
+               journal: TransactionJournal, keys: Keystore, tolls: Any) -> Outcome:
+    """Run one transaction of the day through the terminal engine."""
+    options: dict[str, Any] = {"now": event.when, "pending": journal.pending()}
+    session: Any
+    if event.flow in ("bus", "metro"):
+        mode = Mode.BUS if event.flow == "bus" else Mode.METRO
+        route = event.terminal.split("-")[1] if event.flow == "bus" else "M1"
+        session = TransitPurchase(mode, event.amount, route=route, station=event.station,
+                                  **options)
+    elif event.flow == "etc-entry":
+        session = EtcEntry(network=tolls.network, station=event.station, lane=2,
+                           vehicle_class=1, **options)
+    elif event.flow == "etc-exit":
+        session = EtcExit(network=tolls.network, station=event.station, lane=3, tolls=tolls,
+                          **options)
+    elif event.flow == "pos":
+        merchant, mcc = MERCHANTS[event.terminal]
+        session = PosPurchase(event.amount, merchant=merchant, mcc=mcc, **options)
+    else:
+        session = Load(Application.TRANSIT, event.amount, terminal_id=SERVICE_POINT, **options)
+    return run(session, card=card, psam=psam, journal=journal, host=KeystoreLoadHost(keys))
+
+
+def _clearing(summary: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    """The clearing report as the settlement's ledger gives it: counts, then the sales per
+    mode and operator (docs/settlement.md, "Clearing")."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from unioncard.commands.settle import REASON_WORDS
+
+    rejected = summary["rejected"]
+    states = ", ".join(f"{n} {state.replace('_', ' ')}"
+                       for state, n in summary["batches"].items())
+    click.echo(f"  settlement: batch files {states}; accepted {summary['accepted']} records, "
+               f"rejected {sum(rejected.values())}")
+    for reason, count in rejected.items():
+        click.echo(f"    rejected {count}: {REASON_WORDS.get(reason, reason)}")
+    amounts = ("count", "list_amount", "charged_amount", "discount", "rebate")
+    rows: dict[tuple[str, str], list[int]] = {}
+    for line in lines:
+        if line["kind"] == "sale":
+            row = rows.setdefault((line["mode"], line["operator"]), [0] * len(amounts))
+            for i, key in enumerate(amounts):
+                row[i] += line[key]
+    sales, loads = summary["totals"]["sales"], summary["totals"]["loads"]
+    table = Table(box=box.SIMPLE, show_edge=False, show_footer=True, pad_edge=False)
+    table.add_column("mode", "total")
+    table.add_column("operator")
+    for key, name in zip(amounts, ("sales", "list", "charged", "discount", "rebate"),
+                         strict=True):
+        table.add_column(name, _amount(key, sales[key]), justify="right")
+    order = {mode: i for i, mode in enumerate(MODE_ORDER)}
+    for (mode, operator), row in sorted(rows.items(),
+                                        key=lambda kv: (order.get(kv[0][0], 99), kv[0])):
+        table.add_row(mode, operator, *(_amount(k, v) for k, v in zip(amounts, row,
+                                                                     strict=True)))
+    console = Console(file=io.StringIO(), width=100, color_system=None, highlight=False)
+    console.print(table)
+    click.echo("  clearing report, sales in yuan (highway entries are etc sales of 0.00):")
+    for text in console.file.getvalue().splitlines():  # type: ignore[attr-defined]
+        click.echo(f"    {text}".rstrip())
+    click.echo(f"  the union owes the operators {yuan(sales['discount'])} of member discounts, "
+               f"the members {yuan(sales['rebate'])} of rebates")
+    where = sorted({line["operator"] for line in lines if line["kind"] == "load"})
+    click.echo(f"  loads: {loads['count']}, {yuan(loads['amount'])} paid in by the members at "
+               f"{', '.join(where) or '-'} (not sales)")
+
+
+def _amount(key: str, value: int) -> str:
+    return str(value) if key == "count" else f"{value // 100}.{value % 100:02d}"
+
+
+# --- demo generate: a large day of batch files ------------------------------------------------
+
+BATCH_RECORDS_MAX = 8_000_000
+"""A batch file of this many records stays under settlement's 2 GiB limit."""
+
+
+@group.command("generate")
+@click.option("--records", type=click.IntRange(1), required=True,
+              help="How many records the day holds.")
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the batch files (created; refused when not empty).")
+@click.option("--force", is_flag=True,
+              help="Write into a directory that is not empty; its batch files (*.ucb) are "
+                   "removed first, so it holds this day only.")
+@click.option("--seed", type=int, default=None,
+              help="Random seed; the same seed gives the same files. Default: the "
+                   "generator's fixed seed.")
+@click.option("--batch-records", type=click.IntRange(1, BATCH_RECORDS_MAX), default=None,
+              help="Records per batch file at most (default 20000); each terminal's records "
+                   "fill its files in turn.")
+@click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),
+              help="Keystore whose TAC master keys sign the records (docs/keystore.md). "
+                   "Default: the published test keys (said on stderr).")
+@JSON_OPTION
+def generate(records: int, out_dir: Path, force: bool, seed: int | None,
+             batch_records: int | None, keys_file: str | None, as_json: bool) -> None:
+    """Write a generated day of offline record batches (docs/records.md) into OUT.
+
+    Several city unions (issuers), bus, metro and toll operators, partner merchants,
+    members of every category; fares priced by the shipped rules and real TACs, so every
+    record settles as accepted with the same keys (``unioncard settle OUT``).  Only batch
+    files are written.
+    """
+    from unioncard.settlement.generate import DayPlan, generate_day
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise click.UsageError(f"--out {out_dir}: not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise click.UsageError(f"--out {out_dir}: the directory is not empty (--force "
+                                   "writes into it, replacing its batch files)")
+        for stale in out_dir.glob("*.ucb"):
+            stale.unlink()
+    keys = Keystore.load(keys_file) if keys_file else Keystore.test()
+    if keys.test_keys:
+        click.echo("WARNING: signing with the PUBLISHED TEST KEYS; for testing only.", err=True)
+    given: dict[str, int] = {}
+    if seed is not None:
+        given["seed"] = seed
+    if batch_records is not None:
+        given["batch_records"] = batch_records
+    plan = DayPlan(records, **given)  # type: ignore[arg-type]
+    with ExitStack() as stack:
+        advance = (progress_bar(stack, records, "writing batch files")
+                   if not as_json and sys.stderr.isatty() else None)
+        try:
+            paths = generate_day(out_dir, plan, keys, progress=advance)
+        except ValueError as exc:  # a keystore without the generated issuers' keys
+            raise click.ClickException(str(exc)) from None
+    totals = _day_totals(paths)
+    document = {"out": str(out_dir), "files": len(paths), "records": records,
+                "seed": plan.seed, "test_keys": keys.test_keys, "totals": totals}
+    if as_json:
+        click.echo(json.dumps(document, ensure_ascii=False))
+        return
+    sales, loads = totals["sales"], totals["loads"]
+    click.echo(f"wrote {records:,} records in {len(paths)} batch files into {out_dir} "
+               f"(seed {plan.seed})")
+    click.echo(f"  sales {sales['count']:>12,}  list {yuan(sales['list_amount'])}, charged "
+               f"{yuan(sales['charged_amount'])}")
+    click.echo(f"  loads {loads['count']:>12,}  amount {yuan(loads['amount'])}")
+
+
+def _day_totals(paths: Sequence[Path]) -> dict[str, Any]:
+    """Sales and loads of the files written (read back: they are what settlement reads)."""
+    import numpy as np
+
+    from unioncard.offline.batch import HEADER_SIZE, TRAILER_SIZE
+    from unioncard.settlement.columns import RECORD_DTYPE
+
+    sales = {"count": 0, "list_amount": 0, "charged_amount": 0}
+    loads = {"count": 0, "amount": 0}
+    for path in paths:
+        count = (path.stat().st_size - HEADER_SIZE - TRAILER_SIZE) // RECORD_DTYPE.itemsize
+        r = np.memmap(path, RECORD_DTYPE, "r", HEADER_SIZE, (count,))
+        load = r["tx_type"] == 0x02
+        sales["count"] += int(count - load.sum())
+        sales["list_amount"] += int(r["list_amount"][~load].sum(dtype=np.int64))
+        sales["charged_amount"] += int(r["charged_amount"][~load].sum(dtype=np.int64))
+        loads["count"] += int(load.sum())
+        loads["amount"] += int(r["charged_amount"][load].sum(dtype=np.int64))
+        del r
+    return {"sales": sales, "loads": loads}
