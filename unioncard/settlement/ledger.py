@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS batches (
     list_total INTEGER NOT NULL,
     charged_total INTEGER NOT NULL,
     settled BLOB NOT NULL,
+    first_at INTEGER,
+    last_at INTEGER,
     UNIQUE (terminal_id, batch_id)
 );
 CREATE TABLE IF NOT EXISTS rejects (
@@ -184,14 +186,18 @@ class Ledger:
         query += " ORDER BY terminal_id, batch_id"
         return [LedgerBatch(*row) for row in self._db.execute(query, tuple(rows or ()))]
 
-    def settled_records(self, rows: Iterable[int] | None = None) -> Iterator[tuple[int,
-                                                                               np.ndarray]]:
-        """(batch row, accepted records as `SETTLED_DTYPE`) of every batch, or of ``rows``."""
-        query = "SELECT id, settled FROM batches"
+    def settled_records(self, rows: Iterable[int] | None = None, *, since: int | None = None
+                        ) -> Iterator[tuple[int, np.ndarray]]:
+        """(batch row, accepted records as `SETTLED_DTYPE`) of every batch, or of ``rows``;
+        ``since`` keeps the batches holding a record at or after that time (seconds)."""
+        query = "SELECT id, settled FROM batches WHERE 1"
         args: tuple[int, ...] = ()
         if rows is not None:
             args = tuple(rows)
-            query += f" WHERE id IN ({','.join('?' * len(args))})"
+            query += f" AND id IN ({','.join('?' * len(args))})"
+        if since is not None:
+            query += " AND last_at >= ?"
+            args += (since,)
         for row, blob in self._db.execute(query + " ORDER BY id", args):
             yield row, np.frombuffer(blob, SETTLED_DTYPE)
 
@@ -205,10 +211,12 @@ class Ledger:
         try:
             cursor = db.execute(
                 "INSERT INTO batches (terminal_id, batch_id, digest, source, created, "
-                "settled_at, records, accepted, list_total, charged_total, settled) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "settled_at, records, accepted, list_total, charged_total, settled, first_at, "
+                "last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (terminal_id, batch_id, digest, source, created, now, records, len(settled),
-                 list_total, charged_total, settled.astype(SETTLED_DTYPE).tobytes()))
+                 list_total, charged_total, settled.astype(SETTLED_DTYPE).tobytes(),
+                 int(settled["when"].min()) if len(settled) else None,
+                 int(settled["when"].max()) if len(settled) else None))
         except sqlite3.IntegrityError:
             raise LedgerError(f"batch {batch_id} of terminal {terminal_id.hex().upper()} is "
                               "already in the ledger") from None

@@ -542,22 +542,27 @@ def _capped_modes(rules: Any) -> list[int]:
     return sorted({int(rule.mode) for rule in rules.rules if rule.caps is not None})
 
 
+GAP_DAYS = 31
+"""How far back gaps are looked for: the settled records of the month before the run."""
+
+
 def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000
               ) -> list[tuple[str, str, int, int]]:
     """Suspicious gaps: seqs missing between two settled seqs of a card's counter, for the
-    counters the batches ``rows`` touched, over the whole ledger (a batch that arrives
-    later fills its gap).  (card, kind, first missing seq, last missing seq), at most
-    ``limit``."""
+    counters the batches ``rows`` touched, over the ledger's records of the `GAP_DAYS`
+    before them (a batch that arrives later fills its gap).  (card, kind, first missing
+    seq, last missing seq), at most ``limit``."""
     touched = [records for _row, records in ledger.settled_records(rows)]
     if not touched or not sum(len(t) for t in touched):
         return []
     mine = np.concatenate(touched)
+    since = int(mine["when"].min()) - GAP_DAYS * 86400
     wanted = KeyIndex(len(mine))
     keys = counter_hashes(mine["issuer"], mine["diversifier"], mine["application"],
                           mine["is_load"])
     wanted.insert(keys, np.zeros(len(keys), np.int64))
     parts, hashes = [], []
-    for _row, records in ledger.settled_records():
+    for _row, records in ledger.settled_records(since=since):
         h = counter_hashes(records["issuer"], records["diversifier"], records["application"],
                            records["is_load"])
         keep = wanted.find(h) >= 0
