@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from unioncard.file_lock import FileInUseError, FileLock, is_card_image, lock_path
+from unioncard.file_lock import (
+    FileInUseError,
+    FileLock,
+    FileLockError,
+    is_card_image,
+    lock_path,
+)
 
 HOLD = ("import sys, time; from unioncard.file_lock import FileLock; "
         "lock = FileLock(sys.argv[1], 'unioncard sim serve').acquire(); "
@@ -97,3 +103,74 @@ def test_is_card_image(tmp_path, sim_card):
     assert is_card_image(image)
     assert not is_card_image(other) and not is_card_image(fifo)
     assert not is_card_image(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("content", [b'{"keep": true}\n', b"1234 unioncard tap\nmore\n",
+                                     b"\xff\xfe", b"9" * 5000])
+def test_a_file_at_the_lock_path_that_is_not_a_lock_note_is_left_alone(tmp_path, content):
+    image = tmp_path / "card.json"
+    image.write_text("{}")
+    lock_path(image).write_bytes(content)
+    with pytest.raises(FileLockError, match="holds something other than a lock note") as refused:
+        FileLock(image, "unioncard tap").acquire()
+    assert "\n" not in str(refused.value) and "Errno" not in str(refused.value)
+    assert lock_path(image).read_bytes() == content  # neither truncated nor removed
+
+
+def test_a_hard_link_at_the_lock_path_is_neither_truncated_nor_removed(tmp_path):
+    image = tmp_path / "card.json"
+    image.write_text("{}")
+    keep = tmp_path / "keep.json"
+    keep.write_text("1 looks like a note\n")  # even a note: a file with two names is not ours
+    os.link(keep, lock_path(image))
+    with pytest.raises(FileLockError, match="has 2 names"):
+        FileLock(image, "unioncard tap").acquire()
+    assert keep.read_text() == "1 looks like a note\n" and lock_path(image).exists()
+
+
+def test_a_lock_note_left_by_a_killed_holder_is_taken_over(tmp_path):
+    image = tmp_path / "card.json"
+    lock_path(image).write_text("999999 unioncard sim serve\n")
+    with FileLock(image, "unioncard tap"):
+        assert lock_path(image).read_text() == f"{os.getpid()} unioncard tap\n"
+    assert not lock_path(image).exists()
+
+
+def test_an_image_with_two_names_is_refused(tmp_path):
+    image = tmp_path / "card.json"
+    image.write_text("{}")
+    os.link(image, tmp_path / "alias.json")
+    for name in (image, tmp_path / "alias.json"):
+        with pytest.raises(FileLockError, match="has 2 names") as refused:
+            FileLock(name, "unioncard tap").acquire()
+        assert not isinstance(refused.value, FileInUseError) and "\n" not in str(refused.value)
+    assert not lock_path(image).exists() and not lock_path(tmp_path / "alias.json").exists()
+
+
+def test_two_processes_never_hold_one_image_through_a_hard_link(tmp_path):
+    """Locks are per name: a second name of the image must not give a second lock."""
+    image = tmp_path / "card.json"
+    image.write_text("{}")
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(image)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "locked\n"
+        os.link(image, tmp_path / "alias.json")  # made while the image is held
+        with pytest.raises(FileLockError, match="has 2 names"):
+            FileLock(tmp_path / "alias.json", "unioncard tap").acquire()
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_lock_path_that_is_not_a_file_is_refused_in_words(tmp_path, kind):
+    image = tmp_path / "card.json"
+    if kind == "fifo":
+        os.mkfifo(lock_path(image))
+    else:
+        lock_path(image).mkdir()
+    with pytest.raises(FileLockError) as refused:
+        FileLock(image, "unioncard tap").acquire()
+    assert str(refused.value).startswith(str(lock_path(image)))
+    assert "Errno" not in str(refused.value)

@@ -11,6 +11,12 @@ command, and is removed when the lock is released; a holder killed outright
 leaves it behind, unlocked, and the next user takes it over.  A second user is
 refused at once with `FileInUseError`, naming the image and the holder.
 
+Only a lock file is ever written or removed: a file at the lock's path that is
+not one (a link, a file with other names, a file holding anything but a lock
+note) is refused with `FileLockError` and left as it is.  An image with several
+names (hard links) is refused too: each name would get a lock of its own, and
+the first save would make the names two diverging cards.
+
 Locks are per open file, so one process that opens the same image twice (as
 the card and as the PSAM) is refused as well.  Paths are resolved first, so a
 symbolic link to an image locks the image.
@@ -31,19 +37,31 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 from types import TracebackType
 
 from unioncard.errors import UnionCardError
 
-__all__ = ["CARD_IMAGE_MARK", "FileInUseError", "FileLock", "is_card_image", "lock_path"]
+__all__ = ["CARD_IMAGE_MARK", "FileInUseError", "FileLock", "FileLockError", "is_card_image",
+           "lock_path", "project_file_kind"]
 
 CARD_IMAGE_MARK = b'"unioncard-card-image"'
 """The format name every card image carries near its beginning."""
+MAX_NOTE = 4096
+"""A lock note (``PID COMMAND``, one line) is shorter than this."""
 
 
-class FileInUseError(UnionCardError):
+class FileLockError(UnionCardError, OSError):
+    """The file cannot be locked: its lock file is not one (a link, a file with other
+    names or other contents), or the file has several names (hard links)."""
+
+
+class FileInUseError(FileLockError):
     """Another process (or another part of this one) holds the file's lock."""
+
+    holder_pid: int | None = None
+    """The holder's pid, as its lock note says (None: unknown)."""
 
 
 def lock_path(path: str | os.PathLike[str]) -> Path:
@@ -52,37 +70,110 @@ def lock_path(path: str | os.PathLike[str]) -> Path:
     return resolved.with_name(f".{resolved.name}.lock")
 
 
-def is_card_image(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is (looks like) a card image: a JSON object naming the card image
-    format in its first 4 KiB.  Files that cannot be read are not."""
+def _head(path: str | os.PathLike[str]) -> bytes | None:
+    """The first 4 KiB of the regular file ``path`` (None: not one, or unreadable)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: no wait
     except OSError:
-        return False
+        return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        head = os.pread(fd, 4096, 0)
+            return None
+        return os.pread(fd, 4096, 0)
     except OSError:
-        return False
+        return None
     finally:
         os.close(fd)
-    return head.lstrip().startswith(b"{") and CARD_IMAGE_MARK in head
 
 
-def _open(path: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+def is_card_image(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is (looks like) a card image: a JSON object naming the card image
+    format in its first 4 KiB.  Files that cannot be read are not."""
+    return project_file_kind(path) == "a card image"
+
+
+_JSON_FORMATS = ((CARD_IMAGE_MARK, "a card image"),
+                 (b'"unioncard-issued-cards"', "a card registry"))
+_MAGICS = ((b"SQLite format 3\x00", "an SQLite database (a journal or a ledger)"),
+           (b"UCOR", "a batch file"), (b"UCHL", "a hotlist index"))
+_HOTLIST_HEADERS = {b"issuer,card,listed_at": "a hotlist",
+                    b"issuer,card,listed_at,action": "a hotlist delta"}
+
+
+def project_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """Which of unioncard's own files ``path`` is, from its first 4 KiB ("a card image", "a
+    card registry", "a keystore", "an SQLite database (…)", "a batch file", "a hotlist
+    index", "a hotlist", "a hotlist delta"), or None: what a command given ``--force``
+    never replaces with something else."""
+    head = _head(path)
+    if not head:
+        return None
+    if head.lstrip().startswith(b"{"):
+        return next((kind for mark, kind in _JSON_FORMATS if mark in head), None)
+    for magic, kind in _MAGICS:
+        if head.startswith(magic):
+            return kind
+    first = head.removeprefix(b"\xef\xbb\xbf").lstrip().split(b"\n", 1)[0]
+    if first.startswith(b"format") and b'"unioncard-keystore"' in first:
+        return "a keystore"
+    return _HOTLIST_HEADERS.get(first.replace(b" ", b"").strip().lower())
+
+
+def _open(path: Path) -> tuple[int, bool]:
+    """The lock file opened for writing, never through a link, and whether it was created
+    now; `FileLockError` when what is at the path cannot be a lock file."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for _ in range(100):
+        try:
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600), True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise FileLockError(f"{path}: cannot create the lock file: "
+                                f"{exc.strerror or exc}") from None
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            continue  # removed by its holder meanwhile: create it
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FileLockError(f"{path}: the lock file is a symbolic link; not following "
+                                    "it (remove it if it is not needed)") from None
+            raise FileLockError(f"{path}: cannot open the lock file: "
+                                f"{exc.strerror or exc}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileLockError(f"{path}: the lock file is not a regular file; not touching it")
+        return fd, False
+    raise FileLockError(  # pragma: no cover - 100 holders in a row within microseconds
+        f"{path}: the lock file keeps appearing and disappearing")
+
+
+def _is_note(data: bytes) -> bool:
+    """Whether ``data`` is what a lock file holds: nothing, or one line ``PID COMMAND``."""
+    if not data:
+        return True
     try:
-        fd = os.open(path, flags, 0o600)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    pid, _, command = text.rstrip("\n").partition(" ")
+    return (len(data) <= MAX_NOTE and text.count("\n") <= 1 and pid.isascii() and pid.isdigit()
+            and command.isprintable())
+
+
+def _foreign(fd: int) -> str | None:
+    """Why the file open at ``fd`` (taken over, not created) is not a lock file, or None."""
+    info = os.fstat(fd)
+    if info.st_nlink != 1:
+        return f"has {info.st_nlink} names (hard links), so it is not a lock file"
+    try:
+        data = os.pread(fd, MAX_NOTE + 1, 0)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise OSError(errno.ELOOP, "the lock file is a symbolic link; not following it",
-                          str(path)) from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "the lock file is not a regular file", str(path))
-    return fd
+        return f"cannot be read ({exc.strerror or exc})"
+    if not _is_note(data):
+        return "holds something other than a lock note"
+    return None
 
 
 def _holder(fd: int) -> tuple[int | None, str]:
@@ -99,7 +190,8 @@ class FileLock:
     """An exclusive lock on ``path`` for ``holder`` (a short description of the command,
     written in the lock file for whoever is refused), refused at once when taken.
 
-    Use it as a context manager, or `acquire` and `release`.
+    Use it as a context manager (``with lock.acquire(wait=5):`` too), or `acquire` and
+    `release`.
     """
 
     def __init__(self, path: str | os.PathLike[str], holder: str) -> None:
@@ -112,18 +204,31 @@ class FileLock:
     def locked(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> FileLock:
-        """Take the lock; `FileInUseError` when someone holds it."""
+    def acquire(self, wait: float = 0.0) -> FileLock:
+        """Take the lock; `FileInUseError` when someone holds it (another process: after
+        waiting up to ``wait`` seconds for it to let go)."""
         if self._fd is not None:
             raise RuntimeError(f"{self.path}: this lock is held already")
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._acquire()
+            except FileInUseError as exc:
+                if exc.holder_pid == os.getpid() or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.02)
+
+    def _acquire(self) -> FileLock:
         for _ in range(100):
-            fd = _open(self.lock_path)
+            fd, created = _open(self.lock_path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pid, command = _holder(fd)
                 os.close(fd)
-                raise FileInUseError(self._refusal(pid, command)) from None
+                refusal = FileInUseError(self._refusal(pid, command))
+                refusal.holder_pid = pid
+                raise refusal from None
             except BaseException:
                 os.close(fd)
                 raise
@@ -136,19 +241,39 @@ class FileLock:
             mine = os.fstat(fd)
             if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev,
                                                                             mine.st_ino):
-                self._fd = fd
                 break
             os.close(fd)
         else:  # pragma: no cover - would take 100 holders in a row within microseconds
             raise FileInUseError(f"{self.path}: in use (its lock {self.lock_path} keeps "
                                  "changing hands)")
+        why = None if created else _foreign(fd)
+        if why is not None:
+            os.close(fd)  # neither written nor removed: it is not ours
+            raise FileLockError(f"{self.path}: cannot be locked: {self.lock_path} {why}; "
+                                "not touching it (move it away if it is not needed)")
+        self._fd = fd
+        names = self._names()
+        if names > 1:
+            self.release()
+            raise FileLockError(
+                f"{self.path}: the file has {names} names (hard links); each save replaces "
+                "it under one name only, so the names would become two diverging files: "
+                "keep one name")
         try:
             data = f"{os.getpid()} {self.holder}\n".encode()
-            os.ftruncate(fd, 0)
+            os.ftruncate(fd, 0)  # a lock note (checked above), or a file created now
             os.pwrite(fd, data, 0)
         except OSError:
             pass  # the lock holds without its note
         return self
+
+    def _names(self) -> int:
+        """How many hard links the locked file has (0: there is none yet)."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return 0
+        return info.st_nlink if stat.S_ISREG(info.st_mode) else 1
 
     def _refusal(self, pid: int | None, command: str) -> str:
         if pid == os.getpid():
@@ -173,7 +298,7 @@ class FileLock:
             os.close(fd)  # unlocks
 
     def __enter__(self) -> FileLock:
-        return self.acquire()
+        return self if self._fd is not None else self.acquire()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

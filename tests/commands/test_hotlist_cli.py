@@ -120,8 +120,8 @@ def test_check_a_list_with_bad_rows(tmp_path, capsys):
     assert doc["exit_status"] == 2 and "Traceback" not in err
     code, out, err = via_main(capsys, "hotlist", "check", bad, ISSUER, CARD)
     assert code == 2 and out == ""
-    assert err.splitlines() == [f"unioncard: error: {doc['error']}",
-                                *(f"  {p}" for p in doc["problems"])]
+    assert err.splitlines() == [f"unioncard: error: {doc['error']}"]  # one line
+    assert "(and 1 more bad row)" in doc["error"]
 
 
 def test_a_missing_list_through_the_entry_point(tmp_path):
@@ -255,3 +255,36 @@ def test_help_explains_every_option(name):
 def test_the_group_is_listed():
     assert "hotlist" in invoke("--help").stdout
     assert "lost and cancelled cards" in invoke("hotlist", "--help").stdout
+
+
+# --- hostile lists and targets ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["info"], ["check", "{f}", ISSUER, CARD]])
+def test_a_listing_time_beyond_year_9999_in_china_time_is_one_line(tmp_path, capsys, command):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"issuer,card,listed_at\n{ISSUER},{CARD},9999-12-31T23:00:00-01:00\n")
+    argv = ["hotlist", *[part.format(f=bad) for part in command]]
+    if command == ["info"]:
+        argv.append(bad)
+    code, out, err = via_main(capsys, *argv)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "outside the years 1 to 9999 in China time" in err and "Traceback" not in err
+
+
+def test_replace_never_overwrites_a_card_image_or_a_locked_list(listed, tmp_path, capsys):
+    from unioncard.file_lock import FileLock
+
+    new = tmp_path / "new.csv"
+    new.write_text(f"{ISSUER},3101000000000007,2026-07-01\n")
+    image = tmp_path / "card.json"
+    image.write_text('{"format": "unioncard-card-image", "version": 1, "kind": "member"}\n')
+    code, out, err = via_main(capsys, "hotlist", "replace", image, "--full", new, "--json")
+    assert code == 2 and "is a card image, not a hotlist; not replacing it" in \
+        document(out)["error"]
+    assert image.read_text().startswith('{"format": "unioncard-card-image"')
+    before = listed.read_bytes()
+    with FileLock(listed, "unioncard sim serve"):  # held by this process: refused at once
+        code, out, err = via_main(capsys, "hotlist", "replace", listed, "--full", new)
+    assert code == 2 and "in use" in err and len(err.splitlines()) == 1
+    assert listed.read_bytes() == before

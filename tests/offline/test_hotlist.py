@@ -539,3 +539,109 @@ def test_the_index_agrees_with_a_dict(listed, probes):
             assert {(i, d): when for i, d, when in hotlist.entries()} == listed
             assert hotlist.oldest == min(listed.values(), default=None)
             assert hotlist.newest == max(listed.values(), default=None)
+
+
+# --- writers of one list, listing times a datetime cannot hold --------------------------------
+
+UPDATER = """
+import sys
+from pathlib import Path
+from unioncard.offline.hotlist import apply_delta
+hotlist, name, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for n in range(count):
+    delta = hotlist.with_name(f"{name}-{n}.csv")
+    delta.write_text(f"3101000000000001,{name}{n:014d},2026-05-01T09:00:00\\n")
+    apply_delta(hotlist, delta)
+"""
+
+
+def test_concurrent_updates_of_one_list_lose_nothing(tmp_path):
+    """The list's lock is held from reading it to writing it back: no update is lost."""
+    hotlist = tmp_path / "hotlist.csv"
+    hotlist.write_text("issuer,card,listed_at\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    writers = [subprocess.Popen([sys.executable, "-c", UPDATER, str(hotlist), name, "15"],
+                                env=env) for name in ("aa", "bb")]
+    assert [writer.wait(120) for writer in writers] == [0, 0]
+    listed = read_hotlist(hotlist)
+    assert len(listed) == 30
+    assert not (tmp_path / ".hotlist.csv.lock").exists()
+
+
+def test_an_update_waits_for_the_holder_then_refuses_in_words(tmp_path):
+    from unioncard.file_lock import FileInUseError, FileLock
+
+    hotlist = tmp_path / "hotlist.csv"
+    hotlist.write_text("issuer,card,listed_at\n")
+    delta = tmp_path / "delta.csv"
+    delta.write_text(row(ISSUER, card(1), "2026-05-01T09:00:00") + "\n")
+    script = ("import sys, time; from unioncard.file_lock import FileLock; "
+              "lock = FileLock(sys.argv[1], 'unioncard hotlist update').acquire(); "
+              "print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(hotlist)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(FileInUseError, match="unioncard hotlist update"):
+            apply_delta(hotlist, delta, wait=0.2)
+        with pytest.raises(FileInUseError):
+            module.replace_hotlist(hotlist, delta, wait=0.2)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert hotlist.read_text() == "issuer,card,listed_at\n"
+    with FileLock(hotlist, "test"):
+        pass  # the killed holder's lock is taken over
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+09:00", "9999-12-31T23:00:00-01:00",
+                                  "9999-12-31T16:00:00Z"])
+def test_a_listing_time_outside_the_years_a_datetime_holds_is_a_bad_row(when):
+    text = "issuer,card,listed_at\n" + row(ISSUER, card(1), when) + "\n"
+    with pytest.raises(HotlistError, match="outside the years 1 to 9999 in China time"):
+        parse_hotlist(text.encode())
+    with pytest.raises(HotlistError, match="outside the years 1 to 9999"):
+        parse_delta(text.replace("issuer,card,listed_at\n", "").encode())
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T08:00:00Z", "9999-12-31T15:59:59.999999Z"])
+def test_the_extreme_listing_times_in_range_are_listed(tmp_path, when):
+    path = tmp_path / "hotlist.csv"
+    path.write_text("issuer,card,listed_at\n" + row(ISSUER, card(1), when) + "\n")
+    with Hotlist.load(path) as listed:
+        expected = dt.datetime.fromisoformat(when).astimezone(
+            dt.timezone(dt.timedelta(hours=8))).replace(tzinfo=None)
+        assert listed.listed_at(ISSUER, card(1)) == expected
+        assert listed.oldest == listed.newest == expected
+        assert [when for _, _, when in listed.entries()] == [expected]
+
+
+def test_replace_refuses_what_is_not_a_hotlist_and_leaves_it(tmp_path):
+    new = tmp_path / "new.csv"
+    new.write_text(row(ISSUER, card(1), "2026-05-01T09:00:00") + "\n")
+    image = tmp_path / "card.json"
+    image.write_text('{"format": "unioncard-card-image", "version": 1}\n')
+    delta = tmp_path / "delta.csv"
+    delta.write_text("issuer,card,listed_at,action\n" + row(ISSUER, card(2), "", "remove") + "\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("dear diary\n")
+    journal = tmp_path / "journal.sqlite"
+    import sqlite3
+
+    sqlite3.connect(journal).execute("CREATE TABLE t (x)").connection.close()
+    for target, words in ((image, "is a card image, not a hotlist"),
+                          (delta, "is a hotlist delta, not a hotlist"),
+                          (notes, "is not a hotlist"),
+                          (journal, "an SQLite database")):
+        before = target.read_bytes()
+        with pytest.raises(HotlistError, match=words):
+            module.replace_hotlist(target, new)
+        assert target.read_bytes() == before
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(HotlistError, match="FIFO"):
+        module.replace_hotlist(fifo, new)
+    fresh = tmp_path / "fresh.csv"
+    assert module.replace_hotlist(fresh, new) == (1, 1)
+    assert fresh.read_bytes() == new.read_bytes()
+    assert module.replace_hotlist(fresh, new) == (1, 1)  # a hotlist: replaced

@@ -28,7 +28,7 @@ from unioncard.applet_sim.personalize import MemberData, issue_member_card, issu
 from unioncard.applet_sim.registry import REGISTRY_NAME, CardRegistry, RegistryError
 from unioncard.crypto.keystore import Keystore
 from unioncard.errors import CardError, DecodeError
-from unioncard.file_lock import FileInUseError, FileLock
+from unioncard.file_lock import FileLock, FileLockError
 
 __all__ = [
     "IssueOptions",
@@ -132,7 +132,7 @@ def _issue_card(member: MemberData, card_no: int, path: Path, keys: Keystore,
                                      transit_balance=options.transit_balance,
                                      etc_balance=options.etc_balance, protocol=options.protocol)
             card.save(path)
-    except FileInUseError as exc:
+    except FileLockError as exc:
         return f"{exc}; it was not replaced"
     except ValueError as exc:
         return str(exc)

@@ -18,7 +18,6 @@ from typing import Any
 
 import click
 
-from unioncard.bounded_read import HOTLIST_LIMIT, read_file
 from unioncard.commands.common import JSON_OPTION, finish, progress_bar
 from unioncard.offline.hotlist import (
     CST,
@@ -27,7 +26,7 @@ from unioncard.offline.hotlist import (
     Hotlist,
     HotlistError,
     apply_delta,
-    check_hotlist,
+    replace_hotlist,
 )
 
 __all__ = ["group"]
@@ -69,10 +68,9 @@ def _iso(when: dt.datetime | None) -> str | None:
 
 
 def _fail(message: str, problems: tuple[str, ...], as_json: bool) -> None:
-    """Exit 2 with the error (and every bad row found) on stderr, or as the JSON document."""
+    """Exit 2 with the error on stderr in one line (the message counts the other bad rows),
+    or as the JSON document (the bad rows found in ``problems``)."""
     lines = [f"unioncard: error: {message}"]
-    if len(problems) > 1:
-        lines += [f"  {problem}" for problem in problems]
     finish({"error": message, "problems": list(problems), "exit_status": 2}, lines,
            as_json=as_json, status=2, to_stderr=True)
 
@@ -225,17 +223,15 @@ def replace(file: Path, full: Path, progress: bool | None, as_json: bool) -> Non
 
     Every row of NEW.csv is checked first; a bad row leaves FILE as it was.
     FILE (created if missing) is replaced atomically by NEW.csv's bytes and its
-    index rebuilt.  Exit status: 0 replaced, 2 error.
+    index rebuilt.  FILE must be a hotlist already (or missing, or empty): any
+    other file (a card image, a journal, a delta, a file with bad rows) is never
+    replaced, and neither is a list another command is writing.  Exit status: 0
+    replaced, 2 error.
     """
-    from unioncard.atomic_file import write_atomically
-
     caught: list[str] = []
     with _reporting(as_json, caught):
-        data = read_file(full, limit=HOTLIST_LIMIT, what="hotlist", error=HotlistError)
         with ExitStack() as stack:
-            entries, _ = check_hotlist(data, source=str(full),
-                                       progress=_progress(stack, full, progress))
-        write_atomically(file, data)
+            entries, _ = replace_hotlist(file, full, progress=_progress(stack, full, progress))
         hotlist = _load(file, False)
     with hotlist:
         index = _index(hotlist)

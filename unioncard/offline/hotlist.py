@@ -29,6 +29,7 @@ import datetime as dt
 import enum
 import mmap
 import os
+import stat
 import struct
 import time
 import warnings
@@ -63,6 +64,7 @@ __all__ = [
     "parse_hotlist",
     "read_delta",
     "read_hotlist",
+    "replace_hotlist",
     "write_hotlist",
 ]
 
@@ -96,11 +98,17 @@ RACY_NS = 3_000_000_000
 """A CSV changed less than this before its index was checked may have changed again
 without its stat stamp showing it (timestamps are coarse): its content is hashed."""
 MAX_PROBLEMS = 20
+LOCK_WAIT = 30.0
+"""Seconds `apply_delta` and `replace_hotlist` wait for another writer of the list to
+finish before refusing (`FileInUseError`)."""
 
 _LOCAL_EPOCH = dt.datetime(1970, 1, 1, 8, 0)
 """The Unix epoch as China Standard Time wall-clock time."""
 _UTC_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
+MIN_MICROS = (dt.datetime.min - _LOCAL_EPOCH) // _MICROSECOND
+MAX_MICROS = (dt.datetime.max - _LOCAL_EPOCH) // _MICROSECOND
+"""Listing times are China time from year 1 to year 9999 (what a datetime holds)."""
 _clock = time.time_ns
 """The wall clock read before a CSV is read (tests move it)."""
 
@@ -151,7 +159,15 @@ def _micros(text: str) -> int:
 def _to_micros(when: dt.datetime) -> int:
     if when.tzinfo is None:
         return (when - _LOCAL_EPOCH) // _MICROSECOND
-    return (when - _UTC_EPOCH) // _MICROSECOND
+    micros = (when - _UTC_EPOCH) // _MICROSECOND
+    if not MIN_MICROS <= micros <= MAX_MICROS:
+        raise ValueError(f"listing time {when.isoformat()} is outside the years 1 to 9999 in "
+                         "China time")
+    return micros
+
+
+def _in_range(micros: int) -> bool:
+    return MIN_MICROS <= micros <= MAX_MICROS
 
 
 def _from_micros(micros: int) -> dt.datetime:
@@ -244,6 +260,9 @@ def _check_row(row: list[str], delta: bool) -> tuple[bool, bytes, int | None] | 
         micros = _micros(listed)
     except (ValueError, OverflowError):
         return f"listing time {listed!r} is not an ISO 8601 date and time"
+    if not _in_range(micros):
+        return (f"listing time {listed!r} is outside the years 1 to 9999 in China time "
+                "(UTC+8)")
     return add, key, micros
 
 
@@ -409,36 +428,80 @@ class DeltaResult:
 
 
 def apply_delta(path: str | os.PathLike[str], delta: str | os.PathLike[str], *,
-                progress: Progress | None = None) -> DeltaResult:
+                progress: Progress | None = None, wait: float = LOCK_WAIT) -> DeltaResult:
     """Apply the delta file ``delta`` to the full list ``path`` and rewrite it atomically.
 
     Rows apply in file order.  Applying the same delta twice leaves the same list (the
     second time, its additions are already listed and its removals not listed).  A bad
-    row in either file changes nothing.
+    row in either file changes nothing.  The list's lock (`unioncard.file_lock`) is held
+    from reading to writing, so concurrent writers of one list never lose an update: a
+    second one waits up to ``wait`` seconds, then `FileInUseError`.
     """
     from unioncard.atomic_file import write_atomically
+    from unioncard.file_lock import FileLock
 
     changes = _parse(_read_file(delta, "delta"), os.fspath(delta), delta=True).delta
-    entries = _parse(_read_file(path), os.fspath(path), delta=False,
-                     progress=progress).entries
-    added = already = removed = absent = 0
-    for _line, add, key, micros in changes:
-        known = entries.get(key)
-        if add:
-            assert micros is not None
-            if known is None:
-                added += 1
-                entries[key] = micros
+    with FileLock(path, "unioncard hotlist update").acquire(wait=wait):
+        entries = _parse(_read_file(path), os.fspath(path), delta=False,
+                         progress=progress).entries
+        added = already = removed = absent = 0
+        for _line, add, key, micros in changes:
+            known = entries.get(key)
+            if add:
+                assert micros is not None
+                if known is None:
+                    added += 1
+                    entries[key] = micros
+                else:
+                    already += 1
+                    entries[key] = min(known, micros)
+            elif known is None:
+                absent += 1
             else:
-                already += 1
-                entries[key] = min(known, micros)
-        elif known is None:
-            absent += 1
-        else:
-            removed += 1
-            del entries[key]
-    write_atomically(path, _csv_bytes(entries))
+                removed += 1
+                del entries[key]
+        write_atomically(path, _csv_bytes(entries))
     return DeltaResult(added, already, removed, absent, len(entries))
+
+
+def replace_hotlist(path: str | os.PathLike[str], full: str | os.PathLike[str], *,
+                    progress: Progress | None = None, wait: float = LOCK_WAIT
+                    ) -> tuple[int, int]:
+    """Replace the list ``path`` atomically with the bytes of the full list ``full``, once
+    every row of it is checked; returns its cards and data rows.
+
+    ``path`` must be missing, empty or a hotlist already: anything else (a card image, a
+    journal, a delta, a file with a bad row) is refused and left as it is, and so is a
+    list another command holds (the lock as for `apply_delta`).
+    """
+    from unioncard.atomic_file import write_atomically
+    from unioncard.file_lock import FileLock, project_file_kind
+
+    data = _read_file(full)
+    entries, rows = check_hotlist(data, source=os.fspath(full), progress=progress)
+    with FileLock(path, "unioncard hotlist replace").acquire(wait=wait):
+        try:
+            current = read_file(path, limit=HOTLIST_LIMIT, what="hotlist")
+        except InputFileError as exc:
+            if not os.path.lexists(path):
+                current = b""
+            elif exc.reason.startswith("the hotlist is larger"):
+                raise HotlistError(f"{os.fspath(path)}: not replacing it: {exc.reason}"
+                                   ) from None
+            else:
+                raise HotlistError(str(exc)) from None
+        if current.strip():
+            kind = project_file_kind(path)
+            if kind is not None and kind != "a hotlist":
+                raise HotlistError(f"{os.fspath(path)}: is {kind}, not a hotlist; not "
+                                   "replacing it")
+            try:
+                check_hotlist(current, source=os.fspath(path))
+            except HotlistError as exc:
+                raise HotlistError(f"{os.fspath(path)}: is not a hotlist ({exc}); not "
+                                   "replacing it") from None
+        write_atomically(path, data)
+    return entries, rows
 
 
 # --- the index -----------------------------------------------------------------------------
@@ -523,6 +586,8 @@ class _Header(NamedTuple):
         if size != HEADER_SIZE + header.slots * SLOT_SIZE:
             raise _Corrupt(f"truncated or extended: {size} bytes, the header says "
                            f"{HEADER_SIZE + header.slots * SLOT_SIZE}")
+        if header.entries and not (_in_range(header.oldest) and _in_range(header.newest)):
+            raise _Corrupt("listing times outside the years 1 to 9999")
         return header
 
 
@@ -578,14 +643,18 @@ def _read_consistent(path: Path) -> tuple[bytes, os.stat_result, int]:
 def _open_index(path: Path) -> tuple[mmap.mmap, _Header] | None:
     """The mapped index and its header; None when there is none; `_Corrupt` when it is
     damaged."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC  # a FIFO: no wait
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise _Corrupt(f"cannot open it: {exc.strerror}") from None
     try:
-        size = os.fstat(fd).st_size
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Corrupt("not a regular file")
+        size = info.st_size
         if size < HEADER_SIZE:
             raise _Corrupt(f"truncated: {size} bytes, the header alone is {HEADER_SIZE}")
         mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
@@ -791,6 +860,8 @@ class Hotlist:
             if micros == EMPTY:
                 return None
             if slot_key == key:
+                if not _in_range(micros):
+                    raise _Corrupt(f"slot {i} holds a time outside the years 1 to 9999")
                 return int(micros)
             i = (i + 1) & (slots - 1)
         raise _Corrupt("no empty slot")
@@ -866,6 +937,9 @@ class Hotlist:
                 if zlib.crc32(table[offset:offset + 24], i) != check:
                     raise HotlistError(f"index {self.index_path}: slot {i} fails its CRC-32")
                 if micros != EMPTY:
+                    if not _in_range(micros):
+                        raise HotlistError(f"index {self.index_path}: slot {i} holds a time "
+                                           "outside the years 1 to 9999")
                     found[key] = micros
         for key, micros in sorted(found.items()):
             yield key[:8], key[8:], _from_micros(micros)
