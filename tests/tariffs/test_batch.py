@@ -18,7 +18,7 @@ from unioncard.tariffs import (
     quote_sequence,
     record_batch,
 )
-from unioncard.tariffs.strategies import context_lists, histories, rulesets
+from unioncard.testing.tariff_strategies import context_lists, histories, rulesets
 
 AGREEMENT = settings(max_examples=300, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -143,7 +143,7 @@ def test_agreement_with_numba_bounds_checking(run_bounds_checked):
 from hypothesis import HealthCheck, given, settings, strategies as st
 from unioncard.jit import JIT_OPTIONS
 from unioncard.tariffs import ContextBatch, evaluate_batch, quote, quote_sequence
-from unioncard.tariffs.strategies import context_lists, histories, rulesets
+from unioncard.testing.tariff_strategies import context_lists, histories, rulesets
 assert JIT_OPTIONS["boundscheck"] is True
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

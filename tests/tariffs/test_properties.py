@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from unioncard.tariffs import RuleSet, dumps, loads, quote, quote_sequence
 from unioncard.tariffs.lint import shadowing
-from unioncard.tariffs.strategies import context_lists, contexts, histories, rules, rulesets
+from unioncard.testing.tariff_strategies import context_lists, contexts, histories, rules, rulesets
 
 PROPERTY = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

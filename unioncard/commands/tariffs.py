@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from unioncard.commands.common import JSON_OPTION, printable
+from unioncard.tariffs.conditions import CARD_TYPE_NAMES, CATEGORY_NAMES, STATUS_NAMES
 from unioncard.tariffs.context import QuoteContext
 from unioncard.tariffs.dump import dumps
 from unioncard.tariffs.engine import quote
@@ -27,16 +28,7 @@ from unioncard.tariffs.loader import (
     parse,
     read_rule_file,
 )
-from unioncard.tariffs.model import (
-    CARD_TYPE_NAMES,
-    CATEGORY_NAMES,
-    STATUS_NAMES,
-    WEEKDAY_NAMES,
-    MemberStatus,
-    Mode,
-    Rule,
-    RuleSet,
-)
+from unioncard.tariffs.model import MemberStatus, Mode, Rule, RuleSet
 from unioncard.tariffs.money import MAX_FEN, format_fen
 
 __all__ = ["group"]
@@ -205,31 +197,7 @@ def quote_command(
 
 
 def _conditions(rule: Rule) -> str:
-    when = rule.when
-    parts = []
-    if when.card_types:
-        parts.append("card " + "/".join(f"0x{c:02X}" for c in sorted(when.card_types)))
-    if when.member_categories:
-        names = [n for n, bit in CATEGORY_NAMES.items() if when.member_categories & bit]
-        parts.append("category " + "/".join(names or [f"0x{when.member_categories:02X}"]))
-    if when.member_status:
-        statuses = {1: "active", 2: "lost", 3: "cancelled"}
-        parts.append("status " + "/".join(statuses[s] for s in sorted(when.member_status)))
-    for label, values in (("merchant", when.merchants), ("mcc", when.merchant_categories),
-                          ("route", when.routes), ("class", when.vehicle_classes)):
-        if values:
-            shown = sorted((str(v) for v in values), key=lambda v: (len(v), v))
-            parts.append(f"{label} " + "/".join(shown))
-    if when.valid_from or when.valid_until:
-        parts.append(f"{when.valid_from or '…'}..{when.valid_until or '…'}")
-    if when.days:
-        parts.append("/".join(WEEKDAY_NAMES[d - 1] for d in sorted(when.days)))
-    if when.time_from is not None or when.time_until is not None:
-        def clock(s: int | None, default: str) -> str:
-            return default if s is None else f"{s // 3600:02d}:{s % 3600 // 60:02d}"
-        parts.append(f"{clock(when.time_from, '00:00')}-{clock(when.time_until, '24:00')}")
-    if rule.min_amount:
-        parts.append(f"from {format_fen(rule.min_amount)} yuan")
+    parts = [line for condition, value in rule.when.items() for line in condition.toml(value)]
     return ", ".join(parts) or "always"
 
 

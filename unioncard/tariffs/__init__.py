@@ -15,6 +15,7 @@ with a numba kernel that agrees with ``quote`` fen for fen.
 
 from typing import TYPE_CHECKING, Any
 
+from unioncard.tariffs.conditions import Conditions
 from unioncard.tariffs.context import AppliedRule, Quote, QuoteContext
 from unioncard.tariffs.engine import (
     Usage,
@@ -30,7 +31,6 @@ from unioncard.tariffs.model import (
     Caps,
     CardType,
     Category,
-    Conditions,
     Effect,
     EffectKind,
     MemberStatus,

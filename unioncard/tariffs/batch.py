@@ -16,8 +16,8 @@ Results agree with the reference ``quote`` fen for fen (tests/tariffs).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,224 +25,167 @@ import numpy as np
 
 from unioncard.errors import TariffError
 from unioncard.tariffs import kernel as K
-from unioncard.tariffs.context import QuoteContext
-from unioncard.tariffs.engine import EPOCH_ORDINAL, UsageBook
+from unioncard.tariffs.conditions import CLOCK, CONDITIONS, DATE, TIME_OF_DAY, WEEKDAY, OneOf
+from unioncard.tariffs.context import FIELDS, QuoteContext
+from unioncard.tariffs.engine import UsageBook
 from unioncard.tariffs.loader import default_rules
-from unioncard.tariffs.model import EffectKind, MemberStatus, Mode, Period, RuleSet
-from unioncard.tariffs.money import MAX_FEN, ROUNDING_CODES, Rounding
+from unioncard.tariffs.model import Mode, Period, RuleSet
+from unioncard.tariffs.money import ROUNDING_CODES, Rounding
 
 __all__ = ["BatchResult", "CompiledRules", "ContextBatch", "compile_rules", "evaluate_batch",
            "record_batch"]
 
-_KIND_CODES = {
-    EffectKind.PERCENT: K.K_PERCENT,
-    EffectKind.FIXED: K.K_FIXED,
-    EffectKind.THRESHOLD: K.K_THRESHOLD,
-    EffectKind.PRICE: K.K_PRICE,
-    EffectKind.REBATE: K.K_REBATE,
-}
+READINGS = tuple(dict.fromkeys(c.reads for c in CONDITIONS if c.reads not in CLOCK))
+"""The context fields conditions read, in the order of the kernel's ``readings``."""
+_READING_CODES = {**{reads: i for i, reads in enumerate(READINGS)},
+                  DATE: K.READ_DATE, WEEKDAY: K.READ_WEEKDAY, TIME_OF_DAY: K.READ_TIME}
+_TEXT_READINGS = tuple(dict.fromkeys(c.reads for c in CONDITIONS
+                                     if isinstance(c, OneOf) and c.text))
+_NONE_COLUMN = np.empty(0, np.int64)  # a reading no rule reads: never indexed
 
 
-def _column(value: Any, n: int | None, dtype: Any, name: str) -> np.ndarray:
+def _column(name: str, value: Any, n: int) -> np.ndarray:
+    """Column ``name`` of length ``n`` from an array, a list (``None``: none) or a scalar."""
+    spec = FIELDS[name]
+    if spec.kind == "text":
+        if value is None or isinstance(value, (str, bytes)):
+            return np.full(n, "" if value is None else value)
+        if isinstance(value, np.ndarray) and value.dtype.kind in "US":
+            return value  # numpy str, or UTF-8 bytes as records hold them ('' for none)
+        items = np.asarray(value, dtype=object).reshape(-1).tolist()
+        if not all(v is None or isinstance(v, str) for v in items):
+            raise TariffError(f"column {name} holds strings (or None for none)")
+        return np.asarray(["" if v is None else v for v in items], dtype=str).reshape(-1)
+    if spec.kind == "time":
+        array = np.asarray(value).astype("datetime64[s]")
+        return np.full(n, array) if array.ndim == 0 else array
+    if value is None or isinstance(value, (list, tuple)):
+        value = [-1 if v is None else v for v in value] if value is not None else -1
     array = np.asarray(value)
-    if array.ndim == 0 and n is not None:
-        array = np.full(n, array)
-    if array.ndim != 1:
-        raise TariffError(f"column {name} must be one-dimensional")
-    return array.astype(dtype, copy=False)
+    if array.dtype.kind not in "iu":
+        raise TariffError(f"column {name} must hold {'integers' if spec.enum else spec.what}")
+    return np.full(n, array, np.int64) if array.ndim == 0 else array.astype(np.int64, copy=False)
 
 
-def _text_column(value: Any, n: int, name: str) -> np.ndarray:
-    if value is None:
-        return np.full(n, "", dtype="<U1")
-    if isinstance(value, str):
-        return np.full(n, value)
-    if isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.ndim == 1:
-        return value  # already a str column ('' for none)
-    items = np.asarray(value, dtype=object)
-    if items.ndim != 1:
-        raise TariffError(f"column {name} must be one-dimensional")
-    if items.size and not all(v is None or isinstance(v, str) for v in items.tolist()):
-        raise TariffError(f"column {name} holds strings (or None for none)")
-    return np.asarray(["" if v is None else v for v in items.tolist()], dtype=str).reshape(-1)
-
-
-def _int_or_none(value: Any, n: int, name: str) -> np.ndarray:
-    if value is None:
-        return np.full(n, -1, np.int16)
-    if isinstance(value, (list, tuple)):
-        value = [-1 if v is None else v for v in value]
-    return _column(value, n, np.int16, name)
-
-
-@dataclass(frozen=True, slots=True)
 class ContextBatch:
-    """Quote contexts as columns of equal length.
+    """Quote contexts as columns of equal length, one per `QuoteContext` field.
 
-    ``mode`` holds :class:`Mode` values, ``at`` local wall-clock times
-    (``datetime64[s]``); text columns use ``""`` and integer columns ``-1`` for "none".
-    Build one with :meth:`from_columns` (scalars broadcast) or :meth:`from_contexts`.
+    Integer columns are ``int64`` with ``-1`` for "none", text columns numpy ``str`` (or
+    ``bytes``: UTF-8, ``00``-padded, as offline records hold them) with ``""`` for none,
+    ``at`` local wall-clock times (``datetime64[s]``); ``batch.amount`` is a column.  Build
+    one with :meth:`from_columns` (scalars broadcast) or :meth:`from_contexts`.
     """
 
-    mode: np.ndarray
-    amount: np.ndarray
-    card_type: np.ndarray
-    at: np.ndarray
-    member_categories: np.ndarray
-    member_status: np.ndarray
-    merchant_id: np.ndarray
-    merchant_category: np.ndarray
-    route: np.ndarray
-    vehicle_class: np.ndarray
-    member_id: np.ndarray
+    __slots__ = ("_columns",)
+    _columns: dict[str, np.ndarray]
 
-    def __post_init__(self) -> None:
-        n = len(self.amount)
-        names = ("mode", "amount", "card_type", "at", "member_categories", "member_status",
-                 "merchant_id", "merchant_category", "route", "vehicle_class", "member_id")
-        for name in names:
-            column = getattr(self, name)
+    def __init__(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Columns checked as each field's spec says (``context.FIELDS``)."""
+        n = len(columns["amount"])
+        out: dict[str, np.ndarray] = {}
+        for name, spec in FIELDS.items():
+            column = columns[name]
             if not isinstance(column, np.ndarray) or column.ndim != 1 or len(column) != n:
                 raise TariffError(f"column {name} must be a 1-D array of length {n}")
-        checks = (
-            ("mode", np.uint8, 1, max(Mode)),
-            ("amount", np.int64, 0, MAX_FEN),
-            ("card_type", np.uint8, 0, 0xFF),
-            ("member_categories", np.uint8, 0, 0xFF),
-            ("member_status", np.uint8, 1, 3),
-            ("merchant_category", np.int16, -1, 9999),
-            ("vehicle_class", np.int16, -1, 0xFF),
-        )
-        for name, dtype, lo, hi in checks:
-            column = getattr(self, name)
-            if column.dtype.kind not in "iu":
-                raise TariffError(f"column {name} must hold integers")
-            if n and (column.min() < lo or column.max() > hi):
-                raise TariffError(f"column {name} has values outside {lo}..{hi}")
-            object.__setattr__(self, name, column.astype(dtype, copy=False))
-        if self.at.dtype.kind != "M":
-            raise TariffError("column at must be datetime64 (local wall-clock time)")
-        object.__setattr__(self, "at", self.at.astype("datetime64[s]"))
-        if n and np.isnat(self.at).any():
-            raise TariffError("column at holds NaT")
-        for name in ("merchant_id", "route", "member_id"):
-            if getattr(self, name).dtype.kind != "U":
+            if spec.kind == "time":
+                if column.dtype.kind != "M":
+                    raise TariffError("column at must be datetime64 (local wall-clock time)")
+                column = column.astype("datetime64[s]")
+                if n and np.isnat(column).any():
+                    raise TariffError("column at holds NaT")
+            elif spec.kind == "text" and column.dtype.kind not in "US":
                 raise TariffError(f"column {name} must be a numpy str array ('' for none)")
+            elif spec.kind == "int":
+                lo = -1 if QuoteContext.__dataclass_fields__[name].default is None else spec.lo
+                if column.dtype.kind not in "iu":
+                    raise TariffError(f"column {name} must hold integers")
+                if n and (column.min() < lo or column.max() > spec.hi):
+                    raise TariffError(f"column {name} has values outside {lo}..{spec.hi}")
+                column = column.astype(np.int64, copy=False)
+            out[name] = column
+        object.__setattr__(self, "_columns", out)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("_") or name not in FIELDS:
+            raise AttributeError(name)
+        return self._columns[name]
 
     @classmethod
-    def from_columns(
-        cls,
-        *,
-        mode: Any,
-        amount: Any,
-        card_type: Any,
-        at: Any,
-        member_categories: Any = 0,
-        member_status: Any = MemberStatus.ACTIVE,
-        merchant_id: Any = None,
-        merchant_category: Any = None,
-        route: Any = None,
-        vehicle_class: Any = None,
-        member_id: Any = None,
-    ) -> ContextBatch:
+    def from_columns(cls, **columns: Any) -> ContextBatch:
         """A batch from arrays or scalars (broadcast to the length of the arrays given);
-        ``mode`` may be a name or a :class:`Mode`."""
-        given = (mode, amount, card_type, at, member_categories, member_status, merchant_id,
-                 merchant_category, route, vehicle_class, member_id)
-        lengths = {len(v) for v in given
-                   if not isinstance(v, str) and v is not None and np.ndim(v) > 0}
+        ``mode`` may be a name or a :class:`Mode`; fields left out take their defaults."""
+        unknown = set(columns) - set(FIELDS)
+        if unknown:
+            raise TariffError(f"no context field {sorted(unknown)[0]!r}")
+        lengths = {len(v) for v in columns.values()
+                   if not isinstance(v, (str, bytes)) and v is not None and np.ndim(v) > 0}
         if len(lengths) > 1:
             raise TariffError(f"columns of different lengths {sorted(lengths)}")
         n = lengths.pop() if lengths else 1
-        amounts = np.asarray(amount)
-        if amounts.dtype.kind not in "iu":
-            raise TariffError("amount must be integer fen")
-        if isinstance(mode, str):
-            mode = Mode.parse(mode)
-        return cls(
-            mode=_column(mode, n, np.int64, "mode"),
-            amount=_column(amounts, n, np.int64, "amount"),
-            card_type=_column(card_type, n, np.int64, "card_type"),
-            at=_column(at, n, "datetime64[s]", "at"),
-            member_categories=_column(member_categories, n, np.int64, "member_categories"),
-            member_status=_column(member_status, n, np.int64, "member_status"),
-            merchant_id=_text_column(merchant_id, n, "merchant_id"),
-            merchant_category=_int_or_none(merchant_category, n, "merchant_category"),
-            route=_text_column(route, n, "route"),
-            vehicle_class=_int_or_none(vehicle_class, n, "vehicle_class"),
-            member_id=_text_column(member_id, n, "member_id"),
-        )
+        if isinstance(columns.get("mode"), str):
+            columns["mode"] = Mode.parse(columns["mode"])
+        made = {}
+        for name, field in QuoteContext.__dataclass_fields__.items():
+            if name not in columns and field.default is MISSING:
+                raise TariffError(f"column {name} is required")
+            made[name] = _column(name, columns.get(name, field.default), n)
+        return cls(made)
 
     @classmethod
     def from_contexts(cls, contexts: Sequence[QuoteContext]) -> ContextBatch:
         """A batch holding exactly these contexts."""
-        def col(name: str) -> list[Any]:
-            return [getattr(c, name) for c in contexts]
-
-        return cls.from_columns(
-            mode=np.asarray([int(c.mode) for c in contexts], np.int64),
-            amount=np.asarray(col("amount"), np.int64),
-            card_type=np.asarray(col("card_type"), np.int64),
-            at=np.asarray(col("at"), "datetime64[s]"),
-            member_categories=np.asarray(col("member_categories"), np.int64),
-            member_status=np.asarray([int(c.member_status) for c in contexts], np.int64),
-            merchant_id=col("merchant_id"),
-            merchant_category=col("merchant_category"),
-            route=col("route"),
-            vehicle_class=col("vehicle_class"),
-            member_id=col("member_id"),
-        )
+        return cls.from_columns(**{
+            name: (np.asarray([c.at for c in contexts], "datetime64[s]") if spec.kind == "time"
+                   else [getattr(c, name) for c in contexts] if spec.kind == "text"
+                   else np.asarray([-1 if getattr(c, name) is None else int(getattr(c, name))
+                                    for c in contexts], np.int64))
+            for name, spec in FIELDS.items()})
 
     def __len__(self) -> int:
-        return len(self.amount)
+        return len(self._columns["amount"])
 
     def context(self, j: int) -> QuoteContext:
         """Row ``j`` as a reference :class:`QuoteContext`."""
-        def text(column: np.ndarray) -> str | None:
-            return str(column[j]) or None
-
-        def number(column: np.ndarray) -> int | None:
-            return None if int(column[j]) < 0 else int(column[j])
-
-        at = self.at[j].astype("datetime64[s]").astype(datetime)
-        return QuoteContext(
-            mode=Mode(int(self.mode[j])),
-            amount=int(self.amount[j]),
-            card_type=int(self.card_type[j]),
-            at=at,
-            member_categories=int(self.member_categories[j]),
-            member_status=MemberStatus(int(self.member_status[j])),
-            merchant_id=text(self.merchant_id),
-            merchant_category=number(self.merchant_category),
-            route=text(self.route),
-            vehicle_class=number(self.vehicle_class),
-            member_id=text(self.member_id),
-        )
+        values: dict[str, Any] = {}
+        for name, spec in FIELDS.items():
+            value = self._columns[name][j]
+            if spec.kind == "time":
+                values[name] = value.astype("datetime64[s]").astype(datetime)
+            elif spec.kind == "text":
+                text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+                values[name] = text or None
+            else:
+                values[name] = None if int(value) < 0 else int(value)
+        return QuoteContext(**values)
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRules:
-    """A rule set as the kernel's integer tables (see ``kernel``)."""
+    """A rule set as the kernel's tables (see ``kernel``): rule records, their checks, the
+    pool of set values and words, each mode's rules, and per text reading the sorted
+    vocabulary of the values rules name (texts are compiled to their positions in it)."""
 
     ruleset: RuleSet
-    table: np.ndarray
-    cond_lo: np.ndarray
-    cond_hi: np.ndarray
-    cond_values: np.ndarray
+    rules: np.ndarray
+    checks: np.ndarray
+    pool: np.ndarray
     mode_ptr: np.ndarray
     mode_rules: np.ndarray
-    merchants: np.ndarray
-    routes: np.ndarray
+    vocabulary: dict[str, list[str]]
+    used: frozenset[str]
     capped: tuple[str, ...]
     width: int
 
     @staticmethod
-    def encode(vocabulary: np.ndarray, column: np.ndarray) -> np.ndarray:
-        """Codes of ``column`` in the sorted ``vocabulary``; ``-1`` for unknown or ""."""
+    def encode(vocabulary: np.ndarray | Sequence[str], column: np.ndarray) -> np.ndarray:
+        """Codes of ``column`` in the sorted ``vocabulary``; ``-1`` for unknown or "".
+        A ``bytes`` column is compared as UTF-8 (whose order is that of the code points)."""
         out = np.full(len(column), -1, np.int64)
         if len(vocabulary) == 0 or len(column) == 0:
             return out
-        K.encode_text(_code_points(column), _code_points(vocabulary), out)
+        if column.dtype.kind == "S":
+            vocabulary = np.asarray([str(v).encode("utf-8") for v in vocabulary])
+        K.encode_text(_code_points(column), _code_points(np.asarray(vocabulary)), out)
         return out
 
 
@@ -250,10 +193,11 @@ _CACHE: dict[str, CompiledRules] = {}
 
 
 def _code_points(column: np.ndarray) -> np.ndarray:
-    """A numpy ``str`` array as a ``(n, width)`` matrix of ``uint32`` code points."""
+    """A numpy ``str`` (``bytes``) array as a ``(n, width)`` matrix of code points (bytes)."""
     column = np.ascontiguousarray(column)
-    width = column.dtype.itemsize // 4
-    return column.view(np.uint32).reshape(len(column), width)
+    unit = np.uint8 if column.dtype.kind == "S" else np.uint32
+    width = column.dtype.itemsize // np.dtype(unit).itemsize
+    return column.view(unit).reshape(len(column), width)
 
 
 def compile_rules(rules: RuleSet) -> CompiledRules:
@@ -261,105 +205,48 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
     cached = _CACHE.get(rules.version)
     if cached is not None:
         return cached
-    n = len(rules.rules)
-    merchants = np.asarray(sorted({m for r in rules.rules for m in r.when.merchants or ()}),
-                           dtype=str)
-    routes = np.asarray(sorted({m for r in rules.rules for m in r.when.routes or ()}), dtype=str)
-    merchant_code = {str(v): i for i, v in enumerate(merchants)}
-    route_code = {str(v): i for i, v in enumerate(routes)}
+    vocabulary = {reads: sorted({v for r in rules.rules for c, value in r.when.items()
+                                 if c.reads == reads for v in value})
+                  for reads in _TEXT_READINGS}
+    codes = {reads: {v: i for i, v in enumerate(words)} for reads, words in vocabulary.items()}
     capped = tuple(r.id for r in rules.rules if r.caps is not None)
-    slots = {rule_id: i for i, rule_id in enumerate(capped)}
-    table = np.full((n, K.COLUMNS), -1, np.int64)
-    table[:, K.C_NEEDS:] = 0
-    cond_lo = np.zeros((n, K.DIMENSIONS), np.int64)
-    cond_hi = np.zeros((n, K.DIMENSIONS), np.int64)
-    values: list[int] = []
+    table = np.zeros(len(rules.rules), K.RULE)
+    checks: list[tuple[int, int, int, int]] = []
+    pool: list[int] = []
     for i, rule in enumerate(rules.rules):
-        when, effect = rule.when, rule.effect
-        row = table[i]
-        row[K.C_MODE] = int(rule.mode)
-        row[K.C_STACK] = int(rule.stackable)
-        row[K.C_REBATE] = int(effect.is_rebate)
-        row[K.C_CAT] = when.member_categories or 0
-        row[K.C_FROM] = (when.valid_from.toordinal() - EPOCH_ORDINAL
-                         if when.valid_from else K.NO_DATE_FROM)
-        row[K.C_UNTIL] = (when.valid_until.toordinal() - EPOCH_ORDINAL
-                          if when.valid_until else K.NO_DATE_UNTIL)
-        row[K.C_TFROM] = -1 if when.time_from is None else when.time_from
-        row[K.C_TUNTIL] = -1 if when.time_until is None else when.time_until
-        row[K.C_MIN] = rule.min_amount
-        row[K.C_KIND] = _KIND_CODES[effect.kind]
-        row[K.C_RATE] = effect.rate
-        row[K.C_AMOUNT] = effect.amount
-        row[K.C_THRESHOLD] = effect.threshold
-        row[K.C_REPEAT] = int(effect.repeat)
-        row[K.C_PRICE] = effect.price
-        row[K.C_MAXB] = -1 if effect.max_benefit is None else effect.max_benefit
-        if rule.caps is not None:
-            for column, value in ((K.C_DCOUNT, rule.caps.daily_count),
-                                  (K.C_DAMOUNT, rule.caps.daily_amount),
-                                  (K.C_MCOUNT, rule.caps.monthly_count),
-                                  (K.C_MAMOUNT, rule.caps.monthly_amount)):
-                row[column] = -1 if value is None else value
-            row[K.C_SLOT] = slots[rule.id]
-        needs = 0
-        for flag, column, members in ((K.N_CARD, K.C_CARD, when.card_types),
-                                      (K.N_VCLASS, K.C_VCLASS, when.vehicle_classes),
-                                      (K.N_STATUS, K.C_STATUS, when.member_status),
-                                      (K.N_WEEKDAY, K.C_WEEKDAY, when.days)):
-            if members is None:
-                continue
-            needs |= flag
-            words = [0, 0, 0, 0]
-            for value in members:
-                words[value >> 6] |= 1 << (value & 63)
-            width_words = 4 if column in (K.C_CARD, K.C_VCLASS) else 1
-            for w in range(width_words):
-                row[column + w] = words[w] - (1 << 64) if words[w] >> 63 else words[w]
-        if when.time_from is not None or when.time_until is not None:
-            needs |= K.N_TIME
-        runs: tuple[tuple[int, int, frozenset[Any] | None, dict[str, int] | None], ...] = (
-            (K.D_MERCHANT, K.N_MERCHANT, when.merchants, merchant_code),
-            (K.D_MCC, K.N_MCC, when.merchant_categories, None),
-            (K.D_ROUTE, K.N_ROUTE, when.routes, route_code),
-        )
-        for d, flag, allowed, codes in runs:
-            if allowed is None:
-                continue
-            needs |= flag
-            run = sorted(codes[m] for m in allowed) if codes is not None else sorted(allowed)
-            cond_lo[i, d] = len(values)
-            values.extend(run)
-            cond_hi[i, d] = len(values)
-        row[K.C_NEEDS] = needs
+        effect, caps, row = rule.effect, rule.caps, table[i]
+        row["mode"], row["stackable"], row["rebate"] = rule.mode, rule.stackable, effect.is_rebate
+        row["min_amount"], row["kind"] = rule.min_amount, K.EFFECTS.index(effect.kind)
+        for name in ("rate", "amount", "threshold", "repeat", "price"):
+            row[name] = getattr(effect, name)
+        row["max_benefit"] = -1 if effect.max_benefit is None else effect.max_benefit
+        row["cap_slot"] = -1 if caps is None else capped.index(rule.id)
+        for name, limit in (("day_count", "daily_count"), ("day_amount", "daily_amount"),
+                            ("month_count", "monthly_count"), ("month_amount", "monthly_amount")):
+            value = None if caps is None else getattr(caps, limit)
+            row[name] = -1 if value is None else value
+        row["checks_from"] = len(checks)
+        for condition, value in rule.when.items():
+            kind, lo, hi = condition.compile(value, pool, codes.get(condition.reads, {}))
+            checks.append((kind, _READING_CODES[condition.reads], lo, hi))
+        row["checks_to"] = len(checks)
     mode_ptr = np.zeros(max(Mode) + 2, np.int64)
     mode_rules: list[int] = []
     width = 1
     for mode in Mode:
-        mode_ptr[int(mode)] = len(mode_rules)
         own = rules.for_mode(mode)
+        mode_ptr[int(mode)] = len(mode_rules)
         mode_rules.extend(rules.rules.index(r) for r in own)
-        instant = [r for r in own if not r.effect.is_rebate]
-        rebates = [r for r in own if r.effect.is_rebate]
-        need = sum(
-            any(not r.stackable for r in group) + sum(r.stackable for r in group)
-            for group in (instant, rebates)
-        )
-        width = max(width, need)
         mode_ptr[int(mode) + 1] = len(mode_rules)
+        groups = ([r for r in own if r.effect.is_rebate is rebates] for rebates in (False, True))
+        width = max(width, sum(any(not r.stackable for r in group)
+                               + sum(r.stackable for r in group) for group in groups))
     compiled = CompiledRules(
-        ruleset=rules,
-        table=table,
-        cond_lo=cond_lo,
-        cond_hi=cond_hi,
-        cond_values=np.asarray(values, np.int64),
-        mode_ptr=mode_ptr,
-        mode_rules=np.asarray(mode_rules, np.int64),
-        merchants=merchants,
-        routes=routes,
-        capped=capped,
-        width=width,
-    )
+        ruleset=rules, rules=table, checks=np.asarray(checks, np.int64).reshape(-1, 4).view(
+            K.CHECK).reshape(-1), pool=np.asarray(pool, np.int64), mode_ptr=mode_ptr,
+        mode_rules=np.asarray(mode_rules, np.int64), vocabulary=vocabulary,
+        used=frozenset(c.reads for r in rules.rules for c, _ in r.when.items()),
+        capped=capped, width=width)
     if len(_CACHE) >= 8:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[rules.version] = compiled
@@ -390,8 +277,8 @@ class BatchResult:
         return len(self.charged)
 
 
-def _initial_history(history: UsageBook, compiled: CompiledRules,
-                     members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _initial_history(history: Any, compiled: CompiledRules,
+                     members: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(history) == 0 or len(members) == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, empty
@@ -424,35 +311,40 @@ def _intern(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return column[firsts[:count]], codes
 
 
-def _run(
-    compiled: CompiledRules,
-    rules: RuleSet,
-    columns: list[np.ndarray],
-    caps: tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray] | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One kernel pass over ``columns``; ``caps`` = (member codes, member count,
-    initial usage keys, counts, amounts) turns cap evaluation on."""
-    n = len(columns[0])
-    if caps is None:
-        member, n_members = np.full(n, -1, np.int64), 0
-        init_keys = init_count = init_amount = np.zeros(0, np.int64)
-    else:
-        member, n_members, init_keys, init_count, init_amount = caps
-    charged = np.empty(n, np.int64)
-    rebate = np.empty(n, np.int64)
-    applied = np.empty((n, compiled.width), np.int32)
-    amounts = np.empty((n, compiled.width), np.int64)
-    deferred = np.empty(n, np.bool_)
-    bad = K.evaluate(
-        caps is not None, ROUNDING_CODES[rules.rounding], *columns, member,
-        compiled.table, compiled.cond_lo, compiled.cond_hi, compiled.cond_values,
-        compiled.mode_ptr, compiled.mode_rules, n_members, len(compiled.capped),
-        init_keys, init_count, init_amount,
-        charged, rebate, applied, amounts, deferred,
-    )
+def _readings(compiled: CompiledRules, batch: ContextBatch) -> tuple[np.ndarray, ...]:
+    """The kernel's readings: the columns the rules read (texts as vocabulary codes)."""
+    out = []
+    for reads in READINGS:
+        column = getattr(batch, reads)
+        if reads not in compiled.used:
+            column = _NONE_COLUMN
+        elif reads in compiled.vocabulary:
+            column = compiled.encode(compiled.vocabulary[reads], column)
+        out.append(np.ascontiguousarray(column, np.int64))
+    return tuple(out)
+
+
+def _run(compiled: CompiledRules, contexts: tuple[Any, ...], member: np.ndarray | None = None,
+         history: UsageBook | None = None, members: np.ndarray | None = None) -> tuple[Any, ...]:
+    """One kernel pass over ``contexts`` (modes, amounts, seconds, readings); with a
+    ``history``, ``member`` codes rows of ``members`` and caps are consumed."""
+    n = len(contexts[0])
+    use_caps = history is not None and members is not None
+    n_members = len(members) if members is not None else 0
+    shape = (n_members, max(len(compiled.capped), 1), 2)
+    state = (np.full(shape, -1, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.int64))
+    start = (_initial_history(history, compiled, members) if use_caps else
+             (np.zeros(0, np.int64),) * 3)
+    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty((n, compiled.width), np.int32),
+           np.empty((n, compiled.width), np.int64), np.empty(n, np.bool_))
+    tables = (compiled.rules, compiled.checks, compiled.pool, compiled.mode_ptr,
+              compiled.mode_rules)
+    bad = K.evaluate(contexts, tables, ROUNDING_CODES[compiled.ruleset.rounding],
+                     np.full(n, -1, np.int64) if member is None else member, use_caps, start,
+                     state, out)
     if bad >= 0:  # ContextBatch validation rules this out
         raise TariffError(f"context {bad} of a kernel pass has an unknown mode")
-    return charged, rebate, applied, amounts, deferred
+    return out
 
 
 def evaluate_batch(
@@ -463,12 +355,10 @@ def evaluate_batch(
     see :func:`record_batch`)."""
     rules = default_rules() if rules is None else rules
     compiled = compile_rules(rules)
-    columns = [batch.mode, batch.amount, batch.card_type, batch.member_categories,
-               batch.member_status, compiled.encode(compiled.merchants, batch.merchant_id),
-               batch.merchant_category, compiled.encode(compiled.routes, batch.route),
-               batch.vehicle_class, batch.at.view(np.int64)]
+    seconds = batch.at.view(np.int64)
+    contexts = (batch.mode, batch.amount, seconds, _readings(compiled, batch))
     # The terminal's view of every context, in input order.
-    charged, rebate, applied, amounts, deferred = _run(compiled, rules, columns, None)
+    charged, rebate, applied, amounts, deferred = _run(compiled, contexts)
     if history is not None and compiled.capped:
         # Settlement: re-price, in time order (ties: input order), the contexts that
         # can touch a cap: a mode with capped rules, and a member id.
@@ -476,13 +366,14 @@ def evaluate_batch(
         rows = np.flatnonzero(np.isin(batch.mode, capped_modes))
         members, member = _intern(batch.member_id[rows])
         rows, member = rows[member >= 0], member[member >= 0]
-        order = np.argsort(columns[-1][rows], kind="stable")
+        order = np.argsort(seconds[rows], kind="stable")
         rows, member = rows[order], member[order]
-        state = (member, len(members), *_initial_history(history, compiled, members))
-        results = _run(compiled, rules, [column[rows] for column in columns], state)
-        for full, part in zip((charged, rebate, applied, amounts, deferred), results,
+        part = (batch.mode[rows], batch.amount[rows], seconds[rows],
+                tuple(r if not len(r) else r[rows] for r in contexts[3]))
+        results = _run(compiled, part, member, history, members)
+        for full, done in zip((charged, rebate, applied, amounts, deferred), results,
                               strict=True):
-            full[rows] = part
+            full[rows] = done
     return BatchResult(
         charged=charged,
         discount=batch.amount - charged,

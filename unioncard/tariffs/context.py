@@ -7,31 +7,54 @@ category flags and member status are the card's bytes (docs/protocol.md §4 prof
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from enum import IntEnum
 from typing import Any, Literal
 
 from unioncard.errors import TariffError
 from unioncard.tariffs.model import MemberStatus, Mode
 from unioncard.tariffs.money import MAX_FEN, Rounding
 
-__all__ = ["AppliedRule", "Quote", "QuoteContext"]
+__all__ = ["FIELDS", "AppliedRule", "FieldSpec", "Quote", "QuoteContext"]
 
 
-def _optional_text(name: str, value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str) or not value or value != value.strip() or not value.isprintable():
-        raise TariffError(
-            f"{name} must be None or a non-empty printable string without surrounding spaces"
-        )
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """How a context field is checked, in a quote and in a batch column: an integer
+    ``lo..hi`` (``what`` it is; ``enum``: converted to it), text (``max_bytes``: of
+    UTF-8, control characters excluded, as the offline record holds it; otherwise
+    printable without surrounding spaces) or the local time.  ``None`` is allowed when
+    the field's default is ``None``."""
+
+    kind: Literal["int", "text", "time"]
+    lo: int = 0
+    hi: int = 0
+    what: str = "an integer"
+    enum: type[IntEnum] | None = None
+    max_bytes: int = 0
 
 
-def _optional_int(name: str, value: object, hi: int) -> None:
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi:
-        raise TariffError(f"{name} must be None or an integer 0..{hi}, not {value!r}")
+def _int(lo: int, hi: int, what: str = "an integer") -> dict[str, FieldSpec]:
+    return {"spec": FieldSpec("int", lo, hi, what)}
+
+
+def _enum(enum: type[IntEnum]) -> dict[str, FieldSpec]:
+    values = [int(v) for v in enum]
+    choices = ", ".join(f"{int(v)} ({v.name.lower()})" for v in enum)
+    return {"spec": FieldSpec("int", min(values), max(values), f"one of {choices}", enum)}
+
+
+_TEXT = {"spec": FieldSpec("text")}
+
+
+def _bad_text(spec: FieldSpec, value: object) -> bool:
+    if not isinstance(value, str) or not value:
+        return True
+    if spec.max_bytes:
+        return (len(value.encode("utf-8", "replace")) > spec.max_bytes
+                or any(ch < " " or "\x7f" <= ch < "\xa0" for ch in value))
+    return value != value.strip() or not value.isprintable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,51 +63,51 @@ class QuoteContext:
 
     ``amount`` is the list amount in fen; ``at`` the local wall-clock time as a naive
     ``datetime``; ``route`` is the route (bus, coach, ferry) or station (metro, toll
-    plaza) code; ``member_id`` is only needed for capped rules, in settlement.
+    plaza) code; ``member_id`` is only needed for capped rules, in settlement.  Every
+    field is checked as its ``FieldSpec`` says (``FIELDS``); the batch path holds one
+    column per field.
     """
 
-    mode: Mode
-    amount: int
-    card_type: int
-    at: datetime
-    member_categories: int = 0
-    member_status: MemberStatus = MemberStatus.ACTIVE
-    merchant_id: str | None = None
-    merchant_category: int | None = None
-    route: str | None = None
-    vehicle_class: int | None = None
-    member_id: str | None = None
+    mode: Mode = field(metadata=_enum(Mode))
+    amount: int = field(metadata=_int(0, MAX_FEN, "integer fen"))
+    card_type: int = field(metadata=_int(0, 0xFF))
+    at: datetime = field(metadata={"spec": FieldSpec("time")})
+    member_categories: int = field(default=0, metadata=_int(0, 0xFF))
+    member_status: MemberStatus = field(default=MemberStatus.ACTIVE,
+                                        metadata=_enum(MemberStatus))
+    merchant_id: str | None = field(default=None, metadata=_TEXT)
+    merchant_category: int | None = field(default=None, metadata=_int(0, 9999))
+    route: str | None = field(default=None, metadata=_TEXT)
+    vehicle_class: int | None = field(default=None, metadata=_int(0, 0xFF))
+    member_id: str | None = field(default=None, metadata=_TEXT)
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "mode", Mode(self.mode))
-        except ValueError:
-            raise TariffError(f"unknown mode {self.mode!r}") from None
-        try:
-            object.__setattr__(self, "member_status", MemberStatus(self.member_status))
-        except ValueError:
-            raise TariffError(
-                f"member status must be 1 (active), 2 (reported lost) or 3 (cancelled), "
-                f"not {self.member_status!r}"
-            ) from None
-        amount = self.amount
-        if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= MAX_FEN:
-            raise TariffError(f"amount must be integer fen 0..{MAX_FEN}, not {amount!r}")
-        _optional_int("card_type", self.card_type, 0xFF)
-        if self.card_type is None:
-            raise TariffError("card_type is required (the purse's card type byte)")
-        _optional_int("member_categories", self.member_categories, 0xFF)
-        if self.member_categories is None:
-            raise TariffError("member_categories must be an integer 0..255 (0: none)")
-        _optional_int("merchant_category", self.merchant_category, 9999)
-        _optional_int("vehicle_class", self.vehicle_class, 0xFF)
-        _optional_text("merchant_id", self.merchant_id)
-        _optional_text("route", self.route)
-        _optional_text("member_id", self.member_id)
-        if not isinstance(self.at, datetime):
-            raise TariffError(f"at must be a datetime, not {type(self.at).__name__}")
-        if self.at.tzinfo is not None:
-            raise TariffError("at must be the local wall-clock time as a naive datetime")
+        for name, spec, optional in _CHECKS:
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if spec.kind == "int":
+                if (not isinstance(value, int) or isinstance(value, bool)
+                        or not spec.lo <= value <= spec.hi):
+                    label = name.replace("_", " ") if spec.enum else name
+                    bounds = "" if spec.enum else f" {spec.lo}..{spec.hi}"
+                    none = " or None" if optional else ""
+                    raise TariffError(f"{label} must be {spec.what}{bounds}{none}, not {value!r}")
+                if spec.enum is not None:
+                    object.__setattr__(self, name, spec.enum(value))
+            elif spec.kind == "text" and _bad_text(spec, value):
+                what = (f"of at most {spec.max_bytes} bytes of UTF-8 without control characters"
+                        if spec.max_bytes else "printable string without surrounding spaces")
+                raise TariffError(f"{name} must be None or a non-empty {what}")
+            elif spec.kind == "time" and not isinstance(value, datetime):
+                raise TariffError(f"{name} must be a datetime, not {type(value).__name__}")
+            elif spec.kind == "time" and value.tzinfo is not None:
+                raise TariffError(f"{name} must be the local wall-clock time as a naive datetime")
+
+
+FIELDS: dict[str, FieldSpec] = {f.name: f.metadata["spec"] for f in fields(QuoteContext)}
+"""Each context field's spec, in declared order."""
+_CHECKS = tuple((f.name, f.metadata["spec"], f.default is None) for f in fields(QuoteContext))
 
 
 @dataclass(frozen=True, slots=True)

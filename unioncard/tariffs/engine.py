@@ -23,25 +23,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Protocol
 
 from unioncard.errors import TariffError
+from unioncard.tariffs.conditions import EPOCH_ORDINAL
 from unioncard.tariffs.context import AppliedRule, Quote, QuoteContext
 from unioncard.tariffs.model import Caps, Period, Rule, RuleSet
+from unioncard.tariffs.money import Rounding
 
 __all__ = [
     "EPOCH_ORDINAL",
     "Usage",
     "UsageBook",
     "UsageHistory",
+    "combine",
     "period_key",
     "quote",
     "quote_sequence",
 ]
-
-EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
 
 def period_key(period: Period, at: datetime) -> int:
     """The cap window ``at`` falls in: days since 1970-01-01, or ``year × 12 + month − 1``.
@@ -171,6 +171,33 @@ def _limit(benefit: int, remaining: int | None) -> int:
     return benefit if remaining is None else min(benefit, remaining)
 
 
+def combine(usable: Sequence[tuple[Rule, int | None]], rebates: bool, amount: int,
+            list_amount: int, rounding: Rounding) -> tuple[list[tuple[Rule, int]], int]:
+    """Steps 3 and 4 of the policy for the instant benefits or the rebates of ``usable``
+    (rules with what their caps leave, ``None``: no limit): the best non-stackable benefit
+    on ``amount`` (ties: the first declared), then each stackable one in declared order,
+    instant ones on what is left, rebates on the whole ``amount``; never more than
+    ``amount`` in all.  Gives ``(rule, fen)`` for each rule that gives at least one fen,
+    and the total (the kernel's ``combine`` is the same steps over arrays)."""
+    best: Rule | None = None
+    total = 0
+    for rule, left in usable:
+        if not rule.stackable and rule.effect.is_rebate is rebates:
+            benefit = _limit(rule.effect.benefit(amount, list_amount, rounding), left)
+            if benefit > total:
+                best, total = rule, benefit
+    given = [] if best is None else [(best, total)]
+    for rule, left in usable:
+        if rule.stackable and rule.effect.is_rebate is rebates:
+            on = amount if rebates else amount - total
+            benefit = min(_limit(rule.effect.benefit(on, list_amount, rounding), left),
+                          amount - total)
+            if benefit > 0:
+                given.append((rule, benefit))
+                total += benefit
+    return given, total
+
+
 def quote(
     context: QuoteContext,
     rules: RuleSet | None = None,
@@ -208,49 +235,17 @@ def quote(
             else:
                 usable.append((rule, remaining))
 
-    applied: list[AppliedRule] = []
-    best: Rule | None = None
-    best_benefit = 0
-    for rule, remaining in usable:
-        if rule.stackable or rule.effect.is_rebate:
-            continue
-        benefit = _limit(rule.effect.benefit(list_amount, list_amount, rounding), remaining)
-        if benefit > best_benefit:
-            best, best_benefit = rule, benefit
-    charged = list_amount
-    if best is not None:
-        charged -= best_benefit
-        applied.append(AppliedRule(best.id, "discount", best_benefit, best.effect.describe()))
-    for rule, remaining in usable:
-        if not rule.stackable or rule.effect.is_rebate:
-            continue
-        benefit = _limit(rule.effect.benefit(charged, list_amount, rounding), remaining)
-        if benefit > 0:
-            charged -= benefit
-            applied.append(AppliedRule(rule.id, "discount", benefit, rule.effect.describe()))
-
-    base = charged
-    best = None
-    best_benefit = 0
-    for rule, remaining in usable:
-        if rule.stackable or not rule.effect.is_rebate:
-            continue
-        benefit = _limit(rule.effect.benefit(base, list_amount, rounding), remaining)
-        if benefit > best_benefit:
-            best, best_benefit = rule, benefit
-    rebate = 0
-    if best is not None:
-        rebate = best_benefit
-        applied.append(AppliedRule(best.id, "rebate", best_benefit, best.effect.describe()))
-    for rule, remaining in usable:
-        if not rule.stackable or not rule.effect.is_rebate:
-            continue
-        benefit = min(
-            _limit(rule.effect.benefit(base, list_amount, rounding), remaining), base - rebate
-        )
-        if benefit > 0:
-            rebate += benefit
-            applied.append(AppliedRule(rule.id, "rebate", benefit, rule.effect.describe()))
+    instant: list[tuple[Rule, int]] = []
+    rebates: list[tuple[Rule, int]] = []
+    discount = rebate = 0
+    if usable:
+        instant, discount = combine(usable, False, list_amount, list_amount, rounding)
+        rebates, rebate = combine(usable, True, list_amount - discount, list_amount, rounding)
+    applied = [AppliedRule(rule.id, "discount", benefit, rule.effect.describe())
+               for rule, benefit in instant]
+    applied += [AppliedRule(rule.id, "rebate", benefit, rule.effect.describe())
+                for rule, benefit in rebates]
+    charged = list_amount - discount
 
     reason = _reason(context, applied, mode_rules, matched, deferred, exhausted, history)
     return Quote(

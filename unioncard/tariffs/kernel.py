@@ -1,58 +1,59 @@
 """The numba kernel of the batch tariff path: the reference combination policy
 (``engine`` module docstring) over arrays, fen for fen, caps included.
 
-Rules arrive compiled into one integer table (columns ``C_*``) plus, for the set
-conditions, sorted value runs ``cond_values[cond_lo[i, d]:cond_hi[i, d]]``; an
-empty run means "any".  Contexts arrive as columns with ``-1`` for "none".  Each
-kernel reads only inside its arrays: every index comes from the compiled tables
-or from a range check against an array's own shape.
+Rules arrive as records (`RULE`: mode, minimum amount, effect, caps, and the range of
+their `CHECK` rows).  A check tests one reading of the context, a column of
+``readings`` or the date, weekday or time of day of ``at``, the way its condition's
+kind compiled it (``conditions``): a bit set or a sorted run of ``pool``, a flag mask,
+a range or a time window.  Contexts arrive as columns with ``-1`` for "none".  Each
+kernel reads only inside its arrays: every index comes from the compiled tables or from
+a range check against an array's own shape.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
 import numpy as np
 
 from unioncard.jit import jit
-
-__all__ = [
-    "COLUMNS",
-    "DIMENSIONS",
-    "KINDS",
-    "NEEDS",
-    "NO_DATE_FROM",
-    "NO_DATE_UNTIL",
-    "PERIOD_OFFSET",
-    "encode_text",
-    "evaluate",
-    "intern_text",
-]
-
-# Columns of the rule table.
-(C_MODE, C_STACK, C_REBATE, C_CAT, C_FROM, C_UNTIL, C_TFROM, C_TUNTIL, C_MIN, C_KIND, C_RATE,
- C_AMOUNT, C_THRESHOLD, C_REPEAT, C_PRICE, C_MAXB, C_DCOUNT, C_DAMOUNT, C_MCOUNT, C_MAMOUNT,
- C_SLOT, C_NEEDS, C_STATUS, C_WEEKDAY) = range(24)
-C_CARD = 24  # 4 words: a 256-bit set of card type bytes
-C_VCLASS = 28  # 4 words: a 256-bit set of vehicle classes
-COLUMNS = 32
-# Which conditions a rule has (C_NEEDS bits); absent ones admit anything.
-N_CARD, N_STATUS, N_WEEKDAY, N_VCLASS, N_TIME, N_MERCHANT, N_MCC, N_ROUTE = (
-    1 << k for k in range(8)
+from unioncard.tariffs.conditions import (
+    DAY_SECONDS,
+    HAS_ANY_FLAG,
+    IN_BITSET,
+    IN_RANGE,
+    IN_SORTED_RUN,
 )
-# Set conditions over large domains: sorted value runs in cond_values.
-D_MERCHANT, D_MCC, D_ROUTE = range(3)
-DIMENSIONS = 3
-# Effect kinds.
-K_PERCENT, K_FIXED, K_THRESHOLD, K_PRICE, K_REBATE = range(5)
-KINDS = 5
-NEEDS = {"card": N_CARD, "status": N_STATUS, "weekday": N_WEEKDAY, "vclass": N_VCLASS,
-         "time": N_TIME, "merchant": N_MERCHANT, "mcc": N_MCC, "route": N_ROUTE}
 
+__all__ = ["CHECK", "EFFECTS", "PERIOD_OFFSET", "READ_DATE", "READ_TIME", "READ_WEEKDAY",
+           "RULE", "encode_text", "evaluate", "intern_text"]
+
+RULE = np.dtype([(name, np.int64) for name in (
+    "mode", "stackable", "rebate", "min_amount", "checks_from", "checks_to",
+    "kind", "rate", "amount", "threshold", "repeat", "price", "max_benefit",
+    "cap_slot", "day_count", "day_amount", "month_count", "month_amount")])
+"""A compiled rule; ``-1`` for no ``max_benefit``, cap slot or cap limit."""
+CHECK = np.dtype([(name, np.int64) for name in ("kind", "reading", "lo", "hi")])
+"""One condition of a rule: its kind (``conditions.IN_*``), the reading it tests (a column
+of ``readings``, or `READ_DATE`, `READ_WEEKDAY`, `READ_TIME`) and its bounds."""
+READ_DATE, READ_WEEKDAY, READ_TIME = -1, -2, -3
+PERCENT, FIXED, THRESHOLD, PRICE, REBATE = range(5)
+EFFECTS = ("percent", "fixed", "threshold", "price", "rebate")
+"""Effect kinds by code, as ``EffectKind`` values."""
+
+Record = Any
+"""A row of `RULE` or `CHECK` (a numba record: fields read as attributes)."""
+F = TypeVar("F", bound=Callable[..., Any])
 SCALE = 1_000_000
-NO_DATE_FROM = -(2**62)
-NO_DATE_UNTIL = 2**62
 PERIOD_OFFSET = 1 << 22  # day numbers of years 1..9999 and month keys fit in 23 bits with it
 EXHAUSTED = -2
 UNLIMITED = -1
+
+
+def _inline(function: F) -> F:
+    """A small kernel helper that numba compiles into each caller."""
+    return cast(F, jit(inline="always")(function))
 
 
 @jit
@@ -70,32 +71,30 @@ def _round_div(numerator: int, denominator: int, rounding: int) -> int:
 
 
 @jit
-def _benefit(table: np.ndarray, i: int, running: int, list_amount: int, rounding: int) -> int:
-    kind = table[i, C_KIND]
-    if kind == K_PERCENT:
-        off = running - _round_div(running * (SCALE - table[i, C_RATE]), SCALE, rounding)
-    elif kind == K_FIXED:
-        off = min(table[i, C_AMOUNT], running)
-    elif kind == K_THRESHOLD:
-        amount = table[i, C_AMOUNT]
-        times = list_amount // table[i, C_THRESHOLD] if table[i, C_REPEAT] else 1
-        limit = running // amount + 1  # enough to reach `running`; keeps the product small
-        times = min(times, limit)
-        off = min(times * amount, running)
-    elif kind == K_PRICE:
-        off = max(0, running - table[i, C_PRICE])
-    elif table[i, C_RATE] > 0:
-        off = _round_div(running * table[i, C_RATE], SCALE, rounding)
+def effect_benefit(rule: Record, running: int, list_amount: int, rounding: int) -> int:
+    """Fen ``rule``'s effect gives on ``running`` before caps (``Effect.benefit``)."""
+    kind = rule.kind
+    if kind == PERCENT:
+        off = running - _round_div(running * (SCALE - rule.rate), SCALE, rounding)
+    elif kind == FIXED:
+        off = min(rule.amount, running)
+    elif kind == THRESHOLD:
+        times = list_amount // rule.threshold if rule.repeat else 1
+        times = min(times, running // rule.amount + 1)  # enough to reach `running`
+        off = min(times * rule.amount, running)
+    elif kind == PRICE:
+        off = max(0, running - rule.price)
+    elif rule.rate > 0:
+        off = _round_div(running * rule.rate, SCALE, rounding)
     else:
-        off = min(table[i, C_AMOUNT], running)
-    cap = table[i, C_MAXB]
-    if cap >= 0 and off > cap:
-        off = cap
+        off = min(rule.amount, running)
+    if 0 <= rule.max_benefit < off:
+        off = rule.max_benefit
     return int(off)
 
 
 @jit
-def _member_of(values: np.ndarray, lo: int, hi: int, value: int) -> bool:
+def in_sorted_run(values: np.ndarray, lo: int, hi: int, value: int) -> bool:
     """Binary search in the sorted run ``values[lo:hi]``."""
     while lo < hi:
         mid = (lo + hi) // 2
@@ -110,9 +109,59 @@ def _member_of(values: np.ndarray, lo: int, hi: int, value: int) -> bool:
 
 
 @jit
-def _has_bit(table: np.ndarray, i: int, column: int, value: int) -> bool:
-    """Whether ``value`` (0..255) is in the bit set starting at ``table[i, column]``."""
-    return bool((table[i, column + (value >> 6)] >> (value & 63)) & 1)
+def in_bitset(words: np.ndarray, start: int, value: int) -> bool:
+    """Whether ``value`` is in the 256-bit set ``words[start:start + 4]``."""
+    return 0 <= value < 256 and bool((words[start + (value >> 6)] >> (value & 63)) & 1)
+
+
+@jit
+def in_time_window(second: int, start: int, end: int) -> bool:
+    """``start <= second < end``, wrapping midnight when ``start > end``."""
+    if start < end:
+        return start <= second < end
+    return second >= start or second < end
+
+
+@_inline
+def condition_holds(check: Record, value: int, pool: np.ndarray) -> bool:
+    """Whether a reading meets one compiled condition."""
+    kind = check.kind
+    lo: int = check.lo
+    hi: int = check.hi
+    if kind == IN_BITSET:
+        return bool(in_bitset(pool, lo, value))
+    if kind == IN_SORTED_RUN:
+        return bool(in_sorted_run(pool, lo, hi, value))
+    if kind == HAS_ANY_FLAG:
+        return value > 0 and (value & lo) != 0
+    if kind == IN_RANGE:
+        return lo <= value <= hi
+    return bool(in_time_window(value, lo, hi))
+
+
+@_inline
+def reading(readings: tuple[np.ndarray, ...], which: int, j: int, day: int,
+            second: int) -> int:
+    """Reading ``which`` of context ``j``: a column, or the date (day number), ISO
+    weekday or second of the day of its time."""
+    if which >= 0:
+        return int(readings[which][j])
+    if which == READ_DATE:
+        return day
+    if which == READ_WEEKDAY:
+        return (day + 3) % 7 + 1
+    return second
+
+
+@_inline
+def conditions_hold(rule: Record, checks: np.ndarray, pool: np.ndarray,
+                    readings: tuple[np.ndarray, ...], j: int, day: int, second: int) -> bool:
+    """Whether every condition of ``rule`` holds for context ``j``."""
+    for c in range(rule.checks_from, rule.checks_to):
+        check = checks[c]
+        if not condition_holds(check, reading(readings, check.reading, j, day, second), pool):
+            return False
+    return True
 
 
 @jit
@@ -128,33 +177,6 @@ def _month_key(day: int) -> int:
     month = mp + 3 if mp < 10 else mp - 9
     year = yoe + era * 400 + (1 if month <= 2 else 0)
     return year * 12 + month - 1
-
-
-@jit
-def _load(state_period: np.ndarray, state_count: np.ndarray, state_amount: np.ndarray,
-          init_keys: np.ndarray, init_count: np.ndarray, init_amount: np.ndarray,
-          member: int, slot: int, window: int, period: int) -> None:
-    """Make the state of (member, slot, window) that of ``period``, starting from the
-    initial history when the window changes."""
-    if state_period[member, slot, window] == period:
-        return
-    n_slots = state_period.shape[1]
-    key = ((member * n_slots + slot) * 2 + window) * (2 * PERIOD_OFFSET) + period + PERIOD_OFFSET
-    lo = 0
-    hi = init_keys.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if init_keys[mid] < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < init_keys.shape[0] and init_keys[lo] == key:
-        state_count[member, slot, window] = init_count[lo]
-        state_amount[member, slot, window] = init_amount[lo]
-    else:
-        state_count[member, slot, window] = 0
-        state_amount[member, slot, window] = 0
-    state_period[member, slot, window] = period
 
 
 @jit
@@ -231,203 +253,168 @@ def intern_text(rows: np.ndarray, slots: np.ndarray, codes: np.ndarray,
 
 
 @jit
-def _limit(benefit: int, remaining: int) -> int:
-    if remaining == UNLIMITED or benefit <= remaining:
-        return benefit
-    return remaining
+def cap_limits(rule: Record, window: int) -> tuple[int, int]:
+    """Count and amount limits of the day (0) or month (1) window; ``-1``: none."""
+    if window == 0:
+        return rule.day_count, rule.day_amount
+    return rule.month_count, rule.month_amount
+
+
+@jit
+def load_window(state: tuple[np.ndarray, np.ndarray, np.ndarray],
+                history: tuple[np.ndarray, np.ndarray, np.ndarray],
+                member: int, slot: int, window: int, period: int) -> None:
+    """Make the state of (member, slot, window) that of ``period``, starting from the
+    history (sorted keys, counts, amounts) when the window changes."""
+    periods, counts, amounts = state
+    if periods[member, slot, window] == period:
+        return
+    keys, history_count, history_amount = history
+    key = (((member * periods.shape[1] + slot) * 2 + window) * (2 * PERIOD_OFFSET)
+           + period + PERIOD_OFFSET)
+    at = np.searchsorted(keys, key)
+    found = at < keys.shape[0] and keys[at] == key
+    counts[member, slot, window] = history_count[at] if found else 0
+    amounts[member, slot, window] = history_amount[at] if found else 0
+    periods[member, slot, window] = period
+
+
+@jit
+def cap_room(rule: Record, member: int, day: int,
+             history: tuple[np.ndarray, np.ndarray, np.ndarray],
+             state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
+    """Fen the member's caps leave a capped rule (`UNLIMITED` without an amount cap),
+    or `EXHAUSTED` when a count or amount cap is used up."""
+    _, counts, amounts = state
+    room = UNLIMITED
+    for window in range(2):
+        max_count, max_amount = cap_limits(rule, window)
+        if max_count < 0 and max_amount < 0:
+            continue
+        period = day if window == 0 else _month_key(day)
+        load_window(state, history, member, rule.cap_slot, window, period)
+        if 0 <= max_count <= counts[member, rule.cap_slot, window]:
+            return EXHAUSTED
+        if max_amount >= 0:
+            rest = max_amount - amounts[member, rule.cap_slot, window]
+            if rest <= 0:
+                return EXHAUSTED
+            if room == UNLIMITED or rest < room:
+                room = rest
+    return room
+
+
+@jit
+def count_uses(rules: np.ndarray, applied: np.ndarray, given: np.ndarray, used: int,
+               member: int, state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Add what the capped rules among ``applied[:used]`` gave to their (loaded) windows."""
+    _, counts, amounts = state
+    for t in range(used):
+        rule = rules[applied[t]]
+        if rule.cap_slot < 0:
+            continue
+        for window in range(2):
+            max_count, max_amount = cap_limits(rule, window)
+            if max_count >= 0 or max_amount >= 0:
+                counts[member, rule.cap_slot, window] += 1
+                amounts[member, rule.cap_slot, window] += given[t]
+
+
+@jit
+def _limit(benefit: int, room: int) -> int:
+    return benefit if room == UNLIMITED or benefit <= room else room
+
+
+@_inline
+def combine(rules: np.ndarray, candidates: np.ndarray, rooms: np.ndarray, count: int,
+            rebates: bool, amount: int, list_amount: int, rounding: int,
+            applied: np.ndarray, given: np.ndarray, j: int, used: int) -> tuple[int, int]:
+    """``engine.combine``: the best non-stackable benefit of the group (instant benefits or
+    rebates) on ``amount``, then the stackable ones in declared order, instant ones on what
+    is left, rebates on the whole amount.  Appends to row ``j`` of ``applied``/``given``
+    from ``used``; returns the fen given and the new ``used``."""
+    best = -1
+    total = 0
+    for c in range(count):
+        rule = rules[candidates[c]]
+        if rule.rebate == rebates and not rule.stackable:
+            benefit = _limit(effect_benefit(rule, amount, list_amount, rounding), rooms[c])
+            if benefit > total:
+                best, total = c, benefit
+    if best >= 0 and used < applied.shape[1]:
+        applied[j, used], given[j, used] = candidates[best], total
+        used += 1
+    for c in range(count):
+        rule = rules[candidates[c]]
+        if rule.rebate != rebates or not rule.stackable:
+            continue
+        on = amount if rebates else amount - total
+        benefit = min(_limit(effect_benefit(rule, on, list_amount, rounding), rooms[c]),
+                      amount - total)
+        if benefit > 0 and used < applied.shape[1]:
+            applied[j, used], given[j, used] = candidates[c], benefit
+            used += 1
+            total += benefit
+    return total, used
 
 
 @jit
 def evaluate(
-    use_caps: bool, rounding: int,
-    mode: np.ndarray, amount: np.ndarray, card: np.ndarray, categories: np.ndarray,
-    status: np.ndarray, merchant: np.ndarray, mcc: np.ndarray, route: np.ndarray,
-    vehicle: np.ndarray, seconds: np.ndarray, member: np.ndarray,
-    table: np.ndarray, cond_lo: np.ndarray, cond_hi: np.ndarray, cond_values: np.ndarray,
-    mode_ptr: np.ndarray, mode_rules: np.ndarray,
-    n_members: int, n_slots: int,
-    init_keys: np.ndarray, init_count: np.ndarray, init_amount: np.ndarray,
-    charged_out: np.ndarray, rebate_out: np.ndarray, rules_out: np.ndarray,
-    amounts_out: np.ndarray, deferred_out: np.ndarray,
+    contexts: tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]],
+    tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    rounding: int, member: np.ndarray, use_caps: bool,
+    history: tuple[np.ndarray, np.ndarray, np.ndarray],
+    state: tuple[np.ndarray, np.ndarray, np.ndarray],
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> int:
     """Quote every context, in the order given (time order when caps are used).
 
-    Returns ``-1``, or the index of the first context whose mode has no entry in
-    ``mode_ptr`` (which the Python side has already ruled out).
+    ``contexts``: modes, list amounts, ``at`` in seconds and the readings; ``tables``:
+    rules, checks, pool, and per mode the range (``mode_ptr``) of its rules in declared
+    order (``mode_rules``); ``member``: codes ``0..`` of ``state``'s first axis (``-1``:
+    none).  Fills ``out`` (charged, rebate, applied rule indices, their fen, deferred).
+    Returns ``-1``, or the first context whose mode has no rules range (which the Python
+    side has already ruled out).
     """
-    n_rules = table.shape[0]
-    width = rules_out.shape[1]
-    candidates = np.empty(n_rules, np.int64)
-    remaining = np.empty(n_rules, np.int64)
-    state_period = np.full((n_members, n_slots, 2), -1, np.int64)
-    state_count = np.zeros((n_members, n_slots, 2), np.int64)
-    state_amount = np.zeros((n_members, n_slots, 2), np.int64)
+    mode, amount, seconds, readings = contexts
+    rules, checks, pool, mode_ptr, mode_rules = tables
+    charged, rebates, applied, given, deferred_out = out
+    candidates = np.empty(rules.shape[0], np.int64)
+    rooms = np.empty(rules.shape[0], np.int64)
+    n_members = state[0].shape[0]
     for j in range(mode.shape[0]):
-        m = np.int64(mode[j])
+        m = mode[j]
         if m < 0 or m + 1 >= mode_ptr.shape[0]:
             return j
-        list_amount = np.int64(amount[j])
-        day = seconds[j] // 86400
-        second = seconds[j] - day * 86400
-        weekday = (day + 3) % 7 + 1
-        month = -1
-        card_type = np.int64(card[j])
-        member_status = np.int64(status[j])
-        member_categories = np.int64(categories[j])
-        vehicle_class = np.int64(vehicle[j])
+        list_amount = amount[j]
+        day = seconds[j] // DAY_SECONDS
+        second = seconds[j] - day * DAY_SECONDS
+        who = member[j]
         count = 0
         deferred = False
-        best = -1
-        best_benefit = 0
         for k in range(mode_ptr[m], mode_ptr[m + 1]):
             i = mode_rules[k]
-            if list_amount < table[i, C_MIN]:
+            rule = rules[i]
+            if list_amount < rule.min_amount or not conditions_hold(
+                    rule, checks, pool, readings, j, day, second):
                 continue
-            mask = table[i, C_CAT]
-            if mask > 0 and (member_categories & mask) == 0:
-                continue
-            if day < table[i, C_FROM] or day > table[i, C_UNTIL]:
-                continue
-            needs = table[i, C_NEEDS]
-            if needs:
-                if needs & N_CARD and not _has_bit(table, i, C_CARD, card_type):
-                    continue
-                if needs & N_STATUS and not (table[i, C_STATUS] >> member_status) & 1:
-                    continue
-                if needs & N_WEEKDAY and not (table[i, C_WEEKDAY] >> weekday) & 1:
-                    continue
-                if needs & N_VCLASS and (
-                    vehicle_class < 0 or not _has_bit(table, i, C_VCLASS, vehicle_class)
-                ):
-                    continue
-                if needs & N_TIME:
-                    start = table[i, C_TFROM]
-                    end = table[i, C_TUNTIL]
-                    lo = start if start >= 0 else 0
-                    hi = end if end >= 0 else 86400
-                    if lo < hi:
-                        if second < lo or second >= hi:
-                            continue
-                    elif lo > second >= hi:
-                        continue
-                if needs & N_MERCHANT and not _member_of(
-                    cond_values, cond_lo[i, D_MERCHANT], cond_hi[i, D_MERCHANT], merchant[j]
-                ):
-                    continue
-                if needs & N_MCC and not _member_of(
-                    cond_values, cond_lo[i, D_MCC], cond_hi[i, D_MCC], mcc[j]
-                ):
-                    continue
-                if needs & N_ROUTE and not _member_of(
-                    cond_values, cond_lo[i, D_ROUTE], cond_hi[i, D_ROUTE], route[j]
-                ):
-                    continue
-            left = UNLIMITED
-            slot = table[i, C_SLOT]
-            if slot >= 0:
-                who = member[j]
+            room = UNLIMITED
+            if rule.cap_slot >= 0:
                 if not use_caps or who < 0 or who >= n_members:
                     deferred = True
                     continue
-                if month < 0:
-                    month = _month_key(day)
-                for window in range(2):
-                    max_count = table[i, C_DCOUNT + 2 * window]
-                    max_amount = table[i, C_DAMOUNT + 2 * window]
-                    if max_count < 0 and max_amount < 0:
-                        continue
-                    period = day if window == 0 else month
-                    _load(state_period, state_count, state_amount, init_keys, init_count,
-                          init_amount, who, slot, window, period)
-                    if max_count >= 0 and state_count[who, slot, window] >= max_count:
-                        left = EXHAUSTED
-                        break
-                    if max_amount >= 0:
-                        rest = max_amount - state_amount[who, slot, window]
-                        if rest <= 0:
-                            left = EXHAUSTED
-                            break
-                        if left == UNLIMITED or rest < left:
-                            left = rest
-                if left == EXHAUSTED:
+                room = cap_room(rule, who, day, history, state)
+                if room == EXHAUSTED:
                     continue
-            if table[i, C_STACK] or table[i, C_REBATE]:
-                candidates[count] = i
-                remaining[count] = left
-                count += 1
-            else:  # 1. the best non-stackable instant benefit, on the list amount
-                benefit = _limit(_benefit(table, i, list_amount, list_amount, rounding), left)
-                if benefit > best_benefit:
-                    best = i
-                    best_benefit = benefit
-
-        deferred_out[j] = deferred
-        used = 0
-        charged = list_amount
-        if best >= 0:
-            charged -= best_benefit
-            rules_out[j, used] = best
-            amounts_out[j, used] = best_benefit
-            used += 1
-        rebate = 0
-        if count:
-            # 2. stackable instant benefits in declared order, on the running amount
-            for c in range(count):
-                i = candidates[c]
-                if table[i, C_REBATE]:
-                    continue
-                benefit = _limit(_benefit(table, i, charged, list_amount, rounding),
-                                 remaining[c])
-                if benefit > 0 and used < width:
-                    charged -= benefit
-                    rules_out[j, used] = i
-                    amounts_out[j, used] = benefit
-                    used += 1
-            # 3. rebates on the charged amount: the best non-stackable, then stackable ones
-            best = -1
-            best_benefit = 0
-            for c in range(count):
-                i = candidates[c]
-                if table[i, C_STACK] or not table[i, C_REBATE]:
-                    continue
-                benefit = _limit(_benefit(table, i, charged, list_amount, rounding),
-                                 remaining[c])
-                if benefit > best_benefit:
-                    best = i
-                    best_benefit = benefit
-            if best >= 0 and used < width:
-                rebate = best_benefit
-                rules_out[j, used] = best
-                amounts_out[j, used] = best_benefit
-                used += 1
-            for c in range(count):
-                i = candidates[c]
-                if not table[i, C_STACK] or not table[i, C_REBATE]:
-                    continue
-                benefit = _limit(_benefit(table, i, charged, list_amount, rounding),
-                                 remaining[c])
-                benefit = min(benefit, charged - rebate)
-                if benefit > 0 and used < width:
-                    rebate += benefit
-                    rules_out[j, used] = i
-                    amounts_out[j, used] = benefit
-                    used += 1
-        charged_out[j] = charged
-        rebate_out[j] = rebate
-        for t in range(used, width):
-            rules_out[j, t] = -1
-            amounts_out[j, t] = 0
-        # 4. count what capped rules gave (their windows were loaded above)
-        if use_caps:
-            for t in range(used):
-                i = rules_out[j, t]
-                slot = table[i, C_SLOT]
-                if slot < 0:
-                    continue
-                who = member[j]
-                for window in range(2):
-                    if table[i, C_DCOUNT + 2 * window] < 0 and table[i, C_DAMOUNT + 2 * window] < 0:
-                        continue
-                    state_count[who, slot, window] += 1
-                    state_amount[who, slot, window] += amounts_out[j, t]
+            candidates[count], rooms[count] = i, room
+            count += 1
+        discount, used = combine(rules, candidates, rooms, count, False, list_amount,
+                                 list_amount, rounding, applied, given, j, 0)
+        rebate, used = combine(rules, candidates, rooms, count, True, list_amount - discount,
+                               list_amount, rounding, applied, given, j, used)
+        charged[j], rebates[j], deferred_out[j] = list_amount - discount, rebate, deferred
+        for t in range(used, applied.shape[1]):
+            applied[j, t], given[j, t] = -1, 0
+        if use_caps and who >= 0:
+            count_uses(rules, applied[j], given[j], used, who, state)
     return -1

@@ -17,60 +17,27 @@ only when this is proven:
   B's largest possible benefit; or A's benefit at B's minimum amount already
   reaches B's largest possible benefit (benefits never decrease with the amount).
 
-Rules without a card type condition are also reported: they give member
-benefits to ordinary cards too (write ``card_types = [0x01, 0x55]`` to mean it).
+A rule without a condition that declares a ``missing`` warning (``conditions``) is
+reported too: a rule without a card type condition gives member benefits to
+ordinary cards as well.
 """
 
 from __future__ import annotations
 
+from unioncard.tariffs.conditions import CONDITIONS
 from unioncard.tariffs.loader import Problem
-from unioncard.tariffs.model import (
-    DAY_SECONDS,
-    Conditions,
-    Effect,
-    EffectKind,
-    Rule,
-    RuleSet,
-)
+from unioncard.tariffs.model import Effect, EffectKind, Rule, RuleSet
 from unioncard.tariffs.money import RATE_SCALE, Rounding, round_div
 
 __all__ = ["covers", "dominates", "lint", "shadowing"]
-
-
-def _set_covers(a: frozenset[object] | None, b: frozenset[object] | None) -> bool:
-    return a is None or (b is not None and b <= a)
-
-
-def _intervals(start: int | None, end: int | None) -> list[tuple[int, int]]:
-    lo = 0 if start is None else start
-    hi = DAY_SECONDS if end is None else end
-    if lo < hi:
-        return [(lo, hi)]
-    return [(x, y) for x, y in ((lo, DAY_SECONDS), (0, hi)) if x < y]
 
 
 def covers(a: Rule, b: Rule) -> bool:
     """Whether ``a`` is a candidate wherever ``b`` is (same mode, wider conditions)."""
     if a.mode is not b.mode or a.min_amount > b.min_amount:
         return False
-    wa, wb = a.when, b.when
-    for name in ("card_types", "member_status", "merchants", "merchant_categories", "routes",
-                 "vehicle_classes", "days"):
-        if not _set_covers(getattr(wa, name), getattr(wb, name)):
-            return False
-    if wa.member_categories is not None and (
-        wb.member_categories is None or wb.member_categories & ~wa.member_categories
-    ):
-        return False
-    if wa.valid_from is not None and (wb.valid_from is None or wb.valid_from < wa.valid_from):
-        return False
-    if wa.valid_until is not None and (wb.valid_until is None or wb.valid_until > wa.valid_until):
-        return False
-    outer = _intervals(wa.time_from, wa.time_until)
-    return all(
-        any(lo >= x and hi <= y for x, y in outer)
-        for lo, hi in _intervals(wb.time_from, wb.time_until)
-    )
+    wa, wb = a.when.values(), b.when.values()
+    return all(c.covers(c.value(wa), c.value(wb)) for c in CONDITIONS)
 
 
 def _upper(effect: Effect) -> int | None:
@@ -156,10 +123,6 @@ def shadowing(ruleset: RuleSet) -> list[tuple[Rule, Rule]]:
     return found
 
 
-def _no_card_condition(when: Conditions) -> bool:
-    return when.card_types is None
-
-
 def lint(ruleset: RuleSet, source: str | None = None) -> list[Problem]:
     """Every warning about ``ruleset``, in declared order."""
     where = source or ruleset.source or "<rules>"
@@ -172,8 +135,7 @@ def lint(ruleset: RuleSet, source: str | None = None) -> list[Problem]:
             out.append(Problem(where, rule.line, rule.id,
                                f"never applies: rule {a.id!r}{at} matches whenever it does "
                                "and gives at least as much", "warning"))
-        if _no_card_condition(rule.when):
-            out.append(Problem(where, rule.line, rule.id,
-                               "has no card_types condition, so ordinary cards get it too "
-                               "(write card_types = [0x01, 0x55] if that is meant)", "warning"))
+        for condition in CONDITIONS:
+            if condition.missing and condition.value(rule.when.values()) == condition.empty:
+                out.append(Problem(where, rule.line, rule.id, condition.missing, "warning"))
     return out

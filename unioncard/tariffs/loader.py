@@ -13,32 +13,27 @@ import functools
 import math
 import re
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path as FilePath
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal
 
 from unioncard.bounded_read import RULE_FILE_LIMIT, InputFileError, read_utf8
 from unioncard.errors import TariffError
+from unioncard.tariffs.conditions import KEYS as WHEN_KEYS
+from unioncard.tariffs.conditions import Conditions
 from unioncard.tariffs.locate import Path, SourceMap
 from unioncard.tariffs.model import (
-    CARD_TYPE_NAMES,
-    CATEGORY_NAMES,
     MAX_CAP_FEN,
     RULE_ID,
-    STATUS_NAMES,
-    WEEKDAY_NAMES,
     Caps,
-    Conditions,
     Effect,
     EffectKind,
     Mode,
     Rule,
     RuleSet,
 )
-from unioncard.tariffs.money import MAX_FEN, Rounding, parse_percent
+from unioncard.tariffs.money import Rounding, parse_fen, parse_percent
 
 __all__ = [
     "DEFAULT_RULES",
@@ -54,21 +49,6 @@ __all__ = [
 DEFAULT_RULES = "default.toml"
 
 RULE_KEYS = ("id", "mode", "description", "stackable", "when", "effect", "cap")
-WHEN_KEYS = (
-    "card_types",
-    "member_categories",
-    "member_status",
-    "merchants",
-    "merchant_categories",
-    "routes",
-    "vehicle_classes",
-    "valid_from",
-    "valid_until",
-    "days",
-    "time_from",
-    "time_until",
-    "min_amount",
-)
 EFFECT_KEYS: dict[EffectKind, tuple[str, ...]] = {
     EffectKind.PERCENT: ("percent", "basis_points", "max_benefit"),
     EffectKind.FIXED: ("amount",),
@@ -80,7 +60,6 @@ ALL_EFFECT_KEYS = ("kind", "percent", "basis_points", "amount", "threshold", "re
                    "max_benefit")
 CAP_KEYS = ("daily_count", "daily_amount", "monthly_count", "monthly_amount")
 RULESET_KEYS = ("name", "description", "rounding")
-_TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2}))?")
 _TOML_LINE = re.compile(r"at line (\d+)")
 
 
@@ -120,135 +99,6 @@ class RuleFileError(TariffError):
         super().__init__(first + suffix)
 
 
-class _Invalid(Exception):
-    """A value refused; the message says why (the caller adds where)."""
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _fen(value: object, *, positive: bool = False, hi: int = MAX_FEN) -> int:
-    if isinstance(value, float):
-        raise _Invalid(f"{value!r} is a float; amounts are integer fen")
-    if not _is_int(value):
-        raise _Invalid(f"must be integer fen, not {type(value).__name__}")
-    if value < 0:
-        raise _Invalid(f"must not be negative ({value})")
-    if positive and value == 0:
-        raise _Invalid("must be above 0")
-    if value > hi:
-        raise _Invalid(f"{value} is above the limit {hi}")
-    return value
-
-
-def _listed(value: object) -> list[Any]:
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise _Invalid("is empty, so the rule could never apply; omit it to match any")
-    return items
-
-
-def _named_int(value: object, names: dict[str, int], lo: int, hi: int, what: str) -> int:
-    if isinstance(value, str):
-        key = value.strip().lower()
-        if key in names:
-            return names[key]
-        if re.fullmatch(r"0[xX][0-9a-fA-F]+|\d+", key):
-            number = int(key, 0)
-        else:
-            known = ", ".join(sorted(names))
-            raise _Invalid(f"unknown {what} {value!r} (names: {known}; or a number)")
-    elif _is_int(value):
-        number = value
-    else:
-        raise _Invalid(f"{what} entries are names or integers, not {type(value).__name__}")
-    if not lo <= number <= hi:
-        raise _Invalid(f"{what} {number} is out of range {lo}..{hi}")
-    return number
-
-
-def _ints(names: dict[str, int], lo: int, hi: int, what: str) -> Callable[[object], Any]:
-    return lambda value: frozenset(_named_int(v, names, lo, hi, what) for v in _listed(value))
-
-
-def _strings(what: str) -> Callable[[object], Any]:
-    def convert(value: object) -> frozenset[str]:
-        out = set()
-        for item in _listed(value):
-            if not isinstance(item, str):
-                raise _Invalid(f"{what} are strings, not {type(item).__name__} {item!r}")
-            if not item or item != item.strip() or not item.isprintable():
-                raise _Invalid(
-                    f"{what} must be non-empty and printable, without surrounding spaces: {item!r}"
-                )
-            out.add(item)
-        return frozenset(out)
-
-    return convert
-
-
-def _categories(value: object) -> int:
-    mask = 0
-    for item in _listed(value):
-        mask |= _named_int(item, CATEGORY_NAMES, 1, 0xFF, "member category")
-    return mask
-
-
-def _mccs(value: object) -> frozenset[int]:
-    out = set()
-    for item in _listed(value):
-        if isinstance(item, str) and re.fullmatch(r"\d{4}", item):
-            out.add(int(item))
-        elif _is_int(item) and 0 <= item <= 9999:
-            out.add(item)
-        else:
-            raise _Invalid(f"merchant category {item!r} is not a 4-digit MCC such as \"5411\"")
-    return frozenset(out)
-
-
-def _days(value: object) -> frozenset[int]:
-    out: set[int] = set()
-    for item in _listed(value):
-        if isinstance(item, str) and item.strip().lower() in ("weekdays", "weekend"):
-            out |= {1, 2, 3, 4, 5} if item.strip().lower() == "weekdays" else {6, 7}
-            continue
-        names = {name: i + 1 for i, name in enumerate(WEEKDAY_NAMES)}
-        out.add(_named_int(item, names, 1, 7, "day"))
-    return frozenset(out)
-
-
-def _date(value: object) -> date:
-    if isinstance(value, datetime):
-        raise _Invalid(f"{value} has a time of day; write a date such as 2026-05-01")
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            raise _Invalid(f"{value!r} is not a date YYYY-MM-DD") from None
-    raise _Invalid(f"must be a date such as 2026-05-01, not {type(value).__name__}")
-
-
-def _clock(value: object, *, end: bool) -> int:
-    if isinstance(value, time):
-        if value.tzinfo is not None or value.microsecond:
-            raise _Invalid("a time of day is local and whole seconds")
-        return value.hour * 3600 + value.minute * 60 + value.second
-    if isinstance(value, str):
-        match = _TIME.fullmatch(value.strip())
-        if match is not None:
-            hh, mm, ss = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
-            seconds = hh * 3600 + mm * 60 + ss
-            if end and seconds == 86_400 and hh == 24:
-                return seconds
-            if hh < 24 and mm < 60 and ss < 60:
-                return seconds
-        raise _Invalid(f"{value!r} is not a time of day HH:MM or HH:MM:SS")
-    raise _Invalid(f"must be a time of day such as \"07:30\", not {type(value).__name__}")
-
-
 def _rate(key: str, value: object) -> int:
     if isinstance(value, float):
         exact = Decimal(repr(value)).normalize() if math.isfinite(value) else None
@@ -256,48 +106,31 @@ def _rate(key: str, value: object) -> int:
             hint = f'percent = "{exact:f}" or basis_points = {int(exact * 100)}'
         else:
             hint = 'a decimal string such as percent = "12.5" or integer basis_points'
-        raise _Invalid(f"{value!r} is a float and rates must be exact; write {hint}")
+        raise ValueError(f"{value!r} is a float and rates must be exact; write {hint}")
     if key == "percent":
-        if _is_int(value):
-            raise _Invalid(
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(
                 f'write the percentage as a string, percent = "{value}", '
                 f"or as integer basis_points = {value * 100}"
             )
         if not isinstance(value, str):
-            raise _Invalid(f"must be a decimal string such as \"10\", not {type(value).__name__}")
+            raise ValueError(f"must be a decimal string such as \"10\", not {type(value).__name__}")
         try:
             rate = parse_percent(value)
         except ValueError as exc:
-            raise _Invalid(str(exc)) from None
+            raise ValueError(str(exc)) from None
     else:
-        if not _is_int(value):
-            raise _Invalid(f"basis points are an integer such as 1000, not {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"basis points are an integer such as 1000, not {value!r}")
         points = value
         if points < 0:
-            raise _Invalid(f"negative rate {points}")
+            raise ValueError(f"negative rate {points}")
         if points > 10_000:
-            raise _Invalid(f"{points} basis points is above 100%")
+            raise ValueError(f"{points} basis points is above 100%")
         rate = points * 100
     if rate == 0:
-        raise _Invalid("a rate of 0 gives nothing")
+        raise ValueError("a rate of 0 gives nothing")
     return rate
-
-
-WHEN_CONVERTERS: dict[str, Callable[[object], Any]] = {
-    "card_types": _ints(CARD_TYPE_NAMES, 0, 0xFF, "card type"),
-    "member_categories": _categories,
-    "member_status": _ints(STATUS_NAMES, 1, 3, "member status"),
-    "merchants": _strings("merchant ids"),
-    "merchant_categories": _mccs,
-    "routes": _strings("route and station codes"),
-    "vehicle_classes": _ints({}, 0, 0xFF, "vehicle class"),
-    "valid_from": _date,
-    "valid_until": _date,
-    "days": _days,
-    "time_from": lambda v: _clock(v, end=False),
-    "time_until": lambda v: _clock(v, end=True),
-    "min_amount": _fen,
-}
 
 
 class _Builder:
@@ -420,25 +253,21 @@ class _Builder:
         data = self.table(raw, path, "when", label)
         if data is None:
             return None
-        self.unknown(data, WHEN_KEYS, path, "when.", label)
+        self.unknown(data, tuple(WHEN_KEYS), path, "when.", label)
         values: dict[str, Any] = {}
         for key, value in data.items():
-            if key not in WHEN_CONVERTERS:
-                continue
             try:
-                values[key] = WHEN_CONVERTERS[key](value)
-            except _Invalid as exc:
+                if key in WHEN_KEYS:
+                    values[key] = WHEN_KEYS[key].parse(key, value)
+            except ValueError as exc:
                 self.error((*path, key), f"when.{key}: {exc}", label)
-        try:
-            return Conditions(**values)
-        except TariffError as exc:
-            where: Path = path
-            if "valid" in str(exc):
-                where = (*path, "valid_until")
-            elif "time" in str(exc):
-                where = (*path, "time_until")
-            self.error(where, f"when: {exc}", label)
-            return None
+        for condition in dict.fromkeys(WHEN_KEYS[key] for key in values):
+            try:
+                condition.check(condition.value(values))
+            except TariffError as exc:  # between its keys: an end before its start
+                self.error((*path, condition.keys[-1]), f"when: {exc}", label)
+                return None
+        return Conditions(**values)
 
     def effect(self, raw: object, path: Path, label: str) -> Effect | None:
         data = self.table(raw, path, "effect", label)
@@ -468,18 +297,18 @@ class _Builder:
             try:
                 if key in ("percent", "basis_points"):
                     if "rate" in values:
-                        raise _Invalid("give one of percent and basis_points")
+                        raise ValueError("give one of percent and basis_points")
                     values["rate"] = _rate(key, value)
                 elif key == "repeat":
                     if not isinstance(value, bool):
-                        raise _Invalid("must be true or false")
+                        raise ValueError("must be true or false")
                     values["repeat"] = value
                 elif key == "amount" and kind is EffectKind.REBATE and "rate" in values:
-                    raise _Invalid("a rebate has a rate or an amount, not both")
+                    raise ValueError("a rebate has a rate or an amount, not both")
                 else:
                     positive = key != "price"
-                    values[key] = _fen(value, positive=positive)
-            except _Invalid as exc:
+                    values[key] = parse_fen(value, positive=positive)
+            except ValueError as exc:
                 self.error((*path, key), f"effect.{key}: {exc}", label)
                 ok = False
         if not ok:
@@ -515,8 +344,8 @@ class _Builder:
             if key in data:
                 try:
                     hi = 10**9 if key.endswith("count") else MAX_CAP_FEN
-                    values[key] = _fen(data[key], positive=True, hi=hi)
-                except _Invalid as exc:
+                    values[key] = parse_fen(data[key], positive=True, hi=hi)
+                except ValueError as exc:
                     self.error((*path, key), f"cap.{key}: {exc}", label)
         if not values:
             if not data:

@@ -2,10 +2,8 @@
 
 A :class:`RuleSet` is what a TOML rule file becomes once it is valid (see
 ``loader``); every object here is frozen and validates itself, so a rule set
-that exists is a rule set that can be evaluated.  Card bytes follow the
-docs/protocol.md §4 profile: card type ``0x55`` union member, ``0x01`` ordinary;
-category flags ``01`` model worker, ``02`` hardship, ``04`` mutual aid; member
-status ``01`` active, ``02`` reported lost, ``03`` cancelled.
+that exists is a rule set that can be evaluated.  Conditions are declared in
+``conditions``; card bytes follow the docs/protocol.md §4 profile.
 
 The version of a rule set is the SHA-256 of a canonical JSON form of its
 validated content (ids, order, modes, conditions, effects, caps, stacking,
@@ -18,17 +16,18 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import date
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
 
 from unioncard.apdu.records import CardType, MemberStatus
 from unioncard.apdu.records import MemberCategory as Category
 from unioncard.errors import TariffError
+from unioncard.tariffs.conditions import Conditions
 from unioncard.tariffs.money import (
     MAX_FEN,
     RATE_SCALE,
     Rounding,
+    check_int,
     format_fen,
     format_rate,
     scale,
@@ -38,13 +37,8 @@ if TYPE_CHECKING:
     from unioncard.tariffs.context import QuoteContext
 
 __all__ = [
-    "CARD_TYPE_NAMES",
-    "CATEGORY_NAMES",
-    "DAY_SECONDS",
     "MAX_CAP_FEN",
     "RULE_ID",
-    "STATUS_NAMES",
-    "WEEKDAY_NAMES",
     "Caps",
     "CardType",
     "Category",
@@ -56,12 +50,10 @@ __all__ = [
     "Period",
     "Rule",
     "RuleSet",
-    "in_time_window",
 ]
 
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_CAP_FEN = 10**15
-DAY_SECONDS = 86_400
 
 
 class Mode(IntEnum):
@@ -88,15 +80,6 @@ class Mode(IntEnum):
             raise ValueError(f"unknown mode {text!r} (one of: {names})") from None
 
 
-CARD_TYPE_NAMES: dict[str, int] = {"union-member": CardType.UNION_MEMBER,
-                                   "member": CardType.UNION_MEMBER, "ordinary": CardType.ORDINARY}
-CATEGORY_NAMES: dict[str, int] = {str(c.name).lower().replace("_", "-"): c for c in Category}
-STATUS_NAMES: dict[str, int] = {"active": MemberStatus.ACTIVE, "lost": MemberStatus.REPORTED_LOST,
-                                "reported-lost": MemberStatus.REPORTED_LOST,
-                                "cancelled": MemberStatus.CANCELLED}
-WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # ISO weekday 1..7
-
-
 class EffectKind(StrEnum):
     """What a rule gives: four instant kinds, taken off at the terminal, and a rebate."""
 
@@ -112,159 +95,6 @@ class Period(StrEnum):
 
     DAY = "day"
     MONTH = "month"
-
-
-def in_time_window(seconds: int, start: int | None, end: int | None) -> bool:
-    """``start <= seconds < end`` on a 24-hour clock; a window whose start is after its
-    end wraps midnight (22:00–05:00).  A missing bound is midnight.
-
-    >>> in_time_window(23 * 3600, 22 * 3600, 5 * 3600)
-    True
-    >>> in_time_window(12 * 3600, 22 * 3600, 5 * 3600)
-    False
-    """
-    lo = 0 if start is None else start
-    hi = DAY_SECONDS if end is None else end
-    if lo < hi:
-        return lo <= seconds < hi
-    return seconds >= lo or seconds < hi
-
-
-def _check_int(name: str, value: object, lo: int, hi: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TariffError(f"{name} must be an integer, not {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise TariffError(f"{name} {value} is out of range {lo}..{hi}")
-
-
-def _check_set(
-    name: str, values: frozenset[Any] | None, kind: type, lo: int = 0, hi: int = 0
-) -> None:
-    if values is None:
-        return
-    if not isinstance(values, frozenset):
-        raise TariffError(f"{name} must be a frozenset or None")
-    if not values:
-        raise TariffError(f"{name} is empty, so the rule could never apply; omit it to match any")
-    for value in values:
-        if kind is int:
-            _check_int(name, value, lo, hi)
-        elif (not isinstance(value, str) or not value or value != value.strip()
-              or not value.isprintable()):
-            raise TariffError(
-                f"{name} entries must be non-empty printable strings without surrounding spaces"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class Conditions:
-    """When a rule applies; ``None`` means "any".  Sets match by membership, the
-    category mask matches when the member has any of its flags, dates are inclusive,
-    the time window is ``[time_from, time_until)`` in seconds since midnight."""
-
-    card_types: frozenset[int] | None = None
-    member_categories: int | None = None
-    member_status: frozenset[int] | None = None
-    merchants: frozenset[str] | None = None
-    merchant_categories: frozenset[int] | None = None
-    routes: frozenset[str] | None = None
-    vehicle_classes: frozenset[int] | None = None
-    valid_from: date | None = None
-    valid_until: date | None = None
-    days: frozenset[int] | None = None
-    time_from: int | None = None
-    time_until: int | None = None
-    min_amount: int = 0
-
-    def __post_init__(self) -> None:
-        _check_set("card_types", self.card_types, int, 0, 0xFF)
-        if self.member_categories is not None:
-            _check_int("member_categories", self.member_categories, 1, 0xFF)
-        _check_set("member_status", self.member_status, int, 1, 3)
-        _check_set("merchants", self.merchants, str)
-        _check_set("merchant_categories", self.merchant_categories, int, 0, 9999)
-        _check_set("routes", self.routes, str)
-        _check_set("vehicle_classes", self.vehicle_classes, int, 0, 0xFF)
-        _check_set("days", self.days, int, 1, 7)
-        for name in ("valid_from", "valid_until"):
-            value = getattr(self, name)
-            if value is not None and (type(value) is not date):
-                raise TariffError(f"{name} must be a date (without a time of day)")
-        if self.valid_from and self.valid_until and self.valid_until < self.valid_from:
-            raise TariffError(
-                f"valid_until {self.valid_until} is before valid_from {self.valid_from}"
-            )
-        if self.time_from is not None:
-            _check_int("time_from", self.time_from, 0, DAY_SECONDS - 1)
-        if self.time_until is not None:
-            _check_int("time_until", self.time_until, 1, DAY_SECONDS)
-        if self.time_from is not None and self.time_from == self.time_until:
-            raise TariffError("time_from equals time_until: an empty time window")
-        _check_int("min_amount", self.min_amount, 0, MAX_FEN)
-
-    def matches(self, context: QuoteContext) -> bool:
-        """Whether every condition holds for ``context`` (the mode is the rule's business)."""
-        if self.card_types is not None and context.card_type not in self.card_types:
-            return False
-        if self.member_categories is not None and not (
-            context.member_categories & self.member_categories
-        ):
-            return False
-        if self.member_status is not None and context.member_status not in self.member_status:
-            return False
-        if self.merchants is not None and context.merchant_id not in self.merchants:
-            return False
-        if (
-            self.merchant_categories is not None
-            and context.merchant_category not in self.merchant_categories
-        ):
-            return False
-        if self.routes is not None and context.route not in self.routes:
-            return False
-        if self.vehicle_classes is not None and context.vehicle_class not in self.vehicle_classes:
-            return False
-        day = context.at.date()
-        if self.valid_from is not None and day < self.valid_from:
-            return False
-        if self.valid_until is not None and day > self.valid_until:
-            return False
-        if self.days is not None and context.at.isoweekday() not in self.days:
-            return False
-        if self.time_from is not None or self.time_until is not None:
-            at = context.at
-            seconds = at.hour * 3600 + at.minute * 60 + at.second
-            if not in_time_window(seconds, self.time_from, self.time_until):
-                return False
-        return context.amount >= self.min_amount
-
-    def canonical(self) -> dict[str, Any]:
-        """The conditions that are set, in a stable JSON-ready form."""
-        out: dict[str, Any] = {}
-        for name in (
-            "card_types",
-            "member_status",
-            "merchants",
-            "merchant_categories",
-            "routes",
-            "vehicle_classes",
-            "days",
-        ):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = sorted(value)
-        if self.member_categories is not None:
-            out["member_categories"] = self.member_categories
-        for name in ("valid_from", "valid_until"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value.isoformat()
-        for name in ("time_from", "time_until"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        if self.min_amount:
-            out["min_amount"] = self.min_amount
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,13 +122,13 @@ class Effect:
         if not isinstance(self.kind, EffectKind):
             raise TariffError(f"effect kind must be an EffectKind, not {self.kind!r}")
         kind = self.kind
-        _check_int("rate", self.rate, 0, RATE_SCALE)
+        check_int("rate", self.rate, 0, RATE_SCALE)
         for name in ("amount", "threshold", "price"):
-            _check_int(name, getattr(self, name), 0, MAX_FEN)
+            check_int(name, getattr(self, name), 0, MAX_FEN)
         if not isinstance(self.repeat, bool):
             raise TariffError("repeat must be a boolean")
         if self.max_benefit is not None:
-            _check_int("max_benefit", self.max_benefit, 1, MAX_FEN)
+            check_int("max_benefit", self.max_benefit, 1, MAX_FEN)
         used = {
             EffectKind.PERCENT: {"rate", "max_benefit"},
             EffectKind.FIXED: {"amount"},
@@ -396,11 +226,11 @@ class Caps:
         for name in ("daily_count", "monthly_count"):
             value = getattr(self, name)
             if value is not None:
-                _check_int(name, value, 1, 10**9)
+                check_int(name, value, 1, 10**9)
         for name in ("daily_amount", "monthly_amount"):
             value = getattr(self, name)
             if value is not None:
-                _check_int(name, value, 1, MAX_CAP_FEN)
+                check_int(name, value, 1, MAX_CAP_FEN)
 
     def windows(self) -> tuple[tuple[Period, int | None, int | None], ...]:
         """The capped periods as ``(period, max count, max amount)``."""
@@ -441,6 +271,7 @@ class Rule:
     caps: Caps | None = None
     description: str = ""
     line: int | None = field(default=None, compare=False)
+    _floor: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or RULE_ID.fullmatch(self.id) is None:
@@ -456,6 +287,8 @@ class Rule:
             raise TariffError(f"rule {self.id!r}: caps must be Caps or None")
         if not isinstance(self.stackable, bool):
             raise TariffError(f"rule {self.id!r}: stackable must be a boolean")
+        threshold = self.effect.threshold if self.effect.kind is EffectKind.THRESHOLD else 0
+        object.__setattr__(self, "_floor", max(self.when.min_amount, threshold))
 
     @property
     def capped(self) -> bool:
@@ -464,15 +297,13 @@ class Rule:
     @property
     def min_amount(self) -> int:
         """The smallest list amount the rule accepts (a threshold offer's included)."""
-        if self.effect.kind is EffectKind.THRESHOLD:
-            return max(self.when.min_amount, self.effect.threshold)
-        return self.when.min_amount
+        return self._floor
 
     def eligible(self, context: QuoteContext) -> bool:
         """Mode and every condition hold (caps are the engine's business)."""
         return (
             context.mode is self.mode
-            and context.amount >= self.min_amount
+            and context.amount >= self._floor
             and self.when.matches(context)
         )
 

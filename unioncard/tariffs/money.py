@@ -18,13 +18,17 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
+from unioncard.errors import TariffError
+
 __all__ = [
     "MAX_FEN",
     "RATE_SCALE",
     "ROUNDING_CODES",
     "Rounding",
+    "check_int",
     "format_fen",
     "format_rate",
+    "parse_fen",
     "parse_percent",
     "round_div",
     "scale",
@@ -95,6 +99,29 @@ def parse_percent(text: str) -> int:
     if value > RATE_SCALE:
         raise ValueError(f"rate {text!r} is above 100%")
     return value
+
+
+def parse_fen(value: object, *, positive: bool = False, hi: int = MAX_FEN) -> int:
+    """An amount written in a rule file: integer fen, ``0..hi`` (``ValueError`` says why not)."""
+    if isinstance(value, float):
+        raise ValueError(f"{value!r} is a float; amounts are integer fen")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"must be integer fen, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"must not be negative ({value})")
+    if positive and value == 0:
+        raise ValueError("must be above 0")
+    if value > hi:
+        raise ValueError(f"{value} is above the limit {hi}")
+    return value
+
+
+def check_int(name: str, value: object, lo: int, hi: int) -> None:
+    """:class:`TariffError` unless ``value`` is an integer ``lo..hi`` (model validation)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TariffError(f"{name} must be an integer, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise TariffError(f"{name} {value} is out of range {lo}..{hi}")
 
 
 def format_rate(rate: int) -> str:

@@ -1,13 +1,13 @@
 """Hypothesis strategies for tariff rule sets, quote contexts and usage histories.
 
-Generated rule sets use every condition, effect kind, stacking, caps and all
-rounding modes, and often share or derive an earlier rule's conditions, so that
-several rules compete.  Contexts are drawn mostly to meet one rule's conditions,
-boundaries included (first and last day, the window's edges, the minimum amount),
-sometimes with one field changed or just outside; the rest are unrelated, with
-extreme dates.  Used by the property tests and available to integrators' own
-tests (needs hypothesis).  Strategies are built once, at import, to keep
-generation cheap.
+Generated rule sets use every condition of ``unioncard.tariffs.conditions.CONDITIONS``
+(drawn by kind, so a new condition is covered as soon as it is declared), every effect
+kind, stacking, caps and all rounding modes, and often share or derive an earlier rule's
+conditions, so that several rules compete.  Contexts are drawn mostly to meet one rule's
+conditions, boundaries included (first and last day, the window's edges, the minimum
+amount), sometimes with one field changed or just outside; the rest are unrelated, with
+extreme dates.  Used by the property tests and available to integrators' own tests (needs
+hypothesis).  Strategies are built once, at import, to keep generation cheap.
 """
 
 from __future__ import annotations
@@ -18,19 +18,23 @@ from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
-from unioncard.tariffs.context import QuoteContext
-from unioncard.tariffs.engine import UsageBook, period_key
-from unioncard.tariffs.model import (
-    Caps,
+from unioncard.tariffs.conditions import (
+    CONDITIONS,
+    DATE,
+    DAY_SECONDS,
+    TIME_OF_DAY,
+    WEEKDAY,
+    AnyFlag,
+    AtLeast,
+    Condition,
     Conditions,
-    Effect,
-    EffectKind,
-    MemberStatus,
-    Mode,
-    Period,
-    Rule,
-    RuleSet,
+    DateRange,
+    OneOf,
+    TimeWindow,
 )
+from unioncard.tariffs.context import FIELDS, QuoteContext
+from unioncard.tariffs.engine import UsageBook, period_key
+from unioncard.tariffs.model import Caps, Effect, EffectKind, Mode, Period, Rule, RuleSet
 from unioncard.tariffs.money import MAX_FEN, RATE_SCALE, Rounding
 
 __all__ = [
@@ -48,9 +52,7 @@ __all__ = [
 T = TypeVar("T")
 
 BASE_DAY = date(2026, 5, 1)
-MERCHANTS = ("M-0001", "M-0002", "商户-3")
-ROUTES = ("8", "K12", "G4-Station-7")
-MCCS = (5411, 5812, 4111)
+TEXTS = ("M-0001", "M-0002", "商户-3", "K12", "工" * 16)  # the last is 48 bytes of UTF-8
 MEMBERS = ("m-a", "m-b", "m-c")
 MODES = (Mode.BUS, Mode.POS, Mode.ETC)
 
@@ -63,13 +65,20 @@ def _maybe(strategy: st.SearchStrategy[Any], weight: float = 0.6) -> st.SearchSt
     return st.one_of(*([st.none()] * nones), *([strategy] * values))
 
 
-def _subset(values: tuple[Any, ...], max_size: int | None = None) -> st.SearchStrategy[Any]:
-    return st.frozensets(st.sampled_from(values), min_size=1, max_size=max_size or len(values))
-
-
 def _choice(draw: st.DrawFn, items: list[T] | tuple[T, ...]) -> T:
     """One of ``items`` (cheaper than building ``sampled_from`` for every draw)."""
     return items[draw(st.integers(0, len(items) - 1))]
+
+
+def _pool(condition: OneOf) -> tuple[Any, ...]:
+    """A few values of a set condition's domain, shared by rules and contexts so they meet:
+    its ends and middle (every 64-bit word of a byte set), its named values, or texts."""
+    if condition.text:
+        return tuple(t for t in TEXTS if not condition.max_bytes
+                     or len(t.encode("utf-8")) <= condition.max_bytes)
+    lo, hi = condition.lo, condition.hi
+    named = {v for v in condition.names.values() if isinstance(v, int)}
+    return tuple(sorted({lo, lo + 1, (lo + hi) // 2, hi - 1, hi, *named} & set(range(lo, hi + 1))))
 
 
 _money = st.one_of(
@@ -79,53 +88,53 @@ _rate = st.one_of(
     st.sampled_from([100_000, 50_000, 200_000, 95_000, 333_333, RATE_SCALE]),
     st.integers(1, RATE_SCALE),
 )
-_valid_from = _maybe(st.integers(-40, 10).map(lambda d: BASE_DAY + timedelta(d)), 0.8)
-_valid_until = _maybe(st.integers(-10, 40).map(lambda d: BASE_DAY + timedelta(d)), 0.8)
-_time_from = _maybe(st.integers(0, 47).map(lambda h: h * 1800), 0.8)
-_time_until = _maybe(st.integers(1, 48).map(lambda h: h * 1800), 0.8)
-CARD_TYPES = (0x55, 0x01, 0x02, 0xF0, 0xFF)  # bytes in every position of a 64-bit word
-VEHICLE_CLASSES = (1, 2, 3, 4, 40, 200)
-_card_types = _maybe(_subset(CARD_TYPES, 3), 0.3)
-_categories = _maybe(st.integers(1, 7), 0.8)
-_statuses = _maybe(_subset((1, 2, 3)), 0.7)
-_merchants = _maybe(_subset(MERCHANTS, 2), 0.7)
-_mccs = _maybe(_subset(MCCS, 2), 0.8)
-_routes = _maybe(_subset(ROUTES, 2), 0.8)
-_vehicles = _maybe(_subset(VEHICLE_CLASSES, 2), 0.8)
-_days = _maybe(st.frozensets(st.integers(1, 7), min_size=1), 0.8)
-_min_amount = st.one_of(st.just(0), st.just(0), _money)
-_max_benefit = _maybe(_money, 0.7)
-_kinds = st.sampled_from(list(EffectKind))
-_price = st.one_of(st.just(0), _money)
-_rebate_amount = st.one_of(_money, st.just(MAX_FEN))
+_half_hours = st.integers(0, 48).map(lambda h: h * 1800)
+
+
+def _values(condition: Condition) -> st.SearchStrategy[Any]:
+    """Values of ``condition`` as rules have them (``None`` often, so rules stay broad)."""
+    if isinstance(condition, OneOf):
+        pool = _pool(condition)
+        weight = 0.3 if condition.missing else 0.8
+        return _maybe(st.frozensets(st.sampled_from(pool), min_size=1,
+                                    max_size=min(len(pool), 3)), weight)
+    if isinstance(condition, AnyFlag):
+        return _maybe(st.integers(1, max(condition.names.values()) * 2 - 1), 0.8)
+    if isinstance(condition, DateRange):
+        def ordered(pair: tuple[Any, Any]) -> tuple[Any, Any]:
+            lo, hi = pair
+            return (hi, lo) if lo and hi and hi < lo else (lo, hi)
+
+        day = st.integers(-40, 40).map(lambda d: BASE_DAY + timedelta(d))
+        return st.tuples(_maybe(day, 0.8), _maybe(day, 0.8)).map(ordered)
+    if isinstance(condition, TimeWindow):
+        return st.tuples(_maybe(_half_hours.filter(lambda s: s < DAY_SECONDS), 0.8),
+                         _maybe(_half_hours.filter(lambda s: s > 0), 0.8)).map(
+            lambda pair: (pair[0], None) if pair[0] is not None and pair[0] == pair[1] else pair)
+    if isinstance(condition, AtLeast):
+        return st.one_of(st.just(0), st.just(0), _money)
+    raise TypeError(f"no strategy for the kind of {condition.keys}")
+
+
+_CONDITION_VALUES = [(c, _values(c)) for c in CONDITIONS]
 
 
 @st.composite
 def conditions(draw: st.DrawFn) -> Conditions:
     """Any valid conditions, mostly broad."""
-    valid_from = draw(_valid_from)
-    valid_until = draw(_valid_until)
-    if valid_from and valid_until and valid_until < valid_from:
-        valid_from, valid_until = valid_until, valid_from
-    time_from = draw(_time_from)
-    time_until = draw(_time_until)
-    if time_from is not None and time_from == time_until:
-        time_until = None
-    return Conditions(
-        card_types=draw(_card_types),
-        member_categories=draw(_categories),
-        member_status=draw(_statuses),
-        merchants=draw(_merchants),
-        merchant_categories=draw(_mccs),
-        routes=draw(_routes),
-        vehicle_classes=draw(_vehicles),
-        valid_from=valid_from,
-        valid_until=valid_until,
-        days=draw(_days),
-        time_from=time_from,
-        time_until=time_until,
-        min_amount=draw(_min_amount),
-    )
+    values: dict[str, Any] = {}
+    for condition, strategy in _CONDITION_VALUES:
+        value = draw(strategy)
+        parts = value if len(condition.keys) > 1 else (value,)
+        values.update((k, v) for k, v in zip(condition.keys, parts, strict=True)
+                      if v is not None)
+    return Conditions(**values)
+
+
+_max_benefit = _maybe(_money, 0.7)
+_kinds = st.sampled_from(list(EffectKind))
+_price = st.one_of(st.just(0), _money)
+_rebate_amount = st.one_of(_money, st.just(MAX_FEN))
 
 
 @st.composite
@@ -187,8 +196,6 @@ def rules(draw: st.DrawFn, rule_id: str = "r", modes: tuple[Mode, ...] = MODES) 
     )
 
 
-_NARROWABLE = ("card_types", "member_categories", "member_status", "merchants", "routes",
-               "days", "min_amount", "merchant_categories", "vehicle_classes")
 _roundings = st.sampled_from(list(Rounding))
 _names = st.sampled_from(["", "generated"])
 
@@ -205,8 +212,10 @@ def rulesets(draw: st.DrawFn, min_rules: int = 0, max_rules: int = 8) -> RuleSet
             model = _choice(draw, made)
             when = model.when
             if draw(st.booleans()):  # narrowed or widened in one respect
-                name = _choice(draw, _NARROWABLE)
-                when = replace(when, **{name: getattr(draw(_conditions), name)})
+                condition, strategy = _choice(draw, _CONDITION_VALUES)
+                value = draw(strategy)
+                parts = value if len(condition.keys) > 1 else (value,)
+                when = when.replace(**dict(zip(condition.keys, parts, strict=True)))
             rule = replace(rule, mode=model.mode, when=when)
         made.append(rule)
     return RuleSet(rules=tuple(made), rounding=draw(_roundings), name=draw(_names))
@@ -221,41 +230,59 @@ _instants = st.one_of(
     st.sampled_from([datetime(1969, 12, 31, 23, 59, 59), datetime(1970, 1, 1),
                      datetime(2026, 2, 28, 23, 59, 59), datetime(2028, 2, 29, 12)]),
 )
-_statuses_any = list(MemberStatus)
+_READERS: dict[str, list[Condition]] = {}
+for _condition in CONDITIONS:
+    _READERS.setdefault(_condition.reads, []).append(_condition)
 
 
-def _pick(draw: st.DrawFn, allowed: frozenset[Any] | None, pool: tuple[Any, ...]) -> Any:
-    return _choice(draw, sorted(allowed)) if allowed else _choice(draw, pool)
+def _field_pool(name: str) -> tuple[Any, ...]:
+    """Values of a context field that rules name (and some they do not)."""
+    spec = FIELDS[name]
+    pool: set[Any] = set()
+    for condition in _READERS.get(name, []):
+        if isinstance(condition, OneOf):
+            pool.update(_pool(condition))
+        elif isinstance(condition, AnyFlag):
+            pool.update(range(max(condition.names.values()) * 2))
+    if spec.kind == "text":
+        return (None, *sorted(pool | {"Z-9999"}))
+    if spec.enum is not None:
+        return tuple(spec.enum)
+    pool |= {spec.lo, spec.hi}
+    return (*((None,) if QuoteContext.__dataclass_fields__[name].default is None else ()),
+            *sorted(pool))
+
+
+_POOLS = {name: _field_pool(name) for name in FIELDS if name not in ("mode", "amount", "at")}
 
 
 @st.composite
 def _targeted(draw: st.DrawFn, rule: Rule) -> dict[str, Any]:
     """Field values that satisfy ``rule``'s conditions, boundaries included, or fall
     just outside a date or time boundary."""
-    when = rule.when
-    lo_day = when.valid_from or (when.valid_until or BASE_DAY) - timedelta(40)
-    hi_day = when.valid_until or (when.valid_from or BASE_DAY) + timedelta(40)
+    present = dict(rule.when.items())
+    by_reading = {c.reads: v for c, v in present.items()}
+    lo_day, hi_day = by_reading.get(DATE, (None, None))
+    lo_day = lo_day or (hi_day or BASE_DAY) - timedelta(40)
+    hi_day = hi_day or (lo_day or BASE_DAY) + timedelta(40)
     days = [lo_day + timedelta(d) for d in range((hi_day - lo_day).days + 1)]
-    if when.days:
-        days = [d for d in days if d.isoweekday() in when.days] or days
+    weekdays = by_reading.get(WEEKDAY)
+    if weekdays:
+        days = [d for d in days if d.isoweekday() in weekdays] or days
     where = draw(st.integers(0, 5))
     if where == 0:
         day = _choice(draw, [lo_day - timedelta(1), hi_day + timedelta(1)])
     else:
         day = days[0] if where == 1 else days[-1] if where == 2 else _choice(draw, days)
-    start = 0 if when.time_from is None else when.time_from
-    end = 86_400 if when.time_until is None else when.time_until
-    edges = [start, end - 1, (start - 1) % 86_400, end % 86_400]
+    start, end = by_reading.get(TIME_OF_DAY, (None, None))
+    start = 0 if start is None else start
+    end = DAY_SECONDS if end is None else end
     if draw(st.booleans()):
-        second = _choice(draw, edges)
+        second = _choice(draw, [start, end - 1, (start - 1) % DAY_SECONDS, end % DAY_SECONDS])
     elif start < end:
         second = draw(st.integers(start, end - 1))
     else:
-        second = (start + draw(st.integers(0, 86_400 - start + end - 1))) % 86_400
-    mask = when.member_categories
-    categories = draw(st.integers(0, 7))
-    if mask and not categories & mask:
-        categories |= mask & -mask
+        second = (start + draw(st.integers(0, DAY_SECONDS - start + end - 1))) % DAY_SECONDS
     low = rule.min_amount
     amount_kind = draw(st.integers(0, 3))
     if amount_kind == 0:
@@ -264,48 +291,42 @@ def _targeted(draw: st.DrawFn, rule: Rule) -> dict[str, Any]:
         amount = low + draw(st.integers(0, MAX_FEN - low))
     else:
         amount = low + draw(st.integers(0, 30_000))
-    return {
-        "mode": rule.mode,
-        "amount": amount,
-        "card_type": _pick(draw, when.card_types, CARD_TYPES),
+    fields: dict[str, Any] = {
+        "mode": rule.mode, "amount": amount,
         "at": datetime.combine(day, time()) + timedelta(seconds=second),
-        "member_categories": categories,
-        "member_status": _pick(draw, when.member_status, tuple(MemberStatus)),
-        "merchant_id": _pick(draw, when.merchants, (None, *MERCHANTS)),
-        "merchant_category": _pick(draw, when.merchant_categories, MCCS),
-        "route": _pick(draw, when.routes, (None, *ROUTES)),
-        "vehicle_class": _pick(draw, when.vehicle_classes, (None, *VEHICLE_CLASSES)),
+        **{name: _choice(draw, pool) for name, pool in _POOLS.items()},
     }
+    for condition, value in present.items():
+        if isinstance(condition, OneOf) and condition.reads in _POOLS:
+            fields[condition.reads] = _choice(draw, sorted(value))
+        elif isinstance(condition, AnyFlag):
+            flags = draw(st.integers(0, 7))
+            fields[condition.reads] = flags if flags & value else flags | (value & -value)
+    return fields
 
 
 _random_amount = st.one_of(st.integers(0, 400), st.integers(0, 30_000), st.integers(0, MAX_FEN),
                            st.just(MAX_FEN))
-_random_card = st.one_of(st.sampled_from(CARD_TYPES), st.integers(0, 255))
-_random_merchant = st.one_of(st.none(), st.sampled_from(MERCHANTS), st.just("M-9999"))
-_random_mcc = st.one_of(st.none(), st.sampled_from(MCCS), st.integers(0, 9999))
-_random_route = st.one_of(st.none(), st.sampled_from(ROUTES), st.just("99"))
-_random_vehicle = st.one_of(st.none(), st.sampled_from(VEHICLE_CLASSES), st.integers(0, 255))
 _all_modes = list(Mode)
 
 
 @st.composite
 def _random_fields(draw: st.DrawFn, modes: list[Mode]) -> dict[str, Any]:
-    return {
+    fields: dict[str, Any] = {
         "mode": _choice(draw, modes if draw(st.booleans()) else _all_modes),
         "amount": draw(_random_amount),
-        "card_type": draw(_random_card),
         "at": draw(_instants),
-        "member_categories": draw(st.integers(0, 7)),
-        "member_status": _choice(draw, _statuses_any),
-        "merchant_id": draw(_random_merchant),
-        "merchant_category": draw(_random_mcc),
-        "route": draw(_random_route),
-        "vehicle_class": draw(_random_vehicle),
     }
+    for name, pool in _POOLS.items():
+        spec = FIELDS[name]
+        if spec.kind == "int" and spec.enum is None and draw(st.integers(0, 3)) == 0:
+            fields[name] = draw(st.integers(spec.lo, spec.hi))
+        else:
+            fields[name] = _choice(draw, pool)
+    return fields
 
 
-_FIELDS = ("mode", "amount", "card_type", "at", "member_categories", "member_status",
-           "merchant_id", "merchant_category", "route", "vehicle_class")
+_BREAKABLE = ("mode", "amount", "at", *(name for name in _POOLS if name != "member_id"))
 _member = st.one_of(st.sampled_from(MEMBERS), st.sampled_from(MEMBERS), st.sampled_from(MEMBERS),
                     st.none())
 
@@ -318,7 +339,7 @@ def contexts(draw: st.DrawFn, ruleset: RuleSet | None = None) -> QuoteContext:
     if ruleset and ruleset.rules and draw(st.integers(0, 3)) > 0:
         fields = draw(_targeted(_choice(draw, ruleset.rules)))
         if draw(st.integers(0, 4)) == 0:  # break one condition, or not
-            name = _choice(draw, _FIELDS)
+            name = _choice(draw, _BREAKABLE)
             fields[name] = draw(_random_fields(modes))[name]
     else:
         fields = draw(_random_fields(modes))
@@ -355,3 +376,4 @@ def histories(draw: st.DrawFn, ruleset: RuleSet, around: list[QuoteContext]) -> 
         book.add(_choice(draw, MEMBERS), rule.id, period, period_key(period, context.at),
                  count=draw(st.integers(0, 3)), amount=draw(st.integers(0, 3000)))
     return book
+
