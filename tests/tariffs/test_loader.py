@@ -291,6 +291,23 @@ def test_shipped_version_is_pinned():
     )
 
 
+EVERY_CONDITION = Path(__file__).with_name("data") / "every-condition.toml"
+
+
+@pytest.mark.parametrize(("text", "version"), [
+    # Hashes computed before the conditions were declared in one table: a rule file keeps
+    # its version across changes of the code (settlement re-prices records by it).
+    (lambda: EVERY_CONDITION.read_text(encoding="utf-8"),
+     "0c1ec42e07f62b4a300903af04c4d202005a2241c6e53f3ee00c7d265ff9514d"),
+    (lambda: dumps(load(EVERY_CONDITION)),
+     "0c1ec42e07f62b4a300903af04c4d202005a2241c6e53f3ee00c7d265ff9514d"),
+    (lambda: dumps(default_rules()),
+     "c02b5f2e7af80fd5c1118168a147d87f3c53e25cb92238a00a2de4751a27f36e"),
+])
+def test_rule_file_versions_are_pinned(text, version):
+    assert loads(text()).version == version
+
+
 def test_the_documented_example_rule_file_is_valid():
     docs = Path(__file__).resolve().parents[2] / "docs" / "tariffs.md"
     if not docs.exists():
@@ -298,6 +315,7 @@ def test_the_documented_example_rule_file_is_valid():
     text = docs.read_text(encoding="utf-8")
     block = text.split("```toml\n", 1)[1].split("```", 1)[0]
     ruleset = loads(block, "docs/tariffs.md")
+    assert ruleset.version == "c2463611dc3917abc56143eb285d0629ebe74c5981a5da7f3b96a2f12642b31b"
     assert [r.id for r in ruleset.rules] == ["bus-member-10", "hardship-night-bus",
                                              "supermarket-first-3"]
     assert lint(ruleset) == []
