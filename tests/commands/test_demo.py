@@ -47,7 +47,9 @@ def test_demo_day_issues_transacts_exports_and_settles(demo):
     day = demo.split("A day, 2026-05-01: ")[1]
     assert "issued 12 member cards from sample-members.csv (utf-8), 6 union organizations" in day
     assert "categories: 3 model worker, 2 hardship, 5 mutual aid" in day
-    count = int(re.search(r"terminal engine: (\d+) transactions", day)[1])
+    found = re.search(r"terminal engine: (\d+) transactions", day)
+    assert found is not None
+    count = int(found[1])
     assert f"terminal engine: {count} transactions, {count} approved, 0 declined" in day
     kinds = re.search(r"\n {4}(\d+) bus fares, (\d+) metro fares, (\d+) highway entries, (\d+) "
                       r"highway exits, (\d+) sales, (\d+) loads\n", day)
