@@ -186,3 +186,63 @@ def test_a_bad_issuer_is_refused(issuer):
     text = _entry("transit", 9, "22", CITY_B).replace('"20000000FFFFFFFF"', issuer)
     with pytest.raises(CryptoError, match=r"\(transit\) issuer: the issuer id"):
         Keystore.from_toml(Keystore.test().to_toml() + text)
+
+
+# --- [emv] and [rsa] --------------------------------------------------------------------
+
+DEBIT = bytes.fromhex("A000000333010101")
+
+
+def test_shipped_emv_and_rsa_test_keys():
+    from datetime import date
+    from pathlib import Path
+
+    from unioncard.crypto import oda
+
+    ks = Keystore.test()
+    emv = ks.emv_issuer_keys(DEBIT)
+    assert (emv.dki, emv.ac_mk.hex().upper()) == (1, "C0C1C2C3C4C5C6C7C8C9CACBCCCDCECF")
+    assert ks.emv_issuer_keys(DEBIT, 1) is emv
+    issuer = ks.issuer_rsa("6230123456789012345")
+    ca = ks.ca_rsa(issuer.rid, issuer.ca_index)
+    shipped = oda.load_capk_file(Path(oda.__file__).parent.parent / "data" / "capk-test.json")
+    assert ca.capk in shipped
+    cert, rem = oda.issuer_certificate(ca.private, issuer.private.public, issuer.issuer_id,
+                                       issuer.expiry, issuer.serial)
+    assert oda.recover_issuer_key(ca.capk, cert, rem, issuer.private.public.exponent,
+                                  "6230123456789012345", today=date(2026, 12, 2)) == (
+        issuer.private.public)
+    assert len(ks.rsa_icc) == 4
+    a, b = ks.icc_rsa_key(b"623012345678901234500"), ks.icc_rsa_key(b"623012345678901234500")
+    assert a.public == b.public
+    assert len({ks.icc_rsa_key(str(n).encode()).public for n in range(40)}) == 4
+
+
+def test_emv_and_rsa_errors():
+    ks = Keystore.test()
+    with pytest.raises(CryptoError, match="no EMV keys for A000000333010102"):
+        ks.emv_issuer_keys(bytes.fromhex("A000000333010102"))
+    with pytest.raises(CryptoError, match="no issuer RSA key"):
+        ks.issuer_rsa("4111111111111111")
+    with pytest.raises(CryptoError, match="no CA key A000000333 08"):
+        ks.ca_rsa(bytes.fromhex("A000000333"), 8)
+    base = ks.to_toml()
+    bad = [
+        (base + '\n[[emv.issuer]]\naid = "A000000333010101"\ndki = 1\nac_mk = "00"\n'
+         'smi_mk = "00"\nsmc_mk = "00"\n', "ac_mk"),
+        (base + '\n[[emv.issuer]]\naid = "A000000333010101"\ndki = 1\n' + "".join(
+            f'{n} = "{"11" * 16}"\n' for n in ("ac_mk", "smi_mk", "smc_mk")), "listed twice"),
+        (base + '\n[[rsa.icc]]\nprivate_key = "junk"\n', r"\[\[rsa.icc\]\] #5"),
+        (base + '\n[[rsa.ca]]\nrid = "A000000333"\nindex = 0xF1\n', "missing"),
+        (base.replace('issuer_id = "623012"', 'issuer_id = "62"'), "issuer identifier"),
+        (base.replace("ca_index = 0xF1", "ca_index = 0xF2"), "no CA key A000000333 F2"),
+    ]
+    for text, message in bad:
+        with pytest.raises(CryptoError, match=message):
+            Keystore.from_toml(text)
+
+
+def test_keystores_without_emv_or_rsa_stay_valid():
+    old = Keystore(Keystore.test().purse, True, "purse only")
+    again = Keystore.from_toml(old.to_toml())
+    assert again == old and again.emv == () and again.rsa_ca == ()
