@@ -127,6 +127,8 @@ def check(file: Path, strict: bool, as_json: bool) -> None:
               help="model-worker, hardship, mutual-aid, or a flag value; repeatable.")
 @click.option("--member-status", default="active", show_default=True,
               help="active, lost, cancelled, or 1..3.")
+@click.option("--organization", help="The member's union organization (member application "
+              "DF43), e.g. 上海市总工会.")
 @click.option("--merchant", help="Merchant id (POS).")
 @click.option("--mcc", "merchant_category", type=click.IntRange(0, 9999),
               help="Merchant category code, e.g. 5411.")
@@ -141,8 +143,9 @@ def check(file: Path, strict: bool, as_json: bool) -> None:
               help="Print one JSON document (amounts in integer fen).")
 def quote_command(
     mode: str, amount: int, card_type: str, categories: tuple[str, ...], member_status: str,
-    merchant: str | None, merchant_category: int | None, route: str | None,
-    vehicle_class: int | None, at: datetime | None, rules_file: str | None, as_json: bool,
+    organization: str | None, merchant: str | None, merchant_category: int | None,
+    route: str | None, vehicle_class: int | None, at: datetime | None, rules_file: str | None,
+    as_json: bool,
 ) -> None:
     """Quote one fare or price as an offline terminal would.
 
@@ -174,6 +177,7 @@ def quote_command(
         at=at if at is not None else datetime.now().replace(microsecond=0),
         member_categories=mask, member_status=MemberStatus(status), merchant_id=merchant or None,
         merchant_category=merchant_category, route=route or None, vehicle_class=vehicle_class,
+        organization=organization or None,
     )
     result = quote(context, rules)
     if as_json:

@@ -166,6 +166,8 @@ def context_batch(r: np.ndarray, when: np.ndarray, member_id: np.ndarray | None 
         merchant_category=np.where(r["mcc"] == 0, -1, r["mcc"].astype(np.int64)),
         vehicle_class=np.where(r["vehicle_class"] == 0, -1,
                                r["vehicle_class"].astype(np.int64)),
+        organization=np.ascontiguousarray(r["organization"]).view(  # UTF-8, 00-padded
+            f"S{r.dtype['organization'].itemsize}").ravel(),
         member_id=member_id)
 
 
@@ -261,4 +263,4 @@ def record_context(record: OfflineRecord, member_id: str | None = None) -> Quote
         member_status=MemberStatus(record.member_status or 1),
         merchant_id=record.merchant or None, merchant_category=record.mcc or None,
         route=record.route or None, vehicle_class=record.vehicle_class or None,
-        member_id=member_id)
+        member_id=member_id, organization=record.organization or None)

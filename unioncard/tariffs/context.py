@@ -63,7 +63,9 @@ class QuoteContext:
 
     ``amount`` is the list amount in fen; ``at`` the local wall-clock time as a naive
     ``datetime``; ``route`` is the route (bus, coach, ferry) or station (metro, toll
-    plaza) code; ``member_id`` is only needed for capped rules, in settlement.  Every
+    plaza) code; ``member_id`` is only needed for capped rules, in settlement;
+    ``organization`` is the member's union organization (member application ``DF43``), as
+    the offline record holds it (docs/records.md).  Every
     field is checked as its ``FieldSpec`` says (``FIELDS``); the batch path holds one
     column per field.
     """
@@ -80,6 +82,8 @@ class QuoteContext:
     route: str | None = field(default=None, metadata=_TEXT)
     vehicle_class: int | None = field(default=None, metadata=_int(0, 0xFF))
     member_id: str | None = field(default=None, metadata=_TEXT)
+    organization: str | None = field(default=None,
+                                     metadata={"spec": FieldSpec("text", max_bytes=48)})
 
     def __post_init__(self) -> None:
         for name, spec, optional in _CHECKS:
@@ -96,8 +100,9 @@ class QuoteContext:
                 if spec.enum is not None:
                     object.__setattr__(self, name, spec.enum(value))
             elif spec.kind == "text" and _bad_text(spec, value):
-                what = (f"of at most {spec.max_bytes} bytes of UTF-8 without control characters"
-                        if spec.max_bytes else "printable string without surrounding spaces")
+                what = (f"string of at most {spec.max_bytes} bytes of UTF-8 without control "
+                        "characters" if spec.max_bytes
+                        else "printable string without surrounding spaces")
                 raise TariffError(f"{name} must be None or a non-empty {what}")
             elif spec.kind == "time" and not isinstance(value, datetime):
                 raise TariffError(f"{name} must be a datetime, not {type(value).__name__}")

@@ -262,7 +262,7 @@ class PurseSession(Session):
             at=self.now,
             member_categories=categories, member_status=status, route=sale.route,
             vehicle_class=sale.vehicle_class, merchant_id=sale.merchant,
-            merchant_category=sale.mcc), self.rules)
+            merchant_category=sale.mcc, organization=_organization(member) or None), self.rules)
 
     # --- the purchase ---------------------------------------------------------------------
 
@@ -278,7 +278,7 @@ class PurseSession(Session):
             card_type=self.priced_card_type(card, member),
             category_flags=member.category_flags if member else card.category_flags,
             member_status=int(member.status) if member else 0,
-            organization=_fit_utf8(member.organization, ORGANIZATION_BYTES) if member else "",
+            organization=_organization(member),
             card_expiry=card.expiry,
             list_amount=priced.list_amount if priced else amount, charged_amount=amount,
             balance_after=balance_after,
@@ -433,6 +433,11 @@ class TransitPurchase(PurseSession):
 
 
 # --- wording ----------------------------------------------------------------------------------
+
+
+def _organization(member: MemberRecord | None) -> str:
+    """The member's organization (``DF43``) as the offline record holds it, "" for none."""
+    return _fit_utf8(member.organization, ORGANIZATION_BYTES) if member else ""
 
 
 def _fit_utf8(text: str, size: int) -> str:
