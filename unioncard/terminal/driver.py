@@ -2,8 +2,9 @@
 
 `run` feeds a sans-IO `Session` its replies: APDUs through a `Channel` to the
 card or the PSAM (any transport: in process, PC/SC, vpcd), load
-authorizations from a `LoadHost`, maintenance MACs from a `KeyHost`, journal
-writes to a `TransactionJournal`.
+authorizations from a `LoadHost` (or, for an EMV sale, online authorizations
+from an `IssuerHost`, given as ``host``), maintenance MACs from a `KeyHost`,
+journal writes to a `TransactionJournal`.
 A transport failure, a card that breaks the T=0 protocol, a load host that
 fails in any way or a journal that cannot write is handed to `Session.fail`,
 which decides the outcome; the outcome's resolutions are journaled before it
@@ -28,6 +29,7 @@ from typing import Protocol
 from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.apdu.trace import Device
 from unioncard.errors import CardError, DecodeError, TransportError
+from unioncard.terminal.issuer_host import AuthorizationResponse, IssuerHost
 from unioncard.terminal.journal import JournalError, TransactionJournal
 from unioncard.terminal.key_host import KeyHost, MaintenanceAuthorization, MaintenanceRequest
 from unioncard.terminal.load_host import LoadAuthorization, LoadHost
@@ -63,7 +65,7 @@ def run(
     card: ApduLink,
     psam: ApduLink | None = None,
     journal: TransactionJournal | None = None,
-    host: LoadHost | None = None,
+    host: LoadHost | IssuerHost | None = None,
     key_host: KeyHost | None = None,
 ) -> Outcome:
     """Run ``session`` to its outcome."""
@@ -88,8 +90,10 @@ def run(
 
 
 def _carry(step: Step, card: ApduLink, psam: ApduLink | None,
-           journal: TransactionJournal | None, host: LoadHost | None, key_host: KeyHost | None
-           ) -> ResponseAPDU | JournalReceipt | LoadAuthorization | MaintenanceAuthorization:
+           journal: TransactionJournal | None, host: LoadHost | IssuerHost | None,
+           key_host: KeyHost | None
+           ) -> ResponseAPDU | JournalReceipt | LoadAuthorization | MaintenanceAuthorization \
+        | AuthorizationResponse:
     if isinstance(step, Send):
         link = card if step.device is Device.CARD else psam
         if link is None:
@@ -102,7 +106,7 @@ def _carry(step: Step, card: ApduLink, psam: ApduLink | None,
         return journal.write(step)
     request = step.request
     what, chosen = (("key host", key_host) if isinstance(request, MaintenanceRequest)
-                    else ("load host", host))
+                    else (getattr(request, "host_name", "load host"), host))
     if chosen is None:
         raise SessionError(f"the session needs a {what} and none was given")
     try:

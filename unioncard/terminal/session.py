@@ -44,6 +44,7 @@ from unioncard.terminal.load_host import LoadAuthorization, LoadRequest
 
 if TYPE_CHECKING:
     from unioncard.offline import OfflineRecord
+    from unioncard.terminal.issuer_host import AuthorizationRequest
 
 __all__ = [
     "Authorize",
@@ -96,14 +97,18 @@ class Send:
 @dataclass(frozen=True, slots=True)
 class Authorize:
     """Ask a host for a MAC: the load host to check the card's load MAC1 and give MAC2
-    (a `LoadRequest`, answered by a `LoadAuthorization`), or the key host for the
+    (a `LoadRequest`, answered by a `LoadAuthorization`), the key host for the
     maintenance MAC of APPLICATION BLOCK (a `MaintenanceRequest`, answered by a
-    `MaintenanceAuthorization`)."""
+    `MaintenanceAuthorization`), or the issuer host for an online authorization (an
+    `AuthorizationRequest`, answered by an `AuthorizationResponse`)."""
 
-    request: LoadRequest | MaintenanceRequest
+    request: LoadRequest | MaintenanceRequest | AuthorizationRequest
 
     @property
     def answer_type(self) -> type:
+        declared = getattr(self.request, "answer_type", None)  # the issuer host's request
+        if declared is not None:
+            return declared  # type: ignore[no-any-return]
         return (MaintenanceAuthorization if isinstance(self.request, MaintenanceRequest)
                 else LoadAuthorization)
 
@@ -419,6 +424,7 @@ def _describe(step: Step) -> str:
     if isinstance(step, Send):
         return f"{step.what} ({step.device.value})"
     if isinstance(step, Authorize):
-        return ("key host maintenance MAC" if isinstance(step.request, MaintenanceRequest)
-                else "load host authorization")
+        if isinstance(step.request, MaintenanceRequest):
+            return "key host maintenance MAC"
+        return f"{getattr(step.request, 'host_name', 'load host')} authorization"
     return "journal write"

@@ -1,0 +1,655 @@
+"""The EMV POS kernel: a PBOC debit / qPBOC sale as a sans-IO session (docs/emv-kernel.md).
+
+`EmvPurchase` follows EMV 4.3 Book 3 §10 and PBOC 2.0/3.0:
+
+1. the member application is read when the card has one, and the sale priced
+   with the tariffs engine (merchant discounts): the charged amount is the
+   amount authorised ``9F02``;
+2. application selection (`unioncard.terminal.emv.selection`);
+3. GET PROCESSING OPTIONS with the PDOL data (TTQ ``9F66``, amounts, country,
+   TVR, currency, date, type, unpredictable number, EC support ``9F7A``, CAPP
+   indicator ``DF60``, ...); a qPBOC card answers with its cryptogram already;
+4. READ RECORD over the AFL, the records signed for ODA kept;
+5. offline data authentication: SDA, DDA (INTERNAL AUTHENTICATE), CDA (with
+   GENERATE AC), fDDA (qPBOC);
+6. processing restrictions, cardholder verification, terminal risk management
+   (floor limit, or the EC terminal limit for electronic cash; random selection;
+   velocity);
+7. terminal action analysis with the TACs and IACs, first GENERATE AC, card
+   action analysis (CID);
+8. online: the issuer host verifies the ARQC and answers ARC and ARPC; issuer
+   authentication (``91`` in CDOL2, or EXTERNAL AUTHENTICATE); second GENERATE AC.
+
+Time (``now``), the unpredictable number, the random-selection draw, the PIN
+entries and the terminal's settings are inputs.  TVR and TSI bits are those of
+`unioncard.terminal.emv.flags`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from unioncard.apdu import SW, dol, records, tlv
+from unioncard.apdu.masking import mask_digits
+from unioncard.apdu.member import MemberRecord
+from unioncard.apdu.status import describe as describe_sw
+from unioncard.crypto import oda
+from unioncard.errors import CardError
+from unioncard.tariffs import Mode, Quote, QuoteContext, RuleSet, default_rules, quote
+from unioncard.terminal.card import card_send, member_dict, membership_active, read_member
+from unioncard.terminal.emv import commands as cmd
+from unioncard.terminal.emv.authentication import (
+    CapkStore,
+    Keys,
+    choose_method,
+    failure_tvr,
+    recover_keys,
+)
+from unioncard.terminal.emv.commands import CryptogramType
+from unioncard.terminal.emv.cvm import CvmOutcome, contactless_cvm, verify_cardholder
+from unioncard.terminal.emv.data import (
+    CardData,
+    bcd_amount,
+    decode,
+    parse_afl,
+    parse_amount,
+)
+from unioncard.terminal.emv.flags import AIP, TSI, TTQ, TVR, names
+from unioncard.terminal.emv.risk import (
+    action_analysis,
+    floor_limit,
+    random_selection,
+    restrictions,
+    velocity,
+)
+from unioncard.terminal.emv.selection import select_application
+from unioncard.terminal.emv.settings import EmvSettings
+from unioncard.terminal.issuer_host import AuthorizationRequest, AuthorizationResponse
+from unioncard.terminal.session import (
+    Authorize,
+    Decision,
+    Flow,
+    LinkLost,
+    Outcome,
+    Refused,
+    Session,
+    Step,
+)
+
+__all__ = ["DEFAULT_DDOL", "EmvPurchase"]
+
+DEFAULT_DDOL = bytes.fromhex("9F3704")
+"""The terminal's default DDOL: the unpredictable number (Book 3 §6.5.9)."""
+UNABLE_ONLINE_APPROVED, UNABLE_ONLINE_DECLINED = b"Y3", b"Z3"
+"""ARCs the terminal sets when it could not go online (Book 4 §A6)."""
+AC_TAGS = (0x9F02, 0x9F03, 0x9F1A, 0x95, 0x5F2A, 0x9A, 0x9C, 0x9F37, 0x82, 0x9F36)
+"""What a PBOC CVN 01 cryptogram covers (docs/protocol.md §5), for the issuer host."""
+
+SubFlow = Generator[Step, Any, Any]
+
+
+class EmvPurchase(Session):
+    """A sale of ``amount`` fen (before the member discount) on the card's PBOC debit or
+    credit application, over the contact or contactless interface.
+
+    ``now`` is the local wall-clock time; ``unpredictable_number`` 4 random bytes
+    and ``random_draw`` a number 1..99 for random selection, both drawn by the
+    caller; ``pins`` the PIN entries in the order the cardholder types them
+    (none: the cardholder does not enter one); ``capks`` the CA public keys;
+    ``chosen_aid`` the application the cardholder picked (None: the highest
+    priority).  The issuer host answers the online step (`run`'s ``host``).
+    """
+
+    flow_name = "pos-emv"
+
+    def __init__(self, amount: int, *, now: dt.datetime, unpredictable_number: bytes,
+                 settings: EmvSettings | None = None, contactless: bool = False,
+                 pins: Sequence[str] = (), random_draw: int = 99,
+                 capks: CapkStore | None = None, rules: RuleSet | None = None,
+                 merchant: str | None = None, chosen_aid: bytes | None = None,
+                 read_member: bool = True) -> None:
+        super().__init__()
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise ValueError("a sale is a positive integer of fen")
+        if now.tzinfo is not None:
+            raise ValueError("now is the local wall-clock time, a naive datetime")
+        if len(unpredictable_number) != 4:
+            raise ValueError("the unpredictable number has 4 bytes")
+        if not 1 <= random_draw <= 99:
+            raise ValueError("the random selection draw is 1..99")
+        for pin in pins:
+            cmd.plaintext_pin_block(pin)  # a malformed PIN is refused before any APDU
+        self.amount = amount
+        self.now = now.replace(microsecond=0)
+        self.unpredictable = bytes(unpredictable_number)
+        self.settings = settings or EmvSettings()
+        self.contactless = contactless
+        self.pins = tuple(pins)
+        self.random_draw = random_draw
+        self.capks = capks if capks is not None else CapkStore()
+        self.rules = rules if rules is not None else default_rules()
+        self.merchant = merchant
+        self.chosen_aid = chosen_aid
+        self.read_member = read_member
+        self.tvr = TVR(0)
+        self.tsi = TSI(0)
+        self.card = CardData()
+        self.details: dict[str, Any] = {}
+        self.warnings: list[str] = []
+
+    # --- the flow ----------------------------------------------------------------------
+
+    def flow(self) -> Flow:
+        member = (yield from read_member()) if self.read_member else None
+        priced = self._price(member)
+        self.charged = priced.charged_amount
+        self.priced = priced
+        self.details.update(interface="contactless" if self.contactless else "contact",
+                            member=member_dict(member) if member else None)
+        if self.charged <= 0:
+            raise Refused("nothing to pay after the member discount", Decision.DECLINED,
+                          **self._amounts())
+        if self.contactless and self.charged > self.settings.contactless_limit:
+            raise Refused(f"{self.charged} fen is over the contactless limit of "
+                          f"{self.settings.contactless_limit} fen: insert the card",
+                          **self._amounts())
+        selected = yield from select_application(self.settings, contactless=self.contactless,
+                                                 chosen=self.chosen_aid)
+        self.selected = selected
+        self.card.add(selected.fci)
+        self.details.update(aid=selected.candidate.aid.hex().upper(),
+                            label=selected.candidate.label, selection=selected.method)
+        self.values = self._terminal_values()
+        self.pdol_data = yield from self._gpo()
+        signed = yield from self._read_records()
+        self._mandatory()
+        if self.card.get(0x9F26) is not None and self.contactless:
+            return (yield from self._qpboc(signed))
+        return (yield from self._contact(signed))
+
+    # --- pricing -----------------------------------------------------------------------
+
+    def _price(self, member: MemberRecord | None) -> Quote:
+        active = membership_active(member, self.now.date())
+        card_type = records.CardType.UNION_MEMBER if active else records.CardType.ORDINARY
+        return quote(QuoteContext(
+            mode=Mode.POS, amount=self.amount, card_type=int(card_type), at=self.now,
+            member_categories=member.category_flags if member else 0,
+            member_status=member.status if member else records.MemberStatus.ACTIVE,
+            merchant_id=self.merchant, merchant_category=self.settings.mcc), self.rules)
+
+    def _amounts(self) -> dict[str, Any]:
+        return {"list_amount": self.amount, "charged_amount": self.charged,
+                "rules": self.priced.rules, "details": self._details()}
+
+    # --- GPO and records ---------------------------------------------------------------
+
+    def _ttq(self) -> TTQ:
+        s = self.settings
+        if not self.contactless:
+            return TTQ.CONTACT_PBOC
+        ttq = TTQ.QPBOC | (TTQ.SIGNATURE if s.supports_signature else TTQ(0))
+        if not s.online_capable:
+            ttq |= TTQ.OFFLINE_ONLY
+        if not s.ec_supported or self.charged >= s.ec_limit:
+            ttq |= TTQ.ONLINE_CRYPTOGRAM_REQUIRED
+        if self.charged >= s.contactless_cvm_limit:
+            ttq |= TTQ.CVM_REQUIRED
+        return ttq
+
+    def _terminal_values(self) -> dict[int, bytes]:
+        s = self.settings
+        ec = s.ec_supported and self.charged < s.ec_limit
+        return {
+            0x9F66: self._ttq().encoded(), 0x9F02: bcd_amount(self.charged),
+            0x9F03: bcd_amount(0), 0x9F1A: bytes.fromhex(s.terminal_country),
+            0x95: self.tvr.encoded(), 0x5F2A: bytes.fromhex(s.currency),
+            0x5F36: bytes((s.currency_exponent,)),
+            0x9A: bytes.fromhex(self.now.strftime("%y%m%d")), 0x9C: b"\x00",
+            0x9F21: bytes.fromhex(self.now.strftime("%H%M%S")), 0x9F37: self.unpredictable,
+            0xDF60: b"\x00", 0x9F7A: b"\x01" if ec else b"\x00",
+            0x9F7B: bcd_amount(s.ec_limit), 0x9F35: bytes((s.terminal_type,)),
+            0x9F33: bytes.fromhex(s.capabilities),
+            0x9F40: bytes.fromhex(s.additional_capabilities),
+            0x9F1B: s.floor_limit.to_bytes(4, "big"), 0x9F1C: s.terminal_id.encode(),
+            0x9F16: s.merchant_id.encode()[:15].ljust(15), 0x9F15: bytes.fromhex(f"{s.mcc:04d}"),
+            0x9F4E: s.merchant_name.encode()[:40], 0x9F09: bytes.fromhex(
+                s.application_versions[-1]), 0x9F34: b"\x3f\x00\x00", 0x9F4C: b"",
+            0x8A: b"", 0x91: b"",
+        }
+
+    def _gpo(self) -> Generator[Step, Any, bytes]:
+        raw_pdol = self.card.get(0x9F38)
+        entries = dol.parse(raw_pdol) if raw_pdol else []
+        data = dol.build(entries, self.values)
+        answer = yield card_send(cmd.get_processing_options(data), "GET PROCESSING OPTIONS")
+        if answer.sw == SW.CONDITIONS_NOT_SATISFIED:
+            raise Refused("the card does not accept this transaction here (GET PROCESSING "
+                          "OPTIONS answered 6985): try the other interface",
+                          **self._amounts())
+        if answer.sw != SW.OK:
+            raise Refused(f"GET PROCESSING OPTIONS refused: {describe_sw(answer.sw)}",
+                          Decision.ERROR, **self._amounts())
+        nodes = decode(answer.data, "GET PROCESSING OPTIONS")
+        if len(nodes) != 1 or nodes[0].tag not in (0x80, 0x77):
+            raise CardError("GET PROCESSING OPTIONS answered neither format 1 (80) nor 2 (77)")
+        if nodes[0].tag == 0x80:
+            if len(nodes[0].value) < 2 or (len(nodes[0].value) - 2) % 4:
+                raise CardError("GET PROCESSING OPTIONS format 1 is not AIP then AFL")
+            self.card.set(0x82, nodes[0].value[:2])
+            self.card.set(0x94, nodes[0].value[2:])
+        else:
+            self.card.add(nodes[0].children, unique=True, what="GET PROCESSING OPTIONS")
+        if self.card.get(0x82) is None or len(self.card[0x82]) != 2:
+            raise CardError("GET PROCESSING OPTIONS gave no AIP")
+        return data
+
+    def _read_records(self) -> Generator[Step, Any, list[tuple[int, bytes]]]:
+        afl = self.card.get(0x94)
+        signed: list[tuple[int, bytes]] = []
+        if not afl:
+            return signed
+        for entry in parse_afl(afl):
+            for number, for_oda in entry.records():
+                what = f"READ RECORD SFI {entry.sfi} #{number}"
+                answer = yield card_send(cmd.read_record(entry.sfi, number), what)
+                if answer.sw != SW.OK:
+                    # Book 3 §10.2: a record the AFL lists must be there
+                    raise Refused(f"the card cannot give a record its AFL lists ({what}: "
+                                  f"{describe_sw(answer.sw)})", Decision.ERROR,
+                                  **self._amounts())
+                nodes = decode(answer.data, what)
+                if entry.sfi <= 10 and (len(nodes) != 1 or nodes[0].tag != 0x70):
+                    raise CardError(f"{what} is not a record template 70")
+                self.card.add(nodes[0].children if nodes and nodes[0].tag == 0x70 else nodes,
+                              unique=True, what=what)
+                if for_oda:
+                    signed.append((entry.sfi, answer.data))
+        return signed
+
+    def _mandatory(self) -> None:
+        """Book 3 §10.2: without these the transaction ends."""
+        needed = [(0x5F24, "expiry date")]
+        if self.card.pan is None:
+            needed.append((0x5A, "PAN"))
+        if self.card.get(0x9F26) is None:
+            needed += [(0x8C, "CDOL1"), (0x8D, "CDOL2")]
+        missing = [f"{name} ({tag:X})" for tag, name in needed if self.card.get(tag) is None]
+        if missing:
+            raise Refused(f"the card lacks mandatory data: {', '.join(missing)}", Decision.ERROR,
+                          **self._amounts())
+
+    # --- offline data authentication ---------------------------------------------------
+
+    def _static(self, signed: list[tuple[int, bytes]]) -> bytes:
+        return oda.static_data(signed, self.card.get(0x9F4A) or b"",
+                               {0x82: self.card[0x82]})
+
+    def _keys(self, method: str, signed: list[tuple[int, bytes]]) -> Keys | None:
+        """The keys ``method`` needs, or None with its TVR bits set."""
+        try:
+            keys = recover_keys(self.card, self.selected.candidate.aid, self.capks,
+                                self.settings, self.now.date(), static=self._static(signed),
+                                icc=method != "sda")
+        except oda.OdaFailure as failure:
+            self._oda_failed(method, failure)
+            return None
+        self.warnings += keys.warnings
+        return keys
+
+    def _oda_failed(self, method: str, failure: oda.OdaFailure) -> None:
+        self.tvr |= failure_tvr(method, failure)
+        self.tsi |= TSI.ODA_PERFORMED
+        self.details["oda_failure"] = str(failure)
+        if failure.reason is oda.OdaReason.CAPK_EXPIRED:
+            self.warnings.append(f"{failure.what}: not used (the terminal refuses expired "
+                                 "CA keys)")
+
+    def _authenticate(self, method: str | None, signed: list[tuple[int, bytes]]
+                      ) -> Generator[Step, Any, Keys | None]:
+        """SDA or DDA now; for CDA only the keys (the signature comes with GENERATE AC)."""
+        self.details["oda"] = method or "none"
+        if method is None:
+            self.tvr |= TVR.ODA_NOT_PERFORMED
+            return None
+        if method == "sda":
+            self.tvr |= TVR.SDA_SELECTED
+        keys = self._keys(method, signed)
+        if keys is None or method == "cda":
+            return keys
+        self.tsi |= TSI.ODA_PERFORMED
+        try:
+            if method == "sda":
+                ssad = self.card.get(0x93)
+                if ssad is None:
+                    raise oda.OdaFailure("signed static data", oda.OdaReason.DATA_MISSING)
+                self.card.set(0x9F45, oda.verify_ssad(keys.issuer, ssad, self._static(signed)))
+            else:
+                assert keys.icc is not None
+                yield from self._dda(keys.icc)
+        except oda.OdaFailure as failure:
+            self._oda_failed(method, failure)
+            return None
+        return keys
+
+    def _dda(self, icc: oda.PublicKey) -> SubFlow:
+        ddol = self.card.get(0x9F49) or DEFAULT_DDOL
+        data = dol.build(dol.parse(ddol), self.values)
+        answer = yield card_send(cmd.internal_authenticate(data), "INTERNAL AUTHENTICATE")
+        if answer.sw != SW.OK:
+            raise oda.OdaFailure(f"INTERNAL AUTHENTICATE ({answer.sw:04X})",
+                                 oda.OdaReason.DATA_MISSING)
+        nodes = decode(answer.data, "INTERNAL AUTHENTICATE")
+        sdad = (nodes[0].value if nodes and nodes[0].tag == 0x80
+                else getattr(tlv.find(nodes, 0x9F4B), "value", None))
+        if sdad is None:
+            raise oda.OdaFailure("signed dynamic data", oda.OdaReason.DATA_MISSING)
+        self.card.set(0x9F4C, oda.verify_sdad(icc, sdad, data))
+
+    # --- contact -----------------------------------------------------------------------
+
+    def _contact(self, signed: list[tuple[int, bytes]]) -> Flow:
+        aip = AIP(int.from_bytes(self.card[0x82], "big"))
+        method = choose_method(aip, self.settings, contactless=False)
+        keys = yield from self._authenticate(method, signed)
+        self.tvr |= restrictions(self.card, self.settings, self.now.date())
+        cvm = yield from self._cvm(aip)
+        ec = yield from self._risk(aip)
+        iac = {"denial": self.card.get(0x9F0E), "online": self.card.get(0x9F0F),
+               "default": self.card.get(0x9F0D)}
+        kind = action_analysis(self.tvr, self.settings, iac,
+                               online=self.settings.online_capable)
+        cda = method == "cda" and keys is not None and kind is not CryptogramType.AAC
+        first = yield from self._generate_ac(kind, 0x8C, cda=cda, keys=keys, first=True)
+        cid_kind = CryptogramType.of_cid(first[0x9F27][0])
+        if cid_kind > kind:  # a card may only lower the terminal's request (Book 3 §10.8)
+            raise CardError(f"GENERATE AC answered {cid_kind.name} to a request for "
+                            f"{kind.name}")
+        cda_failed = bool(self.tvr & TVR.CDA_FAILED)
+        if cid_kind is CryptogramType.TC and not cda_failed:
+            path = "ec offline" if ec else "offline"
+            return self._result(Decision.APPROVED, f"approved {path} by the card", cvm,
+                                 path=path)
+        if cid_kind is CryptogramType.ARQC and not cda_failed:
+            return (yield from self._online(aip, cvm, keys, cda=method == "cda"))
+        if cda_failed and cid_kind is CryptogramType.ARQC:
+            yield from self._generate_ac(CryptogramType.AAC, 0x8D, cda=False, keys=None,
+                                         first=False)
+        reason = ("declined: the card's CDA signature does not verify" if cda_failed
+                  else "declined offline by the card")
+        return self._result(Decision.DECLINED, reason, cvm, path="offline")
+
+    def _cvm(self, aip: AIP) -> Generator[Step, Any, CvmOutcome]:
+        if not aip & AIP.CARDHOLDER_VERIFICATION_SUPPORTED:
+            return CvmOutcome(b"\x3f\x00\x00", TVR(0), False, False)
+        cvm: CvmOutcome = yield from verify_cardholder(self.card, self.charged, self.settings,
+                                                       self.pins)
+        self.tvr |= cvm.tvr
+        if cvm.performed:
+            self.tsi |= TSI.CARDHOLDER_VERIFICATION_PERFORMED
+        self.values[0x9F34] = cvm.results
+        return cvm
+
+    def _get_data(self, tag: int, what: str) -> Generator[Step, Any, bytes | None]:
+        answer = yield card_send(cmd.get_data(tag), f"GET DATA {what}")
+        if answer.sw != SW.OK:
+            return None
+        found = tlv.find(decode(answer.data, f"GET DATA {what}"), tag)
+        return None if found is None else found.value
+
+    def _risk(self, aip: AIP) -> Generator[Step, Any, bool]:
+        """Terminal risk management; True for an electronic cash transaction."""
+        s = self.settings
+        ec = False
+        if s.ec_supported and self.card.get(0x9F74) is not None and self.charged < s.ec_limit:
+            balance = yield from self._get_data(0x9F79, "EC balance")
+            if balance is not None:
+                self.details["ec_balance"] = parse_amount(balance, "EC balance")
+                ec = self.details["ec_balance"] >= self.charged
+        self.details["ec"] = ec
+        if not aip & AIP.TRM_TO_BE_PERFORMED:
+            return ec
+        self.tsi |= TSI.TRM_PERFORMED
+        self.tvr |= floor_limit(self.charged, s.ec_limit if ec else s.floor_limit)
+        if not ec:
+            self.tvr |= random_selection(self.charged, s, self.random_draw)
+        if self.card.get(0x9F14) is not None and self.card.get(0x9F23) is not None:
+            atc = yield from self._get_data(0x9F36, "ATC")
+            last = yield from self._get_data(0x9F13, "last online ATC")
+            self.tvr |= velocity(self.card, atc, last)
+        return ec
+
+    def _generate_ac(self, kind: CryptogramType, dol_tag: int, *, cda: bool,
+                     keys: Keys | None, first: bool) -> Generator[Step, Any, dict[int, bytes]]:
+        """GENERATE AC (first with CDOL1 ``8C``, second with CDOL2 ``8D``); its answer by tag.
+
+        A card that does not answer ends the transaction as an error; nothing is
+        approved without a cryptogram (the card's own log and EC balance stay
+        consistent by its atomic writes)."""
+        self.values[0x95] = self.tvr.encoded()
+        entries = dol.parse(self.card[dol_tag])
+        data = dol.build(entries, self.values)
+        if first:
+            self.cdol1_data = data
+        which = "first" if first else "second"
+        try:
+            answer = yield card_send(cmd.generate_ac(kind, data, cda=cda),
+                                     f"GENERATE AC ({which}, {kind.name})")
+        except LinkLost as lost:
+            self.tsi |= TSI.CARD_RISK_MANAGEMENT_PERFORMED
+            raise Refused(f"the card was lost during the {which} GENERATE AC ({lost}): the "
+                          "transaction is not approved", Decision.ERROR,
+                          **self._amounts()) from None
+        if answer.sw != SW.OK:
+            raise Refused(f"the {which} GENERATE AC was refused: {describe_sw(answer.sw)}",
+                          Decision.ERROR, **self._amounts())
+        self.tsi |= TSI.CARD_RISK_MANAGEMENT_PERFORMED
+        got = self._ac_response(answer.data, which)
+        for tag, value in got.items():
+            self.card.set(tag, value)
+        if cda:
+            self.tsi |= TSI.ODA_PERFORMED
+            assert keys is not None and keys.icc is not None
+            try:
+                self._verify_cda(keys.icc, answer.data, got, data, first)
+            except oda.OdaFailure as failure:
+                self._oda_failed("cda", failure)
+        return got
+
+    def _ac_response(self, raw: bytes, which: str) -> dict[int, bytes]:
+        nodes = decode(raw, f"GENERATE AC ({which})")
+        if len(nodes) != 1 or nodes[0].tag not in (0x80, 0x77):
+            raise CardError(f"the {which} GENERATE AC answered neither format 1 nor 2")
+        if nodes[0].tag == 0x80:
+            value = nodes[0].value
+            if len(value) < 11:
+                raise CardError(f"the {which} GENERATE AC format 1 is too short")
+            got = {0x9F27: value[:1], 0x9F36: value[1:3], 0x9F26: value[3:11]}
+            if len(value) > 11:
+                got[0x9F10] = value[11:]
+            return got
+        got = {n.tag: n.value for n in nodes[0].children}
+        for tag in (0x9F27, 0x9F36, 0x9F26):
+            if tag not in got:
+                raise CardError(f"the {which} GENERATE AC lacks {tag:X}")
+        return got
+
+    def _verify_cda(self, icc: oda.PublicKey, raw: bytes, got: dict[int, bytes],
+                    data: bytes, first: bool) -> None:
+        sdad = got.get(0x9F4B)
+        if sdad is None:
+            raise oda.OdaFailure("CDA signature", oda.OdaReason.DATA_MISSING)
+        digest = oda.cda_transaction_hash(
+            self.pdol_data, self.cdol1_data, oda.response_without_sdad(raw),
+            b"" if first else data)
+        result = oda.verify_cda(icc, sdad, self.unpredictable, got[0x9F27][0], digest)
+        if result.cryptogram != got[0x9F26]:
+            raise oda.OdaFailure("CDA signature", oda.OdaReason.HASH)
+        self.card.set(0x9F4C, result.dynamic_number)
+
+    # --- online ------------------------------------------------------------------------
+
+    def _request(self) -> AuthorizationRequest:
+        cdol1 = dol.split(dol.parse(self.card[0x8C]), self.cdol1_data)
+        values = {**{t: v for t, v in self.values.items() if t in AC_TAGS}, **cdol1,
+                  0x82: self.card[0x82], 0x9F36: self.card[0x9F36]}
+        pan = self.card.pan or ""
+        expiry = self.card.date(0x5F24, "application expiration date")
+        return AuthorizationRequest(
+            pan=pan, psn=self.card.psn, atc=int.from_bytes(self.card[0x9F36], "big"),
+            arqc=self.card[0x9F26], values={t: values[t] for t in AC_TAGS if t in values},
+            iad=self.card.get(0x9F10) or b"", amount=self.charged, when=self.now,
+            aid=self.selected.candidate.aid,
+            terminal_id=self.settings.terminal_id, merchant_id=self.settings.merchant_id,
+            expiry=expiry)
+
+    def _ask_issuer(self) -> Generator[Step, Any, AuthorizationResponse | None]:
+        try:
+            response: AuthorizationResponse = yield Authorize(self._request())
+        except LinkLost as lost:
+            self.warnings.append(f"the issuer could not be reached: {lost}")
+            return None
+        self.details.update(arc=response.arc.decode("ascii", "replace"),
+                            issuer_reason=response.reason,
+                            authorization_code=response.authorization_code or None)
+        return response
+
+    def _online(self, aip: AIP, cvm: CvmOutcome, keys: Keys | None, *, cda: bool) -> Flow:
+        response = yield from self._ask_issuer()
+        if response is None:
+            iac = {"denial": self.card.get(0x9F0E), "online": self.card.get(0x9F0F),
+                   "default": self.card.get(0x9F0D)}
+            kind = action_analysis(self.tvr, self.settings, iac, online=True,
+                                   unable_online=True)
+            arc = UNABLE_ONLINE_APPROVED if kind is CryptogramType.TC else UNABLE_ONLINE_DECLINED
+            self.details["arc"] = arc.decode()
+            issuer_data = b""
+        else:
+            kind = CryptogramType.TC if response.approved else CryptogramType.AAC
+            arc, issuer_data = response.arc, response.issuer_authentication_data
+        self.values[0x8A] = arc
+        self.values[0x91] = issuer_data
+        cdol2 = [e.tag for e in dol.parse(self.card[0x8D])]
+        if issuer_data and aip & AIP.ISSUER_AUTHENTICATION_SUPPORTED:
+            self.tsi |= TSI.ISSUER_AUTHENTICATION_PERFORMED
+            if 0x91 not in cdol2:
+                answer = yield card_send(cmd.external_authenticate(issuer_data),
+                                         "EXTERNAL AUTHENTICATE")
+                if answer.sw != SW.OK:
+                    self.tvr |= TVR.ISSUER_AUTHENTICATION_FAILED
+        second = yield from self._generate_ac(kind, 0x8D, cda=cda and keys is not None
+                                              and kind is CryptogramType.TC, keys=keys,
+                                              first=False)
+        final = CryptogramType.of_cid(second[0x9F27][0])
+        if final > kind or final is CryptogramType.ARQC:
+            raise CardError(f"the second GENERATE AC answered {final.name} to a request for "
+                            f"{kind.name}")
+        if final is CryptogramType.TC and not self.tvr & TVR.CDA_FAILED:
+            how = "online" if response is not None else "offline (issuer unreachable)"
+            return self._result(Decision.APPROVED, f"approved {how}", cvm,
+                                 path="online" if response is not None else "offline")
+        if response is None:
+            reason = "declined: the issuer could not be reached"
+        elif not response.approved:
+            reason = f"declined by the issuer ({response.arc.decode('ascii', 'replace')}: " \
+                     f"{response.reason})"
+        elif self.tvr & TVR.CDA_FAILED:
+            reason = "declined: the card's CDA signature does not verify"
+        else:
+            reason = ("declined by the card after the issuer approved: issuer authentication "
+                      "failed (the ARPC does not verify)")
+        return self._result(Decision.DECLINED, reason, cvm, path="online")
+
+    # --- qPBOC -------------------------------------------------------------------------
+
+    def _qpboc(self, signed: list[tuple[int, bytes]]) -> Flow:
+        """The card decided in GPO: TC offline (with fDDA), ARQC online, AAC declined."""
+        self.tsi |= TSI.CARD_RISK_MANAGEMENT_PERFORMED
+        kind = CryptogramType.of_cid((self.card.get(0x9F27) or b"\x80")[0])
+        aip = AIP(int.from_bytes(self.card[0x82], "big"))
+        self.tvr |= restrictions(self.card, self.settings, self.now.date())
+        cvm = contactless_cvm(self.charged, self.settings, self.card)
+        if cvm.performed:
+            self.tsi |= TSI.CARDHOLDER_VERIFICATION_PERFORMED
+        self.values[0x9F34] = cvm.results
+        method = choose_method(aip, self.settings, contactless=True)
+        if kind is CryptogramType.TC:
+            self.details["oda"] = method or "none"
+            if method is None:
+                self.tvr |= TVR.ODA_NOT_PERFORMED
+            else:
+                self._fdda(signed)
+            if self.tvr & (TVR.DDA_FAILED | TVR.ODA_NOT_PERFORMED):
+                return self._result(Decision.DECLINED, "declined: offline data authentication "
+                                     "(fDDA) failed", cvm, path="qpboc offline")
+            if self.tvr & TVR.EXPIRED_APPLICATION:
+                return self._result(Decision.DECLINED, "declined: the card has expired", cvm,
+                                     path="qpboc offline")
+            return self._result(Decision.APPROVED, "approved offline (electronic cash)", cvm,
+                                 path="qpboc offline")
+        if kind is CryptogramType.AAC:
+            return self._result(Decision.DECLINED, "declined offline by the card", cvm,
+                                 path="qpboc offline")
+        self.cdol1_data = b""
+        self.details["oda"] = "none"
+        response = yield from self._qpboc_online()
+        if response is None:
+            return self._result(Decision.DECLINED, "declined: the issuer could not be "
+                                 "reached", cvm, path="qpboc online")
+        if response.approved:
+            return self._result(Decision.APPROVED, "approved online", cvm, path="qpboc online")
+        return self._result(Decision.DECLINED, f"declined by the issuer "
+                             f"({response.arc.decode('ascii', 'replace')}: {response.reason})",
+                             cvm, path="qpboc online")
+
+    def _qpboc_online(self) -> Generator[Step, Any, AuthorizationResponse | None]:
+        pdol = self.card.get(0x9F38)
+        sent = dol.split(dol.parse(pdol), self.pdol_data) if pdol else {}
+        self.values.update(sent)
+        self.cdol1_data = b""
+        self.card.set(0x8C, b"")  # the PDOL values stand for CDOL1 in qPBOC
+        return (yield from self._ask_issuer())
+
+    def _fdda(self, signed: list[tuple[int, bytes]]) -> None:
+        keys = self._keys("fdda", signed)
+        if keys is None:
+            return
+        self.tsi |= TSI.ODA_PERFORMED
+        assert keys.icc is not None
+        try:
+            sdad, related = self.card.get(0x9F4B), self.card.get(0x9F69)
+            if sdad is None or related is None:
+                raise oda.OdaFailure("fDDA data", oda.OdaReason.DATA_MISSING)
+            terminal = (self.unpredictable + self.values[0x9F02] + self.values[0x5F2A]
+                        + related)
+            self.card.set(0x9F4C, oda.verify_sdad(keys.icc, sdad, terminal))
+        except oda.OdaFailure as failure:
+            self._oda_failed("fdda", failure)
+
+    # --- the outcome -------------------------------------------------------------------
+
+    def _details(self) -> dict[str, Any]:
+        card = self.card
+        pan = card.pan
+        details = {
+            **self.details,
+            "tvr": self.tvr.encoded().hex().upper(), "tsi": self.tsi.encoded().hex().upper(),
+            "tvr_bits": names(self.tvr), "tsi_bits": names(self.tsi),
+            "pan": None if pan is None else mask_digits(pan),
+        }
+        for tag, name in ((0x9F27, "cid"), (0x9F26, "ac"), (0x9F36, "atc"), (0x9F10, "iad")):
+            value = card.get(tag)
+            details[name] = None if value is None else value.hex().upper()
+        return details
+
+    def _result(self, decision: Decision, reason: str, cvm: CvmOutcome, *,
+                 path: str) -> Outcome:
+        self.details.update(path=path, cvm_results=cvm.results.hex().upper(),
+                            signature_required=cvm.signature and decision is Decision.APPROVED)
+        if self.priced.rebate:
+            self.details["rebate"] = self.priced.rebate
+        return Outcome(self.flow_name, decision, reason, list_amount=self.amount,
+                       charged_amount=self.charged, rules=self.priced.rules,
+                       warnings=tuple(self.warnings), details=self._details())

@@ -1,0 +1,183 @@
+"""The issuer host: verifies a card's ARQC and answers a response code with its ARPC.
+
+Online authorization of a PBOC debit transaction (docs/emv-kernel.md §Online;
+docs/protocol.md §5).  The terminal sends the ARQC with the data it covers; the
+host derives the card's master key from the issuer master key (EMV option A),
+the PBOC CVN 01 session key from the ATC, recomputes the ARQC, applies its
+rules (card blocked, expired, amount limit, available funds), and answers an
+authorisation response code (ARC, two ASCII characters) with the ARPC
+``3DES(SK, ARQC xor ARC‖000000000000)`` for the card's issuer authentication.
+
+`IssuerHost` is the interface a real acquirer link implements;
+`SimulatedIssuer` implements it from an issuer master key, with accounts.
+
+Response codes (ISO 8583 field 39 as UnionPay uses them): ``00`` approved,
+``05`` do not honour (the ARQC does not verify), ``14`` no such card, ``51``
+insufficient funds, ``54`` expired card, ``61`` over the amount limit, ``62``
+restricted card (blocked).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from unioncard.crypto.keystore import Keystore
+
+__all__ = [
+    "APPROVED_CODES",
+    "Account",
+    "AuthorizationRequest",
+    "AuthorizationResponse",
+    "IssuerHost",
+    "SimulatedIssuer",
+]
+
+APPROVED_CODES = frozenset({b"00", b"10", b"11"})
+"""ARCs that approve (ISO 8583: approved, partially approved, VIP)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationResponse:
+    """The host's answer: the ARC, the ARPC (empty when none), and why."""
+
+    arc: bytes
+    arpc: bytes = field(default=b"", repr=False)
+    reason: str = ""
+    authorization_code: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.arc) != 2:
+            raise ValueError("an authorisation response code has 2 characters")
+        if self.arpc and len(self.arpc) != 8:
+            raise ValueError("an ARPC has 8 bytes")
+
+    @property
+    def approved(self) -> bool:
+        return self.arc in APPROVED_CODES
+
+    @property
+    def issuer_authentication_data(self) -> bytes:
+        """Tag ``91``: ARPC ‖ ARC (ARPC method 1), empty when the host sent no ARPC."""
+        return self.arpc + self.arc if self.arpc else b""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    """What the terminal sends: the card, the ARQC and every value it covers.
+
+    ``values`` holds the AC data elements by tag (docs/protocol.md §5: ``9F02
+    9F03 9F1A 95 5F2A 9A 9C 9F37 82 9F36``) and ``iad`` the card's ``9F10``.
+    """
+
+    answer_type: ClassVar[type] = AuthorizationResponse
+    host_name: ClassVar[str] = "issuer host"
+
+    pan: str
+    psn: str
+    atc: int
+    arqc: bytes = field(repr=False)
+    values: Mapping[int, bytes] = field(repr=False)
+    iad: bytes = field(repr=False)
+    amount: int
+    when: dt.datetime
+    aid: bytes = b""
+    terminal_id: str = ""
+    merchant_id: str = ""
+    expiry: dt.date | None = None
+
+    @property
+    def dki(self) -> int | None:
+        """The derivation key index (IAD byte 2), None without an IAD."""
+        return self.iad[1] if len(self.iad) >= 2 else None
+
+    @property
+    def cvr(self) -> bytes:
+        """The CVR in the PBOC IAD (bytes 4-7: its length byte and 3 bytes)."""
+        return bytes(self.iad[3:7])
+
+
+@runtime_checkable
+class IssuerHost(Protocol):
+    """What an issuer host does for the terminal."""
+
+    def authorize(self, request: AuthorizationRequest) -> AuthorizationResponse:
+        ...
+
+
+@dataclass
+class Account:
+    """A card's account at the simulated issuer; ``balance`` None is unlimited."""
+
+    balance: int | None = None
+    limit: int | None = None
+    blocked: bool = False
+
+
+class SimulatedIssuer:
+    """An issuer host holding the issuer master key (``master_key`` bytes, or a function of
+    the request giving them: `from_keystore` picks them by AID and DKI) and the accounts
+    by PAN; a card without an account gets an unlimited one, or is declined ``14`` when
+    ``known_cards_only``.  An approval debits the account."""
+
+    def __init__(self, master_key: bytes | Callable[[AuthorizationRequest], bytes], *,
+                 accounts: Mapping[str, Account] | None = None,
+                 known_cards_only: bool = False) -> None:
+        self._key = master_key
+        self.accounts = dict(accounts or {})
+        self.known_cards_only = known_cards_only
+        self.log: list[tuple[AuthorizationRequest, AuthorizationResponse]] = []
+
+    @classmethod
+    def from_keystore(cls, keys: Keystore, **options: Any) -> SimulatedIssuer:
+        """The AC issuer master keys of the keystore's ``[emv]`` section, by AID and DKI."""
+        return cls(lambda request: keys.emv_issuer_keys(request.aid, request.dki).ac_mk,
+                   **options)
+
+    def expected_arqc(self, request: AuthorizationRequest) -> tuple[bytes, bytes]:
+        """(the ARQC the card must have computed, the session key)."""
+        from unioncard.crypto import emv
+
+        imk = self._key(request) if callable(self._key) else self._key
+        sk = emv.session_key(emv.derive_udk(imk, request.pan, request.psn), request.atc)
+        data = emv.ac_data(request.values, request.cvr)
+        return emv.application_cryptogram(sk, data), sk
+
+    def authorize(self, request: AuthorizationRequest) -> AuthorizationResponse:
+        from unioncard.crypto import emv
+        from unioncard.errors import CryptoError
+
+        try:
+            expected, sk = self.expected_arqc(request)
+        except CryptoError as exc:
+            answer = AuthorizationResponse(b"05", reason=f"the request cannot be checked: {exc}")
+            self.log.append((request, answer))
+            return answer
+        arc, reason = self._rules(request, expected)
+        answer = AuthorizationResponse(arc, emv.arpc(sk, request.arqc, arc), reason,
+                                       f"{request.atc:06d}" if arc in APPROVED_CODES else "")
+        self.log.append((request, answer))
+        return answer
+
+    def _rules(self, request: AuthorizationRequest, expected: bytes) -> tuple[bytes, str]:
+        if expected != request.arqc:
+            return b"05", "the ARQC does not verify: not the card's key or altered data"
+        account = self.accounts.get(request.pan)
+        if account is None:
+            if self.known_cards_only:
+                return b"14", "no such card at this issuer"
+            account = self.accounts[request.pan] = Account()
+        if account.blocked:
+            return b"62", "the card is blocked by its issuer"
+        if request.expiry is not None and request.when.date() > request.expiry:
+            return b"54", "the card has expired"
+        if account.limit is not None and request.amount > account.limit:
+            return b"61", "the amount is over the card's limit"
+        if account.balance is not None:
+            if request.amount > account.balance:
+                return b"51", "insufficient funds"
+            account.balance -= request.amount
+        return b"00", "approved by the issuer"
