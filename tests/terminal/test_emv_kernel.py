@@ -67,8 +67,9 @@ def start(card: ScriptedCard, gpo: str = GPO_CONTACT) -> list[tuple[str, object]
             *card.reads()]
 
 
-def velocity(card: ScriptedCard) -> list[tuple[str, object]]:
-    return [("80CA9F3600", f"9F3602{card.atc:04X}9000"),
+def velocity(card: ScriptedCard, ec: str = "6A88") -> list[tuple[str, object]]:
+    """GET DATA of the EC balance (none by default), the ATC and the last online ATC."""
+    return [("80CA9F7900", ec), ("80CA9F3600", f"9F3602{card.atc:04X}9000"),
             ("80CA9F1300", f"9F1302{card.last_online_atc:04X}9000")]
 
 
@@ -162,11 +163,11 @@ def test_issuer_authentication_data_in_cdol2_and_a_declining_issuer() -> None:
 
 
 def test_ec_offline_approval_uses_the_ec_limit_as_floor_limit() -> None:
-    card = ScriptedCard(extra=[p(0x9F74, b"ECC001")])
+    card = ScriptedCard()
     data = cdol1_data("0200000000", "000000005000")
     gpo = GPO_CONTACT.replace("000000010000", "000000005000")
-    script = [*start(card, gpo), *pin_ok(), ("80CA9F7900", "9F7906000000010000" "9000"),
-              *velocity(card), (generate_ac("40", data), card.ac_answer(0x40, 7, data))]
+    script = [*start(card, gpo), *pin_ok(), *velocity(card, "9F7906000000010000" "9000"),
+              (generate_ac("40", data), card.ac_answer(0x40, 7, data))]
     outcome = drive(sale(5_000, pins=["1234"]), script)
     assert outcome.decision is Decision.APPROVED, outcome.reason
     assert outcome.details["path"] == "ec offline" and outcome.details["ec_balance"] == 10_000

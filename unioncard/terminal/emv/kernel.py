@@ -369,7 +369,7 @@ class EmvPurchase(Session):
                             f"{kind.name}")
         cda_failed = bool(self.tvr & TVR.CDA_FAILED)
         if cid_kind is CryptogramType.TC and not cda_failed:
-            path = "ec offline" if ec else "offline"
+            path = "ec offline" if ec or 0x9F74 in first else "offline"
             return self._result(Decision.APPROVED, f"approved {path} by the card", cvm,
                                  path=path)
         if cid_kind is CryptogramType.ARQC and not cda_failed:
@@ -400,10 +400,12 @@ class EmvPurchase(Session):
         return None if found is None else found.value
 
     def _risk(self, aip: AIP) -> Generator[Step, Any, bool]:
-        """Terminal risk management; True for an electronic cash transaction."""
+        """Terminal risk management; True for an electronic cash transaction: the terminal
+        supports EC, the amount is under its EC limit ``9F7B`` and within the card's EC
+        balance ``9F79`` (GET DATA); the EC limit then stands for the floor limit."""
         s = self.settings
         ec = False
-        if s.ec_supported and self.card.get(0x9F74) is not None and self.charged < s.ec_limit:
+        if s.ec_supported and self.charged < s.ec_limit:  # an EC card tells its balance
             balance = yield from self._get_data(0x9F79, "EC balance")
             if balance is not None:
                 self.details["ec_balance"] = parse_amount(balance, "EC balance")
