@@ -10,7 +10,8 @@ clear.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from unioncard.apdu import SW, CommandAPDU
@@ -46,6 +47,9 @@ class Ram:
     pin_verified: bool = False
     challenge: bytes | None = None  # from GET CHALLENGE, valid for the next command only
     pending: Reply | None = None  # T=0: response waiting for GET RESPONSE
+    apps: dict[str, Any] = field(default_factory=dict)
+    """Per-application volatile state (by DF path) that outlives a command but not a reset:
+    an EMV transaction between GET PROCESSING OPTIONS and the second GENERATE AC."""
 
 
 class CardServices(Protocol):
@@ -90,6 +94,17 @@ class Application:
     def process(self, cmd: CommandAPDU) -> Reply | None:
         """Answer a proprietary command, or None when this application has no such command."""
         return None
+
+    def process_interindustry(self, cmd: CommandAPDU) -> Reply | None:
+        """Answer an inter-industry command (CLA ``0x``) the application implements itself
+        (an EMV application's READ RECORD, VERIFY, INTERNAL AUTHENTICATE, PUT DATA with
+        secure messaging), or None to let the card OS answer it."""
+        return None
+
+    def cell_checks(self) -> dict[str, Callable[[bytes], str | None]]:
+        """The application's own NVM cells (beyond file contents), each with the check a
+        card image's value must pass (None: fine); `image.check_card` uses them."""
+        return {}
 
     def fci_proprietary(self) -> bytes:
         """The content of the FCI's A5 template."""

@@ -320,6 +320,10 @@ class SimulatedCard:
                 return sw(SW.CLA_NOT_SUPPORTED)
             if cla & 0x03:
                 return sw(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
+            app = self.current_app() if cmd.ins != 0xA4 else None
+            own = app.process_interindustry(cmd) if app is not None else None
+            if own is not None:
+                return own
             if cla & 0x0C:
                 return sw(SW.SECURE_MESSAGING_NOT_SUPPORTED)
             handler = iso.HANDLERS.get(cmd.ins)

@@ -266,6 +266,13 @@ def _application(app: Any, where: str) -> None:
         for version, key in keys.items():
             _hex(version, f"{where}.purchase_master_keys (a key version)", 1)
             _hex(key, f"{where}.purchase_master_keys.{version}", 16)
+    elif kind in ("pboc", "directory"):
+        from unioncard.applet_sim.layout import APP_CONFIGS
+
+        try:
+            APP_CONFIGS[kind].from_json(app)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _bad(where, f"is not a valid {kind} application ({exc})") from None
     elif kind != "member":
         raise DecodeError(f"malformed card image: {where}: unknown application type "
                           f"{kind!r:.40}")
@@ -312,6 +319,7 @@ def _cell_checks(card: SimulatedCard) -> dict[str, Callable[[bytes], str | None]
             checks[app.cell("proof")] = _proof
         elif isinstance(app, PsamApplication):
             checks[app.cell("terminal_seq")] = _sized(4)
+        checks.update(app.cell_checks())
     return checks
 
 

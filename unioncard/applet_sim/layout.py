@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from unioncard.applet_sim.directory import DirectoryConfig
 from unioncard.applet_sim.files import DF, EF, Access, AppConfig, FileKind, Node
 from unioncard.applet_sim.member import MemberConfig
+from unioncard.applet_sim.pboc import PbocConfig
 from unioncard.applet_sim.psam import PsamConfig
 from unioncard.applet_sim.purse import PurseConfig
 from unioncard.errors import DecodeError
@@ -36,6 +38,8 @@ APP_CONFIGS: dict[str, Any] = {
     "purse": PurseConfig,
     "psam": PsamConfig,
     "member": MemberConfig,
+    "pboc": PbocConfig,
+    "directory": DirectoryConfig,
 }
 
 

@@ -79,6 +79,13 @@ class Step(StrEnum):
     PIN_TRIES = "os.pin_tries"
     FILE_UPDATE = "os.file_update"
     PSAM_TERMINAL_SEQ = "psam.terminal_seq"
+    EMV_ATC = "emv.atc"
+    EMV_STATE = "emv.state"
+    EMV_PIN_TRIES = "emv.pin_tries"
+    EMV_EC_BALANCE = "emv.ec_balance"
+    EMV_EC_LIMITS = "emv.ec_limits"
+    EMV_LOG = "emv.log"
+    EMV_LOG_POINTER = "emv.log_pointer"
     COMMIT = "nvm.commit"
     CLEAR = "nvm.clear"
 

@@ -9,7 +9,10 @@ A member card carries (docs/simulator.md has every byte):
   (43 bytes, user type ``55``), EF ``0016`` (holder), EF ``0018``, and the CAPP
   file EF ``0019`` with its ``AA 29 00…00`` record;
 - the member identity application, ADF ``1003``, AID ``F0554E494F4E43415244``,
-  EF ``0001`` (SFI ``01``) with template ``70``.
+  EF ``0001`` (SFI ``01``) with template ``70``;
+- the PBOC debit application (AID ``A000000333010101``) with electronic cash and qPBOC,
+  listed in the PSE ``1PAY.SYS.DDF01`` and the PPSE ``2PAY.SYS.DDF01``, when the keystore
+  holds its EMV and RSA keys (`unioncard.applet_sim.pboc_issue`, docs/pboc.md).
 
 Numbers come from one issuance number (`CardNumbers`): the transit application
 serial is BCD ``<city code 4><55><00><card no 12>`` and its diversifier F the
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from unioncard.apdu import records
 from unioncard.applet_sim.card import RandomSource, SimulatedCard
+from unioncard.applet_sim.directory import PSE_NAME
 from unioncard.applet_sim.files import (
     DF,
     EF,
@@ -43,6 +47,8 @@ from unioncard.applet_sim.member import (
     MemberStatus,
     encode_member_template,
 )
+from unioncard.applet_sim.pboc import DEBIT_AID
+from unioncard.applet_sim.pboc_issue import PSE_FID, debit_application, has_debit_keys
 from unioncard.applet_sim.psam import PsamConfig
 from unioncard.applet_sim.purse import LOG_RECORD_SIZE, PurseConfig
 from unioncard.crypto.keystore import Keystore, derive_card_keys
@@ -234,6 +240,8 @@ def issue_member_card(
     random_source: RandomSource = None,
     card_type: int = CARD_TYPE_MEMBER,
     member_application: bool | None = None,
+    debit: bool | None = None,
+    ec_balance: int = 0,
 ) -> SimulatedCard:
     """A personalized member card, powered off (call ``power_on()``; ``save()`` it to keep it).
 
@@ -241,8 +249,11 @@ def issue_member_card(
     purse maximum (100000).  ``card_type`` is EF 0015's card type (transit) and user
     type (ETC): ``55`` a union member card, ``01`` an ordinary card; the member
     identity application is on the card when ``member_application`` says so (by
-    default, on member cards only).  Raises ValueError for impossible values, and
-    `CryptoError` when the keystore lacks ``transit`` or ``etc`` keys.
+    default, on member cards only).  The PBOC debit application (``ec_balance`` in its
+    electronic cash, fen) is on the card when ``debit`` says so (by default, when the
+    keystore holds its keys: `pboc_issue.has_debit_keys`).  Raises ValueError for
+    impossible values, and `CryptoError` when the keystore lacks ``transit`` or ``etc``
+    keys (or the debit keys, ``debit`` being true).
     """
     if not 0 <= card_type <= 0xFF:
         raise ValueError("the card type is one byte")
@@ -263,11 +274,17 @@ def issue_member_card(
         EF(MEMBER_EF_FID, FileKind.TRANSPARENT, len(template), sfi=MEMBER_SFI,
            name="member template 70"),
     ), MemberConfig(), "member identity")
+    if debit is None:
+        debit = has_debit_keys(keys, card_no)
+    bank = debit_application(keys, card_no=card_no, holder=f"UNION MEMBER {member.member_no}",
+                             effective=start, expiry=end, pin=pin,
+                             ec_balance=ec_balance) if debit else None
     mf = DF(0x3F00, name="MF", children=(
         DF(ETC_DF_FID, None, _purse_files(True, records.ETC_INFO), etc, "ETC application"),
         DF(TRANSIT_DF_FID, TRANSIT_AID, _purse_files(False, records.TRANSIT_INFO), transit,
            "T-Union transit purse"),
         *((member_df,) if with_member else ()),
+        *((bank.pse, bank.ppse, bank.adf) if bank is not None else ()),
     ))
     layout = CardLayout("member-card", mf, Pin(pin), b"UNIONCARD",
                         f"member {member.member_no} card {card_no}")
@@ -289,6 +306,10 @@ def issue_member_card(
                            template)
     card.apps[etc_path].personalize(balance=etc_balance)
     card.apps[transit_path].personalize(balance=transit_balance)
+    if bank is not None:
+        pse_path = f"3F00/{PSE_NAME.hex().upper()}"
+        personalize_records(nvm, fs.node(f"{pse_path}/{PSE_FID:04X}"), [bank.pse_record])
+        card.apps[f"3F00/{DEBIT_AID.hex().upper()}"].personalize(**bank.values)
     return card
 
 
