@@ -118,3 +118,14 @@ def test_a_request_the_host_cannot_check_is_declined() -> None:
                                        aid=bytes.fromhex("A000000333010199"))
     answer = SimulatedIssuer.from_keystore(KEYS).authorize(unknown_aid)
     assert answer.arc == b"05" and "no EMV keys" in answer.reason
+
+
+def test_a_blocked_pin_in_the_tvr_is_declined_75() -> None:
+    from pyemv.ac import generate_ac
+
+    covered = {**values(7), 0x95: bytes.fromhex("0000A08000")}
+    arqc = quiet(generate_ac, pyemv_session_key(7), b"".join(covered.values()) + CVR)
+    asked = AuthorizationRequest(pan=PAN, psn=PSN, atc=7, arqc=arqc, values=covered, iad=IAD,
+                                 amount=10_000, when=WHEN, aid=AID)
+    answer = SimulatedIssuer(IMK).authorize(asked)
+    assert answer.arc == b"75" and "PIN" in answer.reason

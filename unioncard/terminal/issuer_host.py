@@ -14,7 +14,7 @@ authorisation response code (ARC, two ASCII characters) with the ARPC
 Response codes (ISO 8583 field 39 as UnionPay uses them): ``00`` approved,
 ``05`` do not honour (the ARQC does not verify), ``14`` no such card, ``51``
 insufficient funds, ``54`` expired card, ``61`` over the amount limit, ``62``
-restricted card (blocked).
+restricted card (blocked), ``75`` PIN tries exceeded (the TVR the ARQC covers says so).
 """
 
 from __future__ import annotations
@@ -172,6 +172,9 @@ class SimulatedIssuer:
             account = self.accounts[request.pan] = Account()
         if account.blocked:
             return b"62", "the card is blocked by its issuer"
+        tvr = request.values.get(0x95, bytes(5))
+        if len(tvr) == 5 and tvr[2] & 0x20:  # TVR byte 3 b6: PIN try limit exceeded
+            return b"75", "the card's PIN is blocked (PIN try limit exceeded)"
         if request.expiry is not None and request.when.date() > request.expiry:
             return b"54", "the card has expired"
         if account.limit is not None and request.amount > account.limit:

@@ -118,7 +118,8 @@ def parse_cvm_list(raw: bytes) -> tuple[int, int, list[CvmRule]]:
 
 class CardData:
     """The card's data elements by tag, as the kernel collects them (FCI, GPO, records,
-    GET DATA).  A primitive tag met twice in the records is an error (Book 3 §7.5)."""
+    GET DATA).  A primitive tag met twice in the records with two values is an error
+    (Book 3 §7.5)."""
 
     def __init__(self) -> None:
         self._values: dict[int, bytes] = {}
@@ -135,17 +136,23 @@ class CardData:
     def set(self, tag: int, value: bytes) -> None:
         self._values[tag] = bytes(value)
 
+    def discard(self, tag: int) -> None:
+        self._values.pop(tag, None)
+
     def items(self) -> Iterable[tuple[int, bytes]]:
         return self._values.items()
 
     def add(self, nodes: Iterable[tlv.Tlv], *, unique: bool = False, what: str = "") -> None:
         """Every primitive element in ``nodes`` (descending into templates); ``unique``
-        refuses one already known."""
+        refuses one already known with another value (qPBOC cards repeat track 2 of
+        their GPO answer in a record)."""
         for _, node in tlv.walk(nodes):
             if node.children or (tlv.is_constructed(node.tag)):
                 continue
-            if unique and node.tag in self._values:
-                raise CardError(f"{what}: tag {node.tag:X} appears twice in the card's data")
+            known = self._values.get(node.tag)
+            if unique and known is not None and known != node.value:
+                raise CardError(f"{what}: tag {node.tag:X} appears twice in the card's data, "
+                                "with different values")
             self._values[node.tag] = node.value
 
     def date(self, tag: int, what: str) -> dt.date | None:

@@ -449,9 +449,11 @@ class EmvPurchase(Session):
                           Decision.ERROR, **self._amounts())
         self.tsi |= TSI.CARD_RISK_MANAGEMENT_PERFORMED
         got = self._ac_response(answer.data, which)
+        self.card.discard(0x9F26)  # a CDA answer's AC is known once its signature verifies
         for tag, value in got.items():
             self.card.set(tag, value)
-        if cda:
+        unsigned_aac = got[0x9F27][0] & 0xC0 == CryptogramType.AAC and 0x9F4B not in got
+        if cda and not unsigned_aac:  # an AAC comes unsigned: no CDA (Book 3 §10.8)
             self.tsi |= TSI.ODA_PERFORMED
             assert keys is not None and keys.icc is not None
             try:
@@ -473,7 +475,8 @@ class EmvPurchase(Session):
                 got[0x9F10] = value[11:]
             return got
         got = {n.tag: n.value for n in nodes[0].children}
-        for tag in (0x9F27, 0x9F36, 0x9F26):
+        # with CDA the AC travels inside the signature 9F4B (Book 2 §6.6.1)
+        for tag in (0x9F27, 0x9F36) if 0x9F4B in got else (0x9F27, 0x9F36, 0x9F26):
             if tag not in got:
                 raise CardError(f"the {which} GENERATE AC lacks {tag:X}")
         return got
@@ -487,8 +490,10 @@ class EmvPurchase(Session):
             self.pdol_data, self.cdol1_data, oda.response_without_sdad(raw),
             b"" if first else data)
         result = oda.verify_cda(icc, sdad, self.unpredictable, got[0x9F27][0], digest)
-        if result.cryptogram != got[0x9F26]:
+        if got.get(0x9F26, result.cryptogram) != result.cryptogram:
             raise oda.OdaFailure("CDA signature", oda.OdaReason.HASH)
+        got[0x9F26] = result.cryptogram
+        self.card.set(0x9F26, result.cryptogram)
         self.card.set(0x9F4C, result.dynamic_number)
 
     # --- online ------------------------------------------------------------------------

@@ -76,8 +76,8 @@ class EmvSettings:
     random_target_percent: int = 0
     random_max_target_percent: int = 0
     tac_denial: str = "0010000000"
-    tac_online: str = "DC4004F800"
-    tac_default: str = "DC4000A800"
+    tac_online: str = "DC40A4F800"
+    tac_default: str = "DC40A0A800"
     pin_pad: bool = True
     online_capable: bool = True
     accept_expired_capk: bool = False
