@@ -8,6 +8,7 @@ formed and only the checks of settlement can catch it.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -265,3 +266,36 @@ def test_record_layout_matches_the_reference(day):
     assert RECORD_DTYPE.itemsize == 256
     assert int(r["charged_amount"]) == reference.charged_amount
     assert bytes(r["tac"]) == reference.tac and int(r["card_seq"]) == reference.card_seq
+
+
+def test_gaps_are_the_seqs_missing_between_settled_ones(day, tmp_path, monkeypatch):
+    """Every other batch file settled: the gaps listed are exactly the missing seqs of each
+    counter the run touched (computed here record by record from the ledger), and stay so
+    when every counter hash collides (counters then told apart by their fields)."""
+    from unioncard.settlement import pipeline
+    from unioncard.settlement.ledger import Ledger
+
+    report = run(day[::2], tmp_path)
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        rows = [b.row for b in ledger.batches()]
+        seqs: dict[tuple[str, str], set[int]] = {}
+        for _row, records in ledger.settled_records():
+            for r in records.tolist():
+                card = f"{r[0]:016X}/{r[1]:016X}"
+                seqs.setdefault((card, "load" if r[3] else "purchase"), set()).add(r[4])
+        expected = []
+        for (card, kind), held in seqs.items():
+            ordered = sorted(held)
+            expected += [(card, kind, a + 1, b - 1) for a, b in itertools.pairwise(ordered)
+                         if b > a + 1]
+        assert expected and sorted(pipeline.find_gaps(ledger, rows)) == sorted(expected)
+        gaps = [tuple(g.values()) for g in report.document["gaps"]]
+        assert sorted(gaps) == sorted(expected)
+        hashes = pipeline.counter_hashes
+        monkeypatch.setattr(pipeline, "counter_hashes",  # 4 hashes for all the counters
+                            lambda issuer, diversifier, application, is_load: hashes(
+                                issuer & np.uint64(0), diversifier & np.uint64(1),
+                                application & 0, is_load))
+        assert sorted(pipeline.find_gaps(ledger, rows)) == sorted(expected)
+        monkeypatch.undo()
+        assert pipeline.find_gaps(ledger, rows, limit=3) == pipeline.find_gaps(ledger, rows)[:3]

@@ -60,7 +60,8 @@ class BatchAnalysis:
 
 def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     """The fast path: columns, numba TACs, the tariffs batch kernel."""
-    from unioncard.crypto.tac_batch import tac_keys_distinct, verify_tacs
+    from unioncard.crypto.tac_batch import verify_tacs
+    from unioncard.settlement.tackeys import TAC_KEYS
 
     batch = decode_batch(data, source)
     r, cols = batch.records, Columns(batch.records)
@@ -73,7 +74,7 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     verified = np.zeros(n, bool)
     rows = np.flatnonzero(check)
     if rows.size:
-        keys = tac_keys_distinct(masters, key_row[rows], r["diversifier"][rows])
+        keys = TAC_KEYS.keys(masters, key_row[rows], r["diversifier"][rows])
         verified[rows] = verify_tacs(
             r["tac"][rows], keys, tx_type=r["tx_type"][rows], amount=r["charged_amount"][rows],
             terminal_id=r["terminal_id"][rows], terminal_seq=r["terminal_seq"][rows],
@@ -145,35 +146,43 @@ def _price_group(inputs: RunInputs, r: np.ndarray, cols: Columns, rows: np.ndarr
     if not usable.size or rules is None:
         return
     ruleset[usable] = inputs.rulesets.index(rules)
-    quoted = evaluate_batch(context_batch(r[usable], cols.when[usable]), rules)
+    quoted = evaluate_batch(context_batch(r, cols.when, rows=usable), rules)
     rebate[usable] = quoted.rebate
     wrong = quoted.charged != r["charged_amount"][usable]
     mask[usable[wrong]] |= bit(Reason.AMOUNT_MISMATCH)
 
 
-def context_batch(r: np.ndarray, when: np.ndarray, member_id: np.ndarray | None = None
-                  ) -> ContextBatch:
-    """The tariff contexts of purchase records, as their terminal quoted them."""
+def context_batch(r: np.ndarray, when: np.ndarray, member_id: np.ndarray | None = None,
+                  *, rows: np.ndarray | None = None) -> ContextBatch:
+    """The tariff contexts of purchase records (of ``rows`` of ``r`` and ``when``, when
+    given: each column is taken alone, cheaper than copying whole records), as their
+    terminal quoted them."""
     from unioncard.tariffs import ContextBatch
 
-    status = r["member_status"].astype(np.int64)
+    def column(name: str) -> np.ndarray:
+        return r[name] if rows is None else r[name][rows]
+
+    status = column("member_status").astype(np.int64)
+    mcc, vehicle = column("mcc"), column("vehicle_class")
     return ContextBatch.from_columns(
-        mode=r["mode"].astype(np.int64), amount=r["list_amount"].astype(np.int64),
-        card_type=r["card_type"].astype(np.int64), at=when,
-        member_categories=r["category_flags"].astype(np.int64),
+        mode=column("mode").astype(np.int64), amount=column("list_amount").astype(np.int64),
+        card_type=column("card_type").astype(np.int64),
+        at=when if rows is None else when[rows],
+        member_categories=column("category_flags").astype(np.int64),
         member_status=np.where(status == 0, 1, status),
-        merchant_id=_text(r["merchant"]), route=_text(r["route"]),
-        merchant_category=np.where(r["mcc"] == 0, -1, r["mcc"].astype(np.int64)),
-        vehicle_class=np.where(r["vehicle_class"] == 0, -1,
-                               r["vehicle_class"].astype(np.int64)),
-        organization=np.ascontiguousarray(r["organization"]).view(  # UTF-8, 00-padded
+        merchant_id=_text(column("merchant")), route=_text(column("route")),
+        merchant_category=np.where(mcc == 0, -1, mcc.astype(np.int64)),
+        vehicle_class=np.where(vehicle == 0, -1, vehicle.astype(np.int64)),
+        organization=np.ascontiguousarray(column("organization")).view(  # UTF-8, 00-padded
             f"S{r.dtype['organization'].itemsize}").ravel(),
         member_id=member_id)
 
 
 def _text(field: np.ndarray) -> np.ndarray:
-    """``00``-padded ASCII byte columns as a numpy str column ('' for none)."""
-    return field.view(f"S{field.shape[1]}").ravel().astype(f"U{field.shape[1]}")
+    """``00``-padded text byte columns as a numpy bytes column (b'' for none), as
+    `ContextBatch` reads them."""
+    field = np.ascontiguousarray(field)
+    return field.view(f"S{field.shape[1]}").ravel()
 
 
 # --- the reference path --------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -368,70 +367,71 @@ def _check_rows(raw, table, out):  # type: ignore[no-untyped-def]
 
 # --- derived columns -------------------------------------------------------------------------
 
-
-def _digits(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The BCD value of each byte (high digit × 10 + low) and whether all are 0..9."""
-    high, low = field >> 4, field & 0x0F
-    return high * 10 + low, np.asarray(((high < 10) & (low < 10)).all(axis=1))
+_NAT = np.iinfo(np.int64).min  # numpy's NaT
 
 
-def _big_endian_int(field: np.ndarray) -> np.ndarray:
-    """Byte columns (n × k, k ≤ 8) as unsigned 64-bit integers."""
-    width = field.shape[1]
-    padded = np.zeros((len(field), 8), np.uint8)
-    padded[:, 8 - width:] = field
-    return padded.view(">u8").ravel().astype(np.uint64)
+@jit
+def _days_from_civil(year, month, day):  # type: ignore[no-untyped-def]
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    if month <= 2:
+        year -= 1
+    era = (year if year >= 0 else year - 399) // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
 
 
-def _datetimes(date: np.ndarray, time: np.ndarray) -> np.ndarray:
-    d, _ = _digits(date)
-    t, _ = _digits(time)
-    year = d[:, 0].astype(np.int64) * 100 + d[:, 1]
-    days = ((year - 1970).astype("datetime64[Y]").astype("datetime64[M]")
-            + (d[:, 2].astype(np.int64) - 1).astype("timedelta64[M]")).astype("datetime64[D]")
-    days = days + (d[:, 3].astype(np.int64) - 1).astype("timedelta64[D]")
-    seconds = t[:, 0].astype(np.int64) * 3600 + t[:, 1].astype(np.int64) * 60 + t[:, 2]
-    return np.asarray(days.astype("datetime64[s]") + seconds.astype("timedelta64[s]"))
+@jit
+def _bcd_date(row, at):  # type: ignore[no-untyped-def]
+    """Days since 1970 of the BCD date ``YYYYMMDD`` at ``row[at:at + 4]``."""
+    year = _bcd(row[at]) * 100 + _bcd(row[at + 1])
+    return _days_from_civil(year, _bcd(row[at + 2]), _bcd(row[at + 3]))
+
+
+@jit
+def _be64(row, at, width):  # type: ignore[no-untyped-def]
+    value = np.uint64(0)
+    for k in range(at, at + width):
+        value = (value << np.uint64(8)) | np.uint64(row[k])
+    return value
+
+
+@jit
+def _derive_rows(raw, issuer, diversifier, terminal, when, expiry):  # type: ignore[no-untyped-def]
+    """The derived columns of checked records, in one pass (offsets: docs/records.md)."""
+    for i in range(raw.shape[0]):
+        row = raw[i]
+        terminal[i] = _be64(row, 1, 6)
+        issuer[i] = _be64(row, 11, 8)
+        diversifier[i] = _be64(row, 19, 8)
+        when[i] = (_bcd_date(row, 163) * 86400 + _bcd(row[167]) * 3600 + _bcd(row[168]) * 60
+                   + _bcd(row[169]))
+        expiry[i] = _NAT if _all_zero(row, 84, 88) else _bcd_date(row, 84)
 
 
 class Columns:
-    """The columns settlement works on, derived once from a `DecodedBatch`'s records."""
+    """The columns settlement works on, derived once, in one numba pass, from the records
+    of a checked batch (`decode_batch`, or a file `read_batch` read)."""
 
     def __init__(self, records: np.ndarray) -> None:
         self.r = records
+        n = len(records)
+        raw = np.ascontiguousarray(records).view(np.uint8).reshape(n, RECORD_SIZE)
+        self.issuer = np.empty(n, np.uint64)
+        self.diversifier = np.empty(n, np.uint64)
+        self.terminal = np.empty(n, np.uint64)
+        when, expiry = np.empty(n, np.int64), np.empty(n, np.int64)
+        if n:
+            _derive_rows(raw, self.issuer, self.diversifier, self.terminal, when, expiry)
+        self.when = when.view("datetime64[s]")
+        """Transaction local time, ``datetime64[s]``."""
+        self.expiry = expiry.view("datetime64[D]")
+        """Card expiry, ``datetime64[D]`` (NaT when unknown)."""
+        self.is_load = np.asarray(records["tx_type"] == _LOAD)
 
     def __len__(self) -> int:
         return len(self.r)
-
-    @cached_property
-    def issuer(self) -> np.ndarray:
-        return _big_endian_int(self.r["issuer"])
-
-    @cached_property
-    def diversifier(self) -> np.ndarray:
-        return _big_endian_int(self.r["diversifier"])
-
-    @cached_property
-    def terminal(self) -> np.ndarray:
-        return _big_endian_int(self.r["terminal_id"])
-
-    @cached_property
-    def is_load(self) -> np.ndarray:
-        return np.asarray(self.r["tx_type"] == _LOAD)
-
-    @cached_property
-    def when(self) -> np.ndarray:
-        """Transaction local time, ``datetime64[s]``."""
-        return _datetimes(self.r["date"], self.r["time"])
-
-    @cached_property
-    def expiry(self) -> np.ndarray:
-        """Card expiry, ``datetime64[D]`` (NaT when unknown)."""
-        zero = (self.r["card_expiry"] == 0).all(axis=1)
-        safe = np.where(zero[:, None], np.array([0x20, 0x00, 0x01, 0x01], np.uint8),
-                        self.r["card_expiry"])
-        days = _datetimes(safe, np.zeros((len(self), 3), np.uint8)).astype("datetime64[D]")
-        return np.where(zero, np.datetime64("NaT"), days)
 
     def field(self, name: str) -> np.ndarray:
         return self.r[name]

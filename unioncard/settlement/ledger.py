@@ -186,6 +186,15 @@ class Ledger:
         query += " ORDER BY terminal_id, batch_id"
         return [LedgerBatch(*row) for row in self._db.execute(query, tuple(rows or ()))]
 
+    def first_at(self, rows: Sequence[int]) -> int | None:
+        """The time (seconds) of the earliest accepted record of the batches ``rows``."""
+        if not rows:
+            return None
+        value = self._db.execute(
+            f"SELECT MIN(first_at) FROM batches WHERE id IN ({','.join('?' * len(rows))})",
+            tuple(rows)).fetchone()[0]
+        return None if value is None else int(value)
+
     def settled_records(self, rows: Iterable[int] | None = None, *, since: int | None = None
                         ) -> Iterator[tuple[int, np.ndarray]]:
         """(batch row, accepted records as `SETTLED_DTYPE`) of every batch, or of ``rows``;

@@ -363,16 +363,19 @@ class Settlement:
                                   & np.isin(r["mode"], capped))
             if not rows.size:
                 continue
-            members = np.array([f"{i:016X}/{d:016X}" for i, d in zip(
-                cols.issuer[rows].tolist(), cols.diversifier[rows].tolist(), strict=True)])
-            book = self._book.book_for(set(members.tolist()))
+            first, which = _groups(np.column_stack([cols.issuer[rows], cols.diversifier[rows]]))
+            distinct = [f"{i:016X}/{d:016X}" for i, d in zip(
+                cols.issuer[rows[first]].tolist(), cols.diversifier[rows[first]].tolist(),
+                strict=True)]
+            members = np.array(distinct)[which]
+            book = self._book.book_for(distinct)
             if self.reference:
                 settled_charged, settled_rebate = self._quote_sequence(r, cols, rows, members,
                                                                        rules, book)
             else:
                 from unioncard.tariffs import evaluate_batch, record_batch
 
-                contexts = context_batch(r[rows], cols.when[rows], member_id=members)
+                contexts = context_batch(r, cols.when, member_id=members, rows=rows)
                 result = evaluate_batch(contexts, rules, history=book)
                 record_batch(book, contexts, result, rules)
                 settled_charged, settled_rebate = result.charged, result.rebate
@@ -551,35 +554,100 @@ def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000
     """Suspicious gaps: seqs missing between two settled seqs of a card's counter, for the
     counters the batches ``rows`` touched, over the ledger's records of the `GAP_DAYS`
     before them (a batch that arrives later fills its gap).  (card, kind, first missing
-    seq, last missing seq), at most ``limit``."""
-    touched = [records for _row, records in ledger.settled_records(rows)]
-    if not touched or not sum(len(t) for t in touched):
+    seq, last missing seq), in the order of the counters' hashes, at most ``limit``.
+
+    Each touched counter gets a number (the rank of its hash), and each record of one
+    becomes one integer, ``number << 16 | seq``: one sort orders every counter's seqs.
+    Every record is confirmed to be of its number's counter, field by field; if two
+    counters share a hash, they are numbered by their fields instead."""
+    first = ledger.first_at(rows)
+    if first is None:
         return []
-    mine = np.concatenate(touched)
-    since = int(mine["when"].min()) - GAP_DAYS * 86400
-    wanted = KeyIndex(len(mine))
-    keys = counter_hashes(mine["issuer"], mine["diversifier"], mine["application"],
-                          mine["is_load"])
-    wanted.insert(keys, np.zeros(len(keys), np.int64))
-    parts, hashes = [], []
-    for _row, records in ledger.settled_records(since=since):
-        h = counter_hashes(records["issuer"], records["diversifier"], records["application"],
-                           records["is_load"])
-        keep = wanted.find(h) >= 0
-        parts.append(records[keep])
-        hashes.append(h[keep])
-    every, h = np.concatenate(parts), np.concatenate(hashes)
-    order = np.lexsort((every["card_seq"], h))
-    every, h = every[order], h[order]
-    same = h[1:] == h[:-1]
-    for name in ("issuer", "diversifier", "application", "is_load"):
-        same &= every[name][1:] == every[name][:-1]  # a shared hash is never one counter
-    seq = every["card_seq"].astype(np.int64)
-    jump = same & (seq[1:] > seq[:-1] + 1)
+    since = first - GAP_DAYS * 86400
+    for key in (_counter_hash, _counter_fields):
+        touched = _distinct([key(records) for _row, records in ledger.settled_records(rows)])
+        numbered = _number_counters(ledger, since, key, touched)
+        if numbered is not None:
+            break
+    assert numbered is not None  # counters numbered by their fields are never confused
+    keys, cards = numbered
+    keys.sort()
+    number, seq = keys >> np.uint64(16), (keys & np.uint64(0xFFFF)).astype(np.int64)
+    jump = np.flatnonzero((number[1:] == number[:-1]) & (seq[1:] > seq[:-1] + 1))
     gaps = []
-    for i in np.flatnonzero(jump)[:limit].tolist():
-        before, after = every[i], every[i + 1]
-        gaps.append((f"{int(before['issuer']):016X}/{int(before['diversifier']):016X}",
-                     "load" if before["is_load"] else "purchase", int(before["card_seq"]) + 1,
-                     int(after["card_seq"]) - 1))
+    for i in jump[:limit].tolist():
+        issuer, diversifier, _application, is_load = cards[int(number[i])]
+        gaps.append((f"{issuer:016X}/{diversifier:016X}", "load" if is_load else "purchase",
+                     int(seq[i]) + 1, int(seq[i + 1]) - 1))
     return gaps
+
+
+_COUNTER_FIELDS = ("issuer", "diversifier", "application", "is_load")
+
+
+def _counter_hash(records: np.ndarray) -> np.ndarray:
+    """A settled record's counter as a 64-bit hash."""
+    return counter_hashes(records["issuer"], records["diversifier"], records["application"],
+                          records["is_load"])
+
+
+def _counter_fields(records: np.ndarray) -> np.ndarray:
+    """A settled record's counter as 24 bytes (its fields)."""
+    words = np.column_stack([records["issuer"], records["diversifier"],
+                             records["application"].astype(np.uint64) << np.uint64(8)
+                             | records["is_load"]]).astype(np.uint64)
+    return np.ascontiguousarray(words).view(np.dtype((np.void, 24))).ravel()
+
+
+def _distinct(parts: list[np.ndarray]) -> np.ndarray:
+    """The distinct keys of ``parts``, sorted (64-bit keys through a `KeyIndex`: cheaper
+    than sorting them all)."""
+    if parts[0].dtype != np.uint64:
+        return np.unique(np.concatenate(parts))
+    index = KeyIndex()
+    for part in parts:
+        index.insert(part, np.zeros(len(part), np.int64))
+    return np.sort(index.keys())
+
+
+def _ranks(touched: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The rank of each key in ``touched`` (sorted, distinct), -1 for keys not in it."""
+    if touched.dtype == np.uint64:
+        index = KeyIndex(len(touched))
+        index.insert(touched, np.arange(len(touched), dtype=np.int64))
+        return index.find
+
+    def rank(keys: np.ndarray) -> np.ndarray:
+        at = np.minimum(np.searchsorted(touched, keys), len(touched) - 1)
+        return np.where(touched[at] == keys, at, -1)
+
+    return rank
+
+
+def _number_counters(ledger: Ledger, since: int, key: Callable[[np.ndarray], np.ndarray],
+                     touched: np.ndarray
+                     ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]] | None:
+    """``number << 16 | seq`` of every settled record since ``since`` of a ``touched``
+    counter (its number: the rank of its ``key`` in ``touched``), and each number's
+    counter's fields; None when two counters share a key."""
+    rank = _ranks(touched)
+    fields = {name: np.zeros(len(touched), SETTLED_DTYPE[name]) for name in _COUNTER_FIELDS}
+    known = np.zeros(len(touched), bool)
+    keys = []
+    for _row, records in ledger.settled_records(since=since):
+        number = rank(key(records))
+        keep = np.flatnonzero(number >= 0)
+        number = number[keep]
+        fresh = ~known[number]
+        if fresh.any():
+            new, where = np.unique(number[fresh], return_index=True)
+            for name in _COUNTER_FIELDS:
+                fields[name][new] = records[name][keep[fresh][where]]
+            known[new] = True
+        for name in _COUNTER_FIELDS:
+            if not (records[name][keep] == fields[name][number]).all():
+                return None
+        keys.append((number.astype(np.uint64) << np.uint64(16))
+                    | records["card_seq"][keep].astype(np.uint64))
+    cards = list(zip(*(fields[name].tolist() for name in _COUNTER_FIELDS), strict=True))
+    return np.concatenate(keys), cards
