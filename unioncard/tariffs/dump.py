@@ -7,7 +7,7 @@ round-trip tests; the output follows the documented format (docs/tariffs.md).
 from __future__ import annotations
 
 from unioncard.tariffs.conditions import toml_string
-from unioncard.tariffs.model import Caps, Effect, EffectKind, Rule, RuleSet
+from unioncard.tariffs.model import EFFECT_FIELDS, EFFECT_NEEDS, Caps, Effect, Rule, RuleSet
 
 __all__ = ["dumps"]
 
@@ -20,18 +20,12 @@ def _percent(rate: int) -> str:
 
 def _effect(effect: Effect) -> list[str]:
     lines = [f'kind = "{effect.kind}"']
-    if effect.kind in (EffectKind.PERCENT, EffectKind.REBATE) and effect.rate:
-        lines.append(f"percent = {_percent(effect.rate)}")
-    if effect.kind is EffectKind.THRESHOLD:
-        lines.append(f"threshold = {effect.threshold}")
-    if effect.kind in (EffectKind.FIXED, EffectKind.THRESHOLD, EffectKind.REBATE) and effect.amount:
-        lines.append(f"amount = {effect.amount}")
-    if effect.repeat:
-        lines.append("repeat = true")
-    if effect.kind is EffectKind.PRICE:
-        lines.append(f"price = {effect.price}")
-    if effect.max_benefit is not None:
-        lines.append(f"max_benefit = {effect.max_benefit}")
+    for name in EFFECT_FIELDS[effect.kind]:
+        value = getattr(effect, name)
+        if name == "rate" and value:
+            lines.append(f"percent = {_percent(value)}")
+        elif name != "rate" and (value or name in EFFECT_NEEDS[effect.kind]):
+            lines.append(f"{name} = {'true' if value is True else value}")
     return lines
 
 

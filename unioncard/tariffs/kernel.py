@@ -26,8 +26,8 @@ from unioncard.tariffs.conditions import (
     IN_SORTED_RUN,
 )
 
-__all__ = ["CHECK", "EFFECTS", "PERIOD_OFFSET", "READ_DATE", "READ_TIME", "READ_WEEKDAY",
-           "RULE", "encode_text", "evaluate", "intern_text"]
+__all__ = ["CHECK", "EFFECTS", "PERIOD_OFFSET", "READ_DATE", "READ_TIME", "READ_WEEKDAY", "RULE",
+           "encode_text", "evaluate", "intern_text"]
 
 RULE = np.dtype([(name, np.int64) for name in (
     "mode", "stackable", "rebate", "min_amount", "checks_from", "checks_to",

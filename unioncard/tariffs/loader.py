@@ -24,6 +24,8 @@ from unioncard.tariffs.conditions import KEYS as WHEN_KEYS
 from unioncard.tariffs.conditions import Conditions
 from unioncard.tariffs.locate import Path, SourceMap
 from unioncard.tariffs.model import (
+    EFFECT_FIELDS,
+    EFFECT_NEEDS,
     MAX_CAP_FEN,
     RULE_ID,
     Caps,
@@ -35,29 +37,16 @@ from unioncard.tariffs.model import (
 )
 from unioncard.tariffs.money import Rounding, parse_fen, parse_percent
 
-__all__ = [
-    "DEFAULT_RULES",
-    "Problem",
-    "RuleFileError",
-    "default_rules",
-    "load",
-    "loads",
-    "parse",
-    "read_rule_file",
-]
+__all__ = ["DEFAULT_RULES", "Problem", "RuleFileError", "default_rules", "load", "loads", "parse",
+           "read_rule_file"]
 
 DEFAULT_RULES = "default.toml"
 
 RULE_KEYS = ("id", "mode", "description", "stackable", "when", "effect", "cap")
-EFFECT_KEYS: dict[EffectKind, tuple[str, ...]] = {
-    EffectKind.PERCENT: ("percent", "basis_points", "max_benefit"),
-    EffectKind.FIXED: ("amount",),
-    EffectKind.THRESHOLD: ("threshold", "amount", "repeat", "max_benefit"),
-    EffectKind.PRICE: ("price",),
-    EffectKind.REBATE: ("percent", "basis_points", "amount", "max_benefit"),
-}
-ALL_EFFECT_KEYS = ("kind", "percent", "basis_points", "amount", "threshold", "repeat", "price",
-                   "max_benefit")
+EFFECT_KEYS = {"percent": "rate", "basis_points": "rate", "threshold": "threshold",
+               "amount": "amount", "repeat": "repeat", "price": "price",
+               "max_benefit": "max_benefit"}
+"""Keys of ``[rule.effect]`` (besides ``kind``) and the `Effect` field each gives."""
 CAP_KEYS = ("daily_count", "daily_amount", "monthly_count", "monthly_amount")
 RULESET_KEYS = ("name", "description", "rounding")
 _TOML_LINE = re.compile(r"at line (\d+)")
@@ -273,60 +262,47 @@ class _Builder:
         data = self.table(raw, path, "effect", label)
         if data is None:
             return None
-        self.unknown(data, ALL_EFFECT_KEYS, path, "effect.", label)
+        self.unknown(data, ("kind", *EFFECT_KEYS), path, "effect.", label)
         raw_kind = data.get("kind")
-        try:
-            kind = EffectKind(str(raw_kind)) if isinstance(raw_kind, str) else None
-        except ValueError:
-            kind = None
+        kind = next((k for k in EffectKind if k.value == raw_kind), None)
         if kind is None:
             kinds = ", ".join(k.value for k in EffectKind)
             where = (*path, "kind") if "kind" in data else path
             self.error(where, f"effect.kind {raw_kind!r} is not one of: {kinds}", label)
             return None
-        allowed = EFFECT_KEYS[kind]
         values: dict[str, Any] = {"kind": kind}
-        ok = True
+        before = len(self.problems)
         for key, value in data.items():
-            if key == "kind" or key not in ALL_EFFECT_KEYS:
+            name = EFFECT_KEYS.get(key)
+            if name is None:
                 continue
-            if key not in allowed:
+            if name not in EFFECT_FIELDS[kind]:
                 self.error((*path, key), f"effect.{key} is not used by a {kind} effect", label)
-                ok = False
                 continue
             try:
-                if key in ("percent", "basis_points"):
-                    if "rate" in values:
-                        raise ValueError("give one of percent and basis_points")
-                    values["rate"] = _rate(key, value)
-                elif key == "repeat":
-                    if not isinstance(value, bool):
-                        raise ValueError("must be true or false")
-                    values["repeat"] = value
-                elif key == "amount" and kind is EffectKind.REBATE and "rate" in values:
+                if name == "rate" and "rate" in values:
+                    raise ValueError("give one of percent and basis_points")
+                if name == "repeat" and not isinstance(value, bool):
+                    raise ValueError("must be true or false")
+                if {name, *values} >= {"rate", "amount"} and kind is EffectKind.REBATE:
                     raise ValueError("a rebate has a rate or an amount, not both")
-                else:
-                    positive = key != "price"
-                    values[key] = parse_fen(value, positive=positive)
+                if name == "rate":
+                    value = _rate(key, value)
+                elif name != "repeat":
+                    value = parse_fen(value, positive=name != "price")
+                values[name] = value
             except ValueError as exc:
                 self.error((*path, key), f"effect.{key}: {exc}", label)
-                ok = False
-        if not ok:
+        if len(self.problems) > before:
             return None
-        needs = {
-            EffectKind.PERCENT: ("rate",), EffectKind.FIXED: ("amount",),
-            EffectKind.THRESHOLD: ("threshold", "amount"), EffectKind.PRICE: ("price",),
-        }.get(kind, ())
-        for name in needs:
+        for name in EFFECT_NEEDS[kind]:
             if name not in values:
                 key = "percent (or basis_points)" if name == "rate" else name
                 self.error(path, f"a {kind} effect needs effect.{key}", label)
-                ok = False
-        if kind is EffectKind.REBATE and ("rate" in values) == ("amount" in values):
+        if kind is EffectKind.REBATE and not {"rate", "amount"} & set(values):
             self.error(path, "a rebate needs effect.percent, effect.basis_points or "
                        "effect.amount", label)
-            ok = False
-        if not ok:
+        if len(self.problems) > before:
             return None
         try:
             return Effect(**values)
@@ -340,13 +316,12 @@ class _Builder:
             return None
         self.unknown(data, CAP_KEYS, path, "cap.", label)
         values: dict[str, int] = {}
-        for key in CAP_KEYS:
-            if key in data:
-                try:
-                    hi = 10**9 if key.endswith("count") else MAX_CAP_FEN
-                    values[key] = parse_fen(data[key], positive=True, hi=hi)
-                except ValueError as exc:
-                    self.error((*path, key), f"cap.{key}: {exc}", label)
+        for key in set(CAP_KEYS) & set(data):
+            try:
+                hi = 10**9 if key.endswith("count") else MAX_CAP_FEN
+                values[key] = parse_fen(data[key], positive=True, hi=hi)
+            except ValueError as exc:
+                self.error((*path, key), f"cap.{key}: {exc}", label)
         if not values:
             if not data:
                 self.error(path, "a cap needs daily_count, daily_amount, monthly_count or "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -36,21 +36,9 @@ from unioncard.tariffs.money import (
 if TYPE_CHECKING:
     from unioncard.tariffs.context import QuoteContext
 
-__all__ = [
-    "MAX_CAP_FEN",
-    "RULE_ID",
-    "Caps",
-    "CardType",
-    "Category",
-    "Conditions",
-    "Effect",
-    "EffectKind",
-    "MemberStatus",
-    "Mode",
-    "Period",
-    "Rule",
-    "RuleSet",
-]
+__all__ = ["EFFECT_FIELDS", "EFFECT_NEEDS", "MAX_CAP_FEN", "RULE_ID", "Caps", "CardType",
+           "Category", "Conditions", "Effect", "EffectKind", "MemberStatus", "Mode", "Period",
+           "Rule", "RuleSet"]
 
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_CAP_FEN = 10**15
@@ -97,6 +85,22 @@ class Period(StrEnum):
     MONTH = "month"
 
 
+EFFECT_FIELDS: dict[EffectKind, tuple[str, ...]] = {
+    EffectKind.PERCENT: ("rate", "max_benefit"),
+    EffectKind.FIXED: ("amount",),
+    EffectKind.THRESHOLD: ("threshold", "amount", "repeat", "max_benefit"),
+    EffectKind.PRICE: ("price",),
+    EffectKind.REBATE: ("rate", "amount", "max_benefit"),
+}
+"""The fields of `Effect` each kind uses, in rule-file order; the others keep their defaults."""
+EFFECT_NEEDS: dict[EffectKind, tuple[str, ...]] = {
+    EffectKind.PERCENT: ("rate",), EffectKind.FIXED: ("amount",),
+    EffectKind.THRESHOLD: ("threshold", "amount"), EffectKind.PRICE: ("price",),
+    EffectKind.REBATE: (),
+}
+"""The fields each kind needs (a rebate: exactly one of ``rate`` and ``amount``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Effect:
     """What a rule gives.  ``rate`` is in millionths (``RATE_SCALE``), amounts in fen.
@@ -119,9 +123,9 @@ class Effect:
     max_benefit: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, EffectKind):
-            raise TariffError(f"effect kind must be an EffectKind, not {self.kind!r}")
         kind = self.kind
+        if not isinstance(kind, EffectKind):
+            raise TariffError(f"effect kind must be an EffectKind, not {kind!r}")
         check_int("rate", self.rate, 0, RATE_SCALE)
         for name in ("amount", "threshold", "price"):
             check_int(name, getattr(self, name), 0, MAX_FEN)
@@ -129,25 +133,12 @@ class Effect:
             raise TariffError("repeat must be a boolean")
         if self.max_benefit is not None:
             check_int("max_benefit", self.max_benefit, 1, MAX_FEN)
-        used = {
-            EffectKind.PERCENT: {"rate", "max_benefit"},
-            EffectKind.FIXED: {"amount"},
-            EffectKind.THRESHOLD: {"amount", "threshold", "repeat", "max_benefit"},
-            EffectKind.PRICE: {"price"},
-            EffectKind.REBATE: {"rate", "amount", "max_benefit"},
-        }[kind]
-        defaults: dict[str, Any] = {
-            "rate": 0, "amount": 0, "threshold": 0, "repeat": False, "price": 0, "max_benefit": None
-        }
-        for name, default in defaults.items():
-            if name not in used and getattr(self, name) != default:
-                raise TariffError(f"{name} is not used by a {kind} effect")
-        if kind is EffectKind.PERCENT and self.rate == 0:
-            raise TariffError("a percent effect needs a rate above 0")
-        if kind in (EffectKind.FIXED, EffectKind.THRESHOLD) and self.amount == 0:
-            raise TariffError(f"a {kind} effect needs an amount above 0")
-        if kind is EffectKind.THRESHOLD and self.threshold == 0:
-            raise TariffError("a threshold effect needs a threshold above 0")
+        for item in fields(self)[1:]:
+            if item.name not in EFFECT_FIELDS[kind] and getattr(self, item.name) != item.default:
+                raise TariffError(f"{item.name} is not used by a {kind} effect")
+        for name in EFFECT_NEEDS[kind]:
+            if name != "price" and not getattr(self, name):
+                raise TariffError(f"a {kind} effect needs a {name} above 0")
         if kind is EffectKind.REBATE and (self.rate == 0) == (self.amount == 0):
             raise TariffError("a rebate needs exactly one of a rate and an amount")
         if kind is EffectKind.REBATE and self.amount and self.max_benefit is not None:
@@ -220,17 +211,12 @@ class Caps:
     monthly_amount: int | None = None
 
     def __post_init__(self) -> None:
-        values = (self.daily_count, self.daily_amount, self.monthly_count, self.monthly_amount)
-        if all(v is None for v in values):
+        limits = {f.name: getattr(self, f.name) for f in fields(self)}
+        if all(v is None for v in limits.values()):
             raise TariffError("a cap needs at least one of daily/monthly count/amount")
-        for name in ("daily_count", "monthly_count"):
-            value = getattr(self, name)
+        for name, value in limits.items():
             if value is not None:
-                check_int(name, value, 1, 10**9)
-        for name in ("daily_amount", "monthly_amount"):
-            value = getattr(self, name)
-            if value is not None:
-                check_int(name, value, 1, MAX_CAP_FEN)
+                check_int(name, value, 1, 10**9 if name.endswith("count") else MAX_CAP_FEN)
 
     def windows(self) -> tuple[tuple[Period, int | None, int | None], ...]:
         """The capped periods as ``(period, max count, max amount)``."""
@@ -242,11 +228,8 @@ class Caps:
         return tuple(out)
 
     def canonical(self) -> dict[str, Any]:
-        return {
-            name: getattr(self, name)
-            for name in ("daily_count", "daily_amount", "monthly_count", "monthly_amount")
-            if getattr(self, name) is not None
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
 
     def describe(self) -> str:
         parts = []

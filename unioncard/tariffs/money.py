@@ -20,19 +20,8 @@ from enum import StrEnum
 
 from unioncard.errors import TariffError
 
-__all__ = [
-    "MAX_FEN",
-    "RATE_SCALE",
-    "ROUNDING_CODES",
-    "Rounding",
-    "check_int",
-    "format_fen",
-    "format_rate",
-    "parse_fen",
-    "parse_percent",
-    "round_div",
-    "scale",
-]
+__all__ = ["MAX_FEN", "RATE_SCALE", "ROUNDING_CODES", "Rounding", "check_int", "format_fen",
+           "format_rate", "parse_fen", "parse_percent", "round_div", "scale"]
 
 RATE_SCALE = 1_000_000
 """Rates are integer millionths of the amount: 1 % = 10 000, 1 basis point = 100."""
