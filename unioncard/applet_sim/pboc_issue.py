@@ -6,8 +6,8 @@ from the issuer master keys); the issuer certificate, the ICC certificate (the I
 drawn from the keystore's pool by PAN and PSN, so a card is made the same way every time)
 and the signed static data over the records the AFL marks for ODA and the AIP.
 
->>> luhn_digit("623012000000000001")
-'8'
+>>> luhn_digit("7992739871"), debit_pan(1)
+('3', '6230120000000000010')
 """
 
 from __future__ import annotations
