@@ -138,6 +138,9 @@ class EmvPurchase(Session):
         self.card = CardData()
         self.details: dict[str, Any] = {}
         self.warnings: list[str] = []
+        self.signature_failed = False
+        """A CDA signature of a GENERATE AC did not verify: the sale is declined (Book 3
+        §10.8); a CDA that failed before (key recovery) only sets its TVR bit."""
 
     # --- the flow ----------------------------------------------------------------------
 
@@ -367,7 +370,7 @@ class EmvPurchase(Session):
         if cid_kind > kind:  # a card may only lower the terminal's request (Book 3 §10.8)
             raise CardError(f"GENERATE AC answered {cid_kind.name} to a request for "
                             f"{kind.name}")
-        cda_failed = bool(self.tvr & TVR.CDA_FAILED)
+        cda_failed = self.signature_failed
         if cid_kind is CryptogramType.TC and not cda_failed:
             path = "ec offline" if ec or 0x9F74 in first else "offline"
             return self._result(Decision.APPROVED, f"approved {path} by the card", cvm,
@@ -441,8 +444,10 @@ class EmvPurchase(Session):
                                      f"GENERATE AC ({which}, {kind.name})")
         except LinkLost as lost:
             self.tsi |= TSI.CARD_RISK_MANAGEMENT_PERFORMED
+            ec = " (an electronic cash purchase may be in the card's log)" \
+                if self.details.get("ec") and first else ""
             raise Refused(f"the card was lost during the {which} GENERATE AC ({lost}): the "
-                          "transaction is not approved", Decision.ERROR,
+                          f"transaction is not approved{ec}", Decision.ERROR,
                           **self._amounts()) from None
         if answer.sw != SW.OK:
             raise Refused(f"the {which} GENERATE AC was refused: {describe_sw(answer.sw)}",
@@ -460,6 +465,7 @@ class EmvPurchase(Session):
                 self._verify_cda(keys.icc, answer.data, got, data, first)
             except oda.OdaFailure as failure:
                 self._oda_failed("cda", failure)
+                self.signature_failed = True
         return got
 
     def _ac_response(self, raw: bytes, which: str) -> dict[int, bytes]:
@@ -553,7 +559,7 @@ class EmvPurchase(Session):
         if final > kind or final is CryptogramType.ARQC:
             raise CardError(f"the second GENERATE AC answered {final.name} to a request for "
                             f"{kind.name}")
-        if final is CryptogramType.TC and not self.tvr & TVR.CDA_FAILED:
+        if final is CryptogramType.TC and not self.signature_failed:
             how = "online" if response is not None else "offline (issuer unreachable)"
             return self._result(Decision.APPROVED, f"approved {how}", cvm,
                                  path="online" if response is not None else "offline")
@@ -562,7 +568,7 @@ class EmvPurchase(Session):
         elif not response.approved:
             reason = f"declined by the issuer ({response.arc.decode('ascii', 'replace')}: " \
                      f"{response.reason})"
-        elif self.tvr & TVR.CDA_FAILED:
+        elif self.signature_failed:
             reason = "declined: the card's CDA signature does not verify"
         else:
             reason = ("declined by the card after the issuer approved: issuer authentication "

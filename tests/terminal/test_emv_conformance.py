@@ -1,0 +1,261 @@
+"""EMV level-2 style conformance cases: the kernel against the simulated PBOC debit card,
+in process, each case asserting the exact TVR and TSI bytes, the cryptogram and the
+decision (docs/emv-kernel.md; the card: docs/pboc.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from unioncard.apdu import tlv
+from unioncard.applet_sim import MemberData, issue_member_card
+from unioncard.crypto import Keystore, emv, oda
+from unioncard.terminal import run
+from unioncard.terminal.emv import CapkStore, EmvPurchase, commands
+from unioncard.terminal.issuer_host import Account, AuthorizationResponse, SimulatedIssuer
+from unioncard.terminal.session import Decision
+from unioncard.transport import Channel
+from unioncard.transport.inprocess import InProcessTransport
+
+KEYS = Keystore.test()
+AID = bytes.fromhex("A000000333010101")
+NOW = dt.datetime(2026, 12, 2, 10, 30)
+PIN = "123456"
+EC_START = 50_000
+CAPKS = CapkStore([KEYS.ca_rsa(AID[:5], 0xF1).capk])
+MEMBER = MemberData("张三", "20260001", "市总工会", "11010519491231002X",
+                    dt.date(2026, 1, 1), dt.date(2030, 12, 31), category_flags=0x03)
+UN = iter(range(1, 1_000_000))
+
+
+class Bench:
+    """One simulated member card with its debit application, in a reader, and the issuer."""
+
+    def __init__(self, *, expiry: dt.date | None = None, host: Any = None) -> None:
+        self.card = issue_member_card(MEMBER, KEYS, card_no=42, ec_balance=EC_START,
+                                      random_source=1, expiry=expiry)
+        self.app = self.card.apps["3F00/" + AID.hex().upper()]
+        self.host = host or SimulatedIssuer.from_keystore(KEYS)
+        self.insert()
+
+    def insert(self) -> None:
+        self.transport = InProcessTransport(self.card)
+        self.transport.power_on()
+        self.link = Channel(self.transport)
+
+    def sale(self, amount: int, *, contactless: bool = False, pins: tuple[str, ...] = (PIN,),
+             **options: Any) -> Any:
+        session = EmvPurchase(amount, now=NOW, capks=CAPKS, contactless=contactless,
+                              pins=pins, unpredictable_number=next(UN).to_bytes(4, "big"),
+                              **options)
+        return run(session, card=self.link, host=self.host)
+
+    def get_data(self, tag: int) -> bytes:
+        self.link.transmit(commands.select(AID))
+        answer = self.link.transmit(commands.get_data(tag))
+        assert answer.sw == 0x9000, f"{answer.sw:04X}"
+        node = tlv.find(tlv.decode(answer.data), tag)
+        assert node is not None
+        return node.value
+
+    def ec_balance(self) -> int:
+        return int(self.get_data(0x9F79).hex())
+
+    def atc(self) -> int:
+        return int.from_bytes(self.get_data(0x9F36), "big")
+
+    def log_count(self) -> int:
+        """Records in the card's transaction log (SFI 0B), read until 6A83."""
+        self.link.transmit(commands.select(AID))
+        count = 0
+        while self.link.transmit(commands.read_record(0x0B, count + 1)).sw == 0x9000:
+            count += 1
+        return count
+
+    def record(self, sfi: int, number: int) -> bytes:
+        return self.card.nvm.read(self.app.cell(f"rec.{sfi:02X}.{number}"))
+
+    def replace_record(self, sfi: int, number: int, record: bytes) -> None:
+        self.card.nvm.format(self.app.cell(f"rec.{sfi:02X}.{number}"), record)
+
+
+def expect(outcome: Any, decision: Decision, tvr: str, tsi: str, cid: str, path: str) -> None:
+    d = outcome.details
+    got = (outcome.decision, d["tvr"], d["tsi"], d["cid"], d["path"])
+    assert got == (decision, tvr, tsi, cid, path), (outcome.reason, d)
+
+
+# --- approvals -----------------------------------------------------------------------------
+
+def test_online_approval_contact_with_pin_and_cda() -> None:
+    bench = Bench()
+    outcome = bench.sale(150_000)
+    expect(outcome, Decision.APPROVED, "0000008000", "F800", "40", "online")
+    d = outcome.details
+    assert (d["oda"], d["cvm_results"], d["arc"]) == ("cda", "010302", "00")
+    request, answer = bench.host.log[0]
+    # the ARQC the host accepted is the card's, recomputed with the card's own keys
+    udk = emv.derive_udk(KEYS.emv_issuer_keys(AID).ac_mk, request.pan, request.psn)
+    sk = emv.session_key(udk, request.atc)
+    assert emv.application_cryptogram(sk, emv.ac_data(request.values, request.cvr)) == \
+        request.arqc
+    assert answer.arpc == emv.arpc(sk, request.arqc, b"00")
+    assert bench.ec_balance() == EC_START
+
+
+def test_ec_offline_approval_contact_debits_the_ec_balance() -> None:
+    bench = Bench()
+    atc = bench.atc()
+    outcome = bench.sale(3_000)
+    expect(outcome, Decision.APPROVED, "0000000000", "E800", "40", "ec offline")
+    assert outcome.details["ec_balance"] == EC_START and not bench.host.log
+    assert bench.ec_balance() == EC_START - 3_000 and bench.atc() == atc + 1
+
+
+def test_ec_offline_approval_contactless_qpboc_with_fdda() -> None:
+    bench = Bench()
+    outcome = bench.sale(3_000, contactless=True, pins=())
+    expect(outcome, Decision.APPROVED, "0000000000", "E000", "40", "qpboc offline")
+    assert outcome.details["oda"] == "fdda" and outcome.details["cvm_results"] == "1F0002"
+    assert bench.ec_balance() == EC_START - 3_000
+
+
+@pytest.mark.parametrize(("contactless", "tsi", "cid", "path"), [
+    (False, "F800", "40", "online"), (True, "6000", "80", "qpboc online")])
+def test_amount_over_the_ec_limit_goes_online(contactless: bool, tsi: str, cid: str,
+                                              path: str) -> None:
+    bench = Bench()
+    outcome = bench.sale(100_000, contactless=contactless, pins=() if contactless else (PIN,))
+    tvr = "0000000000" if contactless else "0000008000"
+    expect(outcome, Decision.APPROVED, tvr, tsi, cid, path)
+    assert bench.host.log[0][1].arc == b"00" and bench.ec_balance() == EC_START
+
+
+def test_ec_balance_short_goes_online() -> None:
+    bench = Bench()
+    outcome = bench.sale(EC_START + 1)
+    expect(outcome, Decision.APPROVED, "0000008000", "F800", "40", "online")
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+def test_expired_card() -> None:
+    bench = Bench(expiry=dt.date(2025, 12, 31))
+    outcome = bench.sale(3_000)
+    # expired application; its ICC certificate (MMYY 1225) has expired too: CDA failed
+    expect(outcome, Decision.DECLINED, "0440000000", "F800", "00", "online")
+    assert outcome.details["arc"] == "54" and bench.ec_balance() == EC_START
+
+
+def test_corrupted_issuer_certificate_fails_oda_and_forbids_offline_approval() -> None:
+    bench = Bench()
+    record = tlv.decode(bench.record(2, 1))[0]
+    nodes = [tlv.Tlv.primitive(n.tag, n.value[:-1] + bytes([n.value[-1] ^ 0x01]))
+             if n.tag == 0x90 else n for n in record.children]
+    bench.replace_record(2, 1, tlv.Tlv.template(0x70, nodes).to_bytes())
+    outcome = bench.sale(3_000)
+    expect(outcome, Decision.APPROVED, "0400000000", "F800", "40", "online")
+    assert "issuer certificate" in outcome.details["oda_failure"]
+    assert bench.ec_balance() == EC_START  # went online instead of electronic cash
+
+
+def test_cda_signature_failure_declines() -> None:
+    bench = Bench()
+    # the ICC certificate now certifies another key of the pool: the card's CDA signature,
+    # made with its own key, does not verify under the certified one
+    record = tlv.decode(bench.record(2, 2))[0]
+    pan, psn = bench.app.config.pan, bench.app.config.psn
+    other = next(k for k in (oda.PrivateKey.from_pem(pem) for pem in KEYS.rsa_icc)
+                 if k.public != KEYS.icc_rsa_key((pan + psn).encode()).public)
+    static = oda.static_data([(1, bench.record(1, 1)), (1, bench.record(1, 2))], b"\x82",
+                             {0x82: bytes.fromhex("7D00")})
+    cert, remainder = oda.icc_certificate(KEYS.issuer_rsa(pan).private, other.public, pan,
+                                          "1230", 42, static)
+    nodes = [tlv.Tlv.primitive(0x9F46, cert), tlv.Tlv.primitive(0x9F47, other.public.exponent)]
+    if remainder:
+        nodes.append(tlv.Tlv.primitive(0x9F48, remainder))
+    assert record.children[0].tag == 0x9F46
+    bench.replace_record(2, 2, tlv.Tlv.template(0x70, nodes).to_bytes())
+    outcome = bench.sale(150_000)
+    expect(outcome, Decision.DECLINED, "0400008000", "E800", "00", "offline")
+    assert "CDA signature" in outcome.details["oda_failure"] and not bench.host.log
+
+
+def test_wrong_pin_until_blocked() -> None:
+    bench = Bench()
+    outcome = bench.sale(3_000, pins=("000000", "111111", "222222", PIN))
+    expect(outcome, Decision.DECLINED, "0000A00000", "F800", "00", "online")
+    assert outcome.details["cvm_results"] == "010301" and outcome.details["arc"] == "75"
+    assert bench.get_data(0x9F17) == b"\x00"
+    again = bench.sale(3_000)  # blocked: VERIFY is not even tried
+    expect(again, Decision.DECLINED, "0000A00000", "F800", "00", "online")
+
+
+def test_issuer_declines_insufficient_funds() -> None:
+    host = SimulatedIssuer.from_keystore(KEYS, accounts={})
+    bench = Bench(host=host)
+    host.accounts[bench.app.config.pan] = Account(balance=1_000)
+    outcome = bench.sale(150_000)
+    expect(outcome, Decision.DECLINED, "0000008000", "F800", "00", "online")
+    assert outcome.details["arc"] == "51" and "insufficient funds" in outcome.reason
+
+
+class WrongArpc:
+    """An issuer host whose ARPC does not match: a forged or garbled answer."""
+
+    def __init__(self, host: SimulatedIssuer) -> None:
+        self.host = host
+        self.log = host.log
+
+    def authorize(self, request: Any) -> AuthorizationResponse:
+        answer = self.host.authorize(request)
+        return dataclasses.replace(answer, arpc=bytes(b ^ 0xFF for b in answer.arpc))
+
+
+def test_arpc_mismatch_the_card_declines_after_the_issuer_approved() -> None:
+    bench = Bench(host=WrongArpc(SimulatedIssuer.from_keystore(KEYS)))
+    outcome = bench.sale(150_000)
+    expect(outcome, Decision.DECLINED, "0000008000", "F800", "00", "online")
+    assert outcome.details["arc"] == "00" and "issuer authentication failed" in outcome.reason
+
+
+# --- a card torn during GENERATE AC ----------------------------------------------------------
+
+def test_card_torn_during_generate_ac_keeps_ec_balance_and_atc_consistent() -> None:
+    """The power is cut at every NVM write the card makes during GENERATE AC (before and
+    after each), then the card is presented again."""
+    amount = 3_000
+    clean = Bench()
+    clean.card.faults.start_trace()
+    clean.sale(amount)
+    trace = [str(point) for point in clean.card.faults.trace]
+    first = next(i for i, point in enumerate(trace, 1) if point.startswith("emv.ec_balance"))
+    seen = set()
+    for n in range(first, len(trace) + 1):
+        for after in (False, True):
+            bench = Bench()
+            atc_before = bench.atc()
+            bench.card.faults.cut_at_write(n, after=after)
+            outcome = bench.sale(amount)
+            assert bench.card.faults.fired is not None
+            bench.card.faults.disarm()
+            bench.insert()  # the card is presented again: power-up recovers its NVM
+            where = (trace[n - 1], after)
+            assert outcome.decision is Decision.ERROR, where
+            assert "first GENERATE AC" in outcome.reason, where
+            # the card answered no cryptogram: its CDA never verified (no ODA performed)
+            assert (outcome.details["tvr"], outcome.details["tsi"]) == ("0000000000", "6800")
+            balance, atc = bench.ec_balance(), bench.atc()
+            assert atc == atc_before + 1, where
+            # all of the EC purchase or none of it: balance and log record go together
+            state = (balance, bench.log_count())
+            assert state in ((EC_START, 0), (EC_START - amount, 1)), where
+            seen.add(state)
+            # the next sale sees a consistent card: a fresh ATC, the balance it reports
+            again = bench.sale(amount)
+            expect(again, Decision.APPROVED, "0000000000", "E800", "40", "ec offline")
+            assert bench.ec_balance() == balance - amount and bench.atc() == atc + 1
+    assert seen == {(EC_START, 0), (EC_START - amount, 1)}  # both sides of the commit
