@@ -259,3 +259,14 @@ def test_card_torn_during_generate_ac_keeps_ec_balance_and_atc_consistent() -> N
             expect(again, Decision.APPROVED, "0000000000", "E800", "40", "ec offline")
             assert bench.ec_balance() == balance - amount and bench.atc() == atc + 1
     assert seen == {(EC_START, 0), (EC_START - amount, 1)}  # both sides of the commit
+
+
+def test_member_discount_is_taken_before_gpo() -> None:
+    bench = Bench()
+    outcome = bench.sale(15_000, merchant="EXAMPLE-PARTNER-0001")
+    expect(outcome, Decision.APPROVED, "0000000000", "E800", "40", "ec offline")
+    assert (outcome.list_amount, outcome.charged_amount) == (15_000, 14_000), outcome.rules
+    assert outcome.details["member"]["member_no"] == "20260001"
+    assert bench.ec_balance() == EC_START - 14_000  # the card was asked for the charged amount
+    plain = Bench().sale(15_000, merchant="ANOTHER-SHOP")
+    assert plain.charged_amount == 15_000
