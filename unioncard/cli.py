@@ -70,9 +70,38 @@ def root() -> None:
     """
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """Whether ``--json`` is among ``argv`` as the flag, not as the value of another option
+    (``--merchant --json``) nor after ``--``: the command's options are walked as click
+    parses them, down the groups."""
+    command: click.Command = root
+    ctx = click.Context(root)
+    takes_value: set[str] = set()
+    expect_value = False
+    for token in argv:
+        if expect_value:
+            expect_value = False
+            continue
+        if token == "--":
+            return False
+        if token == "--json":
+            return True
+        if token.startswith("-") and "=" not in token:
+            expect_value = token in takes_value
+            continue
+        if isinstance(command, click.Group):
+            sub = command.get_command(ctx, token)
+            if sub is not None:
+                command = sub
+                takes_value = {name for param in sub.params if isinstance(param, click.Option)
+                               and not param.is_flag and not param.count
+                               for name in (*param.opts, *param.secondary_opts)}
+    return False
+
+
 def _json_error(argv: list[str], message: str, status: int) -> None:
     """With --json, stdout carries one JSON document even when the command never ran."""
-    if "--json" not in argv:
+    if not _wants_json(argv):
         return
     document: dict[str, Any] = {"error": message, "exit_status": status}
     if tuple(argv[:1]) in DECISION_COMMANDS or tuple(argv[:2]) in DECISION_COMMANDS:
@@ -97,8 +126,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except (UnionCardError, OSError) as exc:
-        click.echo(f"unioncard: error: {exc}", err=True)
-        _json_error(args, str(exc), 1)
+        from unioncard.commands.common import error_text
+
+        message = error_text(exc)
+        click.echo(f"unioncard: error: {message}", err=True)
+        _json_error(args, message, 1)
         sys.exit(1)
 
 

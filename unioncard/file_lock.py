@@ -36,6 +36,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -43,8 +44,8 @@ from types import TracebackType
 
 from unioncard.errors import UnionCardError
 
-__all__ = ["CARD_IMAGE_MARK", "FileInUseError", "FileLock", "FileLockError", "is_card_image",
-           "lock_path", "project_file_kind"]
+__all__ = ["CARD_IMAGE_MARK", "FileInUseError", "FileLock", "FileLockError",
+           "check_replaceable", "is_card_image", "lock_path", "project_file_kind"]
 
 CARD_IMAGE_MARK = b'"unioncard-card-image"'
 """The format name every card image carries near its beginning."""
@@ -96,6 +97,7 @@ _JSON_FORMATS = ((CARD_IMAGE_MARK, "a card image"),
                  (b'"unioncard-issued-cards"', "a card registry"))
 _MAGICS = ((b"SQLite format 3\x00", "an SQLite database (a journal or a ledger)"),
            (b"UCOR", "a batch file"), (b"UCHL", "a hotlist index"))
+_KEYSTORE = re.compile(rb"""^[ \t]*format[ \t]*=[ \t]*["']unioncard-keystore["']""", re.M)
 _HOTLIST_HEADERS = {b"issuer,card,listed_at": "a hotlist",
                     b"issuer,card,listed_at,action": "a hotlist delta"}
 
@@ -113,10 +115,23 @@ def project_file_kind(path: str | os.PathLike[str]) -> str | None:
     for magic, kind in _MAGICS:
         if head.startswith(magic):
             return kind
-    first = head.removeprefix(b"\xef\xbb\xbf").lstrip().split(b"\n", 1)[0]
-    if first.startswith(b"format") and b'"unioncard-keystore"' in first:
+    if _KEYSTORE.search(head):
         return "a keystore"
+    first = head.removeprefix(b"\xef\xbb\xbf").lstrip().split(b"\n", 1)[0]
     return _HOTLIST_HEADERS.get(first.replace(b" ", b"").strip().lower())
+
+
+def check_replaceable(path: str | os.PathLike[str], what: str, kind: str | None = None
+                      ) -> None:
+    """The ``--force`` rule: `FileLockError` when ``path`` is one of unioncard's own files
+    (`project_file_kind`) of another kind than ``kind`` (None: none of them, a trace), which
+    ``what`` (``"a trace"``) would replace.  A file in use is refused by its lock, which
+    every writer holds while it writes."""
+    found = project_file_kind(path)
+    if found is not None and found != kind:
+        raise FileLockError(f"{os.fspath(path)}: is {found}, not {what}; --force never "
+                            "replaces one of unioncard's own files with a file of another "
+                            "kind (nothing was written)")
 
 
 def _open(path: Path) -> tuple[int, bool]:

@@ -59,7 +59,7 @@ def test_timestamps_are_dropped_and_counted():
 @pytest.mark.parametrize(
     ("raw", "message", "offset"),
     [
-        (b"", "not a UCT1 binary trace", 0),
+        (b"", "the file is empty: a UCT1 binary trace starts with the magic", 0),
         (b"UCT", "not a UCT1 binary trace", 0),
         (b"UCT2" + H("0100019000"), "not a UCT1 binary trace", 0),
         (b"UCT1" + H("010001A4") + H("0700"), "frame 1: truncated header (2 of 3", 8),

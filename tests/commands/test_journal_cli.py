@@ -213,6 +213,6 @@ def test_a_file_that_is_not_a_journal_is_one_line(tmp_path, capsys):
         main(["journal", "--journal", str(bogus), "--json"])
     out, err = capsys.readouterr()
     assert stop.value.code == 1
-    assert err == f"unioncard: error: {bogus} is not a unioncard journal: file is not a database\n"
+    assert err == f"Error: {bogus} is not a unioncard journal: file is not a database\n"
     assert json.loads(out)["exit_status"] == 1
     assert bogus.read_text() == "this is not SQLite\n" * 10

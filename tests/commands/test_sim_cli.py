@@ -101,7 +101,8 @@ def test_the_trace_is_a_new_file_unless_forced_and_never_a_card_image(images, tm
     sim_card.save(other)
     other_before = other.read_bytes()
     forced = run("sim", "serve", str(card), "--trace", str(other), "--force")
-    assert forced.exit_code == 2 and "a trace never replaces one" in forced.output
+    assert forced.exit_code == 2
+    assert "is a card image, not a trace; --force never replaces" in forced.output
     plain = tmp_path / "old.txt"
     plain.write_text("an older trace\n")
     unforced = run("sim", "serve", str(card), "--trace", str(plain))

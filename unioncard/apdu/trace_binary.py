@@ -52,6 +52,9 @@ def encode_frame(kind: FrameKind, payload: bytes) -> bytes:
 def read_binary(stream: IO[bytes], chunk: int = CHUNK) -> Iterator[TraceRecord]:
     """Records of a binary trace, reading ``chunk`` bytes at a time."""
     magic = stream.read(len(MAGIC))
+    if not magic:
+        raise DecodeError("the file is empty: a UCT1 binary trace starts with the magic "
+                          "55435431 ('UCT1')", 0)
     if magic != MAGIC:
         raise DecodeError(f"not a UCT1 binary trace: the file starts with {magic[:4].hex()!r}"
                           f" instead of the magic 55435431 ('UCT1')", 0)

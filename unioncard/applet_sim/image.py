@@ -75,15 +75,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def read_image(path: str | Path) -> dict[str, Any]:
     """Read and parse a card image file: at most `CARD_IMAGE_LIMIT` bytes of UTF-8 JSON,
     one object (`DecodeError` naming the file otherwise)."""
-    text = read_utf8(path, limit=CARD_IMAGE_LIMIT, what="card image", error=DecodeError)
+    text = read_utf8(path, limit=CARD_IMAGE_LIMIT, what="card image", error=DecodeError,
+                     empty=False)
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"card image {path} is not JSON: {exc.msg}", exc.pos) from None
     except RecursionError:
         raise DecodeError(f"card image {path} is not JSON: nested too deeply") from None
-    except ValueError as exc:  # a duplicate key, an integer of thousands of digits
+    except _Duplicate as exc:
         raise DecodeError(f"card image {path} is not JSON: {exc}") from None
+    except ValueError:  # an integer of thousands of digits
+        raise DecodeError(f"card image {path} is not JSON: a number of thousands of digits"
+                          ) from None
     if not isinstance(doc, dict):
         raise DecodeError(f"card image {path} is not a JSON object")
     return doc

@@ -28,7 +28,7 @@ from unioncard.applet_sim.personalize import MemberData, issue_member_card, issu
 from unioncard.applet_sim.registry import REGISTRY_NAME, CardRegistry, RegistryError
 from unioncard.crypto.keystore import Keystore
 from unioncard.errors import CardError, DecodeError
-from unioncard.file_lock import FileLock, FileLockError
+from unioncard.file_lock import FileLock, FileLockError, check_replaceable
 
 __all__ = [
     "IssueOptions",
@@ -103,6 +103,8 @@ def _write_psam(keys: Keystore, out_dir: Path, options: IssueOptions) -> tuple[P
             raise CardError(f"{path} holds other master keys than this keystore; "
                             "use --force to replace it (its terminal seq restarts at 0)")
         return path, True
+    if path.exists():
+        check_replaceable(path, "a card image", "a card image")  # --force: images only
     with FileLock(path, HOLDER):
         issue_psam(keys, options.terminal_id, protocol=options.protocol).save(path)
     return path, False
@@ -127,6 +129,8 @@ def _issue_card(member: MemberData, card_no: int, path: Path, keys: Keystore,
     if path.exists() and not options.replace:
         return _exists(path)
     try:
+        if path.exists():
+            check_replaceable(path, "a card image", "a card image")  # --force: images only
         with FileLock(path, HOLDER):
             card = issue_member_card(member, keys, card_no=card_no,
                                      transit_balance=options.transit_balance,

@@ -121,13 +121,18 @@ class CardRegistry:
     @classmethod
     def load(cls, path: str | Path) -> CardRegistry:
         """Read a registry file; a malformed one raises `RegistryError` naming it."""
+        from unioncard.bounded_read import REGISTRY_LIMIT, read_utf8
+
+        text = read_utf8(path, limit=REGISTRY_LIMIT, what="card registry", error=RegistryError,
+                         empty=False)
         try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise RegistryError(f"{path}: cannot read the card registry: {exc.strerror}"
-                                ) from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistryError(f"{path}: the card registry is not JSON ({exc})") from None
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{path}: the card registry is not JSON ({exc.msg}, line "
+                                f"{exc.lineno} column {exc.colno})") from None
+        except (ValueError, RecursionError):  # a number of thousands of digits, deep nesting
+            raise RegistryError(f"{path}: the card registry is not one a release wrote (a "
+                                "number too long or arrays nested too deeply)") from None
         if not isinstance(doc, dict) or doc.get("format") != REGISTRY_FORMAT:
             raise RegistryError(f"{path}: not a card registry (format {REGISTRY_FORMAT!r})")
         if doc.get("version") != REGISTRY_VERSION:

@@ -24,6 +24,7 @@ from unioncard.applet_sim.summary import card_summary
 from unioncard.bounded_read import SHEET_LIMIT, InputFileError, read_file
 from unioncard.commands.common import (
     JSON_OPTION,
+    Digits,
     finish,
     parse_terminal_id,
     printable,
@@ -96,11 +97,11 @@ def group() -> None:
               help="First day of validity (YYYY-MM-DD). Default: today.")
 @click.option("--valid-until", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="Last day of validity (YYYY-MM-DD). Default: five years after --valid-from.")
-@click.option("--transit-balance", type=click.IntRange(0, 100_000), default=0, show_default=True,
+@click.option("--transit-balance", type=Digits(0, 100_000), default=0, show_default=True,
               help="Initial transit purse balance, in fen.")
-@click.option("--etc-balance", type=click.IntRange(0, 100_000), default=0, show_default=True,
+@click.option("--etc-balance", type=Digits(0, 100_000), default=0, show_default=True,
               help="Initial ETC purse balance, in fen.")
-@click.option("--first-card-no", type=click.IntRange(1, 10**12 - 1), default=1,
+@click.option("--first-card-no", type=Digits(1, 10**12 - 1), default=1,
               show_default=True,
               help="Lowest card number for members new to --out; each gets the next "
                    "number never given there, in sheet order (members issued there before "

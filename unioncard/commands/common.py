@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -11,11 +13,18 @@ import click
 __all__ = [
     "DECISION_KEYS",
     "JSON_OPTION",
+    "TIME_RANGE",
+    "Digits",
     "error_document",
+    "error_text",
     "finish",
+    "hex_digits",
+    "parse_hex_code",
     "parse_terminal_id",
+    "parse_time",
     "printable",
     "progress_bar",
+    "time_option",
     "yuan",
 ]
 
@@ -23,18 +32,127 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON document on stdout.")
 
 
+def hex_digits(value: str, digits: int) -> bytes | None:
+    """``value`` as bytes when it is exactly ``digits`` ASCII hex digits (no ``0x``, sign,
+    ``_``, space or other script's digits), else None."""
+    if len(value) != digits or not all(c in _HEX for c in value):
+        return None
+    return bytes.fromhex(value)
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
 def parse_terminal_id(ctx: click.Context, param: click.Parameter,
                       value: str | None) -> bytes | None:
     """Click callback: a terminal id given as 12 hex digits, as its 6 bytes (None: not given)."""
     if value is None:
         return None
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b""
-    if len(raw) != 6:
+    raw = hex_digits(value, 12)
+    if raw is None:
         raise click.BadParameter("a terminal id is 12 hex digits (6 bytes)")
     return raw
+
+
+def parse_hex_code(ctx: click.Context, param: click.Parameter, value: str | None
+                   ) -> int | None:
+    """Click callback: a 2-byte code (a station, a road network) as exactly 4 ASCII hex
+    digits, e.g. 0203."""
+    if value is None:
+        return None
+    raw = hex_digits(value, 4)
+    if raw is None:
+        raise click.BadParameter("4 hex digits 0-9 A-F, e.g. 0203")
+    return int.from_bytes(raw, "big")
+
+
+class Digits(click.IntRange):
+    """An integer option given in ASCII decimal digits only (no sign, ``_``, ``0x``,
+    spaces or other scripts' digits), within ``min`` .. ``max``; a value of more digits
+    than the bound is refused without converting it."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return super().convert(value, param, ctx)
+        text = str(value)
+        bound = len(str(self.max)) if self.max is not None else 18
+        if not (text.isascii() and text.isdigit()) or len(text) > bound + 1:
+            shown = text if len(text) <= 24 else text[:20] + "..."
+            self.fail(f"{shown!r} is not a number in digits 0-9 from {self.min} to "
+                      f"{self.max if self.max is not None else 'up'}", param, ctx)
+        return super().convert(int(text), param, ctx)
+
+
+TIME_RANGE = (dt.datetime(1970, 1, 2), dt.datetime(2105, 12, 31, 23, 59, 59))
+"""The transaction times every command taking ``--at`` accepts, China time: what every
+record holds.  The ETC toll record keeps 32-bit unsigned Unix seconds (1970-01-01 08:00
+to 2106-02-07 14:28 China time), the purse logs and offline records BCD YYYYMMDD hhmmss;
+whole days inside both (docs/terminal.md, "Transaction time")."""
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?", re.ASCII)
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:\d{2})?", re.ASCII)
+_CST = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+def parse_time(value: str, *, offsets: bool = False) -> dt.datetime:
+    """A transaction time (``--at``) as naive China time: ``YYYY-MM-DDTHH:MM[:SS]`` (or a
+    space for the T), with ``offsets`` a ``Z`` or ``+HH:MM`` after it too (converted to
+    China time); `click.BadParameter` in one line outside `TIME_RANGE`."""
+    shown = repr(value if len(value) <= 40 else value[:36] + "...")
+    match = _TIME.match(value)
+    if match is None or not (_OFFSET.fullmatch(value, match.end()) if offsets
+                             else match.end() == len(value)):
+        raise click.BadParameter(
+            f"{shown} is not an ISO 8601 date and time YYYY-MM-DDTHH:MM:SS"
+            + (" (an offset such as +08:00 may follow)" if offsets else ""))
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if when.tzinfo is not None:
+            when = when.astimezone(_CST).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        when = None
+    low, high = TIME_RANGE
+    if when is None:
+        raise click.BadParameter(f"{shown} is not a date and time (no such day, hour or "
+                                 "offset)")
+    if not low <= when <= high:
+        raise click.BadParameter(
+            f"{shown} is not a transaction time: from {low.isoformat(sep=' ')} to "
+            f"{high.isoformat(sep=' ')} China time (what the cards' records hold)")
+    return when
+
+
+def time_option(help: str, *, offsets: bool = False
+                ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--at TIME``: a transaction time (`parse_time`), the same for every command."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None
+                 ) -> dt.datetime | None:
+        return None if value is None else parse_time(value, offsets=offsets)
+
+    return click.option("--at", "at", metavar="YYYY-MM-DDTHH:MM:SS", callback=callback,
+                        help=help)
+
+
+def error_text(exc: BaseException) -> str:
+    """An error as one line for people: an `OSError` as ``PATH: reason`` (never ``[Errno 2]
+    No such file or directory: 'x'``), a `DecodeError` without ``(at offset 0)`` (which
+    says nothing: the start of the input, or an empty one)."""
+    from unioncard.errors import DecodeError
+
+    if isinstance(exc, DecodeError):
+        text = exc.message if not exc.offset else str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        from unioncard.bounded_read import reason
+
+        text = reason(exc)
+        if exc.filename is not None:
+            text = f"{exc.filename}: {text}"
+    else:
+        text = str(exc)
+    return " ".join(text.split("\n")) if "\n" in text else text
 
 
 def progress_bar(stack: ExitStack, total: int, description: str, *,

@@ -18,9 +18,15 @@ from typing import Any
 
 import click
 
-from unioncard.commands.common import JSON_OPTION, finish, progress_bar
+from unioncard.commands.common import (
+    JSON_OPTION,
+    TIME_RANGE,
+    finish,
+    hex_digits,
+    progress_bar,
+    time_option,
+)
 from unioncard.offline.hotlist import (
-    CST,
     HEADER_SIZE,
     SLOT_SIZE,
     Hotlist,
@@ -43,24 +49,11 @@ PROGRESS = click.option(
 
 def _hex8(ctx: click.Context, param: click.Parameter, value: str) -> bytes:
     """Click callback: 16 hex digits as their 8 bytes."""
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b""
-    if len(value) != 16 or len(raw) != 8:
-        raise click.BadParameter(f"{value!r} is not 16 hex digits (8 bytes)")
+    raw = hex_digits(value, 16)
+    if raw is None:
+        shown = value if len(value) <= 40 else value[:36] + "..."
+        raise click.BadParameter(f"{shown!r} is not 16 hex digits (8 bytes)")
     return raw
-
-
-def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime | None:
-    """Click callback: an ISO 8601 time as naive China Standard Time."""
-    if value is None:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date and time") from None
-    return when if when.tzinfo is None else when.astimezone(CST).replace(tzinfo=None)
 
 
 def _iso(when: dt.datetime | None) -> str | None:
@@ -149,9 +142,9 @@ def group() -> None:
 @FILE
 @click.argument("issuer", callback=_hex8)
 @click.argument("card", callback=_hex8)
-@click.option("--at", "at", metavar="TIME", callback=_when,
-              help="Transaction time (ISO 8601, China time without an offset): is the card "
-                   "refused at that time, i.e. listed at or before it?")
+@time_option("Transaction time (ISO 8601, China time without an offset), from "
+             f"{TIME_RANGE[0]:%Y-%m-%d} to {TIME_RANGE[1]:%Y-%m-%d}: is the card refused at "
+             "that time, i.e. listed at or before it?", offsets=True)
 @JSON_OPTION
 def check(file: Path, issuer: bytes, card: bytes, at: dt.datetime | None,
           as_json: bool) -> None:

@@ -16,32 +16,40 @@ from typing import Any
 
 import click
 
-from unioncard.commands.common import JSON_OPTION, yuan
+from unioncard.commands.common import JSON_OPTION, Digits, yuan
 from unioncard.commands.terminal_io import journal_option, open_journal
 
 __all__ = ["batch_group", "journal_command"]
 
 
 def _journal(path: Path | None) -> Any:
-    """An existing journal: showing or exporting never creates one."""
-    from unioncard.terminal.journal import default_journal_path
+    """An existing journal: showing or exporting never creates one, nor any table in a
+    file that is not one."""
+    from unioncard.terminal.journal import JournalError
 
-    chosen = path or default_journal_path()
-    if not chosen.exists():
-        raise click.ClickException(f"no journal at {chosen} (give --journal FILE)")
-    return open_journal(chosen)
+    try:
+        return open_journal(path, create=False)
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _member(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: a member number, ASCII digits (as the member sheet has them)."""
+    if value is not None and not (value.isascii() and value.isdigit() and len(value) <= 32):
+        raise click.BadParameter("a member number is 1 to 32 digits 0-9")
+    return value
 
 
 @click.command(name="journal")
 @journal_option
 @click.option("--state", type=click.Choice(["pending", "completed", "voided"]),
               help="Only transactions in this state.")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+@click.option("--limit", type=Digits(1, 10**9), default=50, show_default=True,
               help="At most this many transactions (or disbursements), newest first.")
 @click.option("--disbursements", is_flag=True,
               help="Show the union disbursements of a service point instead: totals per "
                    "state and those not loaded yet.")
-@click.option("--member", metavar="MEMBER_NO",
+@click.option("--member", metavar="MEMBER_NO", callback=_member,
               help="With --disbursements: this member's disbursements, loaded ones too.")
 @JSON_OPTION
 def journal_command(journal_path: Path | None, state: str | None, limit: int,

@@ -27,6 +27,7 @@ import click
 
 from unioncard.commands.common import (
     JSON_OPTION,
+    Digits,
     error_document,
     finish,
     parse_terminal_id,
@@ -50,7 +51,7 @@ __all__ = ["group"]
 
 @click.command(name="load")
 @card_options
-@click.option("--amount", type=click.IntRange(1, 100_000), metavar="FEN",
+@click.option("--amount", type=Digits(1, 100_000), metavar="FEN",
               help="How much to load, in fen (a single load).")
 @click.option("--from", "sheet", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               metavar="SHEET",
@@ -71,7 +72,7 @@ __all__ = ["group"]
                    "published test keys.")
 @click.option("--hotlist", "hotlist_file", type=click.Path(exists=True, dir_okay=False),
               help="Hotlist CSV (docs/hotlist.md): nothing is loaded onto a hotlisted card.")
-@click.option("--recovery-window", type=click.IntRange(0, 24 * 60), default=10,
+@click.option("--recovery-window", type=Digits(0, 24 * 60), default=10,
               show_default=True, metavar="MINUTES",
               help="A repeated load this soon after an interrupted one settles it instead.")
 @journal_option

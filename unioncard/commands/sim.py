@@ -11,7 +11,9 @@ tests can pull a card in the middle of a transaction over PC/SC.
 Each image is locked for the life of the serve (`unioncard.file_lock`,
 docs/card-image.md): a second command on a served image is refused, and so is
 one image given as both the card and the PSAM.  ``--trace`` writes a new file;
-an existing one is replaced only with ``--force``, and never a card image.
+an existing one is replaced only with ``--force``, never one of unioncard's own files
+of another kind (a card image, a registry, a keystore, a journal, a batch file, a
+hotlist) and never a file in use (locked).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from types import FrameType
 import click
 
 from unioncard.apdu.trace import BINARY_SUFFIXES, Device, TraceRecord, TraceWriter
-from unioncard.file_lock import FileLock, is_card_image
+from unioncard.applet_sim import SimulatedCard
+from unioncard.file_lock import FileLock, FileLockError, check_replaceable
 from unioncard.transport.pcscd import DEFAULT_VPCD_PORT, PcscdDaemon, vpcd_reader_name
 
 __all__ = ["group"]
@@ -36,6 +39,29 @@ __all__ = ["group"]
 log = logging.getLogger("unioncard.sim")
 
 IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Click callback: a host name (internationalized names too) or an address, as the
+    resolver takes it: at most 253 characters, labels of at most 63."""
+    try:
+        encoded = value.encode("idna")
+    except UnicodeError:
+        encoded = b""
+    if not encoded or len(encoded) > 253:
+        raise click.BadParameter("not a host name or address (at most 253 characters, "
+                                 "labels of 1 to 63)")
+    return value
+
+
+def check_kinds(cards: dict[int, SimulatedCard], images: dict[int, Path]) -> None:
+    """The card in slot 0 is no PSAM, and the image in slot 1 is one (swapped images are
+    refused before anything is served)."""
+    if cards[0].kind == "psam":
+        raise click.UsageError(f"{images[0]}: is a PSAM image, not a card; give the card "
+                               "image first and the PSAM with --psam")
+    if 1 in cards and cards[1].kind != "psam":
+        raise click.UsageError(f"--psam {images[1]}: is a {cards[1].kind} image, not a PSAM")
 
 
 @click.group(name="sim")
@@ -50,13 +76,14 @@ def group() -> None:
               show_envvar=True, default=None,
               help=f"vpcd port of slot 0; slot 1 is the next port.  [default: "
                    f"{DEFAULT_VPCD_PORT}, or free ports with --private-pcscd]")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Host where pcscd (with the vpcd driver) runs.")
+@click.option("--host", default="127.0.0.1", show_default=True, callback=_host,
+              help="Host where pcscd (with the vpcd driver) runs: a name or an address.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Record every APDU to this file: binary UCT1 for .uct/.bin names, "
                    "text otherwise.")
 @click.option("--force", is_flag=True,
-              help="Replace an existing --trace file (never a card image or a link).")
+              help="Replace an existing --trace file (never a link, a file in use or one of "
+                   "unioncard's own files of another kind: a card image, a journal, ...).")
 @click.option("--seed", type=int, default=None,
               help="Seed the cards' random numbers (the PSAM gets SEED+1), so a run "
                    "can be repeated exactly.")
@@ -86,7 +113,6 @@ def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path
     The signals act on the card in slot 0 only; the PSAM stays in its reader.
     Each removal and insertion is logged.  Example: kill -USR1 PID.
     """
-    from unioncard.applet_sim import SimulatedCard
     from unioncard.transport.vpcd import VpcdBridge
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
@@ -104,6 +130,7 @@ def serve(card: Path, psam: Path | None, port: int | None, host: str, trace_path
                                      random_source=None if seed is None else seed + slot)
             for slot, path in images.items()
         }
+        check_kinds(cards, images)
         if private_pcscd:
             daemon = stack.enter_context(PcscdDaemon(port))
             port = daemon.vpcd_port
@@ -165,8 +192,12 @@ def _trace_writer(stack: contextlib.ExitStack, path: Path, images: dict[int, Pat
     if any(path.exists() and _same_file(path, image) for image in images.values()):
         raise click.UsageError(f"--trace {path}: is a card image being served; the trace "
                                "needs a file of its own")
-    if force and is_card_image(path):
-        raise click.UsageError(f"--trace {path}: is a card image; a trace never replaces one")
+    if force and path.exists():
+        try:
+            check_replaceable(path, "a trace")
+        except FileLockError as exc:
+            raise click.UsageError(f"--trace {exc}") from None
+    stack.enter_context(FileLock(path, "unioncard sim serve --trace"))  # not in use
     try:
         stream = create_trace_file(path, overwrite=force)
     except FileExistsError:

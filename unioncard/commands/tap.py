@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from unioncard.commands.common import JSON_OPTION, finish
+from unioncard.commands.common import JSON_OPTION, Digits, finish, parse_hex_code
 from unioncard.commands.terminal_io import (
     card_options,
     check_link_options,
@@ -44,18 +44,6 @@ __all__ = ["group"]
 MODES = ("bus", "metro", "coach", "ferry", "taxi", "etc-entry", "etc-exit", "pos")
 
 
-def _hex_code(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        code = int(value, 16)
-    except ValueError:
-        code = -1
-    if len(value) != 4 or not 0 <= code <= 0xFFFF:
-        raise click.BadParameter("4 hex digits, e.g. 0203")
-    return code
-
-
 def _only_for(mode: str, **given: Any) -> None:
     """Options that mean nothing for ``mode`` are usage errors, not silently ignored."""
     allowed = {"etc-entry": {"station", "network", "lane", "vehicle_class"},
@@ -75,22 +63,22 @@ def _only_for(mode: str, **given: Any) -> None:
                    "an ETC entry or exit, or a sale at a partner merchant (pos).")
 @card_options
 @psam_options
-@click.option("--amount", type=click.IntRange(0, 10_000_000), metavar="FEN",
+@click.option("--amount", type=Digits(0, 10_000_000), metavar="FEN",
               help="The list fare or the sale's amount in fen (required for fares and "
                    "sales); at an ETC exit it overrides the toll table.")
 @click.option("--route", help="Bus route or metro line, for the record and route rules.")
-@click.option("--station", callback=_hex_code, metavar="HEX",
+@click.option("--station", callback=parse_hex_code, metavar="HEX",
               help="Station code, 4 hex digits (metro station; ETC entry or exit plaza).")
-@click.option("--network", callback=_hex_code, metavar="HEX",
+@click.option("--network", callback=parse_hex_code, metavar="HEX",
               help="ETC road network, 4 hex digits. Default: the toll table's, else 1101.")
-@click.option("--lane", type=click.IntRange(0, 255),
+@click.option("--lane", type=Digits(0, 255),
               help="ETC lane number.  [default: 1]")
-@click.option("--vehicle-class", type=click.IntRange(1, 255),
+@click.option("--vehicle-class", type=Digits(1, 255),
               help="Vehicle class (ETC; the entry lane writes it, the exit reads it).")
 @click.option("--merchant", metavar="ID",
               help="The merchant's id (pos; required): 1 to 24 printable ASCII characters, as "
                    "the tariff rules name partner merchants.")
-@click.option("--mcc", type=click.IntRange(0, 9999), metavar="N",
+@click.option("--mcc", type=Digits(0, 9999), metavar="N",
               help="The merchant category code (pos), four digits, e.g. 5411.")
 @click.option("--toll-table", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML toll table for ETC exits (docs/terminal.md).")
@@ -102,7 +90,7 @@ def _only_for(mode: str, **given: Any) -> None:
 @click.option("--block-keys", "block_keys", type=click.Path(exists=True, dir_okay=False),
               help="Keystore holding the maintenance master keys (the key host): a hotlisted "
                    "card's purse is also blocked with APPLICATION BLOCK.")
-@click.option("--recovery-window", type=click.IntRange(0, 24 * 60), default=10,
+@click.option("--recovery-window", type=Digits(0, 24 * 60), default=10,
               show_default=True, metavar="MINUTES",
               help="A re-tap this soon after an interrupted transaction completes it.")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -159,6 +147,10 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
         from unioncard.tariffs import load as load_rules
 
         options["rules"] = load_rules(rules_file)
+        if not options["rules"].rules:
+            raise click.UsageError(f"--rules {rules_file}: the rule file has no rules; a "
+                                   "terminal prices with rules (without --rules, the shipped "
+                                   "member benefits)")
     make = _flow(mode, options, amount=amount, route=route, station=station, network=network,
                  lane=lane, vehicle_class=vehicle_class, merchant=merchant, mcc=mcc,
                  toll_table=toll_table)

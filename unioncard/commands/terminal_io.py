@@ -20,7 +20,14 @@ from typing import Any
 
 import click
 
-from unioncard.commands.common import error_document, finish, yuan
+from unioncard.commands.common import (
+    TIME_RANGE,
+    error_document,
+    error_text,
+    finish,
+    time_option,
+    yuan,
+)
 from unioncard.errors import TransportError, UnionCardError
 from unioncard.transport import Channel, InProcessTransport
 
@@ -72,7 +79,7 @@ def psam_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _reader(name: str) -> str | int:
-    return int(name) if name.isdigit() else name
+    return int(name) if name.isascii() and name.isdigit() else name
 
 
 def open_link(stack: ExitStack, image: Path | None, reader: str | None, *, what: str,
@@ -88,8 +95,12 @@ def open_link(stack: ExitStack, image: Path | None, reader: str | None, *, what:
         context = click.get_current_context(silent=True)
         # one command on an image at a time, for the command's life (docs/card-image.md)
         stack.enter_context(FileLock(image, context.command_path if context else "unioncard"))
-        transport: Any = InProcessTransport(SimulatedCard.load(image.resolve(),
-                                                               write_through=True))
+        simulated = SimulatedCard.load(image.resolve(), write_through=True)
+        if (simulated.kind == "psam") != (what == "PSAM"):
+            option = "--psam" if what == "PSAM" else "--card"
+            raise click.UsageError(f"{option} {image}: is a {simulated.kind} image, not a "
+                                   f"{'PSAM' if what == 'PSAM' else 'card'}")
+        transport: Any = InProcessTransport(simulated)
         transport.power_on()
         stack.callback(transport.power_off)
         return Channel(transport)
@@ -123,13 +134,21 @@ def record_trace(stack: ExitStack, path: Path, card: Channel, psam: Channel | No
 def open_replay(path: Path) -> Any:
     """A recorded trace, read whole, to play back in place of the card and the PSAM; a
     malformed one is refused naming the file."""
+    from unioncard.apdu.trace import detect_format, read_records
+    from unioncard.bounded_read import InputFileError, open_stream
     from unioncard.errors import DecodeError
     from unioncard.transport.replay import Replay
 
-    try:
-        return Replay.load(path)
-    except DecodeError as exc:
-        raise DecodeError(f"{path}: {exc.message}", exc.offset, exc.partial) from None
+    with open_stream(path, what="recording") as source:  # a file or a pipe, read once
+        if not source.head:
+            raise InputFileError(str(path), "the recording is empty (no APDU to play back)")
+        try:
+            return Replay.from_records(read_records(source.stream,
+                                                    detect_format(source.head, path.name)),
+                                       source=str(path))
+        except DecodeError as exc:
+            at = f" (at offset {exc.offset})" if exc.offset else ""
+            raise InputFileError(str(path), f"{exc.message}{at}") from None
 
 
 def replay_links(replay: Any) -> tuple[Channel, Channel | None]:
@@ -188,10 +207,9 @@ def journal_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def when_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
-        metavar="YYYY-MM-DDTHH:MM:SS",
-        help="Local time of the transaction (replays, tests). Default: now.")(f)
+    return time_option("Local (China) time of the transaction (replays, tests), from "
+                       f"{TIME_RANGE[0]:%Y-%m-%d} to {TIME_RANGE[1]:%Y-%m-%d}. Default: "
+                       "now.")(f)
 
 
 def decision_command(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -206,7 +224,7 @@ def decision_command(f: Callable[..., Any]) -> Callable[..., Any]:
         try:
             f(*args, **kwargs)
         except (UnionCardError, OSError, ValueError) as exc:
-            reason = str(exc)
+            reason = error_text(exc)
             finish(error_document(reason), [f"error: {reason}"], as_json=as_json, status=2,
                    to_stderr=True)
         except (KeyboardInterrupt, Terminated) as exc:
@@ -264,15 +282,17 @@ def outcome_lines(outcome: Any) -> list[str]:
     return lines
 
 
-def open_journal(path: Path | None) -> Any:
-    """The terminal's journal (default path when None); errors name the journal."""
+def open_journal(path: Path | None, *, create: bool = True) -> Any:
+    """The terminal's journal (default path when None; with ``create=False`` an existing
+    journal only, nothing created or changed in what is not one); errors name the
+    journal."""
     from unioncard.terminal.journal import JournalError, TransactionJournal, default_journal_path
 
     chosen = path or default_journal_path()
     try:
-        return TransactionJournal(chosen)
+        return TransactionJournal(chosen, create=create)
     except OSError as exc:
-        raise JournalError(f"cannot open the journal {chosen}: {exc.strerror or exc}") from None
+        raise JournalError(f"{chosen}: cannot open the journal: {error_text(exc)}") from None
 
 
 def check_link_options(image: Path | None, reader: str | None, what: str) -> None:

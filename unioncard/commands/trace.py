@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import click
 
@@ -36,8 +36,10 @@ from unioncard.apdu.trace_stats import REASONS as _REASONS
 from unioncard.apdu.trace_stats import TraceStats
 from unioncard.apdu.trace_text import TextTraceWriter
 from unioncard.atomic_file import check_target, open_atomically
+from unioncard.bounded_read import InputFileError, StreamInput, open_stream, reason
 from unioncard.commands.common import JSON_OPTION, progress_bar
 from unioncard.errors import DecodeError
+from unioncard.file_lock import FileLock, FileLockError, check_replaceable
 
 __all__ = ["group"]
 
@@ -64,15 +66,32 @@ def group() -> None:
     """
 
 
-def _format(path: Path, fmt: str | None) -> TraceFormat:
-    if fmt is not None:
-        return TraceFormat(fmt)
-    with open(path, "rb") as stream:
-        return detect_format(stream.read(4096), path.name)
+def _open(path: Path, fmt: str | None) -> tuple[StreamInput, TraceFormat]:
+    """The trace ``path`` opened once (a file or a pipe, never waiting for a writer) and
+    its format: ``fmt``, else detected from its first bytes and its name."""
+    try:
+        source = open_stream(path, what="trace")
+    except InputFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    return source, TraceFormat(fmt) if fmt is not None else detect_format(source.head,
+                                                                          path.name)
+
+
+def _message(path: Path, exc: DecodeError) -> str:
+    """``PATH: what is wrong (at offset N)``, the offset left out where it says nothing (at
+    the very start, or of an empty file)."""
+    return f"{path}: {exc.message}" + (f" (at offset {exc.offset})" if exc.offset else "")
 
 
 def _fail(path: Path, exc: DecodeError) -> click.ClickException:
-    return click.ClickException(f"{path}: {exc}")
+    return click.ClickException(_message(path, exc))
+
+
+def _exit_after_document(message: str) -> NoReturn:
+    """The JSON document is out, saying what went wrong: the error on stderr, exit 1, and
+    no second document."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
 
 
 @group.command("decode")
@@ -90,11 +109,11 @@ def decode(file: Path, as_json: bool, unmask: bool, fmt: str | None,
     PURCHASE, ...) and header; each response with its TLV tree (tag names),
     purse fields and status word meaning.  PANs are masked unless --unmask.
     """
-    kind = _format(file, fmt)
+    source, kind = _open(file, fmt)
     options = {"psam_readers": psam_readers} if kind is TraceFormat.SPY else {}
     out = sys.stdout
-    with open(file, "rb") as stream:
-        exchanges = pair(read_records(stream, kind, file.name, **options))
+    with source:
+        exchanges = pair(read_records(source.stream, kind, file.name, **options))
         if as_json:
             _decode_json(file, kind, exchanges, unmask, out)
             return
@@ -107,6 +126,9 @@ def decode(file: Path, as_json: bool, unmask: bool, fmt: str | None,
                 out.write("\n")
         except DecodeError as exc:
             raise _fail(file, exc) from None
+        except OSError as exc:
+            raise click.ClickException(f"{file}: cannot read the trace: {reason(exc)}"
+                                       ) from None
         out.write(f"{count} exchanges, {kind} trace {file}\n")
 
 
@@ -115,20 +137,25 @@ def _decode_json(file: Path, kind: TraceFormat, exchanges: Iterator[Any], unmask
     """Stream one JSON document: exchanges are written as they are decoded."""
     out.write(json.dumps({"file": str(file), "format": kind.value})[:-1] + ', "exchanges": [')
     count = 0
-    error: DecodeError | None = None
+    error: dict[str, Any] | None = None
+    message = ""
     try:
         for exchange in exchanges:
             out.write(("," if count else "") + "\n" + json.dumps(describe(exchange, unmask)))
             count += 1
     except DecodeError as exc:
-        error = exc
+        error, message = {"message": exc.message, "offset": exc.offset}, _message(file, exc)
+    except OSError as exc:
+        message = f"{file}: cannot read the trace: {reason(exc)}"
+        error = {"message": message, "offset": None}
     tail: dict[str, Any] = {"count": count}
     if error is not None:
-        tail["error"] = {"message": error.message, "offset": error.offset}
+        tail["error"] = error
+        tail["exit_status"] = 1
     out.write("\n], " + json.dumps(tail)[1:] + "\n")
     out.flush()
     if error is not None:
-        raise _fail(file, error)
+        _exit_after_document(message)
 
 
 @group.command("stats")
@@ -148,46 +175,57 @@ def stats(file: Path, as_json: bool, fmt: str | None, psam_readers: tuple[str, .
     responses), counts per command, status word and TLV tag, and malformed
     frames and malformed TLV data with their frame index and offset.
     """
-    kind = _format(file, fmt)
-    size = file.stat().st_size
-    show = progress if progress is not None else (
-        sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES)
+    source, kind = _open(file, fmt)
+    size = source.size
+    show = size is not None and (progress if progress is not None else (
+        sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES))
     summary = TraceStats(offsets=kind is TraceFormat.BINARY)
     started = time.perf_counter()
-    with open(file, "rb") as stream, ExitStack() as stack:
+    with source, ExitStack() as stack:
         advance = (progress_bar(stack, size, f"indexing {file.name}", unit="bytes")
-                   if show else None)
+                   if show and size is not None else None)
         parts: Iterator[TraceIndex]
         if kind is TraceFormat.BINARY:
-            parts = iter_index(stream, chunk, reuse=True)
+            parts = iter_index(source.stream, chunk, reuse=True)
         else:
             options = {"psam_readers": psam_readers} if kind is TraceFormat.SPY else {}
-            parts = iter_index_records(read_records(stream, kind, file.name, **options), chunk,
-                                       reuse=True)
+            parts = iter_index_records(read_records(source.stream, kind, file.name, **options),
+                                       chunk, reuse=True)
         try:
             for part in parts:
                 summary.add(part)
                 if advance is not None:
-                    advance(stream.tell())
+                    advance(source.consumed)
         except DecodeError as exc:
             raise _fail(file, exc) from None
+        except OSError as exc:
+            raise click.ClickException(f"{file}: cannot read the trace: {reason(exc)}"
+                                       ) from None
+        size = source.consumed
     if not summary.magic_ok:
-        raise _fail(file, DecodeError("not a UCT1 binary trace: bad magic", 0))
+        raise click.ClickException(
+            f"{file}: " + ("the file is empty: a UCT1 binary trace starts with the magic "
+                           "55435431 ('UCT1')" if size == 0 else
+                           "not a UCT1 binary trace: bad magic (the file does not start with "
+                           "55435431, 'UCT1')"))
     seconds = time.perf_counter() - started
     document = {"file": str(file), "format": kind.value, **summary.summary(),
                 "timing": {"seconds": round(seconds, 6),
                            "mb_per_s": round(size / 1e6 / seconds, 3) if seconds > 0 else None}}
+    damage = [e for e in summary.bad_frames if e["reason"] in DAMAGE]
+    message = None
+    if damage:
+        first = damage[0]
+        message = (f"{file}: damaged trace: frame {first['frame']}: {first['reason']}"
+                   + (f" (at offset {first['offset']})" if "offset" in first else ""))
+        document.update(error=message, exit_status=1)
     if as_json:
         click.echo(json.dumps(document))
     else:
         for line in _stats_lines(document):
             click.echo(line)
-    damage = [e for e in summary.bad_frames if e["reason"] in DAMAGE]
-    if damage:
-        first = damage[0]
-        raise click.ClickException(
-            f"{file}: damaged trace: frame {first['frame']}: {first['reason']}"
-            + (f" (at offset {first['offset']})" if "offset" in first else ""))
+    if message is not None:
+        _exit_after_document(message)
 
 
 def _stats_lines(doc: dict[str, Any]) -> Iterator[str]:
@@ -248,7 +286,8 @@ def _output_format(path: Path, to: str | None) -> TraceFormat:
 @click.option("--annotate/--no-annotate", default=True,
               help="Text output: add command names and SW meanings as comments.")
 @click.option("--force", is_flag=True,
-              help="Replace an existing OUT (never a card image, a link or a non-file).")
+              help="Replace an existing OUT (never a link, a non-file, a file in use or one of "
+                   "unioncard's own files of another kind: a card image, a journal, ...).")
 def convert(source: Path, target: Path, to: str | None, fmt: str | None,
             psam_readers: tuple[str, ...], annotate: bool, force: bool) -> None:
     """Convert trace IN to OUT (text <-> binary; pcsc-spy logs to either).
@@ -258,17 +297,17 @@ def convert(source: Path, target: Path, to: str | None, fmt: str | None,
     atomically (a temporary file beside it, renamed), and an existing OUT is
     replaced only with --force.
     """
-    kind = _format(source, fmt)
     out_kind = _output_format(target, to)
     _check_convert_target(source, target, force)
+    reading, kind = _open(source, fmt)
     options = {"psam_readers": psam_readers} if kind is TraceFormat.SPY else {}
     writer: TextTraceWriter | BinaryTraceWriter
     try:
-        with open(source, "rb") as stream, \
+        with reading, FileLock(target, "unioncard trace convert"), \
                 open_atomically(target, replace=force, new_file_mode=0o600) as file:
             writer = (BinaryTraceWriter(file) if out_kind is TraceFormat.BINARY
                       else TextTraceWriter(file))
-            for record in read_records(stream, kind, source.name, **options):
+            for record in read_records(reading.stream, kind, source.name, **options):
                 if isinstance(writer, TextTraceWriter) and annotate:
                     writer.write(record, _annotation(record))
                 else:
@@ -276,13 +315,14 @@ def convert(source: Path, target: Path, to: str | None, fmt: str | None,
             writer.close()
     except DecodeError as exc:
         raise _fail(source, exc) from None
+    except FileLockError as exc:
+        raise click.ClickException(str(exc)) from None
     except FileExistsError:
         raise click.ClickException(f"{target}: the file appeared while converting; "
                                    "nothing was overwritten") from None
     except OSError as exc:
-        where = source if exc.filename == str(source) else target
-        raise click.ClickException(f"{where}: {exc.strerror or exc}; nothing was written"
-                                   ) from None
+        where = target if exc.filename == str(target) else source
+        raise click.ClickException(f"{where}: {reason(exc)}; nothing was written") from None
     if isinstance(writer, BinaryTraceWriter) and writer.dropped_timestamps:
         click.echo(f"warning: {writer.dropped_timestamps} timestamps dropped: binary frames"
                    f" carry none", err=True)
@@ -290,9 +330,8 @@ def convert(source: Path, target: Path, to: str | None, fmt: str | None,
 
 
 def _check_convert_target(source: Path, target: Path, force: bool) -> None:
-    """Refuse an OUT that is IN, or that may not be replaced: one line naming OUT."""
-    from unioncard.file_lock import is_card_image
-
+    """Refuse an OUT that is IN, or that may not be replaced (`check_replaceable`): one
+    line naming OUT."""
     try:
         status = check_target(target)
     except OSError as exc:
@@ -305,8 +344,10 @@ def _check_convert_target(source: Path, target: Path, force: bool) -> None:
     if not force:
         raise click.ClickException(f"{target}: the file exists; use --force to replace it "
                                    "(nothing was written)")
-    if is_card_image(target):
-        raise click.ClickException(f"{target}: is a card image, not a trace; not replacing it")
+    try:
+        check_replaceable(target, "a trace")  # a locked one: refused by the lock (convert)
+    except FileLockError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _annotation(record: TraceRecord) -> str | None:

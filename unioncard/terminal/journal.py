@@ -115,6 +115,11 @@ _DISBURSEMENT_COLUMNS = ("id, reference, member_no, amount, reason, application,
                          "transaction_id, last_error")
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 STALE_TEMPORARY = dt.timedelta(hours=1)
 
 
@@ -147,6 +152,59 @@ def _check_same_transaction(transaction_id: int, draft: bytes, record: bytes) ->
 
 class JournalError(UnionCardError):
     """The journal cannot be used: not a journal, a newer schema, a write that contradicts it."""
+
+
+def _meta_bytes(path: str, key: str, value: object, size: int) -> bytes:
+    """A meta value of ``size`` bytes in hex; a damaged one is a `JournalError`."""
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise JournalError(f"{path}: the journal is damaged: its {key} {str(value)[:40]!r} is "
+                           f"not {2 * size} hex digits")
+    return raw
+
+
+def _schema_version(path: str, value: object) -> int:
+    """The journal's schema number; a damaged one is a `JournalError`."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        raise JournalError(f"{path}: the journal is damaged: its schema {text[:40]!r} is not "
+                           "a number")
+    return int(text)
+
+
+def _check_path(path: str, create: bool) -> None:
+    """Refuse before SQLite opens it (SQLite would hang on a FIFO, and leave a
+    ``NAME-journal`` file beside a device): anything but a regular file, and with
+    ``create=False`` a missing or empty file (SQLite would make it a new database)."""
+    import os
+    import stat
+
+    from unioncard.bounded_read import reason
+
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if create:
+            return
+        raise JournalError(f"no journal at {path} (give --journal FILE)") from None
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot open the journal: {reason(exc)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise JournalError(f"{path}: the journal is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a character device"
+                if stat.S_ISCHR(info.st_mode) else "a block device"
+                if stat.S_ISBLK(info.st_mode) else "a socket")
+        raise JournalError(f"{path}: the journal is {kind}, not a regular file")
+    if not create and info.st_size == 0:
+        raise JournalError(f"{path}: the file is empty, not a unioncard journal")
+
+
+BUSY_TIMEOUT = 30.0
+"""Seconds a journal waits for another writer's commit before `JournalError` (busy)."""
 
 
 def default_journal_path() -> Path:
@@ -216,13 +274,15 @@ class TransactionJournal:
     """A journal file (created when missing); ``":memory:"`` for a journal that keeps
     nothing.  ``durable=False`` skips fsync on commit (benchmarks, bulk tests only)."""
 
-    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
+    def __init__(self, path: str | Path, *, durable: bool = True, create: bool = True) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            _check_path(self.path, create)
+            if create:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
         try:
-            self._check_identity()
+            self._check_identity(create)
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -234,6 +294,11 @@ class TransactionJournal:
                         self._db.execute(statement)
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
                                  (str(SCHEMA_VERSION),))
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            if _busy(exc):
+                raise self.busy() from None
+            raise JournalError(f"{self.path} is not a unioncard journal: {exc}") from None
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise JournalError(f"{self.path} is not a unioncard journal: {exc}") from None
@@ -241,18 +306,27 @@ class TransactionJournal:
             self._db.close()
             raise
 
-    def _check_identity(self) -> None:
+    def busy(self) -> JournalError:
+        """The error of a journal another program is writing to for too long."""
+        return JournalError(f"{self.path}: the journal is busy: another program has been "
+                            f"writing to it for {BUSY_TIMEOUT:g} s; try again when it is done")
+
+    def _check_identity(self, create: bool = True) -> None:
         """Refuse another program's database, and a journal of a newer schema, before
-        touching either (no table created, no WAL switched on)."""
+        touching either (no table created, no WAL switched on); with ``create=False``,
+        anything but a journal (no table is created for a command that only reads)."""
         application = self._db.execute("PRAGMA application_id").fetchone()[0]
         tables = {name for (name,) in self._db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         if application != APPLICATION_ID and tables:
             raise JournalError(f"{self.path} is an SQLite database of another program, not a "
                                "unioncard journal")
+        if not create and (application != APPLICATION_ID or "transactions" not in tables):
+            raise JournalError(f"{self.path} is not a unioncard journal (an SQLite database "
+                               "without one's tables)")
         if "meta" in tables:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is not None and int(row[0]) > SCHEMA_VERSION:
+            if row is not None and _schema_version(self.path, row[0]) > SCHEMA_VERSION:
                 raise JournalError(f"{self.path} has journal schema {row[0]}; this release "
                                    f"reads schema {SCHEMA_VERSION}")
 
@@ -263,7 +337,7 @@ class TransactionJournal:
         if "meta" not in tables:
             return  # a new journal
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        version = SCHEMA_VERSION if row is None else int(row[0])
+        version = SCHEMA_VERSION if row is None else _schema_version(self.path, row[0])
         while version < SCHEMA_VERSION:
             self._db.execute(_UPGRADES[version])
             version += 1
@@ -272,7 +346,12 @@ class TransactionJournal:
     def _transaction(self) -> Iterator[None]:
         """One write transaction, taken at once (BEGIN IMMEDIATE: no 'database is locked'
         half way); rolled back on any failure, the commit's own included."""
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise self.busy() from None
+            raise
         try:
             yield
             self._db.execute("COMMIT")
@@ -303,7 +382,9 @@ class TransactionJournal:
     def load_terminal_id(self, given: bytes | None) -> bytes:
         """The terminal id this journal's loads carry: the one given the first time,
         remembered, and the same ever after (a load's terminal seq is its number in this
-        journal, so one journal is one load terminal)."""
+        journal, so one journal is one load terminal).  Nothing is written here: the
+        journal remembers the id in the commit that begins its first load, so a load that
+        never starts (the card could not be opened) binds nothing."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'load_terminal_id'"
                                ).fetchone()
         if row is None:
@@ -311,11 +392,8 @@ class TransactionJournal:
                 raise JournalError(
                     f"the first load on {self.path} needs this load point's terminal id "
                     "(--terminal-id, 12 hex digits); later loads reuse it")
-            with self._transaction():
-                self._db.execute("INSERT INTO meta VALUES ('load_terminal_id', ?)",
-                                 (given.hex().upper(),))
             return given
-        remembered = bytes.fromhex(row[0])
+        remembered = _meta_bytes(self.path, "load_terminal_id", row[0], 6)
         if given is not None and given != remembered:
             raise JournalError(
                 f"{self.path} is the journal of load terminal {row[0]}, not "
@@ -348,6 +426,9 @@ class TransactionJournal:
              pending.balance_before, draft.when.isoformat(), draft.to_bytes(),
              pending.disbursement))
         assert cursor.lastrowid is not None
+        if draft.is_load:  # the first load binds the journal to its terminal id
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('load_terminal_id', ?)",
+                             (draft.terminal_id.hex().upper(),))
         if pending.disbursement is not None:
             self._link_disbursement(pending, cursor.lastrowid)
         return cursor.lastrowid
@@ -425,12 +506,20 @@ class TransactionJournal:
         if limit is not None:
             query += " LIMIT ?"
             args.append(limit)
-        return [JournalEntry(
-            id_, flow, st, dt.datetime.fromisoformat(started), OfflineRecord.from_bytes(draft),
-            None if record is None else OfflineRecord.from_bytes(record), reason,
-            None if resolved is None else dt.datetime.fromisoformat(resolved), batch)
-            for id_, flow, st, started, draft, record, reason, resolved, batch
-            in self._db.execute(query, args).fetchall()]
+        entries = []
+        for id_, flow, st, started, draft, record, reason, resolved, batch in \
+                self._db.execute(query, args).fetchall():
+            try:
+                entries.append(JournalEntry(
+                    id_, flow, st, dt.datetime.fromisoformat(started),
+                    OfflineRecord.from_bytes(draft),
+                    None if record is None else OfflineRecord.from_bytes(record), reason,
+                    None if resolved is None else dt.datetime.fromisoformat(resolved), batch))
+            except (TypeError, ValueError) as exc:  # DecodeError is a ValueError
+                raise JournalError(f"{self.path}: the journal is damaged: transaction {id_} "
+                                   f"cannot be read ({' '.join(str(exc).split())[:200]})"
+                                   ) from None
+        return entries
 
     def counts(self) -> dict[str, int]:
         """How many transactions per state, and how many completed wait for export."""
@@ -596,10 +685,23 @@ class TransactionJournal:
             return
         import fcntl
         import os
+        import stat
+
+        from unioncard.bounded_read import reason
 
         lock_path = self.path + ".export.lock"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC  # no planted link
-        with os.fdopen(os.open(lock_path, flags, 0o600), "a") as lock:
+        # no planted link followed; a FIFO neither waited for nor taken
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(lock_path, flags, 0o600)
+        except OSError as exc:
+            raise JournalError(f"{lock_path}: cannot open the export lock: {reason(exc)}"
+                               ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise JournalError(f"{lock_path}: the export lock is not a regular file; not "
+                               "touching it (remove it if it is not needed)")
+        with os.fdopen(fd, "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
