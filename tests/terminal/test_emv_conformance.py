@@ -270,3 +270,20 @@ def test_member_discount_is_taken_before_gpo() -> None:
     assert bench.ec_balance() == EC_START - 14_000  # the card was asked for the charged amount
     plain = Bench().sale(15_000, merchant="ANOTHER-SHOP")
     assert plain.charged_amount == 15_000
+
+
+def test_card_read_lists_the_payment_application_after_a_sale() -> None:
+    from unioncard.terminal import CardRead
+
+    bench = Bench()
+    bench.sale(3_000)
+    outcome = run(CardRead(payment_applications=True), card=bench.link)
+    assert outcome.decision is Decision.APPROVED, outcome.reason
+    [app] = outcome.details["payment_applications"]
+    assert app["aid"] == AID.hex().upper() and app["pan"].startswith("623012*********")
+    assert (app["ec_balance"], app["pin_tries"], app["aip"]) == (EC_START - 3_000, 3, "7D00")
+    [entry] = app["log"]
+    assert entry["9F02"] == "000000003000" and entry["9A"] == "261202"
+    unmasked = run(CardRead(payment_applications=True, unmask=True), card=bench.link)
+    assert unmasked.details["payment_applications"][0]["pan"] == bench.app.config.pan
+    assert "payment_applications" not in run(CardRead(), card=bench.link).details

@@ -36,12 +36,19 @@ class CardRead(Session):
 
     flow_name = "read"
 
-    def __init__(self, *, unmask: bool = False) -> None:
+    def __init__(self, *, unmask: bool = False, payment_applications: bool = False) -> None:
         super().__init__()
         self.unmask = unmask
+        self.payment_applications = payment_applications
+        """Also list the card's EMV payment applications (`unioncard.terminal.emv.read`)."""
 
     def flow(self) -> Flow:
         member = yield from reading.read_member()
+        payment: list[dict[str, Any]] = []
+        if self.payment_applications:
+            from unioncard.terminal.emv.read import read_payment_applications
+
+            payment = yield from read_payment_applications(unmask=self.unmask)
         purses: list[dict[str, Any]] = []
         for app in Application:
             try:
@@ -51,10 +58,13 @@ class CardRead(Session):
                                "reason": refused.reason})
                 continue
             purses.append((yield from self._purse(card)))
-        if not any(p["present"] for p in purses):
-            raise Refused("the card has neither a transit purse nor an ETC application",
-                          details={"purses": purses})
+        if not any(p["present"] for p in purses) and not payment:
+            raise Refused("the card has neither a transit purse nor an ETC application"
+                          + (" nor a payment application" if self.payment_applications
+                             else ""), details={"purses": purses})
         details: dict[str, Any] = {"purses": purses, "member": None}
+        if self.payment_applications:
+            details["payment_applications"] = payment
         if member is not None:
             details["member"] = {**reading.member_dict(member), "name": member.name}
         balances = {p["application"]: p.get("balance") for p in purses if p["present"]}
