@@ -266,9 +266,6 @@ def test_killed_after_random_delays(day, uninterrupted, tmp_path):
     assert_same(tmp_path, uninterrupted)
 
 
-@pytest.mark.xfail(strict=True, reason="a restarted run takes the records of the batches the "
-                   "killed run committed for an earlier run's: a duplicate across two batches "
-                   "becomes a replay (Settlement._duplicates, pipeline.py)")
 def test_a_duplicate_across_batches_stays_a_duplicate(tmp_path):
     """A record copied into a later batch of its terminal is a duplicate in an uninterrupted
     run; killed once the original's batch is committed and started again, the run must

@@ -239,6 +239,29 @@ class Ledger:
                        "count = excluded.count, amount = excluded.amount", usage)
         return row
 
+    # --- the run in progress --------------------------------------------------------------------
+
+    def run_marker(self) -> tuple[str, int] | None:
+        """The run started and not finished (its fingerprint, and the row of its first
+        batch), if any."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'run'").fetchone()
+        if row is None:
+            return None
+        fingerprint, first = str(row[0]).split(" ")
+        return fingerprint, int(first)
+
+    def mark_run(self, fingerprint: str | None) -> int:
+        """Record that the run ``fingerprint`` starts (None: that it finished); the row its
+        first batch will have."""
+        with self.transaction() as db:
+            if fingerprint is None:
+                db.execute("DELETE FROM meta WHERE key = 'run'")
+                return 0
+            first = int(db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sqlite_sequence "
+                                   "WHERE name = 'batches'").fetchone()[0])
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('run', ?)", (f"{fingerprint} {first}",))
+            return first
+
     # --- what the run needs ------------------------------------------------------------------
 
     def usage(self) -> list[tuple[str, str, str, int, int, int]]:

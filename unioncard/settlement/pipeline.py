@@ -21,6 +21,7 @@ order of `batch_order`, and settles it:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
 from unioncard.settlement.reasons import Reason, bit, first_reason
 
 __all__ = ["BatchResult", "RunResult", "Settlement", "batch_order", "find_gaps",
-           "read_header"]
+           "read_header", "run_fingerprint"]
 
 _IDENTITY: np.dtype[np.void] = np.dtype([
     ("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"), ("is_load", "u1"),
@@ -158,14 +159,41 @@ class Settlement:
         """Whether the counters' verified seqs are indexed: built on first need (a record
         without TAC), kept up to date after."""
         self._run_start = 0
-        for _row, records in ledger.settled_records():
+        self._ledger_batches: dict[int, tuple[int, int]] = {}
+        """Where each ledger batch's records are among the identities."""
+        for row, records in ledger.settled_records():
+            start = self._identity_count
             self._remember(records)
+            self._ledger_batches[row] = (start, self._identity_count)
         self._run_start = self._identity_count
+        self._in_run = np.zeros(self._run_start, bool)
+        """Which of the ledger's records this run settled: an earlier start of it, killed,
+        committed their batches (their copies are duplicates, not replays)."""
         self._book = _TrackedBook(ledger.usage())
         self._pending: list[dict[str, Any]] = []
         self._pending_records = 0
         self._seen: dict[tuple[bytes, int], str] = {}
         self._changed_usage: list[tuple[str, str, str, int, int, int]] = []
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def begin(self, fingerprint: str) -> None:
+        """Start the run of the batch files ``fingerprint`` names (`run_fingerprint`).  If
+        the ledger says a run of the same files was started and never finished (killed),
+        this run continues it: the batches that start committed are this run's own."""
+        marker = self.ledger.run_marker()
+        if marker is not None and marker[0] == fingerprint:
+            first = marker[1]
+        else:
+            first = self.ledger.mark_run(fingerprint)
+        for row, (start, end) in self._ledger_batches.items():
+            if row >= first:
+                self._in_run[start:end] = True
+
+    def finish(self) -> None:
+        """Commit what is pending and record that the run is over."""
+        self.commit()
+        self.ledger.mark_run(None)
 
     # --- the index of settled records -------------------------------------------------------
 
@@ -339,8 +367,12 @@ class Settlement:
         rows = np.maximum(self._known(self._cards, card, c, card_fields),
                           self._known(self._terminals, term, c, term_fields))
         seen = rows >= 0
-        mask[candidates[seen & (rows >= self._run_start)]] |= bit(Reason.DUPLICATE)
-        mask[candidates[seen & (rows < self._run_start)]] |= bit(Reason.REPLAY)
+        this_run = np.zeros(len(rows), bool)
+        this_run[seen] = rows[seen] >= self._run_start
+        ledger = np.flatnonzero(seen & ~this_run)
+        this_run[ledger] = self._in_run[rows[ledger]]
+        mask[candidates[seen & this_run]] |= bit(Reason.DUPLICATE)
+        mask[candidates[seen & ~this_run]] |= bit(Reason.REPLAY)
         for keys, names in ((card, card_fields), (term, term_fields)):
             order = np.argsort(keys, kind="stable")
             ranked = keys[order]
@@ -514,6 +546,7 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
     refusal) in that order (locally, or from Dask workers)."""
     result = RunResult()
     ordered = batch_order(paths)
+    settlement.begin(run_fingerprint(ordered))
     for done, (path, analysis) in enumerate(analyze(ordered), 1):
         if isinstance(analysis, BatchRefused):
             result.batches.append(BatchResult(str(path), "refused", analysis.reason))
@@ -521,8 +554,20 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
             result.batches.append(settlement.settle(analysis))
         if progress is not None:
             progress(done)
-    settlement.commit()
+    settlement.finish()
     return result
+
+
+def run_fingerprint(ordered: Sequence[Path]) -> str:
+    """What identifies a run: the header and size of each of its batch files, in order (a
+    run started again with the same files, however named, has the same)."""
+    digest = hashlib.sha256()
+    for path in ordered:
+        try:
+            digest.update(_head(path).ljust(32, b"\0") + path.stat().st_size.to_bytes(8, "big"))
+        except OSError:
+            digest.update(bytes(40))
+    return digest.hexdigest()
 
 
 def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
