@@ -128,10 +128,19 @@ def main(argv: list[str] | None = None) -> None:
     except (UnionCardError, OSError) as exc:
         from unioncard.commands.common import error_text
 
-        message = error_text(exc)
-        click.echo(f"unioncard: error: {message}", err=True)
-        _json_error(args, message, 1)
-        sys.exit(1)
+        _fail(args, error_text(exc))
+    except Exception as exc:
+        sqlite = sys.modules.get("sqlite3")
+        if sqlite is None or not isinstance(exc, sqlite.Error):
+            raise
+        _fail(args, f"a database (journal or ledger) cannot be used: {exc}")
+
+
+def _fail(args: list[str], message: str) -> None:
+    """Exit 1 with ``message``: one line on stderr (and the JSON document with --json)."""
+    click.echo(f"unioncard: error: {message}", err=True)
+    _json_error(args, message, 1)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import click
 from unioncard.commands.common import (
     JSON_OPTION,
     TIME_RANGE,
+    error_text,
     finish,
     hex_digits,
     progress_bar,
@@ -78,7 +79,7 @@ def _reporting(as_json: bool, caught: list[str]) -> Iterator[None]:
         except HotlistError as exc:
             _fail(str(exc), exc.problems, as_json)
         except OSError as exc:
-            _fail(f"{exc.filename or 'hotlist'}: {exc.strerror or exc}", (), as_json)
+            _fail(error_text(exc), (), as_json)
     caught += [str(w.message) for w in seen]
     if not as_json:
         for message in caught:

@@ -31,6 +31,7 @@ import click
 
 from unioncard.apdu.trace import BINARY_SUFFIXES, Device, TraceRecord, TraceWriter
 from unioncard.applet_sim import SimulatedCard
+from unioncard.bounded_read import reason
 from unioncard.file_lock import FileLock, FileLockError, check_replaceable
 from unioncard.transport.pcscd import DEFAULT_VPCD_PORT, PcscdDaemon, vpcd_reader_name
 
@@ -204,7 +205,7 @@ def _trace_writer(stack: contextlib.ExitStack, path: Path, images: dict[int, Pat
         raise click.UsageError(f"--trace {path}: the file exists; use --force to replace it "
                                "(nothing was overwritten)") from None
     except OSError as exc:
-        raise click.UsageError(f"--trace {path}: {exc.strerror}") from None
+        raise click.UsageError(f"--trace {path}: {reason(exc)}") from None
     binary = path.suffix.lower() in BINARY_SUFFIXES
     writer: TraceWriter = (BinaryTraceWriter(stream, owns=True) if binary
                            else TextTraceWriter(stream, owns=True))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import sqlite3
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -223,7 +224,7 @@ def decision_command(f: Callable[..., Any]) -> Callable[..., Any]:
         previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             f(*args, **kwargs)
-        except (UnionCardError, OSError, ValueError) as exc:
+        except (UnionCardError, OSError, ValueError, sqlite3.Error) as exc:
             reason = error_text(exc)
             finish(error_document(reason), [f"error: {reason}"], as_json=as_json, status=2,
                    to_stderr=True)
