@@ -861,5 +861,5 @@ def test_help_explains_every_option(path):
 def test_tap_help_names_the_exit_statuses_and_modes():
     text = " ".join(invoke("tap", "--help").stdout.split())
     assert "Exit status: 0 approved, 1 declined, 2 error or interrupted." in text
-    assert "[bus|metro|coach|ferry|taxi|etc-entry|etc-exit|pos]" in text
+    assert "[bus|metro|coach|ferry|taxi|etc-entry|etc-exit|pos|pos-emv]" in text
     assert "--toll-table FILE" in text and "--amount FEN" in text

@@ -277,11 +277,13 @@ def test_card_read_lists_the_payment_application_after_a_sale() -> None:
 
     bench = Bench()
     bench.sale(3_000)
+    atc = bench.atc()
     outcome = run(CardRead(payment_applications=True), card=bench.link)
     assert outcome.decision is Decision.APPROVED, outcome.reason
     [app] = outcome.details["payment_applications"]
     assert app["aid"] == AID.hex().upper() and app["pan"].startswith("623012*********")
-    assert (app["ec_balance"], app["pin_tries"], app["aip"]) == (EC_START - 3_000, 3, "7D00")
+    assert (app["ec_balance"], app["pin_tries"], app["atc"]) == (EC_START - 3_000, 3, atc)
+    assert "read_after_gpo" not in app and bench.atc() == atc  # read without GPO
     [entry] = app["log"]
     assert entry["9F02"] == "000000003000" and entry["9A"] == "261202"
     unmasked = run(CardRead(payment_applications=True, unmask=True), card=bench.link)

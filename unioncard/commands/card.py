@@ -266,21 +266,25 @@ def _read_lines(outcome: Any) -> list[str]:
         if toll and toll["status"]:
             lines.append(f"  toll record: status {toll['status']:02X}, network "
                          f"{toll['network']} station {toll['station']} lane {toll['lane']}")
-    return lines
+    from unioncard.commands.card_emv import payment_lines
+
+    return lines + payment_lines(details.get("payment_applications", []))
 
 
 @group.command("read")
 @card_options
-@click.option("--unmask", is_flag=True, help="Show identity numbers in full.")
+@click.option("--unmask", is_flag=True, help="Show identity numbers and PANs in full.")
 @JSON_OPTION
 @decision_command
 def read(card_image: Path | None, reader: str | None, wait: float, unmask: bool,
          as_json: bool) -> None:
-    """Read a card as a terminal does (balance inquiry): purses, member, logs, rides.
+    """Read a card as a terminal does (balance inquiry): purses, member, logs, rides, and
+    its payment applications (PAN, dates, counters, electronic cash, log).
 
     The card comes from --card IMAGE (in process) or --reader NAME (PC/SC);
     nothing on the card changes.  Absent optional parts (EF 0016, EF 001E, the
-    ETC or member application) are shown as absent.
+    ETC or member application) are shown as absent.  PANs and identity numbers
+    are masked unless --unmask.
     """
     from unioncard.terminal import CardRead, run
 
@@ -288,6 +292,6 @@ def read(card_image: Path | None, reader: str | None, wait: float, unmask: bool,
     with ExitStack() as stack:
         card = open_link(stack, card_image, reader, what="card", wait=wait)
         assert card is not None
-        outcome = run(CardRead(unmask=unmask), card=card)
+        outcome = run(CardRead(unmask=unmask, payment_applications=True), card=card)
     finish(outcome.to_dict(), [printable(line) for line in _read_lines(outcome)],
            as_json=as_json, status=outcome.decision.exit_status)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from unioncard.commands.common import JSON_OPTION, Digits, finish, parse_hex_code
+from unioncard.commands.tap_emv import EMV_MODE, check_emv_options, emv_options, tap_emv
 from unioncard.commands.terminal_io import (
     card_options,
     check_link_options,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["group"]
 
-MODES = ("bus", "metro", "coach", "ferry", "taxi", "etc-entry", "etc-exit", "pos")
+MODES = ("bus", "metro", "coach", "ferry", "taxi", "etc-entry", "etc-exit", "pos", EMV_MODE)
 
 
 def _only_for(mode: str, **given: Any) -> None:
@@ -60,7 +61,8 @@ def _only_for(mode: str, **given: Any) -> None:
 @click.command(name="tap")
 @click.option("--mode", type=click.Choice(MODES), required=True,
               help="The flow: a fare (bus, metro, coach, ferry, taxi) on the transit purse, "
-                   "an ETC entry or exit, or a sale at a partner merchant (pos).")
+                   "an ETC entry or exit, a sale at a partner merchant (pos), or a sale on "
+                   "the card's PBOC debit application (pos-emv; docs/emv-kernel.md).")
 @card_options
 @psam_options
 @click.option("--amount", type=Digits(0, 10_000_000), metavar="FEN",
@@ -101,6 +103,7 @@ def _only_for(mode: str, **given: Any) -> None:
               help="Play a recorded trace back in place of the card and the PSAM: the "
                    "session's commands must match the recording.  Nothing is journaled; "
                    "--at defaults to the recorded transaction's time.")
+@emv_options
 @journal_option
 @when_option
 @JSON_OPTION
@@ -112,7 +115,7 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
           toll_table: Path | None, rules_file: str | None, hotlist_file: str | None,
           block_keys: str | None, recovery_window: int, trace_file: Path | None,
           replay_file: Path | None, journal_path: Path | None, at: dt.datetime | None,
-          as_json: bool) -> None:
+          as_json: bool, **emv: Any) -> None:
     """Run one transaction: a fare, an ETC entry or exit, or a sale, with the member benefits.
 
     The card comes from --card IMAGE or --reader NAME, the PSAM from --psam
@@ -120,8 +123,13 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
     Every transaction is journaled: if the card is pulled after the debit was
     sent, tap exits 2 (interrupted) at once and the card's next tap on the same
     journal settles it (charged once, never twice).  Exit status: 0 approved,
-    1 declined, 2 error or interrupted.
+    1 declined, 2 error or interrupted.  --mode pos-emv runs the EMV kernel on
+    the card's PBOC debit application instead (no PSAM, nothing journaled; its
+    options say "pos-emv"; docs/emv-kernel.md).
     """
+    if mode == EMV_MODE:
+        return tap_emv({**locals(), **emv})
+    check_emv_options(mode, emv)
     from unioncard.terminal.driver import run
     from unioncard.terminal.purchase import MAC_REFUSAL_MEMORY
 

@@ -37,7 +37,7 @@ _NOT_FOR_EMV = {"route": "--route", "station": "--station", "network": "--networ
                 "psam_reader": "--psam-reader", "hotlist_file": "--hotlist",
                 "block_keys": "--block-keys", "replay_file": "--replay",
                 "journal_path": "--journal"}
-_EMV_ONLY = {"contactless": "--contactless", "pins": "--pin", "capk_files": "--capk",
+_EMV_ONLY = {"contact": "--contact/--contactless", "pins": "--pin", "capk_files": "--capk",
              "issuer_keys": "--issuer-keys", "accept_expired_capk": "--accept-expired-capk",
              "chosen_aid": "--aid"}
 
@@ -94,7 +94,7 @@ def emv_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def check_emv_options(mode: str, params: dict[str, Any]) -> None:
     """Options of the other mode are usage errors, never silently ignored."""
     names = _NOT_FOR_EMV if mode == EMV_MODE else _EMV_ONLY
-    wrong = [flag for name, flag in names.items() if params.get(name) not in (None, (), False)]
+    wrong = [flag for name, flag in names.items() if params.get(name) not in (None, ())]
     if wrong:
         raise click.UsageError(f"{', '.join(wrong)} {'has' if len(wrong) == 1 else 'have'} "
                                f"no meaning for --mode {mode}")
