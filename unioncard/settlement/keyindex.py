@@ -22,7 +22,7 @@ import numpy as np
 
 from unioncard.jit import jit
 
-__all__ = ["KeyIndex", "identity_hashes", "mix64"]
+__all__ = ["KeyIndex", "identity_hashes", "mix64", "previous_equal"]
 
 _EMPTY = np.uint64(0)
 
@@ -105,6 +105,32 @@ def _find(table, keys, out):  # type: ignore[no-untyped-def]
             at = (at + np.uint64(1)) & mask
 
 
+@jit
+def _previous_equal(keys, slots, last, out):  # type: ignore[no-untyped-def]
+    mask = np.uint64(slots.shape[0] - 1)
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        at = _mix(key) & mask
+        while slots[at] != np.uint64(0) and slots[at] != key:
+            at = (at + np.uint64(1)) & mask
+        out[i] = last[at] if slots[at] == key else -1
+        slots[at] = key
+        last[at] = i
+
+
+def previous_equal(keys: np.ndarray) -> np.ndarray:
+    """For each of the hashes ``keys``, the index of the last earlier equal one (-1: none).
+
+    >>> previous_equal(np.array([5, 7, 5, 5, 9], np.uint64)).tolist()
+    [-1, -1, 0, 2, -1]
+    """
+    keys = np.ascontiguousarray(keys, np.uint64)
+    size = 1 << max(4, (2 * len(keys)).bit_length())
+    out = np.empty(len(keys), np.int64)
+    _previous_equal(keys, np.zeros(size, np.uint64), np.zeros(size, np.int64), out)
+    return out
+
+
 class KeyIndex:
     """Hash → row (int64, at least 0); a key inserted again takes the new row."""
 
@@ -121,6 +147,11 @@ class KeyIndex:
         if (self._count + len(keys)) * 2 > len(self._table):
             self._grow(self._count + len(keys))
         self._count += int(_insert(self._table, keys, np.ascontiguousarray(rows, np.int64)))
+
+    def reserve(self, more: int) -> None:
+        """Make room for ``more`` keys at once (rather than growing several times)."""
+        if (self._count + more) * 2 > len(self._table):
+            self._grow(self._count + more)
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         """The row of each key, -1 where absent."""

@@ -29,11 +29,18 @@ from typing import Any
 
 import numpy as np
 
+from unioncard.offline.batch import HEADER_SIZE, TRAILER_SIZE
+from unioncard.offline.record import RECORD_SIZE
 from unioncard.settlement.analyze import BatchAnalysis, context_batch
 from unioncard.settlement.columns import Columns
 from unioncard.settlement.errors import BatchRefused, SettlementError
 from unioncard.settlement.inputs import RunInputs
-from unioncard.settlement.keyindex import KeyIndex, counter_hashes, identity_hashes
+from unioncard.settlement.keyindex import (
+    KeyIndex,
+    counter_hashes,
+    identity_hashes,
+    previous_equal,
+)
 from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
 from unioncard.settlement.reasons import Reason, bit, first_reason
 
@@ -177,10 +184,13 @@ class Settlement:
 
     # --- the run -------------------------------------------------------------------------------
 
-    def begin(self, fingerprint: str) -> None:
-        """Start the run of the batch files ``fingerprint`` names (`run_fingerprint`).  If
-        the ledger says a run of the same files was started and never finished (killed),
-        this run continues it: the batches that start committed are this run's own."""
+    def begin(self, fingerprint: str, records: int = 0) -> None:
+        """Start the run of the batch files ``fingerprint`` names (`run_fingerprint`), about
+        ``records`` records.  If the ledger says a run of the same files was started and
+        never finished (killed), this run continues it: the batches that start committed
+        are this run's own."""
+        self._cards.reserve(records)
+        self._terminals.reserve(records)
         marker = self.ledger.run_marker()
         if marker is not None and marker[0] == fingerprint:
             first = marker[1]
@@ -374,11 +384,9 @@ class Settlement:
         mask[candidates[seen & this_run]] |= bit(Reason.DUPLICATE)
         mask[candidates[seen & ~this_run]] |= bit(Reason.REPLAY)
         for keys, names in ((card, card_fields), (term, term_fields)):
-            order = np.argsort(keys, kind="stable")
-            ranked = keys[order]
-            repeat = np.flatnonzero(ranked[1:] == ranked[:-1]) + 1
-            for at in repeat:  # confirm against the previous record of the same hash
-                a, b = order[at - 1], order[at]
+            previous = previous_equal(keys)
+            for b in np.flatnonzero(previous >= 0).tolist():
+                a = previous[b]  # confirm against the previous record of the same hash
                 if all(c[name][a] == c[name][b] for name in names) and not seen[b]:
                     mask[candidates[b]] |= bit(Reason.DUPLICATE)
 
@@ -546,7 +554,7 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
     refusal) in that order (locally, or from Dask workers)."""
     result = RunResult()
     ordered = batch_order(paths)
-    settlement.begin(run_fingerprint(ordered))
+    settlement.begin(*run_fingerprint(ordered))
     for done, (path, analysis) in enumerate(analyze(ordered), 1):
         if isinstance(analysis, BatchRefused):
             result.batches.append(BatchResult(str(path), "refused", analysis.reason))
@@ -558,16 +566,24 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
     return result
 
 
-def run_fingerprint(ordered: Sequence[Path]) -> str:
+def run_fingerprint(ordered: Sequence[Path]) -> tuple[str, int]:
     """What identifies a run: the header and size of each of its batch files, in order (a
-    run started again with the same files, however named, has the same)."""
+    run started again with the same files, however named, has the same); and about how
+    many records the files hold."""
     digest = hashlib.sha256()
+    records = 0
     for path in ordered:
         try:
-            digest.update(_head(path).ljust(32, b"\0") + path.stat().st_size.to_bytes(8, "big"))
+            size = path.stat().st_size
+            digest.update(_head(path).ljust(32, b"\0") + size.to_bytes(8, "big"))
         except OSError:
+            size = 0
             digest.update(bytes(40))
-    return digest.hexdigest()
+        records += max(0, size - _FRAME) // RECORD_SIZE
+    return digest.hexdigest(), records
+
+
+_FRAME = HEADER_SIZE + TRAILER_SIZE
 
 
 def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
