@@ -34,9 +34,10 @@ UN = iter(range(1, 1_000_000))
 class Bench:
     """One simulated member card with its debit application, in a reader, and the issuer."""
 
-    def __init__(self, *, expiry: dt.date | None = None, host: Any = None) -> None:
+    def __init__(self, *, expiry: dt.date | None = None, host: Any = None,
+                 protocol: str = "T=1") -> None:
         self.card = issue_member_card(MEMBER, KEYS, card_no=42, ec_balance=EC_START,
-                                      random_source=1, expiry=expiry)
+                                      random_source=1, expiry=expiry, protocol=protocol)
         self.app = self.card.apps["3F00/" + AID.hex().upper()]
         self.host = host or SimulatedIssuer.from_keystore(KEYS)
         self.insert()
@@ -90,8 +91,9 @@ def expect(outcome: Any, decision: Decision, tvr: str, tsi: str, cid: str, path:
 
 # --- approvals -----------------------------------------------------------------------------
 
-def test_online_approval_contact_with_pin_and_cda() -> None:
-    bench = Bench()
+@pytest.mark.parametrize("protocol", ["T=1", "T=0"])
+def test_online_approval_contact_with_pin_and_cda(protocol: str) -> None:
+    bench = Bench(protocol=protocol)  # T=0: 61xx and 6Cxx answered by the channel
     outcome = bench.sale(150_000)
     expect(outcome, Decision.APPROVED, "0000008000", "F800", "40", "online")
     d = outcome.details
