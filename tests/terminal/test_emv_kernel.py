@@ -233,7 +233,9 @@ def test_without_pse_the_aid_list_is_used() -> None:
     card = ScriptedCard()
     settings = EmvSettings(aids=EmvSettings().aids[:1])
     script = [(MEMBER_SELECT, "6A82"), (PSE_SELECT, "6A82"), (AID_SELECT, card.fci()),
-              (AID_SELECT, card.fci()), (GPO_CONTACT, "6985")]
+              (AID_SELECT, card.fci()), (GPO_CONTACT, "6985"),
+              # 6985: selection starts over without that application, and none is left
+              (PSE_SELECT, "6A82"), (AID_SELECT, card.fci())]
     outcome = drive(sale(settings=settings), script)
     assert outcome.decision is Decision.DECLINED and "6985" in outcome.reason
 
@@ -348,3 +350,19 @@ def test_settings_and_inputs_are_checked() -> None:
     with pytest.raises(ValueError):
         EmvSettings(tac_online="00")
     assert TSI.of(bytes.fromhex("F800")) & TSI.ISSUER_AUTHENTICATION_PERFORMED
+
+
+def test_priority_order_and_reselection_after_6985() -> None:
+    credit = bytes.fromhex("A000000333010102")
+    card = ScriptedCard()
+    directory = hexof(t(0x70, t(0x61, p(0x4F, credit), p(0x50, b"UnionPay Credit"),
+                                p(0x87, "02")),
+                        t(0x61, p(0x4F, AID), p(0x50, b"UnionPay Debit"), p(0x87, "01")))) \
+        + "9000"
+    credit_fci = card.fci().replace(AID.hex().upper(), credit.hex().upper(), 1)
+    credit_select = "00A4040008" + credit.hex().upper() + "00"
+    pse = [(PSE_SELECT, PSE_FCI), ("00B2010C00", directory), ("00B2020C00", "6A83")]
+    script = [(MEMBER_SELECT, "6A82"), *pse, (AID_SELECT, card.fci()), (GPO_CONTACT, "6985"),
+              *pse, (credit_select, credit_fci), (GPO_CONTACT, "6985"), *pse]
+    outcome = drive(sale(), script)
+    assert outcome.decision is Decision.DECLINED and "6985" in outcome.reason

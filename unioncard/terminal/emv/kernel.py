@@ -158,14 +158,22 @@ class EmvPurchase(Session):
             raise Refused(f"{self.charged} fen is over the contactless limit of "
                           f"{self.settings.contactless_limit} fen: insert the card",
                           **self._amounts())
-        selected = yield from select_application(self.settings, contactless=self.contactless,
-                                                 chosen=self.chosen_aid)
-        self.selected = selected
-        self.card.add(selected.fci)
-        self.details.update(aid=selected.candidate.aid.hex().upper(),
-                            label=selected.candidate.label, selection=selected.method)
-        self.values = self._terminal_values()
-        self.pdol_data = yield from self._gpo()
+        refused: set[bytes] = set()
+        while True:
+            selected = yield from select_application(
+                self.settings, contactless=self.contactless, chosen=self.chosen_aid,
+                exclude=frozenset(refused))
+            self.selected = selected
+            self.card = CardData()
+            self.card.add(selected.fci)
+            self.details.update(aid=selected.candidate.aid.hex().upper(),
+                                label=selected.candidate.label, selection=selected.method)
+            self.values = self._terminal_values()
+            pdol_data = yield from self._gpo()
+            if pdol_data is not None:
+                break
+            refused.add(selected.candidate.aid)  # 6985: back to selection without it
+        self.pdol_data = pdol_data
         signed = yield from self._read_records()
         self._mandatory()
         if self.card.get(0x9F26) is not None and self.contactless:
@@ -223,15 +231,15 @@ class EmvPurchase(Session):
             0x8A: b"", 0x91: b"",
         }
 
-    def _gpo(self) -> Generator[Step, Any, bytes]:
+    def _gpo(self) -> Generator[Step, Any, bytes | None]:
+        """GET PROCESSING OPTIONS: the PDOL data sent, or None when the card answered
+        ``6985`` (conditions of use not satisfied: another application is tried)."""
         raw_pdol = self.card.get(0x9F38)
         entries = dol.parse(raw_pdol) if raw_pdol else []
         data = dol.build(entries, self.values)
         answer = yield card_send(cmd.get_processing_options(data), "GET PROCESSING OPTIONS")
         if answer.sw == SW.CONDITIONS_NOT_SATISFIED:
-            raise Refused("the card does not accept this transaction here (GET PROCESSING "
-                          "OPTIONS answered 6985): try the other interface",
-                          **self._amounts())
+            return None
         if answer.sw != SW.OK:
             raise Refused(f"GET PROCESSING OPTIONS refused: {describe_sw(answer.sw)}",
                           Decision.ERROR, **self._amounts())

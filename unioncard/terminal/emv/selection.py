@@ -12,7 +12,8 @@ Application Priority Indicator ``87`` (b4-b1, 1 highest, 0 none, last); b8
 asks for cardholder confirmation, an input of the kernel (`EmvSettings
 .confirm_application`, or the AID the cardholder chose).  The chosen
 application is selected (final SELECT); a blocked one (``6283``) is dropped
-and the next candidate taken.
+and the next candidate taken.  An application that refuses GET PROCESSING OPTIONS with
+``6985`` is left out and selection starts over (``exclude``).
 """
 
 from __future__ import annotations
@@ -139,8 +140,12 @@ def _aid_list(aids: Sequence[AidEntry]) -> SubFlow:
 
 
 def select_application(settings: EmvSettings, *, contactless: bool,
-                       chosen: bytes | None = None) -> SubFlow:
-    """Build the candidate list and select the application to use: a `Selected`."""
+                       chosen: bytes | None = None,
+                       exclude: frozenset[bytes] = frozenset()) -> SubFlow:
+    """Build the candidate list and select the application to use: a `Selected`.
+
+    ``exclude`` are applications whose GET PROCESSING OPTIONS answered ``6985`` in this
+    transaction: selection starts over without them (Book 1 §12.4)."""
     method = "ppse" if contactless else "pse"
     candidates: list[Candidate] | None = None
     if contactless:
@@ -157,6 +162,10 @@ def select_application(settings: EmvSettings, *, contactless: bool,
         raise Refused("the card has no application this terminal accepts (UnionPay debit, "
                       "credit, quasi-credit, electronic cash)", Decision.DECLINED)
     listed = tuple(ordered)
+    ordered = [c for c in ordered if c.aid not in exclude]
+    if not ordered:
+        raise Refused("no application of the card accepts this transaction here (GET "
+                      "PROCESSING OPTIONS answered 6985): try the other interface")
     if chosen is not None:
         ordered = [c for c in ordered if c.aid == chosen]
         if not ordered:
