@@ -291,3 +291,23 @@ def test_card_read_lists_the_payment_application_after_a_sale() -> None:
     unmasked = run(CardRead(payment_applications=True, unmask=True), card=bench.link)
     assert unmasked.details["payment_applications"][0]["pan"] == bench.app.config.pan
     assert "payment_applications" not in run(CardRead(), card=bench.link).details
+
+
+@pytest.mark.parametrize(("amount", "contactless", "path"), [
+    (3_000, False, "ec offline"), (150_000, False, "online"), (3_000, True, "qpboc offline"),
+    (150_000, True, "qpboc online")])
+def test_approved_sales_carry_clearing_data_the_issuer_verifies(amount: int,
+                                                                contactless: bool,
+                                                                path: str) -> None:
+    from unioncard.terminal.issuer_host import AuthorizationRequest
+
+    bench = Bench()
+    outcome = bench.sale(amount, contactless=contactless, pins=() if contactless else (PIN,))
+    assert outcome.details["path"] == path
+    clearing = outcome.details["clearing"]
+    assert clearing["ac"] == outcome.details["ac"] and clearing["amount"] == amount
+    issuer = SimulatedIssuer.from_keystore(KEYS)
+    assert issuer.verifies(AuthorizationRequest.from_clearing(clearing))
+    forged = {**clearing, "values": {**clearing["values"], "9F02": f"{amount + 1:012d}"}}
+    assert not issuer.verifies(AuthorizationRequest.from_clearing(forged))
+    assert "clearing" not in bench.sale(3_000, pins=("0000", "1111", "2222")).details

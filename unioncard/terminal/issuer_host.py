@@ -94,6 +94,22 @@ class AuthorizationRequest:
         """The derivation key index (IAD byte 2), None without an IAD."""
         return self.iad[1] if len(self.iad) >= 2 else None
 
+    @classmethod
+    def from_clearing(cls, doc: Mapping[str, Any]) -> AuthorizationRequest:
+        """The request that checks an approved sale's cryptogram from its clearing data
+        (the ``clearing`` of an EMV outcome: docs/emv-kernel.md); `ValueError` for a
+        malformed document."""
+        try:
+            return cls(pan=str(doc["pan"]), psn=str(doc["psn"]), atc=int(doc["atc"]),
+                       arqc=bytes.fromhex(doc["ac"]),
+                       values={int(t, 16): bytes.fromhex(v) for t, v in doc["values"].items()},
+                       iad=bytes.fromhex(doc["iad"]), amount=int(doc["amount"]),
+                       when=dt.datetime.fromisoformat(doc["when"]),
+                       aid=bytes.fromhex(doc["aid"]), terminal_id=str(doc["terminal_id"]),
+                       merchant_id=str(doc["merchant_id"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"malformed clearing data: {exc}") from None
+
     @property
     def cvr(self) -> bytes:
         """The CVR in the PBOC IAD (bytes 4-7: its length byte and 3 bytes)."""
@@ -145,6 +161,16 @@ class SimulatedIssuer:
         sk = emv.session_key(emv.derive_udk(imk, request.pan, request.psn), request.atc)
         data = emv.ac_data(request.values, request.cvr)
         return emv.application_cryptogram(sk, data), sk
+
+    def verifies(self, request: AuthorizationRequest) -> bool:
+        """Whether the request's cryptogram (an ARQC, or the TC or AAC of clearing data) is
+        the card's over the request's values."""
+        from unioncard.errors import CryptoError
+
+        try:
+            return self.expected_arqc(request)[0] == request.arqc
+        except CryptoError:
+            return False
 
     def authorize(self, request: AuthorizationRequest) -> AuthorizationResponse:
         from unioncard.crypto import emv

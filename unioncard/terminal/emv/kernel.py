@@ -139,6 +139,9 @@ class EmvPurchase(Session):
         self.details: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.signature_failed = False
+        self.covered: dict[int, bytes] = {}
+        self.cdol1_data = b""
+        self.pdol_data = b""
         """A CDA signature of a GENERATE AC did not verify: the sale is declined (Book 3
         §10.8); a CDA that failed before (key recovery) only sets its TVR bit."""
 
@@ -174,6 +177,7 @@ class EmvPurchase(Session):
                 break
             refused.add(selected.candidate.aid)  # 6985: back to selection without it
         self.pdol_data = pdol_data
+        self._covers(0x9F38, pdol_data)
         signed = yield from self._read_records()
         self._mandatory()
         if self.card.get(0x9F26) is not None and self.contactless:
@@ -444,6 +448,7 @@ class EmvPurchase(Session):
         self.values[0x95] = self.tvr.encoded()
         entries = dol.parse(self.card[dol_tag])
         data = dol.build(entries, self.values)
+        self._covers(dol_tag, data)
         if first:
             self.cdol1_data = data
         which = "first" if first else "second"
@@ -512,15 +517,27 @@ class EmvPurchase(Session):
 
     # --- online ------------------------------------------------------------------------
 
-    def _request(self) -> AuthorizationRequest:
-        cdol1 = dol.split(dol.parse(self.card[0x8C]), self.cdol1_data)
-        values = {**{t: v for t, v in self.values.items() if t in AC_TAGS}, **cdol1,
+    def _covers(self, dol_tag: int, data: bytes) -> None:
+        """Remember the AC data elements as the card got them in this DOL's data."""
+        raw = self.card.get(dol_tag)
+        if raw:
+            sent = dol.split(dol.parse(raw), data)
+            self.covered.update({t: v for t, v in sent.items() if t in AC_TAGS})
+
+    def _ac_values(self) -> dict[int, bytes]:
+        """What the card's last cryptogram covers (docs/protocol.md §5): the values it got
+        in the PDOL and CDOL data (the terminal's own for any it was not sent), its AIP
+        and ATC."""
+        values = {**{t: v for t, v in self.values.items() if t in AC_TAGS}, **self.covered,
                   0x82: self.card[0x82], 0x9F36: self.card[0x9F36]}
+        return {t: values[t] for t in AC_TAGS if t in values}
+
+    def _request(self) -> AuthorizationRequest:
         pan = self.card.pan or ""
         expiry = self.card.date(0x5F24, "application expiration date")
         return AuthorizationRequest(
             pan=pan, psn=self.card.psn, atc=int.from_bytes(self.card[0x9F36], "big"),
-            arqc=self.card[0x9F26], values={t: values[t] for t in AC_TAGS if t in values},
+            arqc=self.card[0x9F26], values=self._ac_values(),
             iad=self.card.get(0x9F10) or b"", amount=self.charged, when=self.now,
             aid=self.selected.candidate.aid,
             terminal_id=self.settings.terminal_id, merchant_id=self.settings.merchant_id,
@@ -613,7 +630,6 @@ class EmvPurchase(Session):
         if kind is CryptogramType.AAC:
             return self._result(Decision.DECLINED, "declined offline by the card", cvm,
                                  path="qpboc offline")
-        self.cdol1_data = b""
         self.details["oda"] = "none"
         response = yield from self._qpboc_online()
         if response is None:
@@ -626,12 +642,7 @@ class EmvPurchase(Session):
                              cvm, path="qpboc online")
 
     def _qpboc_online(self) -> Generator[Step, Any, AuthorizationResponse | None]:
-        pdol = self.card.get(0x9F38)
-        sent = dol.split(dol.parse(pdol), self.pdol_data) if pdol else {}
-        self.values.update(sent)
-        self.cdol1_data = b""
-        self.card.set(0x8C, b"")  # the PDOL values stand for CDOL1 in qPBOC
-        return (yield from self._ask_issuer())
+        return (yield from self._ask_issuer())  # the ARQC covers the PDOL data
 
     def _fdda(self, signed: list[tuple[int, bytes]]) -> None:
         keys = self._keys("fdda", signed)
@@ -665,10 +676,25 @@ class EmvPurchase(Session):
             details[name] = None if value is None else value.hex().upper()
         return details
 
+    def _clearing(self) -> dict[str, Any]:
+        """The approved sale's cryptogram with everything needed to verify it (docs/emv-
+        kernel.md §Clearing data): the issuer recomputes it from these values."""
+        card = self.card
+        return {"pan": card.pan, "psn": card.psn, "aid": self.selected.candidate.aid.hex()
+                .upper(), "atc": int.from_bytes(card[0x9F36], "big"),
+                "cid": card[0x9F27].hex().upper(), "ac": card[0x9F26].hex().upper(),
+                "iad": (card.get(0x9F10) or b"").hex().upper(),
+                "values": {f"{t:X}": v.hex().upper() for t, v in self._ac_values().items()},
+                "amount": self.charged, "currency": self.settings.currency,
+                "when": self.now.isoformat(), "terminal_id": self.settings.terminal_id,
+                "merchant_id": self.settings.merchant_id}
+
     def _result(self, decision: Decision, reason: str, cvm: CvmOutcome, *,
                  path: str) -> Outcome:
         self.details.update(path=path, cvm_results=cvm.results.hex().upper(),
                             signature_required=cvm.signature and decision is Decision.APPROVED)
+        if decision is Decision.APPROVED and self.card.get(0x9F26) is not None:
+            self.details["clearing"] = self._clearing()
         if self.priced.rebate:
             self.details["rebate"] = self.priced.rebate
         return Outcome(self.flow_name, decision, reason, list_amount=self.amount,
