@@ -44,6 +44,7 @@ def test_ec_offline_then_online_then_card_read(image: Path) -> None:
     assert (doc["decision"], doc["tvr"], doc["tsi"], doc["cid"], doc["path"]) == (
         "approved", "0000000000", "E800", "40", "ec offline")
     assert doc["pan"].startswith("623012*********") and len(doc["ac"]) == 16
+    assert doc["clearing"]["pan"] == doc["pan"] and doc["clearing"]["ac"] == doc["ac"]
     status, doc = tap(image, "--amount", 150000, "--pin", "123456")
     assert (status, doc["path"], doc["arc"], doc["tsi"]) == (0, "online", "00", "F800")
     status, doc = tap(image, "--amount", 2000, "--contactless")

@@ -157,7 +157,14 @@ def tap_emv(params: dict[str, Any]) -> None:
         if params.get("trace_file") is not None:
             record_trace(stack, params["trace_file"], card, None)
         outcome = run(session, card=card, host=SimulatedIssuer.from_keystore(keys))
+    details = dict(outcome.details)
     if keys.test_keys:
-        outcome = outcome.with_changes(details={**outcome.details, "test_keys": True})
+        details["test_keys"] = True
+    if details.get("clearing"):  # printed output never shows a full PAN
+        from unioncard.apdu.masking import mask_digits
+
+        details["clearing"] = {**details["clearing"],
+                               "pan": mask_digits(details["clearing"]["pan"])}
+    outcome = outcome.with_changes(details=details)
     finish(outcome.to_dict(), emv_lines(outcome), as_json=params.get("as_json", False),
            status=outcome.decision.exit_status)
