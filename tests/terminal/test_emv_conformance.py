@@ -311,3 +311,17 @@ def test_approved_sales_carry_clearing_data_the_issuer_verifies(amount: int,
     forged = {**clearing, "values": {**clearing["values"], "9F02": f"{amount + 1:012d}"}}
     assert not issuer.verifies(AuthorizationRequest.from_clearing(forged))
     assert "clearing" not in bench.sale(3_000, pins=("0000", "1111", "2222")).details
+
+
+@pytest.mark.parametrize(("capabilities", "oda", "tvr"), [
+    ("E0A8C8", "cda", "0000008000"), ("E0A8C0", "dda", "0000008000"),
+    ("E0A880", "sda", "0200008000"), ("E0A800", "none", "8000008000")])
+def test_oda_method_follows_the_terminal_capabilities(capabilities: str, oda: str,
+                                                     tvr: str) -> None:
+    from unioncard.terminal.emv import EmvSettings
+
+    bench = Bench()
+    outcome = bench.sale(150_000, settings=EmvSettings(capabilities=capabilities))
+    tsi = "7800" if oda == "none" else "F800"
+    expect(outcome, Decision.APPROVED, tvr, tsi, "40", "online")
+    assert outcome.details["oda"] == oda

@@ -366,3 +366,15 @@ def test_priority_order_and_reselection_after_6985() -> None:
               *pse, (credit_select, credit_fci), (GPO_CONTACT, "6985"), *pse]
     outcome = drive(sale(), script)
     assert outcome.decision is Decision.DECLINED and "6985" in outcome.reason
+
+
+@pytest.mark.parametrize(("signed", "tvr"), [(UN, "0000008000"), (bytes(4), "0800008000")])
+def test_dda_with_internal_authenticate(signed: bytes, tvr: str) -> None:
+    card = ScriptedCard(aip="3C00")  # DDA, CV, TRM, IA: no CDA
+    sdad = oda.sign_sdad(card.icc_key(), b"\x00\x07", signed)
+    data = cdol1_data(tvr)
+    script = [*start(card), ("008800000411223344" "00", hexof(p(0x80, sdad)) + "9000"),
+              *pin_ok(), *velocity(card), (generate_ac("80", data), card.ac_answer(0x00, 7, data))]
+    outcome = drive(sale(pins=["1234"]), script)
+    assert (outcome.details["tvr"], outcome.details["tsi"], outcome.details["oda"]) == (
+        tvr, "E800", "dda")
