@@ -148,11 +148,6 @@ class KeyIndex:
             self._grow(self._count + len(keys))
         self._count += int(_insert(self._table, keys, np.ascontiguousarray(rows, np.int64)))
 
-    def reserve(self, more: int) -> None:
-        """Make room for ``more`` keys at once (rather than growing several times)."""
-        if (self._count + more) * 2 > len(self._table):
-            self._grow(self._count + more)
-
     def find(self, keys: np.ndarray) -> np.ndarray:
         """The row of each key, -1 where absent."""
         keys = np.ascontiguousarray(keys, np.uint64)

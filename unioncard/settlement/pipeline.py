@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from unioncard.offline.batch import HEADER_SIZE, TRAILER_SIZE
-from unioncard.offline.record import RECORD_SIZE
 from unioncard.settlement.analyze import BatchAnalysis, context_batch
 from unioncard.settlement.columns import Columns
 from unioncard.settlement.errors import BatchRefused, SettlementError
@@ -184,13 +182,10 @@ class Settlement:
 
     # --- the run -------------------------------------------------------------------------------
 
-    def begin(self, fingerprint: str, records: int = 0) -> None:
-        """Start the run of the batch files ``fingerprint`` names (`run_fingerprint`), about
-        ``records`` records.  If the ledger says a run of the same files was started and
-        never finished (killed), this run continues it: the batches that start committed
-        are this run's own."""
-        self._cards.reserve(records)
-        self._terminals.reserve(records)
+    def begin(self, fingerprint: str) -> None:
+        """Start the run of the batch files ``fingerprint`` names (`run_fingerprint`).  If
+        the ledger says a run of the same files was started and never finished (killed),
+        this run continues it: the batches that start committed are this run's own."""
         marker = self.ledger.run_marker()
         if marker is not None and marker[0] == fingerprint:
             first = marker[1]
@@ -554,7 +549,7 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
     refusal) in that order (locally, or from Dask workers)."""
     result = RunResult()
     ordered = batch_order(paths)
-    settlement.begin(*run_fingerprint(ordered))
+    settlement.begin(run_fingerprint(ordered))
     for done, (path, analysis) in enumerate(analyze(ordered), 1):
         if isinstance(analysis, BatchRefused):
             result.batches.append(BatchResult(str(path), "refused", analysis.reason))
@@ -566,24 +561,16 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
     return result
 
 
-def run_fingerprint(ordered: Sequence[Path]) -> tuple[str, int]:
+def run_fingerprint(ordered: Sequence[Path]) -> str:
     """What identifies a run: the header and size of each of its batch files, in order (a
-    run started again with the same files, however named, has the same); and about how
-    many records the files hold."""
+    run started again with the same files, however named, has the same)."""
     digest = hashlib.sha256()
-    records = 0
     for path in ordered:
         try:
-            size = path.stat().st_size
-            digest.update(_head(path).ljust(32, b"\0") + size.to_bytes(8, "big"))
+            digest.update(_head(path).ljust(32, b"\0") + path.stat().st_size.to_bytes(8, "big"))
         except OSError:
-            size = 0
             digest.update(bytes(40))
-        records += max(0, size - _FRAME) // RECORD_SIZE
-    return digest.hexdigest(), records
-
-
-_FRAME = HEADER_SIZE + TRAILER_SIZE
+    return digest.hexdigest()
 
 
 def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
