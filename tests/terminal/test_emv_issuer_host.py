@@ -129,3 +129,12 @@ def test_a_blocked_pin_in_the_tvr_is_declined_75() -> None:
                                  amount=10_000, when=WHEN, aid=AID)
     answer = SimulatedIssuer(IMK).authorize(asked)
     assert answer.arc == b"75" and "PIN" in answer.reason
+
+
+def test_a_replayed_arqc_is_declined() -> None:
+    host = SimulatedIssuer(IMK)
+    assert host.authorize(request(atc=9)).approved
+    again = host.authorize(request(atc=9))
+    assert again.arc == b"05" and "replayed" in again.reason
+    assert host.authorize(request(atc=8)).arc == b"05"
+    assert host.authorize(request(atc=10)).approved

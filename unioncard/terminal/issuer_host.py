@@ -12,7 +12,8 @@ authorisation response code (ARC, two ASCII characters) with the ARPC
 `SimulatedIssuer` implements it from an issuer master key, with accounts.
 
 Response codes (ISO 8583 field 39 as UnionPay uses them): ``00`` approved,
-``05`` do not honour (the ARQC does not verify), ``14`` no such card, ``51``
+``05`` do not honour (the ARQC does not verify, or its ATC is not above the last one
+seen: a replay), ``14`` no such card, ``51``
 insufficient funds, ``54`` expired card, ``61`` over the amount limit, ``62``
 restricted card (blocked), ``75`` PIN tries exceeded (the TVR the ARQC covers says so).
 """
@@ -126,11 +127,13 @@ class IssuerHost(Protocol):
 
 @dataclass
 class Account:
-    """A card's account at the simulated issuer; ``balance`` None is unlimited."""
+    """A card's account at the simulated issuer; ``balance`` None is unlimited;
+    ``last_atc`` the highest ATC of an online request verified so far."""
 
     balance: int | None = None
     limit: int | None = None
     blocked: bool = False
+    last_atc: int = -1
 
 
 class SimulatedIssuer:
@@ -196,6 +199,10 @@ class SimulatedIssuer:
             if self.known_cards_only:
                 return b"14", "no such card at this issuer"
             account = self.accounts[request.pan] = Account()
+        if request.atc <= account.last_atc:
+            return b"05", (f"ATC {request.atc} is not above the last one seen "
+                           f"({account.last_atc}): a replayed cryptogram")
+        account.last_atc = request.atc
         if account.blocked:
             return b"62", "the card is blocked by its issuer"
         tvr = request.values.get(0x95, bytes(5))
