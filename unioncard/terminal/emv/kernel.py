@@ -139,11 +139,12 @@ class EmvPurchase(Session):
         self.details: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.signature_failed = False
-        self.covered: dict[int, bytes] = {}
-        self.cdol1_data = b""
-        self.pdol_data = b""
         """A CDA signature of a GENERATE AC did not verify: the sale is declined (Book 3
         §10.8); a CDA that failed before (key recovery) only sets its TVR bit."""
+        self.covered: dict[int, bytes] = {}
+        """The AC data elements as the card got them (PDOL, CDOL1, CDOL2 data)."""
+        self.cdol1_data = b""
+        self.pdol_data = b""
 
     # --- the flow ----------------------------------------------------------------------
 
@@ -193,7 +194,8 @@ class EmvPurchase(Session):
             mode=Mode.POS, amount=self.amount, card_type=int(card_type), at=self.now,
             member_categories=member.category_flags if member else 0,
             member_status=member.status if member else records.MemberStatus.ACTIVE,
-            merchant_id=self.merchant, merchant_category=self.settings.mcc), self.rules)
+            merchant_id=self.merchant, merchant_category=self.settings.mcc,
+            organization=member.organization if member else None), self.rules)
 
     def _amounts(self) -> dict[str, Any]:
         return {"list_amount": self.amount, "charged_amount": self.charged,
