@@ -103,3 +103,11 @@ def test_an_expired_capk_file_is_reported(image: Path, tmp_path: Path) -> None:
     status, out = invoke("tap", "--mode", "pos-emv", "--card", image, "--amount", 3000,
                          "--capk", path)
     assert status == 2 and "checksum" in out
+
+
+def test_trace_records_the_sale(image: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "sale.txt"
+    status, doc = tap(image, "--amount", 3000, "--pin", "123456", "--trace", trace)
+    assert status == 0, doc
+    text = trace.read_text()
+    assert "> 80 AE 90 00" in text and "> 00 20 00 80 08" in text  # GENERATE AC, VERIFY
