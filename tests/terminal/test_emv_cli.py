@@ -110,4 +110,4 @@ def test_trace_records_the_sale(image: Path, tmp_path: Path) -> None:
     status, doc = tap(image, "--amount", 3000, "--pin", "123456", "--trace", trace)
     assert status == 0, doc
     text = trace.read_text()
-    assert "> 80 AE 90 00" in text and "> 00 20 00 80 08" in text  # GENERATE AC, VERIFY
+    assert "> 80 AE 50 00" in text and "> 00 20 00 80 08" in text  # GENERATE AC TC+CDA, VERIFY
