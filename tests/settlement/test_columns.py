@@ -383,3 +383,22 @@ def test_the_fast_and_the_reference_analyses_agree(day, tmp_path, keys):
             assert np.array_equal(getattr(fast, name), getattr(reference, name)), (number, name)
         marked += int((fast.mask != 0).sum())
     assert marked > 2 * len(day)
+
+
+def test_line_groups_are_the_distinct_kind_day_mode_and_texts(day):
+    """`line_groups` puts two records in one group exactly when their head (kind, day,
+    mode) and their route, merchant and organization bytes are equal; groups in order of
+    appearance."""
+    from unioncard.settlement.columns import line_groups
+
+    r = np.concatenate([records_of(p) for p in day]).astype(RECORD_DTYPE)
+    rng = np.random.default_rng(7)
+    rows = np.flatnonzero(rng.random(len(r)) < 0.8)
+    head = rng.integers(0, 3, len(rows)) << 40 | r["mode"][rows].astype(np.int64)
+    first, inverse = line_groups(r, rows, head)
+    keys = [(int(h), bytes(r["route"][i]), bytes(r["merchant"][i]), bytes(r["organization"][i]))
+            for h, i in zip(head.tolist(), rows.tolist(), strict=True)]
+    expected = list(dict.fromkeys(keys))
+    assert [keys[i] for i in first.tolist()] == expected
+    assert [expected[g] for g in inverse.tolist()] == keys
+    assert len(expected) > 20

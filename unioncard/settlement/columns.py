@@ -37,8 +37,10 @@ from unioncard.offline.record import (
     RECORD_SIZE,
 )
 from unioncard.settlement.errors import BatchRefused
+from unioncard.settlement.keyindex import _mix
 
-__all__ = ["RECORD_DTYPE", "Columns", "DecodedBatch", "decode_batch", "unchecked_batch"]
+__all__ = ["RECORD_DTYPE", "Columns", "DecodedBatch", "decode_batch", "line_groups",
+           "unchecked_batch"]
 
 _INTS = {1: ">u1", 2: ">u2", 4: ">u4"}
 _BYTES = {"terminal_id", "issuer", "diversifier", "organization", "card_expiry", "route",
@@ -408,6 +410,66 @@ def _derive_rows(raw, issuer, diversifier, terminal, when, expiry):  # type: ign
         when[i] = (_bcd_date(row, 163) * 86400 + _bcd(row[167]) * 3600 + _bcd(row[168]) * 60
                    + _bcd(row[169]))
         expiry[i] = _NAT if _all_zero(row, 84, 88) else _bcd_date(row, 84)
+
+
+_LINE_WORDS = ((29, 33), (34, 40), (9, 21))
+"""Where a line's texts are in a record, in 4-byte words: route (bytes 116-131),
+merchant (136-159), organization (36-83) (docs/records.md)."""
+
+
+@jit
+def _same_texts(words, a, b):  # type: ignore[no-untyped-def]
+    for start, end in _LINE_WORDS:
+        for k in range(start, end):
+            if words[a, k] != words[b, k]:
+                return False
+    return True
+
+
+@jit
+def _group_lines(words, rows, head, keys, groups, first, inverse):  # type: ignore[no-untyped-def]
+    """Group ``rows`` by ``head`` and the line texts, exactly (hashes only say where to
+    look); returns the number of groups."""
+    mask = np.uint64(keys.shape[0] - 1)
+    count = 0
+    for j in range(rows.shape[0]):
+        i = rows[j]
+        h = np.uint64(head[j]) * np.uint64(0x9E3779B97F4A7C15)
+        for start, end in _LINE_WORDS:
+            for k in range(start, end):
+                h = (h ^ np.uint64(words[i, k])) * np.uint64(0x100000001B3)
+        h = _mix(h)
+        at = h & mask
+        while True:
+            g = groups[at]
+            if g < 0:
+                keys[at], groups[at] = h, count
+                first[count] = j
+                inverse[j] = count
+                count += 1
+                break
+            f = first[g]
+            if keys[at] == h and head[f] == head[j] and _same_texts(words, rows[f], i):
+                inverse[j] = g
+                break
+            at = (at + np.uint64(1)) & mask
+    return count
+
+
+def line_groups(records: np.ndarray, rows: np.ndarray, head: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` of ``records`` grouped by ``head`` (an integer per row: kind, day, mode)
+    and their route, merchant and organization: the first row (index into ``rows``) of
+    each group, in order of appearance, and each row's group."""
+    n = len(records)
+    words = np.ascontiguousarray(records).view(np.uint32).reshape(n, RECORD_SIZE // 4)
+    size = 1 << max(4, (2 * len(rows)).bit_length())
+    first = np.empty(len(rows), np.int64)
+    inverse = np.empty(len(rows), np.int64)
+    count = _group_lines(words, np.ascontiguousarray(rows, np.int64),
+                         np.ascontiguousarray(head, np.int64), np.zeros(size, np.uint64),
+                         np.full(size, -1, np.int64), first, inverse)
+    return first[:count], inverse
 
 
 class Columns:

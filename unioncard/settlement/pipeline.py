@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from unioncard.settlement.analyze import BatchAnalysis, context_batch
-from unioncard.settlement.columns import Columns
+from unioncard.settlement.columns import Columns, line_groups
 from unioncard.settlement.errors import BatchRefused, SettlementError
 from unioncard.settlement.inputs import RunInputs
 from unioncard.settlement.keyindex import (
@@ -461,14 +461,11 @@ class Settlement:
         load = cols.is_load[rows]
         day = cols.when[rows].astype("datetime64[D]").astype(np.int64)
         mode = np.where(load, r["application"][rows], r["mode"][rows])
-        texts = np.concatenate([r["route"][rows], r["merchant"][rows],
-                                r["organization"][rows]], axis=1)  # 16 + 24 + 48 bytes
-        key = np.column_stack([load.astype(np.uint64), day.astype(np.uint64),
-                               mode.astype(np.uint64),
-                               np.ascontiguousarray(texts).view("<u8")])
-        first, inverse = _groups(key)
-        distinct = [(bool(load[i]), int(day[i]), int(mode[i]), bytes(texts[i, :16]),
-                     bytes(texts[i, 16:40]), bytes(texts[i, 40:])) for i in first.tolist()]
+        first, inverse = line_groups(r, rows, load | (mode.astype(np.int64) << 8)
+                                     | (day << 16))
+        distinct = [(bool(load[i]), int(day[i]), int(mode[i]), bytes(r["route"][rows[i]]),
+                     bytes(r["merchant"][rows[i]]), bytes(r["organization"][rows[i]]))
+                    for i in first.tolist()]
 
         def total(values: np.ndarray) -> np.ndarray:
             return np.bincount(inverse, weights=values.astype(np.float64),
