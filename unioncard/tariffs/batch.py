@@ -36,12 +36,10 @@ __all__ = ["BatchResult", "CompiledRules", "ContextBatch", "compile_rules", "eva
            "record_batch"]
 
 READINGS = tuple(dict.fromkeys(c.reads for c in CONDITIONS if c.reads not in CLOCK))
-"""The context fields conditions read, in the order of the kernel's ``readings``."""
-_READING_CODES = {**{reads: i for i, reads in enumerate(READINGS)},
-                  DATE: K.READ_DATE, WEEKDAY: K.READ_WEEKDAY, TIME_OF_DAY: K.READ_TIME}
+"""The context fields conditions read."""
+_CLOCK_CODES = {DATE: K.READ_DATE, WEEKDAY: K.READ_WEEKDAY, TIME_OF_DAY: K.READ_TIME}
 _TEXT_READINGS = tuple(dict.fromkeys(c.reads for c in CONDITIONS
                                      if isinstance(c, OneOf) and c.text))
-_NONE_COLUMN = np.empty(0, np.int64)  # a reading no rule reads: never indexed
 
 
 def _column(name: str, value: Any, n: int) -> np.ndarray:
@@ -172,7 +170,7 @@ class CompiledRules:
     mode_ptr: np.ndarray
     mode_rules: np.ndarray
     vocabulary: dict[str, list[str]]
-    used: frozenset[str]
+    readings: tuple[str, ...]
     capped: tuple[str, ...]
     width: int
 
@@ -210,6 +208,9 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
                   for reads in _TEXT_READINGS}
     codes = {reads: {v: i for i, v in enumerate(words)} for reads, words in vocabulary.items()}
     capped = tuple(r.id for r in rules.rules if r.caps is not None)
+    used = tuple(r for r in READINGS if any(c.reads == r for rule in rules.rules
+                                            for c, _ in rule.when.items()))
+    reading_codes = {**{reads: i for i, reads in enumerate(used)}, **_CLOCK_CODES}
     table = np.zeros(len(rules.rules), K.RULE)
     checks: list[tuple[int, int, int, int]] = []
     pool: list[int] = []
@@ -228,7 +229,7 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
         row["checks_from"] = len(checks)
         for condition, value in rule.when.items():
             kind, lo, hi = condition.compile(value, pool, codes.get(condition.reads, {}))
-            checks.append((kind, _READING_CODES[condition.reads], lo, hi))
+            checks.append((kind, reading_codes[condition.reads], lo, hi))
         row["checks_to"] = len(checks)
     mode_ptr = np.zeros(max(Mode) + 2, np.int64)
     mode_rules: list[int] = []
@@ -245,7 +246,7 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
         ruleset=rules, rules=table, checks=np.asarray(checks, np.int64).reshape(-1, 4).view(
             K.CHECK).reshape(-1), pool=np.asarray(pool, np.int64), mode_ptr=mode_ptr,
         mode_rules=np.asarray(mode_rules, np.int64), vocabulary=vocabulary,
-        used=frozenset(c.reads for r in rules.rules for c, _ in r.when.items()),
+        readings=used,
         capped=capped, width=width)
     if len(_CACHE) >= 8:
         _CACHE.pop(next(iter(_CACHE)))
@@ -311,17 +312,16 @@ def _intern(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return column[firsts[:count]], codes
 
 
-def _readings(compiled: CompiledRules, batch: ContextBatch) -> tuple[np.ndarray, ...]:
-    """The kernel's readings: the columns the rules read (texts as vocabulary codes)."""
-    out = []
-    for reads in READINGS:
+def _readings(compiled: CompiledRules, batch: ContextBatch) -> np.ndarray:
+    """The kernel's readings: a row per field the rules read, a column per context (texts as
+    vocabulary codes)."""
+    out = np.empty((len(compiled.readings), len(batch)), np.int64)
+    for k, reads in enumerate(compiled.readings):
         column = getattr(batch, reads)
-        if reads not in compiled.used:
-            column = _NONE_COLUMN
-        elif reads in compiled.vocabulary:
+        if reads in compiled.vocabulary:
             column = compiled.encode(compiled.vocabulary[reads], column)
-        out.append(np.ascontiguousarray(column, np.int64))
-    return tuple(out)
+        out[k] = column
+    return out
 
 
 def _run(compiled: CompiledRules, contexts: tuple[Any, ...], member: np.ndarray | None = None,
@@ -369,7 +369,7 @@ def evaluate_batch(
         order = np.argsort(seconds[rows], kind="stable")
         rows, member = rows[order], member[order]
         part = (batch.mode[rows], batch.amount[rows], seconds[rows],
-                tuple(r if not len(r) else r[rows] for r in contexts[3]))
+                contexts[3][:, rows])
         results = _run(compiled, part, member, history, members)
         for full, done in zip((charged, rebate, applied, amounts, deferred), results,
                               strict=True):

@@ -56,7 +56,7 @@ def _inline(function: F) -> F:
     return cast(F, jit(inline="always")(function))
 
 
-@jit
+@_inline
 def _round_div(numerator: int, denominator: int, rounding: int) -> int:
     quotient = numerator // denominator
     remainder = numerator - quotient * denominator
@@ -70,7 +70,7 @@ def _round_div(numerator: int, denominator: int, rounding: int) -> int:
     return quotient
 
 
-@jit
+@_inline
 def effect_benefit(rule: Record, running: int, list_amount: int, rounding: int) -> int:
     """Fen ``rule``'s effect gives on ``running`` before caps (``Effect.benefit``)."""
     kind = rule.kind
@@ -93,7 +93,7 @@ def effect_benefit(rule: Record, running: int, list_amount: int, rounding: int) 
     return int(off)
 
 
-@jit
+@_inline
 def in_sorted_run(values: np.ndarray, lo: int, hi: int, value: int) -> bool:
     """Binary search in the sorted run ``values[lo:hi]``."""
     while lo < hi:
@@ -108,13 +108,13 @@ def in_sorted_run(values: np.ndarray, lo: int, hi: int, value: int) -> bool:
     return False
 
 
-@jit
+@_inline
 def in_bitset(words: np.ndarray, start: int, value: int) -> bool:
     """Whether ``value`` is in the 256-bit set ``words[start:start + 4]``."""
     return 0 <= value < 256 and bool((words[start + (value >> 6)] >> (value & 63)) & 1)
 
 
-@jit
+@_inline
 def in_time_window(second: int, start: int, end: int) -> bool:
     """``start <= second < end``, wrapping midnight when ``start > end``."""
     if start < end:
@@ -140,12 +140,11 @@ def condition_holds(check: Record, value: int, pool: np.ndarray) -> bool:
 
 
 @_inline
-def reading(readings: tuple[np.ndarray, ...], which: int, j: int, day: int,
-            second: int) -> int:
-    """Reading ``which`` of context ``j``: a column, or the date (day number), ISO
-    weekday or second of the day of its time."""
+def reading(readings: np.ndarray, which: int, j: int, day: int, second: int) -> int:
+    """Reading ``which`` of context ``j``: its row of ``readings``, or the
+    date (day number), ISO weekday or second of the day of its time."""
     if which >= 0:
-        return int(readings[which][j])
+        return int(readings[which, j])
     if which == READ_DATE:
         return day
     if which == READ_WEEKDAY:
@@ -155,7 +154,7 @@ def reading(readings: tuple[np.ndarray, ...], which: int, j: int, day: int,
 
 @_inline
 def conditions_hold(rule: Record, checks: np.ndarray, pool: np.ndarray,
-                    readings: tuple[np.ndarray, ...], j: int, day: int, second: int) -> bool:
+                    readings: np.ndarray, j: int, day: int, second: int) -> bool:
     """Whether every condition of ``rule`` holds for context ``j``."""
     for c in range(rule.checks_from, rule.checks_to):
         check = checks[c]
@@ -164,7 +163,7 @@ def conditions_hold(rule: Record, checks: np.ndarray, pool: np.ndarray,
     return True
 
 
-@jit
+@_inline
 def _month_key(day: int) -> int:
     """``year × 12 + month − 1`` of a day number (days since 1970-01-01), proleptic
     Gregorian (H. Hinnant's civil_from_days)."""
@@ -252,7 +251,7 @@ def intern_text(rows: np.ndarray, slots: np.ndarray, codes: np.ndarray,
     return count
 
 
-@jit
+@_inline
 def cap_limits(rule: Record, window: int) -> tuple[int, int]:
     """Count and amount limits of the day (0) or month (1) window; ``-1``: none."""
     if window == 0:
@@ -260,7 +259,7 @@ def cap_limits(rule: Record, window: int) -> tuple[int, int]:
     return rule.month_count, rule.month_amount
 
 
-@jit
+@_inline
 def load_window(state: tuple[np.ndarray, np.ndarray, np.ndarray],
                 history: tuple[np.ndarray, np.ndarray, np.ndarray],
                 member: int, slot: int, window: int, period: int) -> None:
@@ -279,7 +278,7 @@ def load_window(state: tuple[np.ndarray, np.ndarray, np.ndarray],
     periods[member, slot, window] = period
 
 
-@jit
+@_inline
 def cap_room(rule: Record, member: int, day: int,
              history: tuple[np.ndarray, np.ndarray, np.ndarray],
              state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
@@ -304,53 +303,56 @@ def cap_room(rule: Record, member: int, day: int,
     return room
 
 
-@jit
-def count_uses(rules: np.ndarray, applied: np.ndarray, given: np.ndarray, used: int,
+@_inline
+def count_uses(rules: np.ndarray, applied: np.ndarray, given: np.ndarray, j: int, used: int,
                member: int, state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-    """Add what the capped rules among ``applied[:used]`` gave to their (loaded) windows."""
+    """Add what the capped rules among ``applied[j, :used]`` gave to their (loaded)
+    windows."""
     _, counts, amounts = state
     for t in range(used):
-        rule = rules[applied[t]]
+        rule = rules[applied[j, t]]
         if rule.cap_slot < 0:
             continue
         for window in range(2):
             max_count, max_amount = cap_limits(rule, window)
             if max_count >= 0 or max_amount >= 0:
                 counts[member, rule.cap_slot, window] += 1
-                amounts[member, rule.cap_slot, window] += given[t]
+                amounts[member, rule.cap_slot, window] += given[j, t]
 
 
-@jit
-def _limit(benefit: int, room: int) -> int:
+@_inline
+def weigh(rule: Record, room: int, amount: int, list_amount: int, rounding: int) -> int:
+    """Fen ``rule`` gives on ``amount`` within what its caps leave (``room``)."""
+    benefit = effect_benefit(rule, amount, list_amount, rounding)
     return benefit if room == UNLIMITED or benefit <= room else room
 
 
 @_inline
 def combine(rules: np.ndarray, candidates: np.ndarray, rooms: np.ndarray, count: int,
-            rebates: bool, amount: int, list_amount: int, rounding: int,
-            applied: np.ndarray, given: np.ndarray, j: int, used: int) -> tuple[int, int]:
+            rebates: bool, amount: int, list_amount: int, rounding: int, best: int,
+            total: int, applied: np.ndarray, given: np.ndarray, j: int,
+            used: int) -> tuple[int, int]:
     """``engine.combine``: the best non-stackable benefit of the group (instant benefits or
     rebates) on ``amount``, then the stackable ones in declared order, instant ones on what
-    is left, rebates on the whole amount.  Appends to row ``j`` of ``applied``/``given``
-    from ``used``; returns the fen given and the new ``used``."""
-    best = -1
-    total = 0
+    is left, rebates on the whole amount.  ``best`` and ``total``: the best non-stackable
+    rule weighed already (``-1``, 0: none), which candidates must beat.  Appends to row
+    ``j`` of ``applied``/``given`` from ``used``; returns the fen given and the new
+    ``used``."""
     for c in range(count):
         rule = rules[candidates[c]]
         if rule.rebate == rebates and not rule.stackable:
-            benefit = _limit(effect_benefit(rule, amount, list_amount, rounding), rooms[c])
+            benefit = weigh(rule, rooms[c], amount, list_amount, rounding)
             if benefit > total:
-                best, total = c, benefit
+                best, total = candidates[c], benefit
     if best >= 0 and used < applied.shape[1]:
-        applied[j, used], given[j, used] = candidates[best], total
+        applied[j, used], given[j, used] = best, total
         used += 1
     for c in range(count):
         rule = rules[candidates[c]]
         if rule.rebate != rebates or not rule.stackable:
             continue
         on = amount if rebates else amount - total
-        benefit = min(_limit(effect_benefit(rule, on, list_amount, rounding), rooms[c]),
-                      amount - total)
+        benefit = min(weigh(rule, rooms[c], on, list_amount, rounding), amount - total)
         if benefit > 0 and used < applied.shape[1]:
             applied[j, used], given[j, used] = candidates[c], benefit
             used += 1
@@ -360,7 +362,7 @@ def combine(rules: np.ndarray, candidates: np.ndarray, rooms: np.ndarray, count:
 
 @jit
 def evaluate(
-    contexts: tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]],
+    contexts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     rounding: int, member: np.ndarray, use_caps: bool,
     history: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -392,6 +394,7 @@ def evaluate(
         who = member[j]
         count = 0
         deferred = False
+        best, best_benefit = -1, 0  # the best non-stackable instant benefit
         for k in range(mode_ptr[m], mode_ptr[m + 1]):
             i = mode_rules[k]
             rule = rules[i]
@@ -406,15 +409,27 @@ def evaluate(
                 room = cap_room(rule, who, day, history, state)
                 if room == EXHAUSTED:
                     continue
-            candidates[count], rooms[count] = i, room
-            count += 1
-        discount, used = combine(rules, candidates, rooms, count, False, list_amount,
-                                 list_amount, rounding, applied, given, j, 0)
-        rebate, used = combine(rules, candidates, rooms, count, True, list_amount - discount,
-                               list_amount, rounding, applied, given, j, used)
+            if rule.stackable or rule.rebate:
+                candidates[count], rooms[count] = i, room
+                count += 1
+            else:  # weighed here: most contexts need no second pass
+                benefit = weigh(rule, room, list_amount, list_amount, rounding)
+                if benefit > best_benefit:
+                    best, best_benefit = i, benefit
+        discount, rebate, used = best_benefit, 0, 0
+        if count == 0 and best >= 0:  # the best single benefit is the whole quote
+            applied[j, 0], given[j, 0] = best, best_benefit
+            used = 1
+        elif count:  # stackable benefits or rebates: the second pass
+            discount, used = combine(rules, candidates, rooms, count, False, list_amount,
+                                     list_amount, rounding, best, best_benefit, applied, given,
+                                     j, 0)
+            rebate, used = combine(rules, candidates, rooms, count, True,
+                                   list_amount - discount, list_amount, rounding, -1, 0,
+                                   applied, given, j, used)
         charged[j], rebates[j], deferred_out[j] = list_amount - discount, rebate, deferred
         for t in range(used, applied.shape[1]):
             applied[j, t], given[j, t] = -1, 0
         if use_caps and who >= 0:
-            count_uses(rules, applied[j], given[j], used, who, state)
+            count_uses(rules, applied, given, j, used, who, state)
     return -1
