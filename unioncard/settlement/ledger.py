@@ -214,8 +214,9 @@ class Ledger:
                      digest: str, source: str, created: str, records: int,
                      list_total: int, charged_total: int, settled: np.ndarray,
                      rejects: Sequence[tuple[Any, ...]], lines: Sequence[tuple[Any, ...]],
-                     usage: Sequence[tuple[str, str, str, int, int, int]]) -> int:
-        """Write one settled batch (inside `transaction`); returns its row."""
+                     usage: Sequence[tuple[str, str, str, int, int, int]] = ()) -> int:
+        """Write one settled batch (inside `transaction`), and the members' usage it left
+        (`record_usage`); returns its row."""
         now = dt.datetime.now().replace(microsecond=0).isoformat()
         try:
             cursor = db.execute(
@@ -235,9 +236,16 @@ class Ledger:
                        [(row, *reject) for reject in rejects])
         db.executemany("INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        [(row, *line) for line in lines])
+        self.record_usage(db, usage)
+        return row
+
+    @staticmethod
+    def record_usage(db: sqlite3.Connection,
+                     usage: Sequence[tuple[str, str, str, int, int, int]]) -> None:
+        """Write members' usage of capped benefits (member, rule, period, key, count,
+        amount), each replacing what the ledger held (inside `transaction`)."""
         db.executemany("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                        "count = excluded.count, amount = excluded.amount", usage)
-        return row
 
     # --- the run in progress --------------------------------------------------------------------
 

@@ -533,9 +533,13 @@ class Settlement:
         """Write the settled batches not written yet, in one durable commit."""
         if not self._pending:
             return
+        usage: dict[tuple[str, str, str, int], tuple[str, str, str, int, int, int]] = {}
         with self.ledger.transaction() as db:
             for entry in self._pending:
-                self.ledger.record_batch(db, **entry)
+                for window in entry["usage"]:  # each window's last state: one write
+                    usage[window[:4]] = window
+                self.ledger.record_batch(db, **{**entry, "usage": ()})
+            self.ledger.record_usage(db, sorted(usage.values()))
         self._pending, self._pending_records = [], 0
 
 
