@@ -162,7 +162,7 @@ class KeyIndex:
 
     def _grow(self, needed: int) -> None:
         used = self._table[self._table[:, 0] != _EMPTY]
-        size = 1 << max(4, (4 * needed - 1).bit_length())
+        size = 1 << max(4, (2 * needed - 1).bit_length())  # at most half full
         self._table = np.zeros((size, 2), np.uint64)
         self._count = int(_insert(self._table, np.ascontiguousarray(used[:, 0]),
                                   used[:, 1].astype(np.int64)))

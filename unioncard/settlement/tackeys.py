@@ -45,6 +45,11 @@ class TacKeyCache:
     def __len__(self) -> int:
         return self._count
 
+    def clear(self) -> None:
+        """Forget every key (as a new process would start)."""
+        with self._lock:
+            self.__init__(self.limit)  # type: ignore[misc]
+
     def keys(self, masters: np.ndarray, key_row: np.ndarray, diversifiers: np.ndarray
              ) -> np.ndarray:
         """The TAC key ``uint8[N, 8]`` of each record: master ``masters[key_row[i]]``
