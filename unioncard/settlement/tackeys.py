@@ -5,8 +5,8 @@ from its issuer's TAC master key, halves folded) is needed in many batch files.
 `TacKeyCache` keeps the keys it derived, by (master key, diversifier), so each batch
 derives only the cards not seen before (`unioncard.crypto.tac_batch.tac_keys_distinct`)
 and gathers the others.  A hit is confirmed field by field (a 64-bit hash is only
-where to look); the cache stops growing at ``limit`` cards (16 bytes each besides the
-index), after which new cards are derived every time.
+where to look); the cache stops growing at ``limit`` cards (a million by default: at
+most about 80 MB with its index), after which new cards are derived every time.
 
 >>> from unioncard.crypto.tac_batch import tac_keys
 >>> masters = np.frombuffer(bytes(range(16)), np.uint8).reshape(1, 16)
@@ -32,7 +32,7 @@ __all__ = ["TAC_KEYS", "TacKeyCache"]
 class TacKeyCache:
     """TAC keys by (master key, card diversifier); thread-safe."""
 
-    def __init__(self, limit: int = 4_000_000) -> None:
+    def __init__(self, limit: int = 1_000_000) -> None:
         self.limit = limit
         self._lock = threading.Lock()
         self._masters: dict[bytes, int] = {}
