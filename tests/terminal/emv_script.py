@@ -4,13 +4,16 @@ which feeds a session the scripted answers while checking every command it sends
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from unioncard.apdu import ResponseAPDU, dol, tlv
 from unioncard.apdu.tlv import Tlv
 from unioncard.crypto import emv, oda
 from unioncard.crypto.keystore import Keystore
+from unioncard.terminal.emv import CapkStore, EmvPurchase
 from unioncard.terminal.session import Authorize, Outcome, Send, Session
 
 KEYS = Keystore.test()
@@ -58,6 +61,7 @@ class ScriptedCard:
     last_online_atc: int = 4
     cdol2: bytes = CDOL2
     cvr: bytes = bytes.fromhex("03A0A000")
+    afl: str = "08010202" "10010100"
     corrupt_issuer_certificate: bool = False
     extra: list[Tlv] = field(default_factory=list)
 
@@ -109,7 +113,7 @@ class ScriptedCard:
                                             p(0x9F38, PDOL)))) + "9000"
 
     def gpo(self) -> str:
-        return hexof(p(0x80, bytes.fromhex(self.aip + "08010202" + "10010100"))) + "9000"
+        return hexof(p(0x80, bytes.fromhex(self.aip + self.afl))) + "9000"
 
     def reads(self) -> list[tuple[str, str]]:
         one, two = self.signed_records()
@@ -128,6 +132,78 @@ class ScriptedCard:
         value = (bytes([cid]) + atc.to_bytes(2, "big") + self.cryptogram(dol_data, atc, cdol)
                  + self.iad)
         return hexof(p(0x80, value)) + "9000"
+
+
+# --- a sale against the scripted card --------------------------------------------
+
+NOW = dt.datetime(2026, 12, 2, 10, 30, 0)
+UN = bytes.fromhex("11223344")
+CAPKS = CapkStore([KEYS.ca_rsa(AID[:5], CA_INDEX).capk])
+PSE_FCI = hexof(t(0x6F, p(0x84, b"1PAY.SYS.DDF01"), t(0xA5, p(0x88, "01")))) + "9000"
+DIRECTORY = hexof(t(0x70, t(0x61, p(0x4F, AID), p(0x50, b"UnionPay Debit"),
+                            p(0x87, "01")))) + "9000"
+# the PDOL data of a 100.00 yuan contact sale on 2026-12-02: TTQ (contact PBOC), amount,
+# other amount, country 156, TVR zero, currency 156, date, type 00, UN, CAPP indicator 00
+GPO_CONTACT = ("80A80000248322" "10000000" "000000010000" "000000000000" "0156" "0000000000"
+               "0156" "261202" "00" "11223344" "00" "00")
+
+
+def cdol1_data(tvr: str, amount: str = "000000010000") -> bytes:
+    return bytes.fromhex(amount + "000000000000" "0156" + tvr + "0156" "261202" "00" "11223344")
+
+
+def generate_ac(p1: str, data: bytes) -> str:
+    return f"80AE{p1}00{len(data):02X}{data.hex().upper()}00"
+
+
+def sale(amount: int = 10_000, **options: Any) -> EmvPurchase:
+    options.setdefault("capks", CAPKS)
+    return EmvPurchase(amount, now=NOW, unpredictable_number=UN, **options)
+
+
+def start(card: ScriptedCard, gpo: str = GPO_CONTACT) -> list[tuple[str, object]]:
+    """Member application absent, PSE with one entry, final SELECT, GPO, the AFL's records."""
+    return [(MEMBER_SELECT, "6A82"), (PSE_SELECT, PSE_FCI), ("00B2010C00", DIRECTORY),
+            ("00B2020C00", "6A83"), (AID_SELECT, card.fci()), (gpo, card.gpo()),
+            *card.reads()]
+
+
+def velocity(card: ScriptedCard, ec: str = "6A88") -> list[tuple[str, object]]:
+    """GET DATA of the EC balance (none by default), the ATC and the last online ATC."""
+    return [("80CA9F7900", ec), ("80CA9F3600", f"9F3602{card.atc:04X}9000"),
+            ("80CA9F1300", f"9F1302{card.last_online_atc:04X}9000")]
+
+
+def pin_ok() -> list[tuple[str, object]]:
+    return [("80CA9F1700", "9F1701039000"), ("0020008008241234FFFFFFFFFF", "9000")]
+
+
+PPSE_FCI = hexof(t(0x6F, p(0x84, b"2PAY.SYS.DDF01"), t(0xA5, t(0xBF0C, t(
+    0x61, p(0x4F, AID), p(0x50, b"UnionPay Debit"), p(0x87, "01")))))) + "9000"
+
+
+def qpboc_gpo(card: ScriptedCard, cid: int | None, amount: str, ttq: str, *,
+              tamper: bool = False) -> tuple[str, str]:
+    """The qPBOC GPO of ``amount`` with ``ttq`` and the card's answer: its cryptogram, the
+    CID ``cid`` (None: no ``9F27``, the IAD's CVR tells), fDDA data."""
+    pdol_data = bytes.fromhex(ttq + amount + "000000000000" "0156" "0000000000" "0156" "261202"
+                              "00" "11223344" "00")
+    related = bytes.fromhex("01" "1234" "00" "00")
+    sdad = oda.sign_sdad(card.icc_key(), b"\x12\x34", UN + bytes.fromhex(amount)
+                         + bytes.fromhex("0156") + (bytes(5) if tamper else related))
+    values = dol.split(dol.parse(bytes.fromhex("9F66049F02069F03069F1A0295055F2A029A039C01"
+                                               "9F3704DF6001")), pdol_data)
+    values.update({0x82: bytes.fromhex("7C00"), 0x9F36: b"\x00\x07"})
+    ac = emv.application_cryptogram(card.session_key(7), emv.ac_data(values, card.cvr))
+    answer = hexof(t(0x77, p(0x82, "7C00"), p(0x94, "0801020210010100"), p(0x9F36, "0007"),
+                     p(0x9F26, ac), *([] if cid is None else [p(0x9F27, bytes([cid]))]),
+                     p(0x9F10, card.iad), p(0x9F69, related), p(0x9F4B, sdad))) + "9000"
+    return f"80A80000248322{pdol_data.hex().upper()}00", answer
+
+
+def qpboc_start(card: ScriptedCard, gpo: tuple[str, str]) -> list[tuple[str, object]]:
+    return [(MEMBER_SELECT, "6A82"), (PPSE_SELECT, PPSE_FCI), (AID_SELECT, card.fci()), gpo,
+            *card.reads()]
 
 
 Answer = str | Callable[[bytes], str]

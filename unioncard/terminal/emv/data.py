@@ -119,10 +119,13 @@ def parse_cvm_list(raw: bytes) -> tuple[int, int, list[CvmRule]]:
 class CardData:
     """The card's data elements by tag, as the kernel collects them (FCI, GPO, records,
     GET DATA).  A primitive tag met twice in the records with two values is an error
-    (Book 3 §7.5)."""
+    (Book 3 §7.5, §10.2); the FCI is not a record: a record may repeat one of its tags
+    (``50``, ``87``, ``5F2D``, ``9F12``, ...) with another value, the record's then counts."""
 
     def __init__(self) -> None:
         self._values: dict[int, bytes] = {}
+        self._checked: set[int] = set()
+        """Tags that came from records or the GPO answer (``unique`` adds)."""
 
     def __contains__(self, tag: int) -> bool:
         return tag in self._values
@@ -144,15 +147,17 @@ class CardData:
 
     def add(self, nodes: Iterable[tlv.Tlv], *, unique: bool = False, what: str = "") -> None:
         """Every primitive element in ``nodes`` (descending into templates); ``unique``
-        refuses one already known with another value (qPBOC cards repeat track 2 of
-        their GPO answer in a record)."""
+        (records, the GPO answer) refuses one an earlier record or the GPO answer gave with
+        another value (qPBOC cards repeat track 2 of their GPO answer in a record)."""
         for _, node in tlv.walk(nodes):
             if node.children or (tlv.is_constructed(node.tag)):
                 continue
-            known = self._values.get(node.tag)
-            if unique and known is not None and known != node.value:
-                raise CardError(f"{what}: tag {node.tag:X} appears twice in the card's data, "
-                                "with different values")
+            if unique:
+                known = self._values.get(node.tag)
+                if node.tag in self._checked and known != node.value:
+                    raise CardError(f"{what}: tag {node.tag:X} appears twice in the card's "
+                                    "data, with different values")
+                self._checked.add(node.tag)
             self._values[node.tag] = node.value
 
     def date(self, tag: int, what: str) -> dt.date | None:

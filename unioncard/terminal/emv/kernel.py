@@ -36,7 +36,7 @@ from unioncard.apdu.masking import mask_digits
 from unioncard.apdu.member import MemberRecord
 from unioncard.apdu.status import describe as describe_sw
 from unioncard.crypto import oda
-from unioncard.errors import CardError
+from unioncard.errors import CardError, DecodeError
 from unioncard.tariffs import Mode, Quote, QuoteContext, RuleSet, default_rules, quote
 from unioncard.terminal.card import card_send, member_dict, membership_active, read_member
 from unioncard.terminal.emv import commands as cmd
@@ -84,10 +84,39 @@ DEFAULT_DDOL = bytes.fromhex("9F3704")
 """The terminal's default DDOL: the unpredictable number (Book 3 §6.5.9)."""
 UNABLE_ONLINE_APPROVED, UNABLE_ONLINE_DECLINED = b"Y3", b"Z3"
 """ARCs the terminal sets when it could not go online (Book 4 §A6)."""
+RANK = {CryptogramType.AAC: 0, CryptogramType.ARQC: 1, CryptogramType.TC: 2}
+"""Book 3 §10.8: a card may answer the cryptogram asked for or one of lower rank (a TC
+request may get an ARQC or an AAC, an ARQC request an AAC), never a higher one."""
 AC_TAGS = (0x9F02, 0x9F03, 0x9F1A, 0x95, 0x5F2A, 0x9A, 0x9C, 0x9F37, 0x82, 0x9F36)
 """What a PBOC CVN 01 cryptogram covers (docs/protocol.md §5), for the issuer host."""
 
 SubFlow = Generator[Step, Any, Any]
+
+
+def _record_template(raw: bytes) -> tlv.Tlv | None:
+    """The record's template ``70`` when the record is exactly one, else None."""
+    try:
+        nodes = tlv.decode(raw)
+    except DecodeError:
+        return None
+    return nodes[0] if len(nodes) == 1 and nodes[0].tag == 0x70 else None
+
+
+def _cryptogram_type(cid: int) -> CryptogramType:
+    """The cryptogram type of a CID ``9F27`` (b8-b7); ``11`` (RFU) is a card error."""
+    try:
+        return CryptogramType.of_cid(cid)
+    except ValueError as exc:
+        raise CardError(str(exc)) from None
+
+
+def _iad_cryptogram_type(iad: bytes | None) -> CryptogramType | None:
+    """The card's decision in the PBOC IAD ``9F10`` (docs/protocol.md §5): CVR byte 2
+    (IAD byte 5) bits 6-5, ``00`` AAC, ``01`` TC, ``10`` ARQC; None when it cannot tell."""
+    if iad is None or len(iad) < 7 or iad[0] < 6 or iad[3] != 0x03:
+        return None
+    bits = (iad[4] >> 4) & 0x03
+    return {0: CryptogramType.AAC, 1: CryptogramType.TC, 2: CryptogramType.ARQC}.get(bits)
 
 
 class EmvPurchase(Session):
@@ -145,6 +174,9 @@ class EmvPurchase(Session):
         """The AC data elements as the card got them (PDOL, CDOL1, CDOL2 data)."""
         self.cdol1_data = b""
         self.pdol_data = b""
+        self.unsigned_records: list[str] = []
+        """Records the AFL marks for ODA that are not a template ``70`` (SFI 11-30):
+        offline data authentication fails (Book 3 §10.3)."""
 
     # --- the flow ----------------------------------------------------------------------
 
@@ -277,11 +309,13 @@ class EmvPurchase(Session):
                     raise Refused(f"the card cannot give a record its AFL lists ({what}: "
                                   f"{describe_sw(answer.sw)})", Decision.ERROR,
                                   **self._amounts())
-                nodes = decode(answer.data, what)
-                if entry.sfi <= 10 and (len(nodes) != 1 or nodes[0].tag != 0x70):
+                record = _record_template(answer.data)
+                if record is not None:
+                    self.card.add(record.children, unique=True, what=what)
+                elif entry.sfi <= 10:  # Book 3 §10.2: SFI 1-10 records are templates 70
                     raise CardError(f"{what} is not a record template 70")
-                self.card.add(nodes[0].children if nodes and nodes[0].tag == 0x70 else nodes,
-                              unique=True, what=what)
+                elif for_oda:  # SFI 11-30: outside EMV, not parsed; ODA fails (§10.3)
+                    self.unsigned_records.append(what)
                 if for_oda:
                     signed.append((entry.sfi, answer.data))
         return signed
@@ -301,6 +335,9 @@ class EmvPurchase(Session):
     # --- offline data authentication ---------------------------------------------------
 
     def _static(self, signed: list[tuple[int, bytes]]) -> bytes:
+        if self.unsigned_records:
+            raise oda.OdaFailure(f"{self.unsigned_records[0]} (not a template 70)",
+                                 oda.OdaReason.STATIC_DATA)
         return oda.static_data(signed, self.card.get(0x9F4A) or b"",
                                {0x82: self.card[0x82]})
 
@@ -352,8 +389,11 @@ class EmvPurchase(Session):
         return keys
 
     def _dda(self, icc: oda.PublicKey) -> SubFlow:
-        ddol = self.card.get(0x9F49) or DEFAULT_DDOL
-        data = dol.build(dol.parse(ddol), self.values)
+        entries = dol.parse(self.card.get(0x9F49) or DEFAULT_DDOL)
+        if all(e.tag != 0x9F37 for e in entries):  # Book 2 §6.5.1
+            raise oda.OdaFailure("DDOL without the unpredictable number 9F37",
+                                 oda.OdaReason.FORMAT)
+        data = dol.build(entries, self.values)
         answer = yield card_send(cmd.internal_authenticate(data), "INTERNAL AUTHENTICATE")
         if answer.sw != SW.OK:
             raise oda.OdaFailure(f"INTERNAL AUTHENTICATE ({answer.sw:04X})",
@@ -380,8 +420,8 @@ class EmvPurchase(Session):
                                online=self.settings.online_capable)
         cda = method == "cda" and keys is not None and kind is not CryptogramType.AAC
         first = yield from self._generate_ac(kind, 0x8C, cda=cda, keys=keys, first=True)
-        cid_kind = CryptogramType.of_cid(first[0x9F27][0])
-        if cid_kind > kind:  # a card may only lower the terminal's request (Book 3 §10.8)
+        cid_kind = _cryptogram_type(first[0x9F27][0])
+        if RANK[cid_kind] > RANK[kind]:  # a card may only lower the request (Book 3 §10.8)
             raise CardError(f"GENERATE AC answered {cid_kind.name} to a request for "
                             f"{kind.name}")
         cda_failed = self.signature_failed
@@ -546,6 +586,12 @@ class EmvPurchase(Session):
             expiry=expiry)
 
     def _ask_issuer(self) -> Generator[Step, Any, AuthorizationResponse | None]:
+        """The issuer's answer, or None when it cannot be had: the issuer is not reached,
+        or this terminal is offline-only (Book 3 §10.7: "unable to go online")."""
+        if not self.settings.online_capable:
+            self.warnings.append("the card asks to go online and this terminal is "
+                                 "offline-only")
+            return None
         try:
             response: AuthorizationResponse = yield Authorize(self._request())
         except LinkLost as lost:
@@ -582,16 +628,19 @@ class EmvPurchase(Session):
         second = yield from self._generate_ac(kind, 0x8D, cda=cda and keys is not None
                                               and kind is CryptogramType.TC, keys=keys,
                                               first=False)
-        final = CryptogramType.of_cid(second[0x9F27][0])
-        if final > kind or final is CryptogramType.ARQC:
+        final = _cryptogram_type(second[0x9F27][0])
+        if final is CryptogramType.ARQC or RANK[final] > RANK[kind]:
             raise CardError(f"the second GENERATE AC answered {final.name} to a request for "
                             f"{kind.name}")
         if final is CryptogramType.TC and not self.signature_failed:
-            how = "online" if response is not None else "offline (issuer unreachable)"
+            how = "online" if response is not None else "offline (unable to go online)"
             return self._result(Decision.APPROVED, f"approved {how}", cvm,
                                  path="online" if response is not None else "offline")
         if response is None:
-            reason = "declined: the issuer could not be reached"
+            reason = ("declined: the issuer could not be reached"
+                      if self.settings.online_capable
+                      else "declined: the card asks to go online and this terminal is "
+                           "offline-only")
         elif not response.approved:
             reason = f"declined by the issuer ({response.arc.decode('ascii', 'replace')}: " \
                      f"{response.reason})"
@@ -607,14 +656,25 @@ class EmvPurchase(Session):
     def _qpboc(self, signed: list[tuple[int, bytes]]) -> Flow:
         """The card decided in GPO: TC offline (with fDDA), ARQC online, AAC declined."""
         self.tsi |= TSI.CARD_RISK_MANAGEMENT_PERFORMED
-        kind = CryptogramType.of_cid((self.card.get(0x9F27) or b"\x80")[0])
+        kind = self._qpboc_kind()
         aip = AIP(int.from_bytes(self.card[0x82], "big"))
+        available = self.card.get(0x9F5D)  # available offline spending amount (EC balance)
+        if available is not None and len(available) == 6 and available.hex().isdigit():
+            self.details["ec_balance"] = parse_amount(available)
         self.tvr |= restrictions(self.card, self.settings, self.now.date())
         cvm = contactless_cvm(self.charged, self.settings, self.card)
         if cvm.performed:
             self.tsi |= TSI.CARDHOLDER_VERIFICATION_PERFORMED
         self.values[0x9F34] = cvm.results
         method = choose_method(aip, self.settings, contactless=True)
+        asked_online = TTQ.of(self.values[0x9F66]) & TTQ.ONLINE_CRYPTOGRAM_REQUIRED
+        if kind is CryptogramType.TC and asked_online:
+            # TTQ byte 2 b8 asked for an online cryptogram (amount from the EC limit)
+            self.details["oda"] = "none"
+            self.warnings.append("the card approved offline although the terminal asked for "
+                                 "an online cryptogram")
+            return self._result(Decision.DECLINED, "declined: the card answered a TC to a "
+                                 "request for an online cryptogram", cvm, path="qpboc offline")
         if kind is CryptogramType.TC:
             self.details["oda"] = method or "none"
             if method is None:
@@ -635,13 +695,29 @@ class EmvPurchase(Session):
         self.details["oda"] = "none"
         response = yield from self._qpboc_online()
         if response is None:
-            return self._result(Decision.DECLINED, "declined: the issuer could not be "
-                                 "reached", cvm, path="qpboc online")
+            return self._result(Decision.DECLINED, "declined: the issuer could not be reached"
+                                 if self.settings.online_capable else "declined: the card "
+                                 "asks to go online and this terminal is offline-only", cvm,
+                                 path="qpboc online")
         if response.approved:
             return self._result(Decision.APPROVED, "approved online", cvm, path="qpboc online")
         return self._result(Decision.DECLINED, f"declined by the issuer "
                              f"({response.arc.decode('ascii', 'replace')}: {response.reason})",
                              cvm, path="qpboc online")
+
+    def _qpboc_kind(self) -> CryptogramType:
+        """The card's decision in its GPO answer: the CID ``9F27``, or without one (it is
+        optional in qPBOC) the IAD's CVR; a card that tells neither is in error."""
+        cid = self.card.get(0x9F27)
+        if cid:
+            return _cryptogram_type(cid[0])
+        kind = _iad_cryptogram_type(self.card.get(0x9F10))
+        if kind is None:
+            raise CardError("the qPBOC GPO answer has a cryptogram but neither a CID (9F27) "
+                            "nor an IAD (9F10) telling its type")
+        self.card.set(0x9F27, bytes((kind,)))
+        self.details["cid_from"] = "iad"
+        return kind
 
     def _qpboc_online(self) -> Generator[Step, Any, AuthorizationResponse | None]:
         return (yield from self._ask_issuer())  # the ARQC covers the PDOL data

@@ -55,9 +55,11 @@ def floor_limit(amount: int, limit: int) -> TVR:
 
 
 def random_selection(amount: int, settings: EmvSettings, draw: int) -> TVR:
-    """Book 3 §10.6.2: ``draw`` is the transaction's random number, 1..99 (an input)."""
+    """Book 3 §10.6.2: ``draw`` is the transaction's random number, 1..99 (an input); an
+    offline-only terminal does not select transactions for online processing."""
     limit = settings.floor_limit
-    if amount >= limit or not settings.random_max_target_percent:
+    if amount >= limit or not settings.random_max_target_percent \
+            or not settings.online_capable:
         return TVR(0)
     target = settings.random_target_percent
     if amount >= settings.random_threshold and limit > settings.random_threshold:
@@ -70,18 +72,22 @@ def random_selection(amount: int, settings: EmvSettings, draw: int) -> TVR:
 
 def velocity(card: CardData, atc: bytes | None, last_online: bytes | None) -> TVR:
     """Book 3 §10.6.3: consecutive offline transactions against LCOL ``9F14`` and UCOL
-    ``9F23``, from the ATC and the last online ATC register read with GET DATA."""
+    ``9F23`` (both needed, one byte each), from the ATC and the last online ATC register
+    read with GET DATA.  A register the card does not give, or an ATC not above the last
+    online ATC, sets both limit bits; "new card" when the last online ATC is 0."""
     lower, upper = card.get(0x9F14), card.get(0x9F23)
-    if lower is None or upper is None:
+    if lower is None or upper is None or len(lower) != 1 or len(upper) != 1:
         return TVR(0)
-    if atc is None or last_online is None or len(atc) != 2 or len(last_online) != 2:
-        return (TVR.LOWER_OFFLINE_LIMIT_EXCEEDED | TVR.UPPER_OFFLINE_LIMIT_EXCEEDED
-                | TVR.ICC_DATA_MISSING)
-    count, online = int.from_bytes(atc, "big"), int.from_bytes(last_online, "big")
+    both = TVR.LOWER_OFFLINE_LIMIT_EXCEEDED | TVR.UPPER_OFFLINE_LIMIT_EXCEEDED
     tvr = TVR(0)
-    if online == 0:
+    if last_online is not None and len(last_online) == 2 and not any(last_online):
         tvr |= TVR.NEW_CARD
-    offline = max(0, count - online)
+    if atc is None or last_online is None or len(atc) != 2 or len(last_online) != 2:
+        return tvr | both | TVR.ICC_DATA_MISSING
+    count, online = int.from_bytes(atc, "big"), int.from_bytes(last_online, "big")
+    if count <= online:
+        return tvr | both
+    offline = count - online
     if offline > lower[0]:
         tvr |= TVR.LOWER_OFFLINE_LIMIT_EXCEEDED
     if offline > upper[0]:

@@ -4,16 +4,22 @@
   (``BF0C`` / ``61`` entries).
 - Contact: SELECT ``1PAY.SYS.DDF01``; the directory records of the SFI in its
   FCI (``88``) list them, read from record 1 until ``6A83``.
-- Without a directory (``6A82``, a blocked PSE, an empty list), every AID of
-  the terminal is selected in turn, with partial matching and next occurrence.
+- Without a directory (``6A82``, a blocked PSE, an FCI or directory that does not
+  decode, an empty list), every AID of the terminal is selected in turn, with
+  partial matching and next occurrence; a directory record that does not decode
+  is skipped (Book 1 §12.3.2).
+- ``6A81`` to the SELECT of the PSE or of an AID of the list: the card is
+  blocked (or does not support SELECT), the transaction ends (Book 1 §12.3).
 
 Candidates are the card applications the terminal accepts, ordered by their
 Application Priority Indicator ``87`` (b4-b1, 1 highest, 0 none, last); b8
 asks for cardholder confirmation, an input of the kernel (`EmvSettings
 .confirm_application`, or the AID the cardholder chose).  The chosen
-application is selected (final SELECT); a blocked one (``6283``) is dropped
-and the next candidate taken.  An application that refuses GET PROCESSING OPTIONS with
-``6985`` is left out and selection starts over (``exclude``).
+application is selected (final SELECT, Book 1 §12.4): an answer other than
+``9000`` (``6283`` blocked, ``6A82``, any other), an FCI that does not decode or
+whose DF name ``84`` is not the AID selected drops the candidate and the next is
+taken; ``6A81`` ends the transaction.  An application that refuses GET
+PROCESSING OPTIONS with ``6985`` is left out and selection starts over (``exclude``).
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from typing import Any
 
 from unioncard.apdu import SW, ResponseAPDU, tlv
 from unioncard.apdu.status import describe as describe_sw
+from unioncard.errors import DecodeError
 from unioncard.terminal.card import card_send
 from unioncard.terminal.emv import commands as cmd
-from unioncard.terminal.emv.data import decode
 from unioncard.terminal.emv.settings import AidEntry, EmvSettings
 from unioncard.terminal.session import Decision, Refused, Send
 
@@ -67,13 +73,27 @@ class Selected:
     candidates: tuple[Candidate, ...]
 
 
+def _decoded(answer: ResponseAPDU) -> list[tlv.Tlv] | None:
+    """The answer's TLV objects, or None when they do not decode (a format error)."""
+    try:
+        return tlv.decode(answer.data)
+    except DecodeError:
+        return None
+
+
+def _blocked(answer: ResponseAPDU, what: str) -> None:
+    """Book 1 §12.3.2-12.4: ``6A81`` to a SELECT ends the transaction."""
+    if answer.sw == SW.FUNCTION_NOT_SUPPORTED:
+        raise Refused(f"the card is blocked ({what} answered 6A81)")
+
+
 def _accepted(aid: bytes, aids: Sequence[AidEntry]) -> bool:
     return any(aid == e.aid or (e.partial and aid.startswith(e.aid)) for e in aids)
 
 
 def _entry(node: tlv.Tlv) -> Candidate | None:
     aid = tlv.find(node.children, 0x4F)
-    if aid is None:
+    if aid is None or not 5 <= len(aid.value) <= 16:
         return None
     label = tlv.find(node.children, 0x50)
     priority = tlv.find(node.children, 0x87)
@@ -88,18 +108,16 @@ def _from_directory(nodes: list[tlv.Tlv], aids: Sequence[AidEntry]) -> list[Cand
 
 def _ppse() -> SubFlow:
     answer = yield card_send(cmd.select(PPSE), "SELECT PPSE")
-    if answer.sw != SW.OK:
-        return None
-    return decode(answer.data, "SELECT PPSE")
+    return _decoded(answer) if answer.sw == SW.OK else None
 
 
 def _pse(aids: Sequence[AidEntry]) -> SubFlow:
     answer = yield card_send(cmd.select(PSE), "SELECT PSE")
-    if answer.sw == 0x6A81:
-        raise Refused("the card is blocked (SELECT answered 6A81)")
-    if answer.sw != SW.OK:
+    _blocked(answer, "SELECT PSE")
+    fci = _decoded(answer) if answer.sw == SW.OK else None
+    if fci is None:
         return None
-    sfi_node = tlv.find(decode(answer.data, "SELECT PSE"), 0x88)
+    sfi_node = tlv.find(fci, 0x88)
     if sfi_node is None or len(sfi_node.value) != 1 or not 1 <= sfi_node.value[0] <= 10:
         return None
     found: list[Candidate] = []
@@ -110,23 +128,28 @@ def _pse(aids: Sequence[AidEntry]) -> SubFlow:
             break
         if record.sw != SW.OK:
             return None  # a broken directory: the AID list instead (Book 1 §12.3.2)
-        found += _from_directory(decode(record.data, what), aids)
+        entries = _decoded(record)
+        if entries is not None:  # a record that does not decode is skipped
+            found += _from_directory(entries, aids)
     return found
 
 
 def _aid_list(aids: Sequence[AidEntry]) -> SubFlow:
     found: list[Candidate] = []
     for entry in aids:
-        answer = yield card_send(cmd.select(entry.aid), f"SELECT {entry.aid.hex().upper()}")
+        what = f"SELECT {entry.aid.hex().upper()}"
+        answer = yield card_send(cmd.select(entry.aid), what)
+        _blocked(answer, what)
         for _ in range(DIRECTORY_RECORDS_MAX):
             if answer.sw not in (SW.OK, SW.SELECTED_FILE_INVALIDATED):
                 break
-            nodes = decode(answer.data, "SELECT") if answer.data else []
-            name = tlv.find(nodes, 0x84)
+            nodes = _decoded(answer)
+            name = None if nodes is None else tlv.find(nodes, 0x84)
             if name is None:
                 break
-            if answer.sw == SW.OK and (name.value == entry.aid
-                                       or (entry.partial and name.value.startswith(entry.aid))):
+            if answer.sw == SW.OK and nodes is not None and (
+                    name.value == entry.aid
+                    or (entry.partial and name.value.startswith(entry.aid))):
                 label = tlv.find(nodes, 0x50)
                 priority = tlv.find(nodes, 0x87)
                 found.append(Candidate(
@@ -170,17 +193,23 @@ def select_application(settings: EmvSettings, *, contactless: bool,
         ordered = [c for c in ordered if c.aid == chosen]
         if not ordered:
             raise Refused(f"the card has no application {chosen.hex().upper()}")
+    dropped: list[str] = []
     while ordered:
         candidate = ordered.pop(0)
         if candidate.needs_confirmation and not settings.confirm_application and chosen is None:
             continue  # Book 1 §12.4: no confirmation possible, the application is not used
-        answer = yield card_send(cmd.select(candidate.aid),
-                                 f"SELECT {candidate.aid.hex().upper()}")
-        if answer.sw == SW.OK:
-            return Selected(candidate, decode(answer.data, "SELECT application"), method,
-                            listed)
-        if answer.sw not in (SW.SELECTED_FILE_INVALIDATED, SW.FILE_NOT_FOUND):
-            raise Refused(f"the card refused to select {candidate.aid.hex().upper()}: "
-                          f"{describe_sw(answer.sw)}", Decision.ERROR)
-    raise Refused("no application of the card can be used (blocked, or cardholder "
-                  "confirmation needed)")
+        what = f"SELECT {candidate.aid.hex().upper()}"
+        answer = yield card_send(cmd.select(candidate.aid), what)
+        _blocked(answer, what)
+        fci = _decoded(answer) if answer.sw == SW.OK else None
+        name = None if fci is None else tlv.find(fci, 0x84)
+        if fci is not None and name is not None and name.value == candidate.aid:
+            return Selected(candidate, fci, method, listed)
+        # Book 1 §12.4: any other answer, an FCI that does not decode or names another
+        # DF: the candidate is dropped and the next one selected
+        dropped.append(f"{candidate.aid.hex().upper()} ("
+                       + (describe_sw(answer.sw) if answer.sw != SW.OK else "FCI not usable")
+                       + ")")
+    raise Refused("no application of the card can be used ("
+                  + ("; ".join(dropped) if dropped else "cardholder confirmation needed")
+                  + ")")
