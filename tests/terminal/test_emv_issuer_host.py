@@ -138,3 +138,15 @@ def test_a_replayed_arqc_is_declined() -> None:
     assert again.arc == b"05" and "replayed" in again.reason
     assert host.authorize(request(atc=8)).arc == b"05"
     assert host.authorize(request(atc=10)).approved
+
+
+def test_an_amount_other_than_the_one_the_arqc_covers_is_declined_05() -> None:
+    genuine = request(amount=10_000)
+    cheaper = AuthorizationRequest(pan=PAN, psn=PSN, atc=7, arqc=genuine.arqc,
+                                   values=genuine.values, iad=IAD, amount=100, when=WHEN,
+                                   aid=AID)
+    host = SimulatedIssuer(IMK, accounts={PAN: Account(balance=20_000)})
+    answer = host.authorize(cheaper)
+    assert answer.arc == b"05" and "amount" in answer.reason
+    assert host.accounts[PAN].balance == 20_000  # nothing debited
+    assert host.authorize(genuine).approved and host.accounts[PAN].balance == 10_000

@@ -10,6 +10,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from unioncard.commands.card_emv import payment_lines
 from unioncard.crypto import emv
 from unioncard.terminal.emv import EmvSettings
 from unioncard.terminal.emv.flags import TVR
@@ -90,6 +91,19 @@ def test_a_cid_of_type_11_is_a_card_error_not_a_crash() -> None:
     assert outcome.decision is Decision.ERROR and "reserved" in outcome.reason
 
 
+def test_the_cid_reason_code_and_advice_bit_are_reported() -> None:
+    card = ScriptedCard()
+    data = cdol1_data("0200008000")
+    script = [*start(card), *pin_ok(), *velocity(card),
+              (generate_ac("80", data), card.ac_answer(0x0A, 7, data))]  # AAC, advice, 010
+    outcome = drive(sale(pins=["1234"]), script)
+    assert outcome.decision is Decision.DECLINED
+    assert outcome.reason == "declined offline by the card (PIN try limit exceeded)"
+    assert outcome.details["cid_reason"] == "PIN try limit exceeded"
+    assert (outcome.details["tvr"], outcome.details["tsi"]) == ("0200008000", "E800")
+    assert any("advice" in w for w in outcome.warnings)
+
+
 def test_random_selection_is_for_online_capable_terminals_only() -> None:
     online = EmvSettings(floor_limit=10_000, random_target_percent=50,
                          random_max_target_percent=99)
@@ -117,6 +131,18 @@ def test_an_atc_the_card_does_not_give_with_a_zero_last_online_atc_is_a_new_card
     outcome = drive(sale(pins=["1234"]), script)
     # ICC data missing, SDA selected; new card; both offline limits; floor limit
     assert (outcome.details["tvr"], outcome.details["tsi"]) == ("220800E000", "E800")
+
+
+def test_a_get_data_answer_that_is_not_the_data_object_counts_as_not_given() -> None:
+    card = ScriptedCard()
+    data = cdol1_data("220000E000")
+    script = [*start(card), *pin_ok(), ("80CA9F7900", "9F79" "9000"),
+              ("80CA9F3600", "9F3602" "9000"), ("80CA9F1300", "9F130200049000"),
+              (generate_ac("80", data), card.ac_answer(0x00, 7, data))]
+    outcome = drive(sale(pins=["1234"]), script)
+    assert outcome.decision is Decision.DECLINED, outcome.reason
+    assert (outcome.details["tvr"], outcome.details["tsi"]) == ("220000E000", "E800")
+    assert outcome.details["ec"] is False
 
 
 # --- Book 3 §10.2-10.3: records -------------------------------------------------------------
@@ -243,3 +269,9 @@ def test_qpboc_reports_the_available_offline_spending_amount() -> None:
                     qpboc_start(card, qpboc_gpo(card, 0x40, "000000005000", "22000000")))
     assert outcome.decision is Decision.APPROVED, outcome.reason
     assert outcome.details["ec_balance"] == 4_000
+
+
+def test_card_read_dates_of_the_last_century() -> None:
+    lines = payment_lines([{"aid": AID.hex().upper(), "effective": "991231",
+                            "expiry": "301231"}])
+    assert "valid 1999-12-31 to 2030-12-31" in lines[0]

@@ -13,7 +13,11 @@ __all__ = ["payment_lines"]
 
 
 def _date(yymmdd: str | None) -> str:
-    return "-" if not yymmdd else f"20{yymmdd[:2]}-{yymmdd[2:4]}-{yymmdd[4:]}"
+    """An n6 date as YYYY-MM-DD: years 00-49 are 20YY, 50-99 19YY (EMV Book 4 §6.7.3)."""
+    if not yymmdd:
+        return "-"
+    century = "19" if yymmdd[:2].isdigit() and int(yymmdd[:2]) >= 50 else "20"
+    return f"{century}{yymmdd[:2]}-{yymmdd[2:4]}-{yymmdd[4:]}"
 
 
 def payment_lines(apps: list[dict[str, Any]]) -> list[str]:

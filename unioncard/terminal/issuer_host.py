@@ -12,8 +12,8 @@ authorisation response code (ARC, two ASCII characters) with the ARPC
 `SimulatedIssuer` implements it from an issuer master key, with accounts.
 
 Response codes (ISO 8583 field 39 as UnionPay uses them): ``00`` approved,
-``05`` do not honour (the ARQC does not verify, or its ATC is not above the last one
-seen: a replay), ``14`` no such card, ``51``
+``05`` do not honour (the ARQC does not verify, the amount asked is not the ``9F02`` it
+covers, or its ATC is not above the last one seen: a replay), ``14`` no such card, ``51``
 insufficient funds, ``54`` expired card, ``61`` over the amount limit, ``62``
 restricted card (blocked), ``75`` PIN tries exceeded (the TVR the ARQC covers says so).
 """
@@ -194,6 +194,11 @@ class SimulatedIssuer:
     def _rules(self, request: AuthorizationRequest, expected: bytes) -> tuple[bytes, str]:
         if expected != request.arqc:
             return b"05", "the ARQC does not verify: not the card's key or altered data"
+        covered = request.values.get(0x9F02)
+        if covered is not None and (not covered.hex().isdigit()
+                                    or int(covered.hex()) != request.amount):
+            return b"05", (f"the amount asked ({request.amount}) is not the amount the ARQC "
+                           f"covers ({covered.hex().upper()})")
         account = self.accounts.get(request.pan)
         if account is None:
             if self.known_cards_only:

@@ -84,6 +84,9 @@ DEFAULT_DDOL = bytes.fromhex("9F3704")
 """The terminal's default DDOL: the unpredictable number (Book 3 §6.5.9)."""
 UNABLE_ONLINE_APPROVED, UNABLE_ONLINE_DECLINED = b"Y3", b"Z3"
 """ARCs the terminal sets when it could not go online (Book 4 §A6)."""
+CID_REASONS = {0: "", 1: "service not allowed", 2: "PIN try limit exceeded",
+               3: "issuer authentication failed"}
+"""The CID's reason codes, b3-b1 (Book 3 §6.5.5.4)."""
 RANK = {CryptogramType.AAC: 0, CryptogramType.ARQC: 1, CryptogramType.TC: 2}
 """Book 3 §10.8: a card may answer the cryptogram asked for or one of lower rank (a TC
 request may get an ARQC or an AAC, an ARQC request an AAC), never a higher one."""
@@ -421,6 +424,7 @@ class EmvPurchase(Session):
         cda = method == "cda" and keys is not None and kind is not CryptogramType.AAC
         first = yield from self._generate_ac(kind, 0x8C, cda=cda, keys=keys, first=True)
         cid_kind = _cryptogram_type(first[0x9F27][0])
+        why = self._cid_facts(first[0x9F27][0])
         if RANK[cid_kind] > RANK[kind]:  # a card may only lower the request (Book 3 §10.8)
             raise CardError(f"GENERATE AC answered {cid_kind.name} to a request for "
                             f"{kind.name}")
@@ -435,8 +439,18 @@ class EmvPurchase(Session):
             yield from self._generate_ac(CryptogramType.AAC, 0x8D, cda=False, keys=None,
                                          first=False)
         reason = ("declined: the card's CDA signature does not verify" if cda_failed
-                  else "declined offline by the card")
+                  else "declined offline by the card" + (f" ({why})" if why else ""))
         return self._result(Decision.DECLINED, reason, cvm, path="offline")
+
+    def _cid_facts(self, cid: int) -> str:
+        """The CID's advice bit and reason code (Book 3 §6.5.5.4, b4 and b3-b1): reported
+        (``cid_reason``; this terminal sends no advices); the reason, '' when none."""
+        reason = CID_REASONS.get(cid & 0x07, f"reason code {cid & 0x07} (RFU)")
+        if reason:
+            self.details["cid_reason"] = reason
+        if cid & 0x08:
+            self.warnings.append("the card asks for an advice; this terminal sends none")
+        return reason
 
     def _cvm(self, aip: AIP) -> Generator[Step, Any, CvmOutcome]:
         if not aip & AIP.CARDHOLDER_VERIFICATION_SUPPORTED:
@@ -450,10 +464,15 @@ class EmvPurchase(Session):
         return cvm
 
     def _get_data(self, tag: int, what: str) -> Generator[Step, Any, bytes | None]:
+        """The data object ``tag`` by GET DATA; None when the card does not give it (an
+        error status, or an answer that is not that data object)."""
         answer = yield card_send(cmd.get_data(tag), f"GET DATA {what}")
         if answer.sw != SW.OK:
             return None
-        found = tlv.find(decode(answer.data, f"GET DATA {what}"), tag)
+        try:
+            found = tlv.find(tlv.decode(answer.data), tag)
+        except DecodeError:
+            found = None
         return None if found is None else found.value
 
     def _risk(self, aip: AIP) -> Generator[Step, Any, bool]:
@@ -464,7 +483,7 @@ class EmvPurchase(Session):
         ec = False
         if s.ec_supported and self.charged < s.ec_limit:  # an EC card tells its balance
             balance = yield from self._get_data(0x9F79, "EC balance")
-            if balance is not None:
+            if balance is not None and len(balance) == 6 and balance.hex().isdigit():
                 self.details["ec_balance"] = parse_amount(balance, "EC balance")
                 ec = self.details["ec_balance"] >= self.charged
         self.details["ec"] = ec
@@ -629,6 +648,7 @@ class EmvPurchase(Session):
                                               and kind is CryptogramType.TC, keys=keys,
                                               first=False)
         final = _cryptogram_type(second[0x9F27][0])
+        self._cid_facts(second[0x9F27][0])
         if final is CryptogramType.ARQC or RANK[final] > RANK[kind]:
             raise CardError(f"the second GENERATE AC answered {final.name} to a request for "
                             f"{kind.name}")
@@ -690,8 +710,9 @@ class EmvPurchase(Session):
             return self._result(Decision.APPROVED, "approved offline (electronic cash)", cvm,
                                  path="qpboc offline")
         if kind is CryptogramType.AAC:
-            return self._result(Decision.DECLINED, "declined offline by the card", cvm,
-                                 path="qpboc offline")
+            why = self._cid_facts(self.card[0x9F27][0])
+            return self._result(Decision.DECLINED, "declined offline by the card"
+                                 + (f" ({why})" if why else ""), cvm, path="qpboc offline")
         self.details["oda"] = "none"
         response = yield from self._qpboc_online()
         if response is None:
