@@ -68,7 +68,10 @@ def test_text_output_and_declines(image: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--amount", 100, "--station", "0001"), "--station has no meaning for --mode pos-emv"),
-    (("--amount", 100, "--journal", "j.sqlite"), "--journal has no meaning"),
+    (("--amount", 100, "--journal", "no-such-journal.sqlite"),
+     "the first EMV sale on a journal needs --terminal-id"),
+    (("--amount", 100, "--terminal-id", "310100001234"), "give --journal FILE too"),
+    (("--amount", 100, "--terminal-id", "3101"), "a terminal id is 12 hex digits"),
     ((), "a sale needs --amount"),
     (("--amount", 100, "--pin", "12"), "a PIN has 4 to 12 digits"),
     (("--amount", 100, "--aid", "A0"), "an AID is 5 to 16 bytes"),

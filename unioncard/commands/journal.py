@@ -73,14 +73,19 @@ def journal_command(journal_path: Path | None, state: str | None, limit: int,
     click.echo(f"{journal.path}: {counts['pending']} pending, {counts['completed']} completed "
                f"({counts['unexported']} not exported), {counts['voided']} voided")
     for entry in entries:
-        shown = entry.record or entry.draft
+        shown = entry.to_dict()  # purse records and EMV sales alike
         where = f", batch {entry.batch_id}" if entry.batch_id else ""
         reason = f" ({entry.reason})" if entry.reason else ""
         click.echo(f"  #{entry.id} {entry.started_at.isoformat()} {entry.flow:<9} "
-                   f"{entry.state:<9} terminal {shown.terminal_id.hex().upper()} "
-                   f"{shown.application.name.lower():<7} card "
-                   f"{shown.diversifier.hex().upper()} seq {shown.card_seq}: "
-                   f"{yuan(shown.charged_amount)}{where}{reason}")
+                   f"{entry.state:<9} terminal {shown['terminal_id']} "
+                   f"{shown['application']:<7} card {_card(shown)} "
+                   f"seq {shown['card_seq']}: {yuan(shown['amount'])}{where}{reason}")
+
+
+def _card(shown: dict[str, Any]) -> str:
+    """The card as a journal line shows it: an EMV sale's masked PAN, a purse's diversifier."""
+    card: str = shown["card"]
+    return card.split("/")[0] if shown["application"] == "emv" else card.split("/")[-1]
 
 
 def _show_disbursements(journal_path: Path | None, member: str | None, limit: int,

@@ -8,7 +8,10 @@ authorizations (keys from ``--issuer-keys``, default the published test
 keystore) and the CA public keys of ``--capk`` files (default the shipped test
 CA key and UnionPay keys).  The unpredictable number and the random-selection
 draw come from the operating system's random source.  With ``--json`` stdout
-is one document with the TVR, TSI, CID, AC and the decision.
+is one document with the TVR, TSI, CID, AC and the decision.  With ``--journal``
+an approved sale is journaled (its offline record, docs/records.md) before the
+approval is reported, and leaves in the journal's batch files with the purse
+records (``unioncard batch export``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 import click
 
-from unioncard.commands.common import finish, printable
+from unioncard.commands.common import finish, parse_terminal_id, printable
 from unioncard.commands.terminal_io import open_link, outcome_lines, record_trace
 
 __all__ = ["EMV_MODE", "emv_lines", "emv_options", "tap_emv"]
@@ -35,11 +38,10 @@ _NOT_FOR_EMV = {"route": "--route", "station": "--station", "network": "--networ
                 "lane": "--lane", "vehicle_class": "--vehicle-class",
                 "toll_table": "--toll-table", "psam_image": "--psam",
                 "psam_reader": "--psam-reader", "hotlist_file": "--hotlist",
-                "block_keys": "--block-keys", "replay_file": "--replay",
-                "journal_path": "--journal"}
+                "block_keys": "--block-keys", "replay_file": "--replay"}
 _EMV_ONLY = {"contact": "--contact/--contactless", "pins": "--pin", "capk_files": "--capk",
              "issuer_keys": "--issuer-keys", "accept_expired_capk": "--accept-expired-capk",
-             "chosen_aid": "--aid"}
+             "chosen_aid": "--aid", "terminal_id": "--terminal-id"}
 
 
 def _aid(ctx: click.Context, param: click.Parameter, value: str | None) -> bytes | None:
@@ -86,6 +88,11 @@ def emv_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--aid", "chosen_aid", callback=_aid, metavar="HEX",
                      help="pos-emv: the application the cardholder chooses (default: the "
                           "card's highest priority one)."),
+        click.option("--terminal-id", envvar="UNIONCARD_TERMINAL_ID", show_envvar=True,
+                     callback=parse_terminal_id, metavar="HEX",
+                     help="pos-emv with --journal: this POS's terminal id (12 hex digits) in "
+                          "its records and batch files. Needed for the first sale on a "
+                          "journal, which remembers it."),
     )):
         f = option(f)
     return f
@@ -114,6 +121,9 @@ def emv_lines(outcome: Any) -> list[str]:
         lines.append(f"  {d['path']}, ODA {d.get('oda', 'none')}, CVM results "
                      f"{d.get('cvm_results', '-')}"
                      + (f", ARC {d['arc']}" if d.get("arc") else ""))
+    if d.get("record"):
+        lines.append(f"  journaled #{outcome.journal_id}: terminal {d['record']['terminal_id']} "
+                     f"seq {d['record']['terminal_seq']}")
     if d.get("signature_required"):
         lines.append("  the cardholder signs the receipt")
     return [printable(line) for line in lines]
@@ -151,12 +161,15 @@ def tap_emv(params: dict[str, Any]) -> None:
         pins=params.get("pins") or (), capks=capks, rules=rules,
         merchant=params.get("merchant"), chosen_aid=params.get("chosen_aid"))
     with ExitStack() as stack:
+        journal = _open_journal(stack, params)
         card = open_link(stack, params.get("card_image"), params.get("reader"), what="card",
                          wait=params.get("wait", 10.0))
         assert card is not None
         if params.get("trace_file") is not None:
             record_trace(stack, params["trace_file"], card, None)
         outcome = run(session, card=card, host=SimulatedIssuer.from_keystore(keys))
+        if journal is not None and outcome.details.get("clearing"):
+            outcome = _journal_sale(journal, params.get("terminal_id"), session, outcome)
     details = dict(outcome.details)
     if keys.test_keys:
         details["test_keys"] = True
@@ -168,3 +181,37 @@ def tap_emv(params: dict[str, Any]) -> None:
     outcome = outcome.with_changes(details=details)
     finish(outcome.to_dict(), emv_lines(outcome), as_json=params.get("as_json", False),
            status=outcome.decision.exit_status)
+
+
+def _open_journal(stack: ExitStack, params: dict[str, Any]) -> Any:
+    """The journal of ``--journal`` (None without it), its POS terminal id checked before
+    the card is touched (the first sale on a journal needs ``--terminal-id``)."""
+    from unioncard.commands.terminal_io import open_journal
+
+    if params.get("journal_path") is None:
+        if params.get("terminal_id") is not None:
+            raise click.UsageError("--terminal-id names the POS in its journal: give "
+                                   "--journal FILE too")
+        return None
+    if params.get("terminal_id") is None and not Path(params["journal_path"]).exists():
+        raise click.UsageError("the first EMV sale on a journal needs --terminal-id HEX (this "
+                               "POS's terminal id, 12 hex digits); the journal remembers it")
+    journal = stack.enter_context(open_journal(params["journal_path"]))
+    journal.emv_terminal_id(params.get("terminal_id"))
+    return journal
+
+
+def _journal_sale(journal: Any, terminal_id: bytes | None, session: Any, outcome: Any) -> Any:
+    """Journal the approved sale (one durable commit) before it is reported approved."""
+    from unioncard.terminal.emv.record import sale_record
+    from unioncard.terminal.journal import JournalError
+
+    try:
+        number, record = journal.record_emv_sale(
+            terminal_id, lambda terminal, seq: sale_record(session, outcome, terminal_id=terminal,
+                                                           terminal_seq=seq))
+    except (JournalError, ValueError) as exc:
+        raise JournalError(f"the card approved the sale, but it could not be journaled: "
+                           f"{exc}") from None
+    return outcome.with_changes(journal_id=number,
+                                details={**outcome.details, "record": record.to_dict()})

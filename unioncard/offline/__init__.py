@@ -1,7 +1,8 @@
 """Offline records and batch files: what a terminal hands to settlement (docs/records.md).
 
 Every completed purchase or load becomes a 256-byte `OfflineRecord` (CRC-32
-protected, format version 1); terminals export them in batch files (header,
+protected, format version 1), every approved EMV card sale a 256-byte `EmvRecord`
+(`decode_record` reads either); terminals export them in batch files (header,
 records, trailer with count, sums and a file CRC) that settlement and third
 parties read with `read_batch`.  A damaged file is refused whole, never half
 applied.  Importing this package loads `construct` but not the tariff engine::
@@ -16,6 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from unioncard.offline.emv_record import (
+    EMV_RECORD,
+    EMV_RECORD_LAYOUT,
+    EMV_RECORD_VERSION,
+    EmvPath,
+    EmvRecord,
+)
 from unioncard.offline.record import (
     OFFLINE_RECORD,
     RECORD_LAYOUT,
@@ -25,6 +33,7 @@ from unioncard.offline.record import (
     OfflineRecord,
     RecordFlags,
     TransactionType,
+    decode_record,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +76,9 @@ __all__ = [
     "BATCH_FORMAT_VERSION",
     "BATCH_HEADER",
     "BATCH_TRAILER",
+    "EMV_RECORD",
+    "EMV_RECORD_LAYOUT",
+    "EMV_RECORD_VERSION",
     "HEADER_SIZE",
     "OFFLINE_RECORD",
     "RECORD_LAYOUT",
@@ -75,12 +87,15 @@ __all__ = [
     "TRAILER_SIZE",
     "Application",
     "Batch",
+    "EmvPath",
+    "EmvRecord",
     "Hotlist",
     "HotlistError",
     "OfflineRecord",
     "RecordFlags",
     "TransactionType",
     "batch_file_name",
+    "decode_record",
     "encode_batch",
     "read_batch",
     "write_batch",

@@ -2,7 +2,8 @@
 
 A batch file (format version 1) is a 32-byte header (`BATCH_HEADER`: magic
 ``UCOR``, format version, record size, terminal id, batch id, creation time),
-``count`` records of 256 bytes (`unioncard.offline.record`), and a 32-byte
+``count`` records of 256 bytes (purse records, `unioncard.offline.record`, and EMV
+card sales, `unioncard.offline.emv_record`, in any mix), and a 32-byte
 trailer (`BATCH_TRAILER`: magic ``UCOE``, count, the sums of the list and
 charged amounts, and the CRC-32 of every byte before that CRC).
 
@@ -33,7 +34,8 @@ from typing import Any
 import construct as c
 
 from unioncard.errors import DecodeError
-from unioncard.offline.record import RECORD_SIZE, OfflineRecord
+from unioncard.offline.emv_record import EmvRecord
+from unioncard.offline.record import RECORD_SIZE, OfflineRecord, decode_record
 
 __all__ = [
     "BATCH_FORMAT_VERSION",
@@ -43,6 +45,7 @@ __all__ = [
     "HEADER_SIZE",
     "TRAILER_MAGIC",
     "TRAILER_SIZE",
+    "AnyRecord",
     "Batch",
     "batch_file_name",
     "encode_batch",
@@ -58,6 +61,8 @@ TRAILER_MAGIC = b"UCOE"
 HEADER_SIZE = 32
 TRAILER_SIZE = 32
 _SUFFIX = ".ucb"
+AnyRecord = OfflineRecord | EmvRecord
+"""A record a batch carries: a purse record or an EMV card sale (docs/records.md)."""
 _MAX_COUNT = 0xFFFF_FFFF
 
 
@@ -115,7 +120,7 @@ class Batch:
     terminal_id: bytes
     batch_id: int
     created: dt.datetime
-    records: tuple[OfflineRecord, ...]
+    records: tuple[AnyRecord, ...]
     list_total: int = field(init=False)
     charged_total: int = field(init=False)
 
@@ -123,13 +128,13 @@ class Batch:
         _check_header(self.terminal_id, self.batch_id, self.created)
         records = self.records
         if not isinstance(records, tuple):
-            raise ValueError("records must be a tuple of OfflineRecord")
+            raise ValueError("records must be a tuple of OfflineRecord or EmvRecord")
         if len(records) > _MAX_COUNT:
             raise ValueError(f"{len(records)} records, a batch holds at most {_MAX_COUNT}")
         for index, record in enumerate(records):
-            if not isinstance(record, OfflineRecord):
+            if not isinstance(record, OfflineRecord | EmvRecord):
                 raise ValueError(f"record {index} is a {type(record).__name__}, "
-                                 "not an OfflineRecord")
+                                 "not an OfflineRecord or an EmvRecord")
             if record.terminal_id != self.terminal_id:
                 raise ValueError(f"record {index} is from terminal "
                                  f"{record.terminal_id.hex().upper()}, the batch from "
@@ -168,7 +173,7 @@ def batch_file_name(terminal_id: bytes, batch_id: int) -> str:
 
 
 def encode_batch(terminal_id: bytes, batch_id: int, created: dt.datetime,
-                 records: Iterable[OfflineRecord]) -> bytes:
+                 records: Iterable[AnyRecord]) -> bytes:
     """The bytes of a batch file; `ValueError` for a record from another terminal, or a
     header field that does not fit."""
     batch = Batch(terminal_id, batch_id, created, tuple(records))
@@ -228,7 +233,7 @@ def read_batch(source: str | os.PathLike[str] | bytes | bytearray | memoryview) 
     for index in range(n):
         at = HEADER_SIZE + index * RECORD_SIZE
         try:
-            records.append(OfflineRecord.from_bytes(data[at:at + RECORD_SIZE]))
+            records.append(decode_record(data[at:at + RECORD_SIZE]))
         except DecodeError as exc:
             raise DecodeError(f"record {index}: {exc.message}", at + exc.offset,
                               records) from None
@@ -258,7 +263,7 @@ def read_batch(source: str | os.PathLike[str] | bytes | bytearray | memoryview) 
 
 
 def write_batch(path: str | os.PathLike[str], terminal_id: bytes, batch_id: int,
-                created: dt.datetime, records: Iterable[OfflineRecord]) -> Path:
+                created: dt.datetime, records: Iterable[AnyRecord]) -> Path:
     """Write a batch file atomically and durably; returns its path.
 
     `unioncard.atomic_file.write_atomically`: a temporary file created

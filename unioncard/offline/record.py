@@ -36,13 +36,16 @@ import re
 import zlib
 from dataclasses import dataclass, fields
 from enum import IntEnum, IntFlag
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import construct as c
 
 from unioncard.apdu.purse import TransactionType
 from unioncard.apdu.records import BcdDate
 from unioncard.errors import DecodeError
+
+if TYPE_CHECKING:
+    from unioncard.offline.emv_record import EmvRecord
 
 __all__ = [
     "CRC_OFFSET",
@@ -57,6 +60,11 @@ __all__ = [
     "OfflineRecord",
     "RecordFlags",
     "TransactionType",
+    "check_expiry",
+    "check_rules",
+    "check_text",
+    "check_when",
+    "decode_record",
 ]
 
 RECORD_SIZE = 256
@@ -294,6 +302,59 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_text(name: str, value: object, size: int, *, utf8: bool) -> None:
+    """A text field: UTF-8 without control characters (``utf8``) or printable ASCII, at
+    most ``size`` bytes (`ValueError` naming the field)."""
+    if not isinstance(value, str):
+        _fail(name, f"must be a str, got {type(value).__name__}")
+    if utf8:
+        if any(ch < " " or "\x7f" <= ch < "\xa0" for ch in value):
+            _fail(name, "control characters are not allowed")
+        try:
+            raw = value.encode("utf-8")
+        except UnicodeEncodeError:
+            _fail(name, "not encodable as UTF-8")
+    else:
+        if any(not " " <= ch <= "~" for ch in value):
+            _fail(name, f"printable ASCII only, got {value!r}")
+        raw = value.encode("ascii")
+    if len(raw) > size:
+        _fail(name, f"{len(raw)} bytes, the field holds {size}")
+
+
+def check_when(when: object) -> None:
+    """The transaction's date and time: naive local time, whole seconds, year 1000 on."""
+    if not isinstance(when, dt.datetime):
+        _fail("when", f"must be a datetime, got {type(when).__name__}")
+    if when.tzinfo is not None:
+        _fail("when", "must be naive local time (the card keeps no time zone)")
+    if when.microsecond:
+        _fail("when", "the record keeps whole seconds; drop the microseconds")
+    if when.year < _MIN_YEAR:
+        _fail("when", f"years before {_MIN_YEAR} are not supported")
+
+
+def check_expiry(expiry: object) -> None:
+    """A card expiry: a date (not a datetime) or None."""
+    if expiry is not None and (not isinstance(expiry, dt.date)
+                               or isinstance(expiry, dt.datetime)):
+        _fail("card_expiry", f"must be a date or None, got {type(expiry).__name__}")
+    if expiry is not None and expiry.year < _MIN_YEAR:
+        _fail("card_expiry", f"years before {_MIN_YEAR} are not supported")
+
+
+def check_rules(rules: object) -> tuple[int, ...]:
+    """The tariff rule indexes applied: at most `MAX_RULES`, each 0..FFFE."""
+    if not isinstance(rules, tuple | list):
+        _fail("rules", f"must be a tuple of rule indexes, got {type(rules).__name__}")
+    if len(rules) > MAX_RULES:
+        _fail("rules", f"{len(rules)} rules, a record holds at most {MAX_RULES}")
+    for index in rules:
+        if not _is_int(index) or not 0 <= index < NO_RULE:
+            _fail("rules", f"rule index {index!r} is not in 0..{NO_RULE - 1}")
+    return tuple(int(index) for index in rules)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OfflineRecord:
     """One completed purchase or load, as settlement receives it (format version 1).
@@ -378,50 +439,14 @@ class OfflineRecord:
 
     def _check_text(self) -> None:
         for name, size in _TEXT_FIELDS.items():
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                _fail(name, f"must be a str, got {type(value).__name__}")
-            if name == "organization":
-                if any(ch < " " or "\x7f" <= ch < "\xa0" for ch in value):
-                    _fail(name, "control characters are not allowed")
-                try:
-                    raw = value.encode("utf-8")
-                except UnicodeEncodeError:
-                    _fail(name, "not encodable as UTF-8")
-            else:
-                if any(not " " <= ch <= "~" for ch in value):
-                    _fail(name, f"printable ASCII only, got {value!r}")
-                raw = value.encode("ascii")
-            if len(raw) > size:
-                _fail(name, f"{len(raw)} bytes, the field holds {size}")
+            check_text(name, getattr(self, name), size, utf8=name == "organization")
 
     def _check_dates(self) -> None:
-        when = self.when
-        if not isinstance(when, dt.datetime):
-            _fail("when", f"must be a datetime, got {type(when).__name__}")
-        if when.tzinfo is not None:
-            _fail("when", "must be naive local time (the card keeps no time zone)")
-        if when.microsecond:
-            _fail("when", "the record keeps whole seconds; drop the microseconds")
-        if when.year < _MIN_YEAR:
-            _fail("when", f"years before {_MIN_YEAR} are not supported")
-        expiry = self.card_expiry
-        if expiry is not None and (not isinstance(expiry, dt.date)
-                                   or isinstance(expiry, dt.datetime)):
-            _fail("card_expiry", f"must be a date or None, got {type(expiry).__name__}")
-        if expiry is not None and expiry.year < _MIN_YEAR:
-            _fail("card_expiry", f"years before {_MIN_YEAR} are not supported")
+        check_when(self.when)
+        check_expiry(self.card_expiry)
 
     def _check_rules(self) -> None:
-        rules = self.rules
-        if not isinstance(rules, tuple | list):
-            _fail("rules", f"must be a tuple of rule indexes, got {type(rules).__name__}")
-        if len(rules) > MAX_RULES:
-            _fail("rules", f"{len(rules)} rules, a record holds at most {MAX_RULES}")
-        for index in rules:
-            if not _is_int(index) or not 0 <= index < NO_RULE:
-                _fail("rules", f"rule index {index!r} is not in 0..{NO_RULE - 1}")
-        object.__setattr__(self, "rules", tuple(int(index) for index in rules))
+        object.__setattr__(self, "rules", check_rules(self.rules))
 
     def _check_kind(self) -> None:
         if self.is_load:
@@ -539,13 +564,18 @@ def _compiled() -> Any:
 
 
 def _decode_error(raw: bytes, fast_error: c.ConstructError) -> DecodeError:
+    return _decode_error_of(OFFLINE_RECORD, _OFFSETS, raw, fast_error)
+
+
+def _decode_error_of(struct: c.Construct, offsets: dict[str, int], raw: bytes,
+                     fast_error: c.ConstructError) -> DecodeError:
     """The `DecodeError` for bytes the compiled parser refused: the reference parser
     names the field (compiled code loses the path)."""
     try:
-        OFFLINE_RECORD.parse(raw)
+        struct.parse(raw)
     except c.ConstructError as exc:
         name = _field_of(exc)
-        return DecodeError(f"bad {name or 'field'}: {_message_of(exc)}", _OFFSETS.get(name, 0))
+        return DecodeError(f"bad {name or 'field'}: {_message_of(exc)}", offsets.get(name, 0))
     return DecodeError(f"bad field: {_message_of(fast_error)}")  # pragma: no cover
 
 
@@ -558,3 +588,21 @@ def _field_of(exc: c.ConstructError) -> str:
 def _message_of(exc: c.ConstructError) -> str:
     text = str(exc)
     return text.split("\n", 1)[-1].strip() if "\n" in text else text
+
+
+def decode_record(raw: bytes) -> OfflineRecord | EmvRecord:
+    """Decode a record of either kind, by its first byte (docs/records.md, "Record kinds"):
+    ``01`` a purse record (`OfflineRecord`), ``E1`` an EMV card sale (`EmvRecord`).
+    `DecodeError` (with the offset) for a wrong size, a CRC mismatch, an unknown kind or
+    version, or a field that is not valid."""
+    raw = bytes(raw)
+    if len(raw) == RECORD_SIZE and raw[0] != RECORD_VERSION and \
+            int.from_bytes(raw[CRC_OFFSET:], "big") == zlib.crc32(raw[:CRC_OFFSET]):
+        from unioncard.offline.emv_record import EMV_RECORD_VERSION, EmvRecord
+
+        if raw[0] == EMV_RECORD_VERSION:
+            return EmvRecord.from_bytes(raw)
+        raise DecodeError(f"unknown record_version {raw[0]:02X} (this reader knows "
+                          f"{RECORD_VERSION:02X}, a purse record, and "
+                          f"{EMV_RECORD_VERSION:02X}, an EMV card sale)", 0)
+    return OfflineRecord.from_bytes(raw)

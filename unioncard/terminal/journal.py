@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from unioncard.errors import UnionCardError
-from unioncard.offline import RECORD_LAYOUT, Application, OfflineRecord
+from unioncard.offline import RECORD_LAYOUT, Application, EmvRecord, OfflineRecord, decode_record
 from unioncard.terminal.disbursements import Disbursement, DisbursementState
 from unioncard.terminal.session import (
     Journal,
@@ -44,8 +44,9 @@ from unioncard.terminal.session import (
     Resolution,
 )
 
-__all__ = ["SCHEMA_VERSION", "ExportedBatch", "ImportedDisbursements", "JournalEntry",
-           "JournalError", "TransactionJournal", "default_journal_path"]
+__all__ = ["EMV_APPLICATION", "EMV_FLOW", "SCHEMA_VERSION", "ExportedBatch",
+           "ImportedDisbursements", "JournalEntry", "JournalError", "TransactionJournal",
+           "default_journal_path"]
 
 SCHEMA_VERSION = 2
 """1: transactions and batches; 2: union disbursements (a schema-1 journal is upgraded
@@ -109,6 +110,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS transactions_card_seq
     ON transactions(application, issuer, diversifier, is_load, card_seq)
     WHERE state = 'completed';
 """
+EMV_FLOW = "pos-emv"
+"""The flow of an EMV card sale in the journal."""
+EMV_APPLICATION = 0
+"""The ``application`` column of an EMV card sale (purse records have 1 transit, 2 ETC); its
+``issuer`` is the PAN (10 bytes BCD), ``diversifier`` the PSN and ``card_seq`` the ATC, so the
+unique index of completed transactions admits one sale per card and ATC."""
 _UPGRADES = {1: "ALTER TABLE transactions ADD COLUMN disbursement_id INTEGER"}
 """What turns a journal of schema N into schema N + 1 (before _SCHEMA adds new tables)."""
 _DISBURSEMENT_COLUMNS = ("id, reference, member_no, amount, reason, application, state, "
@@ -139,6 +146,11 @@ _IDENTITY = tuple((name, offset, offset + size) for name, offset, size in RECORD
                   if name in ("terminal_id", "issuer", "diversifier", "application", "card_seq",
                               "tx_type"))
 """Where a record says which transaction it is: compared byte for byte, unparsed."""
+
+
+def _pan_key(record: EmvRecord) -> bytes:
+    """A PAN as the journal's ``issuer`` column keeps it: 10 bytes BCD, ``F``-padded."""
+    return bytes.fromhex(record.pan.ljust(20, "F"))
 
 
 def _check_same_transaction(transaction_id: int, draft: bytes, record: bytes) -> None:
@@ -223,23 +235,27 @@ class JournalEntry:
     flow: str
     state: str
     started_at: dt.datetime
-    draft: OfflineRecord
-    record: OfflineRecord | None
+    draft: OfflineRecord | EmvRecord
+    record: OfflineRecord | EmvRecord | None
     reason: str
     resolved_at: dt.datetime | None
     batch_id: int | None
 
     def to_dict(self) -> dict[str, Any]:
         shown = self.record or self.draft
+        if isinstance(shown, EmvRecord):  # the card by its masked PAN and PSN, its ATC
+            masked = shown.to_dict()
+            card, application, seq = f"{masked['pan']}/{shown.psn}", "emv", shown.atc
+        else:
+            card = f"{shown.issuer.hex().upper()}/{shown.diversifier.hex().upper()}"
+            application, seq = shown.application.name.lower(), shown.card_seq
         return {
             "id": self.id, "flow": self.flow, "state": self.state,
             "started_at": self.started_at.isoformat(),
             "resolved_at": None if self.resolved_at is None else self.resolved_at.isoformat(),
             "reason": self.reason, "batch_id": self.batch_id,
-            "terminal_id": shown.terminal_id.hex().upper(),
-            "application": shown.application.name.lower(),
-            "card": f"{shown.issuer.hex().upper()}/{shown.diversifier.hex().upper()}",
-            "card_seq": shown.card_seq, "amount": shown.charged_amount,
+            "terminal_id": shown.terminal_id.hex().upper(), "application": application,
+            "card": card, "card_seq": seq, "amount": shown.charged_amount,
             "record": None if self.record is None else self.record.to_dict(),
         }
 
@@ -489,6 +505,75 @@ class TransactionJournal:
                                  "transaction_id = NULL, last_error = ? WHERE transaction_id = ?",
                                  (resolution.reason, resolution.transaction_id))
 
+    # --- EMV card sales -----------------------------------------------------------------------
+
+    def emv_terminal_id(self, given: bytes | None) -> bytes:
+        """The terminal id this journal's EMV sales carry: the one given the first time,
+        remembered (in the commit of the first sale), and the same ever after."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'emv_terminal_id'"
+                               ).fetchone()
+        if row is None:
+            if given is None:
+                raise JournalError(
+                    f"the first EMV sale journaled in {self.path} needs this POS's terminal "
+                    "id (--terminal-id, 12 hex digits); later sales reuse it")
+            return given
+        remembered = _meta_bytes(self.path, "emv_terminal_id", row[0], 6)
+        if given is not None and given != remembered:
+            raise JournalError(
+                f"{self.path} is the journal of POS terminal {row[0]}, not "
+                f"{given.hex().upper()}: give each POS its own journal")
+        return remembered
+
+    def record_emv_sale(self, terminal_id: bytes | None,
+                        make: Callable[[bytes, int], EmvRecord]) -> tuple[int, EmvRecord]:
+        """Journal an approved EMV sale, completed, in one durable commit; returns its
+        number and its record.  ``make(terminal_id, terminal_seq)`` builds the record: its
+        terminal seq is its number in this journal.  The same sale again (same card, ATC
+        and cryptogram) is journaled once (its number and record are returned); another
+        sale with a card's ATC already journaled is refused."""
+        with self._transaction():
+            terminal = self.emv_terminal_id(terminal_id)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('emv_terminal_id', ?)",
+                             (terminal.hex().upper(),))
+            (number,) = self._db.execute(  # the number AUTOINCREMENT gives the next row
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'transactions'), "
+                "0) + 1").fetchone()
+            record = make(terminal, number)
+            known = self._known_emv_sale(record)
+            if known is not None:
+                return known
+            raw = record.to_bytes()
+            cursor = self._db.execute(
+                "INSERT INTO transactions (flow, state, terminal_id, application, issuer, "
+                "diversifier, card_seq, is_load, amount, balance_before, started_at, draft, "
+                "record, resolved_at) VALUES (?, 'completed', ?, ?, ?, ?, ?, 0, ?, 0, ?, ?, ?, ?)",
+                (EMV_FLOW, record.terminal_id, EMV_APPLICATION, _pan_key(record),
+                 bytes.fromhex(record.psn), record.atc, record.charged_amount,
+                 record.when.isoformat(), raw, raw,
+                 dt.datetime.now().replace(microsecond=0).isoformat()))
+            if cursor.lastrowid != number:  # pragma: no cover - AUTOINCREMENT's own rule
+                raise JournalError(f"{self.path}: the journal numbered the sale "
+                                   f"{cursor.lastrowid}, not {number}")
+        return number, record
+
+    def _known_emv_sale(self, record: EmvRecord) -> tuple[int, EmvRecord] | None:
+        """The journaled sale of this card and ATC: the same one (None when there is none),
+        or `JournalError` when it is another."""
+        row = self._db.execute(
+            "SELECT id, record FROM transactions WHERE state = 'completed' AND application = ? "
+            "AND issuer = ? AND diversifier = ? AND is_load = 0 AND card_seq = ?",
+            (EMV_APPLICATION, _pan_key(record), bytes.fromhex(record.psn), record.atc)
+        ).fetchone()
+        if row is None:
+            return None
+        known = decode_record(row[1])
+        if not isinstance(known, EmvRecord) or known.ac != record.ac:
+            raise JournalError(f"transaction {row[0]} of this journal already used ATC "
+                               f"{record.atc} of this card with another cryptogram: the sale "
+                               "is not journaled twice")
+        return row[0], known
+
     # --- reading ---------------------------------------------------------------------------
 
     def entries(self, *, state: str | None = None, limit: int | None = None,
@@ -512,8 +597,8 @@ class TransactionJournal:
             try:
                 entries.append(JournalEntry(
                     id_, flow, st, dt.datetime.fromisoformat(started),
-                    OfflineRecord.from_bytes(draft),
-                    None if record is None else OfflineRecord.from_bytes(record), reason,
+                    decode_record(draft),
+                    None if record is None else decode_record(record), reason,
                     None if resolved is None else dt.datetime.fromisoformat(resolved), batch))
             except (TypeError, ValueError) as exc:  # DecodeError is a ValueError
                 raise JournalError(f"{self.path}: the journal is damaged: transaction {id_} "
@@ -661,7 +746,7 @@ class TransactionJournal:
         terminal_id, batch_no, created, name = self._db.execute(
             "SELECT terminal_id, batch_no, created_at, file_name FROM batches WHERE id = ?",
             (batch,)).fetchone()
-        records = [OfflineRecord.from_bytes(raw) for (raw,) in self._db.execute(
+        records = [decode_record(raw) for (raw,) in self._db.execute(
             "SELECT record FROM transactions WHERE batch_id = ? ORDER BY id", (batch,))]
         path = directory / name
         try:
