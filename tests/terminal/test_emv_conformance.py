@@ -35,8 +35,8 @@ class Bench:
     """One simulated member card with its debit application, in a reader, and the issuer."""
 
     def __init__(self, *, expiry: dt.date | None = None, host: Any = None,
-                 protocol: str = "T=1") -> None:
-        self.card = issue_member_card(MEMBER, KEYS, card_no=42, ec_balance=EC_START,
+                 protocol: str = "T=1", ec_balance: int = EC_START) -> None:
+        self.card = issue_member_card(MEMBER, KEYS, card_no=42, ec_balance=ec_balance,
                                       random_source=1, expiry=expiry, protocol=protocol)
         self.app = self.card.apps["3F00/" + AID.hex().upper()]
         self.host = host or SimulatedIssuer.from_keystore(KEYS)
@@ -140,6 +140,16 @@ def test_ec_balance_short_goes_online() -> None:
     bench = Bench()
     outcome = bench.sale(EC_START + 1)
     expect(outcome, Decision.APPROVED, "0000008000", "F800", "40", "online")
+
+
+def test_a_tc_request_over_the_cards_ec_single_limit_is_answered_arqc_and_goes_online() -> None:
+    # the terminal sees an EC sale (under its EC limit, within the EC balance) and asks a
+    # TC; the card's single-transaction limit 9F78 (500 yuan) sends it online (Book 3 §10.8)
+    bench = Bench(ec_balance=90_000)
+    outcome = bench.sale(60_000)
+    expect(outcome, Decision.APPROVED, "0000000000", "F800", "40", "online")
+    assert outcome.details["ec"] is True and bench.host.log[0][1].arc == b"00"
+    assert bench.ec_balance() == 90_000  # not an EC purchase after all
 
 
 # --- refusals ------------------------------------------------------------------------------
