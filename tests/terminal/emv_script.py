@@ -59,6 +59,7 @@ class ScriptedCard:
     ucol: int = 10
     atc: int = 6
     last_online_atc: int = 4
+    cdol1: bytes = CDOL1
     cdol2: bytes = CDOL2
     cvr: bytes = bytes.fromhex("03A0A000")
     afl: str = "08010202" "10010100"
@@ -75,7 +76,7 @@ class ScriptedCard:
                 p(0x5F20, b"UNIONCARD/TEST"))
         two = t(0x70, p(0x5A, PAN + "F"), p(0x5F24, self.expiry), p(0x5F25, self.effective),
                 p(0x5F28, "0156"), p(0x5F34, PSN), p(0x9F07, "FF00"), p(0x8E, self.cvm_list),
-                p(0x8C, CDOL1), p(0x8D, self.cdol2), p(0x9F0D, self.iac_default),
+                p(0x8C, self.cdol1), p(0x8D, self.cdol2), p(0x9F0D, self.iac_default),
                 p(0x9F0E, self.iac_denial), p(0x9F0F, self.iac_online), p(0x9F08, "0030"),
                 p(0x9F42, "0156"), p(0x9F14, bytes([self.lcol])), p(0x9F23, bytes([self.ucol])),
                 *self.extra)

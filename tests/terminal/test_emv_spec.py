@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from unioncard.commands.card_emv import payment_lines
-from unioncard.crypto import emv
+from unioncard.crypto import emv, oda
 from unioncard.terminal.emv import EmvSettings
 from unioncard.terminal.emv.flags import TVR
 from unioncard.terminal.emv.risk import random_selection
@@ -181,6 +181,18 @@ def test_a_ddol_without_the_unpredictable_number_fails_dda_without_internal_auth
                                                                               "0800008000")])
     assert (outcome.details["tvr"], outcome.details["tsi"]) == ("0800008000", "E800")
     assert "9F37" in outcome.details["oda_failure"]
+
+
+def test_a_cdol_may_name_card_data_the_icc_dynamic_number_of_dda() -> None:
+    cdol1 = es.CDOL1 + bytes.fromhex("9F4C08" "8202")  # Book 3 §5.4: ICC data in a DOL
+    card = ScriptedCard(aip="3C00", cdol1=cdol1)
+    sdad = oda.sign_sdad(card.icc_key(), b"\x00\x07", es.UN)
+    data = cdol1_data("0000008000") + bytes.fromhex("0007000000000000" "3C00")
+    script = [*start(card), ("008800000411223344" "00", hexof(p(0x80, sdad)) + "9000"),
+              *pin_ok(), *velocity(card),
+              (generate_ac("80", data), card.ac_answer(0x00, 7, data, cdol1))]
+    outcome = drive(sale(pins=["1234"]), script)
+    assert (outcome.details["tvr"], outcome.details["tsi"]) == ("0000008000", "E800")
 
 
 # --- Book 1 §12: selection ------------------------------------------------------------------

@@ -396,7 +396,7 @@ class EmvPurchase(Session):
         if all(e.tag != 0x9F37 for e in entries):  # Book 2 §6.5.1
             raise oda.OdaFailure("DDOL without the unpredictable number 9F37",
                                  oda.OdaReason.FORMAT)
-        data = dol.build(entries, self.values)
+        data = dol.build(entries, self._dol_values())
         answer = yield card_send(cmd.internal_authenticate(data), "INTERNAL AUTHENTICATE")
         if answer.sw != SW.OK:
             raise oda.OdaFailure(f"INTERNAL AUTHENTICATE ({answer.sw:04X})",
@@ -508,7 +508,7 @@ class EmvPurchase(Session):
         consistent by its atomic writes)."""
         self.values[0x95] = self.tvr.encoded()
         entries = dol.parse(self.card[dol_tag])
-        data = dol.build(entries, self.values)
+        data = dol.build(entries, self._dol_values())
         self._covers(dol_tag, data)
         if first:
             self.cdol1_data = data
@@ -577,6 +577,13 @@ class EmvPurchase(Session):
         self.card.set(0x9F4C, result.dynamic_number)
 
     # --- online ------------------------------------------------------------------------
+
+    def _dol_values(self) -> dict[int, bytes]:
+        """What a DOL may name (Book 3 §5.4): the terminal's data, and the card's that the
+        terminal knows (AIP, ATC, the ICC dynamic number of DDA, ...); an empty terminal
+        value (no ARC yet) leaves the card's, if any."""
+        card = dict(self.card.items())
+        return {**card, **{t: v for t, v in self.values.items() if v or t not in card}}
 
     def _covers(self, dol_tag: int, data: bytes) -> None:
         """Remember the AC data elements as the card got them in this DOL's data."""
