@@ -163,8 +163,11 @@ def test_a_batch_carries_both_kinds_and_sums_them():
     records = [purse_record(), sale(), purse_record().__class__(
         **{**_fields(purse_record()), "terminal_seq": 43, "card_seq": 6})]
     raw = encode_batch(TERMINAL, 9, dt.datetime(2026, 5, 1, 23, 0), records)
-    batch = read_batch(raw)
+    batch = read_batch(raw, emv=True)
     assert batch.records == tuple(records)
+    with pytest.raises(DecodeError, match="record 1: an EMV card record") as caught:
+        read_batch(raw)  # a reader of purse records only refuses the file, never skips a sale
+    assert caught.value.offset == 32 + 256
     assert batch.list_total == 400 + sale().list_amount
     assert batch.charged_total == 360 + sale().charged_amount
     with pytest.raises(ValueError, match="from terminal"):

@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import construct as c
 
@@ -63,6 +63,7 @@ TRAILER_SIZE = 32
 _SUFFIX = ".ucb"
 AnyRecord = OfflineRecord | EmvRecord
 """A record a batch carries: a purse record or an EMV card sale (docs/records.md)."""
+R = TypeVar("R", OfflineRecord, AnyRecord)
 _MAX_COUNT = 0xFFFF_FFFF
 
 
@@ -110,7 +111,7 @@ _T_COUNT, _T_LIST, _T_CHARGED, _T_CRC = 4, 8, 16, 28  # trailer offsets
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
+class Batch(Generic[R]):
     """One batch file's content: header fields, the records, and the trailer's sums.
 
     ``list_total`` and ``charged_total`` are computed from the records (a file
@@ -120,7 +121,7 @@ class Batch:
     terminal_id: bytes
     batch_id: int
     created: dt.datetime
-    records: tuple[AnyRecord, ...]
+    records: tuple[R, ...]
     list_total: int = field(init=False)
     charged_total: int = field(init=False)
 
@@ -187,7 +188,18 @@ def encode_batch(terminal_id: bytes, batch_id: int, created: dt.datetime,
     return bytes(out)
 
 
-def read_batch(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> Batch:
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+
+
+@overload
+def read_batch(source: Source, *, emv: Literal[False] = False) -> Batch[OfflineRecord]: ...
+
+
+@overload
+def read_batch(source: Source, *, emv: Literal[True]) -> Batch[AnyRecord]: ...
+
+
+def read_batch(source: Source, *, emv: bool = False) -> Batch[Any]:
     """Read and check a whole batch file (a path, or its bytes).
 
     Checks, in order: the size, the header's magic, format version and record
@@ -195,6 +207,11 @@ def read_batch(source: str | os.PathLike[str] | bytes | bytearray | memoryview) 
     each record (its CRC, version and fields), the file CRC, the count, the
     two sums and that every record is from the header's terminal.  Any failure
     raises `DecodeError` with the byte offset: the file is refused whole.
+
+    A batch carries purse records and EMV card records; ``emv=True`` reads both
+    (``records`` in file order), the default reads purse records only and refuses
+    a file holding an EMV card record (a reader that settles or audits purse
+    records must not skip a sale silently).
     """
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
@@ -229,11 +246,15 @@ def read_batch(source: str | os.PathLike[str] | bytes | bytearray | memoryview) 
         raise DecodeError(f"bad header: {_last_line(exc)}", _H_CREATED) from None
     trailer = BATCH_TRAILER.parse(data[trailer_at:])
 
-    records = []
+    records: list[AnyRecord] = []
     for index in range(n):
         at = HEADER_SIZE + index * RECORD_SIZE
         try:
-            records.append(decode_record(data[at:at + RECORD_SIZE]))
+            record = decode_record(data[at:at + RECORD_SIZE])
+            if not emv and isinstance(record, EmvRecord):
+                raise DecodeError("an EMV card record (E1): this reader takes purse records "
+                                  "only (read_batch(..., emv=True) reads both kinds)", 0)
+            records.append(record)
         except DecodeError as exc:
             raise DecodeError(f"record {index}: {exc.message}", at + exc.offset,
                               records) from None

@@ -100,7 +100,7 @@ def offline_records(draw: st.DrawFn, *, terminal_id: bytes | None = None,
 
 
 @st.composite
-def batches(draw: st.DrawFn, max_records: int = 5) -> Batch:
+def batches(draw: st.DrawFn, max_records: int = 5) -> Batch[OfflineRecord]:
     """A valid batch: one terminal's records (up to ``max_records``), any batch id."""
     terminal_id = draw(terminal_ids)
     records = draw(st.lists(offline_records(terminal_id=terminal_id), max_size=max_records))
