@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from unioncard.apdu.tlv import Tlv, encode
@@ -94,6 +95,15 @@ def _record(*items: tuple[int, bytes]) -> bytes:
     return encode(Tlv.template(0x70, [Tlv.primitive(tag, value) for tag, value in items]))
 
 
+@lru_cache(maxsize=16)
+def _issuer_certificate(ca_pem: str, issuer_pem: str, issuer_id: str, expiry: str,
+                        serial: int) -> tuple[bytes, bytes]:
+    """The issuer certificate, the same for every card of the issuer key: made once."""
+    issuer = oda.PrivateKey.from_pem(issuer_pem)
+    return oda.issuer_certificate(oda.PrivateKey.from_pem(ca_pem), issuer.public, issuer_id,
+                                  expiry, serial)
+
+
 def has_debit_keys(keys: Keystore, card_no: int) -> bool:
     """Whether ``keys`` can personalize the debit application of this card."""
     try:
@@ -137,8 +147,8 @@ def debit_application(keys: Keystore, *, card_no: int, holder: str, effective: d
         (0x9F49, DDOL), (0x9F4A, b"\x82"), (0x9F42, b"\x01\x56"), (0x9F44, b"\x02"))
     static = oda.static_data([(1, record1), (1, record2)], b"\x82", {0x82: AIP})
     issuer_pub, icc_pub = issuer.private.public, icc.public
-    icert, irem = oda.issuer_certificate(ca.private, issuer_pub, issuer.issuer_id,
-                                         issuer.expiry, issuer.serial)
+    icert, irem = _issuer_certificate(ca.private_pem, issuer.private_pem, issuer.issuer_id,
+                                      issuer.expiry, issuer.serial)
     ccert, crem = oda.icc_certificate(issuer.private, icc_pub, pan, f"{expiry:%m%y}",
                                       card_no % 0x1000000, static)
     ssad = oda.sign_ssad(issuer.private, DATA_AUTH_CODE, static)

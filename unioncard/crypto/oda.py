@@ -43,6 +43,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -160,14 +161,8 @@ class PrivateKey:
 
     @classmethod
     def from_pem(cls, pem: str | bytes) -> PrivateKey:
-        data = pem.encode("ascii") if isinstance(pem, str) else pem
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
-            raise CryptoError(f"not an unencrypted PEM private key: {exc}") from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise CryptoError("not an RSA private key")
-        return cls(key)
+        """The key of an unencrypted PEM document (parsed and checked once per document)."""
+        return _from_pem(pem.encode("ascii") if isinstance(pem, str) else bytes(pem))
 
     def to_pem(self) -> str:
         return self.key.private_bytes(serialization.Encoding.PEM,
@@ -192,6 +187,17 @@ class PrivateKey:
         s2 = pow(m, n.dmq1, n.q)
         h = (n.iqmp * (s1 - s2)) % n.p
         return (s2 + h * n.q).to_bytes(size, "big")
+
+
+@lru_cache(maxsize=64)
+def _from_pem(data: bytes) -> PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise CryptoError(f"not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise CryptoError("not an RSA private key")
+    return PrivateKey(key)
 
 
 @dataclass(frozen=True, slots=True)
