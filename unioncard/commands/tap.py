@@ -124,7 +124,8 @@ def group(mode: str, card_image: Path | None, reader: str | None, wait: float,
     sent, tap exits 2 (interrupted) at once and the card's next tap on the same
     journal settles it (charged once, never twice).  Exit status: 0 approved,
     1 declined, 2 error or interrupted.  --mode pos-emv runs the EMV kernel on
-    the card's PBOC debit application instead (no PSAM, nothing journaled; its
+    the card's PBOC debit application instead (no PSAM; an approved sale is
+    journaled only with --journal, and --terminal-id on a new journal; its
     options say "pos-emv"; docs/emv-kernel.md).
     """
     if mode == EMV_MODE:
