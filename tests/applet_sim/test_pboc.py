@@ -406,3 +406,57 @@ def test_torn_ec_purchase_leaves_balance_log_and_atc_consistent(bank_card, step,
     assert app.ec_balance in (40_00, 50_00)
     # the journal decides: cut before its commit flag, nothing; after it, everything
     assert debited == (step is Step.CLEAR or (step is Step.COMMIT and when == "after"))
+
+
+# --- issuance and images ---------------------------------------------------------------------
+
+def test_keystores_without_debit_keys_issue_cards_without_it(keys, member):
+    from unioncard.crypto import Keystore
+    from unioncard.errors import CryptoError
+
+    purse_only = Keystore(keys.purse, True, "purse keys only")
+    card = issue_member_card(member, purse_only, card_no=5)
+    assert not any(isinstance(a, PbocApplication) for a in card.apps.values())
+    card.power_on()
+    assert Terminal(card).select(PSE)[1] == 0x6A82
+    with pytest.raises(CryptoError):
+        issue_member_card(member, purse_only, card_no=5, debit=True)
+    plain = issue_member_card(member, keys, card_no=5, debit=False)
+    assert not any(isinstance(a, PbocApplication) for a in plain.apps.values())
+
+
+def test_issuance_is_reproducible(keys, member):
+    one = issue_member_card(member, keys, card_no=9, ec_balance=100)
+    two = issue_member_card(member, keys, card_no=9, ec_balance=100)
+    assert one.to_image() == two.to_image()
+
+
+def test_image_round_trip_and_checks(bank_card, tmp_path):
+    import json
+
+    from unioncard.applet_sim import SimulatedCard
+    from unioncard.errors import DecodeError
+
+    term = Terminal(bank_card)
+    term.select(DEBIT_AID)
+    values = terminal_values(amount=5_00, ttq="00000000")
+    term.gpo(values)
+    term.gac(Decision.TC, CDOL1, values)
+    path = tmp_path / "card.json"
+    bank_card.save(path)
+    again = SimulatedCard.load(path)
+    assert app_of(again).ec_balance == 45_00 and app_of(again).atc == 1
+    assert len(app_of(again).log()) == 1
+    doc = json.loads(path.read_text())
+    cell = f"3F00/{DEBIT_AID.hex().upper()}:ec_balance"
+    for bad, message in ((dict(doc, nvm={**doc["nvm"], "cells": {
+            **doc["nvm"]["cells"], cell: "00000000ABCD"}}), "ec_balance"),):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(DecodeError, match=message):
+            SimulatedCard.load(path)
+    broken = json.loads(json.dumps(doc))
+    adf = next(c for c in broken["mf"]["children"] if c.get("aid") == DEBIT_AID.hex().upper())
+    adf["app"]["afl"] = "08"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(DecodeError, match="pboc"):
+        SimulatedCard.load(path)
