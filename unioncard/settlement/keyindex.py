@@ -75,32 +75,31 @@ def counter_hashes(issuer: np.ndarray, diversifier: np.ndarray, application: np.
 
 
 @jit
-def _insert(table, keys, values):  # type: ignore[no-untyped-def]
-    """Each key into ``table`` (rows of [key, value]: one cache line holds both)."""
-    mask = np.uint64(table.shape[0] - 1)
+def _insert(slots, rows, keys, values):  # type: ignore[no-untyped-def]
+    mask = np.uint64(slots.shape[0] - 1)
     added = 0
     for i in range(keys.shape[0]):
         key = keys[i]
         at = _mix(key) & mask
-        while table[at, 0] != np.uint64(0) and table[at, 0] != key:
+        while slots[at] != np.uint64(0) and slots[at] != key:
             at = (at + np.uint64(1)) & mask
-        if table[at, 0] == np.uint64(0):
-            table[at, 0] = key
+        if slots[at] == np.uint64(0):
+            slots[at] = key
             added += 1
-        table[at, 1] = np.uint64(values[i])
+        rows[at] = np.uint32(values[i])
     return added
 
 
 @jit
-def _find(table, keys, out):  # type: ignore[no-untyped-def]
-    mask = np.uint64(table.shape[0] - 1)
+def _find(slots, rows, keys, out):  # type: ignore[no-untyped-def]
+    mask = np.uint64(slots.shape[0] - 1)
     for i in range(keys.shape[0]):
         key = keys[i]
         at = _mix(key) & mask
         out[i] = -1
-        while table[at, 0] != np.uint64(0):
-            if table[at, 0] == key:
-                out[i] = np.int64(table[at, 1])
+        while slots[at] != np.uint64(0):
+            if slots[at] == key:
+                out[i] = np.int64(rows[at])
                 break
             at = (at + np.uint64(1)) & mask
 
@@ -132,11 +131,12 @@ def previous_equal(keys: np.ndarray) -> np.ndarray:
 
 
 class KeyIndex:
-    """Hash → row (int64, at least 0); a key inserted again takes the new row."""
+    """Hash → row (0 to 2³² - 1); a key inserted again takes the new row.  12 bytes a
+    slot, at most 70 % of the slots used."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        size = 1 << max(4, (2 * capacity - 1).bit_length())
-        self._table = np.zeros((size, 2), np.uint64)
+        self._slots = np.zeros(_size_for(capacity), np.uint64)
+        self._rows = np.zeros(len(self._slots), np.uint32)
         self._count = 0
 
     def __len__(self) -> int:
@@ -144,25 +144,33 @@ class KeyIndex:
 
     def insert(self, keys: np.ndarray, rows: np.ndarray) -> None:
         keys = np.ascontiguousarray(keys, np.uint64)
-        if (self._count + len(keys)) * 2 > len(self._table):
+        if (self._count + len(keys)) * 10 > len(self._slots) * 7:
             self._grow(self._count + len(keys))
-        self._count += int(_insert(self._table, keys, np.ascontiguousarray(rows, np.int64)))
+        self._count += int(_insert(self._slots, self._rows, keys,
+                                   np.ascontiguousarray(rows, np.int64)))
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         """The row of each key, -1 where absent."""
         keys = np.ascontiguousarray(keys, np.uint64)
         out = np.empty(len(keys), np.int64)
-        _find(self._table, keys, out)
+        _find(self._slots, self._rows, keys, out)
         return out
 
     def keys(self) -> np.ndarray:
         """The distinct keys held, in no particular order."""
-        held: np.ndarray = self._table[self._table[:, 0] != _EMPTY, 0]
+        held: np.ndarray = self._slots[self._slots != _EMPTY]
         return held
 
     def _grow(self, needed: int) -> None:
-        used = self._table[self._table[:, 0] != _EMPTY]
-        size = 1 << max(4, (2 * needed - 1).bit_length())  # at most half full
-        self._table = np.zeros((size, 2), np.uint64)
-        self._count = int(_insert(self._table, np.ascontiguousarray(used[:, 0]),
-                                  used[:, 1].astype(np.int64)))
+        used = self._slots != _EMPTY
+        keys, rows = self._slots[used], self._rows[used].astype(np.int64)
+        del used
+        self._slots = np.zeros(_size_for(needed), np.uint64)
+        self._rows = np.zeros(len(self._slots), np.uint32)
+        self._count = int(_insert(self._slots, self._rows, keys, rows))
+
+
+def _size_for(count: int) -> int:
+    """The fewest slots (a power of two) that hold ``count`` keys at most 70 % full: a
+    table that grows is then 35 % to 70 % full."""
+    return 1 << max(4, ((count * 10 + 6) // 7 - 1).bit_length())

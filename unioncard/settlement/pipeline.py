@@ -155,8 +155,10 @@ class Settlement:
 
     def __init__(self, ledger: Ledger, inputs: RunInputs, *, reference: bool = False) -> None:
         self.ledger, self.inputs, self.reference = ledger, inputs, reference
-        self._identities = np.zeros(0, _IDENTITY)
         self._chunks: list[np.ndarray] = []
+        """The identities of the settled records (`_IDENTITY`), a chunk per batch."""
+        self._starts: list[int] = []
+        self._identity_count = 0
         self._cards, self._terminals = KeyIndex(), KeyIndex()
         self._counters = KeyIndex()
         self._counter_rows = np.zeros(0, _COUNTER)
@@ -202,15 +204,14 @@ class Settlement:
 
     # --- the index of settled records -------------------------------------------------------
 
-    @property
-    def _identity_count(self) -> int:
-        return len(self._identities) + sum(len(c) for c in self._chunks)
-
-    def _all_identities(self) -> np.ndarray:
-        if self._chunks:
-            self._identities = np.concatenate([self._identities, *self._chunks])
-            self._chunks = []
-        return self._identities
+    def _identities_at(self, rows: np.ndarray) -> np.ndarray:
+        """The identities of the settled records ``rows``, from the chunks holding them."""
+        out = np.empty(len(rows), _IDENTITY)
+        which = np.searchsorted(self._starts, rows, side="right") - 1
+        for chunk in np.unique(which).tolist():
+            mine = which == chunk
+            out[mine] = self._chunks[chunk][rows[mine] - self._starts[chunk]]
+        return out
 
     def _remember(self, settled: np.ndarray,
                   hashes: tuple[np.ndarray, np.ndarray] | None = None) -> None:
@@ -223,6 +224,8 @@ class Settlement:
         for name in (*_IDENTITY_FIELDS, "verified"):
             identity[name] = settled[name]
         self._chunks.append(identity)
+        self._starts.append(start)
+        self._identity_count += len(identity)
         rows = np.arange(start, start + len(settled), dtype=np.int64)
         card, term = hashes if hashes is not None else identity_hashes(
             settled["issuer"], settled["diversifier"], settled["application"],
@@ -237,7 +240,8 @@ class Settlement:
         """Index the highest verified seq of every settled counter (first time it is needed)."""
         if not self._proofs:
             self._proofs = True
-            self._raise_counters(self._all_identities())
+            for chunk in self._chunks:
+                self._raise_counters(chunk)
 
     def _raise_counters(self, identities: np.ndarray) -> None:
         """Raise the highest TAC-verified seq known of each counter (what proves a seq)."""
@@ -281,7 +285,7 @@ class Settlement:
         rows = index.find(hashes)
         hit = np.flatnonzero(rows >= 0)
         if hit.size:
-            stored = self._all_identities()[rows[hit]]
+            stored = self._identities_at(rows[hit])
             same = np.ones(hit.size, bool)
             for name in fields:
                 same &= stored[name] == ident[name][hit]
