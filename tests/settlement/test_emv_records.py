@@ -20,7 +20,12 @@ from unioncard.cli import root
 from unioncard.crypto import Keystore, emv
 from unioncard.crypto.keystore import EmvIssuerKeys
 from unioncard.offline import EmvRecord, encode_batch, read_batch
-from unioncard.settlement.emv import EmvClearing, check_cryptogram, split_batch
+from unioncard.settlement.emv import (
+    EmvClearing,
+    accepted_by_batch,
+    check_cryptogram,
+    split_batch,
+)
 from unioncard.settlement.errors import BatchRefused
 from unioncard.settlement.inputs import RunInputs
 from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
@@ -100,6 +105,8 @@ def test_a_pos_emv_sale_is_journaled_exported_and_settled(exported: Path):
             ("sale", "2026-12-02", TERMINAL, 7, "", "", "市总工会", 2, 152000, 152000, 0, 0),
             ("sale", "2026-12-02", TERMINAL, 7, "", "EXAMPLE-PARTNER-0001", "市总工会", 1,
              15000, 14000, 1000, 0)]
+        [stored] = ledger.batches()
+        assert accepted_by_batch(ledger, [stored.row]) == {stored.row: 3}
         # the same records in another batch, in a later run: every one is a replay
         copy = encode_batch(batch.terminal_id, 2, batch.created, batch.records)
         _, again = settle(ledger, copy)

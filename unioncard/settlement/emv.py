@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from unioncard.settlement.ledger import Ledger
 
 __all__ = ["EMV_APPLICATION", "EMV_REASONS", "EmvBatch", "EmvClearing", "SplitBatch",
-           "analyze_emv", "check_cryptogram", "split_batch"]
+           "accepted_by_batch", "analyze_emv", "check_cryptogram", "split_batch"]
 
 EMV_REASONS = ("unknown_issuer", "bad_tc", "duplicate", "replay", "expired", "unknown_rules",
                "amount_mismatch")
@@ -327,3 +327,16 @@ def _check_conservation(records: Sequence[tuple[int, EmvRecord]], result: EmvBat
                              sum(r.charged_amount for _, r in records)):
         raise SettlementError(f"conservation: the EMV records add up to {listed}/{charged} "
                               "fen in lines and rejects, not their sums")
+
+
+def accepted_by_batch(ledger: Ledger, rows: Sequence[int]) -> dict[int, int]:
+    """The EMV sales the ledger settled in each of the batches ``rows`` (for reports: the
+    ledger's own count of a batch's accepted records is of its purse records)."""
+    if not rows:
+        return {}
+    with ledger.transaction() as db:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'emv_settled'").fetchone() is None:
+            return {}
+        return dict(db.execute(
+            f"SELECT batch, COUNT(*) FROM emv_settled WHERE batch IN "
+            f"({','.join('?' * len(rows))}) GROUP BY batch", tuple(rows)).fetchall())

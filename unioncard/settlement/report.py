@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from unioncard.atomic_file import write_atomically
+from unioncard.settlement.emv import EMV_REASONS, accepted_by_batch
 from unioncard.settlement.ledger import Ledger
 from unioncard.settlement.pipeline import RunResult, find_gaps
 from unioncard.settlement.reasons import Reason
@@ -56,6 +57,10 @@ class Report:
                 "totals": doc["totals"], "batches": self.states}
 
 
+_APPLICATIONS = {0: "emv", 1: "transit", 2: "etc"}
+"""A rejected record's application as the report names it (0: an EMV card sale)."""
+
+
 def build_report(ledger: Ledger, run: RunResult) -> Report:
     """The report of ``run``'s batches as the ledger holds them."""
     settled = []
@@ -75,12 +80,14 @@ def build_report(ledger: Ledger, run: RunResult) -> Report:
         result, stored = by_row[batch_row]
         rejects.append(dict(zip(REJECT_COLUMNS, (
             result.source, stored.terminal_id.hex().upper(), stored.batch_id, record, reason,
-            terminal.hex().upper(), tseq, card, "transit" if app == 1 else "etc",
+            terminal.hex().upper(), tseq, card, _APPLICATIONS[app],
             "load" if load else "purchase", seq, amount, at), strict=True)))
     reasons = {r.label: 0 for r in Reason if r is not Reason.ACCEPTED}
+    reasons.update((label, 0) for label in EMV_REASONS if label not in reasons)
     for reject in rejects:
         reasons[reject["reason"]] += 1
-    accepted = sum(stored.accepted for _, stored in settled)
+    emv_accepted = accepted_by_batch(ledger, rows)
+    accepted = sum(stored.accepted for _, stored in settled) + sum(emv_accepted.values())
     gaps = [{"card": card, "kind": kind, "first_seq": first, "last_seq": last}
             for card, kind, first, last in find_gaps(ledger, rows)]
     states: dict[str, int] = defaultdict(int)
@@ -94,7 +101,7 @@ def build_report(ledger: Ledger, run: RunResult) -> Report:
                for dimension in ("day", "operator", "mode", "route", "merchant",
                                  "organization")},
         "lines": lines,
-        "batches": [_batch_entry(result, by_row) for result in run.batches],
+        "batches": [_batch_entry(result, by_row, emv_accepted) for result in run.batches],
         "gaps": gaps,
     }
     return Report(document, lines, rejects, dict(sorted(states.items())))
@@ -126,15 +133,17 @@ def _by(lines: list[dict[str, Any]], dimension: str) -> dict[str, dict[str, int]
     return dict(sorted(out.items()))
 
 
-def _batch_entry(result: Any, by_row: dict[int, Any]) -> dict[str, Any]:
+def _batch_entry(result: Any, by_row: dict[int, Any], emv_accepted: dict[int, int]
+                 ) -> dict[str, Any]:
     """A batch as the report lists it: settled (now or before: the report is the same) or
     refused with the reason."""
     entry = {"file": result.source, "state": "refused" if result.state == "refused"
              else "settled", "reason": result.reason, "records": result.records,
              "terminal_id": result.terminal_id.hex().upper(), "batch_id": result.batch_id}
-    for _row, (res, stored) in by_row.items():
+    for row, (res, stored) in by_row.items():
         if res is result:
-            entry.update(records=stored.records, accepted=stored.accepted,
+            entry.update(records=stored.records,
+                         accepted=stored.accepted + emv_accepted.get(row, 0),
                          digest=stored.digest)
     return entry
 
