@@ -460,3 +460,13 @@ def test_image_round_trip_and_checks(bank_card, tmp_path):
     path.write_text(json.dumps(broken))
     with pytest.raises(DecodeError, match="pboc"):
         SimulatedCard.load(path)
+
+
+def test_card_summary_shows_the_debit_application_masked(bank_card):
+    from unioncard.applet_sim.summary import card_summary
+
+    debit = card_summary(bank_card)["debit"]
+    pan = debit_pan(CARD_NO)
+    assert debit["pan"] == pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+    assert (debit["ec_balance"], debit["atc"], debit["pin_tries"]) == (50_00, 0, 3)
+    assert card_summary(bank_card, unmask=True)["debit"]["pan"] == pan

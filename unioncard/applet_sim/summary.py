@@ -16,6 +16,7 @@ from unioncard.apdu.masking import mask_digits
 from unioncard.applet_sim.card import SimulatedCard
 from unioncard.applet_sim.files import FileKind, read_record, read_transparent, record_count
 from unioncard.applet_sim.member import MEMBER_SFI, MemberConfig, decode_member_template
+from unioncard.applet_sim.pboc import PbocApplication
 from unioncard.applet_sim.purse import PurseApplication
 from unioncard.crypto import TransactionType
 from unioncard.errors import DecodeError
@@ -117,6 +118,19 @@ def _purse(card: SimulatedCard, app: PurseApplication, unmask: bool) -> dict[str
     return out
 
 
+def _debit(app: PbocApplication, unmask: bool) -> dict[str, Any]:
+    limits = app.ec_limits
+    return {"aid": app.node.df.aid.hex().upper() if app.node.df.aid else None,
+            "pan": app.config.pan if unmask else mask_digits(app.config.pan),
+            "psn": app.config.psn, "atc": app.atc, "last_online_atc": app.last_online_atc,
+            "pin_tries": app.pin_tries, "ec_balance": app.ec_balance,
+            "ec_balance_limit": limits[0], "ec_single_limit": limits[1],
+            "ec_reset_threshold": limits[2], "flags": int(app.flags),
+            "log": [{"date": e[0x9A].hex(), "time": e[0x9F21].hex(),
+                     "amount": int(e[0x9F02].hex()) if e[0x9F02].hex().isdigit() else None,
+                     "atc": int.from_bytes(e[0x9F36], "big")} for e in app.log()]}
+
+
 def _member(card: SimulatedCard) -> dict[str, Any] | None:
     for app in card.apps.values():
         if isinstance(app.config, MemberConfig):
@@ -156,4 +170,8 @@ def card_summary(card: SimulatedCard, *, unmask: bool = False) -> dict[str, Any]
     out["member"] = _member(card)
     out["purses"] = [_purse(card, app, unmask) for app in card.apps.values()
                      if isinstance(app, PurseApplication)]
+    debit = [_debit(app, unmask) for app in card.apps.values()
+             if isinstance(app, PbocApplication)]
+    if debit:
+        out["debit"] = debit[0]
     return out
