@@ -470,3 +470,38 @@ def test_card_summary_shows_the_debit_application_masked(bank_card):
     assert debit["pan"] == pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
     assert (debit["ec_balance"], debit["atc"], debit["pin_tries"]) == (50_00, 0, 3)
     assert card_summary(bank_card, unmask=True)["debit"]["pan"] == pan
+
+
+@pytest.mark.parametrize("protocol", ["T=1", "T=0"])
+def test_cda_on_both_generate_ac(bank_card, keys, protocol):
+    bank_card.protocol = protocol
+    term = Terminal(bank_card)
+    term.select(DEBIT_AID)
+    icc = icc_public_key(keys, term)
+    values = terminal_values(amount=300_00, ttq="00000000")
+    term.gpo(values)
+    pdol_values = dol.build(dol.parse(PDOL), values)
+    cdol1_values = dol.build(dol.parse(CDOL1), values)
+    data, status = term.gac(Decision.ARQC | 0x10, CDOL1, values)
+    first = tlvs(data)
+    assert status == 0x9000 and first[0x9F27] == bytes([Decision.ARQC])
+    result = oda.verify_cda(icc, first[0x9F4B], values[0x9F37], Decision.ARQC,
+                            oda.cda_transaction_hash(pdol_values, cdol1_values,
+                                                     oda.response_without_sdad(data)))
+    sk = session_key(keys, 1)
+    second_values = {0x8A: b"00", 0x91: emv.arpc(sk, result.cryptogram, b"00") + b"00",
+                     0x95: bytes(5), 0x9F37: bytes.fromhex("99887766")}
+    cdol2_values = dol.build(dol.parse(CDOL2), second_values)
+    data, status = term.gac(Decision.TC | 0x10, CDOL2, second_values)
+    second = tlvs(data)
+    assert status == 0x9000 and second[0x9F27] == bytes([Decision.TC])
+    tx_hash = oda.cda_transaction_hash(pdol_values, cdol1_values,
+                                       oda.response_without_sdad(data), cdol2_values)
+    # the second GENERATE AC signs over the unpredictable number of CDOL2
+    done = oda.verify_cda(icc, second[0x9F4B], second_values[0x9F37], Decision.TC, tx_hash)
+    assert done.cryptogram != result.cryptogram
+    # an AAC is never signed
+    term.select(DEBIT_AID)
+    term.gpo(values)
+    data, _ = term.gac(Decision.AAC | 0x10, CDOL1, values)
+    assert 0x9F4B not in tlvs(data) and tlvs(data)[0x9F26]

@@ -571,9 +571,9 @@ class PbocApplication(Application):
             decision = Decision.AAC
         else:
             decision = Decision.TC if requested is Decision.TC else Decision.AAC
-        terminal = {**tx.terminal, 0x95: values[0x95], 0x9F37: values[0x9F37]}
+        tx.terminal = {**tx.terminal, 0x95: values[0x95], 0x9F37: values[0x9F37]}
         cvr = self._cvr(tx, first=Decision.ARQC, second=decision, arc=arc)
-        ac = self._cryptogram(tx, terminal, cvr)
+        ac = self._cryptogram(tx, tx.terminal, cvr)
         flags = self.flags & ~Flags.ONLINE_PENDING
         if tx.issuer_auth is False:
             flags |= Flags.ISSUER_AUTH_FAILED
