@@ -210,6 +210,13 @@ class Ledger:
         for row, blob in self._db.execute(query + " ORDER BY id", args):
             yield row, np.frombuffer(blob, SETTLED_DTYPE)
 
+    def settled_count(self, *, since: int | None = None) -> int:
+        """How many accepted records the batches `settled_records` gives hold."""
+        query, args = "SELECT COALESCE(SUM(accepted), 0) FROM batches", tuple[int, ...]()
+        if since is not None:
+            query, args = query + " WHERE last_at >= ?", (since,)
+        return int(self._db.execute(query, args).fetchone()[0])
+
     def record_batch(self, db: sqlite3.Connection, *, terminal_id: bytes, batch_id: int,
                      digest: str, source: str, created: str, records: int,
                      list_total: int, charged_total: int, settled: np.ndarray,

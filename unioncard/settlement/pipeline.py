@@ -618,7 +618,7 @@ def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000
         return []
     since = first - GAP_DAYS * 86400
     for key in (_counter_hash, _counter_fields):
-        touched = _distinct([key(records) for _row, records in ledger.settled_records(rows)])
+        touched = _distinct(key(records) for _row, records in ledger.settled_records(rows))
         numbered = _number_counters(ledger, since, key, touched)
         if numbered is not None:
             break
@@ -652,15 +652,16 @@ def _counter_fields(records: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(words).view(np.dtype((np.void, 24))).ravel()
 
 
-def _distinct(parts: list[np.ndarray]) -> np.ndarray:
+def _distinct(parts: Iterable[np.ndarray]) -> np.ndarray:
     """The distinct keys of ``parts``, sorted (64-bit keys through a `KeyIndex`: cheaper
-    than sorting them all)."""
-    if parts[0].dtype != np.uint64:
-        return np.unique(np.concatenate(parts))
-    index = KeyIndex()
+    than sorting them all, and never all held at once)."""
+    index, held = KeyIndex(), []
     for part in parts:
-        index.insert(part, np.zeros(len(part), np.int64))
-    return np.sort(index.keys())
+        if part.dtype != np.uint64:
+            held.append(part)
+        else:
+            index.insert(part, np.zeros(len(part), np.int64))
+    return np.unique(np.concatenate(held)) if held else np.sort(index.keys())
 
 
 def _ranks(touched: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -686,7 +687,8 @@ def _number_counters(ledger: Ledger, since: int, key: Callable[[np.ndarray], np.
     rank = _ranks(touched)
     fields = {name: np.zeros(len(touched), SETTLED_DTYPE[name]) for name in _COUNTER_FIELDS}
     known = np.zeros(len(touched), bool)
-    keys = []
+    keys = np.empty(ledger.settled_count(since=since), np.uint64)
+    filled = 0
     for _row, records in ledger.settled_records(since=since):
         number = rank(key(records))
         keep = np.flatnonzero(number >= 0)
@@ -700,7 +702,9 @@ def _number_counters(ledger: Ledger, since: int, key: Callable[[np.ndarray], np.
         for name in _COUNTER_FIELDS:
             if not (records[name][keep] == fields[name][number]).all():
                 return None
-        keys.append((number.astype(np.uint64) << np.uint64(16))
-                    | records["card_seq"][keep].astype(np.uint64))
+        part = keys[filled:filled + len(keep)]
+        np.left_shift(number.astype(np.uint64), np.uint64(16), out=part)
+        part |= records["card_seq"][keep].astype(np.uint64)
+        filled += len(keep)
     cards = list(zip(*(fields[name].tolist() for name in _COUNTER_FIELDS), strict=True))
-    return np.concatenate(keys), cards
+    return keys[:filled], cards
