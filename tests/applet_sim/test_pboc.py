@@ -505,3 +505,19 @@ def test_cda_on_both_generate_ac(bank_card, keys, protocol):
     term.gpo(values)
     data, _ = term.gac(Decision.AAC | 0x10, CDOL1, values)
     assert 0x9F4B not in tlvs(data) and tlvs(data)[0x9F26]
+
+
+@pytest.mark.parametrize("step", [Step.EMV_ATC, Step.EMV_EC_BALANCE, Step.EMV_LOG,
+                                  Step.EMV_LOG_POINTER, Step.COMMIT, Step.CLEAR])
+def test_torn_qpboc_purchase_moves_atc_balance_and_log_together(bank_card, step):
+    term = Terminal(bank_card)
+    app = app_of(bank_card)
+    term.select(DEBIT_AID)
+    bank_card.faults.cut_after(step)
+    with pytest.raises(TransportError):
+        term.gpo(terminal_values(amount=10_00))
+    bank_card.faults.disarm()
+    term.transport.power_on()
+    done = step in (Step.COMMIT, Step.CLEAR)
+    assert (app.atc, app.ec_balance, len(app.log())) == (
+        (1, 40_00, 1) if done else (0, 50_00, 0))
