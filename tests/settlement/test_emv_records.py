@@ -237,3 +237,19 @@ def test_unioncard_settle_on_a_batch_with_emv_sales(exported: Path, tmp_path: Pa
         assert doc["accepted"] == 0 and doc["batches"] == {"refused": 1}, doc
         [refused] = doc["refused_files"]
         assert "an EMV card record (E1)" in json.dumps(refused, ensure_ascii=False)
+
+
+def test_a_run_started_again_finds_duplicates_not_replays(exported: Path):
+    """A run killed after committing a batch and started again (the ledger's run marker)
+    calls a later copy of its records duplicates, as an uninterrupted run would."""
+    batch = read_batch(exported, emv=True)
+    copy = encode_batch(batch.terminal_id, 2, batch.created, batch.records)
+    with Ledger(":memory:") as ledger:
+        ledger.mark_run("run-1")
+        settle(ledger, exported.read_bytes())  # committed, then the run is killed
+        _, again = settle(ledger, copy)  # the same run, started again
+        assert again.counts == {"duplicate": 3}  # type: ignore[attr-defined]
+        ledger.mark_run(None)
+        copy = encode_batch(batch.terminal_id, 3, batch.created, batch.records)
+        _, later = settle(ledger, copy)  # a later run
+        assert later.counts == {"replay": 3}  # type: ignore[attr-defined]

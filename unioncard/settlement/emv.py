@@ -223,13 +223,12 @@ class EmvClearing:
             self._cards[(pan, psn, atc)] = batch
             self._terminals[(bytes(terminal), seq)] = batch
 
-    def _this_run(self, batch_row: int) -> bool:
-        """Whether a settled identity is this run's: not committed yet, or committed by an
-        earlier start of this run that was killed (docs/settlement.md, "The run")."""
-        if batch_row == 0:
-            return True
+    def _run_start(self) -> int | None:
+        """The ledger row of this run's first batch (None: no run marked): identities of
+        batches from there on are this run's, committed by an earlier start of it that was
+        killed (docs/settlement.md, "The run"); 0 marks those not committed yet."""
         marker = self.ledger.run_marker()
-        return marker is not None and batch_row >= marker[1]
+        return None if marker is None else marker[1]
 
     def settle(self, terminal_id: bytes, records: Sequence[tuple[int, EmvRecord]]
                ) -> EmvBatch:
@@ -239,6 +238,11 @@ class EmvClearing:
         cards: dict[tuple[str, str, int], int] = {}
         terminals: dict[tuple[bytes, int], int] = {}
         rebates: dict[int, int] = {}
+        start = self._run_start()
+
+        def this_run(row: int) -> bool:
+            return row == 0 or (start is not None and row >= start)
+
         for item in analyze_emv(records, self.inputs):
             record = item.record
             rebates[item.index] = item.rebate
@@ -248,7 +252,7 @@ class EmvClearing:
                 terminal = (record.terminal_id, record.terminal_seq)
                 known = [k for k in (self._cards.get(card), self._terminals.get(terminal))
                          if k is not None]
-                if card in cards or terminal in terminals or any(map(self._this_run, known)):
+                if card in cards or terminal in terminals or any(map(this_run, known)):
                     reasons.append("duplicate")
                 elif known:
                     reasons.append("replay")
