@@ -5,7 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
+TEST_SYSTEM_STAMP := $(VENV)/.test-system-packages
 DEB_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev
+# The tests also sweep the simulated card with a third-party EMV reader.
+TEST_DEB_PACKAGES := cardpeek
 # 2-core CI: one pytest worker per core.
 PYTEST_WORKERS ?= auto
 
@@ -14,7 +17,7 @@ PYTEST_WORKERS ?= auto
 demo: $(STAMP)
 	$(BIN)/unioncard demo
 
-test: $(STAMP)
+test: $(STAMP) $(TEST_SYSTEM_STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
 	$(MAKE) -C examples/pyscard-terminal test UNIONCARD_VENV=$(abspath $(VENV))
 
@@ -32,9 +35,10 @@ venv: $(STAMP)
 # pcsc-lite headers pyscard builds against. Installed only when missing.
 system-packages: $(SYSTEM_STAMP)
 
-$(SYSTEM_STAMP):
+# Debian packages, installed only when missing: $(call apt_install,PACKAGES)
+define apt_install
 	@missing=""; \
-	for p in $(DEB_PACKAGES); do \
+	for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -45,6 +49,13 @@ $(SYSTEM_STAMP):
 		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; } || exit 1; \
 	fi
 	@mkdir -p $(VENV) && touch $@
+endef
+
+$(SYSTEM_STAMP):
+	$(call apt_install,$(DEB_PACKAGES))
+
+$(TEST_SYSTEM_STAMP):
+	$(call apt_install,$(TEST_DEB_PACKAGES))
 
 $(STAMP): pyproject.toml $(SYSTEM_STAMP)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
