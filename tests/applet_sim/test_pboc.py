@@ -521,3 +521,27 @@ def test_torn_qpboc_purchase_moves_atc_balance_and_log_together(bank_card, step)
     done = step in (Step.COMMIT, Step.CLEAR)
     assert (app.atc, app.ec_balance, len(app.log())) == (
         (1, 40_00, 1) if done else (0, 50_00, 0))
+
+
+# --- personalization options -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("amount", "ttq", "cid"), [
+    (8_00, "26000000", Decision.TC), (60_00, "26000000", Decision.ARQC),
+    (60_00, "2E000000", Decision.AAC)])
+def test_qpboc_answer_without_cid_when_personalized_so(keys, member, tmp_path, amount, ttq,
+                                                       cid):
+    from unioncard.applet_sim import SimulatedCard
+
+    card = issue_member_card(member, keys, card_no=CARD_NO, ec_balance=50_00,
+                             random_source=7, qpboc_cid=False)
+    card.save(tmp_path / "card.json")
+    card = SimulatedCard.load(tmp_path / "card.json")  # the option survives the image
+    assert app_of(card).config.qpboc_cid is False
+    card.power_on()
+    term = Terminal(card)
+    term.select(DEBIT_AID)
+    data, status = term.gpo(terminal_values(amount=amount, ttq=ttq))
+    r = tlvs(data)
+    assert status == 0x9000 and 0x9F27 not in r and r[0x9F26]
+    assert (r[0x9F10][4] >> 4) & 0x03 == {Decision.AAC: 0, Decision.TC: 1,
+                                          Decision.ARQC: 2}[cid]  # CVR byte 2 b6-b5

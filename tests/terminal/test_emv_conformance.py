@@ -15,7 +15,12 @@ from unioncard.applet_sim import MemberData, issue_member_card
 from unioncard.crypto import Keystore, emv, oda
 from unioncard.terminal import run
 from unioncard.terminal.emv import CapkStore, EmvPurchase, commands
-from unioncard.terminal.issuer_host import Account, AuthorizationResponse, SimulatedIssuer
+from unioncard.terminal.issuer_host import (
+    Account,
+    AuthorizationRequest,
+    AuthorizationResponse,
+    SimulatedIssuer,
+)
 from unioncard.terminal.session import Decision
 from unioncard.transport import Channel
 from unioncard.transport.inprocess import InProcessTransport
@@ -35,9 +40,10 @@ class Bench:
     """One simulated member card with its debit application, in a reader, and the issuer."""
 
     def __init__(self, *, expiry: dt.date | None = None, host: Any = None,
-                 protocol: str = "T=1", ec_balance: int = EC_START) -> None:
+                 protocol: str = "T=1", ec_balance: int = EC_START, **issue: Any) -> None:
         self.card = issue_member_card(MEMBER, KEYS, card_no=42, ec_balance=ec_balance,
-                                      random_source=1, expiry=expiry, protocol=protocol)
+                                      random_source=1, expiry=expiry, protocol=protocol,
+                                      **issue)
         self.app = self.card.apps["3F00/" + AID.hex().upper()]
         self.host = host or SimulatedIssuer.from_keystore(KEYS)
         self.insert()
@@ -123,6 +129,23 @@ def test_ec_offline_approval_contactless_qpboc_with_fdda() -> None:
     expect(outcome, Decision.APPROVED, "0000000000", "E000", "40", "qpboc offline")
     assert outcome.details["oda"] == "fdda" and outcome.details["cvm_results"] == "1F0002"
     assert bench.ec_balance() == EC_START - 3_000
+
+
+@pytest.mark.parametrize(("amount", "tsi", "cid", "path", "decision"), [
+    (3_000, "E000", "40", "qpboc offline", Decision.APPROVED),
+    (100_000, "6000", "80", "qpboc online", Decision.APPROVED)])
+def test_qpboc_card_without_cid_is_read_from_the_iad(amount: int, tsi: str, cid: str,
+                                                      path: str, decision: Decision) -> None:
+    # many qPBOC cards leave the CID 9F27 out of the GPO answer: CVR byte 2 b6-b5 tell
+    bench = Bench(qpboc_cid=False)
+    outcome = bench.sale(amount, contactless=True, pins=())
+    expect(outcome, decision, "0000000000", tsi, cid, path)
+    assert outcome.details["cid_from"] == "iad"
+    assert bench.ec_balance() == (EC_START - amount if cid == "40" else EC_START)
+    clearing = outcome.details["clearing"]
+    assert clearing["cid"] == cid
+    assert SimulatedIssuer.from_keystore(KEYS).verifies(
+        AuthorizationRequest.from_clearing(clearing))
 
 
 @pytest.mark.parametrize(("contactless", "tsi", "cid", "path"), [

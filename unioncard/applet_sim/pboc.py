@@ -113,6 +113,12 @@ def _amount(raw: bytes) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
+
+
 def _tlv(tag: int, value: bytes) -> bytes:
     return Tlv.primitive(tag, value).to_bytes()
 
@@ -135,6 +141,9 @@ class PbocConfig:
     pin_max_tries: int = 3
     currency: bytes = bytes.fromhex("0156")
     log_fid: int = 0x000B
+    qpboc_cid: bool = True
+    """Whether the qPBOC GPO answer carries the CID ``9F27`` (optional in qPBOC: without it
+    the reader takes the cryptogram type from the IAD's CVR)."""
 
     def __post_init__(self) -> None:
         if not (self.pan.isdigit() and 12 <= len(self.pan) <= 19):
@@ -183,7 +192,8 @@ class PbocConfig:
                          "smc": self.smc_key.hex().upper()},
                 "icc_key": self.icc_key_pem, "pin": self.pin,
                 "pin_max_tries": self.pin_max_tries, "afl": self.afl.hex().upper(),
-                "currency": self.currency.hex().upper(), "log_fid": f"{self.log_fid:04X}"}
+                "currency": self.currency.hex().upper(), "log_fid": f"{self.log_fid:04X}",
+                "qpboc_cid": self.qpboc_cid}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> PbocConfig:
@@ -193,7 +203,8 @@ class PbocConfig:
                    bytes.fromhex(keys["smc"]), str(doc["icc_key"]), str(doc["pin"]),
                    bytes.fromhex(doc["afl"]), str(doc.get("label", "PBOC DEBIT")),
                    int(doc.get("priority", 1)), int(doc.get("pin_max_tries", 3)),
-                   bytes.fromhex(doc.get("currency", "0156")), int(doc.get("log_fid", "000B"), 16))
+                   bytes.fromhex(doc.get("currency", "0156")), int(doc.get("log_fid", "000B"), 16),
+                   _flag(doc.get("qpboc_cid", True), "qpboc_cid"))
 
 
 @dataclass(slots=True)
@@ -514,7 +525,8 @@ class PbocApplication(Application):
         track2 = next((n.value for n in record1.children if n.tag == 0x57), b"")
         body = (_tlv(0x82, AIP) + _tlv(0x94, self.config.afl) + _tlv(0x57, track2)
                 + _tlv(0x5F34, bytes.fromhex(self.config.psn)) + _tlv(0x9F10, self._iad(cvr))
-                + _tlv(0x9F26, ac) + _tlv(0x9F27, bytes([decision]))
+                + _tlv(0x9F26, ac)
+                + (_tlv(0x9F27, bytes([decision])) if self.config.qpboc_cid else b"")
                 + _tlv(0x9F36, tx.atc.to_bytes(2, "big")) + _tlv(0x9F6C, CTQ)
                 + _tlv(0x9F5D, bcd_amount(self.ec_balance)) + extra)
         return b"\x77" + encode_length(len(body)) + body, SW.OK

@@ -129,9 +129,10 @@ class DebitParts:
 def debit_application(keys: Keystore, *, card_no: int, holder: str, effective: dt.date,
                       expiry: dt.date, pin: str, psn: str = "01", ec_balance: int = 0,
                       ec_balance_limit: int = 100000, ec_single_limit: int = 50000,
-                      ec_reset_threshold: int = 10000) -> DebitParts:
+                      ec_reset_threshold: int = 10000, qpboc_cid: bool = True) -> DebitParts:
     """The debit application of card ``card_no``; `CryptoError` when the keystore lacks
-    its EMV or RSA keys, ValueError for impossible values."""
+    its EMV or RSA keys, ValueError for impossible values.  ``qpboc_cid`` false leaves the
+    CID out of the qPBOC GPO answer (docs/pboc.md)."""
     pan = debit_pan(card_no)
     emv_keys = keys.emv_issuer_keys(DEBIT_AID)
     issuer = keys.issuer_rsa(pan)
@@ -164,7 +165,7 @@ def debit_application(keys: Keystore, *, card_no: int, holder: str, effective: d
     config = PbocConfig(
         pan, psn, emv_keys.dki, emv.derive_udk(emv_keys.ac_mk, pan, psn),
         emv.derive_udk(emv_keys.smi_mk, pan, psn), emv.derive_udk(emv_keys.smc_mk, pan, psn),
-        icc.to_pem(), pin, afl=bytes.fromhex("0801020210010300"))
+        icc.to_pem(), pin, afl=bytes.fromhex("0801020210010300"), qpboc_cid=qpboc_cid)
     entries = (DirectoryEntry(DEBIT_AID, config.label, config.priority),)
     record = pse_record(entries)
     pse = DF(None, PSE_NAME, (EF(PSE_FID, FileKind.LINEAR, len(record), 1, sfi=DIRECTORY_SFI,

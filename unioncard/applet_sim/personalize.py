@@ -242,6 +242,7 @@ def issue_member_card(
     member_application: bool | None = None,
     debit: bool | None = None,
     ec_balance: int = 0,
+    qpboc_cid: bool = True,
 ) -> SimulatedCard:
     """A personalized member card, powered off (call ``power_on()``; ``save()`` it to keep it).
 
@@ -250,7 +251,8 @@ def issue_member_card(
     type (ETC): ``55`` a union member card, ``01`` an ordinary card; the member
     identity application is on the card when ``member_application`` says so (by
     default, on member cards only).  The PBOC debit application (``ec_balance`` in its
-    electronic cash, fen) is on the card when ``debit`` says so (by default, when the
+    electronic cash, fen; ``qpboc_cid`` false: no CID in its qPBOC GPO answer, as many
+    qPBOC cards) is on the card when ``debit`` says so (by default, when the
     keystore holds its keys: `pboc_issue.has_debit_keys`).  Raises ValueError for
     impossible values, and `CryptoError` when the keystore lacks ``transit`` or ``etc``
     keys (or the debit keys, ``debit`` being true).
@@ -278,7 +280,7 @@ def issue_member_card(
         debit = has_debit_keys(keys, card_no)
     bank = debit_application(keys, card_no=card_no, holder=f"UNION MEMBER {member.member_no}",
                              effective=start, expiry=end, pin=pin,
-                             ec_balance=ec_balance) if debit else None
+                             ec_balance=ec_balance, qpboc_cid=qpboc_cid) if debit else None
     mf = DF(0x3F00, name="MF", children=(
         DF(ETC_DF_FID, None, _purse_files(True, records.ETC_INFO), etc, "ETC application"),
         DF(TRANSIT_DF_FID, TRANSIT_AID, _purse_files(False, records.TRANSIT_INFO), transit,
