@@ -69,10 +69,11 @@ class Terminal:
         return self.send(0x80, 0xAE, p1, 0, dol.build(dol.parse(cdol), values))
 
 
-def terminal_values(amount=1000, ttq="26000000", un="11223344"):
+def terminal_values(amount=1000, ttq="26000000", un="11223344", ec_terminal=True):
     return {0x9F66: bytes.fromhex(ttq), 0x9F02: bcd_amount(amount), 0x9F03: bytes(6),
             0x9F1A: b"\x01\x56", 0x95: bytes(5), 0x5F2A: b"\x01\x56", 0x9A: b"\x26\x12\x02",
             0x9C: b"\x00", 0x9F37: bytes.fromhex(un), 0xDF60: b"\x00",
+            0x9F7A: b"\x01" if ec_terminal else b"\x00",
             0x9F21: b"\x10\x30\x00", 0x9F4E: b"UNION SHOP"}
 
 
@@ -306,6 +307,33 @@ def test_ec_offline_approval_with_cda(bank_card, keys):
     assert app.ec_balance == 50_00 - 12_34
     assert app.log()[0][0x9F4E].rstrip(b"\x00") == b"UNION SHOP"
     assert term.gac(Decision.TC, CDOL2, {})[1] == 0x6985  # no second GENERATE AC
+
+
+def test_the_pdol_asks_for_the_ec_terminal_support_indicator():
+    assert dol.parse(PDOL)[-1] == dol.DolEntry(0x9F7A, 1)
+
+
+@pytest.mark.parametrize("ttq", ["00000000", "10000000"])  # none; contact PBOC
+def test_no_electronic_cash_for_a_terminal_without_ec_support(bank_card, ttq):
+    """JR/T 0025.13: the card makes a transaction an EC one at GPO only when the
+    terminal's 9F7A is 01; otherwise a TC request within the EC balance gets an ARQC."""
+    term = Terminal(bank_card)
+    term.select(DEBIT_AID)
+    values = terminal_values(amount=10_00, ttq=ttq, ec_terminal=False)
+    term.gpo(values)
+    data, status = term.gac(Decision.TC, CDOL1, values)
+    assert status == 0x9000 and tlvs(data)[0x9F27] == bytes([Decision.ARQC])
+    assert 0x9F74 not in tlvs(data) and app_of(bank_card).ec_balance == 50_00
+    assert not app_of(bank_card).log()
+
+
+def test_electronic_cash_is_for_the_amount_given_at_gpo(bank_card):
+    term = Terminal(bank_card)
+    term.select(DEBIT_AID)
+    term.gpo(terminal_values(amount=10_00, ttq="00000000"))
+    values = terminal_values(amount=20_00, ttq="00000000")  # another amount in CDOL1
+    data, _ = term.gac(Decision.TC, CDOL1, values)
+    assert tlvs(data)[0x9F27] == bytes([Decision.ARQC]) and app_of(bank_card).ec_balance == 50_00
 
 
 def test_amount_over_ec_limit_goes_online(bank_card):

@@ -175,6 +175,18 @@ def test_a_tc_request_over_the_cards_ec_single_limit_is_answered_arqc_and_goes_o
     assert bench.ec_balance() == 90_000  # not an EC purchase after all
 
 
+def test_a_terminal_without_electronic_cash_gets_no_ec_purchase() -> None:
+    # under its floor limit the terminal asks a TC, but its 9F7A says no EC support: the
+    # card does not make it an EC purchase (JR/T 0025.13) and answers an ARQC
+    from unioncard.terminal.emv import EmvSettings
+
+    bench = Bench()
+    outcome = bench.sale(3_000, settings=EmvSettings(ec_supported=False, floor_limit=10_000))
+    expect(outcome, Decision.APPROVED, "0000000000", "F800", "40", "online")
+    assert outcome.details["ec"] is False and bench.host.log[0][1].arc == b"00"
+    assert bench.ec_balance() == EC_START and bench.log_count() == 1  # the online sale
+
+
 # --- refusals ------------------------------------------------------------------------------
 
 def test_expired_card() -> None:

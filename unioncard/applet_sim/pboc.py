@@ -50,8 +50,10 @@ __all__ = [
 ]
 
 DEBIT_AID = bytes.fromhex("A000000333010101")
-PDOL = bytes.fromhex("9F66049F02069F03069F1A0295055F2A029A039C019F3704DF6001")
-"""The typical UnionPay PDOL (docs/protocol.md §5)."""
+PDOL = bytes.fromhex("9F66049F02069F03069F1A0295055F2A029A039C019F3704DF60019F7A01")
+"""The typical UnionPay qPBOC PDOL (docs/protocol.md §5) and the EC terminal support
+indicator ``9F7A`` of the contact EC profile (JR/T 0025.13): one PDOL for both
+interfaces, the simulated card answering the same FCI on both."""
 CDOL1 = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F37049F21039F4E14")
 CDOL2 = bytes.fromhex("8A02910A95059F3704")
 """ARC, issuer authentication data (ARPC ‖ ARC), TVR, unpredictable number."""
@@ -489,8 +491,14 @@ class PbocApplication(Application):
         return b"\x80" + bytes([len(AIP) + len(self.config.afl)]) + AIP + self.config.afl, SW.OK
 
     def _ec_allows(self, tx: _Tx) -> bool:
-        """Electronic cash can approve this amount offline (docs/pboc.md)."""
+        """Electronic cash can approve this amount offline (docs/pboc.md).  Contact: only
+        in a transaction GPO made an EC one (the terminal's ``9F7A`` = 01, JR/T 0025.13),
+        for the amount GPO was given; qPBOC: the TTQ decides (`_qpboc`)."""
         amount = _amount(tx.terminal.get(0x9F02, b""))
+        if not tx.qpboc:
+            at_gpo = dol.split(_PDOL, tx.pdol_values)
+            if at_gpo[0x9F7A] != b"\x01" or at_gpo[0x9F02] != tx.terminal.get(0x9F02):
+                return False
         return (amount is not None and 0 < amount <= self.ec_limits[1]
                 and amount <= self.ec_balance
                 and tx.terminal.get(0x5F2A) == self.config.currency
