@@ -312,16 +312,16 @@ def _intern(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return column[firsts[:count]], codes
 
 
-def _readings(compiled: CompiledRules, batch: ContextBatch) -> np.ndarray:
-    """The kernel's readings: a row per field the rules read, a column per context (texts as
-    vocabulary codes)."""
-    out = np.empty((len(compiled.readings), len(batch)), np.int64)
-    for k, reads in enumerate(compiled.readings):
+def _readings(compiled: CompiledRules, batch: ContextBatch) -> tuple[np.ndarray, ...]:
+    """The kernel's readings: the columns the rules read (texts as vocabulary codes); at
+    least one, never indexed when the rules read only the time."""
+    out = []
+    for reads in compiled.readings:
         column = getattr(batch, reads)
         if reads in compiled.vocabulary:
             column = compiled.encode(compiled.vocabulary[reads], column)
-        out[k] = column
-    return out
+        out.append(np.ascontiguousarray(column, np.int64))
+    return tuple(out) or (np.empty(0, np.int64),)  # numba types no empty tuple
 
 
 def _run(compiled: CompiledRules, contexts: tuple[Any, ...], member: np.ndarray | None = None,
@@ -340,7 +340,7 @@ def _run(compiled: CompiledRules, contexts: tuple[Any, ...], member: np.ndarray 
     tables = (compiled.rules, compiled.checks, compiled.pool, compiled.mode_ptr,
               compiled.mode_rules)
     bad = K.evaluate(contexts, tables, ROUNDING_CODES[compiled.ruleset.rounding],
-                     np.full(n, -1, np.int64) if member is None else member, use_caps, start,
+                     np.empty(0, np.int64) if member is None else member, use_caps, start,
                      state, out)
     if bad >= 0:  # ContextBatch validation rules this out
         raise TariffError(f"context {bad} of a kernel pass has an unknown mode")
@@ -369,7 +369,7 @@ def evaluate_batch(
         order = np.argsort(seconds[rows], kind="stable")
         rows, member = rows[order], member[order]
         part = (batch.mode[rows], batch.amount[rows], seconds[rows],
-                contexts[3][:, rows])
+                tuple(column[rows] if len(column) else column for column in contexts[3]))
         results = _run(compiled, part, member, history, members)
         for full, done in zip((charged, rebate, applied, amounts, deferred), results,
                               strict=True):

@@ -140,11 +140,12 @@ def condition_holds(check: Record, value: int, pool: np.ndarray) -> bool:
 
 
 @_inline
-def reading(readings: np.ndarray, which: int, j: int, day: int, second: int) -> int:
-    """Reading ``which`` of context ``j``: its row of ``readings``, or the
+def reading(readings: tuple[np.ndarray, ...], which: int, j: int, day: int,
+            second: int) -> int:
+    """Reading ``which`` of context ``j``: its value in a column of ``readings``, or the
     date (day number), ISO weekday or second of the day of its time."""
     if which >= 0:
-        return int(readings[which, j])
+        return int(readings[which][j])
     if which == READ_DATE:
         return day
     if which == READ_WEEKDAY:
@@ -154,7 +155,7 @@ def reading(readings: np.ndarray, which: int, j: int, day: int, second: int) -> 
 
 @_inline
 def conditions_hold(rule: Record, checks: np.ndarray, pool: np.ndarray,
-                    readings: np.ndarray, j: int, day: int, second: int) -> bool:
+                    readings: tuple[np.ndarray, ...], j: int, day: int, second: int) -> bool:
     """Whether every condition of ``rule`` holds for context ``j``."""
     for c in range(rule.checks_from, rule.checks_to):
         check = checks[c]
@@ -362,7 +363,7 @@ def combine(rules: np.ndarray, candidates: np.ndarray, rooms: np.ndarray, count:
 
 @jit
 def evaluate(
-    contexts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    contexts: tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]],
     tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     rounding: int, member: np.ndarray, use_caps: bool,
     history: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -373,10 +374,10 @@ def evaluate(
 
     ``contexts``: modes, list amounts, ``at`` in seconds and the readings; ``tables``:
     rules, checks, pool, and per mode the range (``mode_ptr``) of its rules in declared
-    order (``mode_rules``); ``member``: codes ``0..`` of ``state``'s first axis (``-1``:
-    none).  Fills ``out`` (charged, rebate, applied rule indices, their fen, deferred).
-    Returns ``-1``, or the first context whose mode has no rules range (which the Python
-    side has already ruled out).
+    order (``mode_rules``); ``member`` (read with ``use_caps`` only): codes ``0..`` of
+    ``state``'s first axis, ``-1`` for none.  Fills ``out`` (charged, rebate, applied rule
+    indices, their fen, deferred).  Returns ``-1``, or the first context whose mode has no
+    rules range (which the Python side has already ruled out).
     """
     mode, amount, seconds, readings = contexts
     rules, checks, pool, mode_ptr, mode_rules = tables
@@ -391,7 +392,7 @@ def evaluate(
         list_amount = amount[j]
         day = seconds[j] // DAY_SECONDS
         second = seconds[j] - day * DAY_SECONDS
-        who = member[j]
+        who = member[j] if use_caps else -1
         count = 0
         deferred = False
         best, best_benefit = -1, 0  # the best non-stackable instant benefit
