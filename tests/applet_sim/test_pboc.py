@@ -16,6 +16,7 @@ from unioncard.applet_sim.pboc import (
     DEBIT_AID,
     PDOL,
     Decision,
+    Flags,
     PbocApplication,
     bcd_amount,
 )
@@ -573,3 +574,39 @@ def test_qpboc_answer_without_cid_when_personalized_so(keys, member, tmp_path, a
     assert status == 0x9000 and 0x9F27 not in r and r[0x9F26]
     assert (r[0x9F10][4] >> 4) & 0x03 == {Decision.AAC: 0, Decision.TC: 1,
                                           Decision.ARQC: 2}[cid]  # CVR byte 2 b6-b5
+
+
+# --- APPLICATION BLOCK ---------------------------------------------------------------------------
+
+def block_command(keys, atc: int, arqc: bytes, *, good_mac: bool = True) -> tuple:
+    smi = emv.derive_udk(keys.emv_issuer_keys(DEBIT_AID).smi_mk, debit_pan(CARD_NO), "01")
+    mac = emv.command_mac(emv.session_key(smi, atc), bytes.fromhex("841E000004"), atc, arqc,
+                          b"")
+    return 0x84, 0x1E, 0x00, 0x00, mac if good_mac else bytes(4)
+
+
+def test_application_block_by_issuer_script(bank_card, keys):
+    term = Terminal(bank_card)
+    values = terminal_values(amount=200_00, ttq="00000000")
+    term.select(DEBIT_AID)
+    assert term.send(*block_command(keys, 0, bytes(8)))[1] == 0x6985  # not online
+    term.gpo(values)
+    data, _ = term.gac(Decision.TC, CDOL1, values)
+    arqc = tlvs(data)[0x9F26]
+    assert term.send(*block_command(keys, 1, arqc, good_mac=False))[1] == 0x6988
+    assert not app_of(bank_card).flags & Flags.BLOCKED
+    assert term.send(*block_command(keys, 1, arqc))[1] == 0x9000
+    # the second GENERATE AC of this transaction is an AAC, whatever the issuer said
+    data, status = term.gac(Decision.TC, CDOL2, {0x8A: b"00", 0x91: emv.arpc(
+        session_key(keys, 1), arqc, b"00") + b"00"})
+    assert status == 0x9000 and tlvs(data)[0x9F27] == bytes([Decision.AAC])
+    assert tlvs(data)[0x9F10][6] == 0x18  # CVR byte 4: one script processed, one failed
+    # from now on: SELECT 6283 with the FCI, GPO 6985; records and GET DATA still answer
+    bank_card.power_off()
+    bank_card.power_on()
+    term = Terminal(bank_card)
+    fci, status = term.select(DEBIT_AID)
+    assert status == 0x6283 and tlvs(fci)[0x9F38] == PDOL
+    assert term.gpo(values)[1] == 0x6985 and app_of(bank_card).atc == 1
+    assert term.read(1, 2)[1] == 0x9000 and term.send(0x80, 0xCA, 0x9F, 0x36)[1] == 0x9000
+    assert term.select(PSE)[1] == 0x9000  # the PSE still lists it (Book 1 §12.3)

@@ -269,6 +269,47 @@ def test_arpc_mismatch_the_card_declines_after_the_issuer_approved() -> None:
     assert outcome.details["arc"] == "00" and "issuer authentication failed" in outcome.reason
 
 
+def block_by_issuer_script(bench: Bench) -> None:
+    """An online transaction whose issuer script blocks the application: APPLICATION BLOCK
+    (EMV Book 3 §6.5.1) with its MAC (SMI session key) before the second GENERATE AC, as
+    an issuer host sends it (this kernel sends no scripts: the test is the issuer here)."""
+    from unioncard.apdu import CommandAPDU, dol
+    from unioncard.applet_sim.pboc import CDOL1, CDOL2, PDOL
+    from unioncard.terminal.emv.commands import CryptogramType
+
+    link = bench.link
+    assert link.transmit(commands.select(AID)).sw == 0x9000
+    values = {0x9F02: bytes.fromhex("000000150000"), 0x5F2A: b"\x01\x56", 0x9F1A: b"\x01\x56",
+              0x9A: bytes.fromhex("261202"), 0x9F37: bytes(4), 0x9F7A: b"\x01"}
+    link.transmit(commands.get_processing_options(dol.build(dol.parse(PDOL), values)))
+    first = link.transmit(commands.generate_ac(CryptogramType.ARQC,
+                                               dol.build(dol.parse(CDOL1), values)))
+    found = {n.tag: n.value for n in tlv.decode(first.data)[0].children}
+    atc, arqc = int.from_bytes(found[0x9F36], "big"), found[0x9F26]
+    pan, psn = bench.app.config.pan, bench.app.config.psn
+    smi = emv.derive_udk(KEYS.emv_issuer_keys(AID).smi_mk, pan, psn)
+    mac = emv.command_mac(emv.session_key(smi, atc), bytes.fromhex("841E000004"), atc, arqc,
+                          b"")
+    assert link.transmit(CommandAPDU(0x84, 0x1E, 0x00, 0x00, mac)).sw == 0x9000
+    second = link.transmit(commands.generate_ac(CryptogramType.AAC, dol.build(
+        dol.parse(CDOL2), {0x8A: b"05"})))
+    assert second.sw == 0x9000
+
+
+@pytest.mark.parametrize("contactless", [False, True])
+def test_application_blocked_by_the_issuer_is_not_used(contactless: bool) -> None:
+    bench = Bench()
+    block_by_issuer_script(bench)
+    atc = bench.app.atc
+    outcome = bench.sale(3_000, contactless=contactless, pins=())
+    # Book 1 §12.4: the final SELECT answers 6283 (FCI returned): the candidate is
+    # dropped, and with no other application the transaction ends; no GPO was sent
+    assert outcome.decision is Decision.DECLINED, outcome.reason
+    assert outcome.reason == ("no application of the card can be used (A000000333010101 "
+                              "(6283: selected file or application is blocked (FCI returned)))")
+    assert bench.app.atc == atc and bench.ec_balance() == EC_START and not bench.host.log
+
+
 # --- a card torn during GENERATE AC ----------------------------------------------------------
 
 def test_card_torn_during_generate_ac_keeps_ec_balance_and_atc_consistent() -> None:

@@ -97,6 +97,7 @@ class Flags(enum.IntFlag):
     NONE = 0x00
     ONLINE_PENDING = 0x01  # an ARQC was given and no second GENERATE AC followed
     ISSUER_AUTH_FAILED = 0x02  # issuer authentication failed on the last online transaction
+    BLOCKED = 0x04  # APPLICATION BLOCK: SELECT 6283, GPO 6985, GENERATE AC an AAC
 
 
 def bcd_amount(value: int) -> bytes:
@@ -240,9 +241,10 @@ class PbocApplication(Application):
         super().__init__(card, node, config)
         self._icc_key: oda.PrivateKey | None = None
         self._proprietary = {
-            0xA8: self._gpo,
-            0xAE: self._generate_ac,
-            0xCA: self._get_data,
+            (0x80, 0xA8): self._gpo,
+            (0x80, 0xAE): self._generate_ac,
+            (0x80, 0xCA): self._get_data,
+            (0x84, 0x1E): self._application_block,
         }
         self._interindustry = {
             0xB2: self._read_record,
@@ -363,8 +365,9 @@ class PbocApplication(Application):
         return tx
 
     def select_status(self) -> int:
+        """``9000``; ``6283`` (with the FCI) once the issuer blocked the application."""
         self.card.ram.apps[self.node.path] = _Tx()  # a SELECT starts a new transaction
-        return SW.OK
+        return SW.SELECTED_FILE_INVALIDATED if self.flags & Flags.BLOCKED else SW.OK
 
     def fci_proprietary(self) -> bytes:
         """``50`` label, ``87`` priority, ``9F38`` PDOL, ``5F2D`` languages, ``9F11`` code
@@ -377,7 +380,7 @@ class PbocApplication(Application):
                 + b"\xBF\x0C" + encode_length(len(log_entry)) + log_entry)
 
     def process(self, cmd: CommandAPDU) -> Reply | None:
-        handler = self._proprietary.get(cmd.ins) if cmd.cla == 0x80 else None
+        handler = self._proprietary.get((cmd.cla, cmd.ins))
         return None if handler is None else handler(cmd)
 
     def process_interindustry(self, cmd: CommandAPDU) -> Reply | None:
@@ -469,7 +472,7 @@ class PbocApplication(Application):
         if cmd.p1 or cmd.p2:
             return sw(SW.WRONG_P1_P2)
         tx = self._tx()
-        if tx.gpo_done:
+        if tx.gpo_done or self.flags & Flags.BLOCKED:
             return sw(SW.CONDITIONS_NOT_SATISFIED)
         try:
             nodes = decode(cmd.data)
@@ -555,7 +558,7 @@ class PbocApplication(Application):
         tx.cdol1_values = cmd.data
         tx.terminal.update(dol.split(_CDOL1, cmd.data))
         ec = False
-        if requested == Decision.AAC:
+        if requested == Decision.AAC or self.flags & Flags.BLOCKED:
             decision = Decision.AAC
         elif requested == Decision.TC and self._ec_allows(tx):
             decision, ec = Decision.TC, True
@@ -583,7 +586,7 @@ class PbocApplication(Application):
             tx.issuer_auth = emv.verify_arpc(self._session_key(tx), tx.arqc, issuer_data[8:],
                                              issuer_data[:8])
         unable = arc in _UNABLE_ONLINE
-        if requested is Decision.AAC or (unable and arc == b"Z3"):
+        if requested is Decision.AAC or (unable and arc == b"Z3") or self.flags & Flags.BLOCKED:
             decision = Decision.AAC
         elif unable:
             decision = Decision.TC if requested is Decision.TC else Decision.AAC
@@ -645,16 +648,11 @@ class PbocApplication(Application):
             return sw(SW.REFERENCED_DATA_NOT_FOUND)
         if len(cmd.data) != 10:
             return sw(SW.WRONG_LENGTH)
-        if tx.arqc is None:
-            return sw(SW.CONDITIONS_NOT_SATISFIED)  # only within an online transaction
-        value, mac = cmd.data[:6], cmd.data[6:]
-        header = bytes([cmd.cla, cmd.ins, cmd.p1, cmd.p2, len(cmd.data)])
-        key = emv.session_key(self.config.smi_key, tx.atc)
-        if emv.command_mac(key, header, tx.atc, tx.arqc, value) != mac:
-            tx.script_failed = True
-            return sw(SW.SM_DATA_OBJECTS_INCORRECT)
+        refusal = self._script_refusal(tx, cmd)
+        if refusal is not None:
+            return refusal
+        value = cmd.data[:6]
         amount = _amount(value)
-        tx.scripts += 1
         if amount is None:
             tx.script_failed = True
             return sw(SW.WRONG_DATA)
@@ -669,6 +667,37 @@ class PbocApplication(Application):
             raw[at:at + 6] = value
             self.nvm.write(Step.EMV_EC_LIMITS, self.cell("ec_limits"), bytes(raw))
         return sw(SW.OK)
+
+    def _application_block(self, cmd: CommandAPDU) -> Reply:
+        """APPLICATION BLOCK (EMV Book 3 §6.5.1), an issuer script command: ``84 1E 00 00``
+        with the 4-byte MAC as its data.  From then on SELECT answers ``6283``, GPO
+        ``6985`` and GENERATE AC an AAC (this transaction's second one included)."""
+        tx = self._tx()
+        if cmd.p1 or cmd.p2:
+            return sw(SW.WRONG_P1_P2)
+        if len(cmd.data) != 4:
+            return sw(SW.WRONG_LENGTH)
+        refusal = self._script_refusal(tx, cmd)
+        if refusal is not None:
+            return refusal
+        self._set_flags(self.flags | Flags.BLOCKED)
+        return sw(SW.OK)
+
+    def _script_refusal(self, tx: _Tx, cmd: CommandAPDU) -> Reply | None:
+        """Why an issuer script command is refused, or None (it counts as processed).  Its
+        data ends with a MAC made with the SMI session key over CLA INS P1 P2 Lc ‖ ATC ‖
+        ARQC ‖ the data before the MAC (EMV Book 2 §9.2); only within an online
+        transaction (after the ARQC)."""
+        if tx.arqc is None:
+            return sw(SW.CONDITIONS_NOT_SATISFIED)
+        data, mac = cmd.data[:-4], cmd.data[-4:]
+        header = bytes([cmd.cla, cmd.ins, cmd.p1, cmd.p2, len(cmd.data)])
+        key = emv.session_key(self.config.smi_key, tx.atc)
+        if emv.command_mac(key, header, tx.atc, tx.arqc, data) != mac:
+            tx.script_failed = True
+            return sw(SW.SM_DATA_OBJECTS_INCORRECT)
+        tx.scripts += 1
+        return None
 
     # --- pieces --------------------------------------------------------------------------------
 
