@@ -96,12 +96,8 @@ class Condition:
             return values.get(self.keys[0], self.empty)
         return tuple(values.get(key) for key in self.keys)
 
-    def read(self, context: Any) -> Any:
-        """What the condition reads of a `QuoteContext`."""
-        clock = CLOCK.get(self.reads)
-        return getattr(context, self.reads) if clock is None else clock(context.at)
-
     def reader(self) -> Callable[[Any], Any]:
+        """What the condition reads of a `QuoteContext`, as a function of the context."""
         clock = CLOCK.get(self.reads)
         if clock is None:
             return operator.attrgetter(self.reads)
@@ -507,6 +503,10 @@ class Conditions:
             if not test(read(context)):
                 return False
         return True
+
+    def floor(self) -> int:
+        """The smallest list amount the conditions admit (0: any)."""
+        return max((v for c, v in self.items() if isinstance(c, AtLeast)), default=0)
 
     def canonical(self) -> dict[str, Any]:
         """The conditions that are set, in a stable JSON-ready form."""

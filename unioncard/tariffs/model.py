@@ -271,7 +271,7 @@ class Rule:
         if not isinstance(self.stackable, bool):
             raise TariffError(f"rule {self.id!r}: stackable must be a boolean")
         threshold = self.effect.threshold if self.effect.kind is EffectKind.THRESHOLD else 0
-        object.__setattr__(self, "_floor", max(self.when.min_amount, threshold))
+        object.__setattr__(self, "_floor", max(self.when.floor(), threshold))
 
     @property
     def capped(self) -> bool:
