@@ -199,14 +199,61 @@ def test_expired_card() -> None:
 
 def test_corrupted_issuer_certificate_fails_oda_and_forbids_offline_approval() -> None:
     bench = Bench()
-    record = tlv.decode(bench.record(2, 1))[0]
-    nodes = [tlv.Tlv.primitive(n.tag, n.value[:-1] + bytes([n.value[-1] ^ 0x01]))
-             if n.tag == 0x90 else n for n in record.children]
-    bench.replace_record(2, 1, tlv.Tlv.template(0x70, nodes).to_bytes())
+    corrupt_issuer_certificate(bench)
     outcome = bench.sale(3_000)
     expect(outcome, Decision.APPROVED, "0400000000", "F800", "40", "online")
     assert "issuer certificate" in outcome.details["oda_failure"]
     assert bench.ec_balance() == EC_START  # went online instead of electronic cash
+
+
+def corrupt_issuer_certificate(bench: Bench) -> None:
+    record = tlv.decode(bench.record(2, 1))[0]
+    nodes = [tlv.Tlv.primitive(n.tag, n.value[:-1] + bytes([n.value[-1] ^ 0x01]))
+             if n.tag == 0x90 else n for n in record.children]
+    bench.replace_record(2, 1, tlv.Tlv.template(0x70, nodes).to_bytes())
+
+
+@pytest.mark.parametrize(("balance", "online_capable", "decision", "path", "arc"), [
+    (None, True, Decision.APPROVED, "qpboc online", "00"),
+    (1_000, True, Decision.APPROVED, "qpboc online", "00"),  # EC: not the account's money
+    (None, False, Decision.DECLINED, "qpboc offline", None)])
+def test_qpboc_fdda_failure_goes_online_as_the_ctq_asks(balance: int | None,
+                                                        online_capable: bool,
+                                                        decision: Decision, path: str,
+                                                        arc: str | None) -> None:
+    """The card's offline TC fails fDDA; its CTQ 9F6C byte 1 b6 says "go online if offline
+    data authentication fails and the reader is online capable" (JR/T 0025.12, as qVSDC):
+    an online reader sends the TC to the issuer, which approves or declines it; an
+    offline-only reader declines.  The card debited its EC balance with the TC either way;
+    the issuer does not take the amount from the account again."""
+    from unioncard.terminal.emv import EmvSettings
+
+    host = SimulatedIssuer.from_keystore(KEYS, accounts={})
+    bench = Bench(host=host)
+    host.accounts[bench.app.config.pan] = Account(balance=balance)
+    corrupt_issuer_certificate(bench)
+    outcome = bench.sale(3_000, contactless=True, pins=(),
+                         settings=EmvSettings(online_capable=online_capable))
+    expect(outcome, decision, "0800000000", "E000", "40", path)
+    assert "issuer certificate" in outcome.details["oda_failure"]
+    assert outcome.details.get("arc") == arc and len(host.log) == (1 if arc else 0)
+    assert bench.ec_balance() == EC_START - 3_000
+    assert host.accounts[bench.app.config.pan].balance == balance
+    if arc:
+        request = host.log[0][0]
+        assert request.arqc == bytes.fromhex(outcome.details["ac"]) and request.cvr[1] & 0x30 \
+            == 0x10  # the card's TC
+        assert outcome.details["clearing"]["cid"] == "40"
+
+
+def test_qpboc_fdda_failure_declined_by_the_issuer() -> None:
+    host = SimulatedIssuer.from_keystore(KEYS, accounts={})
+    bench = Bench(host=host)
+    host.accounts[bench.app.config.pan] = Account(blocked=True)
+    corrupt_issuer_certificate(bench)
+    outcome = bench.sale(3_000, contactless=True, pins=())
+    expect(outcome, Decision.DECLINED, "0800000000", "E000", "40", "qpboc online")
+    assert outcome.details["arc"] == "62" and "clearing" not in outcome.details
 
 
 def test_cda_signature_failure_declines() -> None:

@@ -140,7 +140,9 @@ class SimulatedIssuer:
     """An issuer host holding the issuer master key (``master_key`` bytes, or a function of
     the request giving them: `from_keystore` picks them by AID and DKI) and the accounts
     by PAN; a card without an account gets an unlimited one, or is declined ``14`` when
-    ``known_cards_only``.  An approval debits the account."""
+    ``known_cards_only``.  An approval debits the account, unless the cryptogram is the
+    card's TC (a qPBOC electronic cash purchase sent online after fDDA failed: the card
+    paid it from its EC balance)."""
 
     def __init__(self, master_key: bytes | Callable[[AuthorizationRequest], bytes], *,
                  accounts: Mapping[str, Account] | None = None,
@@ -217,7 +219,9 @@ class SimulatedIssuer:
             return b"54", "the card has expired"
         if account.limit is not None and request.amount > account.limit:
             return b"61", "the amount is over the card's limit"
-        if account.balance is not None:
+        if account.balance is not None and (len(request.cvr) < 2 or request.cvr[1] & 0x30 != 0x10):
+            # a TC (CVR byte 2 b6-b5 = 01) is a qPBOC electronic cash purchase sent online
+            # because fDDA failed: the card paid it from its EC balance, not the account
             if request.amount > account.balance:
                 return b"51", "insufficient funds"
             account.balance -= request.amount

@@ -87,6 +87,9 @@ UNABLE_ONLINE_APPROVED, UNABLE_ONLINE_DECLINED = b"Y3", b"Z3"
 CID_REASONS = {0: "", 1: "service not allowed", 2: "PIN try limit exceeded",
                3: "issuer authentication failed"}
 """The CID's reason codes, b3-b1 (Book 3 §6.5.5.4)."""
+CTQ_ONLINE_IF_ODA_FAILS = 0x20
+"""CTQ ``9F6C`` byte 1 b6: go online if offline data authentication fails and the reader is
+online capable (JR/T 0025.12; EMV Contactless Book C-3 Annex A.2)."""
 RANK = {CryptogramType.AAC: 0, CryptogramType.ARQC: 1, CryptogramType.TC: 2}
 """Book 3 §10.8: a card may answer the cryptogram asked for or one of lower rank (a TC
 request may get an ARQC or an AAC, an ARQC request an AAC), never a higher one."""
@@ -709,6 +712,11 @@ class EmvPurchase(Session):
             else:
                 self._fdda(signed)
             if self.tvr & (TVR.DDA_FAILED | TVR.ODA_NOT_PERFORMED):
+                ctq = self.card.get(0x9F6C) or b"\x00"
+                if ctq[0] & CTQ_ONLINE_IF_ODA_FAILS and self.settings.online_capable:
+                    self.warnings.append("offline data authentication failed: the card's CTQ "
+                                         "asks to go online with its TC")
+                    return (yield from self._qpboc_online(cvm))
                 return self._result(Decision.DECLINED, "declined: offline data authentication "
                                      "(fDDA) failed", cvm, path="qpboc offline")
             if self.tvr & TVR.EXPIRED_APPLICATION:
@@ -721,7 +729,12 @@ class EmvPurchase(Session):
             return self._result(Decision.DECLINED, "declined offline by the card"
                                  + (f" ({why})" if why else ""), cvm, path="qpboc offline")
         self.details["oda"] = "none"
-        response = yield from self._qpboc_online()
+        return (yield from self._qpboc_online(cvm))
+
+    def _qpboc_online(self, cvm: CvmOutcome) -> Flow:
+        """The card's ARQC, or its TC when fDDA failed and its CTQ asks to go online, to
+        the issuer host (no second GENERATE AC: the transaction completes at the host)."""
+        response = yield from self._ask_issuer()
         if response is None:
             return self._result(Decision.DECLINED, "declined: the issuer could not be reached"
                                  if self.settings.online_capable else "declined: the card "
@@ -746,9 +759,6 @@ class EmvPurchase(Session):
         self.card.set(0x9F27, bytes((kind,)))
         self.details["cid_from"] = "iad"
         return kind
-
-    def _qpboc_online(self) -> Generator[Step, Any, AuthorizationResponse | None]:
-        return (yield from self._ask_issuer())  # the ARQC covers the PDOL data
 
     def _fdda(self, signed: list[tuple[int, bytes]]) -> None:
         keys = self._keys("fdda", signed)
