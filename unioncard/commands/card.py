@@ -121,12 +121,16 @@ def issue(members_file: Path, out_dir: Path, keys_file: Path | None,
 
     Each card carries the T-Union transit purse (card type 55, the member's
     categories), the ETC application (DF 1001) and the member identity
-    application.  Images are named <member_no>-card.json and
-    psam-<terminal id>.json; issued.json records which card number each member
-    holds, for ever.  An image in use (sim serve) is never replaced.  Rows that
-    cannot be issued are reported with their line number and reason, and the
-    others are issued: the exit status is 0 when every row was issued, 1 when
-    any was refused.
+    application.  When the keystore holds the debit keys ([emv] and [rsa], as
+    the test keystore does) it carries the PBOC debit application too (PAN
+    623012 + card number + Luhn digit, electronic cash balance 0, offline PIN
+    123456), listed in the contact PSE and contactless PPSE for EMV terminals
+    (docs/pboc.md); without them, cards are issued without it.  Images are named
+    <member_no>-card.json and psam-<terminal id>.json; issued.json records which
+    card number each member holds, for ever.  An image in use (sim serve) is
+    never replaced.  Rows that cannot be issued are reported with their line
+    number and reason, and the others are issued: the exit status is 0 when
+    every row was issued, 1 when any was refused.
     """
     start = _card_date(valid_from, "--valid-from") or dt.date.today()
     end = _card_date(valid_until, "--valid-until") or _years_later(start, 5)
