@@ -299,3 +299,20 @@ def test_gaps_are_the_seqs_missing_between_settled_ones(day, tmp_path, monkeypat
         assert sorted(pipeline.find_gaps(ledger, rows)) == sorted(expected)
         monkeypatch.undo()
         assert pipeline.find_gaps(ledger, rows, limit=3) == pipeline.find_gaps(ledger, rows)[:3]
+
+
+def test_the_ledger_takes_more_batch_rows_than_sqlite_takes_parameters(day, tmp_path):
+    """A run's batches are named by row in every query of the report: 300 000 rows (more
+    than SQLite's limit on parameters, 32 766 or 250 000 by build) give what the real ones
+    give."""
+    from unioncard.settlement.ledger import Ledger
+
+    run(day[:3], tmp_path)
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        real = [b.row for b in ledger.batches()]
+        many = [*range(1000, 301_000), *real]
+        assert [b.row for b in ledger.batches(many)] == real
+        assert ledger.lines(many) == ledger.lines(real) and ledger.lines(real)
+        assert ledger.rejects(many) == ledger.rejects(real)
+        assert ledger.first_at(many) == ledger.first_at(real) is not None
+        assert [row for row, _ in ledger.settled_records(many)] == sorted(real)

@@ -182,17 +182,16 @@ class Ledger:
     def batches(self, rows: Sequence[int] | None = None) -> list[LedgerBatch]:
         query = f"SELECT {_BATCH_COLUMNS} FROM batches"
         if rows is not None:
-            query += f" WHERE id IN ({','.join('?' * len(rows))})"
+            query += f" WHERE id IN {self._chosen(rows)}"
         query += " ORDER BY terminal_id, batch_id"
-        return [LedgerBatch(*row) for row in self._db.execute(query, tuple(rows or ()))]
+        return [LedgerBatch(*row) for row in self._db.execute(query)]
 
     def first_at(self, rows: Sequence[int]) -> int | None:
         """The time (seconds) of the earliest accepted record of the batches ``rows``."""
         if not rows:
             return None
         value = self._db.execute(
-            f"SELECT MIN(first_at) FROM batches WHERE id IN ({','.join('?' * len(rows))})",
-            tuple(rows)).fetchone()[0]
+            f"SELECT MIN(first_at) FROM batches WHERE id IN {self._chosen(rows)}").fetchone()[0]
         return None if value is None else int(value)
 
     def settled_records(self, rows: Iterable[int] | None = None, *, since: int | None = None
@@ -201,14 +200,19 @@ class Ledger:
         ``since`` keeps the batches holding a record at or after that time (seconds)."""
         query = "SELECT id, settled FROM batches WHERE 1"
         args: tuple[int, ...] = ()
-        if rows is not None:
-            args = tuple(rows)
-            query += f" AND id IN ({','.join('?' * len(args))})"
         if since is not None:
             query += " AND last_at >= ?"
             args += (since,)
-        for row, blob in self._db.execute(query + " ORDER BY id", args):
-            yield row, np.frombuffer(blob, SETTLED_DTYPE)
+        if rows is None:
+            for row, blob in self._db.execute(query + " ORDER BY id", args):
+                yield row, np.frombuffer(blob, SETTLED_DTYPE)
+            return
+        chosen = sorted(set(rows))
+        for at in range(0, len(chosen), _CHUNK):  # a few rows at a time: bound the parameters
+            part = tuple(chosen[at:at + _CHUNK])
+            for row, blob in self._db.execute(
+                    f"{query} AND id IN ({','.join('?' * len(part))}) ORDER BY id", args + part):
+                yield row, np.frombuffer(blob, SETTLED_DTYPE)
 
     def settled_count(self, *, since: int | None = None) -> int:
         """How many accepted records the batches `settled_records` gives hold."""
@@ -285,20 +289,27 @@ class Ledger:
         return list(self._db.execute("SELECT * FROM usage"))
 
     def rejects(self, rows: Sequence[int]) -> list[tuple[Any, ...]]:
-        placeholders = ",".join("?" * len(rows))
         return list(self._db.execute(
             f"SELECT batch, record, reason, terminal_id, terminal_seq, card, application, "
-            f"card_seq, is_load, amount, at FROM rejects WHERE batch IN ({placeholders}) "
-            "ORDER BY batch, record", tuple(rows)))
+            f"card_seq, is_load, amount, at FROM rejects WHERE batch IN {self._chosen(rows)} "
+            "ORDER BY batch, record"))
 
     def lines(self, rows: Sequence[int]) -> list[tuple[Any, ...]]:
-        placeholders = ",".join("?" * len(rows))
         return list(self._db.execute(
             f"SELECT kind, day, operator, mode, route, merchant, organization, SUM(count), "
             f"SUM(list_amount), SUM(charged_amount), SUM(discount), SUM(rebate) FROM lines "
-            f"WHERE batch IN ({placeholders}) GROUP BY kind, day, operator, mode, route, "
+            f"WHERE batch IN {self._chosen(rows)} GROUP BY kind, day, operator, mode, route, "
             "merchant, organization ORDER BY kind, day, operator, mode, route, merchant, "
-            "organization", tuple(rows)))
+            "organization"))
+
+    def _chosen(self, rows: Iterable[int]) -> str:
+        """SQL for the batch rows ``rows``, held in a temporary table (a run may name more
+        batches than SQLite takes parameters); for one query at a time, read whole."""
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS chosen (id INTEGER PRIMARY KEY)")
+        self._db.execute("DELETE FROM temp.chosen")
+        self._db.executemany("INSERT OR IGNORE INTO temp.chosen VALUES (?)",
+                             ((int(row),) for row in rows))
+        return "(SELECT id FROM temp.chosen)"
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -361,5 +372,7 @@ class Ledger:
         self.close()
 
 
+_CHUNK = 500
+"""Batch rows named per query by `Ledger.settled_records`."""
 _BATCH_COLUMNS = ("id, terminal_id, batch_id, digest, source, created, settled_at, records, "
                   "accepted, list_total, charged_total")
