@@ -355,6 +355,11 @@ def test_application_blocked_by_the_issuer_is_not_used(contactless: bool) -> Non
     assert outcome.reason == ("no application of the card can be used (A000000333010101 "
                               "(6283: selected file or application is blocked (FCI returned)))")
     assert bench.app.atc == atc and bench.ec_balance() == EC_START and not bench.host.log
+    from unioncard.terminal import CardRead  # a reader still lists it, marked blocked
+
+    read = run(CardRead(payment_applications=True), card=bench.link)  # through the PSE
+    [app] = read.details["payment_applications"]
+    assert app["blocked"] is True and app["aid"] == AID.hex().upper() and app["atc"] == atc
 
 
 # --- a card torn during GENERATE AC ----------------------------------------------------------

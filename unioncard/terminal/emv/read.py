@@ -51,13 +51,14 @@ def read_payment_applications(*, unmask: bool = False, contactless: bool = False
     """Every payment application the card lists, as dicts ([] when it has none)."""
     settings = EmvSettings()
     try:
-        listing = yield from select_application(settings, contactless=contactless)
+        listing = yield from select_application(settings, contactless=contactless,
+                                                allow_blocked=True)
     except Refused:
         return []
     found = []
     for candidate in listing.candidates:
         selected = yield from select_application(settings, contactless=contactless,
-                                                 chosen=candidate.aid)
+                                                 chosen=candidate.aid, allow_blocked=True)
         found.append((yield from _application(selected, unmask, now or dt.datetime.now())))
     return found
 
@@ -67,6 +68,8 @@ def _application(selected: Any, unmask: bool, now: dt.datetime) -> SubFlow:
     card.add(selected.fci)
     app: dict[str, Any] = {"aid": selected.candidate.aid.hex().upper(),
                            "priority": selected.candidate.priority}
+    if selected.blocked:
+        app["blocked"] = True  # SELECT answered 6283: the issuer blocked it
     readable = yield from _sweep(card)
     if not readable:
         yield from _after_gpo(card, now)

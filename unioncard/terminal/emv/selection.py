@@ -71,6 +71,8 @@ class Selected:
     method: str
     """``ppse``, ``pse`` or ``aid list``."""
     candidates: tuple[Candidate, ...]
+    blocked: bool = False
+    """SELECT answered ``6283`` (only with ``allow_blocked``: a reader, not a sale)."""
 
 
 def _decoded(answer: ResponseAPDU) -> list[tlv.Tlv] | None:
@@ -164,11 +166,13 @@ def _aid_list(aids: Sequence[AidEntry]) -> SubFlow:
 
 def select_application(settings: EmvSettings, *, contactless: bool,
                        chosen: bytes | None = None,
-                       exclude: frozenset[bytes] = frozenset()) -> SubFlow:
+                       exclude: frozenset[bytes] = frozenset(),
+                       allow_blocked: bool = False) -> SubFlow:
     """Build the candidate list and select the application to use: a `Selected`.
 
     ``exclude`` are applications whose GET PROCESSING OPTIONS answered ``6985`` in this
-    transaction: selection starts over without them (Book 1 §12.4)."""
+    transaction: selection starts over without them (Book 1 §12.4).  ``allow_blocked``
+    keeps an application whose SELECT answers ``6283`` with its FCI (to read it)."""
     method = "ppse" if contactless else "pse"
     candidates: list[Candidate] | None = None
     if contactless:
@@ -201,10 +205,11 @@ def select_application(settings: EmvSettings, *, contactless: bool,
         what = f"SELECT {candidate.aid.hex().upper()}"
         answer = yield card_send(cmd.select(candidate.aid), what)
         _blocked(answer, what)
-        fci = _decoded(answer) if answer.sw == SW.OK else None
+        blocked = allow_blocked and answer.sw == SW.SELECTED_FILE_INVALIDATED
+        fci = _decoded(answer) if answer.sw == SW.OK or blocked else None
         name = None if fci is None else tlv.find(fci, 0x84)
         if fci is not None and name is not None and name.value == candidate.aid:
-            return Selected(candidate, fci, method, listed)
+            return Selected(candidate, fci, method, listed, blocked)
         # Book 1 §12.4: any other answer, an FCI that does not decode or names another
         # DF: the candidate is dropped and the next one selected
         dropped.append(f"{candidate.aid.hex().upper()} ("
