@@ -78,13 +78,18 @@ CREATE UNIQUE INDEX IF NOT EXISTS emv_settled_terminal ON emv_settled(terminal_i
 class SplitBatch:
     """A batch file's records by kind: ``purse`` is a batch file of its purse records
     alone (the file itself when it holds no EMV record), ``purse_indexes`` their index
-    in the file, ``emv`` the EMV records with theirs, ``digest`` the SHA-256 of the
-    whole file (what identifies the batch)."""
+    in the file, ``emv`` the EMV records with theirs, ``data`` the whole file."""
 
     purse: bytes
     purse_indexes: tuple[int, ...]
     emv: tuple[tuple[int, EmvRecord], ...]
-    digest: str
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        """The SHA-256 of the whole file: what identifies the batch (the purse part's own
+        when the file holds no EMV record)."""
+        return hashlib.sha256(self.data).hexdigest()
 
 
 def split_batch(data: bytes, source: str = "batch") -> SplitBatch:
@@ -92,11 +97,11 @@ def split_batch(data: bytes, source: str = "batch") -> SplitBatch:
     (its checks are the purse pipeline's); one with EMV records is checked whole first
     (`read_batch`: `BatchRefused` naming the failure), as the purse pipeline checks its
     files: a damaged file is refused whole, never half applied."""
-    digest = hashlib.sha256(data).hexdigest()
+    data = bytes(data)
     count, extra = divmod(len(data) - HEADER_SIZE - TRAILER_SIZE, RECORD_SIZE)
     end = HEADER_SIZE + count * RECORD_SIZE
     if count <= 0 or extra or EMV_RECORD_VERSION not in data[HEADER_SIZE:end:RECORD_SIZE]:
-        return SplitBatch(bytes(data), tuple(range(max(count, 0))), (), digest)
+        return SplitBatch(data, tuple(range(max(count, 0))), (), data)
     try:
         batch = read_batch(data, emv=True)
     except DecodeError as exc:
@@ -105,7 +110,7 @@ def split_batch(data: bytes, source: str = "batch") -> SplitBatch:
     emv = tuple((i, r) for i, r in enumerate(batch.records) if isinstance(r, EmvRecord))
     return SplitBatch(encode_batch(batch.terminal_id, batch.batch_id, batch.created,
                                    [r for _, r in purse]),
-                      tuple(i for i, _ in purse), emv, digest)
+                      tuple(i for i, _ in purse), emv, data)
 
 
 # --- one record on its own -------------------------------------------------------------------
