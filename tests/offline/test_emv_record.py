@@ -237,3 +237,9 @@ def _documented_dump() -> bytes:
         assert int(line[:3]) == len(raw), f"offset column of {line!r}"
         raw += bytes.fromhex(line[5:52])
     return bytes(raw)
+
+
+def test_paths_by_the_kernel_s_names():
+    assert [EmvPath.of_label(p.label) for p in EmvPath] == list(EmvPath)
+    with pytest.raises(ValueError, match="no EMV approval path 'declined'"):
+        EmvPath.of_label("declined")

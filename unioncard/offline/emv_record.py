@@ -93,7 +93,11 @@ class EmvPath(IntEnum):
 
     @classmethod
     def of_label(cls, label: str) -> EmvPath:
-        return cls[label.upper().replace(" ", "_")]
+        """The path the kernel's outcome names; `ValueError` for another name."""
+        try:
+            return cls[label.upper().replace(" ", "_")]
+        except KeyError:
+            raise ValueError(f"no EMV approval path {label!r}") from None
 
 
 class _Pan(c.Adapter):  # type: ignore[misc]
