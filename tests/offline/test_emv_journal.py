@@ -85,3 +85,36 @@ def test_emv_sales_and_purse_records_share_the_terminal_batches(tmp_path: Path):
         [second] = journal.export(tmp_path / "out", now=dt.datetime(2026, 5, 2, 23))
         assert (second.batch_id, second.count) == (2, 1)
         assert journal.export(tmp_path / "out", now=dt.datetime(2026, 5, 3, 23)) == []
+
+
+def test_tap_reports_an_approval_it_could_not_journal_as_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import json
+
+    from click.testing import CliRunner
+
+    import unioncard.terminal.emv.record as emv_record
+    from unioncard.applet_sim import MemberData, issue_member_card
+    from unioncard.cli import root
+    from unioncard.crypto import Keystore
+
+    member = MemberData("张三", "20260001", "市总工会", "11010519491231002X",
+                        dt.date(2026, 1, 1), dt.date(2030, 12, 31))
+    card = tmp_path / "card.json"
+    issue_member_card(member, Keystore.test(), card_no=7, ec_balance=50_000,
+                      random_source=1).save(card)
+
+    def refuse(*args: object, **kwargs: object) -> EmvRecord:
+        raise ValueError("the disk is full")
+
+    monkeypatch.setattr(emv_record, "sale_record", refuse)
+    result = CliRunner().invoke(root, [
+        "tap", "--mode", "pos-emv", "--card", str(card), "--amount", "3000", "--pin",
+        "123456", "--journal", str(tmp_path / "j.sqlite"), "--terminal-id", "310100001234",
+        "--at", "2026-12-02T10:30:00", "--json"])
+    doc = json.loads(result.output)
+    assert result.exit_code == 2 and doc["decision"] == "error", doc
+    assert "the card approved the sale, but it could not be journaled: the disk is full" in \
+        doc["reason"]
+    with TransactionJournal(tmp_path / "j.sqlite") as journal:
+        assert journal.counts()["completed"] == 0
