@@ -183,7 +183,7 @@ def test_check_json(tmp_path):
 
 
 def test_check_missing_and_binary_files(tmp_path):
-    assert "none.toml: cannot read the rule file: No such file" \
+    assert "none.toml: cannot read the rule file: no such file or directory" \
         in run("check", str(tmp_path / "none.toml")).output
     path = tmp_path / "binary.toml"
     path.write_bytes(b"\xff\x00")
