@@ -2,8 +2,9 @@
 
 `Settlement` holds what the order of the run decides (docs/settlement.md): the
 identities of every settled record (duplicates in this run, replays of earlier
-ones), the highest seq each card's counter proved, the members' usage of capped
-benefits, and the ledger.  It takes the `BatchAnalysis` of each file (computed by
+runs; a run started again after it was killed continues it: `Settlement.begin`), the
+highest seq each card's counter proved, the members' usage of capped benefits, and
+the ledger.  It takes the `BatchAnalysis` of each file (computed by
 either path of `unioncard.settlement.analyze`, here or on Dask workers), in the
 order of `batch_order`, and settles it:
 
@@ -13,8 +14,8 @@ order of `batch_order`, and settles it:
 3. duplicates and replays, by the card's and by the terminal's identity;
 4. the first reason of each record; the accepted purchases re-priced with their
    members' history for the rebates owed; lines aggregated; conservation checked;
-   (gaps in a card's seqs are found at report time, over the whole ledger:
-   `find_gaps`);
+   (gaps in a card's seqs are found at report time, over the ledger's records of
+   the month: `find_gaps`);
 5. the batch written to the ledger, in a commit shared by a few batches (each batch
    is in one commit, whole).
 """
