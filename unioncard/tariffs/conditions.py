@@ -432,7 +432,7 @@ CONDITIONS: tuple[Condition, ...] = (
     OneOf(keys=("member_status",), reads="member_status", what="member status", lo=1, hi=3,
           names=STATUS_NAMES, spell="name"),
     OneOf(keys=("organizations",), reads="organization", what="union organizations",
-          text=True, max_bytes=48),
+          text=True, max_bytes=48),  # the offline record's field (docs/records.md)
     OneOf(keys=("merchants",), reads="merchant_id", what="merchant ids", text=True),
     OneOf(keys=("merchant_categories",), reads="merchant_category", what="merchant category",
           hi=9999, digits=4, form='a 4-digit MCC such as "5411"', spell='"{:04d}"'),
