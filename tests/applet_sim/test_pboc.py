@@ -487,7 +487,7 @@ def test_image_round_trip_and_checks(bank_card, tmp_path):
     adf = next(c for c in broken["mf"]["children"] if c.get("aid") == DEBIT_AID.hex().upper())
     adf["app"]["afl"] = "08"
     path.write_text(json.dumps(broken))
-    with pytest.raises(DecodeError, match="pboc"):
+    with pytest.raises(DecodeError, match=r"app\.afl must be 4 to 252 bytes"):
         SimulatedCard.load(path)
 
 

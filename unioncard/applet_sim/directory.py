@@ -46,8 +46,9 @@ class DirectoryEntry:
     def __post_init__(self) -> None:
         if not 5 <= len(self.aid) <= 16:
             raise ValueError("an ADF name has 5 to 16 bytes")
-        if not self.label or len(self.label) > 16 or not self.label.isascii():
-            raise ValueError("an application label is 1 to 16 ASCII characters")
+        if not (self.label and len(self.label) <= 16 and self.label.isascii()
+                and self.label.isprintable()):
+            raise ValueError("an application label is 1 to 16 printable ASCII characters")
         if not 0 <= self.priority <= 0xFF:
             raise ValueError("an application priority indicator is one byte")
 
@@ -87,8 +88,13 @@ class DirectoryConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("pse", "ppse"):
             raise ValueError("a directory is a pse or a ppse")
+        if len(self.label) > 16 or not (self.label.isascii() and self.label.isprintable()):
+            raise ValueError("a directory's label is at most 16 printable ASCII characters")
         if not self.entries:
             raise ValueError("a directory lists at least one application")
+        aids = [e.aid for e in self.entries]
+        if len(set(aids)) != len(aids):
+            raise ValueError("a directory lists each application once")
 
     @property
     def type(self) -> str:

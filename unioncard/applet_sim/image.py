@@ -24,10 +24,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unioncard.applet_sim.directory import DIRECTORY_SFI, PPSE_NAME, PSE_NAME, DirectoryConfig
 from unioncard.applet_sim.files import Access, FileKind, Node
 from unioncard.applet_sim.iso import PIN_TRIES_CELL
 from unioncard.applet_sim.member import MEMBER_SFI, MemberConfig
 from unioncard.applet_sim.nvm import Step
+from unioncard.applet_sim.pboc import (
+    AFL_ENTRIES,
+    LOG_RECORDS,
+    LOG_SFI,
+    PbocApplication,
+    afl_problem,
+    check_icc_key,
+)
+from unioncard.applet_sim.pboc import LOG_RECORD_SIZE as EMV_LOG_RECORD_SIZE
+from unioncard.applet_sim.pboc_issue import luhn_digit
 from unioncard.applet_sim.psam import PsamApplication
 from unioncard.applet_sim.purse import LOG_RECORD_SIZE, PurseApplication, PurseState
 from unioncard.atomic_file import write_atomically
@@ -56,6 +67,8 @@ _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 _PROFILE = re.compile(r"[a-z][a-z0-9_-]{0,15}")
 _STEPS = frozenset(str(step) for step in Step)
 _PROOF_SIZE = 11
+ICC_PEM_LIMIT = 4096
+"""Characters of an ICC key's PEM (a 1984-bit PKCS#1 key has about 1700)."""
 """A purse's last purchase: seq(2) type(1) MAC2(4) TAC(4), or nothing."""
 
 
@@ -131,13 +144,14 @@ def _kind(value: Any) -> str:
             int: "an integer", float: "a number"}.get(type(value), "null")
 
 
-def _text(value: Any, where: str, longest: int = 256, *, ascii_label: bool = False) -> None:
+def _text(value: Any, where: str, longest: int = 256, *, ascii_label: bool = False) -> str:
     if not isinstance(value, str):
         raise _bad(where, f"must be a string, not {_kind(value)}")
     if len(value) > longest:
         raise _bad(where, f"is longer than {longest} characters")
     if ascii_label and not (value.isascii() and value.isprintable()):
         raise _bad(where, "must be printable ASCII (it is the FCI's application label)")
+    return value
 
 
 def _int(value: Any, where: str, low: int, high: int) -> int:
@@ -270,16 +284,77 @@ def _application(app: Any, where: str) -> None:
         for version, key in keys.items():
             _hex(version, f"{where}.purchase_master_keys (a key version)", 1)
             _hex(key, f"{where}.purchase_master_keys.{version}", 16)
-    elif kind in ("pboc", "directory"):
-        from unioncard.applet_sim.layout import APP_CONFIGS
-
-        try:
-            APP_CONFIGS[kind].from_json(app)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _bad(where, f"is not a valid {kind} application ({exc})") from None
+    elif kind == "pboc":
+        _pboc(app, where)
+    elif kind == "directory":
+        _directory(app, where)
     elif kind != "member":
         raise DecodeError(f"malformed card image: {where}: unknown application type "
                           f"{kind!r:.40}")
+
+
+def _digits(value: Any, where: str, shortest: int, longest: int) -> str:
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) \
+            or not shortest <= len(value) <= longest:
+        size = f"{shortest}" if shortest == longest else f"{shortest} to {longest}"
+        raise _bad(where, f"must be a string of {size} digits")
+    return value
+
+
+def _label(value: Any, where: str) -> None:
+    _text(value, where, 16, ascii_label=True)
+    if not value:
+        raise _bad(where, "must not be empty (it is the application's label)")
+
+
+def _pboc(app: dict[str, Any], where: str) -> None:
+    """A PBOC debit application (docs/card-image.md; `PbocConfig` has the same rules)."""
+    _label(app.get("label", "PBOC DEBIT"), f"{where}.label")
+    _int(app.get("priority", 1), f"{where}.priority", 0, 0xFF)
+    pan = _digits(app.get("pan"), f"{where}.pan", 12, 19)
+    if luhn_digit(pan[:-1]) != pan[-1]:
+        raise _bad(f"{where}.pan", "fails its Luhn check digit")
+    _digits(app.get("psn"), f"{where}.psn", 2, 2)
+    _int(app.get("dki"), f"{where}.dki", 0, 0xFF)
+    keys = _object(app.get("keys"), f"{where}.keys")
+    if sorted(keys) != ["ac", "smc", "smi"]:
+        raise _bad(f"{where}.keys", "must hold exactly ac, smi, smc")
+    for name, key in keys.items():
+        _hex(key, f"{where}.keys.{name}", 16)
+    pem = _text(app.get("icc_key"), f"{where}.icc_key", ICC_PEM_LIMIT)
+    try:
+        check_icc_key(pem)
+    except ValueError as exc:
+        raise _bad(f"{where}.icc_key", f"is refused: {exc}") from None
+    _digits(app.get("pin"), f"{where}.pin", 4, 12)
+    _int(app.get("pin_max_tries", 3), f"{where}.pin_max_tries", 1, 15)
+    problem = afl_problem(_hex(app.get("afl"), f"{where}.afl", 4, 4 * AFL_ENTRIES))
+    if problem:
+        raise _bad(f"{where}.afl", problem)
+    currency = _hex(app.get("currency", "0156"), f"{where}.currency", 2)
+    if not currency.hex().isdigit() or currency[0] >> 4:
+        raise _bad(f"{where}.currency", "must be a numeric currency code n3 (e.g. 0156)")
+    _hex(app.get("log_fid", "000B"), f"{where}.log_fid", 2)
+    if not isinstance(app.get("qpboc_cid", True), bool):
+        raise _bad(f"{where}.qpboc_cid", "must be true or false")
+
+
+def _directory(app: dict[str, Any], where: str) -> None:
+    """A PSE or PPSE and the applications it lists (`DirectoryConfig`)."""
+    _choice(app.get("kind"), f"{where}.kind", ("pse", "ppse"))
+    entries = app.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise _bad(f"{where}.entries", "must be an array of at least one application")
+    aids: set[bytes] = set()
+    for i, entry in enumerate(entries):
+        at = f"{where}.entries[{i}]"
+        entry = _object(entry, at)
+        aid = _hex(entry.get("aid"), f"{at}.aid", 5, 16)
+        if aid in aids:
+            raise _bad(f"{at}.aid", f"lists {aid.hex().upper()} a second time")
+        aids.add(aid)
+        _label(entry.get("label"), f"{at}.label")
+        _int(entry.get("priority"), f"{at}.priority", 0, 0xFF)
 
 
 # --- the card's NVM against its layout ----------------------------------------------------
@@ -355,9 +430,57 @@ def _check_applications(card: SimulatedCard) -> None:
                     or tid.ef.size < 6:
                 raise _refuse(f"{where} has no terminal id EF {app.config.terminal_id_fid:04X} "
                               "of 6 bytes or more under the MF")
+        elif isinstance(app, PbocApplication):
+            log = card.fs.child_by_fid(app.node.path, app.config.log_fid)
+            if log is None or log.is_df or log.ef.kind is not FileKind.CYCLIC \
+                    or log.ef.size != EMV_LOG_RECORD_SIZE or log.ef.records != LOG_RECORDS \
+                    or log.ef.sfi != LOG_SFI:
+                raise _refuse(f"{where} has no transaction log EF {app.config.log_fid:04X}: "
+                              f"cyclic, SFI {LOG_SFI:02X}, {LOG_RECORDS} records of "
+                              f"{EMV_LOG_RECORD_SIZE} bytes (its FCI's 9F4D)")
+        elif isinstance(app.config, DirectoryConfig):
+            _check_directory(card, app.node, app.config, where)
         elif isinstance(app.config, MemberConfig) \
                 and card.fs.child_by_sfi(app.node.path, MEMBER_SFI) is None:
             raise _refuse(f"{where} has no member EF (SFI {MEMBER_SFI:02X})")
+
+
+def _check_directory(card: SimulatedCard, node: Node, config: DirectoryConfig,
+                     where: str) -> None:
+    """A PSE is the DF ``1PAY.SYS.DDF01`` with its directory record file (SFI 01), a PPSE
+    ``2PAY.SYS.DDF01``; each lists EMV applications of this card."""
+    name = PSE_NAME if config.kind == "pse" else PPSE_NAME
+    if node.df.aid != name:
+        raise _refuse(f"{where} is a {config.kind}, but its DF is not named "
+                      f"{name.decode('ascii')}")
+    if config.kind == "pse":
+        records = card.fs.child_by_sfi(node.path, DIRECTORY_SFI)
+        if records is None or records.is_df or records.ef.kind is not FileKind.LINEAR:
+            raise _refuse(f"{where} has no directory record EF (SFI {DIRECTORY_SFI:02X})")
+    emv = {app.node.df.aid for app in card.apps.values() if isinstance(app, PbocApplication)}
+    for entry in config.entries:
+        if entry.aid not in emv:
+            raise _refuse(f"{where} lists {entry.aid.hex().upper()}, which is no EMV "
+                          "application of this card")
+
+
+def _check_pboc_values(card: SimulatedCard, cells: dict[str, bytes]) -> None:
+    """What ties a PBOC application's cells together: the EC balance at most the EC
+    balance limit (PUT DATA and personalization keep it so), the last online ATC at most
+    the ATC."""
+    for app in card.apps.values():
+        if not isinstance(app, PbocApplication):
+            continue
+        balance = int(cells[app.cell("ec_balance")].hex())
+        limit = int(cells[app.cell("ec_limits")][:6].hex())
+        if balance > limit:
+            raise _refuse(f"NVM cell {app.cell('ec_balance')!r} holds {balance}, above the "
+                          f"EC balance limit {limit}")
+        atc = int.from_bytes(cells[app.cell("atc")], "big")
+        last = int.from_bytes(cells[app.cell("last_online_atc")], "big")
+        if last > atc:
+            raise _refuse(f"NVM cell {app.cell('last_online_atc')!r} holds {last}, above "
+                          f"the ATC {atc}")
 
 
 def _record_ef(card: SimulatedCard, path: str) -> Node | None:
@@ -445,3 +568,4 @@ def check_card(card: SimulatedCard) -> None:
     if missing:
         raise _refuse(f"NVM cell {missing[0]!r} is missing")
     _check_records(card, cells)
+    _check_pboc_values(card, cells)

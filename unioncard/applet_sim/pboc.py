@@ -29,15 +29,17 @@ from unioncard.applet_sim.base import Application, CardServices, Reply, applicat
 from unioncard.applet_sim.files import FileKind, Node, append_cyclic, read_record, record_count
 from unioncard.applet_sim.nvm import Step
 from unioncard.crypto import emv, oda
-from unioncard.errors import DecodeError
+from unioncard.errors import CryptoError, DecodeError
 
 __all__ = [
+    "AFL_ENTRIES",
     "AIP",
     "CDOL1",
     "CDOL2",
     "DDOL",
     "DEBIT_AID",
     "EC_AUTH_CODE",
+    "ICC_KEY_BITS",
     "LOG_FORMAT",
     "LOG_RECORD_SIZE",
     "LOG_SFI",
@@ -46,7 +48,9 @@ __all__ = [
     "Flags",
     "PbocApplication",
     "PbocConfig",
+    "afl_problem",
     "bcd_amount",
+    "check_icc_key",
 ]
 
 DEBIT_AID = bytes.fromhex("A000000333010101")
@@ -61,6 +65,10 @@ DDOL = bytes.fromhex("9F3704")
 LOG_FORMAT = bytes.fromhex("9A039F21039F02069F03069F1A025F2A029F4E149C019F3602")
 LOG_SFI = 0x0B
 LOG_RECORDS = 10
+AFL_ENTRIES = 63
+RECORD_SIZE = 254
+"""The longest record of an AEF, tag and length included (EMV Book 3, files)."""
+ICC_KEY_BITS = (512, 1984)
 AIP = bytes.fromhex("7D00")
 """SDA, DDA, cardholder verification, terminal risk management, issuer authentication, CDA."""
 EC_AUTH_CODE = b"ECC001"
@@ -98,6 +106,7 @@ class Flags(enum.IntFlag):
     ONLINE_PENDING = 0x01  # an ARQC was given and no second GENERATE AC followed
     ISSUER_AUTH_FAILED = 0x02  # issuer authentication failed on the last online transaction
     BLOCKED = 0x04  # APPLICATION BLOCK: SELECT 6283, GPO 6985, GENERATE AC an AAC
+    ALL = 0x07
 
 
 def bcd_amount(value: int) -> bytes:
@@ -120,6 +129,76 @@ def _flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false")
     return value
+
+
+def _digits(text: str, shortest: int, longest: int) -> bool:
+    return text.isascii() and text.isdigit() and shortest <= len(text) <= longest
+
+
+def afl_problem(afl: bytes) -> str | None:
+    """Why ``afl`` cannot be this application's AFL (EMV Book 3 §10.2), or None: entries
+    of 4 bytes (SFI 1..30 in bits 8-4, first and last record, records for ODA), at most
+    63 of them (a format 1 GPO answer's length is one byte), each record named once, not
+    the transaction log's SFI (the card OS reads that file), and record 1 of SFI 1
+    among them (the qPBOC answer takes track 2 from it).
+
+    >>> afl_problem(bytes.fromhex("0801020210010300")) is None
+    True
+    >>> afl_problem(bytes.fromhex("0801020008020300"))
+    'names record 2 of SFI 01 twice'
+    """
+    if not afl or len(afl) % 4 or len(afl) > 4 * AFL_ENTRIES:
+        return f"must be 1 to {AFL_ENTRIES} entries of 4 bytes"
+    seen: set[tuple[int, int]] = set()
+    for i in range(0, len(afl), 4):
+        sfi, first, last, oda_count = afl[i] >> 3, *afl[i + 1:i + 4]
+        if afl[i] & 0x07 or not 1 <= sfi <= 30 or not 1 <= first <= last \
+                or oda_count > last - first + 1:
+            return f"entry {afl[i:i + 4].hex().upper()} is not valid"
+        if sfi == LOG_SFI:
+            return f"names SFI {LOG_SFI:02X}, the transaction log's"
+        for n in range(first, last + 1):
+            if (sfi, n) in seen:
+                return f"names record {n} of SFI {sfi:02X} twice"
+            seen.add((sfi, n))
+    if (1, 1) not in seen:
+        return "does not name record 1 of SFI 01 (track 2 of the qPBOC answer)"
+    return None
+
+
+def check_icc_key(pem: str) -> oda.PrivateKey:
+    """The ICC private key of a PEM document: RSA, exponent 3 or 65537, a modulus of
+    whole bytes, `ICC_KEY_BITS` long (EMV Book 2 §5.1, §6.1: at most 248 bytes; CDA's
+    signed data needs 63).  ValueError saying why not."""
+    try:
+        key = oda.PrivateKey.from_pem(pem)
+    except (CryptoError, ValueError):
+        raise ValueError("the ICC key is not an unencrypted PEM RSA private key") from None
+    numbers = key.key.public_key().public_numbers()
+    low, high = ICC_KEY_BITS
+    if numbers.n.bit_length() % 8 or not low <= numbers.n.bit_length() <= high:
+        raise ValueError(f"the ICC key has {numbers.n.bit_length()} bits, not a multiple of "
+                         f"8 from {low} to {high}")
+    if numbers.e not in (3, 65537):
+        raise ValueError(f"the ICC key's exponent is {numbers.e}, not 3 or 65537")
+    return key
+
+
+def _record_problem(raw: bytes) -> str | None:
+    """Why ``raw`` is not one record template ``70`` of at most `RECORD_SIZE` bytes.
+
+    >>> _record_problem(bytes.fromhex("70035A0112")) is None, _record_problem(b"\\x70\\x05")
+    (True, 'is not a BER-TLV record template 70')
+    """
+    if len(raw) > RECORD_SIZE:
+        return f"has {len(raw)} bytes, more than {RECORD_SIZE}"
+    try:
+        nodes = decode(raw)
+    except DecodeError:
+        return "is not a BER-TLV record template 70"
+    if len(nodes) != 1 or nodes[0].tag != 0x70 or nodes[0].to_bytes() != raw:
+        return "is not one record template 70 alone"
+    return None
 
 
 def _tlv(tag: int, value: bytes) -> bytes:
@@ -149,28 +228,30 @@ class PbocConfig:
     the reader takes the cryptogram type from the IAD's CVR)."""
 
     def __post_init__(self) -> None:
-        if not (self.pan.isdigit() and 12 <= len(self.pan) <= 19):
+        if not _digits(self.pan, 12, 19):
             raise ValueError("a PAN has 12 to 19 digits")
-        if not (self.psn.isdigit() and len(self.psn) == 2):
+        if not _digits(self.psn, 2, 2):
             raise ValueError("a PAN sequence number has 2 digits")
         for name in ("ac_key", "smi_key", "smc_key"):
             if len(getattr(self, name)) != 16:
                 raise ValueError(f"the {name} is 16 bytes")
-        if not (self.pin.isdigit() and 4 <= len(self.pin) <= 12):
+        if not _digits(self.pin, 4, 12):
             raise ValueError("a PIN has 4 to 12 digits")
         if not 1 <= self.pin_max_tries <= 15:
             raise ValueError("PIN tries must be 1..15")
-        if not self.afl or len(self.afl) % 4:
-            raise ValueError("an AFL is entries of 4 bytes")
-        for i in range(0, len(self.afl), 4):
-            sfi, first, last, oda_count = self.afl[i] >> 3, *self.afl[i + 1:i + 4]
-            if not 1 <= sfi <= 30 or not 1 <= first <= last or oda_count > last - first + 1:
-                raise ValueError(f"AFL entry {self.afl[i:i + 4].hex().upper()} is not valid")
-        if len(self.currency) != 2 or not 0 <= self.dki <= 0xFF:
-            raise ValueError("bad currency or DKI")
-        if not self.label or len(self.label) > 16 or not self.label.isascii():
-            raise ValueError("an application label is 1 to 16 ASCII characters")
-        oda.PrivateKey.from_pem(self.icc_key_pem)
+        problem = afl_problem(self.afl)
+        if problem:
+            raise ValueError(f"the AFL {problem}")
+        if not _digits(self.currency.hex(), 4, 4) or self.currency[0] >> 4:
+            raise ValueError("a currency code is n3: 2 bytes of BCD digits, the first one 0")
+        if not 0 <= self.dki <= 0xFF or not 0 <= self.priority <= 0xFF:
+            raise ValueError("the DKI and the application priority are one byte each")
+        if not 0 <= self.log_fid <= 0xFFFF:
+            raise ValueError("the log EF's FID is 2 bytes")
+        if not (self.label and len(self.label) <= 16 and self.label.isascii()
+                and self.label.isprintable()):
+            raise ValueError("an application label is 1 to 16 printable ASCII characters")
+        check_icc_key(self.icc_key_pem)
 
     @property
     def type(self) -> str:
@@ -324,30 +405,42 @@ class PbocApplication(Application):
                 for n in range(1, record_count(self.nvm, node) + 1)]
 
     def cell_checks(self) -> dict[str, Any]:
+        """Each cell's check (docs/card-image.md): counters of 2 bytes, PIN tries at most
+        the maximum, `Flags` bits only, EC amounts n12, and each record the AFL names one
+        record template ``70`` (READ RECORD answers it as it is).  `image.check_card`
+        also holds the EC balance within its limit and the last online ATC at most the
+        ATC."""
         def sized(n: int) -> Any:
             return lambda raw: None if len(raw) == n else f"has {len(raw)} bytes, not {n}"
 
         def bcd(n: int) -> Any:
             def check(raw: bytes) -> str | None:
                 if len(raw) != n or not raw.hex().isdigit():
-                    return f"is not {n} bytes of BCD digits"
+                    return f"is not {n} bytes of BCD digits (n{2 * n})"
                 return None
             return check
 
-        def record(raw: bytes) -> str | None:
-            if not 2 <= len(raw) <= 254 or raw[0] != 0x70:
-                return "is not a record template 70 of at most 254 bytes"
+        def tries(raw: bytes) -> str | None:
+            if len(raw) != 1:
+                return f"has {len(raw)} bytes, not 1"
+            if raw[0] > self.config.pin_max_tries:
+                return f"holds {raw[0]}, above the PIN's tries {self.config.pin_max_tries}"
+            return None
+
+        def state(raw: bytes) -> str | None:
+            if len(raw) != 1:
+                return f"has {len(raw)} bytes, not 1"
+            if raw[0] & ~Flags.ALL:
+                return f"holds {raw[0]:02X}, a bit other than {Flags.ALL:02X}"
             return None
 
         checks: dict[str, Any] = {self.cell(n): sized(2) for n in ("atc", "last_online_atc")}
-        tries = self.config.pin_max_tries
-        checks[self.cell("pin_tries")] = lambda raw: (
-            None if len(raw) == 1 and raw[0] <= tries else "is not a PIN try count")
-        checks[self.cell("state")] = sized(1)
+        checks[self.cell("pin_tries")] = tries
+        checks[self.cell("state")] = state
         checks[self.cell("ec_balance")] = bcd(6)
         checks[self.cell("ec_limits")] = bcd(18)
         for sfi, n in self.config.records:
-            checks[self._record_cell(sfi, n)] = record
+            checks[self._record_cell(sfi, n)] = _record_problem
         return checks
 
     @property
@@ -661,6 +754,9 @@ class PbocApplication(Application):
                 tx.script_failed = True
                 return sw(SW.WRONG_DATA)
             self.nvm.write(Step.EMV_EC_BALANCE, self.cell("ec_balance"), value)
+        elif tag == 0x9F77 and amount < self.ec_balance:  # the balance stays within it
+            tx.script_failed = True
+            return sw(SW.WRONG_DATA)
         else:
             raw = bytearray(self.nvm.read(self.cell("ec_limits")))
             at = 6 * (_EC_TAGS[tag] - 1)
