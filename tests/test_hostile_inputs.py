@@ -46,7 +46,8 @@ FUZZ = settings(max_examples=1000, deadline=None,
 KEYS = Keystore.test()
 MEMBER = MemberData("张三", "20260001", "市总工会", "11010519491231002X",
                     dt.date(2026, 1, 1), dt.date(2030, 12, 31), category_flags=0x03)
-CARD = issue_member_card(MEMBER, KEYS, card_no=42, transit_balance=10_000, random_source=1)
+CARD = issue_member_card(MEMBER, KEYS, card_no=42, transit_balance=10_000, ec_balance=50_00,
+                         random_source=1)
 PSAM = issue_psam(KEYS, "001122334455", random_source=2)
 TORN = CARD.to_image()
 TORN["nvm"]["journal"] = {"committed": True, "entries": [
@@ -64,8 +65,14 @@ TRACES = [p.read_bytes()[:4000] for p in (
 TRACES.append(b"UCT1\x01\x00\x05\x00\xa4\x04\x00\x00\x02\x00\x02\x90\x00")
 
 READS = ["00A4040008A000000632010105", "805C000204", "00B095001E", "00B2011C00",
-         "00A40000021001", "00B2010C00", "805C000204", "0020000003123456"]
-"""Commands a terminal sends first: SELECT, GET BALANCE, READ BINARY/RECORD, VERIFY."""
+         "00A40000021001", "00B2010C00", "805C000204", "0020000003123456",
+         "00A404000E325041592E5359532E444446303100", "00A4040008A00000033301010100",
+         "80A80000258323260000000000000001000000000000000156000000000001562612020011223344"
+         "000000", "00B2010C00", "00B2015C00", "80CA9F7900"]
+"""Commands a terminal sends first: SELECT, GET BALANCE, READ BINARY/RECORD, VERIFY; then
+an EMV reader's: SELECT PPSE and the debit application, a qPBOC GPO (an electronic cash
+purchase of 1.00, signed with the ICC key), READ RECORD of track 2 and of the log, GET DATA
+of the EC balance."""
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +125,9 @@ JSON_VALUES = st.one_of(
     st.sampled_from(["", "00", "0000", "00000000", "7FFFFFFF", "FFFFFFFF", "3F00", "1002",
                      "0015", "0018", "A000000632010105", "AA" * 43, "ef", "df", "cyclic",
                      "linear", "transparent", "purse", "psam", "member", "member-card",
-                     "T=0", "pin", "never", 100_000, 100_001, 2**31, 254, 255, 0x7FFF]),
+                     "T=0", "pin", "never", 100_000, 100_001, 2**31, 254, 255, 0x7FFF,
+                     "pboc", "directory", "pse", "ppse", "000B", "0B", "0156", "A000000333010101",
+                     "0801020210010300", "000000100000", "7000", "07", "08"]),
     st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.text(max_size=4),
                                                             st.integers(), max_size=2))
 
