@@ -430,7 +430,7 @@ class PbocApplication(Application):
         def state(raw: bytes) -> str | None:
             if len(raw) != 1:
                 return f"has {len(raw)} bytes, not 1"
-            if raw[0] & ~Flags.ALL:
+            if raw[0] & ~int(Flags.ALL):
                 return f"holds {raw[0]:02X}, a bit other than {Flags.ALL:02X}"
             return None
 
