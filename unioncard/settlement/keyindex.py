@@ -65,13 +65,28 @@ def identity_hashes(issuer: np.ndarray, diversifier: np.ndarray, application: np
     return mix64(card), mix64(term)
 
 
+@jit
+def _counter_rows(issuer, diversifier, application, is_load, out):  # type: ignore[no-untyped-def]
+    for i in range(out.shape[0]):
+        h = _mix(np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(issuer[i]))
+        h = _mix(h ^ np.uint64(diversifier[i]))
+        h = _mix(h ^ ((np.uint64(application[i]) << np.uint64(8)) | np.uint64(is_load[i])))
+        out[i] = h if h != np.uint64(0) else np.uint64(1)
+
+
 def counter_hashes(issuer: np.ndarray, diversifier: np.ndarray, application: np.ndarray,
                    is_load: np.ndarray) -> np.ndarray:
-    """A hash of each record's card and counter (purse and kind), without the seq."""
-    kind = np.asarray(is_load, np.uint64)
-    return mix64(np.column_stack([issuer, diversifier,
-                                  (np.asarray(application, np.uint64) << np.uint64(8)) | kind]
-                                 ).astype(np.uint64))
+    """A hash of each record's card and counter (purse and kind), without the seq: `mix64`
+    of the columns issuer, diversifier, ``application << 8 | is_load``, in one pass.
+
+    >>> columns = [np.array([7], np.uint64), np.array([9], np.uint64), np.array([1]), [True]]
+    >>> counter_hashes(*columns) == mix64(np.array([[7, 9, 0x101]], np.uint64))
+    array([ True])
+    """
+    out = np.empty(len(issuer), np.uint64)
+    _counter_rows(np.asarray(issuer, np.uint64), np.asarray(diversifier, np.uint64),
+                  np.asarray(application, np.uint64), np.asarray(is_load, np.uint64), out)
+    return out
 
 
 @jit
@@ -148,6 +163,12 @@ class KeyIndex:
             self._grow(self._count + len(keys))
         self._count += int(_insert(self._slots, self._rows, keys,
                                    np.ascontiguousarray(rows, np.int64)))
+
+    def reserve(self, count: int) -> None:
+        """Make room for ``count`` keys in all (inserting them then never grows the
+        table, which rehashes every key held)."""
+        if count * 10 > len(self._slots) * 7:
+            self._grow(count)
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         """The row of each key, -1 where absent."""

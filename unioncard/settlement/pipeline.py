@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from unioncard.jit import jit
 from unioncard.settlement.analyze import BatchAnalysis, context_batch
 from unioncard.settlement.columns import Columns, line_groups
 from unioncard.settlement.errors import BatchRefused, SettlementError
@@ -169,6 +170,7 @@ class Settlement:
         self._run_start = 0
         self._ledger_batches: dict[int, tuple[int, int]] = {}
         """Where each ledger batch's records are among the identities."""
+        self.expect(ledger.settled_count())
         for row, records in ledger.settled_records():
             start = self._identity_count
             self._remember(records)
@@ -197,6 +199,12 @@ class Settlement:
         for row, (start, end) in self._ledger_batches.items():
             if row >= first:
                 self._in_run[start:end] = True
+
+    def expect(self, records: int) -> None:
+        """Size the indexes of settled records for ``records`` more (a hint: they grow
+        as needed anyway, but growing rehashes what they hold)."""
+        for index in (self._cards, self._terminals):
+            index.reserve(self._identity_count + records)
 
     def finish(self) -> None:
         """Commit what is pending and record that the run is over."""
@@ -556,6 +564,7 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
     result = RunResult()
     ordered = batch_order(paths)
     settlement.begin(run_fingerprint(ordered))
+    settlement.expect(_record_count(ordered))
     for done, (path, analysis) in enumerate(analyze(ordered), 1):
         if isinstance(analysis, BatchRefused):
             result.batches.append(BatchResult(str(path), "refused", analysis.reason))
@@ -577,6 +586,24 @@ def run_fingerprint(ordered: Sequence[Path]) -> str:
         except OSError:
             digest.update(bytes(40))
     return digest.hexdigest()
+
+
+def _record_count(ordered: Sequence[Path]) -> int:
+    """How many records the batch files hold, by their sizes (files without a batch
+    header count none)."""
+    from unioncard.offline.batch import HEADER_SIZE, TRAILER_SIZE
+    from unioncard.offline.record import RECORD_SIZE
+    from unioncard.settlement.engines import BATCH_FILE_LIMIT
+
+    count = 0
+    for path in ordered:
+        try:
+            if read_header(_head(path)) is not None:
+                size = min(path.stat().st_size, BATCH_FILE_LIMIT)
+                count += max(0, size - HEADER_SIZE - TRAILER_SIZE) // RECORD_SIZE
+        except OSError:
+            pass
+    return count
 
 
 def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -679,6 +706,30 @@ def _ranks(touched: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return rank
 
 
+@jit
+def _number_rows(number, issuer, diversifier, application, is_load, seq,  # type: ignore[no-untyped-def]
+                 f_issuer, f_diversifier, f_application, f_is_load, known, out, filled):
+    """``number << 16 | seq`` of the records of a counter with a number (>= 0) into ``out``
+    from ``filled`` on; the first record of a number gives its counter's fields, every
+    other is confirmed to have them.  The new ``filled``, -1 when a record's fields are
+    not its number's."""
+    for i in range(number.shape[0]):
+        k = number[i]
+        if k < 0:
+            continue
+        if known[k]:
+            if (f_issuer[k] != issuer[i] or f_diversifier[k] != diversifier[i]
+                    or f_application[k] != application[i] or f_is_load[k] != is_load[i]):
+                return -1
+        else:
+            f_issuer[k], f_diversifier[k] = issuer[i], diversifier[i]
+            f_application[k], f_is_load[k] = application[i], is_load[i]
+            known[k] = True
+        out[filled] = (np.uint64(k) << np.uint64(16)) | np.uint64(seq[i])
+        filled += 1
+    return filled
+
+
 def _number_counters(ledger: Ledger, since: int, key: Callable[[np.ndarray], np.ndarray],
                      touched: np.ndarray
                      ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]] | None:
@@ -691,21 +742,9 @@ def _number_counters(ledger: Ledger, since: int, key: Callable[[np.ndarray], np.
     keys = np.empty(ledger.settled_count(since=since), np.uint64)
     filled = 0
     for _row, records in ledger.settled_records(since=since):
-        number = rank(key(records))
-        keep = np.flatnonzero(number >= 0)
-        number = number[keep]
-        fresh = ~known[number]
-        if fresh.any():
-            new, where = np.unique(number[fresh], return_index=True)
-            for name in _COUNTER_FIELDS:
-                fields[name][new] = records[name][keep[fresh][where]]
-            known[new] = True
-        for name in _COUNTER_FIELDS:
-            if not (records[name][keep] == fields[name][number]).all():
-                return None
-        part = keys[filled:filled + len(keep)]
-        np.left_shift(number.astype(np.uint64), np.uint64(16), out=part)
-        part |= records["card_seq"][keep].astype(np.uint64)
-        filled += len(keep)
+        filled = _number_rows(rank(key(records)), *(records[name] for name in _COUNTER_FIELDS),
+                              records["card_seq"], *fields.values(), known, keys, filled)
+        if filled < 0:
+            return None
     cards = list(zip(*(fields[name].tolist() for name in _COUNTER_FIELDS), strict=True))
     return keys[:filled], cards
