@@ -547,3 +547,9 @@ def test_read_only_commands_create_nothing(lane, capsys, kind, command):
     if kind == "no tables":
         tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall()
         assert tables == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e3", "-1", "+2", "1_0", "３"])
+def test_wait_is_a_plain_number_of_seconds(capsys, value):
+    status, _, err = cli(capsys, "card", "read", "--reader", "0", "--wait", value)
+    assert status == 2 and "Invalid value for '--wait'" in one_line(err)

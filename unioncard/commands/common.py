@@ -15,6 +15,7 @@ __all__ = [
     "JSON_OPTION",
     "TIME_RANGE",
     "Digits",
+    "Seconds",
     "error_document",
     "error_text",
     "finish",
@@ -84,6 +85,26 @@ class Digits(click.IntRange):
             self.fail(f"{shown!r} is not a number in digits 0-9 from {self.min} to "
                       f"{self.max if self.max is not None else 'up'}", param, ctx)
         return super().convert(int(text), param, ctx)
+
+
+class Seconds(click.FloatRange):
+    """A duration in seconds, a plain decimal number (``2``, ``0.5``) within ``min`` ..
+    ``max``: no ``nan``, ``inf``, exponent, sign or ``_``."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, float | int):
+            return super().convert(value, param, ctx)
+        text = str(value)
+        whole, _, fraction = text.partition(".")
+        if not (text.isascii() and whole.isdigit() and (not fraction or fraction.isdigit())
+                and len(text) <= 12):
+            shown = text if len(text) <= 24 else text[:20] + "..."
+            self.fail(f"{shown!r} is not a number of seconds from {self.min:g} to "
+                      f"{self.max:g}", param, ctx)
+        return super().convert(float(text), param, ctx)
 
 
 TIME_RANGE = (dt.datetime(1970, 1, 2), dt.datetime(2105, 12, 31, 23, 59, 59))

@@ -23,6 +23,7 @@ import click
 
 from unioncard.commands.common import (
     TIME_RANGE,
+    Seconds,
     error_document,
     error_text,
     finish,
@@ -60,7 +61,7 @@ def card_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="A simulated card image (unioncard card issue), used in process."),
         click.option("--reader", metavar="NAME",
                      help="A PC/SC reader, by name or index (0 is the first reader)."),
-        click.option("--wait", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
+        click.option("--wait", type=Seconds(0, 3600), default=10.0, show_default=True,
                      metavar="SECONDS", help="How long to wait for a card in --reader."),
     )):
         f = option(f)
