@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from unioncard.bounded_read import reason
 from unioncard.errors import UnionCardError
 
 __all__ = ["CARD_IMAGE_MARK", "FileInUseError", "FileLock", "FileLockError",
@@ -145,7 +146,7 @@ def _open(path: Path) -> tuple[int, bool]:
             pass
         except OSError as exc:
             raise FileLockError(f"{path}: cannot create the lock file: "
-                                f"{exc.strerror or exc}") from None
+                                f"{reason(exc)}") from None
         try:
             fd = os.open(path, flags)
         except FileNotFoundError:
@@ -155,7 +156,7 @@ def _open(path: Path) -> tuple[int, bool]:
                 raise FileLockError(f"{path}: the lock file is a symbolic link; not following "
                                     "it (remove it if it is not needed)") from None
             raise FileLockError(f"{path}: cannot open the lock file: "
-                                f"{exc.strerror or exc}") from None
+                                f"{reason(exc)}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise FileLockError(f"{path}: the lock file is not a regular file; not touching it")
@@ -185,7 +186,7 @@ def _foreign(fd: int) -> str | None:
     try:
         data = os.pread(fd, MAX_NOTE + 1, 0)
     except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
+        return f"cannot be read ({reason(exc)})"
     if not _is_note(data):
         return "holds something other than a lock note"
     return None
