@@ -30,6 +30,9 @@ __all__ = ["SETTLED_DTYPE", "Ledger", "LedgerBatch", "LedgerError"]
 
 APPLICATION_ID = 0x55434C44  # "UCLD"
 SCHEMA_VERSION = 1
+PAGE_SIZE = 65536
+"""The page size of a new ledger (SQLite's largest): a batch's accepted records are one
+BLOB of 47 bytes a record, written in fewer, larger pages."""
 
 SETTLED_DTYPE = np.dtype([
     ("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"), ("is_load", "u1"),
@@ -150,6 +153,8 @@ class Ledger:
             if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise LedgerError(f"{self.path} has ledger schema {row[0]}; this release "
                                   f"reads schema {SCHEMA_VERSION}")
+        if not tables:  # a new ledger: large pages (a batch's records are one BLOB)
+            self._db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         with self.transaction():
