@@ -72,8 +72,8 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     mask[~known] |= bit(Reason.UNKNOWN_ISSUER)
     check = known & ((r["flags"] & _NO_TAC) == 0)
     verified = np.zeros(n, bool)
-    rows = np.flatnonzero(check)
-    if rows.size:
+    rows = _rows(check)
+    if check.any():
         keys = TAC_KEYS.keys(masters, key_row[rows], r["diversifier"][rows])
         verified[rows] = verify_tacs(
             r["tac"][rows], keys, tx_type=r["tx_type"][rows], amount=r["charged_amount"][rows],
@@ -89,6 +89,12 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     rebate = np.zeros(n, np.int64)
     _price(inputs, r, cols, mask, ruleset, rebate)
     return BatchAnalysis(source, batch, mask, verified, ruleset, rebate)
+
+
+def _rows(chosen: np.ndarray) -> np.ndarray | slice:
+    """The rows ``chosen`` marks, as an index: all of them (the usual case) as a slice,
+    which takes a column as a view instead of a copy."""
+    return slice(None) if chosen.all() else np.flatnonzero(chosen)
 
 
 def _hotlisted(inputs: RunInputs, cols: Columns) -> np.ndarray:
@@ -146,7 +152,8 @@ def _price_group(inputs: RunInputs, r: np.ndarray, cols: Columns, rows: np.ndarr
     if not usable.size or rules is None:
         return
     ruleset[usable] = inputs.rulesets.index(rules)
-    quoted = evaluate_batch(context_batch(r, cols.when, rows=usable), rules)
+    quoted = evaluate_batch(context_batch(r, cols.when, rows=None if usable.size == len(r)
+                                          else usable), rules)
     rebate[usable] = quoted.rebate
     wrong = quoted.charged != r["charged_amount"][usable]
     mask[usable[wrong]] |= bit(Reason.AMOUNT_MISMATCH)

@@ -423,7 +423,8 @@ class Settlement:
             else:
                 from unioncard.tariffs import evaluate_batch, record_batch
 
-                contexts = context_batch(r, cols.when, member_id=members, rows=rows)
+                contexts = context_batch(r, cols.when, member_id=members,
+                                         rows=None if rows.size == len(r) else rows)
                 result = evaluate_batch(contexts, rules, history=book)
                 record_batch(book, contexts, result, rules)
                 settled_charged, settled_rebate = result.charged, result.rebate
