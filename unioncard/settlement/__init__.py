@@ -11,7 +11,9 @@ process or on Dask workers), settled against the ledger and reported::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import gc
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +48,27 @@ def settle(paths: Sequence[str | Path], *, ledger_path: str | Path, inputs: RunI
             return dask_analyses(ordered, inputs, client)
         return local_analyses(ordered, inputs, reference=reference)
 
-    with Ledger(ledger_path) as ledger:
+    with _frozen_heap(), Ledger(ledger_path) as ledger:
         settlement = Settlement(ledger, inputs, reference=reference)
         run = run_settlement(paths, settlement, analyses, progress=progress)
         report = build_report(ledger, run)
     if out is not None:
         write_report(report, out)
     return report
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """The objects that exist before the run (modules, compiled kernels: a few hundred
+    thousand) set aside from Python's cyclic garbage collector while it runs
+    (`gc.freeze`): each full collection the run's own objects trigger then looks at
+    those alone (about 0.1 CPU-s per million records otherwise).  Left alone when
+    someone else froze objects already."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
