@@ -24,9 +24,9 @@ in a comment line.  See ``docs/tags.md``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
+from functools import cache
 from types import MappingProxyType
 
 from unioncard.apdu.tlv import read_tag
@@ -123,27 +123,45 @@ def parse_table(text: str, name: str = "tags.tsv") -> Mapping[int, TagInfo]:
     return MappingProxyType(table)
 
 
-def _load() -> Mapping[int, TagInfo]:
+@cache
+def _table() -> Mapping[int, TagInfo]:
+    """The packaged ``tags.tsv``, read when a tag is first looked up (a purse tap never
+    looks one up, so it never pays for reading it)."""
+    from importlib import resources
+
     text = resources.files("unioncard.apdu").joinpath("tags.tsv").read_text(encoding="utf-8")
     return parse_table(text)
 
 
-TAGS: Mapping[int, TagInfo] = _load()
+class _Table(Mapping[int, TagInfo]):
+    """A read-only view of the packaged table that reads it on first use."""
+
+    def __getitem__(self, tag: int) -> TagInfo:
+        return _table()[tag]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(_table())
+
+    def __len__(self) -> int:
+        return len(_table())
+
+
+TAGS: Mapping[int, TagInfo] = _Table()
 """Every known tag, by tag number (read-only)."""
 
 
 def lookup(tag: int) -> TagInfo | None:
     """The tag's entry, or ``None`` for a tag the dictionary does not know."""
-    return TAGS.get(tag)
+    return _table().get(tag)
 
 
 def name_of(tag: int) -> str:
     """The tag's name, or ``"unknown tag XXXX"``."""
-    info = TAGS.get(tag)
+    info = _table().get(tag)
     return info.name if info else f"unknown tag {tag:02X}"
 
 
 def format_of(tag: int) -> str:
     """The tag's EMV format; unknown tags are treated as binary (``b``)."""
-    info = TAGS.get(tag)
+    info = _table().get(tag)
     return info.format if info else "b"

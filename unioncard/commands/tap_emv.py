@@ -17,10 +17,8 @@ records (``unioncard batch export``).
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Callable
 from contextlib import ExitStack
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +129,9 @@ def emv_lines(outcome: Any) -> list[str]:
 
 def tap_emv(params: dict[str, Any]) -> None:
     """Run ``tap --mode pos-emv`` with the tap command's parsed ``params``."""
+    import secrets
+    from importlib import resources
+
     from unioncard.crypto.keystore import Keystore
     from unioncard.terminal.driver import run
     from unioncard.terminal.emv import CapkStore, EmvPurchase, EmvSettings

@@ -45,14 +45,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from typing import TYPE_CHECKING, Any
 
 from unioncard.apdu.tlv import decode, read_length, read_tag
 from unioncard.bounded_read import KEYSTORE_LIMIT, read_utf8
 from unioncard.errors import CryptoError, DecodeError
+
+if TYPE_CHECKING:  # imported where a private key is made or parsed: a tap needs none
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 __all__ = [
     "CaPublicKey",
@@ -157,6 +157,8 @@ class PrivateKey:
 
     @classmethod
     def generate(cls, bits: int, exponent: int = 3) -> PrivateKey:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         return cls(rsa.generate_private_key(public_exponent=exponent, key_size=bits))
 
     @classmethod
@@ -165,6 +167,8 @@ class PrivateKey:
         return _from_pem(pem.encode("ascii") if isinstance(pem, str) else bytes(pem))
 
     def to_pem(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+
         return self.key.private_bytes(serialization.Encoding.PEM,
                                       serialization.PrivateFormat.TraditionalOpenSSL,
                                       serialization.NoEncryption()).decode("ascii")
@@ -191,6 +195,9 @@ class PrivateKey:
 
 @lru_cache(maxsize=64)
 def _from_pem(data: bytes) -> PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

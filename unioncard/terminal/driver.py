@@ -24,12 +24,11 @@ one that keeps nothing, in tests); a card read needs none.
 from __future__ import annotations
 
 import sqlite3
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from unioncard.apdu import CommandAPDU, ResponseAPDU
 from unioncard.apdu.trace import Device
 from unioncard.errors import CardError, DecodeError, TransportError
-from unioncard.terminal.issuer_host import AuthorizationResponse, IssuerHost
 from unioncard.terminal.journal import JournalError, TransactionJournal
 from unioncard.terminal.key_host import KeyHost, MaintenanceAuthorization, MaintenanceRequest
 from unioncard.terminal.load_host import LoadAuthorization, LoadHost
@@ -42,6 +41,9 @@ from unioncard.terminal.session import (
     SessionError,
     Step,
 )
+
+if TYPE_CHECKING:  # a purse tap has no issuer host to import
+    from unioncard.terminal.issuer_host import AuthorizationResponse, IssuerHost
 
 __all__ = ["ApduLink", "HostFailure", "run"]
 
