@@ -378,8 +378,10 @@ class Settlement:
         candidates = np.flatnonzero((mask & _BEFORE_DUPLICATE) == 0)
         if not candidates.size:
             return
-        c = ident[candidates]
-        card, term = hashes[0][candidates], hashes[1][candidates]
+        if candidates.size == len(ident):  # the usual case: no copies
+            c, (card, term) = ident, hashes
+        else:
+            c, card, term = ident[candidates], hashes[0][candidates], hashes[1][candidates]
         card_fields = ("issuer", "diversifier", "application", "is_load", "card_seq")
         term_fields = ("terminal", "is_load", "terminal_seq")
         rows = np.maximum(self._known(self._cards, card, c, card_fields),
@@ -412,11 +414,9 @@ class Settlement:
             if not rows.size:
                 continue
             first, which = _groups(np.column_stack([cols.issuer[rows], cols.diversifier[rows]]))
-            distinct = [f"{i:016X}/{d:016X}" for i, d in zip(
-                cols.issuer[rows[first]].tolist(), cols.diversifier[rows[first]].tolist(),
-                strict=True)]
-            members = np.array(distinct)[which]
-            book = self._book.book_for(distinct)
+            distinct = card_ids(cols.issuer[rows[first]], cols.diversifier[rows[first]])
+            members = distinct[which]
+            book = self._book.book_for(distinct.tolist())
             if self.reference:
                 settled_charged, settled_rebate = self._quote_sequence(r, cols, rows, members,
                                                                        rules, book)
@@ -622,6 +622,25 @@ def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse
 
 
+_HEX = np.frombuffer(b"0123456789ABCDEF", np.uint8)
+
+
+def card_ids(issuer: np.ndarray, diversifier: np.ndarray) -> np.ndarray:
+    """Each card's member id, ``f"{issuer:016X}/{diversifier:016X}"``, as a ``U33`` column.
+
+    >>> card_ids(np.array([0xA1], np.uint64), np.array([2**64 - 1], np.uint64)).tolist()
+    ['00000000000000A1/FFFFFFFFFFFFFFFF']
+    """
+    n = len(issuer)
+    out = np.empty((n, 33), np.uint8)
+    for column, at in ((issuer, 0), (diversifier, 17)):
+        digits = np.ascontiguousarray(column, ">u8").view(np.uint8).reshape(n, 8)
+        out[:, at:at + 16:2] = _HEX[digits >> 4]
+        out[:, at + 1:at + 16:2] = _HEX[digits & 15]
+    out[:, 16] = ord("/")
+    return out.view("S33").ravel().astype("U33")
+
+
 def _capped_modes(rules: Any) -> list[int]:
     """The modes in which some rule of ``rules`` is capped (they need the member's history)."""
     return sorted({int(rule.mode) for rule in rules.rules if rule.caps is not None})
@@ -658,7 +677,9 @@ def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000
     jump = np.flatnonzero((number[1:] == number[:-1]) & (seq[1:] > seq[:-1] + 1))
     gaps = []
     for i in jump[:limit].tolist():
-        issuer, diversifier, _application, is_load = cards[int(number[i])]
+        k = int(number[i])
+        issuer, diversifier = int(cards["issuer"][k]), int(cards["diversifier"][k])
+        is_load = int(cards["is_load"][k])
         gaps.append((f"{issuer:016X}/{diversifier:016X}", "load" if is_load else "purchase",
                      int(seq[i]) + 1, int(seq[i + 1]) - 1))
     return gaps
@@ -733,10 +754,10 @@ def _number_rows(number, issuer, diversifier, application, is_load, seq,  # type
 
 def _number_counters(ledger: Ledger, since: int, key: Callable[[np.ndarray], np.ndarray],
                      touched: np.ndarray
-                     ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]] | None:
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """``number << 16 | seq`` of every settled record since ``since`` of a ``touched``
     counter (its number: the rank of its ``key`` in ``touched``), and each number's
-    counter's fields; None when two counters share a key."""
+    counter's fields (columns indexed by number); None when two counters share a key."""
     rank = _ranks(touched)
     fields = {name: np.zeros(len(touched), SETTLED_DTYPE[name]) for name in _COUNTER_FIELDS}
     known = np.zeros(len(touched), bool)
@@ -747,5 +768,4 @@ def _number_counters(ledger: Ledger, since: int, key: Callable[[np.ndarray], np.
                               records["card_seq"], *fields.values(), known, keys, filled)
         if filled < 0:
             return None
-    cards = list(zip(*(fields[name].tolist() for name in _COUNTER_FIELDS), strict=True))
-    return keys[:filled], cards
+    return keys[:filled], fields
