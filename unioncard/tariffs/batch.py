@@ -37,7 +37,6 @@ __all__ = ["BatchResult", "CompiledRules", "ContextBatch", "compile_rules", "eva
 
 READINGS = tuple(dict.fromkeys(c.reads for c in CONDITIONS if c.reads not in CLOCK))
 """The context fields conditions read."""
-_CLOCK_CODES = {DATE: K.READ_DATE, WEEKDAY: K.READ_WEEKDAY, TIME_OF_DAY: K.READ_TIME}
 _TEXT_READINGS = tuple(dict.fromkeys(c.reads for c in CONDITIONS
                                      if isinstance(c, OneOf) and c.text))
 
@@ -210,7 +209,9 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
     capped = tuple(r.id for r in rules.rules if r.caps is not None)
     used = tuple(r for r in READINGS if any(c.reads == r for rule in rules.rules
                                             for c, _ in rule.when.items()))
-    reading_codes = {**{reads: i for i, reads in enumerate(used)}, **_CLOCK_CODES}
+    columns = max(len(used), 1)  # see _readings
+    reading_codes = {**{reads: i for i, reads in enumerate(used)},
+                     **{reads: columns + i for i, reads in enumerate((DATE, WEEKDAY, TIME_OF_DAY))}}
     table = np.zeros(len(rules.rules), K.RULE)
     checks: list[tuple[int, int, int, int]] = []
     pool: list[int] = []
@@ -279,10 +280,10 @@ class BatchResult:
 
 
 def _initial_history(history: Any, compiled: CompiledRules,
-                     members: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     members: Any) -> np.ndarray:
+    """The usage of ``history`` as the kernel's rows of key, count, amount, sorted."""
     if len(history) == 0 or len(members) == 0:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty
+        return np.zeros((0, 3), np.int64)
     slots = {rule_id: i for i, rule_id in enumerate(compiled.capped)}
     member_code = {str(m): i for i, m in enumerate(members)}
     n_slots = max(len(slots), 1)
@@ -295,9 +296,7 @@ def _initial_history(history: Any, compiled: CompiledRules,
         rows.append((code * 2 * K.PERIOD_OFFSET + key + K.PERIOD_OFFSET, usage.count,
                      usage.amount))
     rows.sort()
-    keys = np.asarray([r[0] for r in rows], np.int64)
-    return keys, np.asarray([r[1] for r in rows], np.int64), np.asarray([r[2] for r in rows],
-                                                                          np.int64)
+    return np.asarray(rows, np.int64).reshape(-1, 3)
 
 
 def _intern(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -321,30 +320,30 @@ def _readings(compiled: CompiledRules, batch: ContextBatch) -> tuple[np.ndarray,
         if reads in compiled.vocabulary:
             column = compiled.encode(compiled.vocabulary[reads], column)
         out.append(np.ascontiguousarray(column, np.int64))
-    return tuple(out) or (np.empty(0, np.int64),)  # numba types no empty tuple
+    return tuple(out) or (batch.amount,)  # numba types no empty tuple
 
 
-def _run(compiled: CompiledRules, contexts: tuple[Any, ...], member: np.ndarray | None = None,
-         history: UsageBook | None = None, members: np.ndarray | None = None) -> tuple[Any, ...]:
-    """One kernel pass over ``contexts`` (modes, amounts, seconds, readings); with a
-    ``history``, ``member`` codes rows of ``members`` and caps are consumed."""
-    n = len(contexts[0])
+def _run(compiled: CompiledRules, contexts: tuple[Any, ...], out: tuple[Any, ...],
+         rows: np.ndarray | None = None, member: np.ndarray | None = None,
+         history: UsageBook | None = None, members: np.ndarray | None = None) -> None:
+    """One kernel pass over ``contexts`` (modes, amounts, seconds, readings) into ``out``;
+    with a ``history``, context ``j`` is row ``rows[j]`` of ``out`` and member
+    ``member[j]`` of ``members``, and caps are consumed."""
     use_caps = history is not None and members is not None
-    n_members = len(members) if members is not None else 0
-    shape = (n_members, max(len(compiled.capped), 1), 2)
-    state = (np.full(shape, -1, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.int64))
-    start = (_initial_history(history, compiled, members) if use_caps else
-             (np.zeros(0, np.int64),) * 3)
-    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty((n, compiled.width), np.int32),
-           np.empty((n, compiled.width), np.int64), np.empty(n, np.bool_))
+    n_members = len(members) if members is not None and use_caps else 0
+    state = np.zeros((n_members, max(len(compiled.capped), 1), 2, 3), np.int64)
+    state[..., 0] = -1  # no period loaded
+    start = (_initial_history(history, compiled, members) if use_caps
+             else np.zeros((0, 3), np.int64))
     tables = (compiled.rules, compiled.checks, compiled.pool, compiled.mode_ptr,
               compiled.mode_rules)
+    empty = np.empty(0, np.int64)
+    scratch = np.empty((3, len(compiled.rules) + len(contexts[3]) + K.CLOCK_READINGS), np.int64)
     bad = K.evaluate(contexts, tables, ROUNDING_CODES[compiled.ruleset.rounding],
-                     np.empty(0, np.int64) if member is None else member, use_caps, start,
-                     state, out)
+                     empty if rows is None else rows, empty if member is None else member,
+                     use_caps, start, state, scratch, out)
     if bad >= 0:  # ContextBatch validation rules this out
         raise TariffError(f"context {bad} of a kernel pass has an unknown mode")
-    return out
 
 
 def evaluate_batch(
@@ -357,34 +356,28 @@ def evaluate_batch(
     compiled = compile_rules(rules)
     seconds = batch.at.view(np.int64)
     contexts = (batch.mode, batch.amount, seconds, _readings(compiled, batch))
-    # The terminal's view of every context, in input order.
-    charged, rebate, applied, amounts, deferred = _run(compiled, contexts)
+    n = len(batch)
+    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty((n, compiled.width), np.int32),
+           np.empty((n, compiled.width), np.int64), np.empty(n, np.bool_))
+    _run(compiled, contexts, out)  # the terminal's view of every context, in input order
     if history is not None and compiled.capped:
         # Settlement: re-price, in time order (ties: input order), the contexts that
         # can touch a cap: a mode with capped rules, and a member id.
-        capped_modes = np.asarray(sorted({int(rules.rule(r).mode) for r in compiled.capped}))
-        rows = np.flatnonzero(np.isin(batch.mode, capped_modes))
+        capped_modes = np.zeros(max(Mode) + 1, np.bool_)
+        capped_modes[[rules.rule(r).mode for r in compiled.capped]] = True
+        rows = np.flatnonzero(capped_modes[batch.mode])
         members, member = _intern(batch.member_id[rows])
         rows, member = rows[member >= 0], member[member >= 0]
         order = np.argsort(seconds[rows], kind="stable")
         rows, member = rows[order], member[order]
         part = (batch.mode[rows], batch.amount[rows], seconds[rows],
-                tuple(column[rows] if len(column) else column for column in contexts[3]))
-        results = _run(compiled, part, member, history, members)
-        for full, done in zip((charged, rebate, applied, amounts, deferred), results,
-                              strict=True):
-            full[rows] = done
-    return BatchResult(
-        charged=charged,
-        discount=batch.amount - charged,
-        rebate=rebate,
-        rules=applied,
-        amounts=amounts,
-        deferred=deferred,
-        rule_ids=tuple(r.id for r in rules.rules),
-        version=rules.version,
-        rounding=rules.rounding,
-    )
+                tuple(column[rows] for column in contexts[3]))
+        _run(compiled, part, out, rows, member, history, members)
+    charged, rebate, applied, amounts, deferred = out
+    return BatchResult(charged=charged, discount=batch.amount - charged, rebate=rebate,
+                       rules=applied, amounts=amounts, deferred=deferred,
+                       rule_ids=tuple(r.id for r in rules.rules), version=rules.version,
+                       rounding=rules.rounding)
 
 
 def record_batch(history: UsageBook, batch: ContextBatch, result: BatchResult,

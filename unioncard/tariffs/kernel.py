@@ -1,13 +1,13 @@
 """The numba kernel of the batch tariff path: the reference combination policy
-(``engine`` module docstring) over arrays, fen for fen, caps included.
+(``engine`` module docstring) over arrays, fen for fen, caps included (docs/tariffs.md,
+"Batch path").
 
-Rules arrive as records (`RULE`: mode, minimum amount, effect, caps, and the range of
-their `CHECK` rows).  A check tests one reading of the context, a column of
-``readings`` or the date, weekday or time of day of ``at``, the way its condition's
-kind compiled it (``conditions``): a bit set or a sorted run of ``pool``, a flag mask,
-a range or a time window.  Contexts arrive as columns with ``-1`` for "none".  Each
-kernel reads only inside its arrays: every index comes from the compiled tables or from
-a range check against an array's own shape.
+Rules arrive as records (`RULE`) with the range of their `CHECK` rows; a check tests one
+reading of a context (a column the rules read, then its date, ISO weekday and second of
+the day) the way its condition's kind compiled it (``conditions``).  The kernel allocates
+nothing, so it is compiled without numba's reference counting (``_nrt=False``: an array
+passed to a helper would otherwise cost atomic increments in the loop); every index comes
+from the compiled tables or from a range check against an array's own shape.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from unioncard.tariffs.conditions import (
     IN_SORTED_RUN,
 )
 
-__all__ = ["CHECK", "EFFECTS", "PERIOD_OFFSET", "READ_DATE", "READ_TIME", "READ_WEEKDAY", "RULE",
-           "encode_text", "evaluate", "intern_text"]
+__all__ = ["CHECK", "CLOCK_READINGS", "EFFECTS", "PERIOD_OFFSET", "RULE", "encode_text",
+           "evaluate", "intern_text"]
 
 RULE = np.dtype([(name, np.int64) for name in (
     "mode", "stackable", "rebate", "min_amount", "checks_from", "checks_to",
@@ -35,9 +35,9 @@ RULE = np.dtype([(name, np.int64) for name in (
     "cap_slot", "day_count", "day_amount", "month_count", "month_amount")])
 """A compiled rule; ``-1`` for no ``max_benefit``, cap slot or cap limit."""
 CHECK = np.dtype([(name, np.int64) for name in ("kind", "reading", "lo", "hi")])
-"""One condition of a rule: its kind (``conditions.IN_*``), the reading it tests (a column
-of ``readings``, or `READ_DATE`, `READ_WEEKDAY`, `READ_TIME`) and its bounds."""
-READ_DATE, READ_WEEKDAY, READ_TIME = -1, -2, -3
+"""One condition of a rule: its kind (``conditions.IN_*``), the reading it tests and its bounds."""
+CLOCK_READINGS = 3
+"""Readings after the columns: the day number, the ISO weekday, the second of the day."""
 PERCENT, FIXED, THRESHOLD, PRICE, REBATE = range(5)
 EFFECTS = ("percent", "fixed", "threshold", "price", "rebate")
 """Effect kinds by code, as ``EffectKind`` values."""
@@ -51,9 +51,14 @@ EXHAUSTED = -2
 UNLIMITED = -1
 
 
+def _kernel(function: F) -> F:
+    """A kernel function: compiled on its own, without reference counting."""
+    return cast(F, jit(_nrt=False)(function))
+
+
 def _inline(function: F) -> F:
     """A small kernel helper that numba compiles into each caller."""
-    return cast(F, jit(inline="always")(function))
+    return cast(F, jit(inline="always", _nrt=False)(function))
 
 
 @_inline
@@ -109,57 +114,26 @@ def in_sorted_run(values: np.ndarray, lo: int, hi: int, value: int) -> bool:
 
 
 @_inline
-def in_bitset(words: np.ndarray, start: int, value: int) -> bool:
-    """Whether ``value`` is in the 256-bit set ``words[start:start + 4]``."""
-    return 0 <= value < 256 and bool((words[start + (value >> 6)] >> (value & 63)) & 1)
-
-
-@_inline
-def in_time_window(second: int, start: int, end: int) -> bool:
-    """``start <= second < end``, wrapping midnight when ``start > end``."""
-    if start < end:
-        return start <= second < end
-    return second >= start or second < end
-
-
-@_inline
 def condition_holds(check: Record, value: int, pool: np.ndarray) -> bool:
     """Whether a reading meets one compiled condition."""
-    kind = check.kind
-    lo: int = check.lo
-    hi: int = check.hi
+    kind, lo, hi = check.kind, check.lo, check.hi
     if kind == IN_BITSET:
-        return bool(in_bitset(pool, lo, value))
+        return bool(0 <= value < 256 and (pool[lo + (value >> 6)] >> (value & 63)) & 1)
     if kind == IN_SORTED_RUN:
         return bool(in_sorted_run(pool, lo, hi, value))
     if kind == HAS_ANY_FLAG:
-        return value > 0 and (value & lo) != 0
+        return bool(value > 0 and (value & lo) != 0)
     if kind == IN_RANGE:
-        return lo <= value <= hi
-    return bool(in_time_window(value, lo, hi))
-
-
-@_inline
-def reading(readings: tuple[np.ndarray, ...], which: int, j: int, day: int,
-            second: int) -> int:
-    """Reading ``which`` of context ``j``: its value in a column of ``readings``, or the
-    date (day number), ISO weekday or second of the day of its time."""
-    if which >= 0:
-        return int(readings[which][j])
-    if which == READ_DATE:
-        return day
-    if which == READ_WEEKDAY:
-        return (day + 3) % 7 + 1
-    return second
+        return bool(lo <= value <= hi)
+    return bool(lo <= value < hi if lo < hi else (value >= lo or value < hi))  # a time window
 
 
 @_inline
 def conditions_hold(rule: Record, checks: np.ndarray, pool: np.ndarray,
-                    readings: tuple[np.ndarray, ...], j: int, day: int, second: int) -> bool:
-    """Whether every condition of ``rule`` holds for context ``j``."""
+                    values: np.ndarray) -> bool:
+    """Whether every condition of ``rule`` holds for a context's readings ``values``."""
     for c in range(rule.checks_from, rule.checks_to):
-        check = checks[c]
-        if not condition_holds(check, reading(readings, check.reading, j, day, second), pool):
+        if not condition_holds(checks[c], values[checks[c].reading], pool):
             return False
     return True
 
@@ -260,43 +234,33 @@ def cap_limits(rule: Record, window: int) -> tuple[int, int]:
     return rule.month_count, rule.month_amount
 
 
-@_inline
-def load_window(state: tuple[np.ndarray, np.ndarray, np.ndarray],
-                history: tuple[np.ndarray, np.ndarray, np.ndarray],
-                member: int, slot: int, window: int, period: int) -> None:
-    """Make the state of (member, slot, window) that of ``period``, starting from the
-    history (sorted keys, counts, amounts) when the window changes."""
-    periods, counts, amounts = state
-    if periods[member, slot, window] == period:
-        return
-    keys, history_count, history_amount = history
-    key = (((member * periods.shape[1] + slot) * 2 + window) * (2 * PERIOD_OFFSET)
-           + period + PERIOD_OFFSET)
-    at = np.searchsorted(keys, key)
-    found = at < keys.shape[0] and keys[at] == key
-    counts[member, slot, window] = history_count[at] if found else 0
-    amounts[member, slot, window] = history_amount[at] if found else 0
-    periods[member, slot, window] = period
-
-
-@_inline
-def cap_room(rule: Record, member: int, day: int,
-             history: tuple[np.ndarray, np.ndarray, np.ndarray],
-             state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
-    """Fen the member's caps leave a capped rule (`UNLIMITED` without an amount cap),
-    or `EXHAUSTED` when a count or amount cap is used up."""
-    _, counts, amounts = state
+@_kernel
+def cap_room(rules: np.ndarray, i: int, member: int, day: int, history: np.ndarray,
+             state: np.ndarray) -> int:
+    """Fen the member's caps leave rule ``i`` (`UNLIMITED` without an amount cap), or
+    `EXHAUSTED` when a count or amount cap is used up.  ``state[member, slot, window]``
+    holds (period, count, amount) and starts from ``history`` (rows of key, count,
+    amount, sorted by key) when its window moves to another period."""
+    rule = rules[i]
+    slot = rule.cap_slot
     room = UNLIMITED
     for window in range(2):
         max_count, max_amount = cap_limits(rule, window)
         if max_count < 0 and max_amount < 0:
             continue
         period = day if window == 0 else _month_key(day)
-        load_window(state, history, member, rule.cap_slot, window, period)
-        if 0 <= max_count <= counts[member, rule.cap_slot, window]:
+        if state[member, slot, window, 0] != period:
+            key = (((member * state.shape[1] + slot) * 2 + window) * (2 * PERIOD_OFFSET)
+                   + period + PERIOD_OFFSET)
+            at = np.searchsorted(history[:, 0], key)
+            found = at < history.shape[0] and history[at, 0] == key
+            state[member, slot, window, 0] = period
+            state[member, slot, window, 1] = history[at, 1] if found else 0
+            state[member, slot, window, 2] = history[at, 2] if found else 0
+        if 0 <= max_count <= state[member, slot, window, 1]:
             return EXHAUSTED
         if max_amount >= 0:
-            rest = max_amount - amounts[member, rule.cap_slot, window]
+            rest = max_amount - state[member, slot, window, 2]
             if rest <= 0:
                 return EXHAUSTED
             if room == UNLIMITED or rest < room:
@@ -304,12 +268,11 @@ def cap_room(rule: Record, member: int, day: int,
     return room
 
 
-@_inline
+@_kernel
 def count_uses(rules: np.ndarray, applied: np.ndarray, given: np.ndarray, j: int, used: int,
-               member: int, state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+               member: int, state: np.ndarray) -> None:
     """Add what the capped rules among ``applied[j, :used]`` gave to their (loaded)
     windows."""
-    _, counts, amounts = state
     for t in range(used):
         rule = rules[applied[j, t]]
         if rule.cap_slot < 0:
@@ -317,8 +280,8 @@ def count_uses(rules: np.ndarray, applied: np.ndarray, given: np.ndarray, j: int
         for window in range(2):
             max_count, max_amount = cap_limits(rule, window)
             if max_count >= 0 or max_amount >= 0:
-                counts[member, rule.cap_slot, window] += 1
-                amounts[member, rule.cap_slot, window] += given[j, t]
+                state[member, rule.cap_slot, window, 1] += 1
+                state[member, rule.cap_slot, window, 2] += given[j, t]
 
 
 @_inline
@@ -328,7 +291,7 @@ def weigh(rule: Record, room: int, amount: int, list_amount: int, rounding: int)
     return benefit if room == UNLIMITED or benefit <= room else room
 
 
-@_inline
+@_kernel
 def combine(rules: np.ndarray, candidates: np.ndarray, rooms: np.ndarray, count: int,
             rebates: bool, amount: int, list_amount: int, rounding: int, best: int,
             total: int, applied: np.ndarray, given: np.ndarray, j: int,
@@ -361,53 +324,56 @@ def combine(rules: np.ndarray, candidates: np.ndarray, rooms: np.ndarray, count:
     return total, used
 
 
-@jit
+@_kernel
 def evaluate(
     contexts: tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]],
     tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    rounding: int, member: np.ndarray, use_caps: bool,
-    history: tuple[np.ndarray, np.ndarray, np.ndarray],
-    state: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rounding: int, rows: np.ndarray, member: np.ndarray, use_caps: bool,
+    history: np.ndarray, state: np.ndarray, scratch: np.ndarray,
     out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> int:
     """Quote every context, in the order given (time order when caps are used).
 
-    ``contexts``: modes, list amounts, ``at`` in seconds and the readings; ``tables``:
-    rules, checks, pool, and per mode the range (``mode_ptr``) of its rules in declared
-    order (``mode_rules``); ``member`` (read with ``use_caps`` only): codes ``0..`` of
-    ``state``'s first axis, ``-1`` for none.  Fills ``out`` (charged, rebate, applied rule
-    indices, their fen, deferred).  Returns ``-1``, or the first context whose mode has no
-    rules range (which the Python side has already ruled out).
+    ``contexts``: modes, list amounts, ``at`` in seconds and the columns the rules read;
+    ``tables``: rules, checks, pool, and per mode the range (``mode_ptr``) of its rules in
+    declared order (``mode_rules``); ``scratch``: three rows of at least as many entries
+    as rules and readings.  With ``use_caps``, context ``j`` is row ``rows[j]``
+    of ``out`` and member ``member[j]`` of ``state`` (``-1``: none).  Fills ``out``
+    (charged, rebate, applied rule indices, their fen, deferred).  Returns ``-1``, or the
+    first context whose mode has no rules range (which the Python side rules out).
     """
     mode, amount, seconds, readings = contexts
     rules, checks, pool, mode_ptr, mode_rules = tables
     charged, rebates, applied, given, deferred_out = out
-    candidates = np.empty(rules.shape[0], np.int64)
-    rooms = np.empty(rules.shape[0], np.int64)
-    n_members = state[0].shape[0]
+    candidates, rooms, values = scratch[0], scratch[1], scratch[2]
+    columns = len(readings)
     for j in range(mode.shape[0]):
         m = mode[j]
         if m < 0 or m + 1 >= mode_ptr.shape[0]:
             return j
+        o = rows[j] if use_caps else j
+        who = member[j] if use_caps else -1
         list_amount = amount[j]
         day = seconds[j] // DAY_SECONDS
-        second = seconds[j] - day * DAY_SECONDS
-        who = member[j] if use_caps else -1
+        for r in range(columns):
+            values[r] = readings[r][j]
+        values[columns] = day
+        values[columns + 1] = (day + 3) % 7 + 1
+        values[columns + 2] = seconds[j] - day * DAY_SECONDS
         count = 0
         deferred = False
         best, best_benefit = -1, 0  # the best non-stackable instant benefit
         for k in range(mode_ptr[m], mode_ptr[m + 1]):
             i = mode_rules[k]
             rule = rules[i]
-            if list_amount < rule.min_amount or not conditions_hold(
-                    rule, checks, pool, readings, j, day, second):
+            if list_amount < rule.min_amount or not conditions_hold(rule, checks, pool, values):
                 continue
             room = UNLIMITED
             if rule.cap_slot >= 0:
-                if not use_caps or who < 0 or who >= n_members:
+                if not use_caps or who < 0 or who >= state.shape[0]:
                     deferred = True
                     continue
-                room = cap_room(rule, who, day, history, state)
+                room = cap_room(rules, i, who, day, history, state)
                 if room == EXHAUSTED:
                     continue
             if rule.stackable or rule.rebate:
@@ -419,18 +385,18 @@ def evaluate(
                     best, best_benefit = i, benefit
         discount, rebate, used = best_benefit, 0, 0
         if count == 0 and best >= 0:  # the best single benefit is the whole quote
-            applied[j, 0], given[j, 0] = best, best_benefit
+            applied[o, 0], given[o, 0] = best, best_benefit
             used = 1
         elif count:  # stackable benefits or rebates: the second pass
             discount, used = combine(rules, candidates, rooms, count, False, list_amount,
                                      list_amount, rounding, best, best_benefit, applied, given,
-                                     j, 0)
+                                     o, 0)
             rebate, used = combine(rules, candidates, rooms, count, True,
                                    list_amount - discount, list_amount, rounding, -1, 0,
-                                   applied, given, j, used)
-        charged[j], rebates[j], deferred_out[j] = list_amount - discount, rebate, deferred
+                                   applied, given, o, used)
+        charged[o], rebates[o], deferred_out[o] = list_amount - discount, rebate, deferred
         for t in range(used, applied.shape[1]):
-            applied[j, t], given[j, t] = -1, 0
+            applied[o, t], given[o, t] = -1, 0
         if use_caps and who >= 0:
-            count_uses(rules, applied, given, j, used, who, state)
+            count_uses(rules, applied, given, o, used, who, state)
     return -1
