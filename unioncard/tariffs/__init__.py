@@ -1,16 +1,7 @@
-"""Member-benefit tariffs: TOML rule sets, the reference ``quote`` and the batch path.
-
-Every terminal and the settlement price through this one engine::
-
-    from unioncard.tariffs import QuoteContext, Mode, quote
-    q = quote(QuoteContext(Mode.BUS, 200, card_type=0x55, at=datetime(2026, 5, 1, 8, 30)))
-    q.charged_amount, q.rules        # (180, ('bus-member-10',))
-
-Rules are data (docs/tariffs.md): ``load``/``loads`` validate a rule file,
-``default_rules`` is the shipped set.  ``quote`` without a history is the
-offline terminal's view (capped rules are left to settlement); with a
-``UsageBook`` it is settlement's.  ``evaluate_batch`` prices numpy batches
-with a numba kernel that agrees with ``quote`` fen for fen.
+"""Member-benefit tariffs: TOML rule sets, the reference ``quote`` and the batch path
+(docs/tariffs.md).  ``quote`` without a history is the offline terminal's view (capped rules
+are left to settlement); with a ``UsageBook`` it is settlement's; ``evaluate_batch`` prices
+numpy batches with a numba kernel that agrees with ``quote`` fen for fen.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -56,9 +47,8 @@ _LAZY = {
                      "record_batch"), "batch"),
     "dumps": "dump",
 }
-"""Names imported on first use: the batch path loads numba, and a terminal pricing a
-fare needs no dumper (start-up time).  (``lint`` stays eager: a lazy name equal to its
-module's would be shadowed by the module once anything imports it.)"""
+"""Imported on first use (start-up time: the batch path loads numba).  ``lint`` stays
+eager: a lazy name equal to its module's is shadowed by the module once imported."""
 
 
 def __getattr__(name: str) -> Any:

@@ -1,14 +1,7 @@
-"""The conditions of a rule (``[rule.when]``), each declared once (docs/tariffs.md, "Conditions").
-
-A condition is an instance of its kind: a set of values (`OneOf`), any of some flags
-(`AnyFlag`), a date range (`DateRange`), a time window (`TimeWindow`) or a minimum amount
-(`AtLeast`).  It names its key(s) in the rule file and what it ``reads``: an attribute of
-`QuoteContext`, or the ``date``, ``weekday`` or ``time of day`` of its ``at``.  Its kind
-parses and checks values, matches them (the reference quote), writes their canonical form
-(the version hash), their TOML, whether one rule's condition admits all another's does
-(lint), and compiles them into checks of the batch kernel.  The loader, the model, the
-dumper, lint, the batch compiler, the command line and the test strategies all walk
-`CONDITIONS`: a new condition is one entry here (and a context field if it reads a new one).
+"""The conditions of a rule (``[rule.when]``), each declared once (docs/tariffs.md,
+"Conditions"): its key(s), what it reads of the context, and its kind, which parses,
+checks, matches, writes (canonical JSON, TOML), compares (lint) and compiles (the batch
+kernel) its values.  Everything else walks `CONDITIONS`.
 """
 
 from __future__ import annotations

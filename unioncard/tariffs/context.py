@@ -1,9 +1,5 @@
-"""What a quote is asked about (:class:`QuoteContext`) and what it answers (:class:`Quote`).
-
-The context carries the local wall-clock time of the transaction: the engine
-never reads the clock, so every quote can be replayed exactly.  Card type,
-category flags and member status are the card's bytes (docs/protocol.md §4 profile).
-"""
+"""What a quote is asked about (:class:`QuoteContext`: local wall-clock time, card bytes
+as docs/protocol.md §4 has them) and what it answers (:class:`Quote`)."""
 
 from __future__ import annotations
 
@@ -21,11 +17,9 @@ __all__ = ["FIELDS", "AppliedRule", "FieldSpec", "Quote", "QuoteContext"]
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """How a context field is checked, in a quote and in a batch column: an integer
-    ``lo..hi`` (``what`` it is; ``enum``: converted to it), text (``max_bytes``: of
-    UTF-8, control characters excluded, as the offline record holds it; otherwise
-    printable without surrounding spaces) or the local time.  ``None`` is allowed when
-    the field's default is ``None``."""
+    """How a context field is checked, in a quote and a batch column: an integer ``lo..hi``
+    (``enum``: converted to it), text (``max_bytes`` of UTF-8 as the offline record holds
+    it, else printable without surrounding spaces) or the local time."""
 
     kind: Literal["int", "text", "time"]
     lo: int = 0
@@ -59,16 +53,9 @@ def _bad_text(spec: FieldSpec, value: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class QuoteContext:
-    """One transaction to price.
-
-    ``amount`` is the list amount in fen; ``at`` the local wall-clock time as a naive
-    ``datetime``; ``route`` is the route (bus, coach, ferry) or station (metro, toll
-    plaza) code; ``member_id`` is only needed for capped rules, in settlement;
-    ``organization`` is the member's union organization (member application ``DF43``), as
-    the offline record holds it (docs/records.md).  Every
-    field is checked as its ``FieldSpec`` says (``FIELDS``); the batch path holds one
-    column per field.
-    """
+    """One transaction to price (docs/tariffs.md, "Quote"): ``amount`` in fen, ``at`` the
+    local time (naive), ``route`` a route or station code, ``member_id`` for capped rules,
+    ``organization`` the member application's ``DF43``; each field checked by its spec."""
 
     mode: Mode = field(metadata=_enum(Mode))
     amount: int = field(metadata=_int(0, MAX_FEN, "integer fen"))

@@ -1,21 +1,12 @@
-"""Write a rule set back as a TOML rule file that loads to an equal rule set.
-
-Used by ``unioncard tariffs show --toml`` (to normalize a file) and by the
-round-trip tests; the output follows the documented format (docs/tariffs.md).
-"""
+"""A rule set as a TOML rule file that loads to an equal rule set (``tariffs show --toml``)."""
 
 from __future__ import annotations
 
 from unioncard.tariffs.conditions import toml_string
-from unioncard.tariffs.model import EFFECT_FIELDS, EFFECT_NEEDS, Caps, Effect, Rule, RuleSet
+from unioncard.tariffs.model import EFFECT_FIELDS, EFFECT_NEEDS, Effect, Rule, RuleSet
+from unioncard.tariffs.money import format_rate
 
 __all__ = ["dumps"]
-
-
-def _percent(rate: int) -> str:
-    whole, frac = divmod(rate, 10_000)
-    text = f"{whole}.{frac:04d}".rstrip("0").rstrip(".")
-    return f'"{text}"'
 
 
 def _effect(effect: Effect) -> list[str]:
@@ -23,14 +14,10 @@ def _effect(effect: Effect) -> list[str]:
     for name in EFFECT_FIELDS[effect.kind]:
         value = getattr(effect, name)
         if name == "rate" and value:
-            lines.append(f"percent = {_percent(value)}")
+            lines.append(f'percent = "{format_rate(value)[:-1]}"')
         elif name != "rate" and (value or name in EFFECT_NEEDS[effect.kind]):
             lines.append(f"{name} = {'true' if value is True else value}")
     return lines
-
-
-def _caps(caps: Caps) -> list[str]:
-    return [f"{key} = {value}" for key, value in caps.canonical().items()]
 
 
 def _rule(rule: Rule) -> list[str]:
@@ -44,7 +31,7 @@ def _rule(rule: Rule) -> list[str]:
         lines += ["[rule.when]", *when]
     lines += ["[rule.effect]", *_effect(rule.effect)]
     if rule.caps is not None:
-        lines += ["[rule.cap]", *_caps(rule.caps)]
+        lines += ["[rule.cap]", *(f"{k} = {v}" for k, v in rule.caps.canonical().items())]
     return lines
 
 

@@ -1,22 +1,8 @@
 """The reference tariff engine: :func:`quote`, and member usage history for caps.
 
-Combination policy (the same in the batch path):
-
-1. A rule is a *candidate* when its mode and every condition hold for the
-   context; conditions, including minimum amounts and thresholds, are read on
-   the list amount.
-2. A capped rule needs the member's usage history.  Without a history (an
-   offline terminal) or without a member id, it is skipped and named in
-   ``Quote.deferred``; with one, it is skipped once a count cap is reached, and
-   its benefit is cut to what remains of an amount cap.
-3. Instant benefits: of the non-stackable candidates, the one with the largest
-   discount on the list amount applies (ties: the first declared); then every
-   stackable candidate applies, in declared order, to the running amount.
-4. Rebates are computed on the charged amount and never change it: the largest
-   non-stackable rebate, then every stackable rebate in declared order, the total
-   never exceeding the charged amount.
-5. Each step gives whole fen: the exact result is rounded with the rule set's
-   mode.  A rule applies only when it gives at least one fen.
+The combination policy (the same in the batch path) is docs/tariffs.md, "Combination
+policy": candidates, capped rules, the best non-stackable benefit then the stackable ones,
+rebates on the charged amount, whole fen in the rule set's rounding.
 """
 
 from __future__ import annotations
@@ -72,10 +58,8 @@ class UsageHistory(Protocol):
 
 
 class UsageBook:
-    """An in-memory member usage history of capped rules.
-
-    ``record`` adds what a quote applied; ``quote`` itself never changes a book.
-    """
+    """An in-memory member usage history of capped rules: ``record`` adds what a quote
+    applied; ``quote`` itself never changes a book."""
 
     __slots__ = ("_entries",)
 
@@ -87,9 +71,8 @@ class UsageBook:
     def usage(self, member_id: str, rule_id: str, period: Period, key: int) -> Usage:
         return self._entries.get((member_id, rule_id, Period(period), key), Usage())
 
-    def add(
-        self, member_id: str, rule_id: str, period: Period, key: int, *, count: int, amount: int
-    ) -> None:
+    def add(self, member_id: str, rule_id: str, period: Period, key: int, *, count: int,
+            amount: int) -> None:
         """Add ``count`` uses worth ``amount`` fen to one window."""
         window = (member_id, rule_id, Period(period), int(key))
         old = self._entries.get(window, Usage())
@@ -104,14 +87,8 @@ class UsageBook:
             if rule.caps is None:
                 continue
             for period, _count, _amount in rule.caps.windows():
-                self.add(
-                    context.member_id,
-                    rule.id,
-                    period,
-                    period_key(period, context.at),
-                    count=1,
-                    amount=applied.amount,
-                )
+                self.add(context.member_id, rule.id, period, period_key(period, context.at),
+                         count=1, amount=applied.amount)
 
     def entries(self) -> Iterator[tuple[UsageKey, Usage]]:
         return iter(sorted(self._entries.items(), key=lambda item: item[0]))
@@ -141,9 +118,8 @@ class UsageBook:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _remaining(
-    rule_id: str, caps: Caps, member_id: str, at: datetime, history: UsageHistory
-) -> int | None:
+def _remaining(rule_id: str, caps: Caps, member_id: str, at: datetime,
+               history: UsageHistory) -> int | None:
     """Fen still available under the rule's amount caps (``None``: no amount cap);
     ``-1`` when any count or amount cap is used up."""
     remaining: int | None = None
@@ -190,17 +166,10 @@ def combine(usable: Sequence[tuple[Rule, int | None]], rebates: bool, amount: in
     return given, total
 
 
-def quote(
-    context: QuoteContext,
-    rules: RuleSet | None = None,
-    *,
-    history: UsageHistory | None = None,
-) -> Quote:
-    """Price ``context`` with ``rules`` (the shipped default set when ``None``).
-
-    Without ``history`` this is the terminal's offline quote: stateless rules only.
-    With it, capped rules apply within the member's caps (settlement, online hosts).
-    """
+def quote(context: QuoteContext, rules: RuleSet | None = None, *,
+          history: UsageHistory | None = None) -> Quote:
+    """Price ``context`` with ``rules`` (the shipped default set when ``None``): without
+    ``history`` the terminal's offline quote, with it capped rules within their caps."""
     if rules is None:
         from unioncard.tariffs.loader import default_rules
 
@@ -237,33 +206,16 @@ def quote(
                for rule, benefit in instant]
     applied += [AppliedRule(rule.id, "rebate", benefit, rule.effect.describe())
                 for rule, benefit in rebates]
-    charged = list_amount - discount
-
     reason = _reason(context, applied, mode_rules, matched, deferred, exhausted, history)
-    return Quote(
-        mode=context.mode,
-        list_amount=list_amount,
-        charged_amount=charged,
-        discount=list_amount - charged,
-        rebate=rebate,
-        applied=tuple(applied),
-        deferred=tuple(deferred),
-        reason=reason,
-        version=rules.version,
-        rounding=rounding,
-        ruleset=rules.name,
-    )
+    return Quote(mode=context.mode, list_amount=list_amount,
+                 charged_amount=list_amount - discount, discount=discount, rebate=rebate,
+                 applied=tuple(applied), deferred=tuple(deferred), reason=reason,
+                 version=rules.version, rounding=rounding, ruleset=rules.name)
 
 
-def _reason(
-    context: QuoteContext,
-    applied: Sequence[AppliedRule],
-    mode_rules: Sequence[Rule],
-    matched: int,
-    deferred: Sequence[str],
-    exhausted: Sequence[str],
-    history: UsageHistory | None,
-) -> str:
+def _reason(context: QuoteContext, applied: Sequence[AppliedRule], mode_rules: Sequence[Rule],
+            matched: int, deferred: Sequence[str], exhausted: Sequence[str],
+            history: UsageHistory | None) -> str:
     """One line that says why the quote came out as it did."""
     parts = []
     for item in applied:
@@ -276,10 +228,8 @@ def _reason(
         if not mode_rules:
             parts.append(f"list price: no rule for {mode}")
         elif matched == 0:
-            parts.append(
-                f"list price: no {mode} rule matches card type 0x{context.card_type:02X}"
-                f" and these terms"
-            )
+            parts.append(f"list price: no {mode} rule matches card type "
+                         f"0x{context.card_type:02X} and these terms")
         elif matched > len(deferred) + len(exhausted):
             parts.append("list price: the matching rules give nothing on this amount")
         else:
@@ -292,9 +242,8 @@ def _reason(
     return "; ".join(parts)
 
 
-def quote_sequence(
-    contexts: Sequence[QuoteContext], rules: RuleSet, history: UsageBook
-) -> list[Quote]:
+def quote_sequence(contexts: Sequence[QuoteContext], rules: RuleSet,
+                   history: UsageBook) -> list[Quote]:
     """Settle several transactions against ``history``, consuming caps in time order
     (ties: input order), and record what they used; quotes come back in input order."""
     order = sorted(range(len(contexts)), key=lambda i: (contexts[i].at, i))

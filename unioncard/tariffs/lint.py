@@ -1,25 +1,7 @@
-"""Warnings about valid rule sets: rules that can never be chosen, and rules for all cards.
-
-A later non-stackable rule B is *shadowed* by an earlier one A when, on every
-transaction where B is a candidate, A is one too and gives at least as much, so
-the tie-break (first declared) or A's larger benefit always wins.  Reported
-only when this is proven:
-
-- same mode, both non-stackable, both instant or both rebates, A uncapped
-  (a capped A can run out, and then B applies);
-- every condition of A admits everything B admits (sets are supersets, the
-  category mask covers B's, dates and time windows contain B's, A's minimum
-  amount is not above B's, B's threshold included);
-- A's benefit is at least B's at every amount B accepts, by one of: A takes
-  everything (100 % off, price 0, a 100 % rebate without a limit); same kind with
-  parameters at least as generous (rate and limit, price, repeating threshold);
-  A gives at least a fixed floor (fixed, threshold, fixed rebate) that is not below
-  B's largest possible benefit; or A's benefit at B's minimum amount already
-  reaches B's largest possible benefit (benefits never decrease with the amount).
-
-A rule without a condition that declares a ``missing`` warning (``conditions``) is
-reported too: a rule without a card type condition gives member benefits to
-ordinary cards as well.
+"""Warnings about valid rule sets: rules that can never be chosen (*shadowed*: an
+earlier uncapped non-stackable rule matches wherever they do and always gives at least as
+much, proven as docs/tariffs.md, "Checking rule files", says), and rules without a condition
+that declares a ``missing`` warning (``conditions``).
 """
 
 from __future__ import annotations

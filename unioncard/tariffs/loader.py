@@ -1,10 +1,5 @@
-"""Rule files: TOML in, a validated :class:`RuleSet` out, or every problem with its line.
-
-Loading is all or nothing: each rule and key is checked, every problem is
-collected with the file, line and rule id, and a :class:`RuleFileError` carrying
-them all is raised when there is any, so no half-loaded rule set exists.  Rates
-are exact: ``percent = "12.5"`` (a string) or ``basis_points = 1250`` (an
-integer); a float is refused.  The format is documented in docs/tariffs.md.
+"""Rule files: TOML in, a validated :class:`RuleSet` out, or every problem with its file,
+line and rule id (all or nothing; docs/tariffs.md, "Rule files").
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""The validated rule model: modes, card profile constants, conditions, effects, caps.
+"""The validated rule model: modes, effects, caps, rules and rule sets (docs/tariffs.md).
 
-A :class:`RuleSet` is what a TOML rule file becomes once it is valid (see
-``loader``); every object here is frozen and validates itself, so a rule set
-that exists is a rule set that can be evaluated.  Conditions are declared in
-``conditions``; card bytes follow the docs/protocol.md §4 profile.
-
-The version of a rule set is the SHA-256 of a canonical JSON form of its
-validated content (ids, order, modes, conditions, effects, caps, stacking,
-rounding), so comments, whitespace, key order and descriptions do not change it.
+Every object is frozen and validates itself, so a rule set that exists can be evaluated.
+Its version is the SHA-256 of its canonical JSON (docs/tariffs.md, "The version hash").
 """
 
 from __future__ import annotations
@@ -103,16 +97,8 @@ EFFECT_NEEDS: dict[EffectKind, tuple[str, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class Effect:
-    """What a rule gives.  ``rate`` is in millionths (``RATE_SCALE``), amounts in fen.
-
-    - ``percent``: ``rate`` off the running amount, at most ``max_benefit``;
-    - ``fixed``: ``amount`` off;
-    - ``threshold``: ``amount`` off when the list amount reaches ``threshold``
-      (``repeat``: once per whole ``threshold``), at most ``max_benefit``;
-    - ``price``: the price becomes ``price`` (never more than the running amount);
-    - ``rebate``: paid back in settlement: ``rate`` of what was charged, or a fixed
-      ``amount``, at most ``max_benefit``; never changes what the terminal charges.
-    """
+    """What a rule gives (docs/tariffs.md, "Effects"): ``rate`` in millionths
+    (``RATE_SCALE``), amounts in fen; a rebate never changes what the terminal charges."""
 
     kind: EffectKind
     rate: int = 0
