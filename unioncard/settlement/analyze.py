@@ -72,7 +72,7 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     mask[~known] |= bit(Reason.UNKNOWN_ISSUER)
     check = known & ((r["flags"] & _NO_TAC) == 0)
     verified = np.zeros(n, bool)
-    rows = _rows(check)
+    rows = selected_rows(check)
     if check.any():
         keys = TAC_KEYS.keys(masters, key_row[rows], r["diversifier"][rows])
         verified[rows] = verify_tacs(
@@ -91,7 +91,7 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     return BatchAnalysis(source, batch, mask, verified, ruleset, rebate)
 
 
-def _rows(chosen: np.ndarray) -> np.ndarray | slice:
+def selected_rows(chosen: np.ndarray) -> np.ndarray | slice:
     """The rows ``chosen`` marks, as an index: all of them (the usual case) as a slice,
     which takes a column as a view instead of a copy."""
     return slice(None) if chosen.all() else np.flatnonzero(chosen)

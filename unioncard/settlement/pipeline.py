@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from unioncard.jit import jit
-from unioncard.settlement.analyze import BatchAnalysis, context_batch
+from unioncard.settlement.analyze import BatchAnalysis, context_batch, selected_rows
 from unioncard.settlement.columns import Columns, line_groups
 from unioncard.settlement.errors import BatchRefused, SettlementError
 from unioncard.settlement.inputs import RunInputs
@@ -332,8 +332,9 @@ class Settlement:
         settled_rows = self._settled_rows(r, cols, ident, analysis, accepted, rebate)
         lines = self._lines(r, cols, accepted, rebate, batch.terminal_id)
         self._check_conservation(batch, r, accepted, lines)
+        kept = selected_rows(accepted)
         self._queue(analysis, settled_rows, self._rejects(r, cols, reasons), lines,
-                    (hashes[0][accepted], hashes[1][accepted]))
+                    (hashes[0][kept], hashes[1][kept]))
         self._seen[header] = batch.digest
         tally = np.bincount(reasons, minlength=len(Reason))
         counts = {Reason(i).label: int(c) for i, c in enumerate(tally) if c}
@@ -453,8 +454,8 @@ class Settlement:
     def _settled_rows(self, r: np.ndarray, cols: Columns, ident: np.ndarray,
                       analysis: BatchAnalysis, accepted: np.ndarray,
                       rebate: np.ndarray) -> np.ndarray:
-        rows = np.flatnonzero(accepted)
-        out = np.zeros(len(rows), SETTLED_DTYPE)
+        rows = selected_rows(accepted)
+        out = np.zeros(int(accepted.sum()), SETTLED_DTYPE)
         for name in _IDENTITY_FIELDS:
             out[name] = ident[name][rows]
         out["when"] = cols.when[rows].astype(np.int64)
