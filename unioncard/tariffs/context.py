@@ -156,20 +156,10 @@ class Quote:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: amounts in integer fen."""
-        return {
-            "mode": self.mode.label,
-            "list_amount": self.list_amount,
-            "charged_amount": self.charged_amount,
-            "discount": self.discount,
-            "rebate": self.rebate,
-            "rules": list(self.rules),
-            "applied": [
-                {"rule": a.rule_id, "kind": a.kind, "amount": a.amount, "text": a.text}
-                for a in self.applied
-            ],
-            "deferred_to_settlement": list(self.deferred),
-            "reason": self.reason,
-            "version": self.version,
-            "rounding": str(self.rounding),
-            "ruleset": self.ruleset,
-        }
+        return {"mode": self.mode.label, "list_amount": self.list_amount,
+                "charged_amount": self.charged_amount, "discount": self.discount,
+                "rebate": self.rebate, "rules": list(self.rules),
+                "applied": [{"rule": a.rule_id, "kind": a.kind, "amount": a.amount,
+                             "text": a.text} for a in self.applied],
+                "deferred_to_settlement": list(self.deferred), "reason": self.reason,
+                "version": self.version, "rounding": str(self.rounding), "ruleset": self.ruleset}

@@ -63,13 +63,8 @@ class Problem:
         return f"{where}: {self.severity}: {who}{self.message}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "line": self.line,
-            "rule": self.rule,
-            "severity": self.severity,
-            "message": self.message,
-        }
+        return {"source": self.source, "line": self.line, "rule": self.rule,
+                "severity": self.severity, "message": self.message}
 
 
 class RuleFileError(TariffError):
@@ -93,25 +88,19 @@ def _rate(key: str, value: object) -> int:
         raise ValueError(f"{value!r} is a float and rates must be exact; write {hint}")
     if key == "percent":
         if isinstance(value, int) and not isinstance(value, bool):
-            raise ValueError(
-                f'write the percentage as a string, percent = "{value}", '
-                f"or as integer basis_points = {value * 100}"
-            )
+            raise ValueError(f'write the percentage as a string, percent = "{value}", '
+                             f"or as integer basis_points = {value * 100}")
         if not isinstance(value, str):
             raise ValueError(f"must be a decimal string such as \"10\", not {type(value).__name__}")
-        try:
-            rate = parse_percent(value)
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
+        rate = parse_percent(value)
     else:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"basis points are an integer such as 1000, not {value!r}")
-        points = value
-        if points < 0:
-            raise ValueError(f"negative rate {points}")
-        if points > 10_000:
-            raise ValueError(f"{points} basis points is above 100%")
-        rate = points * 100
+        if value < 0:
+            raise ValueError(f"negative rate {value}")
+        if value > 10_000:
+            raise ValueError(f"{value} basis points is above 100%")
+        rate = value * 100
     if rate == 0:
         raise ValueError("a rate of 0 gives nothing")
     return rate
@@ -128,9 +117,8 @@ class _Builder:
     def error(self, path: Path, message: str, rule: str | None = None) -> None:
         self.problems.append(Problem(self.source, self.smap.line(path), rule, message))
 
-    def table(
-        self, value: object, path: Path, name: str, rule: str | None
-    ) -> dict[str, Any] | None:
+    def table(self, value: object, path: Path, name: str, rule: str | None
+              ) -> dict[str, Any] | None:
         if not isinstance(value, dict):
             self.error(path, f"{name} must be a table", rule)
             return None
@@ -180,10 +168,8 @@ class _Builder:
                 rules.append(rule)
         if self.problems:
             return None
-        return RuleSet(
-            rules=tuple(rules), rounding=rounding, name=str(name),
-            description=str(description), source=source,
-        )
+        return RuleSet(rules=tuple(rules), rounding=rounding, name=str(name),
+                       description=str(description), source=source)
 
     def rule(self, index: int, raw: object) -> Rule | None:
         base: Path = ("rule", index)
@@ -225,10 +211,8 @@ class _Builder:
         if len(self.problems) > before or mode is None or effect is None or when is None:
             return None
         try:
-            return Rule(
-                id=str(rule_id), mode=mode, effect=effect, when=when, stackable=stackable,
-                caps=caps, description=description, line=self.smap.line(base),
-            )
+            return Rule(id=str(rule_id), mode=mode, effect=effect, when=when, stackable=stackable,
+                        caps=caps, description=description, line=self.smap.line(base))
         except TariffError as exc:
             self.error(base, str(exc), label)
             return None

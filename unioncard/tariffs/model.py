@@ -244,10 +244,8 @@ class Rule:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or RULE_ID.fullmatch(self.id) is None:
-            raise TariffError(
-                f"rule id {self.id!r} must be 1-64 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
+            raise TariffError(f"rule id {self.id!r} must be 1-64 letters, digits, '.', '_' or "
+                              "'-', starting with a letter or digit")
         if not isinstance(self.mode, Mode):
             raise TariffError(f"rule {self.id!r}: mode must be a Mode, not {self.mode!r}")
         if not isinstance(self.effect, Effect) or not isinstance(self.when, Conditions):
@@ -270,20 +268,12 @@ class Rule:
 
     def eligible(self, context: QuoteContext) -> bool:
         """Mode and every condition hold (caps are the engine's business)."""
-        return (
-            context.mode is self.mode
-            and context.amount >= self._floor
-            and self.when.matches(context)
-        )
+        return (context.mode is self.mode and context.amount >= self._floor
+                and self.when.matches(context))
 
     def canonical(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "mode": self.mode.label,
-            "stackable": self.stackable,
-            "when": self.when.canonical(),
-            "effect": self.effect.canonical(),
-        }
+        out: dict[str, Any] = {"id": self.id, "mode": self.mode.label, "stackable": self.stackable,
+                               "when": self.when.canonical(), "effect": self.effect.canonical()}
         if self.caps is not None:
             out["cap"] = self.caps.canonical()
         return out
@@ -312,9 +302,7 @@ class RuleSet:
             if rule.id in by_id:
                 raise TariffError(f"duplicate rule id {rule.id!r}")
             by_id[rule.id] = rule
-        by_mode = {
-            mode: tuple(r for r in self.rules if r.mode is mode) for mode in Mode
-        }
+        by_mode = {mode: tuple(r for r in self.rules if r.mode is mode) for mode in Mode}
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         object.__setattr__(self, "version", hashlib.sha256(text.encode()).hexdigest())
         object.__setattr__(self, "_by_mode", by_mode)
@@ -322,11 +310,8 @@ class RuleSet:
 
     def canonical(self) -> dict[str, Any]:
         """Everything that can change an amount or a quote's rule ids, JSON-ready."""
-        return {
-            "format": 1,
-            "rounding": str(self.rounding),
-            "rules": [rule.canonical() for rule in self.rules],
-        }
+        return {"format": 1, "rounding": str(self.rounding),
+                "rules": [rule.canonical() for rule in self.rules]}
 
     @property
     def short_version(self) -> str:
