@@ -4,13 +4,18 @@ recorded in process and replayed to the same outcome."""
 
 import datetime as dt
 import io
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+import unioncard
 from unioncard.apdu.trace import Device, TraceRecord, read_records
 from unioncard.apdu.trace_binary import BinaryTraceWriter
 from unioncard.applet_sim.nvm import Step
+from unioncard.bounded_read import InputFileError
 from unioncard.errors import TransportError, UnionCardError
 from unioncard.tariffs import Mode
 from unioncard.terminal import Decision, TransactionJournal, TransitPurchase, run
@@ -260,3 +265,31 @@ def test_a_recording_too_long_for_one_session_is_refused(monkeypatch):
                TraceRecord.response(bytes.fromhex("9000"))] * 6
     with pytest.raises(replay_module.ReplayError, match="more than 10 records"):
         replay_module.Replay.from_records(records, source="day.uct")
+
+
+def test_a_recording_on_a_pipe_is_read_once_and_a_silent_fifo_never_waited_on(tmp_path):
+    """Replay.load takes a recording from a pipe as from a file (read once, no sniffing
+    reopen), returns at once from a FIFO nobody writes to, and refuses a directory."""
+    text = (Path(unioncard.__file__).parent / "data" / "sample_trace.txt").read_bytes()
+    read_end, write_end = os.pipe()
+
+    def send() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(text)
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    try:
+        from_pipe = Replay.load(f"/dev/fd/{read_end}")
+    finally:
+        writer.join(10)
+        os.close(read_end)
+    from_file = Replay.load(Path(unioncard.__file__).parent / "data" / "sample_trace.txt")
+    assert from_pipe.exchanges == from_file.exchanges and from_file.exchanges
+    silent = tmp_path / "silent.fifo"
+    os.mkfifo(silent)
+    started = time.monotonic()
+    assert Replay.load(silent).exchanges == ()
+    assert time.monotonic() - started < 5
+    with pytest.raises(InputFileError, match="directory"):
+        Replay.load(tmp_path)

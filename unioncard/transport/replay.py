@@ -226,11 +226,14 @@ class Replay:
     def load(cls, path: str | Path, **options: Any) -> Replay:
         """Read a trace file of any format; ``options`` go to the reader (``psam_readers``
         for pcsc-spy logs).  A malformed file raises `DecodeError`; a response that
-        answers no command, `ReplayError`."""
-        path = Path(path)
-        with path.open("rb") as stream:
-            return cls.from_records(read_records(stream, name=path.name, **options),
-                                    source=str(path))
+        answers no command, `ReplayError`; what is neither a regular file nor a pipe,
+        `unioncard.bounded_read.InputFileError`.  A pipe is read once and never waited
+        on when nobody writes to it."""
+        from unioncard.bounded_read import open_stream
+
+        with open_stream(path, what="recording") as source:
+            return cls.from_records(
+                read_records(source.stream, name=Path(path).name, **options), source=str(path))
 
     @classmethod
     def from_records(cls, records: Iterable[TraceRecord], *,
