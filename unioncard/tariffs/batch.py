@@ -1,10 +1,6 @@
-"""The batch tariff path: a whole batch of contexts as numpy columns, one numba pass.
-
-It covers every condition, effect, the combination policy and the caps:
-without a history it is the terminal's stateless view (capped rules are flagged
-``deferred``), with a :class:`UsageBook` it is settlement's view, consuming caps
-in time order (ties: input order) exactly as ``engine.quote_sequence`` does.
-Results agree with the reference ``quote`` fen for fen (tests/tariffs).
+"""The batch tariff path: contexts as numpy columns, priced by the kernel fen for fen as
+``engine.quote`` (no history) and ``engine.quote_sequence`` (with one) price them
+(docs/tariffs.md, "The batch path").
 
 >>> import numpy as np
 >>> from unioncard.tariffs.loader import default_rules
