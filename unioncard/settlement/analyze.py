@@ -17,6 +17,7 @@ Two paths give the same `BatchAnalysis`, mask for mask:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,9 +25,11 @@ import numpy as np
 
 from unioncard.offline.record import RecordFlags
 from unioncard.settlement.columns import Columns, DecodedBatch, decode_batch
+from unioncard.settlement.emv import split_batch
 from unioncard.settlement.reasons import Reason, bit
 
 if TYPE_CHECKING:
+    from unioncard.offline.emv_record import EmvRecord
     from unioncard.offline.record import OfflineRecord
     from unioncard.settlement.inputs import RunInputs
     from unioncard.tariffs import ContextBatch, QuoteContext
@@ -56,6 +59,8 @@ class BatchAnalysis:
     verified: np.ndarray
     ruleset: np.ndarray
     rebate: np.ndarray
+    emv: tuple[tuple[int, EmvRecord], ...] = ()
+    purse_indexes: tuple[int, ...] | None = None
 
 
 def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
@@ -63,7 +68,10 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     from unioncard.crypto.tac_batch import verify_tacs
     from unioncard.settlement.tackeys import TAC_KEYS
 
-    batch = decode_batch(data, source)
+    split = split_batch(data, source)
+    batch = decode_batch(split.purse, source)
+    if split.emv:  # the batch is known by the whole file
+        batch = dataclasses.replace(batch, digest=split.digest)
     r, cols = batch.records, Columns(batch.records)
     n = len(r)
     mask = np.zeros(n, np.uint16)
@@ -88,7 +96,8 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     ruleset = np.full(n, -1, np.int16)
     rebate = np.zeros(n, np.int64)
     _price(inputs, r, cols, mask, ruleset, rebate)
-    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate)
+    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate, split.emv,
+                         split.purse_indexes)
 
 
 def selected_rows(chosen: np.ndarray) -> np.ndarray | slice:
@@ -204,10 +213,11 @@ def analyze_batch_reference(data: bytes, source: str, inputs: RunInputs) -> Batc
     from unioncard.settlement.errors import BatchRefused
 
     try:
-        records = read_batch(data).records
+        split = split_batch(data, source)
+        records = read_batch(split.purse).records
     except DecodeError as exc:
         raise BatchRefused(f"{source}: {exc}", reason=exc.message) from None
-    batch = unchecked_batch(data)
+    batch = dataclasses.replace(unchecked_batch(split.purse), digest=split.digest)
     n = len(records)
     mask = np.zeros(n, np.uint16)
     verified = np.zeros(n, bool)
@@ -232,7 +242,8 @@ def analyze_batch_reference(data: bytes, source: str, inputs: RunInputs) -> Batc
             mask[i] |= bit(Reason.EXPIRED)
         if not record.is_load:
             mask[i] |= _reprice(inputs, record, ruleset, rebate, i)
-    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate)
+    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate, split.emv,
+                         split.purse_indexes)
 
 
 def _tac(record: OfflineRecord, tac_master: bytes) -> bytes:

@@ -33,6 +33,7 @@ import numpy as np
 from unioncard.jit import jit
 from unioncard.settlement.analyze import BatchAnalysis, context_batch, selected_rows
 from unioncard.settlement.columns import Columns, line_groups
+from unioncard.settlement.emv import EmvBatch, EmvClearing
 from unioncard.settlement.errors import BatchRefused, SettlementError
 from unioncard.settlement.inputs import RunInputs
 from unioncard.settlement.keyindex import (
@@ -180,6 +181,7 @@ class Settlement:
         """Which of the ledger's records this run settled: an earlier start of it, killed,
         committed their batches (their copies are duplicates, not replays)."""
         self._book = _TrackedBook(ledger.usage())
+        self.emv = EmvClearing(ledger, inputs)
         self._pending: list[dict[str, Any]] = []
         self._pending_records = 0
         self._seen: dict[tuple[bytes, int], str] = {}
@@ -308,7 +310,7 @@ class Settlement:
         batch = analysis.batch
         header = (batch.terminal_id, batch.batch_id)
         base = dict(source=analysis.source, terminal_id=batch.terminal_id,
-                    batch_id=batch.batch_id, records=batch.count)
+                    batch_id=batch.batch_id, records=batch.count + len(analysis.emv))
         known = self._seen.get(header)
         settled = self.ledger.batch(*header)
         digest = known if known is not None else (settled.digest if settled else None)
@@ -333,11 +335,20 @@ class Settlement:
         lines = self._lines(r, cols, accepted, rebate, batch.terminal_id)
         self._check_conservation(batch, r, accepted, lines)
         kept = selected_rows(accepted)
-        self._queue(analysis, settled_rows, self._rejects(r, cols, reasons), lines,
-                    (hashes[0][kept], hashes[1][kept]))
+        rejects = self._rejects(r, cols, reasons)
+        emv = self.emv.settle(batch.terminal_id, analysis.emv) if analysis.emv else None
+        if emv is not None:  # the batch's EMV card sales (docs/settlement.md)
+            assert analysis.purse_indexes is not None
+            rejects = sorted([(analysis.purse_indexes[i], *rest) for i, *rest in rejects]
+                             + emv.rejects)
+            lines = sorted(lines + emv.lines)
+        self._queue(analysis, settled_rows, rejects, lines, (hashes[0][kept], hashes[1][kept]),
+                    emv)
         self._seen[header] = batch.digest
         tally = np.bincount(reasons, minlength=len(Reason))
         counts = {Reason(i).label: int(c) for i, c in enumerate(tally) if c}
+        for label, count in (emv.counts if emv is not None else {}).items():
+            counts[label] = counts.get(label, 0) + count
         return BatchResult(state="settled", reasons=dict(sorted(counts.items())),
                            **base)  # type: ignore[arg-type]
 
@@ -531,13 +542,15 @@ class Settlement:
 
     def _queue(self, analysis: BatchAnalysis, settled: np.ndarray,
                rejects: list[tuple[Any, ...]], lines: list[tuple[Any, ...]],
-               hashes: tuple[np.ndarray, np.ndarray]) -> None:
+               hashes: tuple[np.ndarray, np.ndarray], emv: EmvBatch | None = None) -> None:
         batch = analysis.batch
         self._pending.append(dict(
             terminal_id=batch.terminal_id, batch_id=batch.batch_id, digest=batch.digest,
-            source=analysis.source, created=batch.created, records=batch.count,
-            list_total=batch.list_total, charged_total=batch.charged_total, settled=settled,
-            rejects=rejects, lines=lines, usage=self._changed_usage))
+            source=analysis.source, created=batch.created,
+            records=batch.count + len(analysis.emv),
+            list_total=batch.list_total + sum(r.list_amount for _, r in analysis.emv),
+            charged_total=batch.charged_total + sum(r.charged_amount for _, r in analysis.emv),
+            settled=settled, rejects=rejects, lines=lines, usage=self._changed_usage, emv=emv))
         self._changed_usage = []
         self._remember(settled, hashes)
         self._pending_records += batch.count
@@ -553,7 +566,10 @@ class Settlement:
             for entry in self._pending:
                 for window in entry["usage"]:  # each window's last state: one write
                     usage[window[:4]] = window
-                self.ledger.record_batch(db, **{**entry, "usage": ()})
+                batch = {k: v for k, v in entry.items() if k != "emv"}
+                row = self.ledger.record_batch(db, **{**batch, "usage": ()})
+                if entry["emv"] is not None:
+                    self.emv.commit(db, row, entry["emv"])
             self.ledger.record_usage(db, sorted(usage.values()))
         self._pending, self._pending_records = [], 0
 
