@@ -221,22 +221,20 @@ def test_default_rules_price_the_partner_sale():
 
 
 def test_unioncard_settle_on_a_batch_with_emv_sales(exported: Path, tmp_path: Path):
-    """`unioncard settle`: a run that settles EMV records (`unioncard.settlement.emv` in
-    the pipeline) accepts the sales and clears them per merchant; one that does not yet
-    refuses the file whole, naming the EMV record, and applies nothing of it."""
-    from unioncard.settlement.analyze import BatchAnalysis
-
+    """`unioncard settle` settles a batch file's EMV sales with its purse records: the
+    sales accepted and cleared per merchant, and settling the file again changes nothing."""
     status, out = invoke("settle", exported, "--ledger", tmp_path / "l.sqlite", "--out",
                          tmp_path / "report", "--json")
     doc = json.loads(out[out.index("{"):])
-    if "emv" in {f.name for f in dataclasses.fields(BatchAnalysis)}:
-        assert status == 0 and doc["accepted"] == 3 and doc["rejected"] == {}, doc
-        clearing = (tmp_path / "report" / "clearing.csv").read_text(encoding="utf-8")
-        assert ",EXAMPLE-PARTNER-0001,市总工会,1,15000,14000,1000,0" in clearing
-    else:
-        assert doc["accepted"] == 0 and doc["batches"] == {"refused": 1}, doc
-        [refused] = doc["refused_files"]
-        assert "an EMV card record (E1)" in json.dumps(refused, ensure_ascii=False)
+    assert status == 0 and doc["accepted"] == 3 and doc["rejected"] == {}, doc
+    clearing = (tmp_path / "report" / "clearing.csv").read_text(encoding="utf-8")
+    assert ",EXAMPLE-PARTNER-0001,市总工会,1,15000,14000,1000,0" in clearing
+    status, out = invoke("settle", exported, "--ledger", tmp_path / "l.sqlite", "--out",
+                         tmp_path / "again", "--json")
+    again = json.loads(out[out.index("{"):])
+    assert status == 0 and again["batches"] == {"already_settled": 1}, again
+    assert (again["accepted"], again["totals"]) == (doc["accepted"], doc["totals"])
+    assert (tmp_path / "again" / "clearing.csv").read_text(encoding="utf-8") == clearing
 
 
 def test_a_run_started_again_finds_duplicates_not_replays(exported: Path):
