@@ -128,6 +128,10 @@ def test_quote_with_a_rules_file_and_categories(tmp_path):
         (["--mode", "bus", "--amount", "1", "--card-type", "1", "--member-status", "0"],
          "--member-status"),
         (["--mode", "bus", "--amount", "1", "--card-type", "1", "--at", "yesterday"], "--at"),
+        (["--mode", "bus", "--amount", "1", "--card-type", "1", "--at", "2026-05-01"],
+         "is not an ISO 8601 date and time"),
+        (["--mode", "bus", "--amount", "1", "--card-type", "1", "--at", "1900-01-01T00:00"],
+         "is not a transaction time"),
         (["--mode", "bus", "--amount", "1"], "--card-type"),
     ],
 )

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from unioncard.commands.common import JSON_OPTION, printable
+from unioncard.commands.common import JSON_OPTION, printable, time_option
 from unioncard.tariffs.conditions import CARD_TYPE_NAMES, CATEGORY_NAMES, STATUS_NAMES
 from unioncard.tariffs.context import QuoteContext
 from unioncard.tariffs.dump import dumps
@@ -134,9 +134,7 @@ def check(file: Path, strict: bool, as_json: bool) -> None:
               help="Merchant category code, e.g. 5411.")
 @click.option("--route", help="Route or station code.")
 @click.option("--vehicle-class", type=click.IntRange(0, 255), help="Vehicle class (ETC).")
-@click.option("--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S",
-                                                  "%Y-%m-%d %H:%M", "%Y-%m-%d"]),
-              help="Local time of the transaction, e.g. 2026-05-01T08:30 [default: now].")
+@time_option("Local time of the transaction, e.g. 2026-05-01T08:30 [default: now].")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False),
               help="Rule file [default: the shipped rule set].")
 @click.option("--json", "as_json", is_flag=True,

@@ -55,7 +55,7 @@ def _column(name: str, value: Any, n: int) -> np.ndarray:
     if value is None or isinstance(value, (list, tuple)):
         value = [-1 if v is None else v for v in value] if value is not None else -1
     array = np.asarray(value)
-    if array.dtype.kind not in "iu":
+    if array.dtype.kind not in "iu" and array.size:
         raise TariffError(f"column {name} must hold {'integers' if spec.enum else spec.what}")
     return np.full(n, array, np.int64) if array.ndim == 0 else array.astype(np.int64, copy=False)
 
@@ -127,12 +127,7 @@ class ContextBatch:
     @classmethod
     def from_contexts(cls, contexts: Sequence[QuoteContext]) -> ContextBatch:
         """A batch holding exactly these contexts."""
-        return cls.from_columns(**{
-            name: (np.asarray([c.at for c in contexts], "datetime64[s]") if spec.kind == "time"
-                   else [getattr(c, name) for c in contexts] if spec.kind == "text"
-                   else np.asarray([-1 if getattr(c, name) is None else int(getattr(c, name))
-                                    for c in contexts], np.int64))
-            for name, spec in FIELDS.items()})
+        return cls.from_columns(**{name: [getattr(c, name) for c in contexts] for name in FIELDS})
 
     def __len__(self) -> int:
         return len(self._columns["amount"])

@@ -199,20 +199,16 @@ class OneOf(Condition):
         return frozenset(v for item in _listed(raw) for v in self._item(item))
 
     def check(self, value: Any) -> None:
+        """The checks of `parse`, on values as parsed (numbers, not names)."""
         name = self.keys[0]
         if not isinstance(value, frozenset):
             raise TariffError(f"{name} must be a frozenset or None")
-        if not value:
-            raise TariffError(f"{name} is empty, so the rule could never apply; omit it to "
-                              "match any")
-        for item in value:
-            if not self.text:
-                check_int(name, item, self.lo, self.hi)
-            elif not _plain_text(item) or (self.max_bytes
-                                           and len(item.encode("utf-8")) > self.max_bytes):
-                limit = f" of at most {self.max_bytes} bytes" if self.max_bytes else ""
-                raise TariffError(f"{name} entries must be non-empty printable strings{limit} "
-                                  "without surrounding spaces")
+        try:
+            parsed = self.parse(name, list(value))
+        except ValueError as exc:
+            raise TariffError(f"{name}: {exc}") from None
+        if parsed != value:
+            raise TariffError(f"{name} holds the values, not their names")
 
     def test(self, value: frozenset[Any]) -> Callable[[Any], bool]:
         return value.__contains__
