@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import zlib
 from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any
@@ -48,16 +47,19 @@ from unioncard.offline.record import (
     RECORD_SIZE,
     _BcdTime,
     _Crc32,
-    _decode_error_of,
     _fail,
-    _FieldError,
     _is_int,
     _PaddedText,
     _RuleSlots,
+    build_record,
     check_expiry,
+    check_frame,
     check_rules,
+    check_sized_fields,
     check_text,
     check_when,
+    construct_record,
+    parse_fields,
 )
 
 __all__ = ["CID_ARQC", "CID_TC", "EMV_RECORD", "EMV_RECORD_LAYOUT", "EMV_RECORD_VERSION",
@@ -256,19 +258,7 @@ class EmvRecord:
     rounding: int = 0
 
     def __post_init__(self) -> None:
-        for name, size in _BYTES_FIELDS.items():
-            value = getattr(self, name)
-            if not isinstance(value, bytes):
-                _fail(name, f"must be bytes, got {type(value).__name__}")
-            if len(value) != size:
-                _fail(name, f"must be {size} bytes, got {len(value)}")
-        for name, size in _INT_FIELDS.items():
-            value = getattr(self, name)
-            if not _is_int(value):
-                _fail(name, f"must be an int, got {type(value).__name__}")
-            if not 0 <= value < 1 << (8 * size):
-                _fail(name, f"must be an unsigned {8 * size}-bit integer, got {value}")
-            object.__setattr__(self, name, int(value))
+        check_sized_fields(self, _BYTES_FIELDS, _INT_FIELDS)
         self._check_card()
         self._check_cryptogram()
         check_text("organization", self.organization, 48, utf8=True)
@@ -357,41 +347,21 @@ class EmvRecord:
     def to_bytes(self) -> bytes:
         """The 256 bytes of the record, CRC included."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        when = values.pop("when")
         values["arc"] = values["arc"] or _ALL_ZERO_ARC
-        try:
-            return bytes(_compiled().build({**values, "date": when.date(), "time": when.time()}))
-        except c.ConstructError as exc:  # pragma: no cover - __post_init__ validated it all
-            raise ValueError(f"cannot build the record: {exc}") from None
+        return build_record(_compiled(), values)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> EmvRecord:
         """Decode 256 bytes; `DecodeError` (with the offset) for a wrong size, a CRC
         mismatch, another kind or version, or a field that is not valid."""
-        raw = bytes(raw)
-        if len(raw) != RECORD_SIZE:
-            raise DecodeError(f"a record is {RECORD_SIZE} bytes, got {len(raw)}",
-                              min(len(raw), RECORD_SIZE))
-        stored = int.from_bytes(raw[CRC_OFFSET:], "big")
-        computed = zlib.crc32(raw[:CRC_OFFSET])
-        if stored != computed:
-            raise DecodeError(f"record CRC-32 mismatch: expected {computed:08X} (bytes "
-                              f"0..{CRC_OFFSET - 1}), found {stored:08X}", CRC_OFFSET)
+        raw = check_frame(raw, "a record")
         if raw[0] != EMV_RECORD_VERSION:
             raise DecodeError(f"record_version {raw[0]:02X} is not an EMV card record "
                               f"({EMV_RECORD_VERSION:02X})", 0)
-        try:
-            parsed = _compiled().parse(raw)
-        except c.ConstructError as fast_error:
-            raise _decode_error_of(EMV_RECORD, _OFFSETS, raw, fast_error) from None
-        if parsed.date is None:
-            raise DecodeError("date: 00000000 is not a transaction date", _OFFSETS["date"])
-        values = {f.name: parsed[f.name] for f in fields(cls) if f.name != "when"}
+        values = parse_fields(EMV_RECORD, _compiled(), _OFFSETS, raw,
+                              [f.name for f in fields(cls)])
         values["arc"] = b"" if values["arc"] == _ALL_ZERO_ARC else values["arc"]
-        try:
-            return cls(**values, when=dt.datetime.combine(parsed.date, parsed.time))
-        except _FieldError as exc:
-            raise DecodeError(f"invalid record: {exc}", _OFFSETS[exc.field]) from None
+        return construct_record(cls, _OFFSETS, values)
 
     # --- JSON ---------------------------------------------------------------------------
 

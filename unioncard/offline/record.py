@@ -34,9 +34,10 @@ import datetime as dt
 import functools
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import construct as c
 
@@ -60,11 +61,16 @@ __all__ = [
     "OfflineRecord",
     "RecordFlags",
     "TransactionType",
+    "build_record",
     "check_expiry",
+    "check_frame",
     "check_rules",
+    "check_sized_fields",
     "check_text",
     "check_when",
+    "construct_record",
     "decode_record",
+    "parse_fields",
 ]
 
 RECORD_SIZE = 256
@@ -110,6 +116,7 @@ class RecordFlags(IntFlag):
 
 
 _NO_FLAGS = RecordFlags(0)
+_R = TypeVar("_R")
 _ALL_FLAGS = int(RecordFlags.RECOVERED | RecordFlags.NO_TAC | RecordFlags.UNVERIFIED)
 _MIN_YEAR = 1000  # BCD dates are built with strftime("%Y"), four digits from year 1000
 _ROUNDING_CODES = range(3)  # tariffs.money.ROUNDING_CODES: half-up, half-even, down
@@ -355,6 +362,76 @@ def check_rules(rules: object) -> tuple[int, ...]:
     return tuple(int(index) for index in rules)
 
 
+def check_sized_fields(record: object, bytes_fields: dict[str, int],
+                       int_fields: dict[str, int]) -> None:
+    """Check a record's fixed-size fields as its layout holds them: each of ``bytes_fields``
+    bytes of exactly its size, each of ``int_fields`` an unsigned integer of its size in
+    bytes (stored back as a plain int, so an `IntEnum` member becomes its value)."""
+    for name, size in bytes_fields.items():
+        value = getattr(record, name)
+        if not isinstance(value, bytes):
+            _fail(name, f"must be bytes, got {type(value).__name__}")
+        if len(value) != size:
+            _fail(name, f"must be {size} bytes, got {len(value)}")
+    for name, size in int_fields.items():
+        value = getattr(record, name)
+        if not _is_int(value):
+            _fail(name, f"must be an int, got {type(value).__name__}")
+        if not 0 <= value < 1 << (8 * size):
+            _fail(name, f"must be an unsigned {8 * size}-bit integer, got {value}")
+        object.__setattr__(record, name, int(value))
+
+
+def build_record(compiled: Any, values: dict[str, Any]) -> bytes:
+    """The 256 bytes a compiled record layout builds from a record's field ``values``
+    (``when`` split into the layout's date and time), CRC included."""
+    when = values.pop("when")
+    try:
+        return bytes(compiled.build({**values, "date": when.date(), "time": when.time()}))
+    except c.ConstructError as exc:  # pragma: no cover - __post_init__ validated it all
+        raise ValueError(f"cannot build the record: {exc}") from None
+
+
+def check_frame(raw: bytes, noun: str) -> bytes:
+    """``raw`` as bytes once its size is `RECORD_SIZE` and its CRC-32 matches; `DecodeError`
+    otherwise, naming ``noun`` ("an offline record") for a wrong size."""
+    raw = bytes(raw)
+    if len(raw) != RECORD_SIZE:
+        raise DecodeError(f"{noun} is {RECORD_SIZE} bytes, got {len(raw)}",
+                          min(len(raw), RECORD_SIZE))
+    stored = int.from_bytes(raw[CRC_OFFSET:], "big")
+    computed = zlib.crc32(raw[:CRC_OFFSET])
+    if stored != computed:
+        raise DecodeError(f"record CRC-32 mismatch: expected {computed:08X} (bytes "
+                          f"0..{CRC_OFFSET - 1}), found {stored:08X}", CRC_OFFSET)
+    return raw
+
+
+def parse_fields(struct: c.Construct, compiled: Any, offsets: dict[str, int], raw: bytes,
+                 names: list[str]) -> dict[str, Any]:
+    """The fields ``names`` of a framed record parsed by ``compiled`` (``struct`` names the
+    field when it refuses them), ``when`` joined from the date and time; `DecodeError`
+    with the offset otherwise."""
+    try:
+        parsed = compiled.parse(raw)
+    except c.ConstructError as fast_error:
+        raise _decode_error_of(struct, offsets, raw, fast_error) from None
+    if parsed.date is None:
+        raise DecodeError("date: 00000000 is not a transaction date", offsets["date"])
+    values = {name: parsed[name] for name in names if name != "when"}
+    values["when"] = dt.datetime.combine(parsed.date, parsed.time)
+    return values
+
+
+def construct_record(cls: Callable[..., _R], offsets: dict[str, int],
+                     values: dict[str, Any]) -> _R:
+    """``cls(**values)``, a field it refuses as `DecodeError` at that field's offset."""
+    try:
+        return cls(**values)
+    except _FieldError as exc:
+        raise DecodeError(f"invalid record: {exc}", offsets[exc.field]) from None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OfflineRecord:
     """One completed purchase or load, as settlement receives it (format version 1).
@@ -397,19 +474,7 @@ class OfflineRecord:
     rounding: int = 0
 
     def __post_init__(self) -> None:
-        for name, size in _BYTES_FIELDS.items():
-            value = getattr(self, name)
-            if not isinstance(value, bytes):
-                _fail(name, f"must be bytes, got {type(value).__name__}")
-            if len(value) != size:
-                _fail(name, f"must be {size} bytes, got {len(value)}")
-        for name, size in _INT_FIELDS.items():
-            value = getattr(self, name)
-            if not _is_int(value):
-                _fail(name, f"must be an int, got {type(value).__name__}")
-            if not 0 <= value < 1 << (8 * size):
-                _fail(name, f"must be an unsigned {8 * size}-bit integer, got {value}")
-            object.__setattr__(self, name, int(value))
+        check_sized_fields(self, _BYTES_FIELDS, _INT_FIELDS)
         self._check_enums()
         self._check_text()
         self._check_dates()
@@ -481,40 +546,19 @@ class OfflineRecord:
 
     def to_bytes(self) -> bytes:
         """The 256 bytes of the record, CRC included."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        when = values.pop("when")
-        try:
-            return bytes(_compiled().build({**values, "date": when.date(), "time": when.time()}))
-        except c.ConstructError as exc:  # pragma: no cover - __post_init__ validated it all
-            raise ValueError(f"cannot build the record: {exc}") from None
+        return build_record(_compiled(), {f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> OfflineRecord:
         """Decode 256 bytes; `DecodeError` (with the offset) for a wrong size, a CRC
         mismatch, an unknown version or a field that is not valid."""
-        raw = bytes(raw)
-        if len(raw) != RECORD_SIZE:
-            raise DecodeError(f"an offline record is {RECORD_SIZE} bytes, got {len(raw)}",
-                              min(len(raw), RECORD_SIZE))
-        stored = int.from_bytes(raw[CRC_OFFSET:], "big")
-        computed = zlib.crc32(raw[:CRC_OFFSET])
-        if stored != computed:
-            raise DecodeError(f"record CRC-32 mismatch: expected {computed:08X} (bytes "
-                              f"0..{CRC_OFFSET - 1}), found {stored:08X}", CRC_OFFSET)
+        raw = check_frame(raw, "an offline record")
         if raw[0] != RECORD_VERSION:
             raise DecodeError(f"unknown record_version {raw[0]} (this reader knows version "
                               f"{RECORD_VERSION})", 0)
-        try:
-            parsed = _compiled().parse(raw)
-        except c.ConstructError as fast_error:
-            raise _decode_error(raw, fast_error) from None
-        if parsed.date is None:
-            raise DecodeError("date: 00000000 is not a transaction date", _OFFSETS["date"])
-        values = {f.name: parsed[f.name] for f in fields(cls) if f.name != "when"}
-        try:
-            return cls(**values, when=dt.datetime.combine(parsed.date, parsed.time))
-        except _FieldError as exc:
-            raise DecodeError(f"invalid record: {exc}", _OFFSETS[exc.field]) from None
+        values = parse_fields(OFFLINE_RECORD, _compiled(), _OFFSETS, raw,
+                              [f.name for f in fields(cls)])
+        return construct_record(cls, _OFFSETS, values)
 
     # --- JSON ---------------------------------------------------------------------------
 
@@ -561,10 +605,6 @@ class OfflineRecord:
 def _compiled() -> Any:
     """`OFFLINE_RECORD` compiled by construct (about twice as fast both ways), on first use."""
     return OFFLINE_RECORD.compile()
-
-
-def _decode_error(raw: bytes, fast_error: c.ConstructError) -> DecodeError:
-    return _decode_error_of(OFFLINE_RECORD, _OFFSETS, raw, fast_error)
 
 
 def _decode_error_of(struct: c.Construct, offsets: dict[str, int], raw: bytes,
