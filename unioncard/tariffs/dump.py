@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from unioncard.tariffs.conditions import toml_string
-from unioncard.tariffs.model import EFFECT_FIELDS, EFFECT_NEEDS, Effect, Rule, RuleSet
+from unioncard.tariffs.model import EFFECT_NEEDS, Effect, Rule, RuleSet
 from unioncard.tariffs.money import format_rate
 
 __all__ = ["dumps"]
 
 
 def _effect(effect: Effect) -> list[str]:
-    lines = [f'kind = "{effect.kind}"']
-    for name in EFFECT_FIELDS[effect.kind]:
-        value = getattr(effect, name)
-        if name == "rate" and value:
+    """The canonical fields, and a needed one even at 0 (``price = 0``)."""
+    values = {**dict.fromkeys(EFFECT_NEEDS[effect.kind], 0), **effect.canonical()}
+    lines = [f'kind = "{values.pop("kind")}"']
+    for name, value in values.items():
+        if name == "rate":
             lines.append(f'percent = "{format_rate(value)[:-1]}"')
-        elif name != "rate" and (value or name in EFFECT_NEEDS[effect.kind]):
+        else:
             lines.append(f"{name} = {'true' if value is True else value}")
     return lines
 

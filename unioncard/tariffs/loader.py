@@ -19,8 +19,6 @@ from unioncard.tariffs.conditions import KEYS as WHEN_KEYS
 from unioncard.tariffs.conditions import Conditions
 from unioncard.tariffs.locate import Path, SourceMap
 from unioncard.tariffs.model import (
-    EFFECT_FIELDS,
-    EFFECT_NEEDS,
     MAX_CAP_FEN,
     RULE_ID,
     Caps,
@@ -29,6 +27,8 @@ from unioncard.tariffs.model import (
     Mode,
     Rule,
     RuleSet,
+    misplaced,
+    missing,
 )
 from unioncard.tariffs.money import Rounding, parse_fen, parse_percent
 
@@ -249,22 +249,22 @@ class _Builder:
             where = (*path, "kind") if "kind" in data else path
             self.error(where, f"effect.kind {raw_kind!r} is not one of: {kinds}", label)
             return None
+        given = [EFFECT_KEYS[key] for key in data if key in EFFECT_KEYS]
         values: dict[str, Any] = {"kind": kind}
         before = len(self.problems)
+        wrong = misplaced(kind, given)
         for key, value in data.items():
             name = EFFECT_KEYS.get(key)
             if name is None:
                 continue
-            if name not in EFFECT_FIELDS[kind]:
-                self.error((*path, key), f"effect.{key} is not used by a {kind} effect", label)
+            if name in wrong:
+                self.error((*path, key), wrong[name].format(key=key), label)
                 continue
             try:
                 if name == "rate" and "rate" in values:
                     raise ValueError("give one of percent and basis_points")
                 if name == "repeat" and not isinstance(value, bool):
                     raise ValueError("must be true or false")
-                if {name, *values} >= {"rate", "amount"} and kind is EffectKind.REBATE:
-                    raise ValueError("a rebate has a rate or an amount, not both")
                 if name == "rate":
                     value = _rate(key, value)
                 elif name != "repeat":
@@ -272,15 +272,9 @@ class _Builder:
                 values[name] = value
             except ValueError as exc:
                 self.error((*path, key), f"effect.{key}: {exc}", label)
-        if len(self.problems) > before:
-            return None
-        for name in EFFECT_NEEDS[kind]:
-            if name not in values:
-                key = "percent (or basis_points)" if name == "rate" else name
-                self.error(path, f"a {kind} effect needs effect.{key}", label)
-        if kind is EffectKind.REBATE and not {"rate", "amount"} & set(values):
-            self.error(path, "a rebate needs effect.percent, effect.basis_points or "
-                       "effect.amount", label)
+        if len(self.problems) == before:
+            for why in missing(kind, given):
+                self.error(path, why, label)
         if len(self.problems) > before:
             return None
         try:

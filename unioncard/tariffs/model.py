@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EFFECT_FIELDS", "EFFECT_NEEDS", "MAX_CAP_FEN", "RULE_ID", "Caps", "CardType",
            "Category", "Conditions", "Effect", "EffectKind", "MemberStatus", "Mode", "Period",
-           "Rule", "RuleSet"]
+           "Rule", "RuleSet", "misplaced", "missing"]
 
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_CAP_FEN = 10**15
@@ -93,6 +93,28 @@ EFFECT_NEEDS: dict[EffectKind, tuple[str, ...]] = {
     EffectKind.REBATE: (),
 }
 """The fields each kind needs (a rebate: exactly one of ``rate`` and ``amount``)."""
+_NEED_KEYS = {"rate": "percent (or basis_points)"}
+
+
+def misplaced(kind: EffectKind, given: list[str]) -> dict[str, str]:
+    """The fields of ``given`` (in order) an effect of ``kind`` cannot take, each with
+    why, in rule-file words (``{key}``: the key that gave the field)."""
+    out = {}
+    for index, name in enumerate(given):
+        if name not in EFFECT_FIELDS[kind]:
+            out[name] = f"effect.{{key}} is not used by a {kind} effect"
+        elif kind is EffectKind.REBATE and {"rate", "amount"} <= {*given[:index + 1]}:
+            out[name] = "effect.{key}: a rebate has a rate or an amount, not both"
+    return out
+
+
+def missing(kind: EffectKind, given: list[str]) -> list[str]:
+    """Why the fields ``given`` are not enough for an effect of ``kind``."""
+    out = [f"a {kind} effect needs effect.{_NEED_KEYS.get(name, name)}"
+           for name in EFFECT_NEEDS[kind] if name not in given]
+    if kind is EffectKind.REBATE and not {"rate", "amount"} & {*given}:
+        out.append("a rebate needs effect.percent, effect.basis_points or effect.amount")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +141,13 @@ class Effect:
             raise TariffError("repeat must be a boolean")
         if self.max_benefit is not None:
             check_int("max_benefit", self.max_benefit, 1, MAX_FEN)
-        for item in fields(self)[1:]:
-            if item.name not in EFFECT_FIELDS[kind] and getattr(self, item.name) != item.default:
-                raise TariffError(f"{item.name} is not used by a {kind} effect")
-        for name in EFFECT_NEEDS[kind]:
-            if name != "price" and not getattr(self, name):
-                raise TariffError(f"a {kind} effect needs a {name} above 0")
-        if kind is EffectKind.REBATE and (self.rate == 0) == (self.amount == 0):
-            raise TariffError("a rebate needs exactly one of a rate and an amount")
+        given = [f.name for f in fields(self)[1:] if getattr(self, f.name) != f.default]
+        if kind is EffectKind.PRICE and not self.price:
+            given.append("price")  # a price of 0 is a price: free
+        for name, why in misplaced(kind, given).items():
+            raise TariffError(why.format(key=name))
+        for why in missing(kind, given):
+            raise TariffError(why)
         if kind is EffectKind.REBATE and self.amount and self.max_benefit is not None:
             raise TariffError("max_benefit is not used by a fixed-amount rebate")
 
@@ -174,15 +195,9 @@ class Effect:
         return f"{format_fen(self.amount)} yuan rebate"
 
     def canonical(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": str(self.kind)}
-        for name in ("rate", "amount", "threshold", "price"):
-            if getattr(self, name):
-                out[name] = getattr(self, name)
-        if self.repeat:
-            out["repeat"] = True
-        if self.max_benefit is not None:
-            out["max_benefit"] = self.max_benefit
-        return out
+        """The kind and the fields it uses that are set, in rule-file order."""
+        used = {name: getattr(self, name) for name in EFFECT_FIELDS[self.kind]}
+        return {"kind": str(self.kind), **{name: v for name, v in used.items() if v}}
 
 
 @dataclass(frozen=True, slots=True)
