@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from records_doc import code_block, documented_dump, section  # tests/offline: test path
 
 from unioncard.crypto import emv
 from unioncard.errors import DecodeError
@@ -24,7 +25,6 @@ from unioncard.offline import (
     read_batch,
 )
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "records.md"
 TERMINAL = bytes.fromhex("310100001234")
 KNOWN_IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")  # docs/protocol.md §5
 KNOWN_UDK = bytes.fromhex("73AD54688CEF2934B0979857E3C719F1")
@@ -125,10 +125,10 @@ def test_to_dict_masks_the_pan():
 
 
 def test_documented_table_matches_the_declaration():
-    section = _section("## The EMV card record")
-    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\w+) \|", section, re.M)
+    table = section("## The EMV card record")
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\w+) \|", table, re.M)
     assert [(name, int(off), int(size)) for off, size, name in rows] == list(EMV_RECORD_LAYOUT)
-    paths = re.search(r"^\| meaning \| (.*) \|$", section, re.M)
+    paths = re.search(r"^\| meaning \| (.*) \|$", table, re.M)
     assert paths is not None
     assert [p.split(" (")[0] for p in paths.group(1).split(" | ")] == [
         p.label for p in EmvPath]
@@ -136,11 +136,11 @@ def test_documented_table_matches_the_declaration():
 
 def test_known_answer_record_in_the_docs_and_its_tc_verifies():
     scope: dict[str, object] = {}
-    exec(_code_block("# known-answer EMV record"), scope)
+    exec(code_block("# known-answer EMV record"), scope)
     record = scope["record"]
     assert isinstance(record, EmvRecord)
-    assert record.to_bytes() == _documented_dump()
-    assert EmvRecord.from_bytes(_documented_dump()) == record
+    assert record.to_bytes() == documented_dump("## An annotated EMV record")
+    assert EmvRecord.from_bytes(documented_dump("## An annotated EMV record")) == record
     udk = emv.derive_udk(KNOWN_IMK, record.pan, record.psn)
     assert emv.same_key(udk, KNOWN_UDK)  # the public option A vector
     ac = emv.application_cryptogram(emv.session_key(udk, record.atc),
@@ -194,7 +194,7 @@ def test_a_purse_only_batch_file_as_earlier_releases_wrote_it_still_reads():
 
 def test_the_documented_standard_library_reader_refuses_an_emv_record(tmp_path: Path):
     scope: dict[str, object] = {}
-    exec(_code_block("# read a batch without unioncard"), scope)
+    exec(code_block("# read a batch without unioncard"), scope)
     path = tmp_path / "b.ucb"
     path.write_bytes(encode_batch(TERMINAL, 1, dt.datetime(2026, 5, 1), [purse_record()]))
     assert [r["tac"] for r in scope["read_records"](path)] == ["1A2B3C4D"]  # type: ignore[operator]
@@ -213,30 +213,6 @@ def test_replacing_a_field_keeps_validation():
 
 def _fields(record: OfflineRecord) -> dict[str, object]:
     return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
-
-
-def _section(heading: str) -> str:
-    text = DOC.read_text(encoding="utf-8")
-    start = text.index(heading)
-    end = text.find("\n## ", start + len(heading))
-    return text[start:] if end < 0 else text[start:end]
-
-
-def _code_block(first_line: str) -> str:
-    blocks = re.findall(r"```\w*\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    matches = [block for block in blocks if block.startswith(first_line + "\n")]
-    assert len(matches) == 1, f"one code block starting with {first_line!r}"
-    return matches[0]
-
-
-def _documented_dump() -> bytes:
-    blocks = re.findall(r"```text\n(.*?)```", _section("## An annotated EMV record"), re.S)
-    assert len(blocks) == 1
-    raw = bytearray()
-    for line in blocks[0].splitlines():
-        assert int(line[:3]) == len(raw), f"offset column of {line!r}"
-        raw += bytes.fromhex(line[5:52])
-    return bytes(raw)
 
 
 def test_paths_by_the_kernel_s_names():

@@ -9,11 +9,11 @@ import re
 import subprocess
 import sys
 import zlib
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from records_doc import code_block, documented_dump, section  # tests/offline: test path
 
 from unioncard.errors import DecodeError
 from unioncard.offline import (
@@ -26,8 +26,6 @@ from unioncard.offline import (
 )
 from unioncard.offline.record import _compiled
 from unioncard.testing.record_strategies import offline_records
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "records.md"
 
 
 def purchase(**changes: object) -> OfflineRecord:
@@ -90,7 +88,7 @@ def test_the_record_is_256_bytes_and_fields_sit_at_their_documented_offsets():
 
 
 def test_documented_table_matches_the_declaration():
-    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\w+) \|", _section("## The record"), re.M)
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\w+) \|", section("## The record"), re.M)
     assert [(name, int(off), int(size)) for off, size, name in rows] == list(RECORD_LAYOUT)
 
 
@@ -99,7 +97,7 @@ def test_documented_modes_rounding_and_types_agree_with_the_engine():
     from unioncard.tariffs.model import Mode
     from unioncard.tariffs.money import ROUNDING_CODES
 
-    modes = re.search(r"^\| meaning \| (.*) \|$", _section("## The record"), re.M)
+    modes = re.search(r"^\| meaning \| (.*) \|$", section("## The record"), re.M)
     assert modes is not None
     assert modes.group(1).split(" | ") == ["load"] + [m.label for m in sorted(Mode)]
     assert [m.value for m in sorted(Mode)] == list(range(1, 8))
@@ -152,11 +150,11 @@ def test_reserved_bytes_are_ignored_on_read_and_written_as_zeros():
 
 def test_known_answer_record_in_the_docs():
     scope: dict[str, object] = {}
-    exec(_code_block("# known-answer record"), scope)
+    exec(code_block("# known-answer record"), scope)
     record = scope["record"]
     assert isinstance(record, OfflineRecord)
-    assert record.to_bytes() == _documented_dump()
-    assert OfflineRecord.from_bytes(_documented_dump()) == record
+    assert record.to_bytes() == documented_dump("## An annotated record")
+    assert OfflineRecord.from_bytes(documented_dump("## An annotated record")) == record
 
 
 # --- refusals when decoding ----------------------------------------------------------
@@ -329,31 +327,3 @@ def test_importing_offline_loads_neither_the_tariff_engine_nor_numba_nor_pyscard
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True, timeout=60)
     assert done.stdout.strip() == "[]"
-
-
-# --- documentation helpers -----------------------------------------------------------
-
-
-def _section(heading: str) -> str:
-    text = DOC.read_text(encoding="utf-8")
-    start = text.index(heading + "\n") if heading + "\n" in text else text.index(heading)
-    end = text.find("\n## ", start + len(heading))
-    return text[start:] if end < 0 else text[start:end]
-
-
-def _code_block(first_line: str) -> str:
-    blocks = re.findall(r"```\w*\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    matches = [block for block in blocks if block.startswith(first_line + "\n")]
-    assert len(matches) == 1, f"one code block starting with {first_line!r}"
-    return matches[0]
-
-
-def _documented_dump() -> bytes:
-    """The annotated dump: offset (3 digits), then up to 16 hex bytes in columns 5..51."""
-    blocks = re.findall(r"```text\n(.*?)```", _section("## An annotated record"), re.S)
-    assert len(blocks) == 1
-    raw = bytearray()
-    for line in blocks[0].splitlines():
-        assert int(line[:3]) == len(raw), f"offset column of {line!r}"
-        raw += bytes.fromhex(line[5:52])
-    return bytes(raw)

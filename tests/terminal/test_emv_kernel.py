@@ -3,40 +3,40 @@ the TVR, TSI and decision of each branch (EMV Book 3 §10; docs/emv-kernel.md)."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from emv_script import (  # tests/terminal is on the test path (pyproject.toml)
+    AID,
+    AID_SELECT,
+    CA_INDEX,
+    GPO_CONTACT,
+    IMK,
+    KEYS,
+    MEMBER_SELECT,
+    NOW,
+    PAN,
+    PSE_FCI,
+    PSE_SELECT,
+    UN,
+    ScriptedCard,
+    cdol1_data,
+    drive,
+    generate_ac,
+    hexof,
+    p,
+    pin_ok,
+    qpboc_gpo,
+    qpboc_start,
+    sale,
+    start,
+    t,
+    velocity,
+)
 
 from unioncard.crypto import emv, oda
 from unioncard.terminal.emv import CapkStore, EmvPurchase, EmvSettings
 from unioncard.terminal.emv.flags import TSI, TVR
 from unioncard.terminal.issuer_host import Account, SimulatedIssuer
 from unioncard.terminal.session import Decision
-
-
-def _script_module():  # tests/terminal is not a package: the scripted card is loaded by path
-    name = "emv_script"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(
-            "emv_script.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-es = _script_module()
-AID, AID_SELECT, CA_INDEX, IMK, KEYS = es.AID, es.AID_SELECT, es.CA_INDEX, es.IMK, es.KEYS
-MEMBER_SELECT, PAN, PPSE_SELECT, PSE_SELECT = es.MEMBER_SELECT, es.PAN, es.PPSE_SELECT, \
-    es.PSE_SELECT
-ScriptedCard, drive, hexof, p, t = es.ScriptedCard, es.drive, es.hexof, es.p, es.t
-
-NOW, UN, CAPKS, GPO_CONTACT = es.NOW, es.UN, es.CAPKS, es.GPO_CONTACT
-PSE_FCI, PPSE_FCI = es.PSE_FCI, es.PPSE_FCI
-cdol1_data, generate_ac, sale, start = es.cdol1_data, es.generate_ac, es.sale, es.start
-velocity, pin_ok, qpboc_gpo, qpboc_start = es.velocity, es.pin_ok, es.qpboc_gpo, es.qpboc_start
 
 
 def test_contact_sda_pin_online_approval_with_external_authenticate() -> None:

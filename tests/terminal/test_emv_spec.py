@@ -6,9 +6,30 @@ card action analysis), PBOC qPBOC (the card's decision in its IAD, the TTQ)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from emv_script import (  # tests/terminal is on the test path (pyproject.toml)
+    AID,
+    AID_SELECT,
+    CDOL1,
+    GPO_CONTACT,
+    IMK,
+    MEMBER_SELECT,
+    PSE_FCI,
+    PSE_SELECT,
+    UN,
+    ScriptedCard,
+    cdol1_data,
+    drive,
+    generate_ac,
+    hexof,
+    p,
+    pin_ok,
+    qpboc_gpo,
+    qpboc_start,
+    sale,
+    start,
+    t,
+    velocity,
+)
 
 from unioncard.commands.card_emv import payment_lines
 from unioncard.crypto import emv, oda
@@ -17,25 +38,6 @@ from unioncard.terminal.emv.flags import TVR
 from unioncard.terminal.emv.risk import random_selection
 from unioncard.terminal.issuer_host import SimulatedIssuer
 from unioncard.terminal.session import Decision
-
-
-def _script_module():  # tests/terminal is not a package: the scripted card is loaded by path
-    name = "emv_script"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(
-            "emv_script.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-es = _script_module()
-AID, AID_SELECT, IMK, MEMBER_SELECT = es.AID, es.AID_SELECT, es.IMK, es.MEMBER_SELECT
-PSE_SELECT, PSE_FCI, GPO_CONTACT = es.PSE_SELECT, es.PSE_FCI, es.GPO_CONTACT
-ScriptedCard, drive, hexof, p, t = es.ScriptedCard, es.drive, es.hexof, es.p, es.t
-cdol1_data, generate_ac, sale, start = es.cdol1_data, es.generate_ac, es.sale, es.start
-velocity, pin_ok, qpboc_gpo, qpboc_start = es.velocity, es.pin_ok, es.qpboc_gpo, es.qpboc_start
 
 EC_GPO = GPO_CONTACT.replace("000000010000", "000000005000")
 EC_BALANCE = "9F7906000000010000" "9000"
@@ -184,9 +186,9 @@ def test_a_ddol_without_the_unpredictable_number_fails_dda_without_internal_auth
 
 
 def test_a_cdol_may_name_card_data_the_icc_dynamic_number_of_dda() -> None:
-    cdol1 = es.CDOL1 + bytes.fromhex("9F4C08" "8202")  # Book 3 §5.4: ICC data in a DOL
+    cdol1 = CDOL1 + bytes.fromhex("9F4C08" "8202")  # Book 3 §5.4: ICC data in a DOL
     card = ScriptedCard(aip="3C00", cdol1=cdol1)
-    sdad = oda.sign_sdad(card.icc_key(), b"\x00\x07", es.UN)
+    sdad = oda.sign_sdad(card.icc_key(), b"\x00\x07", UN)
     data = cdol1_data("0000008000") + bytes.fromhex("0007000000000000" "3C00")
     script = [*start(card), ("008800000411223344" "00", hexof(p(0x80, sdad)) + "9000"),
               *pin_ok(), *velocity(card),
