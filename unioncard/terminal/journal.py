@@ -401,19 +401,27 @@ class TransactionJournal:
         journal, so one journal is one load terminal).  Nothing is written here: the
         journal remembers the id in the commit that begins its first load, so a load that
         never starts (the card could not be opened) binds nothing."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'load_terminal_id'"
-                               ).fetchone()
+        return self._bound_terminal_id("load_terminal_id", given, first=f"load on {self.path}",
+                                       point="load point", later="loads", role="load terminal")
+
+    def _bound_terminal_id(self, key: str, given: bytes | None, *, first: str, point: str,
+                           later: str, role: str) -> bytes:
+        """The terminal id remembered under meta ``key``, or ``given`` when none is yet;
+        `JournalError` when neither is, or when ``given`` is another (the errors name the
+        ``first`` transaction, the ``point`` that gives the id, the ``later`` transactions
+        and the terminal's ``role``)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         if row is None:
             if given is None:
                 raise JournalError(
-                    f"the first load on {self.path} needs this load point's terminal id "
-                    "(--terminal-id, 12 hex digits); later loads reuse it")
+                    f"the first {first} needs this {point}'s terminal id "
+                    f"(--terminal-id, 12 hex digits); later {later} reuse it")
             return given
-        remembered = _meta_bytes(self.path, "load_terminal_id", row[0], 6)
+        remembered = _meta_bytes(self.path, key, row[0], 6)
         if given is not None and given != remembered:
             raise JournalError(
-                f"{self.path} is the journal of load terminal {row[0]}, not "
-                f"{given.hex().upper()}: give each load point its own journal")
+                f"{self.path} is the journal of {role} {row[0]}, not "
+                f"{given.hex().upper()}: give each {point} its own journal")
         return remembered
 
     def write(self, step: Journal) -> JournalReceipt:
@@ -510,20 +518,9 @@ class TransactionJournal:
     def emv_terminal_id(self, given: bytes | None) -> bytes:
         """The terminal id this journal's EMV sales carry: the one given the first time,
         remembered (in the commit of the first sale), and the same ever after."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'emv_terminal_id'"
-                               ).fetchone()
-        if row is None:
-            if given is None:
-                raise JournalError(
-                    f"the first EMV sale journaled in {self.path} needs this POS's terminal "
-                    "id (--terminal-id, 12 hex digits); later sales reuse it")
-            return given
-        remembered = _meta_bytes(self.path, "emv_terminal_id", row[0], 6)
-        if given is not None and given != remembered:
-            raise JournalError(
-                f"{self.path} is the journal of POS terminal {row[0]}, not "
-                f"{given.hex().upper()}: give each POS its own journal")
-        return remembered
+        return self._bound_terminal_id("emv_terminal_id", given,
+                                       first=f"EMV sale journaled in {self.path}", point="POS",
+                                       later="sales", role="POS terminal")
 
     def record_emv_sale(self, terminal_id: bytes | None,
                         make: Callable[[bytes, int], EmvRecord]) -> tuple[int, EmvRecord]:
