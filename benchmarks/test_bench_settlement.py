@@ -36,13 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from bench_report import Report
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from bench_report import BULK, Report, openssl_block_rate
 
 from unioncard.crypto import Keystore
-from unioncard.crypto.des import TripleDES
 from unioncard.settlement import RunInputs, settle
 from unioncard.settlement.generate import DayPlan
 from unioncard.settlement.tackeys import TAC_KEYS
@@ -50,7 +47,6 @@ from unioncard.settlement.tackeys import TAC_KEYS
 BIG = 5_000_000
 CLI_DAY = 1_000_000
 SAMPLE = 20_000
-BULK = 8 << 20  # bytes of one-key bulk encryption (as test_bench_tac.py)
 TARGET, GOAL = 500_000, 1_000_000  # fast path records/s, one core
 RATIO_TARGET = 5.0  # fast path ÷ reference path
 CLI_FRACTION = 0.08  # a CLI run of the 1M day, as a fraction of the OpenSSL limit
@@ -280,18 +276,7 @@ def test_openssl_limit(benchmark):
     """OpenSSL DES through `cryptography`: one key, ECB, a large buffer (the absolute upper
     limit of a TAC check, as benchmarks/test_bench_tac.py measures it)."""
     benchmark.group = "settlement"
-    data = np.random.default_rng(1).integers(0, 256, BULK, dtype=np.uint8).tobytes()
-    cipher = Cipher(TripleDES(bytes.fromhex("133457799BBCDFF1") * 3), modes.ECB())
-    check = cipher.encryptor().update(bytes.fromhex("0123456789ABCDEF"))
-    assert check == bytes.fromhex("85E813540F0AB405")  # K‖K‖K is single DES
-
-    def run() -> bytes:
-        encryptor = cipher.encryptor()
-        return encryptor.update(data) + encryptor.finalize()
-
-    out = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
-    assert len(out) == BULK
-    figures["openssl_blocks"] = (BULK // 8) / report.median("openssl", benchmark)
+    figures["openssl_blocks"] = openssl_block_rate(benchmark, report, "openssl")
 
 
 # ---- (b) the fast path on the big day ----

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bench_report import Report
+from bench_report import BULK, Report, openssl_block_rate
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from unioncard.crypto import purse
@@ -56,7 +56,6 @@ from unioncard.crypto.tac_batch import (
 N = 1_000_000
 CARDS = 100_000
 SAMPLE = 20_000
-BULK = 8 << 20  # bytes of one-key bulk encryption
 TARGET = 500_000  # records verified per second, end to end, one core
 
 report = Report("TAC verification: numba batch path vs OpenSSL DES and the reference")
@@ -179,18 +178,7 @@ def _emit(request):
 def test_openssl_bulk_block_rate(benchmark):
     """The absolute upper limit through `cryptography`: one key, ECB, a large buffer."""
     benchmark.group = "bulk DES blocks"
-    data = np.random.default_rng(1).integers(0, 256, BULK, dtype=np.uint8).tobytes()
-    cipher = Cipher(TripleDES(bytes.fromhex("133457799BBCDFF1") * 3), modes.ECB())
-    check = cipher.encryptor().update(bytes.fromhex("0123456789ABCDEF"))
-    assert check == bytes.fromhex("85E813540F0AB405")  # K‖K‖K is single DES
-
-    def run() -> bytes:
-        encryptor = cipher.encryptor()
-        return encryptor.update(data) + encryptor.finalize()
-
-    out = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
-    assert len(out) == BULK
-    rates["openssl_bulk"] = _rate(BULK // 8, report.median("openssl_bulk", benchmark))
+    rates["openssl_bulk"] = openssl_block_rate(benchmark, report, "openssl_bulk")
 
 
 def _libcrypto() -> Any:
