@@ -238,6 +238,14 @@ class FileSystem:
                 return child
         return None
 
+    def cyclic_child(self, df_path: str, fid: int) -> Node:
+        """The cyclic EF ``fid`` of the DF ``df_path`` (an application's log); `LookupError`
+        when there is none."""
+        node = self.child_by_fid(df_path, fid)
+        if node is None or node.ef.kind is not FileKind.CYCLIC:
+            raise LookupError(f"{df_path} has no cyclic log EF {fid:04X}")
+        return node
+
     def child_by_sfi(self, df_path: str, sfi: int) -> Node | None:
         for child in self.children(df_path):
             if isinstance(child.spec, EF) and child.spec.sfi == sfi:

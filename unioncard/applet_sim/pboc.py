@@ -26,7 +26,7 @@ from typing import Any
 from unioncard.apdu import SW, CommandAPDU, dol
 from unioncard.apdu.tlv import Tlv, decode, encode_length
 from unioncard.applet_sim.base import Application, CardServices, Reply, application_label, sw
-from unioncard.applet_sim.files import FileKind, Node, append_cyclic, read_record, record_count
+from unioncard.applet_sim.files import Node, append_cyclic, read_record, record_count
 from unioncard.applet_sim.nvm import Step
 from unioncard.crypto import emv, oda
 from unioncard.errors import CryptoError, DecodeError
@@ -393,10 +393,7 @@ class PbocApplication(Application):
 
     @property
     def log_file(self) -> Node:
-        node = self.card.fs.child_by_fid(self.node.path, self.config.log_fid)
-        if node is None or node.ef.kind is not FileKind.CYCLIC:
-            raise LookupError(f"{self.node.path} has no cyclic log EF {self.config.log_fid:04X}")
-        return node
+        return self.card.fs.cyclic_child(self.node.path, self.config.log_fid)
 
     def log(self) -> list[dict[int, bytes]]:
         """The transaction log, newest first, each entry by tag (``9F4F``)."""

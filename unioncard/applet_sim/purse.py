@@ -28,7 +28,6 @@ from unioncard.apdu import purse as ap
 from unioncard.apdu.purse import KEY_INDEX, InitKind, PurseP2, TransactionType
 from unioncard.applet_sim.base import Application, CardServices, Reply, application_label, sw
 from unioncard.applet_sim.files import (
-    FileKind,
     Node,
     append_cyclic,
     read_record,
@@ -234,10 +233,7 @@ class PurseApplication(Application):
 
     @property
     def log_file(self) -> Node:
-        node = self.card.fs.child_by_fid(self.node.path, self.config.log_fid)
-        if node is None or node.ef.kind is not FileKind.CYCLIC:
-            raise LookupError(f"{self.node.path} has no cyclic log EF {self.config.log_fid:04X}")
-        return node
+        return self.card.fs.cyclic_child(self.node.path, self.config.log_fid)
 
     def log(self) -> list[LogRecord]:
         """The transaction log, newest first."""
