@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from unioncard.apdu import SW, ResponseAPDU
-from unioncard.terminal.card import card_send
+from unioncard.terminal.card import SubFlow, card_send
 from unioncard.terminal.emv import commands as cmd
 from unioncard.terminal.emv.data import CardData, CvmRule, parse_cvm_list
 from unioncard.terminal.emv.flags import TVR
@@ -26,8 +25,6 @@ from unioncard.terminal.emv.settings import EmvSettings
 from unioncard.terminal.session import Send
 
 __all__ = ["CvmOutcome", "Method", "contactless_cvm", "verify_cardholder"]
-
-SubFlow = Generator[Send, ResponseAPDU, Any]
 
 
 class Method:

@@ -24,24 +24,21 @@ PROCESSING OPTIONS with ``6985`` is left out and selection starts over (``exclud
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from unioncard.apdu import SW, ResponseAPDU, tlv
 from unioncard.apdu.status import describe as describe_sw
 from unioncard.errors import DecodeError
-from unioncard.terminal.card import card_send
+from unioncard.terminal.card import SubFlow, card_send
 from unioncard.terminal.emv import commands as cmd
 from unioncard.terminal.emv.settings import AidEntry, EmvSettings
-from unioncard.terminal.session import Decision, Refused, Send
+from unioncard.terminal.session import Decision, Refused
 
 __all__ = ["PPSE", "PSE", "Candidate", "Selected", "select_application"]
 
 PSE, PPSE = b"1PAY.SYS.DDF01", b"2PAY.SYS.DDF01"
 DIRECTORY_RECORDS_MAX = 32
-
-SubFlow = Generator[Send, ResponseAPDU, Any]
 
 
 @dataclass(frozen=True, slots=True)
