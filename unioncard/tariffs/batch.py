@@ -22,7 +22,7 @@ import numpy as np
 from unioncard.errors import TariffError
 from unioncard.tariffs import kernel as K
 from unioncard.tariffs.conditions import CLOCK, CONDITIONS, DATE, TIME_OF_DAY, WEEKDAY, OneOf
-from unioncard.tariffs.context import FIELDS, QuoteContext
+from unioncard.tariffs.context import FIELDS, OPTIONAL, QuoteContext
 from unioncard.tariffs.engine import UsageBook
 from unioncard.tariffs.loader import default_rules
 from unioncard.tariffs.model import Mode, Period, RuleSet
@@ -55,9 +55,9 @@ def _column(name: str, value: Any, n: int) -> np.ndarray:
     if value is None or isinstance(value, (list, tuple)):
         value = [-1 if v is None else v for v in value] if value is not None else -1
     array = np.asarray(value)
-    if array.dtype.kind not in "iu" and array.size:
-        raise TariffError(f"column {name} must hold {'integers' if spec.enum else spec.what}")
-    return np.full(n, array, np.int64) if array.ndim == 0 else array.astype(np.int64, copy=False)
+    if array.size == 0:
+        array = array.astype(np.int64)
+    return np.full(n, array, array.dtype) if array.ndim == 0 else array
 
 
 class ContextBatch:
@@ -89,11 +89,11 @@ class ContextBatch:
             elif spec.kind == "text" and column.dtype.kind not in "US":
                 raise TariffError(f"column {name} must be a numpy str array ('' for none)")
             elif spec.kind == "int":
-                lo = -1 if QuoteContext.__dataclass_fields__[name].default is None else spec.lo
-                if column.dtype.kind not in "iu":
-                    raise TariffError(f"column {name} must hold integers")
-                if n and (column.min() < lo or column.max() > spec.hi):
-                    raise TariffError(f"column {name} has values outside {lo}..{spec.hi}")
+                lo = -1 if name in OPTIONAL else spec.lo
+                if column.dtype.kind not in "iu" or (n and (column.min() < lo
+                                                            or column.max() > spec.hi)):
+                    none = " (-1 for none)" if name in OPTIONAL else ""
+                    raise TariffError(f"column {name} must hold {spec.ints()}{none}")
                 column = column.astype(np.int64, copy=False)
             out[name] = column
         object.__setattr__(self, "_columns", out)

@@ -12,7 +12,7 @@ from unioncard.errors import TariffError
 from unioncard.tariffs.model import MemberStatus, Mode
 from unioncard.tariffs.money import MAX_FEN, Rounding
 
-__all__ = ["FIELDS", "AppliedRule", "FieldSpec", "Quote", "QuoteContext"]
+__all__ = ["FIELDS", "OPTIONAL", "AppliedRule", "FieldSpec", "Quote", "QuoteContext"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,11 @@ class FieldSpec:
     what: str = "an integer"
     enum: type[IntEnum] | None = None
     max_bytes: int = 0
+
+    def ints(self, optional: bool = False) -> str:
+        """What an integer field holds, as its errors say: ``an integer 0..255 or None``."""
+        bounds = "" if self.enum else f" {self.lo}..{self.hi}"
+        return f"{self.what}{bounds}{' or None' if optional else ''}"
 
 
 def _int(lo: int, hi: int, what: str = "an integer") -> dict[str, FieldSpec]:
@@ -73,17 +78,16 @@ class QuoteContext:
                                      metadata={"spec": FieldSpec("text", max_bytes=48)})
 
     def __post_init__(self) -> None:
-        for name, spec, optional in _CHECKS:
+        for name, spec in FIELDS.items():
             value = getattr(self, name)
-            if value is None and optional:
+            if value is None and name in OPTIONAL:
                 continue
             if spec.kind == "int":
                 if (not isinstance(value, int) or isinstance(value, bool)
                         or not spec.lo <= value <= spec.hi):
                     label = name.replace("_", " ") if spec.enum else name
-                    bounds = "" if spec.enum else f" {spec.lo}..{spec.hi}"
-                    none = " or None" if optional else ""
-                    raise TariffError(f"{label} must be {spec.what}{bounds}{none}, not {value!r}")
+                    raise TariffError(f"{label} must be {spec.ints(name in OPTIONAL)}, "
+                                      f"not {value!r}")
                 if spec.enum is not None:
                     object.__setattr__(self, name, spec.enum(value))
             elif spec.kind == "text" and _bad_text(spec, value):
@@ -99,7 +103,8 @@ class QuoteContext:
 
 FIELDS: dict[str, FieldSpec] = {f.name: f.metadata["spec"] for f in fields(QuoteContext)}
 """Each context field's spec, in declared order."""
-_CHECKS = tuple((f.name, f.metadata["spec"], f.default is None) for f in fields(QuoteContext))
+OPTIONAL = frozenset(f.name for f in fields(QuoteContext) if f.default is None)
+"""The fields that may be ``None`` (``-1`` or ``""`` in a batch column)."""
 
 
 @dataclass(frozen=True, slots=True)
