@@ -44,7 +44,6 @@ from unioncard.errors import DecodeError
 from unioncard.offline.record import (
     CRC_OFFSET,
     MAX_RULES,
-    RECORD_SIZE,
     _BcdTime,
     _Crc32,
     _fail,
@@ -59,6 +58,8 @@ from unioncard.offline.record import (
     check_text,
     check_when,
     construct_record,
+    layout_of,
+    offsets_of,
     parse_fields,
 )
 
@@ -187,22 +188,10 @@ EMV_RECORD = c.Struct(
 )
 """Format version 1 of the EMV card record, 256 bytes (docs/records.md)."""
 
-
-def _layout() -> tuple[tuple[str, int, int], ...]:
-    rows, offset = [], 0
-    for sub in EMV_RECORD.subcons:
-        rows.append((sub.name, offset, sub.sizeof()))
-        offset += sub.sizeof()
-    if offset != RECORD_SIZE:  # pragma: no cover - a wrong declaration fails on import
-        raise RuntimeError(f"EMV_RECORD is {offset} bytes, not {RECORD_SIZE}")
-    return tuple(rows)
-
-
-EMV_RECORD_LAYOUT = _layout()
+EMV_RECORD_LAYOUT = layout_of(EMV_RECORD, "EMV_RECORD")
 """(field, offset, size) of every field of `EMV_RECORD`, in order."""
 
-_OFFSETS = {name: offset for name, offset, _ in EMV_RECORD_LAYOUT}
-_OFFSETS["when"] = _OFFSETS["date"]
+_OFFSETS = offsets_of(EMV_RECORD_LAYOUT)
 _BYTES_FIELDS = {"terminal_id": 6, "ac": 8, "terminal_country": 2, "tvr": 5, "currency": 2,
                  "unpredictable_number": 4, "aip": 2, "ruleset_version": 32}
 _INT_FIELDS = {"terminal_seq": 4, "cid": 1, "amount_other": 4, "transaction_type": 1,

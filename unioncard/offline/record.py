@@ -70,6 +70,8 @@ __all__ = [
     "check_when",
     "construct_record",
     "decode_record",
+    "layout_of",
+    "offsets_of",
     "parse_fields",
 ]
 
@@ -262,22 +264,30 @@ values and name the failing field and its offset.
 """
 
 
-def _layout() -> tuple[tuple[str, int, int], ...]:
+def layout_of(struct: c.Struct, name: str) -> tuple[tuple[str, int, int], ...]:
+    """(field, offset, size) of every field of the record layout ``struct`` (called
+    ``name``), in order; a layout that is not `RECORD_SIZE` bytes fails on import."""
     rows, offset = [], 0
-    for sub in OFFLINE_RECORD.subcons:
+    for sub in struct.subcons:
         size = sub.sizeof()
         rows.append((sub.name, offset, size))
         offset += size
     if offset != RECORD_SIZE:  # pragma: no cover - a wrong declaration fails on import
-        raise RuntimeError(f"OFFLINE_RECORD is {offset} bytes, not {RECORD_SIZE}")
+        raise RuntimeError(f"{name} is {offset} bytes, not {RECORD_SIZE}")
     return tuple(rows)
 
 
-RECORD_LAYOUT = _layout()
+def offsets_of(layout: tuple[tuple[str, int, int], ...]) -> dict[str, int]:
+    """Each field's offset by name, ``when`` at the date's (for errors that name a field)."""
+    offsets = {name: offset for name, offset, _ in layout}
+    offsets["when"] = offsets["date"]
+    return offsets
+
+
+RECORD_LAYOUT = layout_of(OFFLINE_RECORD, "OFFLINE_RECORD")
 """(field, offset, size) of every field of `OFFLINE_RECORD`, in order."""
 
-_OFFSETS = {name: offset for name, offset, _ in RECORD_LAYOUT}
-_OFFSETS["when"] = _OFFSETS["date"]
+_OFFSETS = offsets_of(RECORD_LAYOUT)
 _PATH_FIELD = re.compile(r"-> (\w+)")
 
 
