@@ -21,6 +21,7 @@ from unioncard.tariffs.money import Rounding
 __all__ = ["EPOCH_ORDINAL", "Usage", "UsageBook", "UsageHistory", "combine", "period_key", "quote",
            "quote_sequence"]
 
+
 def period_key(period: Period, at: datetime) -> int:
     """The cap window ``at`` falls in: days since 1970-01-01, or ``year × 12 + month − 1``.
 

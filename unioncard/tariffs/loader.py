@@ -19,14 +19,14 @@ from unioncard.tariffs.conditions import KEYS as WHEN_KEYS
 from unioncard.tariffs.conditions import Conditions
 from unioncard.tariffs.locate import Path, SourceMap
 from unioncard.tariffs.model import (
-    MAX_CAP_FEN,
-    RULE_ID,
+    CAP_LIMITS,
     Caps,
     Effect,
     EffectKind,
     Mode,
     Rule,
     RuleSet,
+    check_id,
     misplaced,
     missing,
 )
@@ -42,7 +42,7 @@ EFFECT_KEYS = {"percent": "rate", "basis_points": "rate", "threshold": "threshol
                "amount": "amount", "repeat": "repeat", "price": "price",
                "max_benefit": "max_benefit"}
 """Keys of ``[rule.effect]`` (besides ``kind``) and the `Effect` field each gives."""
-CAP_KEYS = ("daily_count", "daily_amount", "monthly_count", "monthly_amount")
+CAP_KEYS = tuple(CAP_LIMITS)
 RULESET_KEYS = ("name", "description", "rounding")
 _TOML_LINE = re.compile(r"at line (\d+)")
 
@@ -182,9 +182,11 @@ class _Builder:
         self.unknown(data, RULE_KEYS, base, "", label)
         if "id" not in data:
             self.error(base, "missing id", label)
-        elif not isinstance(rule_id, str) or RULE_ID.fullmatch(rule_id) is None:
-            self.error((*base, "id"), f"id {rule_id!r} must be 1-64 letters, digits, '.', '_' "
-                       "or '-', starting with a letter or digit", label)
+        else:
+            try:
+                check_id(rule_id)
+            except TariffError as exc:
+                self.error((*base, "id"), str(exc), label)
         mode: Mode | None = None
         if "mode" not in data:
             self.error(base, "missing mode", label)
@@ -291,8 +293,7 @@ class _Builder:
         values: dict[str, int] = {}
         for key in set(CAP_KEYS) & set(data):
             try:
-                hi = 10**9 if key.endswith("count") else MAX_CAP_FEN
-                values[key] = parse_fen(data[key], positive=True, hi=hi)
+                values[key] = parse_fen(data[key], positive=True, hi=CAP_LIMITS[key])
             except ValueError as exc:
                 self.error((*path, key), f"cap.{key}: {exc}", label)
         if not values:

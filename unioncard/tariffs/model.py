@@ -30,12 +30,22 @@ from unioncard.tariffs.money import (
 if TYPE_CHECKING:
     from unioncard.tariffs.context import QuoteContext
 
-__all__ = ["EFFECT_FIELDS", "EFFECT_NEEDS", "MAX_CAP_FEN", "RULE_ID", "Caps", "CardType",
-           "Category", "Conditions", "Effect", "EffectKind", "MemberStatus", "Mode", "Period",
-           "Rule", "RuleSet", "misplaced", "missing"]
+__all__ = ["CAP_LIMITS", "EFFECT_FIELDS", "EFFECT_NEEDS", "MAX_CAP_FEN", "RULE_ID", "Caps",
+           "CardType", "Category", "Conditions", "Effect", "EffectKind", "MemberStatus", "Mode",
+           "Period", "Rule", "RuleSet", "check_id", "misplaced", "missing"]
 
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_CAP_FEN = 10**15
+CAP_LIMITS = {"daily_count": 10**9, "daily_amount": MAX_CAP_FEN, "monthly_count": 10**9,
+              "monthly_amount": MAX_CAP_FEN}
+"""The fields of `Caps` (``[rule.cap]`` keys) and the largest value of each."""
+
+
+def check_id(rule_id: object) -> None:
+    """:class:`TariffError` unless ``rule_id`` is a valid rule id."""
+    if not isinstance(rule_id, str) or RULE_ID.fullmatch(rule_id) is None:
+        raise TariffError(f"id {rule_id!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit")
 
 
 class Mode(IntEnum):
@@ -217,7 +227,7 @@ class Caps:
             raise TariffError("a cap needs at least one of daily/monthly count/amount")
         for name, value in limits.items():
             if value is not None:
-                check_int(name, value, 1, 10**9 if name.endswith("count") else MAX_CAP_FEN)
+                check_int(name, value, 1, CAP_LIMITS[name])
 
     def windows(self) -> tuple[tuple[Period, int | None, int | None], ...]:
         """The capped periods as ``(period, max count, max amount)``."""
@@ -258,9 +268,7 @@ class Rule:
     _floor: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or RULE_ID.fullmatch(self.id) is None:
-            raise TariffError(f"rule id {self.id!r} must be 1-64 letters, digits, '.', '_' or "
-                              "'-', starting with a letter or digit")
+        check_id(self.id)
         if not isinstance(self.mode, Mode):
             raise TariffError(f"rule {self.id!r}: mode must be a Mode, not {self.mode!r}")
         if not isinstance(self.effect, Effect) or not isinstance(self.when, Conditions):
