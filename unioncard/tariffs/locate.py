@@ -155,34 +155,19 @@ class SourceMap:
     def _skip_string(text: str, i: int, line: int) -> tuple[int, int]:
         """Skip the string starting at ``i``; returns the index after it and the line."""
         quote = text[i]
-        triple = text.startswith(quote * 3, i)
-        if triple:
-            j = i + 3
-            while True:
-                end = text.find(quote * 3, j)
-                if end < 0:
-                    return len(text), line + text.count("\n", i)
-                if quote == '"' and _escaped(text, end):
-                    j = end + 1
-                    continue
-                end += 3
-                while end < len(text) and text[end] == quote:  # up to two more quotes
-                    end += 1
-                return end, line + text.count("\n", i, end)
-        j = i + 1
-        while j < len(text) and text[j] != "\n":
+        delimiter = quote * 3 if text.startswith(quote * 3, i) else quote
+        j = i + len(delimiter)
+        while j < len(text):
             if text[j] == "\\" and quote == '"':
-                j += 2
+                j += 2  # an escaped character, never the end
                 continue
-            if text[j] == quote:
-                return j + 1, line
+            if text.startswith(delimiter, j):
+                j += len(delimiter)
+                while len(delimiter) == 3 and j < len(text) and text[j] == quote:
+                    j += 1  # up to two quotes just before the closing three
+                break
+            if text[j] == "\n" and len(delimiter) == 1:
+                break  # an unterminated one-line string
             j += 1
-        return j, line
-
-
-def _escaped(text: str, index: int) -> bool:
-    """Whether the character at ``index`` follows an odd number of backslashes."""
-    count = 0
-    while index - count - 1 >= 0 and text[index - count - 1] == "\\":
-        count += 1
-    return count % 2 == 1
+        j = min(j, len(text))
+        return j, line + text.count("\n", i, j)
