@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from unioncard.commands.common import JSON_OPTION, printable, time_option
-from unioncard.tariffs.conditions import CARD_TYPE_NAMES, CATEGORY_NAMES, STATUS_NAMES
+from unioncard.tariffs.conditions import CARD_TYPE_NAMES, CATEGORY_NAMES, STATUS_NAMES, named
 from unioncard.tariffs.context import QuoteContext
 from unioncard.tariffs.dump import dumps
 from unioncard.tariffs.engine import quote
@@ -45,18 +45,13 @@ def _rules(path: str | None) -> RuleSet:
         raise click.ClickException(f"{exc} (run 'unioncard tariffs check {path}')") from None
 
 
-def _byte(value: str, names: dict[str, int], what: str, hi: int = 0xFF) -> int:
-    key = value.strip().lower()
-    if key in names:
-        return names[key]
+def _named(value: str, names: dict[str, int], what: str, hint: str, lo: int = 0,
+           hi: int = 0xFF) -> int:
+    """An option's name or number, as rule files write them; one line when refused."""
     try:
-        number = int(key, 0)
-    except ValueError:
-        known = ", ".join(sorted(names))
-        raise click.BadParameter(f"{value!r} is not a number or one of: {known}") from None
-    if not 0 <= number <= hi:
-        raise click.BadParameter(f"{what} {number} is out of range 0..{hi}")
-    return number
+        return int(named(value, names, lo, hi, what))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 def _echo_json(document: dict[str, Any]) -> None:
@@ -154,22 +149,11 @@ def quote_command(
     Example: unioncard tariffs quote --mode bus --amount 200 --card-type 0x55
     """
     rules = _rules(rules_file)
-    try:
-        card = _byte(card_type, CARD_TYPE_NAMES, "card type")
-    except click.BadParameter as exc:
-        raise click.BadParameter(str(exc.message), param_hint="--card-type") from None
+    card = _named(card_type, CARD_TYPE_NAMES, "card type", "--card-type")
     mask = 0
     for item in categories:
-        try:
-            mask |= _byte(item, CATEGORY_NAMES, "member category")
-        except click.BadParameter as exc:
-            raise click.BadParameter(str(exc.message), param_hint="--member-category") from None
-    try:
-        status = _byte(member_status, STATUS_NAMES, "member status", 3)
-    except click.BadParameter as exc:
-        raise click.BadParameter(str(exc.message), param_hint="--member-status") from None
-    if status == 0:
-        raise click.BadParameter("member status is 1..3", param_hint="--member-status")
+        mask |= _named(item, CATEGORY_NAMES, "member category", "--member-category")
+    status = _named(member_status, STATUS_NAMES, "member status", "--member-status", 1, 3)
     context = QuoteContext(
         mode=Mode.parse(mode), amount=amount, card_type=card,
         at=at if at is not None else datetime.now().replace(microsecond=0),

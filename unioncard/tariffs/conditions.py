@@ -21,7 +21,7 @@ from unioncard.tariffs.money import MAX_FEN, check_int, parse_fen
 
 __all__ = ["CARD_TYPE_NAMES", "CATEGORY_NAMES", "CONDITIONS", "DAY_SECONDS", "EPOCH_ORDINAL",
            "STATUS_NAMES", "AnyFlag", "AtLeast", "Condition", "Conditions", "DateRange", "OneOf",
-           "TimeWindow", "in_time_window", "toml_string"]
+           "TimeWindow", "in_time_window", "named", "toml_string"]
 
 DAY_SECONDS = 86_400
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -133,15 +133,17 @@ def _listed(value: object) -> list[Any]:
     return items
 
 
-def _named(value: object, names: Mapping[str, Any], lo: int, hi: int, what: str) -> Any:
+def named(value: object, names: Mapping[str, Any], lo: int, hi: int, what: str) -> Any:
+    """``value`` (a rule file's or an option's) as one of ``names`` or a number
+    ``lo..hi`` (decimal or ``0x`` hex); `ValueError` says why not."""
     if isinstance(value, str):
         key = value.strip().lower()
         if key in names:
             return names[key]
-        if not re.fullmatch(r"0[xX][0-9a-fA-F]+|\d+", key):
+        if not re.fullmatch(r"0x[0-9a-f]+|\d+", key):
             known = ", ".join(sorted(names))
             raise ValueError(f"unknown {what} {value!r} (names: {known}; or a number)")
-        value = int(key, 0)
+        value = int(key, 16 if key.startswith("0x") else 10)
     elif not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"{what} entries are names or integers, not {type(value).__name__}")
     if not lo <= value <= hi:
@@ -192,8 +194,8 @@ class OneOf(Condition):
                     and self.lo <= item <= self.hi):
                 raise ValueError(f"{self.what} {item!r} is not {self.form}")
             return (item,)
-        named = _named(item, self.names, self.lo, self.hi, self.what)
-        return named if isinstance(named, tuple) else (named,)
+        value = named(item, self.names, self.lo, self.hi, self.what)
+        return value if isinstance(value, tuple) else (value,)
 
     def parse(self, key: str, raw: object) -> frozenset[Any]:
         return frozenset(v for item in _listed(raw) for v in self._item(item))
@@ -250,7 +252,7 @@ class AnyFlag(Condition):
     def parse(self, key: str, raw: object) -> int:
         mask = 0
         for item in _listed(raw):
-            mask |= _named(item, self.names, 1, 0xFF, self.what)
+            mask |= named(item, self.names, 1, 0xFF, self.what)
         return mask
 
     def check(self, value: Any) -> None:
