@@ -38,7 +38,6 @@ from unioncard.applet_sim.pboc import (
     check_icc_key,
 )
 from unioncard.applet_sim.pboc import LOG_RECORD_SIZE as EMV_LOG_RECORD_SIZE
-from unioncard.applet_sim.pboc_issue import luhn_digit
 from unioncard.applet_sim.psam import PsamApplication
 from unioncard.applet_sim.purse import LOG_RECORD_SIZE, PurseApplication, PurseState
 from unioncard.atomic_file import write_atomically
@@ -309,6 +308,8 @@ def _label(value: Any, where: str) -> None:
 
 def _pboc(app: dict[str, Any], where: str) -> None:
     """A PBOC debit application (docs/card-image.md; `PbocConfig` has the same rules)."""
+    from unioncard.applet_sim.pboc import luhn_digit
+
     _label(app.get("label", "PBOC DEBIT"), f"{where}.label")
     _int(app.get("priority", 1), f"{where}.priority", 0, 0xFF)
     pan = _digits(app.get("pan"), f"{where}.pan", 12, 19)

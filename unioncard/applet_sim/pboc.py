@@ -51,6 +51,7 @@ __all__ = [
     "afl_problem",
     "bcd_amount",
     "check_icc_key",
+    "luhn_digit",
 ]
 
 DEBIT_AID = bytes.fromhex("A000000333010101")
@@ -164,6 +165,15 @@ def afl_problem(afl: bytes) -> str | None:
     if (1, 1) not in seen:
         return "does not name record 1 of SFI 01 (track 2 of the qPBOC answer)"
     return None
+
+
+def luhn_digit(digits: str) -> str:
+    """The Luhn check digit of ``digits`` (ISO/IEC 7812-1)."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str(-total % 10)
 
 
 def check_icc_key(pem: str) -> oda.PrivateKey:

@@ -37,6 +37,7 @@ from unioncard.applet_sim.pboc import (
     LOG_RECORDS,
     LOG_SFI,
     PbocConfig,
+    luhn_digit,
 )
 from unioncard.crypto import emv, oda
 from unioncard.crypto.keystore import Keystore
@@ -61,15 +62,6 @@ IAC_DEFAULT = bytes.fromhex("DC4000A800")
 IAC_DENIAL = bytes.fromhex("0010000000")
 IAC_ONLINE = bytes.fromhex("DC4004F800")
 PSE_FID = 0x0001
-
-
-def luhn_digit(digits: str) -> str:
-    """The Luhn check digit of ``digits`` (ISO/IEC 7812-1)."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 == 0 else 1)
-        total += d - 9 if d > 9 else d
-    return str(-total % 10)
 
 
 def debit_pan(card_no: int, bin_: str = DEBIT_BIN) -> str:

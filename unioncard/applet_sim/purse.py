@@ -36,7 +36,7 @@ from unioncard.applet_sim.files import (
 )
 from unioncard.applet_sim.nvm import Step
 from unioncard.crypto import purse as pc
-from unioncard.crypto.keystore import CardKeys
+from unioncard.crypto.purse import CardKeys
 
 __all__ = [
     "LOG_RECORD_SIZE",

@@ -2,6 +2,8 @@
 diversification, session keys, MAC1/MAC2/TAC, the maintenance MAC and the
 master-key keystore (JR/T 0025; docs/protocol.md §2, §6).  Pure functions on bytes."""
 
+from typing import TYPE_CHECKING, Any
+
 from unioncard.crypto.des import (
     des_decrypt,
     des_encrypt,
@@ -10,9 +12,9 @@ from unioncard.crypto.des import (
     tdes_encrypt,
     xor,
 )
-from unioncard.crypto.keystore import CardKeys, Keystore, PurseKeys, derive_card_keys
 from unioncard.crypto.mac import pboc_mac, retail_mac
 from unioncard.crypto.purse import (
+    CardKeys,
     TransactionType,
     diversify,
     load_mac1,
@@ -26,6 +28,20 @@ from unioncard.crypto.purse import (
     purchase_tac,
     tac_key,
 )
+
+if TYPE_CHECKING:
+    from unioncard.crypto.keystore import Keystore, PurseKeys, derive_card_keys
+
+
+def __getattr__(name: str) -> Any:
+    """The keystore's names, imported on first use (a tap on PC/SC readers or card images
+    reads no keystore: its TOML and RSA sections cost start-up time)."""
+    if name in ("Keystore", "PurseKeys", "derive_card_keys"):
+        from unioncard.crypto import keystore
+
+        return getattr(keystore, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CardKeys",

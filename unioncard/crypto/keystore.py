@@ -41,7 +41,7 @@ from typing import Any
 
 from unioncard.bounded_read import KEYSTORE_LIMIT, read_utf8
 from unioncard.crypto.oda import CaPublicKey, PrivateKey
-from unioncard.crypto.purse import diversify
+from unioncard.crypto.purse import CardKeys, diversify
 from unioncard.errors import CryptoError
 
 __all__ = [
@@ -109,17 +109,6 @@ class PurseKeys:
             value = getattr(self, name)
             if not isinstance(value, bytes) or len(value) != 16:
                 raise CryptoError(f"{self.application} {name} must be 16 bytes")
-
-
-@dataclass(frozen=True, slots=True)
-class CardKeys:
-    """One card application's keys, diversified from a `PurseKeys`: DPK, DLK, DTK, maintenance."""
-
-    key_version: int
-    purchase: bytes = field(repr=False)
-    load: bytes = field(repr=False)
-    tac: bytes = field(repr=False)
-    maintenance: bytes = field(repr=False)
 
 
 def derive_card_keys(keys: PurseKeys, diversifier: bytes) -> CardKeys:

@@ -25,12 +25,15 @@ The public purchase vector of docs/protocol.md §2:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from unioncard.apdu.purse import TransactionType
 from unioncard.crypto.des import tdes_encrypt, xor
 from unioncard.crypto.mac import pboc_mac, retail_mac
 from unioncard.errors import CryptoError
 
 __all__ = [
+    "CardKeys",
     "TransactionType",
     "diversify",
     "load_mac1",
@@ -44,6 +47,17 @@ __all__ = [
     "purchase_tac",
     "tac_key",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class CardKeys:
+    """One card application's keys, diversified from a `PurseKeys`: DPK, DLK, DTK, maintenance."""
+
+    key_version: int
+    purchase: bytes = field(repr=False)
+    load: bytes = field(repr=False)
+    tac: bytes = field(repr=False)
+    maintenance: bytes = field(repr=False)
 
 
 def _fixed(name: str, value: bytes, size: int) -> bytes:

@@ -32,17 +32,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unioncard.errors import UnionCardError
 from unioncard.offline import RECORD_LAYOUT, Application, EmvRecord, OfflineRecord, decode_record
-from unioncard.terminal.disbursements import Disbursement, DisbursementState
 from unioncard.terminal.session import (
     Journal,
     JournalReceipt,
     PendingTransaction,
     Resolution,
 )
+
+if TYPE_CHECKING:  # a fare never reads union disbursements
+    from unioncard.terminal.disbursements import Disbursement
 
 __all__ = ["EMV_APPLICATION", "EMV_FLOW", "SCHEMA_VERSION", "ExportedBatch",
            "ImportedDisbursements", "JournalEntry", "JournalError", "TransactionJournal",
@@ -271,6 +273,8 @@ class ImportedDisbursements:
 
 
 def _disbursement(row: tuple[Any, ...]) -> Disbursement:
+    from unioncard.terminal.disbursements import Disbursement, DisbursementState
+
     id_, reference, member_no, amount, reason, application, state, transaction, error = row
     return Disbursement(reference, member_no, amount, reason, Application(application), id=id_,
                         state=DisbursementState(state), transaction_id=transaction,
@@ -465,6 +469,8 @@ class TransactionJournal:
         if row is None:
             raise JournalError(f"no disbursement {pending.disbursement} in the journal")
         state, amount, application = row
+        from unioncard.terminal.disbursements import DisbursementState
+
         if state != DisbursementState.PENDING:
             raise JournalError(f"disbursement {pending.disbursement} is {state}: it is not "
                                "loaded again")
@@ -674,6 +680,8 @@ class TransactionJournal:
 
     def disbursement_counts(self) -> dict[str, dict[str, int]]:
         """Payments and fen per state."""
+        from unioncard.terminal.disbursements import DisbursementState
+
         out = {s.value: {"count": 0, "amount": 0} for s in DisbursementState}
         for state, count, amount in self._db.execute(
                 "SELECT state, COUNT(*), SUM(amount) FROM disbursements GROUP BY state"):
