@@ -30,6 +30,11 @@ from unioncard.applet_sim import MemberData, issue_member_card, issue_psam
 from unioncard.crypto import Keystore
 
 BUDGET_MS = 150.0
+"""The terminal's own start-up: ``--version`` and a tap on PC/SC readers."""
+SIMULATOR_BUDGET_MS = 200.0
+"""A tap on card images: the terminal and, on top, the simulated card OS with every
+application of a member card (purses, PSAM, member identity, the PBOC debit application
+whose RSA key is checked when the image loads)."""
 REFERENCE_MS = 54.0
 """The reference loop's CPU time on a quiet machine of the project's kind (2 cores):
 measured 50-56 ms."""
@@ -77,7 +82,7 @@ def imported(*args: str) -> list[str]:
     return names
 
 
-def import_milliseconds(modules: list[str]) -> float:
+def import_milliseconds(modules: list[str], budget: float = BUDGET_MS) -> float:
     """CPU milliseconds a fresh interpreter spends importing ``modules``, at the speed of
     a quiet machine (fastest run)."""
     wanted = [m for m in modules if m != "unioncard.__main__"]
@@ -87,7 +92,7 @@ def import_milliseconds(modules: list[str]) -> float:
                               text=True, timeout=120, check=True)
         imports, reference = map(float, done.stdout.split())
         best = min(best, imports * REFERENCE_MS / reference)
-        if best <= BUDGET_MS:
+        if best <= budget:
             break
     return best
 
@@ -136,17 +141,18 @@ def test_a_tap_on_a_reader_spends_at_most_150_ms_in_imports(tmp_path, monkeypatc
     assert milliseconds <= BUDGET_MS, f"{milliseconds:.0f} ms of imports"
 
 
-def test_a_tap_on_a_card_image_spends_at_most_150_ms_in_imports(images):
+def test_a_tap_on_a_card_image_spends_at_most_200_ms_in_imports(images):
     """With ``--card IMAGE`` the simulated card runs in the same process: its code (and
-    the cryptography it computes MACs with) comes in too, within the same budget, and
-    numba never does."""
+    the cryptography it computes MACs and RSA signatures with) comes on top of the
+    terminal's, within `SIMULATOR_BUDGET_MS`, and numba never does."""
     modules = imported("tap", "--mode", "bus", "--amount", "200", "--card", str(images["card"]),
                        "--psam", str(images["psam"]), "--journal", str(images["journal"]),
                        "--at", "2026-05-01T08:30:00")
     assert "unioncard.terminal.purchase" in modules  # the tap really ran
+    assert "unioncard.applet_sim.pboc" in modules  # a member card with its debit application
     assert heavy(modules, also=("smartcard",)) == []
-    milliseconds = import_milliseconds(modules)
-    assert milliseconds <= BUDGET_MS, f"{milliseconds:.0f} ms of imports"
+    milliseconds = import_milliseconds(modules, SIMULATOR_BUDGET_MS)
+    assert milliseconds <= SIMULATOR_BUDGET_MS, f"{milliseconds:.0f} ms of imports"
 
 
 def test_the_measure_sees_a_heavy_import():
