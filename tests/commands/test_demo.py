@@ -36,6 +36,12 @@ def test_demo_runs_a_member_card_through_the_engine(demo):
     assert "purse 38.20 yuan -> 88.20 yuan" in live
     assert "1 payment of another member waits for that member's card" in live
     assert "EF 0019 record 1: ETC exit, station 0007, lane 3, plate 京A12345" in live
+    # the debit application: electronic cash offline with the partner discount, then online
+    assert ("contactless qPBOC at the partner shop, 150.00 yuan: approved (qpboc offline), "
+            "charged 140.00 yuan; ODA fdda, TVR 0000000000, TSI E000") in live
+    assert "EC balance now 360.00 yuan" in live
+    assert ("contact with PIN, 1500.00 yuan: approved (online); ODA cda, TVR 0000008000, "
+            "TSI F800") in live
     # every TAC verified with the keys; the PSAM's terminal seq advanced once per purchase,
     # and a load's is its number in the journal
     assert re.findall(r"terminal seq (\d+), TAC [0-9A-F]{8} verified", live) == \

@@ -165,7 +165,8 @@ def _live() -> None:
     click.echo("Live: a union member card and a PSAM in the simulator (published TEST keys), "
                "through the terminal engine")
     card = issue_member_card(DEMO_MEMBER, keys, card_no=1, transit_balance=5000,
-                             etc_balance=20000, plate="京A12345", random_source=1)
+                             etc_balance=20000, plate="京A12345", ec_balance=50_000,
+                             random_source=1)
     psam = issue_psam(keys, "000000000001", random_source=2, protocol="T=0")
     links = []
     for device in (card, psam):
@@ -213,6 +214,7 @@ def _live() -> None:
         waiting = journal.disbursement_counts()["pending"]
         click.echo(f"    {waiting['count']} payment of another member waits for that member's "
                    "card")
+        _emv_sales(card_link, keys)
         read = run(CardRead(), card=card_link)
         etc = next(p for p in read.details["purses"] if p["application"] == "etc")
         toll = etc["toll_record"]
@@ -226,6 +228,32 @@ def _live() -> None:
         click.echo(f"  journal: {counts['completed']} completed, {counts['pending']} pending; "
                    f"exported {len(exported)} offline records in {len(batches)} batch files, "
                    f"{good} of {len(exported)} TACs verified")
+
+
+def _emv_sales(card: Channel, keys: Keystore) -> None:
+    """Two sales on the card's PBOC debit application through the EMV kernel: contactless
+    electronic cash at the partner shop (member discount, fDDA), and a contact sale with
+    PIN authorized online by the simulated issuer host (CDA, ARQC and ARPC)."""
+    from unioncard.terminal.emv import CapkStore, EmvPurchase
+    from unioncard.terminal.issuer_host import SimulatedIssuer
+
+    capks = CapkStore([keys.ca_rsa(bytes.fromhex("A000000333"), 0xF1).capk])
+    host = SimulatedIssuer.from_keystore(keys)
+    sales = ((15_000, "contactless qPBOC at the partner shop",
+              dict(contactless=True, merchant="EXAMPLE-PARTNER-0001")),
+             (150_000, "contact with PIN", dict(pins=["123456"])))
+    click.echo("  PBOC debit application, EMV kernel (test CA A000000333 F1, simulated issuer):")
+    for n, (amount, what, options) in enumerate(sales):
+        session = EmvPurchase(amount, now=DEMO_TIME + dt.timedelta(minutes=115 + n),
+                              unpredictable_number=bytes([0x5A, 0, 0, n]), capks=capks,
+                              **options)  # type: ignore[arg-type]
+        sale = run(session, card=card, host=host)
+        d = sale.details
+        charged = f", charged {yuan(sale.charged_amount)}" if (
+            sale.charged_amount != sale.list_amount) else ""
+        ec = f"; EC balance now {yuan(d['ec_balance'])}" if "ec_balance" in d else ""
+        click.echo(f"    {what}, {yuan(amount)}: {sale.decision.value} ({d['path']}){charged}; "
+                   f"ODA {d['oda']}, TVR {d['tvr']}, TSI {d['tsi']}, cryptogram {d['ac']}{ec}")
 
 
 # --- a day: cards issued from a member sheet, transactions, export, settlement ----------------
