@@ -15,8 +15,8 @@ effect's rate is ``("rule", 2, "effect", "percent")``, whether written as a
 
 from __future__ import annotations
 
-import json
 import re
+import tomllib
 
 __all__ = ["Path", "SourceMap"]
 
@@ -30,21 +30,19 @@ _DOTTED = rf"{_PART}(?:[ \t]*\.[ \t]*{_PART})*"
 _KEY = re.compile(rf"({_DOTTED})[ \t]*=")
 _ARRAY_HEADER = re.compile(rf"\[\[[ \t]*({_DOTTED})[ \t]*\]\]")
 _TABLE_HEADER = re.compile(rf"\[[ \t]*({_DOTTED})[ \t]*\]")
-_PART_RE = re.compile(_PART)
+_MULTI_BASIC = r'"""(?:\\.|[^\\])*?""""{0,2}'
+_MULTI_LITERAL = r"'''.*?''''{0,2}"
+_STRING = re.compile(f"{_MULTI_BASIC}|{_MULTI_LITERAL}|{_BASIC}|{_LITERAL}", re.S)
+"""Any TOML string: multi-line ones end at the first closing three quotes, plus up to two."""
 
 
 def _split(dotted: str) -> tuple[str, ...]:
+    """The names of a dotted key, unquoted as ``tomllib`` reads them."""
     parts = []
-    for match in _PART_RE.finditer(dotted):
-        token = match.group(0)
-        if token[0] == '"':
-            try:
-                token = json.loads(token)
-            except ValueError:
-                token = token[1:-1]
-        elif token[0] == "'":
-            token = token[1:-1]
-        parts.append(token)
+    table = tomllib.loads(f"{dotted} = 0")
+    while isinstance(table, dict):
+        name, table = next(iter(table.items()))
+        parts.append(name)
     return tuple(parts)
 
 
@@ -131,7 +129,10 @@ class SourceMap:
                     expect_key = False
                     continue
             if c in "\"'":
-                i, line = self._skip_string(text, i, line)
+                string = _STRING.match(text, i)
+                j = n if string is None else string.end()
+                line += text.count("\n", i, j)
+                i = j
                 continue
             if c == "[":
                 stack.append(("[", pending, 0))
@@ -150,24 +151,3 @@ class SourceMap:
                 stack.pop()
                 expect_key = False
             i += 1
-
-    @staticmethod
-    def _skip_string(text: str, i: int, line: int) -> tuple[int, int]:
-        """Skip the string starting at ``i``; returns the index after it and the line."""
-        quote = text[i]
-        delimiter = quote * 3 if text.startswith(quote * 3, i) else quote
-        j = i + len(delimiter)
-        while j < len(text):
-            if text[j] == "\\" and quote == '"':
-                j += 2  # an escaped character, never the end
-                continue
-            if text.startswith(delimiter, j):
-                j += len(delimiter)
-                while len(delimiter) == 3 and j < len(text) and text[j] == quote:
-                    j += 1  # up to two quotes just before the closing three
-                break
-            if text[j] == "\n" and len(delimiter) == 1:
-                break  # an unterminated one-line string
-            j += 1
-        j = min(j, len(text))
-        return j, line + text.count("\n", i, j)
