@@ -50,7 +50,9 @@ class BatchAnalysis:
     can prove a seq used); ``ruleset`` is the index in the run's rule sets of the one
     that re-priced each purchase (-1: none, loads and unknown ones); ``rebate`` the
     rebate its terminal's quote gives (capped benefits aside: they need the member's
-    history, which only the run has).
+    history, which only the run has); ``deferred`` marks the purchases a capped rule
+    matched, left to settlement (only they need that history: without one, the
+    others settle as their terminal's quote).
     """
 
     source: str
@@ -59,6 +61,7 @@ class BatchAnalysis:
     verified: np.ndarray
     ruleset: np.ndarray
     rebate: np.ndarray
+    deferred: np.ndarray
     emv: tuple[tuple[int, EmvRecord], ...] = ()
     purse_indexes: tuple[int, ...] | None = None
 
@@ -95,8 +98,9 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     mask[expired] |= bit(Reason.EXPIRED)
     ruleset = np.full(n, -1, np.int16)
     rebate = np.zeros(n, np.int64)
-    _price(inputs, r, cols, mask, ruleset, rebate)
-    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate, split.emv,
+    deferred = np.zeros(n, bool)
+    _price(inputs, r, cols, mask, ruleset, rebate, deferred)
+    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate, deferred, split.emv,
                          split.purse_indexes)
 
 
@@ -125,7 +129,7 @@ def _hotlisted(inputs: RunInputs, cols: Columns) -> np.ndarray:
 
 
 def _price(inputs: RunInputs, r: np.ndarray, cols: Columns, mask: np.ndarray,
-           ruleset: np.ndarray, rebate: np.ndarray) -> None:
+           ruleset: np.ndarray, rebate: np.ndarray, deferred: np.ndarray) -> None:
     """Re-price every purchase with its rule set as an offline terminal does; mark the
     unknown rule sets and the charged amounts the rules do not give."""
     from unioncard.settlement.keyindex import mix64
@@ -146,12 +150,12 @@ def _price(inputs: RunInputs, r: np.ndarray, cols: Columns, mask: np.ndarray,
             _, which = np.unique(exact, axis=0, return_inverse=True)
             groups = [rows[which.ravel() == k] for k in range(int(which.max()) + 1)]
         for group in groups:
-            _price_group(inputs, r, cols, group, priceable, mask, ruleset, rebate)
+            _price_group(inputs, r, cols, group, priceable, mask, ruleset, rebate, deferred)
 
 
 def _price_group(inputs: RunInputs, r: np.ndarray, cols: Columns, rows: np.ndarray,
                  priceable: np.ndarray, mask: np.ndarray, ruleset: np.ndarray,
-                 rebate: np.ndarray) -> None:
+                 rebate: np.ndarray, deferred: np.ndarray) -> None:
     """Purchases naming one rule set version: re-priced with it, or unknown."""
     from unioncard.tariffs import evaluate_batch
 
@@ -164,6 +168,7 @@ def _price_group(inputs: RunInputs, r: np.ndarray, cols: Columns, rows: np.ndarr
     quoted = evaluate_batch(context_batch(r, cols.when, rows=None if usable.size == len(r)
                                           else usable), rules)
     rebate[usable] = quoted.rebate
+    deferred[usable] = quoted.deferred
     wrong = quoted.charged != r["charged_amount"][usable]
     mask[usable[wrong]] |= bit(Reason.AMOUNT_MISMATCH)
 
@@ -223,6 +228,7 @@ def analyze_batch_reference(data: bytes, source: str, inputs: RunInputs) -> Batc
     verified = np.zeros(n, bool)
     ruleset = np.full(n, -1, np.int16)
     rebate = np.zeros(n, np.int64)
+    deferred = np.zeros(n, bool)
     hotlist = inputs.hotlist
     for i, record in enumerate(records):
         try:
@@ -241,8 +247,8 @@ def analyze_batch_reference(data: bytes, source: str, inputs: RunInputs) -> Batc
         if record.card_expiry is not None and record.when.date() > record.card_expiry:
             mask[i] |= bit(Reason.EXPIRED)
         if not record.is_load:
-            mask[i] |= _reprice(inputs, record, ruleset, rebate, i)
-    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate, split.emv,
+            mask[i] |= _reprice(inputs, record, ruleset, rebate, deferred, i)
+    return BatchAnalysis(source, batch, mask, verified, ruleset, rebate, deferred, split.emv,
                          split.purse_indexes)
 
 
@@ -260,7 +266,7 @@ def _tac(record: OfflineRecord, tac_master: bytes) -> bytes:
 
 
 def _reprice(inputs: RunInputs, record: OfflineRecord, ruleset: np.ndarray,
-             rebate: np.ndarray, i: int) -> int:
+             rebate: np.ndarray, deferred: np.ndarray, i: int) -> int:
     from unioncard.tariffs import quote
 
     if record.ruleset_version == bytes(32):
@@ -272,6 +278,7 @@ def _reprice(inputs: RunInputs, record: OfflineRecord, ruleset: np.ndarray,
     ruleset[i] = inputs.rulesets.index(rules)
     quoted = quote(context, rules)
     rebate[i] = quoted.rebate
+    deferred[i] = bool(quoted.deferred)
     if quoted.charged_amount != record.charged_amount:
         return bit(Reason.AMOUNT_MISMATCH)
     return 0

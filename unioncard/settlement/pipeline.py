@@ -415,14 +415,16 @@ class Settlement:
     def _rebates(self, r: np.ndarray, cols: Columns, analysis: BatchAnalysis,
                  accepted: np.ndarray) -> np.ndarray:
         """What the union owes each accepted purchase's member: the rebates of its rules and
-        the capped benefits the terminal left, priced with the member's history (only the
-        purchases of a mode with capped rules need it)."""
+        the capped benefits the terminal left, priced with the member's history.  Only the
+        purchases a capped rule matched need it (the analysis marks them deferred): the
+        others settle as quoted and use no cap.  The reference path re-prices every
+        purchase of a mode with capped rules."""
         rebate = np.where(accepted, analysis.rebate, 0)
         for index in np.unique(analysis.ruleset[accepted & (analysis.ruleset >= 0)]):
             rules = self.inputs.rulesets[int(index)]
-            capped = _capped_modes(rules)
-            rows = np.flatnonzero(accepted & (analysis.ruleset == index)
-                                  & np.isin(r["mode"], capped))
+            chosen = accepted & (analysis.ruleset == index)
+            rows = np.flatnonzero(chosen & np.isin(r["mode"], _capped_modes(rules))
+                                  if self.reference else chosen & analysis.deferred)
             if not rows.size:
                 continue
             first, which = _groups(np.column_stack([cols.issuer[rows], cols.diversifier[rows]]))
