@@ -22,16 +22,6 @@ def covers(a: Rule, b: Rule) -> bool:
     return all(c.covers(c.value(wa), c.value(wb)) for c in CONDITIONS)
 
 
-def _upper(effect: Effect) -> int | None:
-    """The most ``effect`` can ever give, when bounded."""
-    kind = effect.kind
-    if kind is EffectKind.FIXED or (kind is EffectKind.REBATE and effect.amount):
-        return effect.amount
-    if kind is EffectKind.THRESHOLD and not effect.repeat:
-        return min(effect.amount, effect.max_benefit or effect.amount)
-    return effect.max_benefit
-
-
 def _floor(effect: Effect) -> int | None:
     """``effect`` always gives at least ``min(floor, amount)`` where it applies."""
     kind = effect.kind
@@ -40,6 +30,14 @@ def _floor(effect: Effect) -> int | None:
     if kind is EffectKind.THRESHOLD:
         return min(effect.amount, effect.max_benefit or effect.amount)
     return None
+
+
+def _upper(effect: Effect) -> int | None:
+    """The most ``effect`` can ever give, when bounded."""
+    floor = _floor(effect)
+    if floor is None or (effect.kind is EffectKind.THRESHOLD and effect.repeat):
+        return effect.max_benefit
+    return floor
 
 
 def _takes_all(effect: Effect) -> bool:

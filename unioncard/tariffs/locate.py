@@ -28,8 +28,8 @@ _LITERAL = r"'[^'\n]*'"
 _PART = rf"(?:{_BARE}|{_BASIC}|{_LITERAL})"
 _DOTTED = rf"{_PART}(?:[ \t]*\.[ \t]*{_PART})*"
 _KEY = re.compile(rf"({_DOTTED})[ \t]*=")
-_ARRAY_HEADER = re.compile(rf"\[\[[ \t]*({_DOTTED})[ \t]*\]\]")
-_TABLE_HEADER = re.compile(rf"\[[ \t]*({_DOTTED})[ \t]*\]")
+_HEADER = re.compile(rf"\[(\[)?[ \t]*({_DOTTED})[ \t]*\](?(1)\])")
+"""A table header, ``[a.b]``, or an array of tables' (group 1 set), ``[[a.b]]``."""
 _MULTI_BASIC = r'"""(?:\\.|[^\\])*?""""{0,2}'
 _MULTI_LITERAL = r"'''.*?''''{0,2}"
 _STRING = re.compile(f"{_MULTI_BASIC}|{_MULTI_LITERAL}|{_BASIC}|{_LITERAL}", re.S)
@@ -67,9 +67,6 @@ class SourceMap:
         return self._lines.get(path)
 
     # -- scanning ---------------------------------------------------------------------
-
-    def _record(self, path: Path, line: int) -> None:
-        self._lines.setdefault(path, line)
 
     def _resolve(self, names: tuple[str, ...], array: bool) -> Path:
         """Turn a header's names into a path, indexing arrays of tables on the way."""
@@ -109,12 +106,10 @@ class SourceMap:
                 i = n if end < 0 else end
                 continue
             if expect_key and not stack and c == "[":
-                match = _ARRAY_HEADER.match(text, i)
-                array = match is not None
-                match = match or _TABLE_HEADER.match(text, i)
+                match = _HEADER.match(text, i)
                 if match is not None:
-                    table = self._resolve(_split(match.group(1)), array)
-                    self._record(table, line)
+                    table = self._resolve(_split(match.group(2)), bool(match.group(1)))
+                    self._lines.setdefault(table, line)
                     i = match.end()
                     expect_key = False
                     continue
@@ -124,7 +119,7 @@ class SourceMap:
                     base = stack[-1][1] if stack else table
                     pending = base + _split(match.group(1))
                     for end in range(len(base) + 1, len(pending) + 1):
-                        self._record(pending[:end], line)
+                        self._lines.setdefault(pending[:end], line)
                     i = match.end()
                     expect_key = False
                     continue
@@ -142,7 +137,7 @@ class SourceMap:
                     kind, array_path, count = stack[-1]
                     stack[-1] = (kind, array_path, count + 1)
                     path = (*array_path, count)
-                    self._record(path, line)
+                    self._lines.setdefault(path, line)
                 stack.append(("{", path, 0))
                 expect_key = True
             elif c == "," and stack and stack[-1][0] == "{":
