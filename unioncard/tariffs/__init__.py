@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from unioncard.tariffs.conditions import Conditions
 from unioncard.tariffs.context import AppliedRule, Quote, QuoteContext
+from unioncard.tariffs.dump import dumps
 from unioncard.tariffs.engine import (
     Usage,
     UsageBook,
@@ -40,23 +41,16 @@ if TYPE_CHECKING:
         evaluate_batch,
         record_batch,
     )
-    from unioncard.tariffs.dump import dumps
 
-_LAZY = {
-    **dict.fromkeys(("BatchResult", "ContextBatch", "compile_rules", "evaluate_batch",
-                     "record_batch"), "batch"),
-    "dumps": "dump",
-}
-"""Imported on first use (start-up time: the batch path loads numba).  ``lint`` stays
-eager: a lazy name equal to its module's is shadowed by the module once imported."""
+_BATCH = ("BatchResult", "ContextBatch", "compile_rules", "evaluate_batch", "record_batch")
+"""Imported on first use: the batch path loads numba, which costs start-up time."""
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is not None:
-        import importlib
+    if name in _BATCH:
+        from unioncard.tariffs import batch
 
-        return getattr(importlib.import_module(f"unioncard.tariffs.{module}"), name)
+        return getattr(batch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["RATE_SCALE", "AppliedRule", "BatchResult", "Caps", "CardType", "Category", "Conditions",

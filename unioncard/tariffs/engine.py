@@ -197,12 +197,8 @@ def quote(context: QuoteContext, rules: RuleSet | None = None, *,
             else:
                 usable.append((rule, remaining))
 
-    instant: list[tuple[Rule, int]] = []
-    rebates: list[tuple[Rule, int]] = []
-    discount = rebate = 0
-    if usable:
-        instant, discount = combine(usable, False, list_amount, list_amount, rounding)
-        rebates, rebate = combine(usable, True, list_amount - discount, list_amount, rounding)
+    instant, discount = combine(usable, False, list_amount, list_amount, rounding)
+    rebates, rebate = combine(usable, True, list_amount - discount, list_amount, rounding)
     applied = [AppliedRule(rule.id, "discount", benefit, rule.effect.describe())
                for rule, benefit in instant]
     applied += [AppliedRule(rule.id, "rebate", benefit, rule.effect.describe())

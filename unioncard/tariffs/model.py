@@ -231,12 +231,9 @@ class Caps:
 
     def windows(self) -> tuple[tuple[Period, int | None, int | None], ...]:
         """The capped periods as ``(period, max count, max amount)``."""
-        out = []
-        if self.daily_count is not None or self.daily_amount is not None:
-            out.append((Period.DAY, self.daily_count, self.daily_amount))
-        if self.monthly_count is not None or self.monthly_amount is not None:
-            out.append((Period.MONTH, self.monthly_count, self.monthly_amount))
-        return tuple(out)
+        windows = ((Period.DAY, self.daily_count, self.daily_amount),
+                   (Period.MONTH, self.monthly_count, self.monthly_amount))
+        return tuple(w for w in windows if w[1] is not None or w[2] is not None)
 
     def canonical(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)
