@@ -151,11 +151,6 @@ def named(value: object, names: Mapping[str, Any], lo: int, hi: int, what: str) 
     return value
 
 
-def _plain_text(value: object) -> bool:
-    return (isinstance(value, str) and bool(value) and value == value.strip()
-            and value.isprintable())
-
-
 @dataclass(frozen=True, kw_only=True, eq=False)
 class OneOf(Condition):
     """Matches when the value read is listed: integers ``lo..hi`` (or their ``names``;
@@ -177,7 +172,7 @@ class OneOf(Condition):
         if self.text:
             if not isinstance(item, str):
                 raise ValueError(f"{self.what} are strings, not {type(item).__name__} {item!r}")
-            if not _plain_text(item):
+            if not item or item != item.strip() or not item.isprintable():
                 raise ValueError(f"{self.what} must be non-empty and printable, without "
                                  f"surrounding spaces: {item!r}")
             size = len(item.encode("utf-8"))
@@ -275,19 +270,6 @@ class AnyFlag(Condition):
         return HAS_ANY_FLAG, value, 0
 
 
-def _parse_date(value: object) -> date:
-    if isinstance(value, datetime):
-        raise ValueError(f"{value} has a time of day; write a date such as 2026-05-01")
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"{value!r} is not a date YYYY-MM-DD") from None
-    raise ValueError(f"must be a date such as 2026-05-01, not {type(value).__name__}")
-
-
 @dataclass(frozen=True, kw_only=True, eq=False)
 class DateRange(Condition):
     """Matches when the date read is within ``keys`` (from, until), both ends included."""
@@ -295,7 +277,16 @@ class DateRange(Condition):
     empty: Any = (None, None)
 
     def parse(self, key: str, raw: object) -> date:
-        return _parse_date(raw)
+        if isinstance(raw, datetime):
+            raise ValueError(f"{raw} has a time of day; write a date such as 2026-05-01")
+        if isinstance(raw, date):
+            return raw
+        if isinstance(raw, str):
+            try:
+                return date.fromisoformat(raw.strip())
+            except ValueError:
+                raise ValueError(f"{raw!r} is not a date YYYY-MM-DD") from None
+        raise ValueError(f"must be a date such as 2026-05-01, not {type(raw).__name__}")
 
     def check(self, value: tuple[date | None, date | None]) -> None:
         for key, part in zip(self.keys, value, strict=True):
@@ -326,22 +317,6 @@ class DateRange(Condition):
                 FAR if hi is None else hi.toordinal() - EPOCH_ORDINAL)
 
 
-def _parse_clock(value: object, *, end: bool) -> int:
-    if isinstance(value, time):
-        if value.tzinfo is not None or value.microsecond:
-            raise ValueError("a time of day is local and whole seconds")
-        return value.hour * 3600 + value.minute * 60 + value.second
-    if isinstance(value, str):
-        match = _TIME.fullmatch(value.strip())
-        if match is not None:
-            hh, mm, ss = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
-            seconds = hh * 3600 + mm * 60 + ss
-            if (end and seconds == DAY_SECONDS and hh == 24) or (hh < 24 and mm < 60 and ss < 60):
-                return seconds
-        raise ValueError(f"{value!r} is not a time of day HH:MM or HH:MM:SS")
-    raise ValueError(f"must be a time of day such as \"07:30\", not {type(value).__name__}")
-
-
 def _intervals(start: int | None, end: int | None) -> list[tuple[int, int]]:
     lo = 0 if start is None else start
     hi = DAY_SECONDS if end is None else end
@@ -358,7 +333,20 @@ class TimeWindow(Condition):
     empty: Any = (None, None)
 
     def parse(self, key: str, raw: object) -> int:
-        return _parse_clock(raw, end=key == self.keys[1])
+        if isinstance(raw, time):
+            if raw.tzinfo is not None or raw.microsecond:
+                raise ValueError("a time of day is local and whole seconds")
+            return raw.hour * 3600 + raw.minute * 60 + raw.second
+        if isinstance(raw, str):
+            match = _TIME.fullmatch(raw.strip())
+            if match is not None:
+                hh, mm, ss = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+                seconds = hh * 3600 + mm * 60 + ss
+                valid = hh < 24 and mm < 60 and ss < 60
+                if valid or (key == self.keys[1] and seconds == DAY_SECONDS and hh == 24):
+                    return seconds
+            raise ValueError(f"{raw!r} is not a time of day HH:MM or HH:MM:SS")
+        raise ValueError(f"must be a time of day such as \"07:30\", not {type(raw).__name__}")
 
     def check(self, value: tuple[int | None, int | None]) -> None:
         lo, hi = value
