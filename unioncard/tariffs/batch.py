@@ -234,12 +234,11 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
         groups = ([r for r in own if r.effect.is_rebate is rebates] for rebates in (False, True))
         width = max(width, sum(any(not r.stackable for r in group)
                                + sum(r.stackable for r in group) for group in groups))
+    check_rows = np.asarray(checks, np.int64).reshape(-1, 4).view(K.CHECK).reshape(-1)
     compiled = CompiledRules(
-        ruleset=rules, rules=table, checks=np.asarray(checks, np.int64).reshape(-1, 4).view(
-            K.CHECK).reshape(-1), pool=np.asarray(pool, np.int64), mode_ptr=mode_ptr,
-        mode_rules=np.asarray(mode_rules, np.int64), vocabulary=vocabulary,
-        readings=used,
-        capped=capped, width=width)
+        ruleset=rules, rules=table, checks=check_rows, pool=np.asarray(pool, np.int64),
+        mode_ptr=mode_ptr, mode_rules=np.asarray(mode_rules, np.int64), vocabulary=vocabulary,
+        readings=used, capped=capped, width=width)
     if len(_CACHE) >= 8:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[rules.version] = compiled

@@ -15,6 +15,7 @@ effect's rate is ``("rule", 2, "effect", "percent")``, whether written as a
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 
@@ -30,12 +31,15 @@ _DOTTED = rf"{_PART}(?:[ \t]*\.[ \t]*{_PART})*"
 _KEY = re.compile(rf"({_DOTTED})[ \t]*=")
 _HEADER = re.compile(rf"\[(\[)?[ \t]*({_DOTTED})[ \t]*\](?(1)\])")
 """A table header, ``[a.b]``, or an array of tables' (group 1 set), ``[[a.b]]``."""
+_BLANK = re.compile(r"[ \t\r]+|#[^\n]*")
+"""Spaces and a comment, up to the end of the line."""
 _MULTI_BASIC = r'"""(?:\\.|[^\\])*?""""{0,2}'
 _MULTI_LITERAL = r"'''.*?''''{0,2}"
 _STRING = re.compile(f"{_MULTI_BASIC}|{_MULTI_LITERAL}|{_BASIC}|{_LITERAL}", re.S)
 """Any TOML string: multi-line ones end at the first closing three quotes, plus up to two."""
 
 
+@functools.lru_cache(maxsize=1024)
 def _split(dotted: str) -> tuple[str, ...]:
     """The names of a dotted key, unquoted as ``tomllib`` reads them."""
     parts = []
@@ -98,12 +102,9 @@ class SourceMap:
                 if not stack:
                     expect_key = True
                 continue
-            if c in " \t\r":
-                i += 1
-                continue
-            if c == "#":
-                end = text.find("\n", i)
-                i = n if end < 0 else end
+            blank = _BLANK.match(text, i)
+            if blank is not None:
+                i = blank.end()
                 continue
             if expect_key and not stack and c == "[":
                 match = _HEADER.match(text, i)
