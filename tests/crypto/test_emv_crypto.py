@@ -1,5 +1,5 @@
 """PBOC CVN 01 keys, AC, ARPC and script MAC, checked against pyemv as an independent oracle
-(docs/pboc.md; PROTOCOL §5 known answers)."""
+(docs/pboc.md; docs/protocol.md §5 known answers)."""
 
 import warnings
 
