@@ -21,10 +21,8 @@ from typing import Any
 import protocol_card
 import pytest
 
-from unioncard.apdu.purse import bcd_datetime
 from unioncard.applet_sim import MemberData, Step, issue_member_card, issue_psam
-from unioncard.crypto import Keystore, derive_card_keys
-from unioncard.crypto import purse as pc
+from unioncard.crypto import Keystore
 from unioncard.offline import Application, OfflineRecord, RecordFlags
 from unioncard.tariffs import Mode, loads
 from unioncard.terminal import (
@@ -43,6 +41,7 @@ from unioncard.terminal import (
 )
 from unioncard.terminal.disbursements import credit_pending, read_disbursements
 from unioncard.terminal.purchase import MAC_REFUSAL_MEMORY
+from unioncard.testing.purse_rig import expected_tac
 from unioncard.transport import Channel, InProcessTransport
 from unioncard.transport.recording import TraceRecorder
 from unioncard.transport.replay import Replay
@@ -201,15 +200,7 @@ def lane(make_lane: Callable[..., Lane]) -> Lane:
 
 def tac_verifies(record: OfflineRecord) -> bool:
     """The record's TAC, recomputed with the issuer's TAC key as settlement does."""
-    dtk = derive_card_keys(KEYS.by_version(record.key_version), record.diversifier).tac
-    date, time = bcd_datetime(record.when)
-    if record.is_load:
-        expected = pc.load_tac(dtk, record.balance_after, record.card_seq, record.charged_amount,
-                               record.tx_type, record.terminal_id, date, time)
-    else:
-        expected = pc.purchase_tac(dtk, record.charged_amount, record.tx_type,
-                                   record.terminal_id, record.terminal_seq, date, time)
-    return expected == record.tac
+    return expected_tac(KEYS, record) == record.tac
 
 
 # --- the scenarios ------------------------------------------------------------------------

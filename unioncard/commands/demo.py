@@ -42,7 +42,6 @@ from typing import Any
 import click
 
 from unioncard.apdu.indexer import concat, iter_index_records
-from unioncard.apdu.purse import bcd_datetime
 from unioncard.apdu.records import MemberCategory
 from unioncard.apdu.trace_decode import describe, pair, render
 from unioncard.apdu.trace_stats import TraceStats
@@ -50,7 +49,6 @@ from unioncard.apdu.trace_text import read_text
 from unioncard.applet_sim import MemberData, issue_member_card, issue_psam
 from unioncard.commands.common import JSON_OPTION, progress_bar, yuan
 from unioncard.crypto import Keystore, derive_card_keys
-from unioncard.crypto import purse as pc
 from unioncard.offline import Application, OfflineRecord, read_batch
 from unioncard.tariffs import Mode
 from unioncard.terminal import (
@@ -132,15 +130,7 @@ DISBURSEMENTS = "会员编号,金额,事由\n20260001,5000,2026年互助金\n202
 def _tac_ok(record: OfflineRecord, keys: Keystore) -> bool:
     """The TAC checked with the issuer's TAC key, as settlement checks it (docs/protocol.md §2)."""
     dtk = derive_card_keys(keys.by_version(record.key_version), record.diversifier).tac
-    date, time = bcd_datetime(record.when)
-    if record.is_load:
-        expected = pc.load_tac(dtk, record.balance_after, record.card_seq,
-                               record.charged_amount, record.tx_type, record.terminal_id,
-                               date, time)
-    else:
-        expected = pc.purchase_tac(dtk, record.charged_amount, record.tx_type,
-                                   record.terminal_id, record.terminal_seq, date, time)
-    return expected == record.tac
+    return record.computed_tac(dtk) == record.tac
 
 
 def _report(what: str, outcome: Outcome, keys: Keystore) -> None:

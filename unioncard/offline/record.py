@@ -552,6 +552,20 @@ class OfflineRecord:
         """List amount minus charged amount, in fen (0 for loads)."""
         return self.list_amount - self.charged_amount
 
+    def computed_tac(self, dtk: bytes) -> bytes:
+        """The TAC the card computes over this record's fields with its TAC key ``dtk``
+        (the load TAC or the purchase TAC, docs/protocol.md §2.4): what settlement checks
+        ``tac`` against."""
+        from unioncard.apdu.purse import bcd_datetime
+        from unioncard.crypto import purse as pc
+
+        date, time = bcd_datetime(self.when)
+        if self.is_load:
+            return pc.load_tac(dtk, self.balance_after, self.card_seq, self.charged_amount,
+                               self.tx_type, self.terminal_id, date, time)
+        return pc.purchase_tac(dtk, self.charged_amount, self.tx_type, self.terminal_id,
+                               self.terminal_seq, date, time)
+
     # --- bytes --------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:

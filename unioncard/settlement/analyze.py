@@ -253,16 +253,9 @@ def analyze_batch_reference(data: bytes, source: str, inputs: RunInputs) -> Batc
 
 
 def _tac(record: OfflineRecord, tac_master: bytes) -> bytes:
-    from unioncard.apdu.purse import bcd_datetime
-    from unioncard.crypto import purse as pc
+    from unioncard.crypto.purse import diversify
 
-    dtk = pc.diversify(tac_master, record.diversifier)
-    date, time = bcd_datetime(record.when)
-    if record.is_load:
-        return pc.load_tac(dtk, record.balance_after, record.card_seq, record.charged_amount,
-                           record.tx_type, record.terminal_id, date, time)
-    return pc.purchase_tac(dtk, record.charged_amount, record.tx_type, record.terminal_id,
-                           record.terminal_seq, date, time)
+    return record.computed_tac(diversify(tac_master, record.diversifier))
 
 
 def _reprice(inputs: RunInputs, record: OfflineRecord, ruleset: np.ndarray,

@@ -369,13 +369,8 @@ def expected_tac(keys: Keystore, record: OfflineRecord) -> bytes:
     """The TAC of an offline record, recomputed from the keystore as settlement does:
     the card's TAC key (DTK) at the record's key version and diversifier, then
     the load TAC or the purchase TAC over the record's fields (docs/protocol.md §2.4)."""
-    dtk = derive_card_keys(keys.by_version(record.key_version), record.diversifier).tac
-    date, time = bcd_datetime(record.when)
-    if record.is_load:
-        return pc.load_tac(dtk, record.balance_after, record.card_seq, record.charged_amount,
-                           record.tx_type, record.terminal_id, date, time)
-    return pc.purchase_tac(dtk, record.charged_amount, record.tx_type, record.terminal_id,
-                           record.terminal_seq, date, time)
+    return record.computed_tac(
+        derive_card_keys(keys.by_version(record.key_version), record.diversifier).tac)
 
 
 def expected_toll_record(outcome: Outcome, status: int) -> bytes:
