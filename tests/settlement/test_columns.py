@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from batch_files import records_of, with_crcs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,16 +54,6 @@ CREATED = dt.datetime(2026, 5, 1, 23, 30)
 def day(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """A small generated day: 1 200 records, batches of at most 60."""
     return generate_day(tmp_path_factory.mktemp("columns-day"), DayPlan(1200, batch_records=60))
-
-
-def records_of(path: Path) -> np.ndarray:
-    return decode_batch(path.read_bytes()).records.copy()
-
-
-def with_crcs(records: np.ndarray) -> np.ndarray:
-    records = records.astype(RECORD_DTYPE)
-    records["crc"] = record_crcs(records.view(np.uint8).reshape(len(records), 256))
-    return records
 
 
 def batch_bytes(records: np.ndarray) -> bytes:

@@ -11,7 +11,6 @@ three report files are those of an uninterrupted run, byte for byte.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import os
 import random
@@ -22,13 +21,12 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from batch_files import dump, records_of, rewrite
 
-from unioncard.settlement.columns import RECORD_DTYPE, decode_batch, record_crcs
-from unioncard.settlement.generate import DayPlan, _batch_bytes, generate_day
+from unioncard.settlement.generate import DayPlan, generate_day
 from unioncard.settlement.pipeline import batch_order
 
 REPORT_FILES = ("clearing.csv", "clearing.json", "rejects.csv")
@@ -81,31 +79,7 @@ main(sys.argv[1:])
 '''
 
 
-# --- helpers (as in test_settlement.py) ------------------------------------------------------
-
-
-def records_of(path: Path) -> np.ndarray:
-    return decode_batch(path.read_bytes()).records.copy()
-
-
-def rewrite(path: Path, records: np.ndarray) -> Path:
-    """A well-formed batch file holding ``records`` (CRCs, sums and file CRC recomputed)."""
-    records = records.astype(RECORD_DTYPE)
-    records["crc"] = record_crcs(records.view(np.uint8).reshape(len(records), 256))
-    number = int.from_bytes(path.read_bytes()[14:18], "big")
-    path.write_bytes(_batch_bytes(bytes(records["terminal_id"][0]), number,
-                                  dt.datetime(2026, 5, 1, 23, 30), records))
-    return path
-
-
-def dump(ledger: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """A ledger's contents, without the time batches were settled at."""
-    with closing(sqlite3.connect(ledger)) as db:
-        return {table: sorted(db.execute(f"SELECT * FROM {table}").fetchall())
-                for table in ("rejects", "lines", "usage")} | {
-            "batches": sorted(db.execute(
-                "SELECT terminal_id, batch_id, digest, source, records, accepted, list_total, "
-                "charged_total, settled FROM batches").fetchall())}
+# --- helpers ---------------------------------------------------------------------------------
 
 
 def settled_batches(ledger: Path) -> int:

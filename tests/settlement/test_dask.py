@@ -10,7 +10,6 @@ same ledger.  The `unioncard settle --engine dask --scheduler local:2` command d
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 import subprocess
@@ -22,48 +21,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from batch_files import dump, records_of, rewrite
 
 from unioncard.crypto import Keystore
 from unioncard.errors import SettlementError
 from unioncard.settlement import RunInputs, settle
 from unioncard.settlement.analyze import BatchAnalysis
-from unioncard.settlement.columns import RECORD_DTYPE, decode_batch, record_crcs
 from unioncard.settlement.engines import dask_analyses, local_analyses
 from unioncard.settlement.errors import BatchRefused
-from unioncard.settlement.generate import DayPlan, _batch_bytes, generate_day
+from unioncard.settlement.generate import DayPlan, generate_day
 
 distributed = pytest.importorskip("distributed")
 
 KEYS = Keystore.test()
 REPORT_FILES = ("clearing.csv", "clearing.json", "rejects.csv")
-
-
-# --- helpers (as in test_settlement.py) ------------------------------------------------------
-
-
-def records_of(path: Path) -> np.ndarray:
-    return decode_batch(path.read_bytes()).records.copy()
-
-
-def rewrite(path: Path, records: np.ndarray, *, batch_id: int | None = None) -> Path:
-    """A well-formed batch file holding ``records`` (CRCs, sums and file CRC recomputed)."""
-    records = records.astype(RECORD_DTYPE)
-    records["crc"] = record_crcs(records.view(np.uint8).reshape(len(records), 256))
-    data = path.read_bytes() if path.exists() else b""
-    number = batch_id if batch_id is not None else int.from_bytes(data[14:18], "big")
-    path.write_bytes(_batch_bytes(bytes(records["terminal_id"][0]), number,
-                                  dt.datetime(2026, 5, 1, 23, 30), records))
-    return path
-
-
-def dump(ledger: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """A ledger's contents, without the time batches were settled at."""
-    with closing(sqlite3.connect(ledger)) as db:
-        return {table: sorted(db.execute(f"SELECT * FROM {table}").fetchall())
-                for table in ("rejects", "lines", "usage")} | {
-            "batches": sorted(db.execute(
-                "SELECT terminal_id, batch_id, digest, source, records, accepted, list_total, "
-                "charged_total, settled FROM batches").fetchall())}
 
 
 # --- the day ----------------------------------------------------------------------------------

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import sqlite3
 import zlib
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 import protocol_card
 import pytest
+from batch_files import dump
 
 from unioncard.crypto import Keystore
 from unioncard.offline import Application, OfflineRecord, RecordFlags
@@ -152,16 +151,6 @@ def inputs(keys: Keystore = KEYS) -> RunInputs:
     return RunInputs(keys)
 
 
-def dump(ledger: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """A ledger's contents, without the time batches were settled at."""
-    with closing(sqlite3.connect(ledger)) as db:
-        return {table: sorted(db.execute(f"SELECT * FROM {table}").fetchall())
-                for table in ("rejects", "lines", "usage")} | {
-            "batches": sorted(db.execute(
-                "SELECT terminal_id, batch_id, digest, records, accepted, list_total, "
-                "charged_total, settled FROM batches").fetchall())}
-
-
 def test_the_protocol_cards_issuers_are_covered_by_the_test_keys(day):
     """The records carry the issuer ids of the card's EF 0015 (not the generated day's), and
     the published test keys are entries for any issuer."""
@@ -222,10 +211,10 @@ def test_settling_the_same_batches_again_changes_nothing(day, tmp_path):
     the report unchanged."""
     ledger = tmp_path / "ledger.sqlite"
     first = settle(day["paths"], ledger_path=ledger, inputs=inputs(), out=tmp_path / "first")
-    before = dump(ledger)
+    before = dump(ledger, sources=False)
     again = settle(day["paths"], ledger_path=ledger, inputs=inputs(), out=tmp_path / "again")
     assert again.summary()["batches"] == {"already_settled": 2}
-    assert dump(ledger) == before
+    assert dump(ledger, sources=False) == before
     assert again.document == first.document
     for name in ("clearing.csv", "clearing.json", "rejects.csv"):
         assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "again" /

@@ -7,7 +7,6 @@ formed and only the checks of settlement can catch it.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import json
 import sqlite3
@@ -15,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_files import records_of, rewrite
 
 from unioncard.crypto import Keystore
 from unioncard.settlement import RunInputs, settle
-from unioncard.settlement.columns import RECORD_DTYPE, decode_batch, record_crcs
-from unioncard.settlement.generate import DayPlan, _batch_bytes, generate_day
+from unioncard.settlement.columns import RECORD_DTYPE
+from unioncard.settlement.generate import DayPlan, generate_day
 
 KEYS = Keystore.test()
 CITY_ONLY = Keystore.from_toml(  # the test keys for one issuer only: others are unknown
@@ -32,24 +32,6 @@ CITY_ONLY = Keystore.from_toml(  # the test keys for one issuer only: others are
 def day(tmp_path_factory) -> list[Path]:
     """A small generated day: 3 000 records in batch files of at most 400."""
     return generate_day(tmp_path_factory.mktemp("day"), DayPlan(3000, batch_records=400))
-
-
-def records_of(path: Path) -> np.ndarray:
-    return decode_batch(path.read_bytes()).records.copy()
-
-
-def rewrite(path: Path, records: np.ndarray, *, batch_id: int | None = None,
-            terminal: bytes | None = None) -> Path:
-    """A well-formed batch file holding ``records`` (CRCs, sums and file CRC recomputed).
-    (``np.concatenate`` makes big-endian fields native: ``astype`` puts the layout back.)"""
-    records = records.astype(RECORD_DTYPE)
-    records["crc"] = record_crcs(records.view(np.uint8).reshape(len(records), 256))
-    data = path.read_bytes() if path.exists() else b""
-    header_terminal = terminal or bytes(records["terminal_id"][0])
-    number = batch_id if batch_id is not None else int.from_bytes(data[14:18], "big")
-    path.write_bytes(_batch_bytes(header_terminal, number, dt.datetime(2026, 5, 1, 23, 30),
-                                  records))
-    return path
 
 
 def run(paths, tmp_path: Path, name: str = "ledger", **options):
