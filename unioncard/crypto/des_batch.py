@@ -42,6 +42,7 @@ from unioncard.jit import jit
 __all__ = [
     "DES_WORDS",
     "TDES_WORDS",
+    "byte_rows",
     "des_cbc_mac_blocks",
     "des_decrypt_blocks",
     "des_encrypt_blocks",
@@ -410,7 +411,9 @@ def kernel_array(values: npt.ArrayLike, dtype: npt.DTypeLike) -> npt.NDArray[Any
     return np.array(array, dtype=dtype, order="C")
 
 
-def _matrix(name: str, values: npt.ArrayLike, width: int) -> U8:
+def byte_rows(name: str, values: npt.ArrayLike, width: int) -> U8:
+    """``values`` as a C-contiguous uint8 array of shape (N, ``width``) (keys, blocks);
+    `CryptoError` naming ``name`` otherwise."""
     array = np.asarray(values)
     if array.dtype != np.uint8 or array.ndim != 2 or array.shape[1] != width:
         raise CryptoError(f"{name} must be a uint8 array of shape (N, {width}), "
@@ -453,7 +456,7 @@ def _backward(schedule: U32) -> U32:
 
 
 def _ecb(schedule: U32, blocks: npt.ArrayLike, key_index: npt.ArrayLike | None) -> U8:
-    data = _matrix("blocks", blocks, 8)
+    data = byte_rows("blocks", blocks, 8)
     mode, index = _selector(schedule.shape[0], data.shape[0], key_index)
     out = np.empty_like(data)
     _ecb_kernel(schedule, mode, index, data, out)
@@ -462,7 +465,7 @@ def _ecb(schedule: U32, blocks: npt.ArrayLike, key_index: npt.ArrayLike | None) 
 
 def des_key_schedule(keys: npt.ArrayLike) -> U32:
     """Cooked DES schedules ``uint32[N, 32]`` of the keys ``uint8[N, 8]`` (parity ignored)."""
-    data = _matrix("DES keys", keys, 8)
+    data = byte_rows("DES keys", keys, 8)
     out = np.empty((data.shape[0], DES_WORDS), np.uint32)
     _schedule_kernel(data, out)
     return out
@@ -470,7 +473,7 @@ def des_key_schedule(keys: npt.ArrayLike) -> U32:
 
 def tdes_key_schedule(keys: npt.ArrayLike) -> U32:
     """Two-key 3DES (EDE) schedules ``uint32[N, 96]`` of the keys ``uint8[N, 16]``."""
-    data = _matrix("3DES keys", keys, 16)
+    data = byte_rows("3DES keys", keys, 16)
     out = np.empty((data.shape[0], TDES_WORDS), np.uint32)
     _schedule_kernel(data, out)
     return out
@@ -504,7 +507,7 @@ def tdes_decrypt_blocks(schedule: npt.ArrayLike, blocks: npt.ArrayLike,
 def des_cbc_mac_blocks(keys: npt.ArrayLike, data: npt.ArrayLike) -> U8:
     """The last block of single-DES CBC with a zero IV, one 8-byte key per row: ``keys``
     ``uint8[N, 8]``, ``data`` ``uint8[N, 8m]`` already padded (docs/protocol.md §2.1)."""
-    key_rows = _matrix("DES keys", keys, 8)
+    key_rows = byte_rows("DES keys", keys, 8)
     rows = np.asarray(data)
     if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] % 8 or rows.shape[1] == 0:
         raise CryptoError(f"CBC data must be a uint8 array of shape (N, 8m), m >= 1, "

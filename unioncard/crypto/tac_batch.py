@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from unioncard.crypto.des_batch import (
+    byte_rows,
     des_cbc_mac_blocks,
     des_rounds4,
     final_permutation,
@@ -209,14 +210,6 @@ def _integers(name: str, values: npt.ArrayLike, rows: int, bits: int) -> npt.NDA
     return kernel_array(array, dtype)
 
 
-def _key_rows(name: str, values: npt.ArrayLike, width: int) -> U8:
-    array = np.asarray(values)
-    if array.dtype != np.uint8 or array.ndim != 2 or array.shape[1] != width:
-        raise CryptoError(f"{name} must be a uint8 array of shape (N, {width}), "
-                          f"got {array.dtype} {array.shape}")
-    return kernel_array(array, np.uint8)
-
-
 def _index(key_index: npt.ArrayLike, rows: int, count: int) -> npt.NDArray[np.int64]:
     """The master key of each row, 0..count - 1; one integer stands for every row."""
     index = np.asarray(key_index)
@@ -230,7 +223,7 @@ def _index(key_index: npt.ArrayLike, rows: int, count: int) -> npt.NDArray[np.in
 
 
 def _masters(master_keys: npt.ArrayLike) -> U8:
-    masters = _key_rows("master keys", master_keys, 16)
+    masters = byte_rows("master keys", master_keys, 16)
     if masters.shape[0] == 0:
         raise CryptoError("no master key given")
     return masters
@@ -249,7 +242,7 @@ def diversify_keys(master_keys: npt.ArrayLike, key_index: npt.ArrayLike,
                    diversifiers: npt.ArrayLike) -> U8:
     """Card keys ``uint8[N, 16]``: ``3DES(MK, F) ‖ 3DES(MK, F xor FF..FF)`` with
     ``MK = master_keys[key_index[i]]`` and F the row's diversifier (docs/protocol.md §2.2)."""
-    masters, divs = _masters(master_keys), _key_rows("diversifiers", diversifiers, 8)
+    masters, divs = _masters(master_keys), byte_rows("diversifiers", diversifiers, 8)
     return _derive(masters, _index(key_index, divs.shape[0], masters.shape[0]), divs, False)
 
 
@@ -258,7 +251,7 @@ def tac_keys(master_tac_keys: npt.ArrayLike, key_index: npt.ArrayLike,
     """TAC keys ``uint8[N, 8]``: the DTK diversified from ``master_tac_keys[key_index[i]]``
     (``uint8[M, 16]``) and the diversifier, left half xor right half (docs/protocol.md
     §2.2, §2.3).  ``key_index`` may be one integer for every record."""
-    masters, divs = _masters(master_tac_keys), _key_rows("diversifiers", diversifiers, 8)
+    masters, divs = _masters(master_tac_keys), byte_rows("diversifiers", diversifiers, 8)
     return _derive(masters, _index(key_index, divs.shape[0], masters.shape[0]), divs, True)
 
 
@@ -267,7 +260,7 @@ def tac_keys_distinct(master_tac_keys: npt.ArrayLike, key_index: npt.ArrayLike,
     """`tac_keys`, deriving each distinct (key index, diversifier) once: per key index,
     sort the diversifiers, derive the first record of each run, scatter the keys back.
     Pays when cards repeat (a card taps many times a day)."""
-    masters, divs = _masters(master_tac_keys), _key_rows("diversifiers", diversifiers, 8)
+    masters, divs = _masters(master_tac_keys), byte_rows("diversifiers", diversifiers, 8)
     n = divs.shape[0]
     index = _index(key_index, n, masters.shape[0])
     card = divs.view(np.uint64).reshape(n)  # the diversifier as one sortable integer
@@ -315,7 +308,7 @@ def _tacs(keys: U8, rows: npt.NDArray[np.int64], load: bool, columns: dict[str, 
 def _common(keys: npt.ArrayLike, amount: npt.ArrayLike, tx_type: npt.ArrayLike,
             terminal_id: npt.ArrayLike, date: npt.ArrayLike, time: npt.ArrayLike,
             ) -> tuple[U8, dict[str, Any]]:
-    key_rows = _key_rows("TAC keys", keys, 8)
+    key_rows = byte_rows("TAC keys", keys, 8)
     n = key_rows.shape[0]
     return key_rows, {
         "amount": _integers("amount", amount, n, 32),
