@@ -20,8 +20,8 @@ from unioncard.errors import TariffError
 from unioncard.tariffs.money import MAX_FEN, check_int, parse_fen
 
 __all__ = ["CARD_TYPE_NAMES", "CATEGORY_NAMES", "CONDITIONS", "DAY_SECONDS", "EPOCH_ORDINAL",
-           "STATUS_NAMES", "AnyFlag", "AtLeast", "Condition", "Conditions", "DateRange", "OneOf",
-           "TimeWindow", "in_time_window", "named", "toml_string"]
+           "STATUS_NAMES", "AnyFlag", "AtLeast", "Condition", "Conditions", "DateRange", "Kind",
+           "OneOf", "TimeWindow", "in_time_window", "named", "toml_string"]
 
 DAY_SECONDS = 86_400
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -76,7 +76,12 @@ def _words(values: frozenset[int]) -> list[int]:
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Condition:
     """One condition: its key(s) in ``[rule.when]``, what it reads, and the lint warning
-    for a rule without it (``missing``).  Subclasses are the kinds."""
+    for a rule without it (``missing``).  Subclasses are the kinds (`Kind`); each has
+    ``parse(key, raw)``, one key's value as a rule file writes it (``ValueError`` says why
+    it is refused), ``check(value)`` (:class:`TariffError` unless valid), ``test(value)``,
+    whether a reading meets it, ``covers(a, b)``, whether value ``a`` admits every reading
+    ``b`` admits, and ``compile(value, pool, codes)``, the kernel check ``(kind, lo, hi)``,
+    adding what it needs to ``pool`` (text compiled to its ``codes``)."""
 
     keys: tuple[str, ...]
     reads: str
@@ -96,34 +101,12 @@ class Condition:
             return operator.attrgetter(self.reads)
         return lambda context: clock(context.at)
 
-    def parse(self, key: str, raw: object) -> Any:
-        """One key's value as a rule file writes it (``ValueError`` says why it is refused)."""
-        raise NotImplementedError
-
-    def check(self, value: Any) -> None:
-        """:class:`TariffError` unless ``value`` is a valid value of this condition."""
-        raise NotImplementedError
-
-    def test(self, value: Any) -> Callable[[Any], bool]:
-        """Whether a reading meets ``value``."""
-        raise NotImplementedError
-
     def json(self, value: Any) -> dict[str, Any]:
         """Canonical form by key (part of the version hash: never change an existing one)."""
         return {self.keys[0]: value}
 
     def toml(self, value: Any) -> list[str]:
         return [f"{self.keys[0]} = {value}"]
-
-    def covers(self, a: Any, b: Any) -> bool:
-        """Whether value ``a`` admits every reading value ``b`` admits."""
-        raise NotImplementedError
-
-    def compile(self, value: Any, pool: list[int], codes: Mapping[str, int]
-                ) -> tuple[int, int, int]:
-        """The kernel check ``(kind, lo, hi)``, adding what it needs to ``pool``; text is
-        compiled to its ``codes``."""
-        raise NotImplementedError
 
 
 def _listed(value: object) -> list[Any]:
@@ -401,7 +384,8 @@ class AtLeast(Condition):
         return IN_RANGE, value, FAR
 
 
-CONDITIONS: tuple[Condition, ...] = (
+Kind = OneOf | AnyFlag | DateRange | TimeWindow | AtLeast
+CONDITIONS: tuple[Kind, ...] = (
     OneOf(keys=("card_types",), reads="card_type", what="card type", hi=0xFF,
           names=CARD_TYPE_NAMES, spell="0x{:02X}",
           missing="has no card_types condition, so ordinary cards get it too (write "
@@ -462,7 +446,7 @@ class Conditions:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Conditions are frozen")
 
-    def items(self) -> Iterator[tuple[Condition, Any]]:
+    def items(self) -> Iterator[tuple[Kind, Any]]:
         """The conditions the rule has, in declared order, with their values."""
         for condition in CONDITIONS:
             value = condition.value(self._values)
