@@ -44,6 +44,7 @@ from unioncard.settlement.keyindex import (
 )
 from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
 from unioncard.settlement.reasons import Reason, bit, first_reason
+from unioncard.settlement.usage import UsageStore
 
 __all__ = ["BatchResult", "RunResult", "Settlement", "batch_order", "find_gaps",
            "read_header", "run_fingerprint"]
@@ -117,40 +118,6 @@ def _head(path: Path) -> bytes:
         return stream.read(32)
 
 
-class _TrackedBook:
-    """The members' usage of capped rules: in memory by member, persisted per batch."""
-
-    def __init__(self, rows: Iterable[tuple[str, str, str, int, int, int]]) -> None:
-        from unioncard.tariffs import Usage
-        from unioncard.tariffs.model import Period
-
-        self._by_member: dict[str, dict[Any, Any]] = {}
-        for member, rule, period, key, count, amount in rows:
-            self._by_member.setdefault(member, {})[(member, rule, Period(period), int(key))] = (
-                Usage(count, amount))
-
-    def book_for(self, members: Iterable[str]) -> Any:
-        from unioncard.tariffs import UsageBook
-
-        windows: dict[Any, Any] = {}
-        for member in members:
-            windows.update(self._by_member.get(member, {}))
-        return UsageBook.of(windows)
-
-    def absorb(self, book: Any) -> list[tuple[str, str, str, int, int, int]]:
-        """Take a batch's book back; the entries it changed, for the ledger."""
-        changed = []
-        for window, usage in book.windows().items():
-            entries = self._by_member.setdefault(window[0], {})
-            if entries.get(window) != usage:
-                entries[window] = usage
-                member, rule, period, key = window
-                changed.append((member, rule, str(period.value), int(key), usage.count,
-                                usage.amount))
-        changed.sort()
-        return changed
-
-
 class Settlement:
     """The order-dependent part of a run, over one ledger.  ``reference`` re-prices the
     capped benefits one record at a time with `unioncard.tariffs.quote_sequence` (the
@@ -180,12 +147,11 @@ class Settlement:
         self._in_run = np.zeros(self._run_start, bool)
         """Which of the ledger's records this run settled: an earlier start of it, killed,
         committed their batches (their copies are duplicates, not replays)."""
-        self._book = _TrackedBook(ledger.usage())
+        self._usage = UsageStore(ledger.usage())
         self.emv = EmvClearing(ledger, inputs)
         self._pending: list[dict[str, Any]] = []
         self._pending_records = 0
         self._seen: dict[tuple[bytes, int], str] = {}
-        self._changed_usage: list[tuple[str, str, str, int, int, int]] = []
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -430,21 +396,21 @@ class Settlement:
             first, which = _groups(np.column_stack([cols.issuer[rows], cols.diversifier[rows]]))
             distinct = card_ids(cols.issuer[rows[first]], cols.diversifier[rows[first]])
             members = distinct[which]
-            book = self._book.book_for(distinct.tolist())
             if self.reference:
+                book = self._usage.book_for(distinct.tolist())
                 settled_charged, settled_rebate = self._quote_sequence(r, cols, rows, members,
                                                                        rules, book)
+                self._usage.absorb(book)
             else:
                 from unioncard.tariffs import evaluate_batch, record_batch
 
                 contexts = context_batch(r, cols.when, member_id=members,
                                          rows=None if rows.size == len(r) else rows)
-                result = evaluate_batch(contexts, rules, history=book)
-                record_batch(book, contexts, result, rules)
+                result = evaluate_batch(contexts, rules, history=self._usage)
+                record_batch(self._usage, contexts, result, rules)
                 settled_charged, settled_rebate = result.charged, result.rebate
             rebate[rows] = (r["charged_amount"][rows].astype(np.int64) - settled_charged
                             + settled_rebate)
-            self._changed_usage += self._book.absorb(book)
         return rebate
 
     def _quote_sequence(self, r: np.ndarray, cols: Columns, rows: np.ndarray,
@@ -552,8 +518,7 @@ class Settlement:
             records=batch.count + len(analysis.emv),
             list_total=batch.list_total + sum(r.list_amount for _, r in analysis.emv),
             charged_total=batch.charged_total + sum(r.charged_amount for _, r in analysis.emv),
-            settled=settled, rejects=rejects, lines=lines, usage=self._changed_usage, emv=emv))
-        self._changed_usage = []
+            settled=settled, rejects=rejects, lines=lines, emv=emv))
         self._remember(settled, hashes)
         self._pending_records += batch.count
         if len(self._pending) >= COMMIT_BATCHES or self._pending_records >= COMMIT_RECORDS:
@@ -563,16 +528,13 @@ class Settlement:
         """Write the settled batches not written yet, in one durable commit."""
         if not self._pending:
             return
-        usage: dict[tuple[str, str, str, int], tuple[str, str, str, int, int, int]] = {}
         with self.ledger.transaction() as db:
             for entry in self._pending:
-                for window in entry["usage"]:  # each window's last state: one write
-                    usage[window[:4]] = window
                 batch = {k: v for k, v in entry.items() if k != "emv"}
-                row = self.ledger.record_batch(db, **{**batch, "usage": ()})
+                row = self.ledger.record_batch(db, **batch)
                 if entry["emv"] is not None:
                     self.emv.commit(db, row, entry["emv"])
-            self.ledger.record_usage(db, sorted(usage.values()))
+            self.ledger.record_usage(db, self._usage.changes())  # each window's last state
         self._pending, self._pending_records = [], 0
 
 

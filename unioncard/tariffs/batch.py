@@ -23,7 +23,7 @@ from unioncard.errors import TariffError
 from unioncard.tariffs import kernel as K
 from unioncard.tariffs.conditions import CLOCK, CONDITIONS, DATE, TIME_OF_DAY, WEEKDAY, OneOf
 from unioncard.tariffs.context import FIELDS, OPTIONAL, QuoteContext
-from unioncard.tariffs.engine import UsageBook
+from unioncard.tariffs.engine import UsageColumns
 from unioncard.tariffs.loader import default_rules
 from unioncard.tariffs.model import Mode, Period, RuleSet
 from unioncard.tariffs.money import ROUNDING_CODES, Rounding
@@ -269,24 +269,32 @@ class BatchResult:
         return len(self.charged)
 
 
-def _initial_history(history: Any, compiled: CompiledRules,
-                     members: Any) -> np.ndarray:
-    """The usage of ``history`` as the kernel's rows of key, count, amount, sorted."""
-    if len(history) == 0 or len(members) == 0:
+def _windows(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The day and month keys (`engine.period_key`) of ``datetime64`` times."""
+    return (at.astype("datetime64[D]").astype(np.int64),
+            at.astype("datetime64[M]").astype(np.int64) + 1970 * 12)
+
+
+def _initial_history(history: UsageColumns, compiled: CompiledRules, members: np.ndarray,
+                     member: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """The kernel's rows of key, count, amount, sorted: the usage ``history`` holds in
+    every window the contexts (of ``member``, at ``seconds``) can touch."""
+    n_slots = len(compiled.capped)
+    if not len(member) or not n_slots:
         return np.zeros((0, 3), np.int64)
-    slots = {rule_id: i for i, rule_id in enumerate(compiled.capped)}
-    member_code = {str(m): i for i, m in enumerate(members)}
-    n_slots = max(len(slots), 1)
-    rows = []
-    for (member_id, rule_id, period, key), usage in history.entries():
-        if member_id not in member_code or rule_id not in slots:
-            continue
-        window = 0 if period is Period.DAY else 1
-        code = ((member_code[member_id] * n_slots + slots[rule_id]) * 2 + window)
-        rows.append((code * 2 * K.PERIOD_OFFSET + key + K.PERIOD_OFFSET, usage.count,
-                     usage.amount))
-    rows.sort()
-    return np.asarray(rows, np.int64).reshape(-1, 3)
+    days, months = _windows(seconds.astype("datetime64[s]"))
+    slot = np.tile(np.repeat(np.arange(n_slots), 2), len(member))
+    window = np.tile([0, 1], n_slots * len(member))
+    key = np.where(window == 0, np.repeat(days, 2 * n_slots), np.repeat(months, 2 * n_slots))
+    owner = np.repeat(member, 2 * n_slots)
+    code = (((owner * n_slots + slot) * 2 + window) * (2 * K.PERIOD_OFFSET) + key
+            + K.PERIOD_OFFSET)
+    code, first = np.unique(code, return_index=True)
+    count, amount = history.usage_many(members[owner[first]],
+                                       np.asarray(compiled.capped)[slot[first]],
+                                       window[first], key[first])
+    used = (count != 0) | (amount != 0)
+    return np.column_stack([code[used], count[used], amount[used]]).astype(np.int64)
 
 
 def _intern(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +323,7 @@ def _readings(compiled: CompiledRules, batch: ContextBatch) -> tuple[np.ndarray,
 
 def _run(compiled: CompiledRules, contexts: tuple[Any, ...], out: tuple[Any, ...],
          rows: np.ndarray | None = None, member: np.ndarray | None = None,
-         history: UsageBook | None = None, members: np.ndarray | None = None) -> None:
+         history: UsageColumns | None = None, members: np.ndarray | None = None) -> None:
     """One kernel pass over ``contexts`` (modes, amounts, seconds, readings) into ``out``;
     with a ``history``, context ``j`` is row ``rows[j]`` of ``out`` and member
     ``member[j]`` of ``members``, and caps are consumed."""
@@ -323,7 +331,8 @@ def _run(compiled: CompiledRules, contexts: tuple[Any, ...], out: tuple[Any, ...
     n_members = len(members) if members is not None and use_caps else 0
     state = np.zeros((n_members, max(len(compiled.capped), 1), 2, 3), np.int64)
     state[..., 0] = -1  # no period loaded
-    start = (_initial_history(history, compiled, members) if use_caps
+    start = (_initial_history(history, compiled, members, member, contexts[2])
+             if use_caps and history is not None and members is not None and member is not None
              else np.zeros((0, 3), np.int64))
     tables = (compiled.rules, compiled.checks, compiled.pool, compiled.mode_ptr,
               compiled.mode_rules)
@@ -337,7 +346,7 @@ def _run(compiled: CompiledRules, contexts: tuple[Any, ...], out: tuple[Any, ...
 
 
 def evaluate_batch(
-    batch: ContextBatch, rules: RuleSet | None = None, *, history: UsageBook | None = None
+    batch: ContextBatch, rules: RuleSet | None = None, *, history: UsageColumns | None = None
 ) -> BatchResult:
     """Quote every context of ``batch``: the batch twin of ``engine.quote`` (no history)
     and of ``engine.quote_sequence`` (with one; ``history`` itself is not changed,
@@ -370,38 +379,40 @@ def evaluate_batch(
                        rounding=rules.rounding)
 
 
-def record_batch(history: UsageBook, batch: ContextBatch, result: BatchResult,
+def record_batch(history: UsageColumns, batch: ContextBatch, result: BatchResult,
                  rules: RuleSet) -> None:
-    """Add the capped-rule usage of a settled batch to ``history`` (each window's uses
-    summed first, so a batch costs one update per member, rule and window)."""
-    capped = sorted(rules.index(r.id) for r in rules.rules if r.caps)
-    if not capped:
-        return
+    """Add the capped-rule usage of a settled batch to ``history``: each window's uses
+    summed first, then one `add_many` (one update per member, rule and window)."""
+    capped = [rules.index(r.id) for r in rules.rules if r.caps]
     rows, cols = np.nonzero(np.isin(result.rules, np.asarray(capped, np.int32)))
     keep = batch.member_id[rows] != ""
     rows, cols = rows[keep], cols[keep]
     if not rows.size:
         return
-    days = batch.at[rows].astype("datetime64[D]").astype(np.int64)
-    months = batch.at[rows].astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    days, months = _windows(batch.at[rows])
     index = result.rules[rows, cols].astype(np.int64)
-    amount = result.amounts[rows, cols].astype(np.int64)
-    members = batch.member_id[rows]
-    for rule_index in np.unique(index).tolist():
-        rule = rules.rules[rule_index]
-        if rule.caps is None:
-            continue
-        mine = index == rule_index
-        for period, _count, _amount in rule.caps.windows():
-            keys = days[mine] if period is Period.DAY else months[mine]
-            table = np.empty(int(mine.sum()), dtype=[("member", members.dtype), ("key", "<i8")])
-            table["member"], table["key"] = members[mine], keys
-            windows, which = np.unique(table, return_inverse=True)
-            which = which.ravel()
-            counts = np.bincount(which, minlength=len(windows))
-            sums = np.bincount(which, weights=amount[mine].astype(np.float64),
-                               minlength=len(windows)).astype(np.int64)
-            for (member_id, key), count, total in zip(windows.tolist(), counts.tolist(),
-                                                      sums.tolist(), strict=True):
-                history.add(str(member_id), rule.id, period, int(key), count=int(count),
-                            amount=int(total))
+    has = np.zeros((len(rules.rules), 2), bool)  # the windows each rule is capped in
+    for i in capped:
+        caps = rules.rules[i].caps
+        assert caps is not None
+        for period, _count, _amount in caps.windows():
+            has[i, 0 if period is Period.DAY else 1] = True
+    parts = []
+    for window, keys in ((0, days), (1, months)):
+        mine = has[index, window]
+        table = np.empty(int(mine.sum()), dtype=[("member", batch.member_id.dtype),
+                                                 ("rule", "<i8"), ("key", "<i8")])
+        table["member"], table["rule"], table["key"] = (batch.member_id[rows[mine]],
+                                                        index[mine], keys[mine])
+        windows, which = np.unique(table, return_inverse=True)
+        which = which.ravel()
+        amounts = result.amounts[rows[mine], cols[mine]].astype(np.float64)
+        parts.append((windows, np.full(len(windows), window),
+                      np.bincount(which, minlength=len(windows)),
+                      np.bincount(which, weights=amounts, minlength=len(windows))))
+    windows = np.concatenate([p[0] for p in parts])
+    ids = np.asarray([r.id for r in rules.rules])
+    history.add_many(windows["member"], ids[windows["rule"]],
+                     np.concatenate([p[1] for p in parts]), windows["key"],
+                     np.concatenate([p[2] for p in parts]).astype(np.int64),
+                     np.concatenate([p[3] for p in parts]).astype(np.int64))

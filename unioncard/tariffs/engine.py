@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from unioncard.errors import TariffError
 from unioncard.tariffs.conditions import EPOCH_ORDINAL
@@ -18,8 +18,8 @@ from unioncard.tariffs.context import AppliedRule, Quote, QuoteContext
 from unioncard.tariffs.model import Caps, Period, Rule, RuleSet
 from unioncard.tariffs.money import Rounding
 
-__all__ = ["EPOCH_ORDINAL", "Usage", "UsageBook", "UsageHistory", "combine", "period_key", "quote",
-           "quote_sequence"]
+__all__ = ["EPOCH_ORDINAL", "WINDOWS", "Usage", "UsageBook", "UsageColumns", "UsageHistory",
+           "combine", "period_key", "quote", "quote_sequence"]
 
 
 def period_key(period: Period, at: datetime) -> int:
@@ -58,9 +58,30 @@ class UsageHistory(Protocol):
         ...
 
 
+WINDOWS = (Period.DAY, Period.MONTH)
+"""The batch path's window codes: 0 for a day, 1 for a month."""
+
+
+class UsageColumns(Protocol):
+    """What the batch path asks of a member history (`batch.evaluate_batch` reads,
+    `batch.record_batch` adds): many windows at once, as numpy columns of member ids,
+    rule ids, window codes (`WINDOWS`) and period keys."""
+
+    def usage_many(self, members: Any, rules: Any, windows: Any, keys: Any
+                   ) -> tuple[Any, Any]:
+        """The count and the amount used in each window (0 where never used)."""
+        ...
+
+    def add_many(self, members: Any, rules: Any, windows: Any, keys: Any, counts: Any,
+                 amounts: Any) -> None:
+        """Add ``counts`` uses worth ``amounts`` fen to the windows (each named once)."""
+        ...
+
+
 class UsageBook:
     """An in-memory member usage history of capped rules: ``record`` adds what a quote
-    applied; ``quote`` itself never changes a book."""
+    applied; ``quote`` itself never changes a book.  Both a `UsageHistory` and, one
+    window at a time, a `UsageColumns`."""
 
     __slots__ = ("_entries",)
 
@@ -78,6 +99,21 @@ class UsageBook:
         window = (member_id, rule_id, Period(period), int(key))
         old = self._entries.get(window, Usage())
         self._entries[window] = Usage(old.count + count, old.amount + amount)
+
+    def usage_many(self, members: Any, rules: Any, windows: Any, keys: Any
+                   ) -> tuple[Any, Any]:
+        import numpy as np
+
+        used = [self.usage(str(m), str(r), WINDOWS[w], k) for m, r, w, k in
+                zip(members.tolist(), rules.tolist(), windows.tolist(), keys.tolist(), strict=True)]
+        return (np.array([u.count for u in used], np.int64).reshape(-1),
+                np.array([u.amount for u in used], np.int64).reshape(-1))
+
+    def add_many(self, members: Any, rules: Any, windows: Any, keys: Any, counts: Any,
+                 amounts: Any) -> None:
+        for m, r, w, k, c, a in zip(members.tolist(), rules.tolist(), windows.tolist(),
+                                    keys.tolist(), counts.tolist(), amounts.tolist(), strict=True):
+            self.add(str(m), str(r), WINDOWS[w], k, count=c, amount=a)
 
     def record(self, context: QuoteContext, result: Quote, rules: RuleSet) -> None:
         """Count the capped rules ``result`` applied against ``context.member_id``."""
