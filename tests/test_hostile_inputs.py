@@ -463,3 +463,15 @@ def test_a_disbursement_reason_with_a_control_character_is_refused():
     assert [d.member_no for d in read.items] == ["20260002"]
     assert str(read.errors[0]) == ("line 2 (member 20260001): reason holds the control "
                                    "character U+001B")
+
+
+def test_a_file_larger_than_its_size_said_is_read_whole_and_still_bounded():
+    """A file read in one read of the size it has when opened: one that grows (here a
+    /proc file, whose size says 0) is read on to its end, never past the limit."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("no /proc")
+    data = read_file(status, limit=1 << 20, what="status file")
+    assert data.startswith(b"Name:") and data.endswith(b"\n") and len(data) > 100
+    with pytest.raises(Exception, match="the status file is larger than 64 bytes"):
+        read_file(status, limit=64, what="status file")

@@ -239,8 +239,11 @@ def open_file(path: str | os.PathLike[str], *, limit: int, what: str) -> BinaryI
 
 def _read(name: str, limit: int, what: str) -> bytes:
     with open_file(name, limit=limit, what=what) as file:
-        try:
-            data = file.read(limit + 1)
+        try:  # the size it has now, in one read (and on, if it grew since)
+            want = min(os.fstat(file.fileno()).st_size, limit) + 1
+            data = file.read(want)
+            if len(data) == want <= limit:
+                data += file.read(limit + 1 - want)
         except OSError as exc:
             raise InputFileError(name, f"cannot read the {what}: {reason(exc)}") from None
     if len(data) > limit:
