@@ -21,7 +21,7 @@ from unioncard.tariffs.money import MAX_FEN, check_int, parse_fen
 
 __all__ = ["CARD_TYPE_NAMES", "CATEGORY_NAMES", "CONDITIONS", "DAY_SECONDS", "EPOCH_ORDINAL",
            "STATUS_NAMES", "AnyFlag", "AtLeast", "Condition", "Conditions", "DateRange", "Kind",
-           "OneOf", "TimeWindow", "in_time_window", "named", "toml_string"]
+           "OneOf", "TimeWindow", "day_intervals", "named", "toml_string"]
 
 DAY_SECONDS = 86_400
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -48,16 +48,19 @@ DAY_NAMES: dict[str, int | tuple[int, ...]] = {
 _TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2}))?")
 
 
-def in_time_window(seconds: int, start: int | None, end: int | None) -> bool:
-    """``start <= seconds < end`` on a 24-hour clock; a window whose start is after its
-    end wraps midnight (22:00–05:00).  A missing bound is midnight.
+def day_intervals(start: int | None, end: int | None) -> list[tuple[int, int]]:
+    """The time window ``start <= seconds < end`` on a 24-hour clock as intervals of
+    the day: a window whose start is after its end wraps midnight (22:00–05:00, two
+    intervals).  A missing bound is midnight.
 
-    >>> in_time_window(23 * 3600, 22 * 3600, 5 * 3600), in_time_window(12 * 3600, 79200, 18000)
-    (True, False)
+    >>> day_intervals(22 * 3600, 5 * 3600), day_intervals(None, 12 * 3600)
+    ([(79200, 86400), (0, 18000)], [(0, 43200)])
     """
     lo = 0 if start is None else start
     hi = DAY_SECONDS if end is None else end
-    return lo <= seconds < hi if lo < hi else (seconds >= lo or seconds < hi)
+    if lo < hi:
+        return [(lo, hi)]
+    return [(x, y) for x, y in ((lo, DAY_SECONDS), (0, hi)) if x < y]
 
 
 def toml_string(text: str) -> str:
@@ -300,14 +303,6 @@ class DateRange(Condition):
                 FAR if hi is None else hi.toordinal() - EPOCH_ORDINAL)
 
 
-def _intervals(start: int | None, end: int | None) -> list[tuple[int, int]]:
-    lo = 0 if start is None else start
-    hi = DAY_SECONDS if end is None else end
-    if lo < hi:
-        return [(lo, hi)]
-    return [(x, y) for x, y in ((lo, DAY_SECONDS), (0, hi)) if x < y]
-
-
 @dataclass(frozen=True, kw_only=True, eq=False)
 class TimeWindow(Condition):
     """Matches when the time of day read (seconds) is in ``[from, until)``, wrapping
@@ -341,7 +336,8 @@ class TimeWindow(Condition):
             raise TariffError(f"{self.keys[0]} equals {self.keys[1]}: an empty time window")
 
     def test(self, value: tuple[int | None, int | None]) -> Callable[[Any], bool]:
-        return lambda seconds: in_time_window(seconds, *value)
+        intervals = day_intervals(*value)
+        return lambda seconds: any(lo <= seconds < hi for lo, hi in intervals)
 
     def json(self, value: tuple[int | None, int | None]) -> dict[str, Any]:
         return {k: v for k, v in zip(self.keys, value, strict=True) if v is not None}
@@ -351,8 +347,8 @@ class TimeWindow(Condition):
                 for k, v in self.json(value).items()]
 
     def covers(self, a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
-        outer = _intervals(*a)
-        return all(any(lo >= x and hi <= y for x, y in outer) for lo, hi in _intervals(*b))
+        outer = day_intervals(*a)
+        return all(any(lo >= x and hi <= y for x, y in outer) for lo, hi in day_intervals(*b))
 
     def compile(self, value: tuple[int | None, int | None], pool: list[int],
                 codes: Mapping[str, int]) -> tuple[int, int, int]:
