@@ -71,6 +71,7 @@ def build_report(ledger: Ledger, run: RunResult) -> Report:
                 settled.append((result, stored))
     rows = [stored.row for _, stored in settled]
     by_row = {stored.row: (result, stored) for result, stored in settled}
+    stored_of = {id(result): stored for result, stored in settled}
     lines = [dict(zip(LINE_COLUMNS, _named(line), strict=True))
              for line in (ledger.lines(rows) if rows else [])]
     rejects = []
@@ -101,7 +102,8 @@ def build_report(ledger: Ledger, run: RunResult) -> Report:
                for dimension in ("day", "operator", "mode", "route", "merchant",
                                  "organization")},
         "lines": lines,
-        "batches": [_batch_entry(result, by_row, emv_accepted) for result in run.batches],
+        "batches": [_batch_entry(result, stored_of.get(id(result)), emv_accepted)
+                    for result in run.batches],
         "gaps": gaps,
     }
     return Report(document, lines, rejects, dict(sorted(states.items())))
@@ -133,18 +135,16 @@ def _by(lines: list[dict[str, Any]], dimension: str) -> dict[str, dict[str, int]
     return dict(sorted(out.items()))
 
 
-def _batch_entry(result: Any, by_row: dict[int, Any], emv_accepted: dict[int, int]
-                 ) -> dict[str, Any]:
-    """A batch as the report lists it: settled (now or before: the report is the same) or
-    refused with the reason."""
+def _batch_entry(result: Any, stored: Any, emv_accepted: dict[int, int]) -> dict[str, Any]:
+    """A batch as the report lists it: settled (now or before: the report is the same; its
+    ledger entry ``stored``) or refused with the reason."""
     entry = {"file": result.source, "state": "refused" if result.state == "refused"
              else "settled", "reason": result.reason, "records": result.records,
              "terminal_id": result.terminal_id.hex().upper(), "batch_id": result.batch_id}
-    for row, (res, stored) in by_row.items():
-        if res is result:
-            entry.update(records=stored.records,
-                         accepted=stored.accepted + emv_accepted.get(row, 0),
-                         digest=stored.digest)
+    if stored is not None:
+        entry.update(records=stored.records,
+                     accepted=stored.accepted + emv_accepted.get(stored.row, 0),
+                     digest=stored.digest)
     return entry
 
 
