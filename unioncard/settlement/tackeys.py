@@ -24,9 +24,25 @@ import threading
 
 import numpy as np
 
+from unioncard.jit import jit
 from unioncard.settlement.keyindex import KeyIndex, mix64
 
 __all__ = ["TAC_KEYS", "TacKeyCache"]
+
+
+@jit
+def _gather(rows, master, card, held_master, held_card, held_keys, out, missing):  # type: ignore[no-untyped-def]
+    """The held key of each record whose index row holds its master and card, into
+    ``out``; the other records' indexes into ``missing``; returns how many those are."""
+    count = 0
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        if row >= 0 and held_master[row] == master[i] and held_card[row] == card[i]:
+            out[i] = held_keys[row]
+        else:
+            missing[count] = i
+            count += 1
+    return count
 
 
 class TacKeyCache:
@@ -64,14 +80,10 @@ class TacKeyCache:
             master = ids[key_row] if n else np.zeros(0, np.uint64)
             hashes = mix64(np.column_stack([master, card]))
             rows = self._index.find(hashes)
-            hit = np.flatnonzero(rows >= 0)
-            hit = hit[(self._master[rows[hit]] == master[hit])
-                      & (self._card[rows[hit]] == card[hit])]
             out = np.empty((n, 8), np.uint8)
-            out[hit] = self._keys[rows[hit]]
-            miss = np.ones(n, bool)
-            miss[hit] = False
-            missing = np.flatnonzero(miss)
+            missing = np.empty(n, np.int64)
+            missing = missing[:_gather(rows, master, card, self._master, self._card,
+                                       self._keys, out, missing)]
             if missing.size:
                 out[missing] = tac_keys_distinct(masters, key_row[missing],
                                                  diversifiers[missing])
