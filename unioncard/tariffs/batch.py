@@ -25,7 +25,7 @@ from unioncard.tariffs.conditions import CLOCK, CONDITIONS, DATE, TIME_OF_DAY, W
 from unioncard.tariffs.context import FIELDS, OPTIONAL, QuoteContext
 from unioncard.tariffs.engine import UsageColumns
 from unioncard.tariffs.loader import default_rules
-from unioncard.tariffs.model import Mode, Period, RuleSet
+from unioncard.tariffs.model import CAP_LIMITS, Mode, Period, RuleSet
 from unioncard.tariffs.money import ROUNDING_CODES, Rounding
 
 __all__ = ["BatchResult", "CompiledRules", "ContextBatch", "compile_rules", "evaluate_batch",
@@ -210,14 +210,13 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
         effect, caps, row = rule.effect, rule.caps, table[i]
         row["mode"], row["stackable"], row["rebate"] = rule.mode, rule.stackable, effect.is_rebate
         row["min_amount"], row["kind"] = rule.min_amount, K.EFFECTS.index(effect.kind)
-        for name in ("rate", "amount", "threshold", "repeat", "price"):
-            row[name] = getattr(effect, name)
-        row["max_benefit"] = -1 if effect.max_benefit is None else effect.max_benefit
         row["cap_slot"] = -1 if caps is None else capped.index(rule.id)
-        for name, limit in (("day_count", "daily_count"), ("day_amount", "daily_amount"),
-                            ("month_count", "monthly_count"), ("month_amount", "monthly_amount")):
-            value = None if caps is None else getattr(caps, limit)
+        for name in ("rate", "amount", "threshold", "repeat", "price", "max_benefit"):
+            value = getattr(effect, name)
             row[name] = -1 if value is None else value
+        limits = {} if caps is None else caps.canonical()
+        for name in CAP_LIMITS:
+            row[name] = limits.get(name, -1)
         row["checks_from"] = len(checks)
         for condition, value in rule.when.items():
             kind, lo, hi = condition.compile(value, pool, codes.get(condition.reads, {}))

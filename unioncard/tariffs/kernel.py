@@ -32,8 +32,9 @@ __all__ = ["CHECK", "CLOCK_READINGS", "EFFECTS", "PERIOD_OFFSET", "RULE", "encod
 RULE = np.dtype([(name, np.int64) for name in (
     "mode", "stackable", "rebate", "min_amount", "checks_from", "checks_to",
     "kind", "rate", "amount", "threshold", "repeat", "price", "max_benefit",
-    "cap_slot", "day_count", "day_amount", "month_count", "month_amount")])
-"""A compiled rule; ``-1`` for no ``max_benefit``, cap slot or cap limit."""
+    "cap_slot", "daily_count", "daily_amount", "monthly_count", "monthly_amount")])
+"""A compiled rule (its effect's and caps' fields by their model names); ``-1`` for no
+``max_benefit``, cap slot or cap limit."""
 CHECK = np.dtype([(name, np.int64) for name in ("kind", "reading", "lo", "hi")])
 """One condition of a rule: its kind (``conditions.IN_*``), the reading it tests and its bounds."""
 CLOCK_READINGS = 3
@@ -230,8 +231,8 @@ def intern_text(rows: np.ndarray, slots: np.ndarray, codes: np.ndarray,
 def cap_limits(rule: Record, window: int) -> tuple[int, int]:
     """Count and amount limits of the day (0) or month (1) window; ``-1``: none."""
     if window == 0:
-        return rule.day_count, rule.day_amount
-    return rule.month_count, rule.month_amount
+        return rule.daily_count, rule.daily_amount
+    return rule.monthly_count, rule.monthly_amount
 
 
 @_kernel
@@ -296,12 +297,10 @@ def combine(rules: np.ndarray, candidates: np.ndarray, rooms: np.ndarray, count:
             rebates: bool, amount: int, list_amount: int, rounding: int, best: int,
             total: int, applied: np.ndarray, given: np.ndarray, j: int,
             used: int) -> tuple[int, int]:
-    """``engine.combine``: the best non-stackable benefit of the group (instant benefits or
-    rebates) on ``amount``, then the stackable ones in declared order, instant ones on what
-    is left, rebates on the whole amount.  ``best`` and ``total``: the best non-stackable
-    rule weighed already (``-1``, 0: none), which candidates must beat.  Appends to row
-    ``j`` of ``applied``/``given`` from ``used``; returns the fen given and the new
-    ``used``."""
+    """``engine.combine`` over the first ``count`` candidates (instant benefits, or the
+    ``rebates``).  ``best`` and ``total``: the best non-stackable rule weighed already
+    (``-1``, 0: none), which candidates must beat.  Appends to row ``j`` of
+    ``applied``/``given`` from ``used``; returns the fen given and the new ``used``."""
     for c in range(count):
         rule = rules[candidates[c]]
         if rule.rebate == rebates and not rule.stackable:
