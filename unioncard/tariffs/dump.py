@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from unioncard.tariffs.conditions import toml_string
-from unioncard.tariffs.model import EFFECT_NEEDS, Effect, Rule, RuleSet
+from unioncard.tariffs.model import EFFECT_FIELDS, Effect, Rule, RuleSet
 from unioncard.tariffs.money import format_rate
 
 __all__ = ["dumps"]
@@ -11,7 +11,8 @@ __all__ = ["dumps"]
 
 def _effect(effect: Effect) -> list[str]:
     """The canonical fields, and a needed one even at 0 (``price = 0``)."""
-    values = {**dict.fromkeys(EFFECT_NEEDS[effect.kind], 0), **effect.canonical()}
+    needed = {name: 0 for name, need in EFFECT_FIELDS[effect.kind].items() if need}
+    values = {**needed, **effect.canonical()}
     lines = [f'kind = "{values.pop("kind")}"']
     for name, value in values.items():
         if name == "rate":

@@ -30,9 +30,9 @@ from unioncard.tariffs.money import (
 if TYPE_CHECKING:
     from unioncard.tariffs.context import QuoteContext
 
-__all__ = ["CAP_LIMITS", "EFFECT_FIELDS", "EFFECT_NEEDS", "MAX_CAP_FEN", "RULE_ID", "Caps",
-           "CardType", "Category", "Conditions", "Effect", "EffectKind", "MemberStatus", "Mode",
-           "Period", "Rule", "RuleSet", "check_id", "misplaced", "missing"]
+__all__ = ["CAP_LIMITS", "EFFECT_FIELDS", "MAX_CAP_FEN", "RULE_ID", "Caps", "CardType",
+           "Category", "Conditions", "Effect", "EffectKind", "MemberStatus", "Mode", "Period",
+           "Rule", "RuleSet", "check_id", "misplaced", "missing"]
 
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_CAP_FEN = 10**15
@@ -89,20 +89,16 @@ class Period(StrEnum):
     MONTH = "month"
 
 
-EFFECT_FIELDS: dict[EffectKind, tuple[str, ...]] = {
-    EffectKind.PERCENT: ("rate", "max_benefit"),
-    EffectKind.FIXED: ("amount",),
-    EffectKind.THRESHOLD: ("threshold", "amount", "repeat", "max_benefit"),
-    EffectKind.PRICE: ("price",),
-    EffectKind.REBATE: ("rate", "amount", "max_benefit"),
+EFFECT_FIELDS: dict[EffectKind, dict[str, bool]] = {
+    EffectKind.PERCENT: {"rate": True, "max_benefit": False},
+    EffectKind.FIXED: {"amount": True},
+    EffectKind.THRESHOLD: {"threshold": True, "amount": True, "repeat": False,
+                           "max_benefit": False},
+    EffectKind.PRICE: {"price": True},
+    EffectKind.REBATE: {"rate": False, "amount": False, "max_benefit": False},
 }
-"""The fields of `Effect` each kind uses, in rule-file order; the others keep their defaults."""
-EFFECT_NEEDS: dict[EffectKind, tuple[str, ...]] = {
-    EffectKind.PERCENT: ("rate",), EffectKind.FIXED: ("amount",),
-    EffectKind.THRESHOLD: ("threshold", "amount"), EffectKind.PRICE: ("price",),
-    EffectKind.REBATE: (),
-}
-"""The fields each kind needs (a rebate: exactly one of ``rate`` and ``amount``)."""
+"""The fields of `Effect` each kind uses, in rule-file order, and whether it needs each (a
+rebate: exactly one of ``rate`` and ``amount``); the others keep their defaults."""
 _NEED_KEYS = {"rate": "percent (or basis_points)"}
 
 
@@ -121,7 +117,7 @@ def misplaced(kind: EffectKind, given: list[str]) -> dict[str, str]:
 def missing(kind: EffectKind, given: list[str]) -> list[str]:
     """Why the fields ``given`` are not enough for an effect of ``kind``."""
     out = [f"a {kind} effect needs effect.{_NEED_KEYS.get(name, name)}"
-           for name in EFFECT_NEEDS[kind] if name not in given]
+           for name, needed in EFFECT_FIELDS[kind].items() if needed and name not in given]
     if kind is EffectKind.REBATE and not {"rate", "amount"} & {*given}:
         out.append("a rebate needs effect.percent, effect.basis_points or effect.amount")
     return out
