@@ -269,7 +269,10 @@ class BatchResult:
 
 
 def _windows(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The day and month keys (`engine.period_key`) of ``datetime64`` times."""
+    """The day and month keys (`engine.period_key`) of ``datetime64`` times, or of day
+    numbers."""
+    if at.dtype.kind != "M":
+        at = at.astype("datetime64[D]")
     return (at.astype("datetime64[D]").astype(np.int64),
             at.astype("datetime64[M]").astype(np.int64) + 1970 * 12)
 
@@ -277,18 +280,22 @@ def _windows(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _initial_history(history: UsageColumns, compiled: CompiledRules, members: np.ndarray,
                      member: np.ndarray, seconds: np.ndarray) -> np.ndarray:
     """The kernel's rows of key, count, amount, sorted: the usage ``history`` holds in
-    every window the contexts (of ``member``, at ``seconds``) can touch."""
+    every window the contexts (of ``member``, at ``seconds``) can touch, asked once for
+    each member and day."""
     n_slots = len(compiled.capped)
-    if not len(member) or not n_slots:
+    if not len(member) or not n_slots or not len(history):
         return np.zeros((0, 3), np.int64)
-    days, months = _windows(seconds.astype("datetime64[s]"))
-    slot = np.tile(np.repeat(np.arange(n_slots), 2), len(member))
-    window = np.tile([0, 1], n_slots * len(member))
+    days = seconds.astype("datetime64[s]").astype("datetime64[D]").astype(np.int64)
+    pairs = np.unique(member.astype(np.int64) << 32 | (days + K.PERIOD_OFFSET))
+    days, months = _windows((pairs & 0xFFFFFFFF) - K.PERIOD_OFFSET)
+    n = len(pairs) * n_slots
+    owner = np.repeat(pairs >> 32, 2 * n_slots)
+    slot = np.tile(np.repeat(np.arange(n_slots), 2), len(pairs))
+    window = np.tile([0, 1], n)
     key = np.where(window == 0, np.repeat(days, 2 * n_slots), np.repeat(months, 2 * n_slots))
-    owner = np.repeat(member, 2 * n_slots)
     code = (((owner * n_slots + slot) * 2 + window) * (2 * K.PERIOD_OFFSET) + key
             + K.PERIOD_OFFSET)
-    code, first = np.unique(code, return_index=True)
+    code, first = np.unique(code, return_index=True)  # a month is asked once
     count, amount = history.usage_many(members[owner[first]],
                                        np.asarray(compiled.capped)[slot[first]],
                                        window[first], key[first])
