@@ -1,19 +1,26 @@
-"""A growable hash index of 64-bit keys in numba: what settlement looks records up in.
+"""Hash indexes in numba: what settlement looks records up in (docs/settlement.md).
 
-Replays and duplicates are found by two identities of a record (docs/settlement.md):
-the card's (issuer, diversifier, purse, counter, seq) and the terminal's (terminal id,
-kind, terminal seq).  `identity_hashes` folds each into 64 bits (SplitMix64's
-finalizer over the fields); `KeyIndex` maps such hashes to the row of the entry
-that holds the full identity, so a lookup that finds a hash is confirmed field by
-field by the caller (two identities with one hash are told apart, never confused).
+`KeyIndex` maps 64-bit hashes to rows: open addressing with linear probing in
+power-of-two tables kept at most 70 % full; a batch of keys is inserted or looked up in
+one numba call.  `KeyedRows` numbers distinct keys of a few ``uint64`` fields (0, 1, ...)
+through a `KeyIndex` of their hashes (SplitMix64's finalizer over the fields, `mix64`),
+every hit confirmed field by field: two keys with one hash are never confused.
 
-Open addressing with linear probing in power-of-two tables kept at most half full;
-a batch of keys is inserted or looked up in one numba call.
+`SeqSet` says which seqs of a numbered counter were settled, and whether before this run
+or in it: a bitmap word per counter and block of 64 seqs.  A counter's seqs follow one
+another, so a day of records takes about a word per counter, not a slot per record:
+replays and duplicates are found in memory that grows with the cards and terminals
+seen, not with their records.
 
 >>> index = KeyIndex()
 >>> index.insert(np.array([11, 22, 33], np.uint64), np.array([0, 1, 2], np.int64))
 >>> index.find(np.array([22, 44], np.uint64)).tolist()
 [1, -1]
+>>> seqs = SeqSet()
+>>> seqs.add(np.array([0, 0, 3]), np.array([7, 8, 7]), in_run=False)
+>>> seqs.add(np.array([3]), np.array([70]), in_run=True)
+>>> [flags.tolist() for flags in seqs.test(np.array([0, 3, 3, 3]), np.array([8, 7, 70, 71]))]
+[[True, True, False, False], [False, False, True, False]]
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import numpy as np
 
 from unioncard.jit import jit
 
-__all__ = ["KeyIndex", "identity_hashes", "mix64", "previous_equal"]
+__all__ = ["KeyIndex", "KeyedRows", "SeqSet", "counter_hashes", "mix64", "previous_equal"]
 
 _EMPTY = np.uint64(0)
 
@@ -49,20 +56,6 @@ def mix64(columns: np.ndarray) -> np.ndarray:
     out = np.empty(columns.shape[0], np.uint64)
     _mix_columns(columns, out)
     return out
-
-
-def identity_hashes(issuer: np.ndarray, diversifier: np.ndarray, application: np.ndarray,
-                    is_load: np.ndarray, card_seq: np.ndarray, terminal: np.ndarray,
-                    terminal_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The card identity's and the terminal identity's hash of each record; also the
-    card-and-counter hash (without the seq), for proofs.  Arguments are columns."""
-    kind = np.asarray(is_load, np.uint64)
-    card = np.column_stack([issuer, diversifier,
-                            (np.asarray(application, np.uint64) << np.uint64(8)) | kind,
-                            np.asarray(card_seq, np.uint64)]).astype(np.uint64)
-    term = np.column_stack([terminal, kind, np.asarray(terminal_seq, np.uint64)]
-                           ).astype(np.uint64)
-    return mix64(card), mix64(term)
 
 
 @jit
@@ -195,3 +188,208 @@ def _size_for(count: int) -> int:
     """The fewest slots (a power of two) that hold ``count`` keys at most 70 % full: a
     table that grows is then 35 % to 70 % full."""
     return 1 << max(4, ((count * 10 + 6) // 7 - 1).bit_length())
+
+
+@jit
+def _row_hash(keys, i):  # type: ignore[no-untyped-def]
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for k in range(keys.shape[1]):
+        h = _mix(h ^ keys[i, k])
+    return h
+
+
+@jit
+def _row_slot(slots, fields, keys, i, h):  # type: ignore[no-untyped-def]
+    """The slot numbering key ``i`` (``keys[i]``, hash ``h``), or the empty one where it
+    goes.  A slot holds the high half of its key's hash and the key's number + 1: the
+    fields are read only where the halves agree, and compared whole."""
+    mask = np.uint64(slots.shape[0] - 1)
+    tag = h & np.uint64(0xFFFFFFFF00000000)
+    at = h & mask
+    while slots[at] != _EMPTY:
+        if slots[at] & np.uint64(0xFFFFFFFF00000000) == tag:
+            row = np.int64(slots[at] & np.uint64(0xFFFFFFFF)) - 1
+            same = True
+            for k in range(keys.shape[1]):
+                if fields[row, k] != keys[i, k]:
+                    same = False
+                    break
+            if same:
+                return at
+        at = (at + np.uint64(1)) & mask
+    return at
+
+
+@jit
+def _rows_find(slots, fields, keys, out):  # type: ignore[no-untyped-def]
+    for i in range(keys.shape[0]):
+        at = _row_slot(slots, fields, keys, i, _row_hash(keys, i))
+        out[i] = np.int64(slots[at] & np.uint64(0xFFFFFFFF)) - 1 if slots[at] != _EMPTY else -1
+
+
+@jit
+def _rows_add(slots, fields, count, keys, out):  # type: ignore[no-untyped-def]
+    """Number the keys not held (fields appended from row ``count`` on); the new count."""
+    for i in range(keys.shape[0]):
+        h = _row_hash(keys, i)
+        at = _row_slot(slots, fields, keys, i, h)
+        if slots[at] == _EMPTY:
+            fields[count] = keys[i]
+            count += 1
+            slots[at] = (h & np.uint64(0xFFFFFFFF00000000)) | np.uint64(count)
+        out[i] = np.int64(slots[at] & np.uint64(0xFFFFFFFF)) - 1
+    return count
+
+
+@jit
+def _rows_rehash(slots, fields, count):  # type: ignore[no-untyped-def]
+    for row in range(count):
+        h = _row_hash(fields, row)
+        at = _row_slot(slots, fields, fields, row, h)
+        slots[at] = (h & np.uint64(0xFFFFFFFF00000000)) | np.uint64(row + 1)
+
+
+class KeyedRows:
+    """Distinct keys of ``width`` ``uint64`` fields, numbered 0, 1, ... in order of
+    arrival (at most 2³² - 1); `find` and `add` take ``uint64[N, width]`` and give each
+    key's number (-1: absent).  Keys are compared whole: a hash only says where to look.
+
+    >>> counters = KeyedRows(2)
+    >>> counters.add(np.array([[7, 1], [8, 1], [7, 1]], np.uint64)).tolist()
+    [0, 1, 0]
+    >>> counters.find(np.array([[8, 1], [8, 2]], np.uint64)).tolist()
+    [1, -1]
+    """
+
+    def __init__(self, width: int) -> None:
+        self._fields = np.zeros((1024, width), np.uint64)
+        self._slots = np.zeros(_size_for(1024), np.uint64)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def fields(self) -> np.ndarray:
+        """The keys held, in order of their numbers."""
+        return self._fields[:self._count]
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        keys = np.ascontiguousarray(keys, np.uint64)
+        out = np.empty(len(keys), np.int64)
+        _rows_find(self._slots, self._fields, keys, out)
+        return out
+
+    def add(self, keys: np.ndarray) -> np.ndarray:
+        """The number of each key, numbering the keys not held yet."""
+        keys = np.ascontiguousarray(keys, np.uint64)
+        needed = self._count + len(keys)
+        if needed > len(self._fields):
+            grown = np.zeros((max(2 * len(self._fields), needed), self._fields.shape[1]),
+                             np.uint64)
+            grown[:self._count] = self._fields[:self._count]
+            self._fields = grown
+        if needed * 10 > len(self._slots) * 7:
+            self._slots = np.zeros(_size_for(max(needed, 2 * self._count)), np.uint64)
+            _rows_rehash(self._slots, self._fields, self._count)
+        out = np.empty(len(keys), np.int64)
+        self._count = int(_rows_add(self._slots, self._fields, self._count, keys, out))
+        return out
+
+
+@jit
+def _seq_slot(table, key):  # type: ignore[no-untyped-def]
+    """The slot holding ``key``, or the empty one where it goes."""
+    mask = np.uint64(table.shape[0] - 1)
+    at = _mix(key) & mask
+    while table[at, 0] != _EMPTY and table[at, 0] != key:
+        at = (at + np.uint64(1)) & mask
+    return at
+
+
+@jit
+def _seq_key(owner, block):  # type: ignore[no-untyped-def]
+    return ((np.uint64(owner) + np.uint64(1)) << np.uint64(32)) | block
+
+
+@jit
+def _seq_test(home, table, owner, seq, before, run):  # type: ignore[no-untyped-def]
+    for i in range(owner.shape[0]):
+        before[i] = run[i] = False
+        o = owner[i]
+        if o < 0 or o >= home.shape[0] or home[o, 0] == _EMPTY:
+            continue
+        block = np.uint64(seq[i]) >> np.uint64(6)
+        bit = np.uint64(1) << (np.uint64(seq[i]) & np.uint64(63))
+        if home[o, 0] == block + np.uint64(1):
+            before[i] = (home[o, 1] & bit) != np.uint64(0)
+            run[i] = (home[o, 2] & bit) != np.uint64(0)
+        else:
+            key = _seq_key(o, block)
+            at = _seq_slot(table, key)
+            if table[at, 0] == key:
+                before[i] = (table[at, 1] & bit) != np.uint64(0)
+                run[i] = (table[at, 2] & bit) != np.uint64(0)
+
+
+@jit
+def _seq_add(home, table, owner, seq, column):  # type: ignore[no-untyped-def]
+    """Mark the seqs (``column`` 1: before the run, 2: in it); how many slots of the
+    table of other blocks were taken."""
+    taken = 0
+    for i in range(owner.shape[0]):
+        o = owner[i]
+        block = np.uint64(seq[i]) >> np.uint64(6)
+        bit = np.uint64(1) << (np.uint64(seq[i]) & np.uint64(63))
+        if home[o, 0] == _EMPTY:
+            home[o, 0] = block + np.uint64(1)
+        if home[o, 0] == block + np.uint64(1):
+            home[o, column] |= bit
+            continue
+        key = _seq_key(o, block)
+        at = _seq_slot(table, key)
+        if table[at, 0] == _EMPTY:
+            table[at, 0] = key
+            taken += 1
+        table[at, column] |= bit
+    return taken
+
+
+@jit
+def _seq_rehash(old, table):  # type: ignore[no-untyped-def]
+    for i in range(old.shape[0]):
+        if old[i, 0] != _EMPTY:
+            at = _seq_slot(table, old[i, 0])
+            table[at, 0], table[at, 1], table[at, 2] = old[i, 0], old[i, 1], old[i, 2]
+
+
+class SeqSet:
+    """Settled seqs (up to 2³² - 1) of numbered counters (0 to 2³² - 2), each marked as
+    settled before this run or in it.  A counter's first block of 64 seqs is in its home
+    row (found by its number); other blocks in a hash table."""
+
+    def __init__(self) -> None:
+        self._home = np.zeros((1024, 3), np.uint64)
+        self._table = np.zeros((_size_for(1024), 3), np.uint64)
+        self._count = 0
+
+    def test(self, owner: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each (counter, seq) was settled before this run, and in it (counter
+        -1: never seen, neither)."""
+        n = len(owner)
+        before, run = np.empty(n, np.bool_), np.empty(n, np.bool_)
+        _seq_test(self._home, self._table, np.ascontiguousarray(owner, np.int64),
+                  np.ascontiguousarray(seq, np.int64), before, run)
+        return before, run
+
+    def add(self, owner: np.ndarray, seq: np.ndarray, *, in_run: bool) -> None:
+        owner = np.ascontiguousarray(owner, np.int64)
+        if len(owner) and int(owner.max()) >= len(self._home):
+            grown = np.zeros((max(2 * len(self._home), int(owner.max()) + 1), 3), np.uint64)
+            grown[:len(self._home)] = self._home
+            self._home = grown
+        if (self._count + len(owner)) * 10 > len(self._table) * 7:
+            old = self._table
+            self._table = np.zeros((_size_for(self._count + len(owner)), 3), np.uint64)
+            _seq_rehash(old, self._table)
+        self._count += int(_seq_add(self._home, self._table, owner,
+                                    np.ascontiguousarray(seq, np.int64), 2 if in_run else 1))

@@ -37,9 +37,10 @@ from unioncard.settlement.emv import EmvBatch, EmvClearing
 from unioncard.settlement.errors import BatchRefused, SettlementError
 from unioncard.settlement.inputs import RunInputs
 from unioncard.settlement.keyindex import (
+    KeyedRows,
     KeyIndex,
+    SeqSet,
     counter_hashes,
-    identity_hashes,
     previous_equal,
 )
 from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
@@ -49,13 +50,6 @@ from unioncard.settlement.usage import UsageStore
 __all__ = ["BatchResult", "RunResult", "Settlement", "batch_order", "find_gaps",
            "read_header", "run_fingerprint"]
 
-_IDENTITY: np.dtype[np.void] = np.dtype([
-    ("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"), ("is_load", "u1"),
-    ("card_seq", "<u2"), ("terminal", "<u8"), ("terminal_seq", "<u4"), ("verified", "u1")])
-_IDENTITY_FIELDS = ("issuer", "diversifier", "application", "is_load", "card_seq", "terminal",
-                    "terminal_seq")
-_COUNTER = np.dtype([("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"),
-                     ("is_load", "u1"), ("max_verified", "<i4")])
 _BEFORE_DUPLICATE = bit(Reason.UNKNOWN_ISSUER) | bit(Reason.BAD_TAC) | bit(Reason.UNPROVEN)
 COMMIT_BATCHES = 64
 COMMIT_RECORDS = 250_000
@@ -125,28 +119,15 @@ class Settlement:
 
     def __init__(self, ledger: Ledger, inputs: RunInputs, *, reference: bool = False) -> None:
         self.ledger, self.inputs, self.reference = ledger, inputs, reference
-        self._chunks: list[np.ndarray] = []
-        """The identities of the settled records (`_IDENTITY`), a chunk per batch."""
-        self._starts: list[int] = []
-        self._identity_count = 0
-        self._cards, self._terminals = KeyIndex(), KeyIndex()
-        self._counters = KeyIndex()
-        self._counter_rows = np.zeros(0, _COUNTER)
-        self._proofs = False
-        """Whether the counters' verified seqs are indexed: built on first need (a record
-        without TAC), kept up to date after."""
-        self._run_start = 0
-        self._ledger_batches: dict[int, tuple[int, int]] = {}
-        """Where each ledger batch's records are among the identities."""
-        self.expect(ledger.settled_count())
-        for row, records in ledger.settled_records():
-            start = self._identity_count
-            self._remember(records)
-            self._ledger_batches[row] = (start, self._identity_count)
-        self._run_start = self._identity_count
-        self._in_run = np.zeros(self._run_start, bool)
-        """Which of the ledger's records this run settled: an earlier start of it, killed,
-        committed their batches (their copies are duplicates, not replays)."""
+        self._counters = KeyedRows(3)
+        """The cards' counters (issuer, diversifier, purse << 8 | is_load), numbered."""
+        self._terminals = KeyedRows(2)
+        """The terminals' counters (terminal id, is_load), numbered."""
+        self._card_seqs, self._terminal_seqs = SeqSet(), SeqSet()
+        """The settled seqs of each counter: the records' two identities."""
+        self._max_verified = np.zeros(0, np.int32)
+        """The highest TAC-verified seq settled of each card counter (-1: none): what
+        proves the seq of a record without TAC."""
         self._usage = UsageStore(ledger.usage())
         self.emv = EmvClearing(ledger, inputs)
         self._pending: list[dict[str, Any]] = []
@@ -156,23 +137,17 @@ class Settlement:
     # --- the run -------------------------------------------------------------------------------
 
     def begin(self, fingerprint: str) -> None:
-        """Start the run of the batch files ``fingerprint`` names (`run_fingerprint`).  If
-        the ledger says a run of the same files was started and never finished (killed),
-        this run continues it: the batches that start committed are this run's own."""
+        """Start the run of the batch files ``fingerprint`` names (`run_fingerprint`), with
+        the ledger's records indexed.  If the ledger says a run of the same files was
+        started and never finished (killed), this run continues it: the batches that
+        start committed are this run's own (their copies are duplicates, not replays)."""
         marker = self.ledger.run_marker()
         if marker is not None and marker[0] == fingerprint:
             first = marker[1]
         else:
             first = self.ledger.mark_run(fingerprint)
-        for row, (start, end) in self._ledger_batches.items():
-            if row >= first:
-                self._in_run[start:end] = True
-
-    def expect(self, records: int) -> None:
-        """Size the indexes of settled records for ``records`` more (a hint: they grow
-        as needed anyway, but growing rehashes what they hold)."""
-        for index in (self._cards, self._terminals):
-            index.reserve(self._identity_count + records)
+        for row, records in self.ledger.settled_records():
+            self._remember(records, *self._numbers(records), in_run=row >= first)
 
     def finish(self) -> None:
         """Commit what is pending and record that the run is over."""
@@ -181,93 +156,38 @@ class Settlement:
 
     # --- the index of settled records -------------------------------------------------------
 
-    def _identities_at(self, rows: np.ndarray) -> np.ndarray:
-        """The identities of the settled records ``rows``, from the chunks holding them."""
-        out = np.empty(len(rows), _IDENTITY)
-        which = np.searchsorted(self._starts, rows, side="right") - 1
-        for chunk in np.unique(which).tolist():
-            mine = which == chunk
-            out[mine] = self._chunks[chunk][rows[mine] - self._starts[chunk]]
-        return out
+    def _numbers(self, records: Any, rows: np.ndarray | slice = slice(None),
+                 *, add: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The card counter and the terminal counter of ``rows`` of ``records`` (columns
+        issuer, diversifier, application, is_load, terminal), numbered (``add``) or looked
+        up (-1: never settled)."""
+        is_load = records["is_load"][rows]
+        cards = np.empty((len(is_load), 3), np.uint64)
+        cards[:, 0], cards[:, 1] = records["issuer"][rows], records["diversifier"][rows]
+        cards[:, 2] = records["application"][rows]
+        cards[:, 2] <<= np.uint64(8)
+        cards[:, 2] |= is_load
+        terminals = np.empty((len(is_load), 2), np.uint64)
+        terminals[:, 0], terminals[:, 1] = records["terminal"][rows], is_load
+        if add:
+            return self._counters.add(cards), self._terminals.add(terminals)
+        return self._counters.find(cards), self._terminals.find(terminals)
 
-    def _remember(self, settled: np.ndarray,
-                  hashes: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Index accepted records (`SETTLED_DTYPE`): identities (their card and terminal
-        hashes, when known), and their counters' verified seqs."""
+    def _remember(self, settled: np.ndarray, card: np.ndarray, terminal: np.ndarray, *,
+                  in_run: bool = True) -> None:
+        """Index accepted records (`SETTLED_DTYPE`) of the numbered counters ``card`` and
+        ``terminal``: their seqs, and their card counters' highest verified seq."""
         if not len(settled):
             return
-        start = self._identity_count
-        identity = np.empty(len(settled), _IDENTITY)
-        for name in (*_IDENTITY_FIELDS, "verified"):
-            identity[name] = settled[name]
-        self._chunks.append(identity)
-        self._starts.append(start)
-        self._identity_count += len(identity)
-        rows = np.arange(start, start + len(settled), dtype=np.int64)
-        card, term = hashes if hashes is not None else identity_hashes(
-            settled["issuer"], settled["diversifier"], settled["application"],
-            settled["is_load"], settled["card_seq"], settled["terminal"],
-            settled["terminal_seq"])
-        self._cards.insert(card, rows)
-        self._terminals.insert(term, rows)
-        if self._proofs:
-            self._raise_counters(identity)
-
-    def _index_proofs(self) -> None:
-        """Index the highest verified seq of every settled counter (first time it is needed)."""
-        if not self._proofs:
-            self._proofs = True
-            for chunk in self._chunks:
-                self._raise_counters(chunk)
-
-    def _raise_counters(self, identities: np.ndarray) -> None:
-        """Raise the highest TAC-verified seq known of each counter (what proves a seq)."""
-        r = identities[identities["verified"] == 1]
-        if not len(r):
-            return
-        verified = r["card_seq"].astype(np.int32)
-        hashes = counter_hashes(r["issuer"], r["diversifier"], r["application"], r["is_load"])
-        found = self._counters.find(hashes)
-        hit = np.flatnonzero(found >= 0)
-        if hit.size:  # confirm: another counter may share the hash
-            entry = self._counter_rows[found[hit]]
-            same = np.ones(hit.size, bool)
-            for name in ("issuer", "diversifier", "application", "is_load"):
-                same &= entry[name] == np.asarray(r[name])[hit]
-            if not same.all():
-                raise SettlementError("two card counters share one 64-bit hash; settle this "
-                                      "run again with a new ledger")
-        new = np.flatnonzero(found < 0)
-        if new.size:
-            uniq, first = np.unique(hashes[new], return_index=True)
-            add = new[first]
-            rows = np.zeros(len(add), _COUNTER)
-            for name in ("issuer", "diversifier", "application", "is_load"):
-                rows[name] = r[name][add]
-            rows["max_verified"] = -1
-            base = len(self._counter_rows)
-            self._counter_rows = np.concatenate([self._counter_rows, rows])
-            self._counters.insert(uniq, np.arange(base, base + len(add), dtype=np.int64))
-            found = self._counters.find(hashes)
-        order = np.lexsort((verified, found))
-        last = np.r_[found[order][1:] != found[order][:-1], True]
-        best = self._counter_rows["max_verified"]
-        rows, highest = found[order][last], verified[order][last]
-        best[rows] = np.maximum(best[rows], highest)
-
-    def _known(self, index: KeyIndex, hashes: np.ndarray, ident: np.ndarray,
-               fields: Sequence[str]) -> np.ndarray:
-        """Row of the settled record with this identity (-1: none), confirmed field by
-        field."""
-        rows = index.find(hashes)
-        hit = np.flatnonzero(rows >= 0)
-        if hit.size:
-            stored = self._identities_at(rows[hit])
-            same = np.ones(hit.size, bool)
-            for name in fields:
-                same &= stored[name] == ident[name][hit]
-            rows[hit[~same]] = -1
-        return rows
+        self._card_seqs.add(card, settled["card_seq"], in_run=in_run)
+        self._terminal_seqs.add(terminal, settled["terminal_seq"], in_run=in_run)
+        if len(self._max_verified) < len(self._counters):
+            grown = np.full(max(1024, 2 * len(self._counters)), -1, np.int32)
+            grown[:len(self._max_verified)] = self._max_verified
+            self._max_verified = grown
+        verified = settled["verified"] == 1
+        np.maximum.at(self._max_verified, card[verified],
+                      settled["card_seq"][verified].astype(np.int32))
 
     # --- one batch ----------------------------------------------------------------------------
 
@@ -288,16 +208,15 @@ class Settlement:
             return BatchResult(state="refused", reason=reason, **base)  # type: ignore[arg-type]
         r, cols = batch.records, Columns(batch.records)
         mask = analysis.mask.copy()
-        ident = self._identity(r, cols)
-        hashes = identity_hashes(ident["issuer"], ident["diversifier"], ident["application"],
-                                 ident["is_load"], ident["card_seq"], ident["terminal"],
-                                 ident["terminal_seq"])
-        self._prove(r, cols, analysis, mask)
-        self._duplicates(ident, mask, hashes)
+        fields = {"issuer": cols.issuer, "diversifier": cols.diversifier, "is_load": cols.is_load,
+                  "terminal": cols.terminal, "application": r["application"],
+                  "card_seq": r["card_seq"], "terminal_seq": r["terminal_seq"]}
+        self._prove(fields, analysis, mask)
+        card, terminal = self._duplicates(fields, mask)
         reasons = first_reason(mask)
         accepted = reasons == 0
         rebate = self._rebates(r, cols, analysis, accepted)
-        settled_rows = self._settled_rows(r, cols, ident, analysis, accepted, rebate)
+        settled_rows = self._settled_rows(r, cols, fields, analysis, accepted, rebate)
         lines = self._lines(r, cols, accepted, rebate, batch.terminal_id)
         self._check_conservation(batch, r, accepted, lines)
         kept = selected_rows(accepted)
@@ -308,8 +227,7 @@ class Settlement:
             rejects = sorted([(analysis.purse_indexes[i], *rest) for i, *rest in rejects]
                              + emv.rejects)
             lines = sorted(lines + emv.lines)
-        self._queue(analysis, settled_rows, rejects, lines, (hashes[0][kept], hashes[1][kept]),
-                    emv)
+        self._queue(analysis, settled_rows, rejects, lines, (card[kept], terminal[kept]), emv)
         self._seen[header] = batch.digest
         tally = np.bincount(reasons, minlength=len(Reason))
         counts = {Reason(i).label: int(c) for i, c in enumerate(tally) if c}
@@ -318,65 +236,49 @@ class Settlement:
         return BatchResult(state="settled", reasons=dict(sorted(counts.items())),
                            **base)  # type: ignore[arg-type]
 
-    def _identity(self, r: np.ndarray, cols: Columns) -> np.ndarray:
-        ident = np.zeros(len(r), _IDENTITY)
-        ident["issuer"], ident["diversifier"] = cols.issuer, cols.diversifier
-        ident["application"], ident["is_load"] = r["application"], cols.is_load
-        ident["card_seq"], ident["terminal"] = r["card_seq"], cols.terminal
-        ident["terminal_seq"] = r["terminal_seq"]
-        return ident
-
-    def _prove(self, r: np.ndarray, cols: Columns, analysis: BatchAnalysis,
+    def _prove(self, fields: dict[str, np.ndarray], analysis: BatchAnalysis,
                mask: np.ndarray) -> None:
         """A record without TAC stands only if a later TAC-verified seq of its card's counter
         is known: settled before, or verified in this batch."""
-        no_tac = np.flatnonzero(((r["flags"] & 0x02) != 0) & (mask == 0))
+        no_tac = np.flatnonzero(((analysis.batch.records["flags"] & 0x02) != 0) & (mask == 0))
         if not no_tac.size:
             return
-        self._index_proofs()
-        hashes = counter_hashes(cols.issuer, cols.diversifier, r["application"], cols.is_load)
-        best = np.full(len(r), -1, np.int64)
-        found = self._counters.find(hashes[no_tac])
-        has = found >= 0
-        best[no_tac[has]] = self._counter_rows["max_verified"][found[has]]
         verified = np.flatnonzero(analysis.verified)
-        for i in no_tac:  # few: recovered records are rare
-            same = verified[(hashes[verified] == hashes[i])
-                            & (cols.issuer[verified] == cols.issuer[i])
-                            & (cols.diversifier[verified] == cols.diversifier[i])]
-            if same.size:
-                best[i] = max(best[i], int(r["card_seq"][same].max()))
-        seq = r["card_seq"].astype(np.int64)
-        mask[no_tac[best[no_tac] <= seq[no_tac]]] |= bit(Reason.UNPROVEN)
+        card, _ = self._numbers(fields, np.concatenate([no_tac, verified]), add=False)
+        settled = np.full(no_tac.size, -1, np.int64)
+        known = card[:no_tac.size] >= 0
+        settled[known] = self._max_verified[card[:no_tac.size][known]]
+        seq = fields["card_seq"].astype(np.int64)
+        for k, i in enumerate(no_tac.tolist()):  # few: recovered records are rare
+            same = verified[_same_counter(fields, verified, i)]
+            best = max(int(settled[k]), int(seq[same].max()) if same.size else -1)
+            if best <= seq[i]:
+                mask[i] |= bit(Reason.UNPROVEN)
 
-    def _duplicates(self, ident: np.ndarray, mask: np.ndarray,
-                    hashes: tuple[np.ndarray, np.ndarray]) -> None:
+    def _duplicates(self, fields: dict[str, np.ndarray], mask: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """Later copies (by the card's or the terminal's identity) of an earlier record
-        of this batch or this run are duplicates; of an earlier run's, replays."""
+        of this batch or this run are duplicates; of an earlier run's, replays.  The
+        numbered counters of each record (-1 where not a candidate)."""
+        n = len(mask)
+        card, terminal = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
         candidates = np.flatnonzero((mask & _BEFORE_DUPLICATE) == 0)
         if not candidates.size:
-            return
-        if candidates.size == len(ident):  # the usual case: no copies
-            c, (card, term) = ident, hashes
-        else:
-            c, card, term = ident[candidates], hashes[0][candidates], hashes[1][candidates]
-        card_fields = ("issuer", "diversifier", "application", "is_load", "card_seq")
-        term_fields = ("terminal", "is_load", "terminal_seq")
-        rows = np.maximum(self._known(self._cards, card, c, card_fields),
-                          self._known(self._terminals, term, c, term_fields))
-        seen = rows >= 0
-        this_run = np.zeros(len(rows), bool)
-        this_run[seen] = rows[seen] >= self._run_start
-        ledger = np.flatnonzero(seen & ~this_run)
-        this_run[ledger] = self._in_run[rows[ledger]]
-        mask[candidates[seen & this_run]] |= bit(Reason.DUPLICATE)
+            return card, terminal
+        rows = slice(None) if candidates.size == n else candidates
+        card[rows], terminal[rows] = self._numbers(fields, rows)
+        seq, terminal_seq = fields["card_seq"][rows], fields["terminal_seq"][rows]
+        card_before, card_run = self._card_seqs.test(card[rows], seq)
+        terminal_before, terminal_run = self._terminal_seqs.test(terminal[rows], terminal_seq)
+        this_run = card_run | terminal_run
+        seen = this_run | card_before | terminal_before
+        mask[candidates[this_run]] |= bit(Reason.DUPLICATE)
         mask[candidates[seen & ~this_run]] |= bit(Reason.REPLAY)
-        for keys, names in ((card, card_fields), (term, term_fields)):
-            previous = previous_equal(keys)
-            for b in np.flatnonzero(previous >= 0).tolist():
-                a = previous[b]  # confirm against the previous record of the same hash
-                if all(c[name][a] == c[name][b] for name in names) and not seen[b]:
-                    mask[candidates[b]] |= bit(Reason.DUPLICATE)
+        for owner, seqs in ((card[rows], seq), (terminal[rows], terminal_seq)):
+            keys = ((owner.astype(np.uint64) + np.uint64(1)) << np.uint64(32)) | seqs
+            copies = (previous_equal(keys) >= 0) & ~seen  # exact keys: no confirmation
+            mask[candidates[copies]] |= bit(Reason.DUPLICATE)
+        return card, terminal
 
     def _rebates(self, r: np.ndarray, cols: Columns, analysis: BatchAnalysis,
                  accepted: np.ndarray) -> np.ndarray:
@@ -430,13 +332,13 @@ class Settlement:
         return (np.array([q.charged_amount for q in quotes], np.int64),
                 np.array([q.rebate for q in quotes], np.int64))
 
-    def _settled_rows(self, r: np.ndarray, cols: Columns, ident: np.ndarray,
+    def _settled_rows(self, r: np.ndarray, cols: Columns, fields: dict[str, np.ndarray],
                       analysis: BatchAnalysis, accepted: np.ndarray,
                       rebate: np.ndarray) -> np.ndarray:
         rows = selected_rows(accepted)
         out = np.zeros(int(accepted.sum()), SETTLED_DTYPE)
-        for name in _IDENTITY_FIELDS:
-            out[name] = ident[name][rows]
+        for name, column in fields.items():
+            out[name] = column[rows]
         out["when"] = cols.when[rows].astype(np.int64)
         out["list_amount"] = r["list_amount"][rows]
         out["charged_amount"] = r["charged_amount"][rows]
@@ -510,7 +412,7 @@ class Settlement:
 
     def _queue(self, analysis: BatchAnalysis, settled: np.ndarray,
                rejects: list[tuple[Any, ...]], lines: list[tuple[Any, ...]],
-               hashes: tuple[np.ndarray, np.ndarray], emv: EmvBatch | None = None) -> None:
+               counters: tuple[np.ndarray, np.ndarray], emv: EmvBatch | None = None) -> None:
         batch = analysis.batch
         self._pending.append(dict(
             terminal_id=batch.terminal_id, batch_id=batch.batch_id, digest=batch.digest,
@@ -519,7 +421,7 @@ class Settlement:
             list_total=batch.list_total + sum(r.list_amount for _, r in analysis.emv),
             charged_total=batch.charged_total + sum(r.charged_amount for _, r in analysis.emv),
             settled=settled, rejects=rejects, lines=lines, emv=emv))
-        self._remember(settled, hashes)
+        self._remember(settled, *counters)
         self._pending_records += batch.count
         if len(self._pending) >= COMMIT_BATCHES or self._pending_records >= COMMIT_RECORDS:
             self.commit()
@@ -538,6 +440,14 @@ class Settlement:
         self._pending, self._pending_records = [], 0
 
 
+def _same_counter(fields: dict[str, np.ndarray], rows: np.ndarray, i: int) -> np.ndarray:
+    """Which of ``rows`` are of the card counter of record ``i``."""
+    same = np.ones(len(rows), bool)
+    for name in ("issuer", "diversifier", "application", "is_load"):
+        same &= fields[name][rows] == fields[name][i]
+    return same
+
+
 def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze: Callable[
         [Sequence[Path]], Iterable[tuple[Path, BatchAnalysis | BatchRefused]]],
         *, progress: Callable[[int], None] | None = None) -> RunResult:
@@ -546,7 +456,6 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
     result = RunResult()
     ordered = batch_order(paths)
     settlement.begin(run_fingerprint(ordered))
-    settlement.expect(_record_count(ordered))
     for done, (path, analysis) in enumerate(analyze(ordered), 1):
         if isinstance(analysis, BatchRefused):
             result.batches.append(BatchResult(str(path), "refused", analysis.reason))
@@ -568,24 +477,6 @@ def run_fingerprint(ordered: Sequence[Path]) -> str:
         except OSError:
             digest.update(bytes(40))
     return digest.hexdigest()
-
-
-def _record_count(ordered: Sequence[Path]) -> int:
-    """How many records the batch files hold, by their sizes (files without a batch
-    header count none)."""
-    from unioncard.offline.batch import HEADER_SIZE, TRAILER_SIZE
-    from unioncard.offline.record import RECORD_SIZE
-    from unioncard.settlement.engines import BATCH_FILE_LIMIT
-
-    count = 0
-    for path in ordered:
-        try:
-            if read_header(_head(path)) is not None:
-                size = min(path.stat().st_size, BATCH_FILE_LIMIT)
-                count += max(0, size - HEADER_SIZE - TRAILER_SIZE) // RECORD_SIZE
-        except OSError:
-            pass
-    return count
 
 
 def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
