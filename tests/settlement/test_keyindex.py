@@ -1,0 +1,65 @@
+"""The indexes replays and duplicates are found with agree with plain Python sets and dicts."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unioncard.settlement.keyindex import KeyedRows, SeqSet
+
+key = st.tuples(st.integers(0, 5), st.sampled_from([0, 1, 2**64 - 1]), st.integers(0, 3))
+batches = st.lists(st.lists(key, max_size=300), min_size=1, max_size=8)
+
+
+@given(batches)
+@settings(max_examples=80, deadline=None)
+def test_keyed_rows_number_keys_in_order_of_arrival(parts):
+    rows, model = KeyedRows(3), {}
+    for part in parts:
+        keys = np.array(part, np.uint64).reshape(-1, 3)
+        before = rows.find(keys)
+        assert before.tolist() == [model.get(k, -1) for k in part]
+        numbers = rows.add(keys)
+        for k in part:
+            model.setdefault(k, len(model))
+        assert numbers.tolist() == [model[k] for k in part]
+    assert len(rows) == len(model)
+    assert [tuple(f) for f in rows.fields().tolist()] == list(model)
+
+
+def test_keyed_rows_grow_past_their_first_tables():
+    rows = KeyedRows(2)
+    keys = np.column_stack([np.arange(50_000, dtype=np.uint64) * np.uint64(7919),
+                            np.ones(50_000, np.uint64)])
+    for start in range(0, 50_000, 4_000):
+        assert rows.add(keys[start:start + 4_000]).tolist() == list(range(start,
+                                                                          min(start + 4_000,
+                                                                              50_000)))
+    assert rows.find(keys[::-1]).tolist() == list(range(49_999, -1, -1))
+
+
+seq_step = st.tuples(st.booleans(), st.lists(st.tuples(st.integers(0, 40),
+                                                      st.sampled_from([0, 1, 63, 64, 65, 127,
+                                                                       4_000, 65_535,
+                                                                       2**32 - 1])),
+                                            max_size=200))
+
+
+@given(st.lists(seq_step, min_size=1, max_size=10))
+@settings(max_examples=80, deadline=None)
+def test_seq_sets_say_what_was_settled_before_and_in_the_run(steps):
+    seqs, before, run = SeqSet(), set(), set()
+    for in_run, pairs in steps:
+        owner = np.array([p[0] for p in pairs], np.int64)
+        seq = np.array([p[1] for p in pairs], np.int64)
+        seen_before, seen_run = seqs.test(owner, seq)
+        assert seen_before.tolist() == [p in before for p in pairs]
+        assert seen_run.tolist() == [p in run for p in pairs]
+        seqs.add(owner, seq, in_run=in_run)
+        (run if in_run else before).update(pairs)
+    probe = [(o, s) for o in (-1, 0, 3, 40, 41) for s in (0, 63, 64, 65_535, 2**32 - 1)]
+    seen_before, seen_run = seqs.test(np.array([p[0] for p in probe]),
+                                      np.array([p[1] for p in probe]))
+    assert seen_before.tolist() == [p in before for p in probe]
+    assert seen_run.tolist() == [p in run for p in probe]
