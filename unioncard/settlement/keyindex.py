@@ -29,7 +29,7 @@ import numpy as np
 
 from unioncard.jit import jit
 
-__all__ = ["KeyIndex", "KeyedRows", "SeqSet", "counter_hashes", "mix64", "previous_equal"]
+__all__ = ["KeyIndex", "KeyedRows", "SeqSet", "mix64", "previous_equal"]
 
 _EMPTY = np.uint64(0)
 
@@ -55,30 +55,6 @@ def mix64(columns: np.ndarray) -> np.ndarray:
     columns = np.ascontiguousarray(columns, dtype=np.uint64)
     out = np.empty(columns.shape[0], np.uint64)
     _mix_columns(columns, out)
-    return out
-
-
-@jit
-def _counter_rows(issuer, diversifier, application, is_load, out):  # type: ignore[no-untyped-def]
-    for i in range(out.shape[0]):
-        h = _mix(np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(issuer[i]))
-        h = _mix(h ^ np.uint64(diversifier[i]))
-        h = _mix(h ^ ((np.uint64(application[i]) << np.uint64(8)) | np.uint64(is_load[i])))
-        out[i] = h if h != np.uint64(0) else np.uint64(1)
-
-
-def counter_hashes(issuer: np.ndarray, diversifier: np.ndarray, application: np.ndarray,
-                   is_load: np.ndarray) -> np.ndarray:
-    """A hash of each record's card and counter (purse and kind), without the seq: `mix64`
-    of the columns issuer, diversifier, ``application << 8 | is_load``, in one pass.
-
-    >>> columns = [np.array([7], np.uint64), np.array([9], np.uint64), np.array([1]), [True]]
-    >>> counter_hashes(*columns) == mix64(np.array([[7, 9, 0x101]], np.uint64))
-    array([ True])
-    """
-    out = np.empty(len(issuer), np.uint64)
-    _counter_rows(np.asarray(issuer, np.uint64), np.asarray(diversifier, np.uint64),
-                  np.asarray(application, np.uint64), np.asarray(is_load, np.uint64), out)
     return out
 
 

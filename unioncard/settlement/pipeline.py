@@ -38,9 +38,7 @@ from unioncard.settlement.errors import BatchRefused, SettlementError
 from unioncard.settlement.inputs import RunInputs
 from unioncard.settlement.keyindex import (
     KeyedRows,
-    KeyIndex,
     SeqSet,
-    counter_hashes,
     previous_equal,
 )
 from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
@@ -161,14 +159,9 @@ class Settlement:
         """The card counter and the terminal counter of ``rows`` of ``records`` (columns
         issuer, diversifier, application, is_load, terminal), numbered (``add``) or looked
         up (-1: never settled)."""
-        is_load = records["is_load"][rows]
-        cards = np.empty((len(is_load), 3), np.uint64)
-        cards[:, 0], cards[:, 1] = records["issuer"][rows], records["diversifier"][rows]
-        cards[:, 2] = records["application"][rows]
-        cards[:, 2] <<= np.uint64(8)
-        cards[:, 2] |= is_load
-        terminals = np.empty((len(is_load), 2), np.uint64)
-        terminals[:, 0], terminals[:, 1] = records["terminal"][rows], is_load
+        cards = counter_keys(records, rows)
+        terminals = np.empty((len(cards), 2), np.uint64)
+        terminals[:, 0], terminals[:, 1] = records["terminal"][rows], records["is_load"][rows]
         if add:
             return self._counters.add(cards), self._terminals.add(terminals)
         return self._counters.find(cards), self._terminals.find(terminals)
@@ -522,122 +515,65 @@ GAP_DAYS = 31
 """How far back gaps are looked for: the settled records of the month before the run."""
 
 
+def counter_keys(records: Any, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """The card counter of ``rows`` of ``records`` (columns issuer, diversifier,
+    application, is_load) as ``uint64[N, 3]``: issuer, diversifier, purse << 8 | is_load."""
+    is_load = records["is_load"][rows]
+    keys = np.empty((len(is_load), 3), np.uint64)
+    keys[:, 0], keys[:, 1] = records["issuer"][rows], records["diversifier"][rows]
+    keys[:, 2] = records["application"][rows]
+    keys[:, 2] <<= np.uint64(8)
+    keys[:, 2] |= is_load
+    return keys
+
+
 def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000
               ) -> list[tuple[str, str, int, int]]:
     """Suspicious gaps: seqs missing between two settled seqs of a card's counter, for the
     counters the batches ``rows`` touched, over the ledger's records of the `GAP_DAYS`
     before them (a batch that arrives later fills its gap).  (card, kind, first missing
-    seq, last missing seq), in the order of the counters' hashes, at most ``limit``.
+    seq, last missing seq), counters in the order the batches ``rows`` first hold them, at
+    most ``limit``.
 
-    Each touched counter gets a number (the rank of its hash), and each record of one
-    becomes one integer, ``number << 16 | seq``: one sort orders every counter's seqs.
-    Every record is confirmed to be of its number's counter, field by field; if two
-    counters share a hash, they are numbered by their fields instead."""
+    Each touched counter gets a number (`KeyedRows`), and each record of one becomes one
+    integer, ``number << 16 | seq``: one sort orders every counter's seqs."""
     first = ledger.first_at(rows)
     if first is None:
         return []
-    since = first - GAP_DAYS * 86400
-    for key in (_counter_hash, _counter_fields):
-        touched = _distinct(key(records) for _row, records in ledger.settled_records(rows))
-        numbered = _number_counters(ledger, since, key, touched)
-        if numbered is not None:
-            break
-    assert numbered is not None  # counters numbered by their fields are never confused
-    keys, cards = numbered
+    touched = KeyedRows(3)
+    for _row, records in ledger.settled_records(rows):
+        touched.add(counter_keys(records))
+    keys = np.empty(ledger.settled_count(since=first - GAP_DAYS * 86400), np.uint64)
+    filled = 0
+    for _row, records in ledger.settled_records(since=first - GAP_DAYS * 86400):
+        number = touched.find(counter_keys(records))
+        mine = number >= 0
+        part = (number[mine].astype(np.uint64) << np.uint64(16)) | records["card_seq"][mine]
+        keys[filled:filled + len(part)] = part
+        filled += len(part)
+    keys = keys[:filled]
     keys.sort()
-    number, seq = keys >> np.uint64(16), (keys & np.uint64(0xFFFF)).astype(np.int64)
-    jump = np.flatnonzero((number[1:] == number[:-1]) & (seq[1:] > seq[:-1] + 1))
+    jumps = np.empty(min(limit, len(keys)), np.int64)
+    jumps = jumps[:_jumps(keys, jumps)]
+    counters = touched.fields()
     gaps = []
-    for i in jump[:limit].tolist():
-        k = int(number[i])
-        issuer, diversifier = int(cards["issuer"][k]), int(cards["diversifier"][k])
-        is_load = int(cards["is_load"][k])
-        gaps.append((f"{issuer:016X}/{diversifier:016X}", "load" if is_load else "purchase",
-                     int(seq[i]) + 1, int(seq[i + 1]) - 1))
+    for i in jumps.tolist():
+        issuer, diversifier, purse = counters[int(keys[i]) >> 16].tolist()
+        gaps.append((f"{issuer:016X}/{diversifier:016X}", "load" if purse & 1 else "purchase",
+                     (int(keys[i]) & 0xFFFF) + 1, (int(keys[i + 1]) & 0xFFFF) - 1))
     return gaps
 
 
-_COUNTER_FIELDS = ("issuer", "diversifier", "application", "is_load")
-
-
-def _counter_hash(records: np.ndarray) -> np.ndarray:
-    """A settled record's counter as a 64-bit hash."""
-    return counter_hashes(records["issuer"], records["diversifier"], records["application"],
-                          records["is_load"])
-
-
-def _counter_fields(records: np.ndarray) -> np.ndarray:
-    """A settled record's counter as 24 bytes (its fields)."""
-    words = np.column_stack([records["issuer"], records["diversifier"],
-                             records["application"].astype(np.uint64) << np.uint64(8)
-                             | records["is_load"]]).astype(np.uint64)
-    return np.ascontiguousarray(words).view(np.dtype((np.void, 24))).ravel()
-
-
-def _distinct(parts: Iterable[np.ndarray]) -> np.ndarray:
-    """The distinct keys of ``parts``, sorted (64-bit keys through a `KeyIndex`: cheaper
-    than sorting them all, and never all held at once)."""
-    index, held = KeyIndex(), []
-    for part in parts:
-        if part.dtype != np.uint64:
-            held.append(part)
-        else:
-            index.insert(part, np.zeros(len(part), np.int64))
-    return np.unique(np.concatenate(held)) if held else np.sort(index.keys())
-
-
-def _ranks(touched: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """The rank of each key in ``touched`` (sorted, distinct), -1 for keys not in it."""
-    if touched.dtype == np.uint64:
-        index = KeyIndex(len(touched))
-        index.insert(touched, np.arange(len(touched), dtype=np.int64))
-        return index.find
-
-    def rank(keys: np.ndarray) -> np.ndarray:
-        at = np.minimum(np.searchsorted(touched, keys), len(touched) - 1)
-        return np.where(touched[at] == keys, at, -1)
-
-    return rank
-
-
 @jit
-def _number_rows(number, issuer, diversifier, application, is_load, seq,  # type: ignore[no-untyped-def]
-                 f_issuer, f_diversifier, f_application, f_is_load, known, out, filled):
-    """``number << 16 | seq`` of the records of a counter with a number (>= 0) into ``out``
-    from ``filled`` on; the first record of a number gives its counter's fields, every
-    other is confirmed to have them.  The new ``filled``, -1 when a record's fields are
-    not its number's."""
-    for i in range(number.shape[0]):
-        k = number[i]
-        if k < 0:
-            continue
-        if known[k]:
-            if (f_issuer[k] != issuer[i] or f_diversifier[k] != diversifier[i]
-                    or f_application[k] != application[i] or f_is_load[k] != is_load[i]):
-                return -1
-        else:
-            f_issuer[k], f_diversifier[k] = issuer[i], diversifier[i]
-            f_application[k], f_is_load[k] = application[i], is_load[i]
-            known[k] = True
-        out[filled] = (np.uint64(k) << np.uint64(16)) | np.uint64(seq[i])
-        filled += 1
-    return filled
-
-
-def _number_counters(ledger: Ledger, since: int, key: Callable[[np.ndarray], np.ndarray],
-                     touched: np.ndarray
-                     ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """``number << 16 | seq`` of every settled record since ``since`` of a ``touched``
-    counter (its number: the rank of its ``key`` in ``touched``), and each number's
-    counter's fields (columns indexed by number); None when two counters share a key."""
-    rank = _ranks(touched)
-    fields = {name: np.zeros(len(touched), SETTLED_DTYPE[name]) for name in _COUNTER_FIELDS}
-    known = np.zeros(len(touched), bool)
-    keys = np.empty(ledger.settled_count(since=since), np.uint64)
-    filled = 0
-    for _row, records in ledger.settled_records(since=since):
-        filled = _number_rows(rank(key(records)), *(records[name] for name in _COUNTER_FIELDS),
-                              records["card_seq"], *fields.values(), known, keys, filled)
-        if filled < 0:
-            return None
-    return keys[:filled], fields
+def _jumps(keys, out):  # type: ignore[no-untyped-def]
+    """Where sorted ``number << 16 | seq`` keys skip seqs of one number: the index before
+    each skip, into ``out`` (as many as it holds); how many."""
+    count = 0
+    for i in range(keys.shape[0] - 1):
+        if count == out.shape[0]:
+            break
+        if (keys[i + 1] >> np.uint64(16)) == (keys[i] >> np.uint64(16)) and (
+                keys[i + 1] > keys[i] + np.uint64(1)):
+            out[count] = i
+            count += 1
+    return count
