@@ -6,7 +6,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unioncard.settlement.keyindex import KeyedRows, SeqSet
+from unioncard.settlement.keyindex import KeyedRows, SeqSet, _mix
+
+SEED = 0x9E3779B97F4A7C15  # the start of a row's hash chain (keyindex._row_hash)
+
+
+def colliding(inner: int, firsts: range) -> np.ndarray:
+    """Two-field keys that all have one 64-bit hash: the chain after the first field
+    (``mix(SEED ^ first) ^ second``) is ``inner`` for each."""
+    return np.array([(a, int(_mix(np.uint64(SEED ^ a))) ^ inner) for a in firsts], np.uint64)
 
 key = st.tuples(st.integers(0, 5), st.sampled_from([0, 1, 2**64 - 1]), st.integers(0, 3))
 batches = st.lists(st.lists(key, max_size=300), min_size=1, max_size=8)
@@ -26,6 +34,19 @@ def test_keyed_rows_number_keys_in_order_of_arrival(parts):
         assert numbers.tolist() == [model[k] for k in part]
     assert len(rows) == len(model)
     assert [tuple(f) for f in rows.fields().tolist()] == list(model)
+
+
+def test_keys_with_one_hash_are_told_apart():
+    rows = KeyedRows(2, payload=1)
+    keys = colliding(0x1234_5678_9ABC_DEF0, range(40))
+    assert len({int(_mix(np.uint64(SEED ^ a)) ^ b) for a, b in keys.tolist()}) == 1
+    numbers = rows.add(keys[::2])
+    rows.payload()[numbers, 0] = keys[::2, 0] + np.uint64(1000)
+    assert rows.add(keys).tolist() == [i // 2 if i % 2 == 0 else 20 + i // 2
+                                       for i in range(40)]
+    assert rows.find(keys[::-1]).tolist() == rows.add(keys)[::-1].tolist()
+    assert rows.payload()[rows.find(keys[::2]), 0].tolist() == list(range(1000, 1040, 2))
+    assert rows.find(colliding(0x1234_5678_9ABC_DEF0, range(40, 45))).tolist() == [-1] * 5
 
 
 def test_keyed_rows_grow_past_their_first_tables():

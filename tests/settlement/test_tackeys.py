@@ -1,6 +1,6 @@
 """The per-process cache of cards' TAC keys gives the keys `tac_keys` derives, whatever it
-holds: over batches that repeat cards, with cards of several master keys, when 64-bit
-hashes collide (every hash the same: each hit is confirmed) and when it is full."""
+holds: over batches that repeat cards, with cards of several master keys, when two
+(master, card) keys share a 64-bit hash, and when it is full."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from unioncard.crypto.tac_batch import tac_keys
-from unioncard.settlement import tackeys
 from unioncard.settlement.tackeys import TacKeyCache
 
 
@@ -37,12 +36,21 @@ def test_the_cache_gives_the_derived_keys():
     assert 300 < len(cache) <= 4 * 300  # each (master, card) kept once
 
 
-def test_colliding_hashes_are_told_apart(monkeypatch):
-    monkeypatch.setattr(tackeys, "mix64", lambda columns: np.ones(len(columns), np.uint64))
+def test_cards_whose_keys_share_a_hash_are_told_apart():
+    """Cards of two master keys chosen so that (master, card) has one 64-bit hash: each
+    gets its own key."""
+    from unioncard.settlement.keyindex import _mix
+
+    masters = np.random.default_rng(4).integers(0, 256, (2, 16), dtype=np.uint8)
+    seed, inner = 0x9E3779B97F4A7C15, 0x0F1E_2D3C_4B5A_6978
+    cards = np.array([int(_mix(np.uint64(seed ^ master))) ^ inner for master in (0, 1)],
+                     "<u8").view(np.uint8).reshape(2, 8)
+    key_row = np.array([0, 1, 1, 0], np.int64)
     cache = TacKeyCache()
-    for masters, key_row, cards in batches(2, count=4, cards=50, size=80):
-        assert (cache.keys(masters, key_row, cards) == expected(masters, key_row, cards)).all()
-    assert len(cache) == 1  # one hash: one entry, every other card derived each time
+    for _ in range(2):
+        got = cache.keys(masters, key_row, cards[key_row])
+        assert (got == expected(masters, key_row, cards[key_row])).all()
+        assert (got[0] != got[1]).any() and len(cache) == 2
 
 
 @pytest.mark.parametrize("limit", [0, 10])

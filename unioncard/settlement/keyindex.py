@@ -1,10 +1,10 @@
 """Hash indexes in numba: what settlement looks records up in (docs/settlement.md).
 
-`KeyIndex` maps 64-bit hashes to rows: open addressing with linear probing in
-power-of-two tables kept at most 70 % full; a batch of keys is inserted or looked up in
-one numba call.  `KeyedRows` numbers distinct keys of a few ``uint64`` fields (0, 1, ...)
-through a `KeyIndex` of their hashes (SplitMix64's finalizer over the fields, `mix64`),
-every hit confirmed field by field: two keys with one hash are never confused.
+`KeyedRows` numbers distinct keys of a few ``uint64`` fields (0, 1, ...): open
+addressing with linear probing in power-of-two tables kept at most 70 % full, slots
+found by a hash of the fields (SplitMix64's finalizer over them, as `mix64`), keys
+compared whole (two keys with one hash are never confused); a batch of keys is looked
+up or numbered in one numba call.
 
 `SeqSet` says which seqs of a numbered counter were settled, and whether before this run
 or in it: a bitmap word per counter and block of 64 seqs.  A counter's seqs follow one
@@ -12,10 +12,6 @@ another, so a day of records takes about a word per counter, not a slot per reco
 replays and duplicates are found in memory that grows with the cards and terminals
 seen, not with their records.
 
->>> index = KeyIndex()
->>> index.insert(np.array([11, 22, 33], np.uint64), np.array([0, 1, 2], np.int64))
->>> index.find(np.array([22, 44], np.uint64)).tolist()
-[1, -1]
 >>> seqs = SeqSet()
 >>> seqs.add(np.array([0, 0, 3]), np.array([7, 8, 7]), in_run=False)
 >>> seqs.add(np.array([3]), np.array([70]), in_run=True)
@@ -29,7 +25,7 @@ import numpy as np
 
 from unioncard.jit import jit
 
-__all__ = ["KeyIndex", "KeyedRows", "SeqSet", "mix64", "previous_equal"]
+__all__ = ["KeyedRows", "SeqSet", "mix64", "previous_equal"]
 
 _EMPTY = np.uint64(0)
 
@@ -59,36 +55,6 @@ def mix64(columns: np.ndarray) -> np.ndarray:
 
 
 @jit
-def _insert(slots, rows, keys, values):  # type: ignore[no-untyped-def]
-    mask = np.uint64(slots.shape[0] - 1)
-    added = 0
-    for i in range(keys.shape[0]):
-        key = keys[i]
-        at = _mix(key) & mask
-        while slots[at] != np.uint64(0) and slots[at] != key:
-            at = (at + np.uint64(1)) & mask
-        if slots[at] == np.uint64(0):
-            slots[at] = key
-            added += 1
-        rows[at] = np.uint32(values[i])
-    return added
-
-
-@jit
-def _find(slots, rows, keys, out):  # type: ignore[no-untyped-def]
-    mask = np.uint64(slots.shape[0] - 1)
-    for i in range(keys.shape[0]):
-        key = keys[i]
-        at = _mix(key) & mask
-        out[i] = -1
-        while slots[at] != np.uint64(0):
-            if slots[at] == key:
-                out[i] = np.int64(rows[at])
-                break
-            at = (at + np.uint64(1)) & mask
-
-
-@jit
 def _previous_equal(keys, slots, last, out):  # type: ignore[no-untyped-def]
     mask = np.uint64(slots.shape[0] - 1)
     for i in range(keys.shape[0]):
@@ -112,52 +78,6 @@ def previous_equal(keys: np.ndarray) -> np.ndarray:
     out = np.empty(len(keys), np.int64)
     _previous_equal(keys, np.zeros(size, np.uint64), np.zeros(size, np.int64), out)
     return out
-
-
-class KeyIndex:
-    """Hash → row (0 to 2³² - 1); a key inserted again takes the new row.  12 bytes a
-    slot, at most 70 % of the slots used."""
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self._slots = np.zeros(_size_for(capacity), np.uint64)
-        self._rows = np.zeros(len(self._slots), np.uint32)
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def insert(self, keys: np.ndarray, rows: np.ndarray) -> None:
-        keys = np.ascontiguousarray(keys, np.uint64)
-        if (self._count + len(keys)) * 10 > len(self._slots) * 7:
-            self._grow(self._count + len(keys))
-        self._count += int(_insert(self._slots, self._rows, keys,
-                                   np.ascontiguousarray(rows, np.int64)))
-
-    def reserve(self, count: int) -> None:
-        """Make room for ``count`` keys in all (inserting them then never grows the
-        table, which rehashes every key held)."""
-        if count * 10 > len(self._slots) * 7:
-            self._grow(count)
-
-    def find(self, keys: np.ndarray) -> np.ndarray:
-        """The row of each key, -1 where absent."""
-        keys = np.ascontiguousarray(keys, np.uint64)
-        out = np.empty(len(keys), np.int64)
-        _find(self._slots, self._rows, keys, out)
-        return out
-
-    def keys(self) -> np.ndarray:
-        """The distinct keys held, in no particular order."""
-        held: np.ndarray = self._slots[self._slots != _EMPTY]
-        return held
-
-    def _grow(self, needed: int) -> None:
-        used = self._slots != _EMPTY
-        keys, rows = self._slots[used], self._rows[used].astype(np.int64)
-        del used
-        self._slots = np.zeros(_size_for(needed), np.uint64)
-        self._rows = np.zeros(len(self._slots), np.uint32)
-        self._count = int(_insert(self._slots, self._rows, keys, rows))
 
 
 def _size_for(count: int) -> int:
@@ -210,7 +130,8 @@ def _rows_add(slots, fields, count, keys, out):  # type: ignore[no-untyped-def]
         h = _row_hash(keys, i)
         at = _row_slot(slots, fields, keys, i, h)
         if slots[at] == _EMPTY:
-            fields[count] = keys[i]
+            for k in range(keys.shape[1]):
+                fields[count, k] = keys[i, k]
             count += 1
             slots[at] = (h & np.uint64(0xFFFFFFFF00000000)) | np.uint64(count)
         out[i] = np.int64(slots[at] & np.uint64(0xFFFFFFFF)) - 1
@@ -229,16 +150,22 @@ class KeyedRows:
     """Distinct keys of ``width`` ``uint64`` fields, numbered 0, 1, ... in order of
     arrival (at most 2³² - 1); `find` and `add` take ``uint64[N, width]`` and give each
     key's number (-1: absent).  Keys are compared whole: a hash only says where to look.
+    Each key's row may carry ``payload`` more words (`payload`), read in the cache lines
+    the lookup brought in.
 
-    >>> counters = KeyedRows(2)
-    >>> counters.add(np.array([[7, 1], [8, 1], [7, 1]], np.uint64)).tolist()
+    >>> counters = KeyedRows(2, payload=1)
+    >>> numbers = counters.add(np.array([[7, 1], [8, 1], [7, 1]], np.uint64))
+    >>> numbers.tolist()
     [0, 1, 0]
-    >>> counters.find(np.array([[8, 1], [8, 2]], np.uint64)).tolist()
-    [1, -1]
+    >>> counters.payload()[numbers[1], 0] = 99
+    >>> found = counters.find(np.array([[8, 1], [8, 2]], np.uint64))
+    >>> found.tolist(), int(counters.payload()[found[0], 0])
+    ([1, -1], 99)
     """
 
-    def __init__(self, width: int) -> None:
-        self._fields = np.zeros((1024, width), np.uint64)
+    def __init__(self, width: int, *, payload: int = 0) -> None:
+        self._width = width
+        self._fields = np.zeros((1024, width + payload), np.uint64)
         self._slots = np.zeros(_size_for(1024), np.uint64)
         self._count = 0
 
@@ -247,7 +174,11 @@ class KeyedRows:
 
     def fields(self) -> np.ndarray:
         """The keys held, in order of their numbers."""
-        return self._fields[:self._count]
+        return self._fields[:self._count, :self._width]
+
+    def payload(self) -> np.ndarray:
+        """The payload words of the keys held (a view: writing it keeps the words)."""
+        return self._fields[:self._count, self._width:]
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         keys = np.ascontiguousarray(keys, np.uint64)
@@ -256,7 +187,7 @@ class KeyedRows:
         return out
 
     def add(self, keys: np.ndarray) -> np.ndarray:
-        """The number of each key, numbering the keys not held yet."""
+        """The number of each key, numbering the keys not held yet (payload 0)."""
         keys = np.ascontiguousarray(keys, np.uint64)
         needed = self._count + len(keys)
         if needed > len(self._fields):
@@ -266,7 +197,7 @@ class KeyedRows:
             self._fields = grown
         if needed * 10 > len(self._slots) * 7:
             self._slots = np.zeros(_size_for(max(needed, 2 * self._count)), np.uint64)
-            _rows_rehash(self._slots, self._fields, self._count)
+            _rows_rehash(self._slots, self._fields[:, :self._width], self._count)
         out = np.empty(len(keys), np.int64)
         self._count = int(_rows_add(self._slots, self._fields, self._count, keys, out))
         return out

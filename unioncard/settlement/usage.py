@@ -2,10 +2,10 @@
 
 A capped rule's window (member, rule, day or month, period key) holds how often and for
 how many fen the member used it.  The ledger keeps every window (`Ledger.usage`); a run
-holds them in `UsageStore`: columns indexed by a `KeyIndex` of each window's hash, every
-hit confirmed field by field.  The batch path reads and adds whole columns of windows
-(`tariffs.UsageColumns`), the reference path a `UsageBook` per batch
-(`book_for`, `absorb`); `changes` gives the windows changed since the last commit.
+holds them in `UsageStore`: a row per window, found by its fields (`KeyedRows`).  The
+batch path reads and adds whole columns of windows (`tariffs.UsageColumns`), the
+reference path a `UsageBook` per batch (`book_for`, `absorb`); `changes` gives the
+windows changed since the last commit.
 
 Members are cards: `pipeline.card_ids` names them ``ISSUER/DIVERSIFIER`` in hex.
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from unioncard.settlement.errors import SettlementError
-from unioncard.settlement.keyindex import KeyIndex, mix64
+from unioncard.settlement.keyindex import KeyedRows, mix64
 
 __all__ = ["UsageStore", "card_numbers"]
 
@@ -36,7 +36,6 @@ _NIBBLES = np.full(256, 0xFF, np.uint8)
 _NIBBLES[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
 _NIBBLES[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 _WINDOWS = ("day", "month")
-_COLUMNS = ("issuer", "diversifier", "rule", "window", "key", "count", "amount")
 
 
 def card_numbers(members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,15 +62,14 @@ def card_numbers(members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class UsageStore:
-    """Every member's usage of capped rules in a run: columns, found by window hash."""
+    """Every member's usage of capped rules in a run: one row per window (`KeyedRows`
+    of issuer, diversifier, rule code, window code, period key; count and amount its
+    payload)."""
 
     def __init__(self, rows: Iterable[tuple[str, str, str, int, int, int]]) -> None:
         self._rules: list[str] = []
         self._rule_codes: dict[str, int] = {}
-        self._columns = {name: np.zeros(0, np.uint64 if name in ("issuer", "diversifier")
-                                        else np.int64) for name in _COLUMNS}
-        self._count = 0
-        self._index = KeyIndex()
+        self._windows = KeyedRows(5, payload=2)
         self._dirty: list[np.ndarray] = []
         rows = list(rows)
         if rows:
@@ -83,29 +81,29 @@ class UsageStore:
             self._dirty = []
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._windows)
+
+    def _used(self) -> np.ndarray:
+        """Count and amount of each window (a view)."""
+        return self._windows.payload().view(np.int64)
 
     # --- tariffs.UsageColumns --------------------------------------------------------------
 
     def usage_many(self, members: np.ndarray, rules: np.ndarray, windows: np.ndarray,
                    keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._find(*self._keys(members, rules, windows, keys))
+        rows = self._windows.find(self._keys(members, rules, windows, keys))
         held = rows >= 0
         count, amount = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
-        count[held] = self._columns["count"][rows[held]]
-        amount[held] = self._columns["amount"][rows[held]]
+        used = self._used()
+        count[held], amount[held] = used[rows[held], 0], used[rows[held], 1]
         return count, amount
 
     def add_many(self, members: np.ndarray, rules: np.ndarray, windows: np.ndarray,
                  keys: np.ndarray, counts: np.ndarray, amounts: np.ndarray) -> None:
-        fields = self._keys(members, rules, windows, keys)
-        rows = self._find(*fields)
-        new = np.flatnonzero(rows < 0)
-        if new.size:
-            self._append(fields, new)
-            rows = self._find(*fields)
-        np.add.at(self._columns["count"], rows, counts)
-        np.add.at(self._columns["amount"], rows, amounts)
+        rows = self._windows.add(self._keys(members, rules, windows, keys))
+        used = self._used()
+        np.add.at(used[:, 0], rows, counts)
+        np.add.at(used[:, 1], rows, amounts)
         self._dirty.append(rows)
 
     # --- the reference path and the ledger ---------------------------------------------------
@@ -116,16 +114,17 @@ class UsageStore:
         from unioncard.tariffs.engine import WINDOWS
 
         wanted = set(members)
-        c = {name: column[:self._count] for name, column in self._columns.items()}
+        held = self._windows.fields()
         issuer, diversifier = card_numbers(np.asarray(sorted(wanted), "U33"))
-        held = np.isin(mix64(np.column_stack([c["issuer"], c["diversifier"]])),
-                       mix64(np.column_stack([issuer, diversifier])))
+        mine = np.isin(mix64(held[:, :2]), mix64(np.column_stack([issuer, diversifier])))
+        used = self._used()
         windows = {}
-        for i in np.flatnonzero(held).tolist():
-            member = f"{int(c['issuer'][i]):016X}/{int(c['diversifier'][i]):016X}"
+        for i in np.flatnonzero(mine).tolist():
+            card, diversifier_, rule, window, key = held[i].tolist()
+            member = f"{card:016X}/{diversifier_:016X}"
             if member in wanted:  # the hash only says where to look
-                windows[(member, self._rules[int(c["rule"][i])], WINDOWS[int(c["window"][i])],
-                         int(c["key"][i]))] = Usage(int(c["count"][i]), int(c["amount"][i]))
+                windows[(member, self._rules[rule], WINDOWS[window], key)] = Usage(
+                    int(used[i, 0]), int(used[i, 1]))
         return UsageBook.of(windows)
 
     def absorb(self, book: Any) -> None:
@@ -154,18 +153,21 @@ class UsageStore:
             return []
         rows = np.unique(np.concatenate(self._dirty))
         self._dirty = []
-        c = {name: column[rows].tolist() for name, column in self._columns.items()}
+        held, used = self._windows.fields()[rows].tolist(), self._used()[rows].tolist()
         return sorted((f"{i:016X}/{d:016X}", self._rules[r], _WINDOWS[w], k, n, a)
-                      for i, d, r, w, k, n, a in zip(*(c[name] for name in _COLUMNS),
-                                                     strict=True))
+                      for (i, d, r, w, k), (n, a) in zip(held, used, strict=True))
 
     # --- columns ---------------------------------------------------------------------------
 
     def _keys(self, members: np.ndarray, rules: np.ndarray, windows: np.ndarray,
-              keys: np.ndarray) -> tuple[np.ndarray, ...]:
+              keys: np.ndarray) -> np.ndarray:
+        """The windows as `KeyedRows` keys."""
         issuer, diversifier = card_numbers(members)
-        return (issuer, diversifier, self._rule_column(np.asarray(rules, str)),
-                np.asarray(windows, np.int64), np.asarray(keys, np.int64))
+        out = np.empty((len(issuer), 5), np.uint64)
+        out[:, 0], out[:, 1] = issuer, diversifier
+        out[:, 2] = self._rule_column(np.asarray(rules, str))
+        out[:, 3], out[:, 4] = windows, keys
+        return out
 
     def _rule_column(self, rules: np.ndarray) -> np.ndarray:
         """Each rule id's code (ids are few: grouped by a hash of their characters, each
@@ -183,37 +185,3 @@ class UsageStore:
                 self._rule_codes[rule] = len(self._rules)
                 self._rules.append(rule)
         return np.array([self._rule_codes[r] for r in rules[first].tolist()], np.int64)[inverse]
-
-    @staticmethod
-    def _hash(issuer: np.ndarray, diversifier: np.ndarray, rule: np.ndarray,
-              window: np.ndarray, key: np.ndarray) -> np.ndarray:
-        return mix64(np.column_stack([issuer, diversifier,
-                                      (rule.astype(np.uint64) << np.uint64(1))
-                                      | window.astype(np.uint64), key.astype(np.uint64)]))
-
-    def _find(self, *fields: np.ndarray) -> np.ndarray:
-        """The row of each window, -1 where absent (hash hits confirmed field by field)."""
-        rows = self._index.find(self._hash(*fields))
-        hit = np.flatnonzero(rows >= 0)
-        same = np.ones(hit.size, bool)
-        for name, values in zip(_COLUMNS, fields, strict=False):
-            same &= self._columns[name][rows[hit]] == values[hit]
-        if not same.all():
-            raise SettlementError("usage: two capped-benefit windows share a 64-bit hash")
-        return rows
-
-    def _append(self, fields: tuple[np.ndarray, ...], new: np.ndarray) -> None:
-        """Add the windows ``new`` (not held) as zero rows."""
-        hashes = self._hash(*fields)
-        new = new[np.sort(np.unique(hashes[new], return_index=True)[1])]
-        start, end = self._count, self._count + new.size
-        if end > len(self._columns["count"]):
-            size = max(1024, 2 * end)
-            self._columns = {name: np.resize(column, size) if len(column) else
-                             np.zeros(size, column.dtype) for name, column in self._columns.items()}
-        for name, values in zip(_COLUMNS, fields, strict=False):
-            self._columns[name][start:end] = values[new]
-        self._columns["count"][start:end] = 0
-        self._columns["amount"][start:end] = 0
-        self._count = end
-        self._index.insert(hashes[new], np.arange(start, end, dtype=np.int64))
