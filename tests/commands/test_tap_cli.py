@@ -734,7 +734,8 @@ def test_bad_toll_table_and_rules_file_are_errors(lane, tmp_path):
     result, doc = lane.tap("--mode", "etc-exit", "--station", "0007", "--toll-table",
                            str(table))
     assert result.exit_code == 2
-    assert doc["decision"] == "error" and str(table) in doc["reason"]
+    assert doc["decision"] == "error"
+    assert f"{table}:5: [[toll]] #1: toll for class 1" in doc["reason"]
     rules = tmp_path / "bad-rules.toml"
     rules.write_text("[[rule]]\nid = 'x'\n")
     result, doc = lane.tap("--mode", "bus", "--amount", "200", "--rules", str(rules))

@@ -3,6 +3,7 @@ and the entry.  The ETC lanes that use them are in test_sessions.py."""
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import pytest
@@ -72,49 +73,49 @@ ERRORS = [
     ('name = "x"\n[[toll]]\nentry = "0203"\nexit = "0007"\nfen = { 1 = 1 }',
      "tolls.toml: network must be 4 hex digits in quotes, got None"),
     ('network = 1101\n[[toll]]\nentry = "0203"\nexit = "0007"\nfen = { 1 = 1 }',
-     "tolls.toml: network must be 4 hex digits in quotes, got 1101"),
-    ('network = "1101"\nroad = "G1"', "tolls.toml: unknown entries road"),
+     "tolls.toml:1: network must be 4 hex digits in quotes, got 1101"),
+    ('network = "1101"\nroad = "G1"', "tolls.toml:2: unknown entries road"),
     ('network = "1101"\nname = 5\n[[toll]]\nentry = "0203"\nexit = "0007"\nfen = { 1 = 1 }',
-     "tolls.toml: name must be a string"),
+     "tolls.toml:2: name must be a string"),
     ('network = "1101"', "tolls.toml: no [[toll]] entries"),
-    ('network = "1101"\ntoll = 5', "tolls.toml: no [[toll]] entries"),
+    ('network = "1101"\ntoll = 5', "tolls.toml:2: no [[toll]] entries"),
     (table_with('exit = "0007"\nfen = { 1 = 1 }'),
-     "tolls.toml: [[toll]] #1: entry must be 4 hex digits in quotes, got None"),
+     "tolls.toml:3: [[toll]] #1: entry must be 4 hex digits in quotes, got None"),
     (table_with('entry = "0203"\nfen = { 1 = 1 }'),
-     "tolls.toml: [[toll]] #1: exit must be 4 hex digits in quotes, got None"),
+     "tolls.toml:3: [[toll]] #1: exit must be 4 hex digits in quotes, got None"),
     (table_with('entry = "0203"\nexit = "0007"'),
-     "tolls.toml: [[toll]] #1: fen must map vehicle classes to tolls"),
+     "tolls.toml:3: [[toll]] #1: fen must map vehicle classes to tolls"),
     (table_with('entry = "0203"\nexit = "0007"\nfen = {}'),
-     "tolls.toml: [[toll]] #1: fen must map vehicle classes to tolls"),
+     "tolls.toml:6: [[toll]] #1: fen must map vehicle classes to tolls"),
     (table_with('entry = "20300"\nexit = "0007"\nfen = { 1 = 1 }'),
-     "tolls.toml: [[toll]] #1: entry must be 4 hex digits in quotes, got '20300'"),
+     "tolls.toml:4: [[toll]] #1: entry must be 4 hex digits in quotes, got '20300'"),
     (table_with('entry = "02G3"\nexit = "0007"\nfen = { 1 = 1 }'),
-     "tolls.toml: [[toll]] #1: entry must be 4 hex digits in quotes, got '02G3'"),
+     "tolls.toml:4: [[toll]] #1: entry must be 4 hex digits in quotes, got '02G3'"),
     (table_with('entry = 203\nexit = "0007"\nfen = { 1 = 1 }'),
-     "tolls.toml: [[toll]] #1: entry must be 4 hex digits in quotes, got 203"),
+     "tolls.toml:4: [[toll]] #1: entry must be 4 hex digits in quotes, got 203"),
     (table_with('entry = "0007"\nexit = "0007"\nfen = { 1 = 1 }'),
-     "tolls.toml: [[toll]] #1: entry and exit are the same station"),
+     "tolls.toml:5: [[toll]] #1: entry and exit are the same station"),
     (table_with('entry = "0203"\nexit = "0007"\nfen = { 1 = 1 }\nlane = 3'),
-     "tolls.toml: [[toll]] #1: unknown entries lane"),
+     "tolls.toml:7: [[toll]] #1: unknown entries lane"),
     (table_with('entry = "0203"\nexit = "0007"\nfen = { 0 = 1 }'),
-     "tolls.toml: [[toll]] #1: vehicle class '0' is not 1..255"),
+     "tolls.toml:6: [[toll]] #1: vehicle class '0' is not 1..255"),
     (table_with('entry = "0203"\nexit = "0007"\nfen = { car = 1 }'),
-     "tolls.toml: [[toll]] #1: vehicle class 'car' is not 1..255"),
+     "tolls.toml:6: [[toll]] #1: vehicle class 'car' is not 1..255"),
     (table_with('entry = "0203"\nexit = "0007"\nfen = { 1 = -500 }'),
-     f"tolls.toml: [[toll]] #1: toll for class 1 must be integer fen 0..{MAX_TOLL}, got -500"),
+     f"tolls.toml:6: [[toll]] #1: toll for class 1 must be integer fen 0..{MAX_TOLL}, got -500"),
     (table_with('entry = "0203"\nexit = "0007"\nfen = { 1 = 12.5 }'),
-     "tolls.toml: [[toll]] #1: toll for class 1 must be integer fen"),
+     "tolls.toml:6: [[toll]] #1: toll for class 1 must be integer fen"),
     (table_with('entry = "0203"\nexit = "0007"\nfen = { 1 = true }'),
-     "tolls.toml: [[toll]] #1: toll for class 1 must be integer fen"),
+     "tolls.toml:6: [[toll]] #1: toll for class 1 must be integer fen"),
     (table_with(f'entry = "0203"\nexit = "0007"\nfen = {{ 1 = {MAX_TOLL + 1} }}'),
-     "tolls.toml: [[toll]] #1: toll for class 1 must be integer fen"),
-    ('network = "1101"\ntoll = [5]', "tolls.toml: [[toll]] #1 is not a table"),
+     "tolls.toml:6: [[toll]] #1: toll for class 1 must be integer fen"),
+    ('network = "1101"\ntoll = [5]', "tolls.toml:2: [[toll]] #1 is not a table"),
 ]
 
 
 @pytest.mark.parametrize(("text", "message"), ERRORS, ids=[
-    m.replace("tolls.toml: ", "").replace("[[toll]] #1: ", "")[:36] for _, m in ERRORS])
-def test_errors_name_the_file_and_the_entry(text, message):
+    re.sub(r"^tolls\.toml(:\d+)?: ", "", m).replace("[[toll]] #1: ", "")[:36] for _, m in ERRORS])
+def test_errors_name_the_file_the_line_and_the_entry(text, message):
     with pytest.raises(TollTableError) as caught:
         parse_toll_table(text, "tolls.toml")
     assert str(caught.value).startswith(message)
@@ -122,8 +123,9 @@ def test_errors_name_the_file_and_the_entry(text, message):
 
 def test_a_pair_listed_twice_names_the_second_entry():
     text = TABLE + '\n[[toll]]\nentry = "0011"\nexit = "0007"\nfen = { 2 = 8000, 1 = 5600 }\n'
-    with pytest.raises(TollTableError, match=r"^tolls.toml: \[\[toll\]\] #4: 0011 -> 0007 class 1 "
-                                             "is listed twice$"):
+    line = text.splitlines().index("fen = { 2 = 8000, 1 = 5600 }") + 1
+    with pytest.raises(TollTableError, match=rf"^tolls.toml:{line}: \[\[toll\]\] #4: 0011 -> 0007 "
+                                             "class 1 is listed twice$"):
         parse_toll_table(text, "tolls.toml")
 
 
@@ -144,7 +146,7 @@ def test_an_unreadable_file_is_named(tmp_path):
 def test_errors_in_a_file_name_its_path(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(table_with('entry = "0203"\nexit = "0007"\nfen = { 1 = -1 }'), "utf-8")
-    with pytest.raises(TollTableError, match=rf"^{path}: \[\[toll\]\] #1: toll for class 1"):
+    with pytest.raises(TollTableError, match=rf"^{path}:6: \[\[toll\]\] #1: toll for class 1"):
         load_toll_table(path)
 
 

@@ -17,7 +17,6 @@ from unioncard.bounded_read import RULE_FILE_LIMIT, InputFileError, read_utf8
 from unioncard.errors import TariffError
 from unioncard.tariffs.conditions import KEYS as WHEN_KEYS
 from unioncard.tariffs.conditions import Conditions
-from unioncard.tariffs.locate import Path, SourceMap
 from unioncard.tariffs.model import (
     CAP_LIMITS,
     Caps,
@@ -31,6 +30,7 @@ from unioncard.tariffs.model import (
     missing,
 )
 from unioncard.tariffs.money import Rounding, parse_fen, parse_percent
+from unioncard.toml_lines import Path, SourceMap
 
 __all__ = ["DEFAULT_RULES", "Problem", "RuleFileError", "default_rules", "load", "loads", "parse",
            "read_rule_file"]

@@ -62,6 +62,20 @@ class TollTable:
         return {s for a, b, _ in self.tolls for s in (a, b)}
 
 
+class _Where:
+    """Where a problem is: the file and the line of the key or table (found only when
+    there is a problem: `toml_lines.SourceMap`)."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source, self.text = source, text
+
+    def __call__(self, *path: str | int) -> str:
+        from unioncard.toml_lines import SourceMap
+
+        line = SourceMap(self.text).line(path) if path else None
+        return self.source if line is None else f"{self.source}:{line}"
+
+
 def _code(where: str, value: Any, what: str) -> int:
     if isinstance(value, str) and len(value) == 4 and all(c in HEX_DIGITS for c in value):
         return int(value, 16)
@@ -69,49 +83,54 @@ def _code(where: str, value: Any, what: str) -> int:
 
 
 def parse_toll_table(text: str, source: str = "<toll table>") -> TollTable:
-    """Read a toll table document; `TollTableError` names what is wrong."""
+    """Read a toll table document; `TollTableError` names what is wrong, where."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TollTableError(f"{source}: not valid TOML: {exc}") from None
     except RecursionError:
         raise TollTableError(f"{source}: not valid TOML: nested too deeply") from None
+    at = _Where(source, text)
     unknown = sorted(set(doc) - {"network", "name", "toll"})
     if unknown:
-        raise TollTableError(f"{source}: unknown entries {', '.join(unknown)}")
-    network = _code(source, doc.get("network"), "network")
+        raise TollTableError(f"{at(unknown[0])}: unknown entries {', '.join(unknown)}")
+    network = _code(at("network") if "network" in doc else source, doc.get("network"),
+                    "network")
     name = doc.get("name", "")
     if not isinstance(name, str):
-        raise TollTableError(f"{source}: name must be a string")
+        raise TollTableError(f"{at('name')}: name must be a string")
     entries = doc.get("toll", [])
     if not isinstance(entries, list) or not entries:
-        raise TollTableError(f"{source}: no [[toll]] entries")
+        raise TollTableError(f"{at('toll') if 'toll' in doc else source}: no [[toll]] entries")
     tolls: dict[tuple[int, int, int], int] = {}
-    for number, entry in enumerate(entries, 1):
-        where = f"{source}: [[toll]] #{number}"
+    for index, entry in enumerate(entries):
+        def where(*key: str, index: int = index) -> str:
+            return f"{at('toll', index, *key)}: [[toll]] #{index + 1}"
+
         if not isinstance(entry, dict):
-            raise TollTableError(f"{where} is not a table")
+            raise TollTableError(f"{where()} is not a table")
         extra = sorted(set(entry) - {"entry", "exit", "fen"})
         if extra:
-            raise TollTableError(f"{where}: unknown entries {', '.join(extra)}")
-        entry_code = _code(where, entry.get("entry"), "entry")
-        exit_code = _code(where, entry.get("exit"), "exit")
+            raise TollTableError(f"{where(extra[0])}: unknown entries {', '.join(extra)}")
+        entry_code = _code(where("entry"), entry.get("entry"), "entry")
+        exit_code = _code(where("exit"), entry.get("exit"), "exit")
         if entry_code == exit_code:
-            raise TollTableError(f"{where}: entry and exit are the same station")
+            raise TollTableError(f"{where('exit')}: entry and exit are the same station")
         fens = entry.get("fen")
         if not isinstance(fens, dict) or not fens:
-            raise TollTableError(f"{where}: fen must map vehicle classes to tolls, "
+            raise TollTableError(f"{where('fen')}: fen must map vehicle classes to tolls, "
                                  "e.g. fen = { 1 = 10000 }")
         for cls_text, fen in fens.items():
             if not cls_text.isdigit() or not 1 <= int(cls_text) <= 255:
-                raise TollTableError(f"{where}: vehicle class {cls_text!r} is not 1..255")
+                raise TollTableError(f"{where('fen', cls_text)}: vehicle class {cls_text!r} "
+                                     "is not 1..255")
             if not isinstance(fen, int) or isinstance(fen, bool) or not 0 <= fen <= MAX_TOLL:
-                raise TollTableError(f"{where}: toll for class {cls_text} must be integer fen "
-                                     f"0..{MAX_TOLL}, got {fen!r}")
+                raise TollTableError(f"{where('fen', cls_text)}: toll for class {cls_text} "
+                                     f"must be integer fen 0..{MAX_TOLL}, got {fen!r}")
             key = (entry_code, exit_code, int(cls_text))
             if key in tolls:
-                raise TollTableError(f"{where}: {entry['entry']} -> {entry['exit']} class "
-                                     f"{cls_text} is listed twice")
+                raise TollTableError(f"{where('fen', cls_text)}: {entry['entry']} -> "
+                                     f"{entry['exit']} class {cls_text} is listed twice")
             tolls[key] = fen
     return TollTable(network, name, tolls)
 

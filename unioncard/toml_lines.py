@@ -1,4 +1,5 @@
-"""Line numbers for TOML tables and keys, which ``tomllib`` does not report.
+"""Line numbers for TOML tables and keys, which ``tomllib`` does not report (rule files,
+toll tables).
 
 :class:`SourceMap` scans the text once with a small TOML-aware lexer (strings,
 multi-line strings, comments, nested arrays and inline tables) and records the

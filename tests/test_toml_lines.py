@@ -2,7 +2,7 @@
 
 import textwrap
 
-from unioncard.tariffs.locate import SourceMap
+from unioncard.toml_lines import SourceMap
 
 TEXT = textwrap.dedent('''\
     # header comment with [[rule]] inside
