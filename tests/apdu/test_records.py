@@ -3,7 +3,7 @@
 import datetime as dt
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from unioncard.apdu import DecodeError, records
@@ -56,6 +56,8 @@ def test_build_refuses_text_that_does_not_fit():
 
 
 @given(st.binary(min_size=23, max_size=23))
+@example(bytes(17) + bytes.fromhex("010101000000"))  # dated 0001-01-01
+@example(bytes(17) + bytes.fromhex("100101000000"))  # dated 0010-01-01
 def test_log_records_parse_or_raise_decode_error(raw):
     try:
         record = records.parse(records.LOG_RECORD, raw)

@@ -89,8 +89,13 @@ class MemberStatus(IntEnum):
 
 
 def bcd_date(date: dt.date) -> bytes:
-    """A date as BCD ``YYYYMMDD`` (4 bytes)."""
-    return bytes.fromhex(date.strftime("%Y%m%d"))
+    """A date as BCD ``YYYYMMDD`` (4 bytes), the year in four digits whatever it is
+    (``strftime("%Y")`` writes year 10 as ``10``).
+
+    >>> bcd_date(dt.date(10, 1, 1)).hex(), bcd_date(dt.date(2026, 5, 1)).hex()
+    ('00100101', '20260501')
+    """
+    return bytes.fromhex(f"{date.year:04d}{date.month:02d}{date.day:02d}")
 
 
 def parse_bcd_date(raw: bytes) -> dt.date:
