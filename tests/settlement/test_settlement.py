@@ -204,6 +204,35 @@ def test_a_record_without_tac_needs_a_later_verified_seq(day, tmp_path):
     assert reasons_of(report).get("unproven", 0) == 1
 
 
+def test_a_record_without_tac_after_a_batch_that_settled_nothing(day, tmp_path):
+    """A card counter first seen in a batch whose only record is rejected (expired),
+    then, in a later batch, on a record without TAC that no later seq proves: unproven,
+    and the rest settles."""
+    def counters(r):
+        return [(bytes(r["issuer"][i]), bytes(r["diversifier"][i]), int(r["application"][i]),
+                 int(r["tx_type"][i])) for i in range(len(r))]
+
+    def highest(r):  # each purchase counter's record of highest seq
+        last = {}
+        for j, key in enumerate(counters(r)):
+            if key[3] == 0x06 and (key not in last or r["card_seq"][j] > r["card_seq"][last[key]]):
+                last[key] = j
+        return last
+
+    files = [records_of(p) for p in day]
+    earlier, later, i, j = next(
+        (files[a], files[b], i, last[key]) for a, b in itertools.permutations(range(len(day)), 2)
+        for last in [highest(files[b])] for i, key in enumerate(counters(files[a]))
+        if key in last)
+    alone = earlier[i:i + 1].copy()
+    alone["card_expiry"][0] = [0x20, 0x20, 0x01, 0x01]  # expired: the batch settles nothing
+    later["tac"][j], later["flags"][j] = 0, 0x03  # RECOVERED | NO_TAC
+    report = run([rewrite(tmp_path / "a.ucb", alone, batch_id=1),
+                  rewrite(tmp_path / "b.ucb", later, batch_id=2)], tmp_path)
+    assert reasons_of(report) == {"expired": 1, "unproven": 1}
+    assert report.document["accepted"] == len(later) - 1
+
+
 def dump(ledger: Path) -> dict[str, list[tuple]]:
     """A ledger's contents, without the time batches were settled at."""
     with sqlite3.connect(ledger) as db:

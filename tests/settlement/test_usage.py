@@ -79,3 +79,15 @@ def _usage(count, amount):
     from unioncard.tariffs import Usage
 
     return Usage(count, amount)
+
+
+def test_windows_before_1970_keep_their_negative_keys():
+    """Records may be dated from the year 1000: a day key is then negative."""
+    store = UsageStore([(MEMBERS[0], "bus-cap", "day", -3, 1, 10)])
+    store.add_many(MEMBERS[:1], np.array(["bus-cap"]), np.array([0]), np.array([-3]),
+                   np.array([1]), np.array([5]))
+    assert store.changes() == [(MEMBERS[0], "bus-cap", "day", -3, 2, 15)]
+    assert [c.tolist() for c in store.usage_many(MEMBERS[:1], np.array(["bus-cap"]),
+                                                 np.array([0]), np.array([-3]))] == [[2], [15]]
+    book = store.book_for([MEMBERS[0]])
+    assert book.usage(MEMBERS[0], "bus-cap", WINDOWS[0], -3).amount == 15

@@ -166,6 +166,14 @@ class Settlement:
             return self._counters.add(cards), self._terminals.add(terminals)
         return self._counters.find(cards), self._terminals.find(terminals)
 
+    def _cover_counters(self) -> None:
+        """Give every numbered card counter its highest verified seq (-1 until one is
+        settled): counters are numbered as records are checked, settled or not."""
+        if len(self._max_verified) < len(self._counters):
+            grown = np.full(max(1024, 2 * len(self._counters)), -1, np.int32)
+            grown[:len(self._max_verified)] = self._max_verified
+            self._max_verified = grown
+
     def _remember(self, settled: np.ndarray, card: np.ndarray, terminal: np.ndarray, *,
                   in_run: bool = True) -> None:
         """Index accepted records (`SETTLED_DTYPE`) of the numbered counters ``card`` and
@@ -174,10 +182,7 @@ class Settlement:
             return
         self._card_seqs.add(card, settled["card_seq"], in_run=in_run)
         self._terminal_seqs.add(terminal, settled["terminal_seq"], in_run=in_run)
-        if len(self._max_verified) < len(self._counters):
-            grown = np.full(max(1024, 2 * len(self._counters)), -1, np.int32)
-            grown[:len(self._max_verified)] = self._max_verified
-            self._max_verified = grown
+        self._cover_counters()
         verified = settled["verified"] == 1
         np.maximum.at(self._max_verified, card[verified],
                       settled["card_seq"][verified].astype(np.int32))
@@ -238,6 +243,7 @@ class Settlement:
             return
         verified = np.flatnonzero(analysis.verified)
         card, _ = self._numbers(fields, np.concatenate([no_tac, verified]), add=False)
+        self._cover_counters()
         settled = np.full(no_tac.size, -1, np.int64)
         known = card[:no_tac.size] >= 0
         settled[known] = self._max_verified[card[:no_tac.size][known]]

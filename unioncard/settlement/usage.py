@@ -120,7 +120,8 @@ class UsageStore:
         used = self._used()
         windows = {}
         for i in np.flatnonzero(mine).tolist():
-            card, diversifier_, rule, window, key = held[i].tolist()
+            card, diversifier_, rule, window, _ = held[i].tolist()
+            key = int(held[i, 4:5].view(np.int64)[0])  # a day before 1970 is negative
             member = f"{card:016X}/{diversifier_:016X}"
             if member in wanted:  # the hash only says where to look
                 windows[(member, self._rules[rule], WINDOWS[window], key)] = Usage(
@@ -153,9 +154,11 @@ class UsageStore:
             return []
         rows = np.unique(np.concatenate(self._dirty))
         self._dirty = []
-        held, used = self._windows.fields()[rows].tolist(), self._used()[rows].tolist()
+        held, used = self._windows.fields()[rows], self._used()[rows].tolist()
+        keys = held[:, 4].view(np.int64).tolist()  # a day before 1970 is negative
         return sorted((f"{i:016X}/{d:016X}", self._rules[r], _WINDOWS[w], k, n, a)
-                      for (i, d, r, w, k), (n, a) in zip(held, used, strict=True))
+                      for (i, d, r, w, _), k, (n, a) in zip(held.tolist(), keys, used,
+                                                          strict=True))
 
     # --- columns ---------------------------------------------------------------------------
 
@@ -166,7 +169,7 @@ class UsageStore:
         out = np.empty((len(issuer), 5), np.uint64)
         out[:, 0], out[:, 1] = issuer, diversifier
         out[:, 2] = self._rule_column(np.asarray(rules, str))
-        out[:, 3], out[:, 4] = windows, keys
+        out[:, 3], out[:, 4] = windows, np.asarray(keys, np.int64).view(np.uint64)
         return out
 
     def _rule_column(self, rules: np.ndarray) -> np.ndarray:

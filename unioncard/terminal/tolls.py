@@ -19,7 +19,9 @@ no usable entry (docs/terminal.md, "ETC").  Errors name the file and the line.
 
 from __future__ import annotations
 
+import functools
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,23 +65,28 @@ class TollTable:
 
 
 class _Where:
-    """Where a problem is: the file and the line of the key or table (found only when
-    there is a problem: `toml_lines.SourceMap`)."""
+    """Where a key or table is: the file and its line (`toml_lines.SourceMap`, made
+    the first time a line is asked for, then kept)."""
 
     def __init__(self, source: str, text: str) -> None:
         self.source, self.text = source, text
 
-    def __call__(self, *path: str | int) -> str:
+    @functools.cached_property
+    def _lines(self) -> Any:
         from unioncard.toml_lines import SourceMap
 
-        line = SourceMap(self.text).line(path) if path else None
+        return SourceMap(self.text)
+
+    def __call__(self, *path: str | int) -> str:
+        line = self._lines.line(path) if path else None
         return self.source if line is None else f"{self.source}:{line}"
 
 
-def _code(where: str, value: Any, what: str) -> int:
+def _code(where: Callable[[], str], value: Any, what: str) -> int:
+    """A station or network code; ``where`` names the place, asked only for an error."""
     if isinstance(value, str) and len(value) == 4 and all(c in HEX_DIGITS for c in value):
         return int(value, 16)
-    raise TollTableError(f"{where}: {what} must be 4 hex digits in quotes, got {value!r}")
+    raise TollTableError(f"{where()}: {what} must be 4 hex digits in quotes, got {value!r}")
 
 
 def parse_toll_table(text: str, source: str = "<toll table>") -> TollTable:
@@ -94,8 +101,8 @@ def parse_toll_table(text: str, source: str = "<toll table>") -> TollTable:
     unknown = sorted(set(doc) - {"network", "name", "toll"})
     if unknown:
         raise TollTableError(f"{at(unknown[0])}: unknown entries {', '.join(unknown)}")
-    network = _code(at("network") if "network" in doc else source, doc.get("network"),
-                    "network")
+    network = _code(lambda: at("network") if "network" in doc else source,
+                    doc.get("network"), "network")
     name = doc.get("name", "")
     if not isinstance(name, str):
         raise TollTableError(f"{at('name')}: name must be a string")
@@ -112,8 +119,8 @@ def parse_toll_table(text: str, source: str = "<toll table>") -> TollTable:
         extra = sorted(set(entry) - {"entry", "exit", "fen"})
         if extra:
             raise TollTableError(f"{where(extra[0])}: unknown entries {', '.join(extra)}")
-        entry_code = _code(where("entry"), entry.get("entry"), "entry")
-        exit_code = _code(where("exit"), entry.get("exit"), "exit")
+        entry_code = _code(lambda: where("entry"), entry.get("entry"), "entry")
+        exit_code = _code(lambda: where("exit"), entry.get("exit"), "exit")
         if entry_code == exit_code:
             raise TollTableError(f"{where('exit')}: entry and exit are the same station")
         fens = entry.get("fen")
