@@ -78,19 +78,20 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     r, cols = batch.records, Columns(batch.records)
     n = len(r)
     mask = np.zeros(n, np.uint16)
-    masters, key_row = inputs.tac_master_keys(cols.issuer, r["key_version"])
+    masters, key_row = inputs.tac_master_keys(cols.issuer, cols.field("key_version"))
     known = key_row >= 0
     mask[~known] |= bit(Reason.UNKNOWN_ISSUER)
-    check = known & ((r["flags"] & _NO_TAC) == 0)
+    check = known & ((cols.field("flags") & _NO_TAC) == 0)
     verified = np.zeros(n, bool)
     rows = selected_rows(check)
     if check.any():
         keys = TAC_KEYS.keys(masters, key_row[rows], r["diversifier"][rows])
         verified[rows] = verify_tacs(
-            r["tac"][rows], keys, tx_type=r["tx_type"][rows], amount=r["charged_amount"][rows],
-            terminal_id=r["terminal_id"][rows], terminal_seq=r["terminal_seq"][rows],
-            date=r["date"][rows], time=r["time"][rows],
-            balance_after=r["balance_after"][rows], card_seq=r["card_seq"][rows])
+            r["tac"][rows], keys, tx_type=cols.field("tx_type")[rows],
+            amount=cols.field("charged_amount")[rows], terminal_id=r["terminal_id"][rows],
+            terminal_seq=cols.field("terminal_seq")[rows], date=r["date"][rows],
+            time=r["time"][rows], balance_after=cols.field("balance_after")[rows],
+            card_seq=cols.field("card_seq")[rows])
     mask[check & ~verified] |= bit(Reason.BAD_TAC)
     mask |= _hotlisted(inputs, cols) * np.uint16(bit(Reason.HOTLISTED))
     when_day = cols.when.astype("datetime64[D]")
@@ -138,9 +139,10 @@ def _price(inputs: RunInputs, r: np.ndarray, cols: Columns, mask: np.ndarray,
     words = np.ascontiguousarray(r["ruleset_version"]).view("<u8")
     versions = mix64(words)  # a rule set per hash: confirmed below, row by row
     zero = ~words.any(axis=1)
-    priceable = (r["mode"] >= 1) & (r["mode"] <= _MAX_MODE) & (r["member_status"] <= _MAX_STATUS)
+    mode, charged = cols.field("mode"), cols.field("charged_amount")
+    priceable = (mode >= 1) & (mode <= _MAX_MODE) & (cols.field("member_status") <= _MAX_STATUS)
     unpriced = purchase & zero
-    mask[unpriced & (r["charged_amount"] != r["list_amount"])] |= bit(Reason.AMOUNT_MISMATCH)
+    mask[unpriced & (charged != cols.field("list_amount"))] |= bit(Reason.AMOUNT_MISMATCH)
     for version in np.unique(versions[purchase & ~zero]):
         rows = np.flatnonzero(purchase & ~zero & (versions == version))
         exact = r["ruleset_version"][rows]
@@ -166,35 +168,37 @@ def _price_group(inputs: RunInputs, r: np.ndarray, cols: Columns, rows: np.ndarr
         return
     ruleset[usable] = inputs.rulesets.index(rules)
     quoted = evaluate_batch(context_batch(r, cols.when, rows=None if usable.size == len(r)
-                                          else usable), rules)
+                                          else usable, cols=cols), rules)
     rebate[usable] = quoted.rebate
     deferred[usable] = quoted.deferred
-    wrong = quoted.charged != r["charged_amount"][usable]
+    wrong = quoted.charged != cols.field("charged_amount")[usable]
     mask[usable[wrong]] |= bit(Reason.AMOUNT_MISMATCH)
 
 
 def context_batch(r: np.ndarray, when: np.ndarray, member_id: np.ndarray | None = None,
-                  *, rows: np.ndarray | None = None) -> ContextBatch:
+                  *, rows: np.ndarray | None = None, cols: Columns | None = None
+                  ) -> ContextBatch:
     """The tariff contexts of purchase records (of ``rows`` of ``r`` and ``when``, when
     given: each column is taken alone, cheaper than copying whole records), as their
-    terminal quoted them."""
+    terminal quoted them; integer fields from ``cols`` when given (native columns)."""
     from unioncard.tariffs import ContextBatch
 
     def column(name: str) -> np.ndarray:
+        values = r[name] if cols is None else cols.field(name)
+        return np.asarray(values if rows is None else values[rows], np.int64)
+
+    def text(name: str) -> np.ndarray:
         return r[name] if rows is None else r[name][rows]
 
-    status = column("member_status").astype(np.int64)
-    mcc, vehicle = column("mcc"), column("vehicle_class")
+    status, mcc, vehicle = column("member_status"), column("mcc"), column("vehicle_class")
     return ContextBatch.from_columns(
-        mode=column("mode").astype(np.int64), amount=column("list_amount").astype(np.int64),
-        card_type=column("card_type").astype(np.int64),
-        at=when if rows is None else when[rows],
-        member_categories=column("category_flags").astype(np.int64),
+        mode=column("mode"), amount=column("list_amount"), card_type=column("card_type"),
+        at=when if rows is None else when[rows], member_categories=column("category_flags"),
         member_status=np.where(status == 0, 1, status),
-        merchant_id=_text(column("merchant")), route=_text(column("route")),
-        merchant_category=np.where(mcc == 0, -1, mcc.astype(np.int64)),
-        vehicle_class=np.where(vehicle == 0, -1, vehicle.astype(np.int64)),
-        organization=np.ascontiguousarray(column("organization")).view(  # UTF-8, 00-padded
+        merchant_id=_text(text("merchant")), route=_text(text("route")),
+        merchant_category=np.where(mcc == 0, -1, mcc),
+        vehicle_class=np.where(vehicle == 0, -1, vehicle),
+        organization=np.ascontiguousarray(text("organization")).view(  # UTF-8, 00-padded
             f"S{r.dtype['organization'].itemsize}").ravel(),
         member_id=member_id)
 

@@ -207,8 +207,8 @@ class Settlement:
         r, cols = batch.records, Columns(batch.records)
         mask = analysis.mask.copy()
         fields = {"issuer": cols.issuer, "diversifier": cols.diversifier, "is_load": cols.is_load,
-                  "terminal": cols.terminal, "application": r["application"],
-                  "card_seq": r["card_seq"], "terminal_seq": r["terminal_seq"]}
+                  "terminal": cols.terminal, "application": cols.field("application"),
+                  "card_seq": cols.field("card_seq"), "terminal_seq": cols.field("terminal_seq")}
         self._prove(fields, analysis, mask)
         card, terminal = self._duplicates(fields, mask)
         reasons = first_reason(mask)
@@ -274,7 +274,8 @@ class Settlement:
         mask[candidates[this_run]] |= bit(Reason.DUPLICATE)
         mask[candidates[seen & ~this_run]] |= bit(Reason.REPLAY)
         for owner, seqs in ((card[rows], seq), (terminal[rows], terminal_seq)):
-            keys = ((owner.astype(np.uint64) + np.uint64(1)) << np.uint64(32)) | seqs
+            keys = ((owner.astype(np.uint64) + np.uint64(1)) << np.uint64(32)) | seqs.astype(
+                np.uint64)
             copies = (previous_equal(keys) >= 0) & ~seen  # exact keys: no confirmation
             mask[candidates[copies]] |= bit(Reason.DUPLICATE)
         return card, terminal
@@ -290,7 +291,7 @@ class Settlement:
         for index in np.unique(analysis.ruleset[accepted & (analysis.ruleset >= 0)]):
             rules = self.inputs.rulesets[int(index)]
             chosen = accepted & (analysis.ruleset == index)
-            rows = np.flatnonzero(chosen & np.isin(r["mode"], _capped_modes(rules))
+            rows = np.flatnonzero(chosen & np.isin(cols.field("mode"), _capped_modes(rules))
                                   if self.reference else chosen & analysis.deferred)
             if not rows.size:
                 continue
@@ -306,11 +307,11 @@ class Settlement:
                 from unioncard.tariffs import evaluate_batch, record_batch
 
                 contexts = context_batch(r, cols.when, member_id=members,
-                                         rows=None if rows.size == len(r) else rows)
+                                         rows=None if rows.size == len(r) else rows, cols=cols)
                 result = evaluate_batch(contexts, rules, history=self._usage)
                 record_batch(self._usage, contexts, result, rules)
                 settled_charged, settled_rebate = result.charged, result.rebate
-            rebate[rows] = (r["charged_amount"][rows].astype(np.int64) - settled_charged
+            rebate[rows] = (cols.field("charged_amount")[rows] - settled_charged
                             + settled_rebate)
         return rebate
 
@@ -339,11 +340,11 @@ class Settlement:
         for name, column in fields.items():
             out[name] = column[rows]
         out["when"] = cols.when[rows].astype(np.int64)
-        out["list_amount"] = r["list_amount"][rows]
-        out["charged_amount"] = r["charged_amount"][rows]
+        out["list_amount"] = cols.field("list_amount")[rows]
+        out["charged_amount"] = cols.field("charged_amount")[rows]
         out["rebate"] = rebate[rows]
         out["verified"] = analysis.verified[rows]
-        out["mode"] = r["mode"][rows]
+        out["mode"] = cols.field("mode")[rows]
         return out
 
     def _lines(self, r: np.ndarray, cols: Columns, accepted: np.ndarray, rebate: np.ndarray,
@@ -355,7 +356,7 @@ class Settlement:
         operator = self.inputs.operator(terminal_id)
         load = cols.is_load[rows]
         day = cols.when[rows].astype("datetime64[D]").astype(np.int64)
-        mode = np.where(load, r["application"][rows], r["mode"][rows])
+        mode = np.where(load, cols.field("application")[rows], cols.field("mode")[rows])
         first, inverse = line_groups(r, rows, load | (mode.astype(np.int64) << 8)
                                      | (day << 16))
         distinct = [(bool(load[i]), int(day[i]), int(mode[i]), bytes(r["route"][rows[i]]),
@@ -367,8 +368,8 @@ class Settlement:
                                minlength=len(distinct)).astype(np.int64)
 
         count = np.bincount(inverse, minlength=len(distinct))
-        listed = total(r["list_amount"][rows])
-        charged = total(r["charged_amount"][rows])
+        listed = total(cols.field("list_amount")[rows])
+        charged = total(cols.field("charged_amount")[rows])
         rebates = total(rebate[rows])
         lines = []
         for i, (is_load, days, modes, route, merchant, org) in enumerate(distinct):
