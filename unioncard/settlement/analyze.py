@@ -64,6 +64,9 @@ class BatchAnalysis:
     deferred: np.ndarray
     emv: tuple[tuple[int, EmvRecord], ...] = ()
     purse_indexes: tuple[int, ...] | None = None
+    columns: Columns | None = None
+    """The fast path's columns of ``batch.records``, kept for the run (the reference
+    path leaves it to the run to derive them)."""
 
 
 def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
@@ -102,7 +105,7 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     deferred = np.zeros(n, bool)
     _price(inputs, r, cols, mask, ruleset, rebate, deferred)
     return BatchAnalysis(source, batch, mask, verified, ruleset, rebate, deferred, split.emv,
-                         split.purse_indexes)
+                         split.purse_indexes, cols)
 
 
 def selected_rows(chosen: np.ndarray) -> np.ndarray | slice:

@@ -551,6 +551,11 @@ class Columns:
     def __len__(self) -> int:
         return len(self.r)
 
+    def __reduce__(self) -> tuple[type[Columns], tuple[np.ndarray]]:
+        """Pickled as its records (a Dask worker's analysis sends no columns: the
+        client derives them again, one pass)."""
+        return Columns, (self.r,)
+
     def field(self, name: str) -> np.ndarray:
         """An integer field as a native ``int64`` column; a byte field as the records'."""
         column: np.ndarray = (self._scalars[_SCALAR_ROWS[name]] if name in _SCALAR_ROWS

@@ -204,7 +204,8 @@ class Settlement:
             reason = (f"conflict: batch {batch.batch_id} of terminal "
                       f"{batch.terminal_id.hex().upper()} was settled with other contents")
             return BatchResult(state="refused", reason=reason, **base)  # type: ignore[arg-type]
-        r, cols = batch.records, Columns(batch.records)
+        r = batch.records
+        cols = analysis.columns if analysis.columns is not None else Columns(r)
         mask = analysis.mask.copy()
         fields = {"issuer": cols.issuer, "diversifier": cols.diversifier, "is_load": cols.is_load,
                   "terminal": cols.terminal, "application": cols.field("application"),
