@@ -103,16 +103,14 @@ def decode_batch(data: bytes, source: str = "batch") -> DecodedBatch:
         records = np.frombuffer(data, RECORD_DTYPE, count=n, offset=HEADER_SIZE)
         raw = np.frombuffer(data, np.uint8, count=n * RECORD_SIZE,
                             offset=HEADER_SIZE).reshape(n, RECORD_SIZE)
-        invalid, crcs = _invalid(records, raw)
+        invalid, crcs, totals = _invalid(records, raw, np.frombuffer(data[8:14], np.uint8))
         ok = (_created_valid(data[18:25])
               and int.from_bytes(trailer[28:32], "big") == _file_crc(data, raw, crcs)
               and int.from_bytes(trailer[4:8], "big") == n
               and not bool(invalid.any())
-              and int.from_bytes(trailer[8:16], "big") == int(
-                  records["list_amount"].sum(dtype=np.uint64))
-              and int.from_bytes(trailer[16:24], "big") == int(
-                  records["charged_amount"].sum(dtype=np.uint64))
-              and bool((raw[:, 1:7] == np.frombuffer(data[8:14], np.uint8)).all()))
+              and int.from_bytes(trailer[8:16], "big") == int(totals[0])
+              and int.from_bytes(trailer[16:24], "big") == int(totals[1])
+              and totals[2] == 0)
     if not ok:
         _refuse(data, source)
     return DecodedBatch(bytes(data[8:14]), int.from_bytes(data[14:18], "big"),
@@ -202,14 +200,19 @@ def record_crcs(raw: np.ndarray) -> np.ndarray:
     return out
 
 
-def _invalid(r: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One flag per record: True where `OfflineRecord.from_bytes` would refuse it; and
-    the CRC-32 of each record's bytes 0..251, computed on the way."""
+def _invalid(r: np.ndarray, raw: np.ndarray, terminal: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One flag per record: True where `OfflineRecord.from_bytes` would refuse it; and,
+    computed on the way, the CRC-32 of each record's bytes 0..251 and the totals: list
+    amounts, charged amounts, and how many records are not of ``terminal`` (the
+    header's terminal id, when given)."""
     out = np.zeros(len(r), dtype=np.bool_)
     crcs = np.zeros(len(r), np.uint32)
+    totals = np.zeros(3, np.uint64)
     if len(r):
-        _check_rows(np.ascontiguousarray(raw), _CRC_TABLE, out, crcs)
-    return out, crcs
+        _check_rows(np.ascontiguousarray(raw), _CRC_TABLE, out, crcs,
+                    np.zeros(0, np.uint8) if terminal is None else terminal, totals)
+    return out, crcs, totals
 
 
 def _shift_table(length: int) -> np.ndarray:
@@ -370,12 +373,19 @@ def _time_ok(row, at):  # type: ignore[no-untyped-def]
 
 
 @jit
-def _check_rows(raw, table, out, crcs):  # type: ignore[no-untyped-def]
+def _check_rows(raw, table, out, crcs, terminal, totals):  # type: ignore[no-untyped-def]
     """The checks of `OfflineRecord.from_bytes`, one record per row (docs/records.md);
-    ``crcs`` receives each row's CRC-32 of bytes 0..251."""
+    ``crcs`` receives each row's CRC-32 of bytes 0..251, ``totals`` the sums of the
+    list and charged amounts and the count of rows whose terminal id (bytes 1..6) is
+    not ``terminal`` (when it has 6 bytes)."""
     _crc_rows(raw, 252, table, crcs)
     for i in range(raw.shape[0]):
         row = raw[i]
+        if terminal.shape[0] == 6:
+            for k in range(6):
+                if row[1 + k] != terminal[k]:
+                    totals[2] += np.uint64(1)
+                    break
         bad = np.int64(crcs[i]) != _u32(row, 252) or row[0] != 1
         bad = bad or not (row[27] == 1 or row[27] == 2)
         tx = row[31]
@@ -395,6 +405,8 @@ def _check_rows(raw, table, out, crcs):  # type: ignore[no-untyped-def]
                 if unused:
                     bad = True
         listed, charged = _u32(row, 88), _u32(row, 92)
+        totals[0] += np.uint64(listed)
+        totals[1] += np.uint64(charged)
         if tx == 2:
             bad = bad or row[32] != 0 or charged != listed or not all_unused
             bad = bad or not _all_zero(row, 175, 207)

@@ -160,11 +160,16 @@ class Settlement:
         issuer, diversifier, application, is_load, terminal), numbered (``add``) or looked
         up (-1: never settled)."""
         cards = counter_keys(records, rows)
-        terminals = np.empty((len(cards), 2), np.uint64)
-        terminals[:, 0], terminals[:, 1] = records["terminal"][rows], records["is_load"][rows]
-        if add:
-            return self._counters.add(cards), self._terminals.add(terminals)
-        return self._counters.find(cards), self._terminals.find(terminals)
+        terminal, is_load = records["terminal"][rows], records["is_load"][rows]
+        one = bool(len(terminal)) and bool((terminal == terminal[0]).all())
+        terminals = np.empty((2 if one else len(cards), 2), np.uint64)
+        if one:  # a batch file's records are of its terminal: its two counters
+            terminals[:, 0], terminals[:, 1] = terminal[0], (0, 1)
+        else:
+            terminals[:, 0], terminals[:, 1] = terminal, is_load
+        number = self._counters.add if add else self._counters.find
+        numbers = (self._terminals.add if add else self._terminals.find)(terminals)
+        return number(cards), numbers[np.asarray(is_load, np.int64)] if one else numbers
 
     def _cover_counters(self) -> None:
         """Give every numbered card counter its highest verified seq (-1 until one is
