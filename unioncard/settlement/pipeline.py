@@ -75,6 +75,8 @@ class BatchResult:
 @dataclass(slots=True)
 class RunResult:
     batches: list[BatchResult] = field(default_factory=list)
+    counters: tuple[KeyedRows, np.ndarray] | None = None
+    """The run's numbered card counters and which of them its batches touched (`find_gaps`)."""
 
     @property
     def settled(self) -> list[BatchResult]:
@@ -123,6 +125,8 @@ class Settlement:
         """The terminals' counters (terminal id, is_load), numbered."""
         self._card_seqs, self._terminal_seqs = SeqSet(), SeqSet()
         """The settled seqs of each counter: the records' two identities."""
+        self._touched = np.zeros(0, bool)
+        """Which card counters the run's batches hold (settled now, or before: given again)."""
         self._max_verified = np.zeros(0, np.int32)
         """The highest TAC-verified seq settled of each card counter (-1: none): what
         proves the seq of a record without TAC."""
@@ -171,6 +175,19 @@ class Settlement:
         numbers = (self._terminals.add if add else self._terminals.find)(terminals)
         return number(cards), numbers[np.asarray(is_load, np.int64)] if one else numbers
 
+    def _touch(self, card: np.ndarray) -> None:
+        """Mark the card counters ``card`` as held by a batch of this run."""
+        if len(self._touched) < len(self._counters):
+            grown = np.zeros(max(1024, 2 * len(self._counters)), bool)
+            grown[:len(self._touched)] = self._touched
+            self._touched = grown
+        self._touched[card[card >= 0]] = True
+
+    def counters(self) -> tuple[KeyedRows, np.ndarray]:
+        """The numbered card counters and which of them this run's batches hold."""
+        self._touch(np.zeros(0, np.int64))
+        return self._counters, self._touched[:len(self._counters)]
+
     def _cover_counters(self) -> None:
         """Give every numbered card counter its highest verified seq (-1 until one is
         settled): counters are numbered as records are checked, settled or not."""
@@ -205,6 +222,9 @@ class Settlement:
         digest = known if known is not None else (settled.digest if settled else None)
         if digest is not None:
             if digest == batch.digest:
+                if known is None and settled is not None:  # settled by an earlier run
+                    for _row, records in self.ledger.settled_records([settled.row]):
+                        self._touch(self._counters.find(counter_keys(records)))
                 return BatchResult(state="already_settled", **base)  # type: ignore[arg-type]
             reason = (f"conflict: batch {batch.batch_id} of terminal "
                       f"{batch.terminal_id.hex().upper()} was settled with other contents")
@@ -428,6 +448,7 @@ class Settlement:
             charged_total=batch.charged_total + sum(r.charged_amount for _, r in analysis.emv),
             settled=settled, rejects=rejects, lines=lines, emv=emv))
         self._remember(settled, *counters)
+        self._touch(counters[0])
         self._pending_records += batch.count
         if len(self._pending) >= COMMIT_BATCHES or self._pending_records >= COMMIT_RECORDS:
             self.commit()
@@ -470,6 +491,7 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
         if progress is not None:
             progress(done)
     settlement.finish()
+    result.counters = settlement.counters()
     return result
 
 
@@ -540,38 +562,52 @@ def counter_keys(records: Any, rows: np.ndarray | slice = slice(None)) -> np.nda
     return keys
 
 
-def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000
+def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000,
+              counters: tuple[KeyedRows, np.ndarray] | None = None
               ) -> list[tuple[str, str, int, int]]:
     """Suspicious gaps: seqs missing between two settled seqs of a card's counter, for the
     counters the batches ``rows`` touched, over the ledger's records of the `GAP_DAYS`
     before them (a batch that arrives later fills its gap).  (card, kind, first missing
-    seq, last missing seq), counters in the order the batches ``rows`` first hold them, at
-    most ``limit``.
+    seq, last missing seq), by card, kind, purse and seq, at most ``limit``.  ``counters``:
+    numbered card counters (`counter_keys`) and which of them the batches touched, when
+    the run that settled them knows (else they are read from the ledger).
 
-    Each touched counter gets a number (`KeyedRows`), and each record of one becomes one
-    integer, ``number << 16 | seq``: one sort orders every counter's seqs."""
+    Each touched counter gets its rank in that order, and each record of one becomes one
+    integer, ``rank << 16 | seq``: one sort orders every counter's seqs."""
     first = ledger.first_at(rows)
     if first is None:
         return []
-    touched = KeyedRows(3)
-    for _row, records in ledger.settled_records(rows):
-        touched.add(counter_keys(records))
-    keys = np.empty(ledger.settled_count(since=first - GAP_DAYS * 86400), np.uint64)
+    if counters is None:
+        numbered = KeyedRows(3)
+        for _row, records in ledger.settled_records(rows):
+            numbered.add(counter_keys(records))
+        touched = np.ones(len(numbered), bool)
+    else:
+        numbered, touched = counters
+    fields = numbered.fields()
+    chosen = np.flatnonzero(touched[:len(fields)])
+    issuer, diversifier, purse = fields[chosen].T
+    by_rank = chosen[np.lexsort((purse >> np.uint64(8), ~purse & np.uint64(1), diversifier,
+                                 issuer))]  # by card, loads first, then by purse
+    rank = np.full(len(fields), -1, np.int64)
+    rank[by_rank] = np.arange(by_rank.size)
+    since = first - GAP_DAYS * 86400
+    keys = np.empty(ledger.settled_count(since=since), np.uint64)
     filled = 0
-    for _row, records in ledger.settled_records(since=first - GAP_DAYS * 86400):
-        number = touched.find(counter_keys(records))
-        mine = number >= 0
-        part = (number[mine].astype(np.uint64) << np.uint64(16)) | records["card_seq"][mine]
+    for _row, records in ledger.settled_records(since=since):
+        number = numbered.find(counter_keys(records))
+        ranks = np.where(number >= 0, rank[number], -1)
+        mine = ranks >= 0
+        part = (ranks[mine].astype(np.uint64) << np.uint64(16)) | records["card_seq"][mine]
         keys[filled:filled + len(part)] = part
         filled += len(part)
     keys = keys[:filled]
     keys.sort()
     jumps = np.empty(min(limit, len(keys)), np.int64)
     jumps = jumps[:_jumps(keys, jumps)]
-    counters = touched.fields()
     gaps = []
     for i in jumps.tolist():
-        issuer, diversifier, purse = counters[int(keys[i]) >> 16].tolist()
+        issuer, diversifier, purse = fields[by_rank[int(keys[i]) >> 16]].tolist()
         gaps.append((f"{issuer:016X}/{diversifier:016X}", "load" if purse & 1 else "purchase",
                      (int(keys[i]) & 0xFFFF) + 1, (int(keys[i + 1]) & 0xFFFF) - 1))
     return gaps

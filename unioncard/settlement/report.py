@@ -90,7 +90,7 @@ def build_report(ledger: Ledger, run: RunResult) -> Report:
     emv_accepted = accepted_by_batch(ledger, rows)
     accepted = sum(stored.accepted for _, stored in settled) + sum(emv_accepted.values())
     gaps = [{"card": card, "kind": kind, "first_seq": first, "last_seq": last}
-            for card, kind, first, last in find_gaps(ledger, rows)]
+            for card, kind, first, last in find_gaps(ledger, rows, counters=run.counters)]
     states: dict[str, int] = defaultdict(int)
     for result in run.batches:
         states[result.state] += 1
