@@ -403,22 +403,18 @@ def record_batch(history: UsageColumns, batch: ContextBatch, result: BatchResult
         assert caps is not None
         for period, _count, _amount in caps.windows():
             has[i, 0 if period is Period.DAY else 1] = True
+    members, member = _intern(batch.member_id[rows])
     parts = []
-    for window, keys in ((0, days), (1, months)):
-        mine = has[index, window]
-        table = np.empty(int(mine.sum()), dtype=[("member", batch.member_id.dtype),
-                                                 ("rule", "<i8"), ("key", "<i8")])
-        table["member"], table["rule"], table["key"] = (batch.member_id[rows[mine]],
-                                                        index[mine], keys[mine])
-        windows, which = np.unique(table, return_inverse=True)
+    for kind, keys in ((0, days), (1, months)):
+        mine = has[index, kind]  # a window: (member, rule, key) as one integer
+        code = (member[mine] * len(rules.rules) + index[mine]) << 32 | (keys[mine] + (1 << 31))
+        code, first, which = np.unique(code, return_index=True, return_inverse=True)
         which = which.ravel()
         amounts = result.amounts[rows[mine], cols[mine]].astype(np.float64)
-        parts.append((windows, np.full(len(windows), window),
-                      np.bincount(which, minlength=len(windows)),
-                      np.bincount(which, weights=amounts, minlength=len(windows))))
-    windows = np.concatenate([p[0] for p in parts])
+        parts.append((member[mine][first], index[mine][first], np.full(len(code), kind),
+                      keys[mine][first], np.bincount(which, minlength=len(code)),
+                      np.bincount(which, weights=amounts, minlength=len(code))))
     ids = np.asarray([r.id for r in rules.rules])
-    history.add_many(windows["member"], ids[windows["rule"]],
-                     np.concatenate([p[1] for p in parts]), windows["key"],
-                     np.concatenate([p[2] for p in parts]).astype(np.int64),
-                     np.concatenate([p[3] for p in parts]).astype(np.int64))
+    owner, rule, window, key, count, amount = (np.concatenate(c) for c in zip(*parts, strict=True))
+    history.add_many(members[owner], ids[rule], window, key, count.astype(np.int64),
+                     amount.astype(np.int64))
