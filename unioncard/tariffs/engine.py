@@ -106,29 +106,12 @@ class UsageBook:
 
     def usage_many(self, members: Any, rules: Any, windows: Any, keys: Any
                    ) -> tuple[Any, Any]:
-        """The windows asked and the book's entries grouped together (one sort of both):
-        each asked window takes the usage of the entry in its group, if any."""
         import numpy as np
 
-        n = len(keys)
-        held = list(self._entries.items())
-        if not held or not n:
-            return np.zeros(n, np.int64), np.zeros(n, np.int64)
-        columns = [np.concatenate([np.asarray(asked, dtype), np.array(stored, dtype)])
-                   for asked, stored, dtype in (
-                       (members, [k[0] for k, _ in held], str),
-                       (rules, [k[1] for k, _ in held], str),
-                       (windows, [WINDOWS.index(k[2]) for k, _ in held], np.int64),
-                       (keys, [k[3] for k, _ in held], np.int64))]
-        table = np.empty(len(columns[0]), [(f"f{i}", c.dtype) for i, c in enumerate(columns)])
-        for i, column in enumerate(columns):
-            table[f"f{i}"] = column
-        _, group = np.unique(table, return_inverse=True)
-        group = group.ravel()
-        count, amount = np.zeros(group.max() + 1, np.int64), np.zeros(group.max() + 1, np.int64)
-        count[group[n:]] = [u.count for _, u in held]
-        amount[group[n:]] = [u.amount for _, u in held]
-        return count[group[:n]], amount[group[:n]]
+        used = [self.usage(str(m), str(r), WINDOWS[w], k) for m, r, w, k in zip(
+            members.tolist(), rules.tolist(), windows.tolist(), keys.tolist(), strict=True)]
+        return (np.array([u.count for u in used], np.int64).reshape(-1),
+                np.array([u.amount for u in used], np.int64).reshape(-1))
 
     def add_many(self, members: Any, rules: Any, windows: Any, keys: Any, counts: Any,
                  amounts: Any) -> None:
