@@ -538,7 +538,7 @@ def card_ids(issuer: np.ndarray, diversifier: np.ndarray) -> np.ndarray:
         out[:, at:at + 16:2] = _HEX[digits >> 4]
         out[:, at + 1:at + 16:2] = _HEX[digits & 15]
     out[:, 16] = ord("/")
-    return out.view("S33").ravel().astype("U33")
+    return out.astype(np.uint32).view("U33").ravel()  # ASCII: code points are the bytes
 
 
 def _capped_modes(rules: Any) -> list[int]:

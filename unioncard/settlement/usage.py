@@ -45,11 +45,16 @@ def card_numbers(members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> [c.tolist() for c in card_numbers(np.array(["00000000000000A1/FFFFFFFFFFFFFFFF"]))]
     [[161], [18446744073709551615]]
     """
-    try:
-        raw = np.asarray(members).astype("S33").view(np.uint8).reshape(-1, 33)
-    except (UnicodeEncodeError, ValueError):
-        raw = np.zeros((0, 33), np.uint8)
-        members = np.asarray([None])
+    members = np.asarray(members)
+    if members.dtype == np.dtype("U33"):  # the code points, as bytes where they are ASCII
+        points = np.ascontiguousarray(members).view(np.uint32).reshape(-1, 33)
+        raw = np.minimum(points, 0xFF).astype(np.uint8)
+    else:
+        try:
+            raw = members.astype("S33").view(np.uint8).reshape(-1, 33)
+        except (UnicodeEncodeError, ValueError):
+            raw = np.zeros((0, 33), np.uint8)
+            members = np.asarray([None])
     nibbles = _NIBBLES[raw]
     if len(raw) != len(members) or (np.delete(nibbles, 16, axis=1) > 15).any() or (
             raw[:, 16] != ord("/")).any():
