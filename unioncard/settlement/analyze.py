@@ -88,13 +88,15 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     verified = np.zeros(n, bool)
     rows = selected_rows(check)
     if check.any():
-        keys = TAC_KEYS.keys(masters, key_row[rows], r["diversifier"][rows])
+        keys = TAC_KEYS.keys(masters, key_row[rows], cols.field("diversifier")[rows])
+        def field(name: str) -> np.ndarray:
+            return cols.field(name)[rows]
+
         verified[rows] = verify_tacs(
-            r["tac"][rows], keys, tx_type=cols.field("tx_type")[rows],
-            amount=cols.field("charged_amount")[rows], terminal_id=r["terminal_id"][rows],
-            terminal_seq=cols.field("terminal_seq")[rows], date=r["date"][rows],
-            time=r["time"][rows], balance_after=cols.field("balance_after")[rows],
-            card_seq=cols.field("card_seq")[rows])
+            field("tac"), keys, tx_type=field("tx_type"), amount=field("charged_amount"),
+            terminal_id=field("terminal_id"), terminal_seq=field("terminal_seq"),
+            date=field("date"), time=field("time"), balance_after=field("balance_after"),
+            card_seq=field("card_seq"))
     mask[check & ~verified] |= bit(Reason.BAD_TAC)
     mask |= _hotlisted(inputs, cols) * np.uint16(bit(Reason.HOTLISTED))
     when_day = cols.when.astype("datetime64[D]")

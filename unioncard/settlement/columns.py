@@ -457,17 +457,29 @@ _SCALARS = tuple(name for name, (dtype, _) in _LAYOUT.items() if dtype.shape == 
 """The record's integer fields (docs/records.md), each a native column of `Columns`."""
 _SCALAR_AT = np.array([(_LAYOUT[name][1], _LAYOUT[name][0].itemsize) for name in _SCALARS],
                       np.int64)
+_BYTE_FIELDS = ("terminal_id", "diversifier", "date", "time", "tac")
+"""The byte fields the TACs are computed over, copied side by side in the same pass."""
+_BYTES_AT = np.array([(_LAYOUT[name][1], _LAYOUT[name][0].itemsize) for name in _BYTE_FIELDS],
+                     np.int64)
+_BYTE_COLUMNS = {name: (int(start), int(start + width)) for name, width, start in zip(
+    _BYTE_FIELDS, _BYTES_AT[:, 1], np.cumsum(_BYTES_AT[:, 1]) - _BYTES_AT[:, 1], strict=True)}
 
 
 @jit
-def _derive_rows(raw, issuer, diversifier, terminal, when, expiry, at, scalars):  # type: ignore[no-untyped-def]
-    """The derived columns of checked records, and their integer fields (``at``: offset
-    and size of each, big-endian) as rows of ``scalars``, in one pass (offsets:
-    docs/records.md)."""
+def _derive_rows(raw, issuer, diversifier, terminal, when, expiry, at, scalars,  # type: ignore[no-untyped-def]
+                 bytes_at, fields):
+    """The derived columns of checked records, their integer fields (``at``: offset and
+    size of each, big-endian) as rows of ``scalars``, and the byte fields ``bytes_at``
+    side by side in ``fields``, in one pass (offsets: docs/records.md)."""
     for i in range(raw.shape[0]):
         row = raw[i]
         for k in range(at.shape[0]):
             scalars[k, i] = np.int64(_be64(row, at[k, 0], at[k, 1]))
+        column = 0
+        for k in range(bytes_at.shape[0]):
+            for b in range(bytes_at[k, 1]):
+                fields[i, column] = row[bytes_at[k, 0] + b]
+                column += 1
         terminal[i] = _be64(row, 1, 6)
         issuer[i] = _be64(row, 11, 8)
         diversifier[i] = _be64(row, 19, 8)
@@ -551,9 +563,10 @@ class Columns:
         self.terminal = np.empty(n, np.uint64)
         when, expiry = np.empty(n, np.int64), np.empty(n, np.int64)
         self._scalars = np.empty((len(_SCALARS), n), np.int64)
+        self._bytes = np.empty((n, int(_BYTES_AT[:, 1].sum())), np.uint8)
         if n:
             _derive_rows(raw, self.issuer, self.diversifier, self.terminal, when, expiry,
-                         _SCALAR_AT, self._scalars)
+                         _SCALAR_AT, self._scalars, _BYTES_AT, self._bytes)
         self.when = when.view("datetime64[s]")
         """Transaction local time, ``datetime64[s]``."""
         self.expiry = expiry.view("datetime64[D]")
@@ -569,9 +582,16 @@ class Columns:
         return Columns, (self.r,)
 
     def field(self, name: str) -> np.ndarray:
-        """An integer field as a native ``int64`` column; a byte field as the records'."""
-        column: np.ndarray = (self._scalars[_SCALAR_ROWS[name]] if name in _SCALAR_ROWS
-                              else self.r[name])
+        """An integer field as a native ``int64`` column; a byte field ``uint8[N, width]``
+        (those the TACs need from the pass, the others as the records')."""
+        column: np.ndarray
+        if name in _SCALAR_ROWS:
+            column = self._scalars[_SCALAR_ROWS[name]]
+        elif name in _BYTE_COLUMNS:
+            start, end = _BYTE_COLUMNS[name]
+            column = self._bytes[:, start:end]
+        else:
+            column = self.r[name]
         return column
 
 
