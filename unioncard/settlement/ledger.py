@@ -240,7 +240,7 @@ class Ledger:
                 "settled_at, records, accepted, list_total, charged_total, settled, first_at, "
                 "last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (terminal_id, batch_id, digest, source, created, now, records, len(settled),
-                 list_total, charged_total, settled.astype(SETTLED_DTYPE).tobytes(),
+                 list_total, charged_total, settled.astype(SETTLED_DTYPE, copy=False).tobytes(),
                  int(settled["when"].min()) if len(settled) else None,
                  int(settled["when"].max()) if len(settled) else None))
         except sqlite3.IntegrityError:
