@@ -21,11 +21,13 @@ seen, not with their records.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from unioncard.jit import jit
 
-__all__ = ["KeyedRows", "SeqSet", "mix64", "previous_equal"]
+__all__ = ["KeyedRows", "SeqSet", "grown", "mix64", "previous_equal"]
 
 _EMPTY = np.uint64(0)
 
@@ -38,11 +40,18 @@ def _mix(x):  # type: ignore[no-untyped-def]
 
 
 @jit
+def _row_hash(keys, i):  # type: ignore[no-untyped-def]
+    """The hash of row ``i`` of ``keys``: SplitMix64's finalizer chained over its fields."""
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for k in range(keys.shape[1]):
+        h = _mix(h ^ keys[i, k])
+    return h
+
+
+@jit
 def _mix_columns(columns, out):  # type: ignore[no-untyped-def]
     for i in range(out.shape[0]):
-        h = np.uint64(0x9E3779B97F4A7C15)
-        for c in range(columns.shape[1]):
-            h = _mix(h ^ columns[i, c])
+        h = _row_hash(columns, i)
         out[i] = h if h != np.uint64(0) else np.uint64(1)
 
 
@@ -80,18 +89,20 @@ def previous_equal(keys: np.ndarray) -> np.ndarray:
     return out
 
 
+def grown(values: np.ndarray, count: int, fill: Any = 0) -> np.ndarray:
+    """``values``, or a copy with room for ``count`` rows (at least twice as many as it
+    had; the new rows ``fill``)."""
+    if len(values) >= count:
+        return values
+    out = np.full((max(2 * len(values), count, 1024), *values.shape[1:]), fill, values.dtype)
+    out[:len(values)] = values
+    return out
+
+
 def _size_for(count: int) -> int:
     """The fewest slots (a power of two) that hold ``count`` keys at most 70 % full: a
     table that grows is then 35 % to 70 % full."""
     return 1 << max(4, ((count * 10 + 6) // 7 - 1).bit_length())
-
-
-@jit
-def _row_hash(keys, i):  # type: ignore[no-untyped-def]
-    h = np.uint64(0x9E3779B97F4A7C15)
-    for k in range(keys.shape[1]):
-        h = _mix(h ^ keys[i, k])
-    return h
 
 
 @jit
@@ -190,11 +201,7 @@ class KeyedRows:
         """The number of each key, numbering the keys not held yet (payload 0)."""
         keys = np.ascontiguousarray(keys, np.uint64)
         needed = self._count + len(keys)
-        if needed > len(self._fields):
-            grown = np.zeros((max(2 * len(self._fields), needed), self._fields.shape[1]),
-                             np.uint64)
-            grown[:self._count] = self._fields[:self._count]
-            self._fields = grown
+        self._fields = grown(self._fields, needed)
         if needed * 10 > len(self._slots) * 7:
             self._slots = np.zeros(_size_for(max(needed, 2 * self._count)), np.uint64)
             _rows_rehash(self._slots, self._fields[:, :self._width], self._count)
@@ -290,10 +297,8 @@ class SeqSet:
 
     def add(self, owner: np.ndarray, seq: np.ndarray, *, in_run: bool) -> None:
         owner = np.ascontiguousarray(owner, np.int64)
-        if len(owner) and int(owner.max()) >= len(self._home):
-            grown = np.zeros((max(2 * len(self._home), int(owner.max()) + 1), 3), np.uint64)
-            grown[:len(self._home)] = self._home
-            self._home = grown
+        if len(owner):
+            self._home = grown(self._home, int(owner.max()) + 1)
         if (self._count + len(owner)) * 10 > len(self._table) * 7:
             old = self._table
             self._table = np.zeros((_size_for(self._count + len(owner)), 3), np.uint64)

@@ -39,6 +39,7 @@ from unioncard.settlement.inputs import RunInputs
 from unioncard.settlement.keyindex import (
     KeyedRows,
     SeqSet,
+    grown,
     previous_equal,
 )
 from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
@@ -177,24 +178,18 @@ class Settlement:
 
     def _touch(self, card: np.ndarray) -> None:
         """Mark the card counters ``card`` as held by a batch of this run."""
-        if len(self._touched) < len(self._counters):
-            grown = np.zeros(max(1024, 2 * len(self._counters)), bool)
-            grown[:len(self._touched)] = self._touched
-            self._touched = grown
+        self._touched = grown(self._touched, len(self._counters), False)
         self._touched[card[card >= 0]] = True
 
     def counters(self) -> tuple[KeyedRows, np.ndarray]:
         """The numbered card counters and which of them this run's batches hold."""
-        self._touch(np.zeros(0, np.int64))
+        self._touched = grown(self._touched, len(self._counters), False)
         return self._counters, self._touched[:len(self._counters)]
 
     def _cover_counters(self) -> None:
         """Give every numbered card counter its highest verified seq (-1 until one is
         settled): counters are numbered as records are checked, settled or not."""
-        if len(self._max_verified) < len(self._counters):
-            grown = np.full(max(1024, 2 * len(self._counters)), -1, np.int32)
-            grown[:len(self._max_verified)] = self._max_verified
-            self._max_verified = grown
+        self._max_verified = grown(self._max_verified, len(self._counters), -1)
 
     def _remember(self, settled: np.ndarray, card: np.ndarray, terminal: np.ndarray, *,
                   in_run: bool = True) -> None:
