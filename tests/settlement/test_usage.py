@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unioncard.settlement.errors import SettlementError
-from unioncard.settlement.pipeline import card_ids
-from unioncard.settlement.usage import UsageStore, card_numbers
+from unioncard.settlement.usage import UsageStore, card_ids, card_numbers
 from unioncard.tariffs import UsageBook
 from unioncard.tariffs.engine import WINDOWS
 

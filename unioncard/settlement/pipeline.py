@@ -44,7 +44,7 @@ from unioncard.settlement.keyindex import (
 )
 from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
 from unioncard.settlement.reasons import Reason, bit, first_reason
-from unioncard.settlement.usage import UsageStore
+from unioncard.settlement.usage import UsageStore, card_ids
 
 __all__ = ["BatchResult", "RunResult", "Settlement", "batch_order", "find_gaps",
            "read_header", "run_fingerprint"]
@@ -515,25 +515,6 @@ def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
     return first, inverse
-
-
-_HEX = np.frombuffer(b"0123456789ABCDEF", np.uint8)
-
-
-def card_ids(issuer: np.ndarray, diversifier: np.ndarray) -> np.ndarray:
-    """Each card's member id, ``f"{issuer:016X}/{diversifier:016X}"``, as a ``U33`` column.
-
-    >>> card_ids(np.array([0xA1], np.uint64), np.array([2**64 - 1], np.uint64)).tolist()
-    ['00000000000000A1/FFFFFFFFFFFFFFFF']
-    """
-    n = len(issuer)
-    out = np.empty((n, 33), np.uint8)
-    for column, at in ((issuer, 0), (diversifier, 17)):
-        digits = np.ascontiguousarray(column, ">u8").view(np.uint8).reshape(n, 8)
-        out[:, at:at + 16:2] = _HEX[digits >> 4]
-        out[:, at + 1:at + 16:2] = _HEX[digits & 15]
-    out[:, 16] = ord("/")
-    return out.astype(np.uint32).view("U33").ravel()  # ASCII: code points are the bytes
 
 
 def _capped_modes(rules: Any) -> list[int]:

@@ -7,7 +7,8 @@ batch path reads and adds whole columns of windows (`tariffs.UsageColumns`), the
 reference path a `UsageBook` per batch (`book_for`, `absorb`); `changes` gives the
 windows changed since the last commit.
 
-Members are cards: `pipeline.card_ids` names them ``ISSUER/DIVERSIFIER`` in hex.
+Members are cards: `card_ids` names them ``ISSUER/DIVERSIFIER`` in hex, `card_numbers`
+reads them back.
 
 >>> store = UsageStore([])
 >>> member = np.array(["00000000000000A1/0000000000000002"])
@@ -30,12 +31,31 @@ import numpy as np
 from unioncard.settlement.errors import SettlementError
 from unioncard.settlement.keyindex import KeyedRows, mix64
 
-__all__ = ["UsageStore", "card_numbers"]
+__all__ = ["UsageStore", "card_ids", "card_numbers"]
 
 _NIBBLES = np.full(256, 0xFF, np.uint8)
 _NIBBLES[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
 _NIBBLES[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 _WINDOWS = ("day", "month")
+
+
+_HEX = np.frombuffer(b"0123456789ABCDEF", np.uint8)
+
+
+def card_ids(issuer: np.ndarray, diversifier: np.ndarray) -> np.ndarray:
+    """Each card's member id, ``f"{issuer:016X}/{diversifier:016X}"``, as a ``U33`` column.
+
+    >>> card_ids(np.array([0xA1], np.uint64), np.array([2**64 - 1], np.uint64)).tolist()
+    ['00000000000000A1/FFFFFFFFFFFFFFFF']
+    """
+    n = len(issuer)
+    out = np.empty((n, 33), np.uint8)
+    for column, at in ((issuer, 0), (diversifier, 17)):
+        digits = np.ascontiguousarray(column, ">u8").view(np.uint8).reshape(n, 8)
+        out[:, at:at + 16:2] = _HEX[digits >> 4]
+        out[:, at + 1:at + 16:2] = _HEX[digits & 15]
+    out[:, 16] = ord("/")
+    return out.astype(np.uint32).view("U33").ravel()  # ASCII: code points are the bytes
 
 
 def card_numbers(members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,20 +138,13 @@ class UsageStore:
         from unioncard.tariffs import Usage, UsageBook
         from unioncard.tariffs.engine import WINDOWS
 
-        wanted = set(members)
-        held = self._windows.fields()
-        issuer, diversifier = card_numbers(np.asarray(sorted(wanted), "U33"))
-        mine = np.isin(mix64(held[:, :2]), mix64(np.column_stack([issuer, diversifier])))
-        used = self._used()
-        windows = {}
-        for i in np.flatnonzero(mine).tolist():
-            card, diversifier_, rule, window, _ = held[i].tolist()
-            key = int(held[i, 4:5].view(np.int64)[0])  # a day before 1970 is negative
-            member = f"{card:016X}/{diversifier_:016X}"
-            if member in wanted:  # the hash only says where to look
-                windows[(member, self._rules[rule], WINDOWS[window], key)] = Usage(
-                    int(used[i, 0]), int(used[i, 1]))
-        return UsageBook.of(windows)
+        held, used = self._windows.fields(), self._used()
+        owners = card_ids(held[:, 0], held[:, 1])
+        keys = held[:, 4].view(np.int64)  # a day before 1970 is negative
+        return UsageBook.of({
+            (str(owners[i]), self._rules[int(held[i, 2])], WINDOWS[int(held[i, 3])],
+             int(keys[i])): Usage(int(used[i, 0]), int(used[i, 1]))
+            for i in np.flatnonzero(np.isin(owners, list(members))).tolist()})
 
     def absorb(self, book: Any) -> None:
         """Take back a `book_for` book that the reference path changed."""
@@ -160,10 +173,11 @@ class UsageStore:
         rows = np.unique(np.concatenate(self._dirty))
         self._dirty = []
         held, used = self._windows.fields()[rows], self._used()[rows].tolist()
+        owners = card_ids(held[:, 0], held[:, 1]).tolist()
         keys = held[:, 4].view(np.int64).tolist()  # a day before 1970 is negative
-        return sorted((f"{i:016X}/{d:016X}", self._rules[r], _WINDOWS[w], k, n, a)
-                      for (i, d, r, w, _), k, (n, a) in zip(held.tolist(), keys, used,
-                                                          strict=True))
+        return sorted((owner, self._rules[r], _WINDOWS[w], k, n, a)
+                      for owner, (_, _, r, w, _), k, (n, a) in zip(owners, held.tolist(), keys,
+                                                                 used, strict=True))
 
     # --- columns ---------------------------------------------------------------------------
 
