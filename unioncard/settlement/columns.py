@@ -457,6 +457,7 @@ _SCALARS = tuple(name for name, (dtype, _) in _LAYOUT.items() if dtype.shape == 
 """The record's integer fields (docs/records.md), each a native column of `Columns`."""
 _SCALAR_AT = np.array([(_LAYOUT[name][1], _LAYOUT[name][0].itemsize) for name in _SCALARS],
                       np.int64)
+_SCALAR_ROWS = {name: k for k, name in enumerate(_SCALARS)}
 _BYTE_FIELDS = ("terminal_id", "diversifier", "date", "time", "tac")
 """The byte fields the TACs are computed over, copied side by side in the same pass."""
 _BYTES_AT = np.array([(_LAYOUT[name][1], _LAYOUT[name][0].itemsize) for name in _BYTE_FIELDS],
@@ -551,8 +552,9 @@ def line_groups(records: np.ndarray, rows: np.ndarray, head: np.ndarray
 class Columns:
     """The columns settlement works on, derived once, in one numba pass, from the records
     of a checked batch (`decode_batch`, or a file `read_batch` read): the derived ones
-    below, and every integer field as a native ``int64`` column (`field`), read from
-    each record once instead of field by field across its 256 bytes."""
+    below, every integer field as a native ``int64`` column and the byte fields TACs
+    are computed over side by side (`field`), read from each record once instead of
+    field by field across its 256 bytes."""
 
     def __init__(self, records: np.ndarray) -> None:
         self.r = records
@@ -594,5 +596,3 @@ class Columns:
             column = self.r[name]
         return column
 
-
-_SCALAR_ROWS = {name: k for k, name in enumerate(_SCALARS)}
