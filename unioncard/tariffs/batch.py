@@ -338,7 +338,7 @@ def _run(compiled: CompiledRules, contexts: tuple[Any, ...], out: tuple[Any, ...
     state = np.zeros((n_members, max(len(compiled.capped), 1), 2, 3), np.int64)
     state[..., 0] = -1  # no period loaded
     start = (_initial_history(history, compiled, members, member, contexts[2])
-             if use_caps and history is not None and members is not None and member is not None
+             if history is not None and members is not None and member is not None
              else np.zeros((0, 3), np.int64))
     tables = (compiled.rules, compiled.checks, compiled.pool, compiled.mode_ptr,
               compiled.mode_rules)

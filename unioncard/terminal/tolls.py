@@ -66,7 +66,7 @@ class TollTable:
 
 class _Where:
     """Where a key or table is: the file and its line (`toml_lines.SourceMap`, made
-    the first time a line is asked for, then kept)."""
+    the first time a line is asked for, then kept); the file alone for one it lacks."""
 
     def __init__(self, source: str, text: str) -> None:
         self.source, self.text = source, text
@@ -101,14 +101,13 @@ def parse_toll_table(text: str, source: str = "<toll table>") -> TollTable:
     unknown = sorted(set(doc) - {"network", "name", "toll"})
     if unknown:
         raise TollTableError(f"{at(unknown[0])}: unknown entries {', '.join(unknown)}")
-    network = _code(lambda: at("network") if "network" in doc else source,
-                    doc.get("network"), "network")
+    network = _code(lambda: at("network"), doc.get("network"), "network")
     name = doc.get("name", "")
     if not isinstance(name, str):
         raise TollTableError(f"{at('name')}: name must be a string")
     entries = doc.get("toll", [])
     if not isinstance(entries, list) or not entries:
-        raise TollTableError(f"{at('toll') if 'toll' in doc else source}: no [[toll]] entries")
+        raise TollTableError(f"{at('toll')}: no [[toll]] entries")
     tolls: dict[tuple[int, int, int], int] = {}
     for index, entry in enumerate(entries):
         def where(*key: str, index: int = index) -> str:
