@@ -62,18 +62,16 @@ class RunInputs:
         row among them (``-1``: no key of its key version for its issuer)."""
         rows: list[bytes] = []
         where: dict[bytes, int] = {}
-        chosen = np.full(len(issuers), -1, dtype=np.int64)
-        versions = np.asarray(key_versions)
-        for issuer in np.unique(issuers).tolist():  # a few city unions
-            of_issuer = np.flatnonzero(issuers == issuer)
-            for version in np.unique(versions[of_issuer]).tolist():
-                key = self._tac_key(int(issuer), int(version))
-                if key is None:
-                    continue
-                row = where.setdefault(key, len(rows))
-                if row == len(rows):
+        issuer_list, issuer_of = np.unique(issuers, return_inverse=True)  # a few city unions
+        pair = issuer_of.reshape(-1) * 256 + np.asarray(key_versions, np.int64)
+        row_of = np.full(len(issuer_list) * 256, -1, np.int64)
+        for code in np.flatnonzero(np.bincount(pair, minlength=len(row_of))).tolist():
+            key = self._tac_key(int(issuer_list[code >> 8]), code & 0xFF)
+            if key is not None:
+                row_of[code] = where.setdefault(key, len(rows))
+                if row_of[code] == len(rows):
                     rows.append(key)
-                chosen[of_issuer[versions[of_issuer] == version]] = row
+        chosen = row_of[pair]
         masters = (np.frombuffer(b"".join(rows), np.uint8).reshape(-1, 16) if rows
                    else np.zeros((0, 16), np.uint8))
         return masters, chosen

@@ -17,6 +17,8 @@ seen, not with their records.
 >>> seqs.add(np.array([3]), np.array([70]), in_run=True)
 >>> [flags.tolist() for flags in seqs.test(np.array([0, 3, 3, 3]), np.array([8, 7, 70, 71]))]
 [[True, True, False, False], [False, False, True, False]]
+>>> seqs.gaps(np.array([3, 0])).tolist()  # counter, first and last seq missing
+[[3, 8, 69]]
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ def grown(values: np.ndarray, count: int, fill: Any = 0) -> np.ndarray:
     had; the new rows ``fill``)."""
     if len(values) >= count:
         return values
-    out = np.full((max(2 * len(values), count, 1024), *values.shape[1:]), fill, values.dtype)
+    out = np.empty((max(2 * len(values), count, 1024), *values.shape[1:]), values.dtype)
     out[:len(values)] = values
+    out[len(values):] = fill
     return out
 
 
@@ -276,6 +279,43 @@ def _seq_rehash(old, table):  # type: ignore[no-untyped-def]
             table[at, 0], table[at, 1], table[at, 2] = old[i, 0], old[i, 1], old[i, 2]
 
 
+_DE_BRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_LOWEST_BIT = np.zeros(64, np.int64)
+for _k in range(64):
+    _LOWEST_BIT[((1 << _k) * 0x03F79D71B4CB0A89 & (2**64 - 1)) >> 58] = _k
+
+
+@jit
+def _seq_gaps(home, owners, blocks, words, order, lowest, out):  # type: ignore[no-untyped-def]
+    """The runs of seqs missing between two held seqs of each counter of ``order``, in
+    that order: rows (counter, first missing, last missing) of ``out`` (as many as it
+    holds); how many.  ``owners``, ``blocks``, ``words``: the table's blocks sorted by
+    counter and block."""
+    count = 0
+    for c in order:
+        k = np.searchsorted(owners, c)
+        end = np.searchsorted(owners, c, side="right")
+        home_left = home[c, 0] != _EMPTY
+        previous = np.int64(-1)
+        while home_left or k < end:
+            if home_left and (k == end or np.int64(home[c, 0]) - 1 < blocks[k]):
+                block, word, home_left = np.int64(home[c, 0]) - 1, home[c, 1] | home[c, 2], False
+            else:
+                block, word = blocks[k], words[k]
+                k += 1
+            while word != _EMPTY:
+                low = word & (~word + np.uint64(1))
+                seq = block * 64 + lowest[(low * _DE_BRUIJN) >> np.uint64(58)]
+                if previous >= 0 and seq > previous + 1:
+                    if count == out.shape[0]:
+                        return count
+                    out[count, 0], out[count, 1], out[count, 2] = c, previous + 1, seq - 1
+                    count += 1
+                previous = seq
+                word ^= low
+    return count
+
+
 class SeqSet:
     """Settled seqs (up to 2³² - 1) of numbered counters (0 to 2³² - 2), each marked as
     settled before this run or in it.  A counter's first block of 64 seqs is in its home
@@ -305,3 +345,18 @@ class SeqSet:
             _seq_rehash(old, self._table)
         self._count += int(_seq_add(self._home, self._table, owner,
                                     np.ascontiguousarray(seq, np.int64), 2 if in_run else 1))
+
+    def gaps(self, order: np.ndarray, limit: int = 10_000) -> np.ndarray:
+        """The seqs missing between two held ones (before this run or in it) of the
+        counters ``order``, in that order and by seq: ``int64[G, 3]`` rows (counter, first
+        missing seq, last missing seq), at most ``limit``."""
+        used = self._table[self._table[:, 0] != _EMPTY]
+        used = used[np.argsort(used[:, 0])]  # by counter, then block
+        owners = (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1
+        blocks = (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        order = np.ascontiguousarray(order, np.int64)
+        order = order[order < len(self._home)]
+        out = np.empty((limit, 3), np.int64)
+        count = _seq_gaps(self._home, owners, blocks, used[:, 1] | used[:, 2], order,
+                          _LOWEST_BIT, out)
+        return out[:count]

@@ -191,40 +191,20 @@ class Ledger:
         query += " ORDER BY terminal_id, batch_id"
         return [LedgerBatch(*row) for row in self._db.execute(query)]
 
-    def first_at(self, rows: Sequence[int]) -> int | None:
-        """The time (seconds) of the earliest accepted record of the batches ``rows``."""
-        if not rows:
-            return None
-        value = self._db.execute(
-            f"SELECT MIN(first_at) FROM batches WHERE id IN {self._chosen(rows)}").fetchone()[0]
-        return None if value is None else int(value)
-
-    def settled_records(self, rows: Iterable[int] | None = None, *, since: int | None = None
+    def settled_records(self, rows: Iterable[int] | None = None
                         ) -> Iterator[tuple[int, np.ndarray]]:
-        """(batch row, accepted records as `SETTLED_DTYPE`) of every batch, or of ``rows``;
-        ``since`` keeps the batches holding a record at or after that time (seconds)."""
-        query = "SELECT id, settled FROM batches WHERE 1"
-        args: tuple[int, ...] = ()
-        if since is not None:
-            query += " AND last_at >= ?"
-            args += (since,)
+        """(batch row, accepted records as `SETTLED_DTYPE`) of every batch, or of ``rows``."""
+        query = "SELECT id, settled FROM batches"
         if rows is None:
-            for row, blob in self._db.execute(query + " ORDER BY id", args):
+            for row, blob in self._db.execute(query + " ORDER BY id"):
                 yield row, np.frombuffer(blob, SETTLED_DTYPE)
             return
         chosen = sorted(set(rows))
         for at in range(0, len(chosen), _CHUNK):  # a few rows at a time: bound the parameters
             part = tuple(chosen[at:at + _CHUNK])
             for row, blob in self._db.execute(
-                    f"{query} AND id IN ({','.join('?' * len(part))}) ORDER BY id", args + part):
+                    f"{query} WHERE id IN ({','.join('?' * len(part))}) ORDER BY id", part):
                 yield row, np.frombuffer(blob, SETTLED_DTYPE)
-
-    def settled_count(self, *, since: int | None = None) -> int:
-        """How many accepted records the batches `settled_records` gives hold."""
-        query, args = "SELECT COALESCE(SUM(accepted), 0) FROM batches", tuple[int, ...]()
-        if since is not None:
-            query, args = query + " WHERE last_at >= ?", (since,)
-        return int(self._db.execute(query, args).fetchone()[0])
 
     def record_batch(self, db: sqlite3.Connection, *, terminal_id: bytes, batch_id: int,
                      digest: str, source: str, created: str, records: int,

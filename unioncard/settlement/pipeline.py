@@ -14,8 +14,8 @@ order of `batch_order`, and settles it:
 3. duplicates and replays, by the card's and by the terminal's identity;
 4. the first reason of each record; the accepted purchases re-priced with their
    members' history for the rebates owed; lines aggregated; conservation checked;
-   (gaps in a card's seqs are found at report time, over the ledger's records of
-   the month: `find_gaps`);
+   (gaps in a card's seqs are found at report time, in the seqs the run knows:
+   `find_gaps`);
 5. the batch written to the ledger, in a commit shared by a few batches (each batch
    is in one commit, whole).
 """
@@ -26,11 +26,10 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from unioncard.jit import jit
 from unioncard.settlement.analyze import BatchAnalysis, context_batch, selected_rows
 from unioncard.settlement.columns import Columns, line_groups
 from unioncard.settlement.emv import EmvBatch, EmvClearing
@@ -46,7 +45,7 @@ from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
 from unioncard.settlement.reasons import Reason, bit, first_reason
 from unioncard.settlement.usage import UsageStore, card_ids
 
-__all__ = ["BatchResult", "RunResult", "Settlement", "batch_order", "find_gaps",
+__all__ = ["BatchResult", "CardCounters", "RunResult", "Settlement", "batch_order", "find_gaps",
            "read_header", "run_fingerprint"]
 
 _BEFORE_DUPLICATE = bit(Reason.UNKNOWN_ISSUER) | bit(Reason.BAD_TAC) | bit(Reason.UNPROVEN)
@@ -73,11 +72,20 @@ class BatchResult:
                 "records": self.records, "reasons": self.reasons}
 
 
+class CardCounters(NamedTuple):
+    """The card counters a run numbered (`counter_keys`), which of them its batches hold,
+    and their settled seqs (`find_gaps`)."""
+
+    numbered: KeyedRows
+    touched: np.ndarray
+    seqs: SeqSet
+
+
 @dataclass(slots=True)
 class RunResult:
     batches: list[BatchResult] = field(default_factory=list)
-    counters: tuple[KeyedRows, np.ndarray] | None = None
-    """The run's numbered card counters and which of them its batches touched (`find_gaps`)."""
+    counters: CardCounters | None = None
+    """What the run knows of the card counters its batches hold (`find_gaps`)."""
 
     @property
     def settled(self) -> list[BatchResult]:
@@ -181,10 +189,11 @@ class Settlement:
         self._touched = grown(self._touched, len(self._counters), False)
         self._touched[card[card >= 0]] = True
 
-    def counters(self) -> tuple[KeyedRows, np.ndarray]:
-        """The numbered card counters and which of them this run's batches hold."""
+    def counters(self) -> CardCounters:
+        """The numbered card counters, which of them this run's batches hold, their seqs."""
         self._touched = grown(self._touched, len(self._counters), False)
-        return self._counters, self._touched[:len(self._counters)]
+        return CardCounters(self._counters, self._touched[:len(self._counters)],
+                            self._card_seqs)
 
     def _cover_counters(self) -> None:
         """Give every numbered card counter its highest verified seq (-1 until one is
@@ -522,10 +531,6 @@ def _capped_modes(rules: Any) -> list[int]:
     return sorted({int(rule.mode) for rule in rules.rules if rule.caps is not None})
 
 
-GAP_DAYS = 31
-"""How far back gaps are looked for: the settled records of the month before the run."""
-
-
 def counter_keys(records: Any, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
     """The card counter of ``rows`` of ``records`` (columns issuer, diversifier,
     application, is_load) as ``uint64[N, 3]``: issuer, diversifier, purse << 8 | is_load."""
@@ -539,66 +544,30 @@ def counter_keys(records: Any, rows: np.ndarray | slice = slice(None)) -> np.nda
 
 
 def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000,
-              counters: tuple[KeyedRows, np.ndarray] | None = None
-              ) -> list[tuple[str, str, int, int]]:
+              counters: CardCounters | None = None) -> list[tuple[str, str, int, int]]:
     """Suspicious gaps: seqs missing between two settled seqs of a card's counter, for the
-    counters the batches ``rows`` touched, over the ledger's records of the `GAP_DAYS`
-    before them (a batch that arrives later fills its gap).  (card, kind, first missing
-    seq, last missing seq), by card, kind, purse and seq, at most ``limit``.  ``counters``:
-    numbered card counters (`counter_keys`) and which of them the batches touched, when
-    the run that settled them knows (else they are read from the ledger).
-
-    Each touched counter gets its rank in that order, and each record of one becomes one
-    integer, ``rank << 16 | seq``: one sort orders every counter's seqs."""
-    first = ledger.first_at(rows)
-    if first is None:
-        return []
+    counters the batches ``rows`` hold, over every seq the ledger settled (a batch that
+    arrives later fills its gap).  (card, kind, first missing seq, last missing seq), by
+    card, kind (loads first), purse and seq, at most ``limit``.  ``counters``: what the
+    run that settled ``rows`` knows (`Settlement.counters`); else it is read from the
+    ledger."""
     if counters is None:
-        numbered = KeyedRows(3)
+        counters = CardCounters(KeyedRows(3), np.zeros(0, bool), SeqSet())
+        for _row, records in ledger.settled_records():
+            counters.seqs.add(counters.numbered.add(counter_keys(records)),
+                              records["card_seq"], in_run=False)
+        touched = np.zeros(len(counters.numbered), bool)
         for _row, records in ledger.settled_records(rows):
-            numbered.add(counter_keys(records))
-        touched = np.ones(len(numbered), bool)
-    else:
-        numbered, touched = counters
-    fields = numbered.fields()
-    chosen = np.flatnonzero(touched[:len(fields)])
+            touched[counters.numbered.find(counter_keys(records))] = True
+        counters = counters._replace(touched=touched)
+    fields = counters.numbered.fields()
+    chosen = np.flatnonzero(counters.touched[:len(fields)])
     issuer, diversifier, purse = fields[chosen].T
-    by_rank = chosen[np.lexsort((purse >> np.uint64(8), ~purse & np.uint64(1), diversifier,
-                                 issuer))]  # by card, loads first, then by purse
-    rank = np.full(len(fields), -1, np.int64)
-    rank[by_rank] = np.arange(by_rank.size)
-    since = first - GAP_DAYS * 86400
-    keys = np.empty(ledger.settled_count(since=since), np.uint64)
-    filled = 0
-    for _row, records in ledger.settled_records(since=since):
-        number = numbered.find(counter_keys(records))
-        ranks = np.where(number >= 0, rank[number], -1)
-        mine = ranks >= 0
-        part = (ranks[mine].astype(np.uint64) << np.uint64(16)) | records["card_seq"][mine]
-        keys[filled:filled + len(part)] = part
-        filled += len(part)
-    keys = keys[:filled]
-    keys.sort()
-    jumps = np.empty(min(limit, len(keys)), np.int64)
-    jumps = jumps[:_jumps(keys, jumps)]
+    order = chosen[np.lexsort((purse >> np.uint64(8), ~purse & np.uint64(1), diversifier,
+                               issuer))]  # by card, loads first, then by purse
     gaps = []
-    for i in jumps.tolist():
-        issuer, diversifier, purse = fields[by_rank[int(keys[i]) >> 16]].tolist()
+    for counter, first, last in counters.seqs.gaps(order, limit).tolist():
+        issuer, diversifier, purse = fields[counter].tolist()
         gaps.append((f"{issuer:016X}/{diversifier:016X}", "load" if purse & 1 else "purchase",
-                     (int(keys[i]) & 0xFFFF) + 1, (int(keys[i + 1]) & 0xFFFF) - 1))
+                     first, last))
     return gaps
-
-
-@jit
-def _jumps(keys, out):  # type: ignore[no-untyped-def]
-    """Where sorted ``number << 16 | seq`` keys skip seqs of one number: the index before
-    each skip, into ``out`` (as many as it holds); how many."""
-    count = 0
-    for i in range(keys.shape[0] - 1):
-        if count == out.shape[0]:
-            break
-        if (keys[i + 1] >> np.uint64(16)) == (keys[i] >> np.uint64(16)) and (
-                keys[i + 1] > keys[i] + np.uint64(1)):
-            out[count] = i
-            count += 1
-    return count
