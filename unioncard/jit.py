@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numba
 
-__all__ = ["JIT_OPTIONS", "jit"]
+__all__ = ["JIT_OPTIONS", "jit", "prefetch"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,3 +34,45 @@ def jit(function: F | None = None, **overrides: Any) -> Any:
     if function is None:
         return lambda f: numba.njit(**options)(f)
     return numba.njit(**options)(function)
+
+
+def _prefetch_intrinsic() -> Any:
+    """``prefetch(array, i)``: a hint (LLVM's ``llvm.prefetch``, for reading, kept in every
+    cache level) that row ``i`` of ``array`` will be read soon.  Random lookups into large
+    tables issue it a few keys ahead, so the memory reads of several keys overlap instead
+    of each waiting for the one before."""
+    from llvmlite import ir
+    from numba.core import cgutils as untyped_cgutils
+    from numba.core import types
+    from numba.extending import intrinsic
+
+    cgutils: Any = untyped_cgutils  # numba's code generation helpers carry no annotations
+
+    @intrinsic
+    def prefetch(typingctx, array, index):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            kind = signature.args[0]
+            view = context.make_array(kind)(context, builder, args[0])
+            at = [args[1]] + [context.get_constant(types.intp, 0)] * (kind.ndim - 1)
+            pointer = cgutils.get_item_pointer2(
+                context, builder, view.data, cgutils.unpack_tuple(builder, view.shape),
+                cgutils.unpack_tuple(builder, view.strides), kind.layout, at)
+            if getattr(pointer.type, "is_opaque", False):  # LLVM 15 and later
+                name = "llvm.prefetch.p0"
+            else:
+                pointer, name = builder.bitcast(pointer, ir.IntType(8).as_pointer()), \
+                    "llvm.prefetch.p0i8"
+            i32 = ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]),
+                name)
+            builder.call(function, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                    ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(array, types.intp), codegen
+
+    return prefetch
+
+
+prefetch = _prefetch_intrinsic()

@@ -23,17 +23,24 @@ batches = st.lists(st.lists(key, max_size=300), min_size=1, max_size=8)
 @given(batches)
 @settings(max_examples=80, deadline=None)
 def test_keyed_rows_number_keys_in_order_of_arrival(parts):
-    rows, model = KeyedRows(3), {}
+    """Numbers in order of arrival, through every growth of the table; the payload words
+    (here: how often each key was added) stay with their key."""
+    rows, model, seen = KeyedRows(3, payload=1), {}, {}
     for part in parts:
         keys = np.array(part, np.uint64).reshape(-1, 3)
-        before = rows.find(keys)
+        before, payload = rows.find(keys, payload=True)
         assert before.tolist() == [model.get(k, -1) for k in part]
+        assert [int(p) for p, b in zip(payload[:, 0], before, strict=True) if b >= 0] == [
+            seen[k] for k in part if k in model]
         numbers = rows.add(keys)
+        rows.set_payload(numbers, np.ones((len(part), 1), np.uint64), add=True)
         for k in part:
             model.setdefault(k, len(model))
+            seen[k] = seen.get(k, 0) + 1
         assert numbers.tolist() == [model[k] for k in part]
     assert len(rows) == len(model)
     assert [tuple(f) for f in rows.fields().tolist()] == list(model)
+    assert rows.payload_of(np.arange(len(model)))[:, 0].tolist() == [seen[k] for k in model]
 
 
 def test_keys_with_one_hash_are_told_apart():
@@ -41,11 +48,12 @@ def test_keys_with_one_hash_are_told_apart():
     keys = colliding(0x1234_5678_9ABC_DEF0, range(40))
     assert len({int(_mix(np.uint64(SEED ^ a)) ^ b) for a, b in keys.tolist()}) == 1
     numbers = rows.add(keys[::2])
-    rows.payload()[numbers, 0] = keys[::2, 0] + np.uint64(1000)
+    rows.set_payload(numbers, (keys[::2, 0] + np.uint64(1000))[:, None])
     assert rows.add(keys).tolist() == [i // 2 if i % 2 == 0 else 20 + i // 2
                                        for i in range(40)]
     assert rows.find(keys[::-1]).tolist() == rows.add(keys)[::-1].tolist()
-    assert rows.payload()[rows.find(keys[::2]), 0].tolist() == list(range(1000, 1040, 2))
+    assert rows.payload_of(rows.find(keys[::2]))[:, 0].tolist() == list(range(1000, 1040, 2))
+    assert rows.find(keys[::2], payload=True)[1][:, 0].tolist() == list(range(1000, 1040, 2))
     assert rows.find(colliding(0x1234_5678_9ABC_DEF0, range(40, 45))).tolist() == [-1] * 5
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from unioncard.jit import jit
+from unioncard.jit import jit, prefetch
 
 __all__ = ["KeyedRows", "SeqSet", "grown", "mix64", "previous_equal"]
 
@@ -108,79 +108,152 @@ def _size_for(count: int) -> int:
     return 1 << max(4, ((count * 10 + 6) // 7 - 1).bit_length())
 
 
+_AHEAD = 8
+"""How many keys ahead a lookup asks for its slot (`unioncard.jit.prefetch`)."""
+
+
 @jit
-def _row_slot(slots, fields, keys, i, h):  # type: ignore[no-untyped-def]
-    """The slot numbering key ``i`` (``keys[i]``, hash ``h``), or the empty one where it
-    goes.  A slot holds the high half of its key's hash and the key's number + 1: the
-    fields are read only where the halves agree, and compared whole."""
+def _slot_of(slots, keys, i, h):  # type: ignore[no-untyped-def]
+    """The slot holding key ``i`` (``keys[i]``, hash ``h``), or the empty one where it
+    goes.  A slot holds the key's fields, its payload, and its number + 1 (last word; 0:
+    empty)."""
     mask = np.uint64(slots.shape[0] - 1)
-    tag = h & np.uint64(0xFFFFFFFF00000000)
+    last = slots.shape[1] - 1
     at = h & mask
-    while slots[at] != _EMPTY:
-        if slots[at] & np.uint64(0xFFFFFFFF00000000) == tag:
-            row = np.int64(slots[at] & np.uint64(0xFFFFFFFF)) - 1
-            same = True
-            for k in range(keys.shape[1]):
-                if fields[row, k] != keys[i, k]:
-                    same = False
-                    break
-            if same:
-                return at
+    while slots[at, last] != _EMPTY:
+        same = True
+        for k in range(keys.shape[1]):
+            if slots[at, k] != keys[i, k]:
+                same = False
+                break
+        if same:
+            return at
         at = (at + np.uint64(1)) & mask
     return at
 
 
 @jit
-def _rows_find(slots, fields, keys, out):  # type: ignore[no-untyped-def]
+def _hashes(slots, keys):  # type: ignore[no-untyped-def]
+    """Each key's hash, and the first ``_AHEAD`` keys' slots asked for."""
+    hashes = np.empty(keys.shape[0], np.uint64)
+    mask = np.uint64(slots.shape[0] - 1)
     for i in range(keys.shape[0]):
-        at = _row_slot(slots, fields, keys, i, _row_hash(keys, i))
-        out[i] = np.int64(slots[at] & np.uint64(0xFFFFFFFF)) - 1 if slots[at] != _EMPTY else -1
+        hashes[i] = _row_hash(keys, i)
+        if i < _AHEAD:
+            prefetch(slots, np.int64(hashes[i] & mask))
+    return hashes
 
 
 @jit
-def _rows_add(slots, fields, count, keys, out):  # type: ignore[no-untyped-def]
-    """Number the keys not held (fields appended from row ``count`` on); the new count."""
+def _rows_find(slots, keys, out, payload):  # type: ignore[no-untyped-def]
+    """Each key's number (-1: absent) and, where ``payload`` has rows, its payload."""
+    hashes = _hashes(slots, keys)
+    mask = np.uint64(slots.shape[0] - 1)
+    last, width = slots.shape[1] - 1, keys.shape[1]
     for i in range(keys.shape[0]):
-        h = _row_hash(keys, i)
-        at = _row_slot(slots, fields, keys, i, h)
-        if slots[at] == _EMPTY:
+        if i + _AHEAD < keys.shape[0]:
+            prefetch(slots, np.int64(hashes[i + _AHEAD] & mask))
+        at = _slot_of(slots, keys, i, hashes[i])
+        out[i] = np.int64(slots[at, last]) - 1
+        if out[i] >= 0 and payload.shape[0]:
+            for k in range(payload.shape[1]):
+                payload[i, k] = slots[at, width + k]
+
+
+@jit
+def _rows_add(slots, where, count, keys, out):  # type: ignore[no-untyped-def]
+    """Number the keys not held (from ``count`` on, their slots in ``where``); the new
+    count."""
+    hashes = _hashes(slots, keys)
+    mask = np.uint64(slots.shape[0] - 1)
+    last = slots.shape[1] - 1
+    for i in range(keys.shape[0]):
+        if i + _AHEAD < keys.shape[0]:
+            prefetch(slots, np.int64(hashes[i + _AHEAD] & mask))
+        at = _slot_of(slots, keys, i, hashes[i])
+        if slots[at, last] == _EMPTY:
             for k in range(keys.shape[1]):
-                fields[count, k] = keys[i, k]
+                slots[at, k] = keys[i, k]
+            where[count] = at
             count += 1
-            slots[at] = (h & np.uint64(0xFFFFFFFF00000000)) | np.uint64(count)
-        out[i] = np.int64(slots[at] & np.uint64(0xFFFFFFFF)) - 1
+            slots[at, last] = np.uint64(count)
+        out[i] = np.int64(slots[at, last]) - 1
     return count
 
 
 @jit
-def _rows_rehash(slots, fields, count):  # type: ignore[no-untyped-def]
-    for row in range(count):
-        h = _row_hash(fields, row)
-        at = _row_slot(slots, fields, fields, row, h)
-        slots[at] = (h & np.uint64(0xFFFFFFFF00000000)) | np.uint64(row + 1)
+def _rows_rehash(old, slots, where, width):  # type: ignore[no-untyped-def]
+    """Move the keys of the table ``old`` to ``slots``, in the order they sit in it,
+    asking for slots ahead (as `_rows_add`)."""
+    last = slots.shape[1] - 1
+    mask = np.uint64(slots.shape[0] - 1)
+    keys = old[:, :width]
+    hashes = np.empty(old.shape[0], np.uint64)
+    for at in range(old.shape[0]):
+        hashes[at] = _row_hash(keys, at) if old[at, last] != _EMPTY else _EMPTY
+    for at in range(old.shape[0]):
+        ahead = at + _AHEAD
+        if ahead < old.shape[0] and hashes[ahead] != _EMPTY:
+            prefetch(slots, np.int64(hashes[ahead] & mask))
+        if hashes[at] != _EMPTY:
+            to = _slot_of(slots, keys, at, hashes[at])
+            slots[to] = old[at]
+            where[np.int64(old[at, last]) - 1] = to
+
+
+@jit
+def _payload_of(slots, where, numbers, width, out):  # type: ignore[no-untyped-def]
+    for i in range(numbers.shape[0]):
+        if i + _AHEAD < numbers.shape[0]:
+            prefetch(slots, where[numbers[i + _AHEAD]])
+        for k in range(out.shape[1]):
+            out[i, k] = slots[where[numbers[i]], width + k]
+
+
+@jit
+def _payload_set(slots, where, numbers, width, values, add):  # type: ignore[no-untyped-def]
+    for i in range(numbers.shape[0]):
+        for k in range(values.shape[1]):
+            at = where[numbers[i]]
+            slots[at, width + k] = (slots[at, width + k] if add else np.uint64(0)) + values[i, k]
+
+
+def _aligned_slots(count: int, stride: int) -> np.ndarray:
+    """``uint64[count, stride]`` of zeros whose rows start on 64-byte boundaries (a slot
+    is then in one cache line)."""
+    raw = np.zeros(count * stride + 8, np.uint64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip:skip + count * stride].reshape(count, stride)
 
 
 class KeyedRows:
     """Distinct keys of ``width`` ``uint64`` fields, numbered 0, 1, ... in order of
-    arrival (at most 2³² - 1); `find` and `add` take ``uint64[N, width]`` and give each
-    key's number (-1: absent).  Keys are compared whole: a hash only says where to look.
-    Each key's row may carry ``payload`` more words (`payload`), read in the cache lines
-    the lookup brought in.
+    arrival; `find` and `add` take ``uint64[N, width]`` and give each key's number (-1:
+    absent).  Keys are compared whole: a hash only says where to look.  Each key may
+    carry ``payload`` more words, kept in its slot (`find` can read them on the way).
+
+    A slot holds a key, its payload and its number, in one cache line (slots of 4 or 8
+    words); a batch of lookups asks for the slots of the keys a few ahead, so the reads
+    from memory of a table larger than the caches overlap.
 
     >>> counters = KeyedRows(2, payload=1)
     >>> numbers = counters.add(np.array([[7, 1], [8, 1], [7, 1]], np.uint64))
     >>> numbers.tolist()
     [0, 1, 0]
-    >>> counters.payload()[numbers[1], 0] = 99
-    >>> found = counters.find(np.array([[8, 1], [8, 2]], np.uint64))
-    >>> found.tolist(), int(counters.payload()[found[0], 0])
-    ([1, -1], 99)
+    >>> counters.set_payload(numbers[1:2], np.array([[99]], np.uint64))
+    >>> found, payload = counters.find(np.array([[8, 1], [8, 2]], np.uint64), payload=True)
+    >>> found.tolist(), payload[0].tolist()
+    ([1, -1], [99])
+    >>> counters.fields().tolist()
+    [[7, 1], [8, 1]]
     """
 
     def __init__(self, width: int, *, payload: int = 0) -> None:
-        self._width = width
-        self._fields = np.zeros((1024, width + payload), np.uint64)
-        self._slots = np.zeros(_size_for(1024), np.uint64)
+        self._width, self._payload = width, payload
+        self._stride = 1 << (width + payload).bit_length()  # room for the number too
+        self._slots = _aligned_slots(_size_for(1024), self._stride)
+        self._where = np.zeros(1024, np.int64)
+        """The slot of each number."""
         self._count = 0
 
     def __len__(self) -> int:
@@ -188,28 +261,45 @@ class KeyedRows:
 
     def fields(self) -> np.ndarray:
         """The keys held, in order of their numbers."""
-        return self._fields[:self._count, :self._width]
+        return self._slots[self._where[:self._count], :self._width]
 
-    def payload(self) -> np.ndarray:
-        """The payload words of the keys held (a view: writing it keeps the words)."""
-        return self._fields[:self._count, self._width:]
+    def payload_of(self, numbers: np.ndarray) -> np.ndarray:
+        """The payload words of the keys ``numbers`` (a copy)."""
+        numbers = np.ascontiguousarray(numbers, np.int64)
+        out = np.empty((len(numbers), self._payload), np.uint64)
+        _payload_of(self._slots, self._where, numbers, self._width, out)
+        return out
 
-    def find(self, keys: np.ndarray) -> np.ndarray:
+    def set_payload(self, numbers: np.ndarray, values: np.ndarray, *, add: bool = False
+                    ) -> None:
+        """Set (``add``: add to) the payload words of the keys ``numbers`` (each number once
+        when setting; added in order, so a number may repeat)."""
+        if not len(numbers):
+            return
+        values = np.ascontiguousarray(values).view(np.uint64).reshape(len(numbers), -1)
+        _payload_set(self._slots, self._where, np.ascontiguousarray(numbers, np.int64),
+                     self._width, values, add)
+
+    def find(self, keys: np.ndarray, *, payload: bool = False) -> Any:
+        """Each key's number (-1: absent); with ``payload``, also its payload words (rows
+        of absent keys undefined)."""
         keys = np.ascontiguousarray(keys, np.uint64)
         out = np.empty(len(keys), np.int64)
-        _rows_find(self._slots, self._fields, keys, out)
-        return out
+        words = np.empty((len(keys) if payload else 0, self._payload), np.uint64)
+        _rows_find(self._slots, keys, out, words)
+        return (out, words) if payload else out
 
     def add(self, keys: np.ndarray) -> np.ndarray:
         """The number of each key, numbering the keys not held yet (payload 0)."""
         keys = np.ascontiguousarray(keys, np.uint64)
         needed = self._count + len(keys)
-        self._fields = grown(self._fields, needed)
+        self._where = grown(self._where, needed)
         if needed * 10 > len(self._slots) * 7:
-            self._slots = np.zeros(_size_for(max(needed, 2 * self._count)), np.uint64)
-            _rows_rehash(self._slots, self._fields[:, :self._width], self._count)
+            old = self._slots
+            self._slots = _aligned_slots(_size_for(max(needed, 2 * self._count)), self._stride)
+            _rows_rehash(old, self._slots, self._where, self._width)
         out = np.empty(len(keys), np.int64)
-        self._count = int(_rows_add(self._slots, self._fields, self._count, keys, out))
+        self._count = int(_rows_add(self._slots, self._where, self._count, keys, out))
         return out
 
 

@@ -62,16 +62,16 @@ class TacKeyCache:
             ids = np.array([self._masters.setdefault(bytes(m), len(self._masters))
                             for m in masters], np.uint64)
             cards[:, 0] = ids[key_row] if n else 0
-            found = self._cards.find(cards)
+            found, held = self._cards.find(cards, payload=True)
             hit = found >= 0
-            words[hit] = self._cards.payload()[found[hit], 0]
+            words[hit] = held[hit, 0]
             missing = np.flatnonzero(~hit)
             if missing.size:
                 out[missing] = tac_keys_distinct(masters, key_row[missing],
                                                  diversifiers[missing])
                 kept = missing[:max(0, self.limit - len(self._cards))]
                 added = self._cards.add(cards[kept])
-                self._cards.payload()[added, 0] = words[kept]
+                self._cards.set_payload(added, words[kept])
         return out
 
 

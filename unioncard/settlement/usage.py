@@ -108,27 +108,20 @@ class UsageStore:
     def __len__(self) -> int:
         return len(self._windows)
 
-    def _used(self) -> np.ndarray:
-        """Count and amount of each window (a view)."""
-        return self._windows.payload().view(np.int64)
-
     # --- tariffs.UsageColumns --------------------------------------------------------------
 
     def usage_many(self, members: np.ndarray, rules: np.ndarray, windows: np.ndarray,
                    keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._windows.find(self._keys(members, rules, windows, keys))
-        held = rows >= 0
-        count, amount = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
-        used = self._used()
-        count[held], amount[held] = used[rows[held], 0], used[rows[held], 1]
-        return count, amount
+        rows, used = self._windows.find(self._keys(members, rules, windows, keys),
+                                        payload=True)
+        used = np.where((rows >= 0)[:, None], used.view(np.int64), 0)  # count, amount
+        return used[:, 0], used[:, 1]
 
     def add_many(self, members: np.ndarray, rules: np.ndarray, windows: np.ndarray,
                  keys: np.ndarray, counts: np.ndarray, amounts: np.ndarray) -> None:
         rows = self._windows.add(self._keys(members, rules, windows, keys))
-        used = self._used()
-        np.add.at(used[:, 0], rows, counts)
-        np.add.at(used[:, 1], rows, amounts)
+        self._windows.set_payload(rows, np.column_stack([counts, amounts]).astype(np.int64),
+                                  add=True)
         self._dirty.append(rows)
 
     # --- the reference path and the ledger ---------------------------------------------------
@@ -138,7 +131,8 @@ class UsageStore:
         from unioncard.tariffs import Usage, UsageBook
         from unioncard.tariffs.engine import WINDOWS
 
-        held, used = self._windows.fields(), self._used()
+        held = self._windows.fields()
+        used = self._windows.payload_of(np.arange(len(held))).view(np.int64)
         owners = card_ids(held[:, 0], held[:, 1])
         keys = held[:, 4].view(np.int64)  # a day before 1970 is negative
         return UsageBook.of({
@@ -172,7 +166,8 @@ class UsageStore:
             return []
         rows = np.unique(np.concatenate(self._dirty))
         self._dirty = []
-        held, used = self._windows.fields()[rows], self._used()[rows].tolist()
+        held = self._windows.fields()[rows]
+        used = self._windows.payload_of(rows).view(np.int64).tolist()
         owners = card_ids(held[:, 0], held[:, 1]).tolist()
         keys = held[:, 4].view(np.int64).tolist()  # a day before 1970 is negative
         return sorted((owner, self._rules[r], _WINDOWS[w], k, n, a)
