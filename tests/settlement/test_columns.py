@@ -335,6 +335,26 @@ def _no_tac(r: np.ndarray, i: int) -> None:
     r["tac"][i], r["flags"][i] = 0, 0x03
 
 
+def _version_sharing_a_hash(r: np.ndarray, i: int) -> None:
+    """A rule set version other than the record's whose 64-bit hash (`Columns.version`:
+    the mix chained over its four big-endian words) is the same: only the byte for byte
+    check tells them apart."""
+    from unioncard.settlement.keyindex import _mix
+
+    words = [int.from_bytes(bytes(r["ruleset_version"][i][k:k + 8]), "big") for k in (0, 8, 16)]
+    last = int.from_bytes(bytes(r["ruleset_version"][i][24:32]), "big")
+    other = [words[0] ^ 1, *words[1:]]
+    chain = []
+    for version in (words, other):
+        h = np.uint64(0)
+        for w in version:
+            h = _mix(h ^ np.uint64(w))
+        chain.append(int(h))
+    other.append(chain[0] ^ chain[1] ^ last)
+    r["ruleset_version"][i] = np.frombuffer(b"".join(w.to_bytes(8, "big") for w in other),
+                                            np.uint8)
+
+
 CHANGES = [
     _flip_tac,                                             # bad TAC
     _lower,                                                # bad TAC, and re-priced
@@ -352,6 +372,7 @@ CHANGES = [
     _set("mcc", 5812),                                     # a restaurant
     _set("category_flags", 0x07),                          # every member category
     _set("ruleset_version", 0),                            # priced by no rule set
+    _version_sharing_a_hash,                               # an unknown rule set, same hash
 ]
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from unioncard.offline.record import RecordFlags
-from unioncard.settlement.columns import Columns, DecodedBatch, decode_batch
+from unioncard.settlement.columns import Columns, DecodedBatch, decode_batch, same_bytes
 from unioncard.settlement.emv import split_batch
 from unioncard.settlement.reasons import Reason, bit
 
@@ -138,23 +138,19 @@ def _price(inputs: RunInputs, r: np.ndarray, cols: Columns, mask: np.ndarray,
            ruleset: np.ndarray, rebate: np.ndarray, deferred: np.ndarray) -> None:
     """Re-price every purchase with its rule set as an offline terminal does; mark the
     unknown rule sets and the charged amounts the rules do not give."""
-    from unioncard.settlement.keyindex import mix64
-
     purchase = ~cols.is_load
-    words = np.ascontiguousarray(r["ruleset_version"]).view("<u8")
-    versions = mix64(words)  # a rule set per hash: confirmed below, row by row
-    zero = ~words.any(axis=1)
+    versions = cols.version  # a rule set per hash: confirmed below, byte for byte
+    zero = versions == 0
     mode, charged = cols.field("mode"), cols.field("charged_amount")
     priceable = (mode >= 1) & (mode <= _MAX_MODE) & (cols.field("member_status") <= _MAX_STATUS)
     unpriced = purchase & zero
     mask[unpriced & (charged != cols.field("list_amount"))] |= bit(Reason.AMOUNT_MISMATCH)
     for version in np.unique(versions[purchase & ~zero]):
-        rows = np.flatnonzero(purchase & ~zero & (versions == version))
-        exact = r["ruleset_version"][rows]
-        if (exact == exact[0]).all():
+        rows = np.flatnonzero(purchase & (versions == version))
+        if same_bytes(r, rows, "ruleset_version"):
             groups = [rows]
         else:  # two versions share the 64-bit hash: price each on its own
-            _, which = np.unique(exact, axis=0, return_inverse=True)
+            _, which = np.unique(r["ruleset_version"][rows], axis=0, return_inverse=True)
             groups = [rows[which.ravel() == k] for k in range(int(which.max()) + 1)]
         for group in groups:
             _price_group(inputs, r, cols, group, priceable, mask, ruleset, rebate, deferred)

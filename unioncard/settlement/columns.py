@@ -491,13 +491,18 @@ _BYTE_COLUMNS = {name: (int(start), int(start + width)) for name, width, start i
 
 
 @jit
-def _derive_rows(raw, issuer, diversifier, terminal, when, expiry, at, scalars,  # type: ignore[no-untyped-def]
-                 bytes_at, fields):
+def _derive_rows(raw, issuer, diversifier, terminal, when, expiry, version,  # type: ignore[no-untyped-def]
+                 at, scalars, bytes_at, fields):
     """The derived columns of checked records, their integer fields (``at``: offset and
     size of each, big-endian) as rows of ``scalars``, and the byte fields ``bytes_at``
     side by side in ``fields``, in one pass (offsets: docs/records.md)."""
     for i in range(raw.shape[0]):
         row = raw[i]
+        h = np.uint64(0)
+        for k in range(_VERSION_AT, _VERSION_AT + 32, 8):
+            h = _mix(h ^ _be64(row, k, 8))
+        version[i] = np.uint64(0) if _all_zero(row, _VERSION_AT, _VERSION_AT + 32) else (
+            h if h != np.uint64(0) else np.uint64(1))
         for k in range(at.shape[0]):
             scalars[k, i] = np.int64(_be64(row, at[k, 0], at[k, 1]))
         column = 0
@@ -511,6 +516,26 @@ def _derive_rows(raw, issuer, diversifier, terminal, when, expiry, at, scalars, 
         when[i] = (_bcd_date(row, 163) * 86400 + _bcd(row[167]) * 3600 + _bcd(row[168]) * 60
                    + _bcd(row[169]))
         expiry[i] = _NAT if _all_zero(row, 84, 88) else _bcd_date(row, 84)
+
+
+_VERSION_AT = _LAYOUT["ruleset_version"][1]
+"""Where a record's rule set version is (32 bytes: docs/records.md)."""
+
+
+@jit
+def _same_bytes(raw, rows, at, width):  # type: ignore[no-untyped-def]
+    for i in rows:
+        for k in range(at, at + width):
+            if raw[i, k] != raw[rows[0], k]:
+                return False
+    return True
+
+
+def same_bytes(records: np.ndarray, rows: np.ndarray, field: str) -> bool:
+    """Whether the byte field ``field`` is the same in every record of ``rows``."""
+    dtype, at = _LAYOUT[field]
+    raw = np.ascontiguousarray(records).view(np.uint8).reshape(len(records), RECORD_SIZE)
+    return bool(_same_bytes(raw, np.ascontiguousarray(rows, np.int64), at, dtype.itemsize))
 
 
 _LINE_WORDS = ((29, 33), (34, 40), (9, 21))
@@ -587,11 +612,15 @@ class Columns:
         self.issuer = np.empty(n, np.uint64)
         self.diversifier = np.empty(n, np.uint64)
         self.terminal = np.empty(n, np.uint64)
+        self.version = np.empty(n, np.uint64)
+        """The rule set version (bytes 175..206) hashed to 64 bits; 0: all zeros (none).
+        Equal hashes are confirmed byte for byte (`same_bytes`) before they are trusted."""
         when, expiry = np.empty(n, np.int64), np.empty(n, np.int64)
         self._scalars = np.empty((len(_SCALARS), n), np.int64)
         self._bytes = np.empty((n, int(_BYTES_AT[:, 1].sum())), np.uint8)
         if n:
             _derive_rows(raw, self.issuer, self.diversifier, self.terminal, when, expiry,
+                         self.version,
                          _SCALAR_AT, self._scalars, _BYTES_AT, self._bytes)
         self.when = when.view("datetime64[s]")
         """Transaction local time, ``datetime64[s]``."""
