@@ -259,9 +259,10 @@ class KeyedRows:
     def __len__(self) -> int:
         return self._count
 
-    def fields(self) -> np.ndarray:
-        """The keys held, in order of their numbers."""
-        return self._slots[self._where[:self._count], :self._width]
+    def fields(self, numbers: np.ndarray | None = None) -> np.ndarray:
+        """The keys held, in order of their numbers (or those of ``numbers``)."""
+        where = self._where[:self._count] if numbers is None else self._where[numbers]
+        return self._slots[where, :self._width]
 
     def payload_of(self, numbers: np.ndarray) -> np.ndarray:
         """The payload words of the keys ``numbers`` (a copy)."""

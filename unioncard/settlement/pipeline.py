@@ -389,27 +389,29 @@ class Settlement:
         mode = np.where(load, cols.field("application")[rows], cols.field("mode")[rows])
         first, inverse = line_groups(r, rows, load | (mode.astype(np.int64) << 8)
                                      | (day << 16))
-        distinct = [(bool(load[i]), int(day[i]), int(mode[i]), bytes(r["route"][rows[i]]),
-                     bytes(r["merchant"][rows[i]]), bytes(r["organization"][rows[i]]))
-                    for i in first.tolist()]
+        at = rows[first]
 
-        def total(values: np.ndarray) -> np.ndarray:
-            return np.bincount(inverse, weights=values.astype(np.float64),
-                               minlength=len(distinct)).astype(np.int64)
+        def texts(name: str) -> list[bytes]:  # numpy's S columns drop the 00 padding
+            column = np.ascontiguousarray(r[name][at])
+            return column.view(f"S{column.shape[1]}").ravel().tolist()
 
-        count = np.bincount(inverse, minlength=len(distinct))
-        listed = total(cols.field("list_amount")[rows])
-        charged = total(cols.field("charged_amount")[rows])
-        rebates = total(rebate[rows])
-        lines = []
-        for i, (is_load, days, modes, route, merchant, org) in enumerate(distinct):
-            lines.append(("load" if is_load else "sale",
-                          str(np.datetime64(days, "D")), operator, modes,
-                          route.rstrip(b"\0").decode("ascii"),
-                          merchant.rstrip(b"\0").decode("ascii"),
-                          org.rstrip(b"\0").decode("utf-8"), int(count[i]), int(listed[i]),
-                          int(charged[i]), int(listed[i] - charged[i]), int(rebates[i])))
-        return sorted(lines)
+        def total(values: np.ndarray) -> list[int]:
+            return np.bincount(inverse, weights=values.astype(np.float64),  # type: ignore[no-any-return]
+                               minlength=len(first)).astype(np.int64).tolist()
+
+        days = day[first].tolist()
+        day_text = {d: str(np.datetime64(d, "D")) for d in set(days)}
+        columns = zip(load[first].tolist(), days, mode[first].tolist(), texts("route"),
+                      texts("merchant"), texts("organization"),
+                      np.bincount(inverse, minlength=len(first)).tolist(),
+                      total(cols.field("list_amount")[rows]),
+                      total(cols.field("charged_amount")[rows]), total(rebate[rows]),
+                      strict=True)
+        return sorted(("load" if is_load else "sale", day_text[number], operator, modes,
+                       route.decode("ascii"), merchant.decode("ascii"), org.decode("utf-8"),
+                       count, listed, charged, listed - charged, rebates)
+                      for is_load, number, modes, route, merchant, org, count, listed, charged,
+                      rebates in columns)
 
     @staticmethod
     def _check_conservation(batch: Any, r: np.ndarray, accepted: np.ndarray,

@@ -166,13 +166,19 @@ class UsageStore:
             return []
         rows = np.unique(np.concatenate(self._dirty))
         self._dirty = []
-        held = self._windows.fields()[rows]
-        used = self._windows.payload_of(rows).view(np.int64).tolist()
-        owners = card_ids(held[:, 0], held[:, 1]).tolist()
-        keys = held[:, 4].view(np.int64).tolist()  # a day before 1970 is negative
-        return sorted((owner, self._rules[r], _WINDOWS[w], k, n, a)
-                      for owner, (_, _, r, w, _), k, (n, a) in zip(owners, held.tolist(), keys,
-                                                                 used, strict=True))
+        held = self._windows.fields(rows)
+        rule_rank = np.argsort(np.argsort(np.array(self._rules, dtype=object)))
+        # the order of the ledger's key: member id (its hex digits sort as the numbers), rule
+        # id, period ("day" before "month": window codes 0, 1), period key
+        order = np.lexsort((held[:, 4].view(np.int64), held[:, 3], rule_rank[held[:, 2]],
+                            held[:, 1], held[:, 0]))
+        held, rows = held[order], rows[order]
+        used = self._windows.payload_of(rows).view(np.int64)
+        return list(zip(card_ids(held[:, 0], held[:, 1]).tolist(),
+                        [self._rules[r] for r in held[:, 2].tolist()],
+                        [_WINDOWS[w] for w in held[:, 3].tolist()],
+                        held[:, 4].view(np.int64).tolist(),  # a day before 1970 is negative
+                        used[:, 0].tolist(), used[:, 1].tolist(), strict=True))
 
     # --- columns ---------------------------------------------------------------------------
 
