@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from unioncard.offline.record import RecordFlags
-from unioncard.settlement.columns import Columns, DecodedBatch, decode_batch, same_bytes
+from unioncard.settlement.columns import Columns, DecodedBatch, decode_batch
 from unioncard.settlement.emv import split_batch
 from unioncard.settlement.reasons import Reason, bit
 
@@ -139,7 +139,7 @@ def _price(inputs: RunInputs, r: np.ndarray, cols: Columns, mask: np.ndarray,
     """Re-price every purchase with its rule set as an offline terminal does; mark the
     unknown rule sets and the charged amounts the rules do not give."""
     purchase = ~cols.is_load
-    versions = cols.version  # a rule set per hash: confirmed below, byte for byte
+    versions = cols.version  # a rule set per hash, where the bytes confirm it
     zero = versions == 0
     mode, charged = cols.field("mode"), cols.field("charged_amount")
     priceable = (mode >= 1) & (mode <= _MAX_MODE) & (cols.field("member_status") <= _MAX_STATUS)
@@ -147,7 +147,7 @@ def _price(inputs: RunInputs, r: np.ndarray, cols: Columns, mask: np.ndarray,
     mask[unpriced & (charged != cols.field("list_amount"))] |= bit(Reason.AMOUNT_MISMATCH)
     for version in np.unique(versions[purchase & ~zero]):
         rows = np.flatnonzero(purchase & (versions == version))
-        if same_bytes(r, rows, "ruleset_version"):
+        if cols.version_confirmed[rows].all():
             groups = [rows]
         else:  # two versions share the 64-bit hash: price each on its own
             _, which = np.unique(r["ruleset_version"][rows], axis=0, return_inverse=True)

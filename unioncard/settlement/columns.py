@@ -495,14 +495,33 @@ def _derive_rows(raw, issuer, diversifier, terminal, when, expiry, version,  # t
                  at, scalars, bytes_at, fields):
     """The derived columns of checked records, their integer fields (``at``: offset and
     size of each, big-endian) as rows of ``scalars``, and the byte fields ``bytes_at``
-    side by side in ``fields``, in one pass (offsets: docs/records.md)."""
+    side by side in ``fields``, in one pass (offsets: docs/records.md).  ``version``:
+    each record's rule set version hashed (0: none), with the top bit clear where its
+    bytes are those of the first record with that hash (a batch names a few versions:
+    up to 8 are compared; past them, never clear)."""
+    seen_hash = np.zeros(8, np.uint64)
+    seen_row = np.zeros(8, np.int64)
+    seen = 0
     for i in range(raw.shape[0]):
         row = raw[i]
         h = np.uint64(0)
         for k in range(_VERSION_AT, _VERSION_AT + 32, 8):
             h = _mix(h ^ _be64(row, k, 8))
-        version[i] = np.uint64(0) if _all_zero(row, _VERSION_AT, _VERSION_AT + 32) else (
-            h if h != np.uint64(0) else np.uint64(1))
+        h = (h & _HASH_BITS) | np.uint64(1)  # never 0, top bit clear
+        if _all_zero(row, _VERSION_AT, _VERSION_AT + 32):
+            h = np.uint64(0)
+        else:
+            first = -1
+            for j in range(seen):
+                if seen_hash[j] == h:
+                    first = seen_row[j]
+                    break
+            if first < 0 and seen < 8:
+                seen_hash[seen], seen_row[seen] = h, i
+                seen += 1
+            elif first < 0 or not _same_span(raw, i, first, _VERSION_AT, 32):
+                h |= _NOT_FIRST
+        version[i] = h
         for k in range(at.shape[0]):
             scalars[k, i] = np.int64(_be64(row, at[k, 0], at[k, 1]))
         column = 0
@@ -520,22 +539,16 @@ def _derive_rows(raw, issuer, diversifier, terminal, when, expiry, version,  # t
 
 _VERSION_AT = _LAYOUT["ruleset_version"][1]
 """Where a record's rule set version is (32 bytes: docs/records.md)."""
+_HASH_BITS = np.uint64(2**63 - 1)
+_NOT_FIRST = np.uint64(2**63)
 
 
 @jit
-def _same_bytes(raw, rows, at, width):  # type: ignore[no-untyped-def]
-    for i in rows:
-        for k in range(at, at + width):
-            if raw[i, k] != raw[rows[0], k]:
-                return False
+def _same_span(raw, a, b, at, width):  # type: ignore[no-untyped-def]
+    for k in range(at, at + width):  # noqa: SIM110
+        if raw[a, k] != raw[b, k]:
+            return False
     return True
-
-
-def same_bytes(records: np.ndarray, rows: np.ndarray, field: str) -> bool:
-    """Whether the byte field ``field`` is the same in every record of ``rows``."""
-    dtype, at = _LAYOUT[field]
-    raw = np.ascontiguousarray(records).view(np.uint8).reshape(len(records), RECORD_SIZE)
-    return bool(_same_bytes(raw, np.ascontiguousarray(rows, np.int64), at, dtype.itemsize))
 
 
 _LINE_WORDS = ((29, 33), (34, 40), (9, 21))
@@ -612,21 +625,25 @@ class Columns:
         self.issuer = np.empty(n, np.uint64)
         self.diversifier = np.empty(n, np.uint64)
         self.terminal = np.empty(n, np.uint64)
-        self.version = np.empty(n, np.uint64)
-        """The rule set version (bytes 175..206) hashed to 64 bits; 0: all zeros (none).
-        Equal hashes are confirmed byte for byte (`same_bytes`) before they are trusted."""
+        version = np.empty(n, np.uint64)
         when, expiry = np.empty(n, np.int64), np.empty(n, np.int64)
         self._scalars = np.empty((len(_SCALARS), n), np.int64)
         self._bytes = np.empty((n, int(_BYTES_AT[:, 1].sum())), np.uint8)
         if n:
             _derive_rows(raw, self.issuer, self.diversifier, self.terminal, when, expiry,
-                         self.version,
+                         version,
                          _SCALAR_AT, self._scalars, _BYTES_AT, self._bytes)
         self.when = when.view("datetime64[s]")
         """Transaction local time, ``datetime64[s]``."""
         self.expiry = expiry.view("datetime64[D]")
         """Card expiry, ``datetime64[D]`` (NaT when unknown)."""
         self.is_load = self.field("tx_type") == _LOAD
+        self.version = version & _HASH_BITS
+        """The rule set version (bytes 175..206) hashed to 63 bits; 0: all zeros (none)."""
+        self.version_confirmed = (version & _NOT_FIRST) == 0
+        """Whether the record's version bytes are those of the batch's first record with
+        its hash: where one is not, two versions share a hash (or the batch names more
+        than 8), and the hash alone does not tell them apart."""
 
     def __len__(self) -> int:
         return len(self.r)
