@@ -18,6 +18,7 @@ Two paths give the same `BatchAnalysis`, mask for mask:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,7 +64,7 @@ class BatchAnalysis:
     rebate: np.ndarray
     deferred: np.ndarray
     emv: tuple[tuple[int, EmvRecord], ...] = ()
-    purse_indexes: tuple[int, ...] | None = None
+    purse_indexes: Sequence[int] | None = None
     columns: Columns | None = None
     """The fast path's columns of ``batch.records``, kept for the run (the reference
     path leaves it to the run to derive them)."""

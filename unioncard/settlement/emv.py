@@ -81,7 +81,7 @@ class SplitBatch:
     in the file, ``emv`` the EMV records with theirs, ``data`` the whole file."""
 
     purse: bytes
-    purse_indexes: tuple[int, ...]
+    purse_indexes: Sequence[int]
     emv: tuple[tuple[int, EmvRecord], ...]
     data: bytes
 
@@ -101,7 +101,7 @@ def split_batch(data: bytes, source: str = "batch") -> SplitBatch:
     count, extra = divmod(len(data) - HEADER_SIZE - TRAILER_SIZE, RECORD_SIZE)
     end = HEADER_SIZE + count * RECORD_SIZE
     if count <= 0 or extra or EMV_RECORD_VERSION not in data[HEADER_SIZE:end:RECORD_SIZE]:
-        return SplitBatch(data, tuple(range(max(count, 0))), (), data)
+        return SplitBatch(data, range(max(count, 0)), (), data)
     try:
         batch = read_batch(data, emv=True)
     except DecodeError as exc:
