@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,3 +94,25 @@ def test_seq_sets_say_what_was_settled_before_and_in_the_run(steps):
                                       np.array([p[1] for p in probe]))
     assert seen_before.tolist() == [p in before for p in probe]
     assert seen_run.tolist() == [p in run for p in probe]
+
+
+@given(st.lists(seq_step, min_size=1, max_size=6), st.randoms(use_true_random=False))
+@settings(max_examples=80, deadline=None)
+def test_seq_sets_find_the_gaps_between_held_seqs(steps, random):
+    """`with_gaps` names exactly the counters holding a seq missing between two held ones
+    (before the run or in it), and `gaps` lists those runs of missing seqs, counter by
+    counter in the order asked and by seq, up to its limit."""
+    seqs, held = SeqSet(), {}
+    for in_run, pairs in steps:
+        seqs.add(np.array([p[0] for p in pairs], np.int64),
+                 np.array([p[1] for p in pairs], np.int64), in_run=in_run)
+        for owner, seq in pairs:
+            held.setdefault(owner, set()).add(seq)
+    expected = {owner: [(a + 1, b - 1) for a, b in itertools.pairwise(sorted(s)) if b > a + 1]
+                for owner, s in held.items()}
+    asked = list(range(45))
+    assert seqs.with_gaps(np.array(asked)).tolist() == sorted(o for o, g in expected.items() if g)
+    random.shuffle(asked)
+    listed = [(o, a, b) for o in asked for a, b in expected.get(o, [])]
+    assert [tuple(g) for g in seqs.gaps(np.array(asked)).tolist()] == listed
+    assert [tuple(g) for g in seqs.gaps(np.array(asked), limit=2).tolist()] == listed[:2]

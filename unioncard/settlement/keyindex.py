@@ -17,6 +17,8 @@ seen, not with their records.
 >>> seqs.add(np.array([3]), np.array([70]), in_run=True)
 >>> [flags.tolist() for flags in seqs.test(np.array([0, 3, 3, 3]), np.array([8, 7, 70, 71]))]
 [[True, True, False, False], [False, False, True, False]]
+>>> seqs.with_gaps(np.array([0, 3])).tolist()
+[3]
 >>> seqs.gaps(np.array([3, 0])).tolist()  # counter, first and last seq missing
 [[3, 8, 69]]
 """
@@ -407,6 +409,42 @@ def _seq_gaps(home, owners, blocks, words, order, lowest, out):  # type: ignore[
     return count
 
 
+@jit
+def _bit_count(w):  # type: ignore[no-untyped-def]
+    """The set bits of a word (SWAR popcount)."""
+    w = w - ((w >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    w = (w & np.uint64(0x3333333333333333)) + ((w >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    w = (w + (w >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((w * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@jit
+def _take_span(c, block, word, lowest, count, low, high):  # type: ignore[no-untyped-def]
+    """Add the seqs of ``word`` (block ``block``) to counter ``c``'s count and span."""
+    count[c] += _bit_count(word)
+    first = block * 64 + lowest[((word & (~word + np.uint64(1))) * _DE_BRUIJN) >> np.uint64(58)]
+    last = block * 64 + 63
+    while word >> np.uint64(last - block * 64) == np.uint64(0):
+        last -= 1
+    low[c] = min(low[c], first)
+    high[c] = max(high[c], last)
+
+
+@jit
+def _seq_spans(home, table, wanted, lowest, count, low, high):  # type: ignore[no-untyped-def]
+    """How many seqs each wanted counter holds, and its lowest and highest."""
+    for c in range(min(home.shape[0], wanted.shape[0])):
+        if wanted[c] and home[c, 0] != _EMPTY:
+            _take_span(c, np.int64(home[c, 0]) - 1, home[c, 1] | home[c, 2], lowest, count,
+                       low, high)
+    for at in range(table.shape[0]):
+        if table[at, 0] != _EMPTY:
+            owner = np.int64(table[at, 0] >> np.uint64(32)) - 1
+            if owner < wanted.shape[0] and wanted[owner]:
+                _take_span(owner, np.int64(table[at, 0] & np.uint64(0xFFFFFFFF)),
+                           table[at, 1] | table[at, 2], lowest, count, low, high)
+
+
 class SeqSet:
     """Settled seqs (up to 2³² - 1) of numbered counters (0 to 2³² - 2), each marked as
     settled before this run or in it.  A counter's first block of 64 seqs is in its home
@@ -441,13 +479,30 @@ class SeqSet:
         """The seqs missing between two held ones (before this run or in it) of the
         counters ``order``, in that order and by seq: ``int64[G, 3]`` rows (counter, first
         missing seq, last missing seq), at most ``limit``."""
-        used = self._table[self._table[:, 0] != _EMPTY]
+        order = np.ascontiguousarray(order, np.int64)
+        order = order[order < len(self._home)]
+        chosen = np.zeros(len(self._home), bool)
+        chosen[order] = True
+        taken = self._table[:, 0] != _EMPTY
+        owner = (self._table[taken, 0] >> np.uint64(32)).astype(np.int64) - 1
+        taken[taken] = chosen[owner]
+        used = self._table[taken]
         used = used[np.argsort(used[:, 0])]  # by counter, then block
         owners = (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1
         blocks = (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        order = np.ascontiguousarray(order, np.int64)
-        order = order[order < len(self._home)]
         out = np.empty((limit, 3), np.int64)
         count = _seq_gaps(self._home, owners, blocks, used[:, 1] | used[:, 2], order,
                           _LOWEST_BIT, out)
         return out[:count]
+
+    def with_gaps(self, counters: np.ndarray) -> np.ndarray:
+        """Those of ``counters`` with a seq missing between two held ones (without listing
+        them: a counter holds a gap when it holds fewer seqs than its span)."""
+        counters = np.ascontiguousarray(counters, np.int64)
+        wanted = np.zeros(len(self._home), bool)
+        wanted[counters[counters < len(self._home)]] = True
+        count = np.zeros(len(wanted), np.int64)
+        low = np.full(len(wanted), np.iinfo(np.int64).max)
+        high = np.full(len(wanted), -1, np.int64)
+        _seq_spans(self._home, self._table, wanted, _LOWEST_BIT, count, low, high)
+        return np.flatnonzero(wanted & (count > 0) & (count < high - low + 1))

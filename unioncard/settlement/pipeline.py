@@ -562,14 +562,14 @@ def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000,
         for _row, records in ledger.settled_records(rows):
             touched[counters.numbered.find(counter_keys(records))] = True
         counters = counters._replace(touched=touched)
-    fields = counters.numbered.fields()
-    chosen = np.flatnonzero(counters.touched[:len(fields)])
-    issuer, diversifier, purse = fields[chosen].T
-    order = chosen[np.lexsort((purse >> np.uint64(8), ~purse & np.uint64(1), diversifier,
-                               issuer))]  # by card, loads first, then by purse
+    held = counters.seqs.with_gaps(np.flatnonzero(counters.touched))
+    issuer, diversifier, purse = counters.numbered.fields(held).T
+    by_card = np.lexsort((purse >> np.uint64(8), ~purse & np.uint64(1), diversifier, issuer))
+    order = held[by_card]  # by card, loads first, then by purse
+    fields = dict(zip(order.tolist(), counters.numbered.fields(order).tolist(), strict=True))
     gaps = []
     for counter, first, last in counters.seqs.gaps(order, limit).tolist():
-        issuer, diversifier, purse = fields[counter].tolist()
+        issuer, diversifier, purse = fields[counter]
         gaps.append((f"{issuer:016X}/{diversifier:016X}", "load" if purse & 1 else "purchase",
                      first, last))
     return gaps
