@@ -49,8 +49,8 @@ def settle(paths: Sequence[str | Path], *, ledger_path: str | Path, inputs: RunI
         return local_analyses(ordered, inputs, reference=reference)
 
     with _frozen_heap(), Ledger(ledger_path) as ledger:
-        settlement = Settlement(ledger, inputs, reference=reference)
-        run = run_settlement(paths, settlement, analyses, progress=progress)
+        run = run_settlement(paths, Settlement(ledger, inputs, reference=reference), analyses,
+                             progress=progress)  # the run's index is freed once it is over
         report = build_report(ledger, run)
     if out is not None:
         write_report(report, out)

@@ -98,9 +98,13 @@ def grown(values: np.ndarray, count: int, fill: Any = 0) -> np.ndarray:
     had; the new rows ``fill``)."""
     if len(values) >= count:
         return values
-    out = np.empty((max(2 * len(values), count, 1024), *values.shape[1:]), values.dtype)
+    shape = (max(2 * len(values), count, 1024), *values.shape[1:])
+    if fill == 0:  # the new rows' pages stay untouched (out of memory) until used
+        out = np.zeros(shape, values.dtype)
+    else:
+        out = np.empty(shape, values.dtype)
+        out[len(values):] = fill
     out[:len(values)] = values
-    out[len(values):] = fill
     return out
 
 

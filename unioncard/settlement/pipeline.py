@@ -84,8 +84,9 @@ class CardCounters(NamedTuple):
 @dataclass(slots=True)
 class RunResult:
     batches: list[BatchResult] = field(default_factory=list)
-    counters: CardCounters | None = None
-    """What the run knows of the card counters its batches hold (`find_gaps`)."""
+    gaps: list[tuple[str, str, int, int]] | None = None
+    """The suspicious gaps in the seqs of the card counters its batches hold (`find_gaps`),
+    found at the end of the run from what it indexed."""
 
     @property
     def settled(self) -> list[BatchResult]:
@@ -497,7 +498,7 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
         if progress is not None:
             progress(done)
     settlement.finish()
-    result.counters = settlement.counters()
+    result.gaps = find_gaps(settlement.ledger, [], counters=settlement.counters())
     return result
 
 

@@ -90,7 +90,8 @@ def build_report(ledger: Ledger, run: RunResult) -> Report:
     emv_accepted = accepted_by_batch(ledger, rows)
     accepted = sum(stored.accepted for _, stored in settled) + sum(emv_accepted.values())
     gaps = [{"card": card, "kind": kind, "first_seq": first, "last_seq": last}
-            for card, kind, first, last in find_gaps(ledger, rows, counters=run.counters)]
+            for card, kind, first, last in (
+                run.gaps if run.gaps is not None else find_gaps(ledger, rows))]
     states: dict[str, int] = defaultdict(int)
     for result in run.batches:
         states[result.state] += 1
