@@ -116,3 +116,17 @@ def test_seq_sets_find_the_gaps_between_held_seqs(steps, random):
     listed = [(o, a, b) for o in asked for a, b in expected.get(o, [])]
     assert [tuple(g) for g in seqs.gaps(np.array(asked)).tolist()] == listed
     assert [tuple(g) for g in seqs.gaps(np.array(asked), limit=2).tolist()] == listed[:2]
+
+
+def test_a_key_whose_hash_is_zero_survives_the_tables_growth():
+    """0 is a hash like any other: a key hashing to it keeps its number, its payload and
+    its slot (``where``) through every rehash."""
+    rows = KeyedRows(2, payload=1)
+    zero = colliding(0, range(3))  # the chain ends in mix(0) = 0
+    rows.set_payload(rows.add(zero), np.array([[5], [6], [7]], np.uint64))
+    others = np.column_stack([np.arange(1, 20_001, dtype=np.uint64), np.zeros(20_000, np.uint64)])
+    rows.add(others)
+    assert rows.find(zero).tolist() == [0, 1, 2]
+    assert rows.payload_of(np.arange(3))[:, 0].tolist() == [5, 6, 7]
+    assert rows.fields(np.arange(3)).tolist() == zero.tolist()
+    assert rows.add(zero).tolist() == [0, 1, 2] and len(rows) == 20_003

@@ -196,12 +196,13 @@ def _rows_rehash(old, slots, where, width):  # type: ignore[no-untyped-def]
     keys = old[:, :width]
     hashes = np.empty(old.shape[0], np.uint64)
     for at in range(old.shape[0]):
-        hashes[at] = _row_hash(keys, at) if old[at, last] != _EMPTY else _EMPTY
+        if old[at, last] != _EMPTY:  # a hash may be 0 too: the number says a slot is used
+            hashes[at] = _row_hash(keys, at)
     for at in range(old.shape[0]):
         ahead = at + _AHEAD
-        if ahead < old.shape[0] and hashes[ahead] != _EMPTY:
+        if ahead < old.shape[0] and old[ahead, last] != _EMPTY:
             prefetch(slots, np.int64(hashes[ahead] & mask))
-        if hashes[at] != _EMPTY:
+        if old[at, last] != _EMPTY:
             to = _slot_of(slots, keys, at, hashes[at])
             slots[to] = old[at]
             where[np.int64(old[at, last]) - 1] = to
