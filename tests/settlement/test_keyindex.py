@@ -130,3 +130,14 @@ def test_a_key_whose_hash_is_zero_survives_the_tables_growth():
     assert rows.payload_of(np.arange(3))[:, 0].tolist() == [5, 6, 7]
     assert rows.fields(np.arange(3)).tolist() == zero.tolist()
     assert rows.add(zero).tolist() == [0, 1, 2] and len(rows) == 20_003
+
+
+def test_gaps_take_a_limit_larger_than_any_list():
+    """A limit bounds the list, not the memory asked for: any limit, however large, lists
+    every gap."""
+    seqs = SeqSet()
+    seqs.add(np.array([0, 0, 2, 2]), np.array([1, 5, 0, 2**32 - 1]), in_run=False)
+    for limit in (2**40, 2**63 - 1):
+        assert seqs.gaps(np.array([0, 1, 2]), limit).tolist() == [[0, 2, 4],
+                                                                   [2, 1, 2**32 - 2]]
+    assert seqs.gaps(np.array([0, 1, 2]), 0).tolist() == []

@@ -495,7 +495,8 @@ class SeqSet:
         used = used[np.argsort(used[:, 0])]  # by counter, then block
         owners = (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1
         blocks = (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        out = np.empty((limit, 3), np.int64)
+        # each gap is followed by a held seq: no more gaps than the chosen blocks hold seqs
+        out = np.empty((min(limit, 64 * (len(used) + len(order))), 3), np.int64)
         count = _seq_gaps(self._home, owners, blocks, used[:, 1] | used[:, 2], order,
                           _LOWEST_BIT, out)
         return out[:count]
