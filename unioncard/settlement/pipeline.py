@@ -14,7 +14,7 @@ order of `batch_order`, and settles it:
 3. duplicates and replays, by the card's and by the terminal's identity;
 4. the first reason of each record; the accepted purchases re-priced with their
    members' history for the rebates owed; lines aggregated; conservation checked;
-   (gaps in a card's seqs are found at report time, in the seqs the run knows:
+   (gaps in a card's seqs are found once the run is over, in the seqs it indexed:
    `find_gaps`);
 5. the batch written to the ledger, in a commit shared by a few batches (each batch
    is in one commit, whole).

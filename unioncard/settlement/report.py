@@ -2,7 +2,9 @@
 
 Everything in the report comes from the ledger rows of the run's batches (and the
 refusals of the run), never from what this process happened to compute, so a run
-that was killed and started again reports exactly what an uninterrupted run does.
+that was killed and started again reports exactly what an uninterrupted run does; the
+gaps come from the run's index of settled seqs (`RunResult.gaps`), which once the run
+is over holds every seq the ledger holds.
 
 - `clearing.csv`: one line per (kind, day, operator, mode, route, merchant,
   organization) with count, list, charged, discount and rebate in fen;
