@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -141,3 +142,17 @@ def test_gaps_take_a_limit_larger_than_any_list():
         assert seqs.gaps(np.array([0, 1, 2]), limit).tolist() == [[0, 2, 4],
                                                                    [2, 1, 2**32 - 2]]
     assert seqs.gaps(np.array([0, 1, 2]), 0).tolist() == []
+
+
+def test_payload_values_of_any_integer_type_set_whole_words():
+    """Payload values are integers, one per payload word, whatever their numpy type (a
+    negative one as its two's complement); values of another width are refused instead
+    of written over the slot's number."""
+    rows = KeyedRows(2, payload=2)
+    numbers = rows.add(np.array([[1, 2], [3, 4]], np.uint64))
+    rows.set_payload(numbers, np.array([[1, -2], [3, 4]], np.int32))
+    rows.set_payload(numbers[:1], np.array([[5, 6]], np.uint8), add=True)
+    assert rows.payload_of(numbers).view(np.int64).tolist() == [[6, 4], [3, 4]]
+    with pytest.raises(ValueError, match="payload"):
+        rows.set_payload(numbers, np.ones((2, 3), np.uint64))
+    assert rows.find(np.array([[1, 2], [3, 4]], np.uint64)).tolist() == [0, 1]

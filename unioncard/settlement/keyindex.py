@@ -281,10 +281,16 @@ class KeyedRows:
     def set_payload(self, numbers: np.ndarray, values: np.ndarray, *, add: bool = False
                     ) -> None:
         """Set (``add``: add to) the payload words of the keys ``numbers`` (each number once
-        when setting; added in order, so a number may repeat)."""
+        when setting; added in order, so a number may repeat): integers, a row of
+        ``payload`` per number (a negative one kept as its two's complement)."""
         if not len(numbers):
             return
-        values = np.ascontiguousarray(values).view(np.uint64).reshape(len(numbers), -1)
+        values = np.asarray(values)
+        values = np.ascontiguousarray(values, np.uint64 if values.dtype.kind == "u"
+                                      else np.int64).view(np.uint64).reshape(len(numbers), -1)
+        if values.shape[1] != self._payload:
+            raise ValueError(f"{values.shape[1]} payload words given, the keys carry "
+                             f"{self._payload}")
         _payload_set(self._slots, self._where, np.ascontiguousarray(numbers, np.int64),
                      self._width, values, add)
 
