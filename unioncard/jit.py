@@ -5,6 +5,8 @@ Kernels are compiled by ``numba.njit`` (nopython mode) with the on-disk cache on
 the cached machine code).  ``UNIONCARD_JIT_DEBUG=1`` turns on numba's bounds
 checking, which the test suite uses to prove that kernels never read outside their
 buffers; numba's cache does not key on that flag, so debug builds are not cached.
+`prefetch` is a hint kernels give about the memory they will read next (a hint, not a
+read: bounds checking does not apply to it).
 """
 
 from __future__ import annotations
