@@ -156,3 +156,22 @@ def test_payload_values_of_any_integer_type_set_whole_words():
     with pytest.raises(ValueError, match="payload"):
         rows.set_payload(numbers, np.ones((2, 3), np.uint64))
     assert rows.find(np.array([[1, 2], [3, 4]], np.uint64)).tolist() == [0, 1]
+
+
+def test_numbers_no_key_has_are_refused_and_negative_counters_ignored():
+    """Reading or setting the payload or the fields of a number no key has is an error,
+    never another key's words; a negative counter (never numbered) holds no gap."""
+    rows = KeyedRows(2, payload=1)
+    rows.add(np.array([[1, 2], [3, 4]], np.uint64))
+    for bad in ([-1], [2], [0, 5]):
+        with pytest.raises(IndexError):
+            rows.payload_of(np.array(bad))
+        with pytest.raises(IndexError):
+            rows.fields(np.array(bad))
+        with pytest.raises(IndexError):
+            rows.set_payload(np.array(bad), np.ones((len(bad), 1), np.uint64))
+    seqs = SeqSet()
+    seqs.add(np.array([0, 0, 1023, 1023]), np.array([1, 2, 1, 5]), in_run=True)
+    assert seqs.with_gaps(np.array([-1, 0])).tolist() == []
+    assert seqs.gaps(np.array([-1, 0])).tolist() == []
+    assert seqs.gaps(np.array([1023])).tolist() == [[1023, 2, 4]]

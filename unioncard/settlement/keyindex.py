@@ -239,9 +239,9 @@ class KeyedRows:
     absent).  Keys are compared whole: a hash only says where to look.  Each key may
     carry ``payload`` more words, kept in its slot (`find` can read them on the way).
 
-    A slot holds a key, its payload and its number, in one cache line (slots of 4 or 8
-    words); a batch of lookups asks for the slots of the keys a few ahead, so the reads
-    from memory of a table larger than the caches overlap.
+    A slot holds a key, its payload and its number (a power of two of words: in one cache
+    line up to 8, as every table here has); a batch of lookups asks for the slots of the
+    keys a few ahead, so the reads from memory of a table larger than the caches overlap.
 
     >>> counters = KeyedRows(2, payload=1)
     >>> numbers = counters.add(np.array([[7, 1], [8, 1], [7, 1]], np.uint64))
@@ -266,14 +266,22 @@ class KeyedRows:
     def __len__(self) -> int:
         return self._count
 
+    def _numbers(self, numbers: Any) -> np.ndarray:
+        """``numbers`` as an index, each one a key's (else `IndexError`)."""
+        index: np.ndarray = np.ascontiguousarray(numbers, np.int64)
+        if len(index) and (index.min() < 0 or index.max() >= self._count):
+            raise IndexError(f"key numbers lie in 0..{self._count - 1}")
+        return index
+
     def fields(self, numbers: np.ndarray | None = None) -> np.ndarray:
         """The keys held, in order of their numbers (or those of ``numbers``)."""
-        where = self._where[:self._count] if numbers is None else self._where[numbers]
+        where = (self._where[:self._count] if numbers is None
+                 else self._where[self._numbers(numbers)])
         return self._slots[where, :self._width]
 
     def payload_of(self, numbers: np.ndarray) -> np.ndarray:
         """The payload words of the keys ``numbers`` (a copy)."""
-        numbers = np.ascontiguousarray(numbers, np.int64)
+        numbers = self._numbers(numbers)
         out = np.empty((len(numbers), self._payload), np.uint64)
         _payload_of(self._slots, self._where, numbers, self._width, out)
         return out
@@ -291,8 +299,8 @@ class KeyedRows:
         if values.shape[1] != self._payload:
             raise ValueError(f"{values.shape[1]} payload words given, the keys carry "
                              f"{self._payload}")
-        _payload_set(self._slots, self._where, np.ascontiguousarray(numbers, np.int64),
-                     self._width, values, add)
+        _payload_set(self._slots, self._where, self._numbers(numbers), self._width, values,
+                     add)
 
     def find(self, keys: np.ndarray, *, payload: bool = False) -> Any:
         """Each key's number (-1: absent); with ``payload``, also its payload words (rows
@@ -491,7 +499,7 @@ class SeqSet:
         counters ``order``, in that order and by seq: ``int64[G, 3]`` rows (counter, first
         missing seq, last missing seq), at most ``limit``."""
         order = np.ascontiguousarray(order, np.int64)
-        order = order[order < len(self._home)]
+        order = order[(order >= 0) & (order < len(self._home))]
         chosen = np.zeros(len(self._home), bool)
         chosen[order] = True
         taken = self._table[:, 0] != _EMPTY
@@ -512,7 +520,7 @@ class SeqSet:
         them: a counter holds a gap when it holds fewer seqs than its span)."""
         counters = np.ascontiguousarray(counters, np.int64)
         wanted = np.zeros(len(self._home), bool)
-        wanted[counters[counters < len(self._home)]] = True
+        wanted[counters[(counters >= 0) & (counters < len(self._home))]] = True
         count = np.zeros(len(wanted), np.int64)
         low = np.full(len(wanted), np.iinfo(np.int64).max)
         high = np.full(len(wanted), -1, np.int64)

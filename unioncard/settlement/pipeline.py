@@ -15,7 +15,7 @@ order of `batch_order`, and settles it:
 4. the first reason of each record; the accepted purchases re-priced with their
    members' history for the rebates owed; lines aggregated; conservation checked;
    (gaps in a card's seqs are found once the run is over, in the seqs it indexed:
-   `find_gaps`);
+   `counter_gaps`);
 5. the batch written to the ledger, in a commit shared by a few batches (each batch
    is in one commit, whole).
 """
@@ -45,8 +45,8 @@ from unioncard.settlement.ledger import SETTLED_DTYPE, Ledger
 from unioncard.settlement.reasons import Reason, bit, first_reason
 from unioncard.settlement.usage import UsageStore, card_ids
 
-__all__ = ["BatchResult", "CardCounters", "RunResult", "Settlement", "batch_order", "find_gaps",
-           "read_header", "run_fingerprint"]
+__all__ = ["BatchResult", "CardCounters", "RunResult", "Settlement", "batch_order",
+           "counter_gaps", "find_gaps", "read_header", "run_fingerprint"]
 
 _BEFORE_DUPLICATE = bit(Reason.UNKNOWN_ISSUER) | bit(Reason.BAD_TAC) | bit(Reason.UNPROVEN)
 COMMIT_BATCHES = 64
@@ -74,7 +74,7 @@ class BatchResult:
 
 class CardCounters(NamedTuple):
     """The card counters a run numbered (`counter_keys`), which of them its batches hold,
-    and their settled seqs (`find_gaps`)."""
+    and their settled seqs (`counter_gaps`)."""
 
     numbered: KeyedRows
     touched: np.ndarray
@@ -85,8 +85,8 @@ class CardCounters(NamedTuple):
 class RunResult:
     batches: list[BatchResult] = field(default_factory=list)
     gaps: list[tuple[str, str, int, int]] | None = None
-    """The suspicious gaps in the seqs of the card counters its batches hold (`find_gaps`),
-    found at the end of the run from what it indexed."""
+    """The suspicious gaps in the seqs of the card counters its batches hold
+    (`counter_gaps`), found at the end of the run from what it indexed."""
 
     @property
     def settled(self) -> list[BatchResult]:
@@ -498,7 +498,7 @@ def run_settlement(paths: Sequence[str | Path], settlement: Settlement, analyze:
         if progress is not None:
             progress(done)
     settlement.finish()
-    result.gaps = find_gaps(settlement.ledger, [], counters=settlement.counters())
+    result.gaps = counter_gaps(settlement.counters())
     return result
 
 
@@ -546,23 +546,27 @@ def counter_keys(records: Any, rows: np.ndarray | slice = slice(None)) -> np.nda
     return keys
 
 
-def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000,
-              counters: CardCounters | None = None) -> list[tuple[str, str, int, int]]:
+def find_gaps(ledger: Ledger, rows: Sequence[int], *, limit: int = 10_000
+              ) -> list[tuple[str, str, int, int]]:
+    """`counter_gaps` of the counters the batches ``rows`` hold, over every seq the ledger
+    settled, read from the ledger (a run finds them from what it indexed:
+    `RunResult.gaps`)."""
+    counters = CardCounters(KeyedRows(3), np.zeros(0, bool), SeqSet())
+    for _row, records in ledger.settled_records():
+        counters.seqs.add(counters.numbered.add(counter_keys(records)), records["card_seq"],
+                          in_run=False)
+    touched = np.zeros(len(counters.numbered), bool)
+    for _row, records in ledger.settled_records(rows):
+        touched[counters.numbered.find(counter_keys(records))] = True
+    return counter_gaps(counters._replace(touched=touched), limit=limit)
+
+
+def counter_gaps(counters: CardCounters, *, limit: int = 10_000
+                 ) -> list[tuple[str, str, int, int]]:
     """Suspicious gaps: seqs missing between two settled seqs of a card's counter, for the
-    counters the batches ``rows`` hold, over every seq the ledger settled (a batch that
-    arrives later fills its gap).  (card, kind, first missing seq, last missing seq), by
-    card, kind (loads first), purse and seq, at most ``limit``.  ``counters``: what the
-    run that settled ``rows`` knows (`Settlement.counters`); else it is read from the
-    ledger."""
-    if counters is None:
-        counters = CardCounters(KeyedRows(3), np.zeros(0, bool), SeqSet())
-        for _row, records in ledger.settled_records():
-            counters.seqs.add(counters.numbered.add(counter_keys(records)),
-                              records["card_seq"], in_run=False)
-        touched = np.zeros(len(counters.numbered), bool)
-        for _row, records in ledger.settled_records(rows):
-            touched[counters.numbered.find(counter_keys(records))] = True
-        counters = counters._replace(touched=touched)
+    counters ``counters`` marks touched (a batch that arrives later fills its gap).
+    (card, kind, first missing seq, last missing seq), by card, kind (loads first), purse
+    and seq, at most ``limit``."""
     held = counters.seqs.with_gaps(np.flatnonzero(counters.touched))
     issuer, diversifier, purse = counters.numbered.fields(held).T
     by_card = np.lexsort((purse >> np.uint64(8), ~purse & np.uint64(1), diversifier, issuer))

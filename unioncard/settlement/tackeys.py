@@ -4,9 +4,10 @@ A card taps many times a day, at many terminals: its TAC key (the DTK diversifie
 from its issuer's TAC master key, halves folded) is needed in many batch files.
 `TacKeyCache` keeps the keys it derived, by (master key, diversifier), so each batch
 derives only the cards not seen before (`unioncard.crypto.tac_batch.tac_keys_distinct`)
-and gathers the others (`KeyedRows`: keys compared whole, each card's key in its row);
-the cache stops growing at ``limit`` cards (a million by default: at most about 64 MB
-with its index), after which new cards are derived every time.
+and gathers the others (`KeyedRows`: keys compared whole, each card's key in its slot);
+the cache stops growing at ``limit`` cards (a million by default: about 80 MB with its
+index, 110 MB for a moment while its table grows to hold them), after which new cards
+are derived every time.
 
 >>> from unioncard.crypto.tac_batch import tac_keys
 >>> masters = np.frombuffer(bytes(range(16)), np.uint8).reshape(1, 16)
