@@ -505,12 +505,10 @@ def _derive_rows(raw, issuer, diversifier, terminal, when, expiry, version,  # t
     for i in range(raw.shape[0]):
         row = raw[i]
         h = np.uint64(0)
-        for k in range(_VERSION_AT, _VERSION_AT + 32, 8):
-            h = _mix(h ^ _be64(row, k, 8))
-        h = (h & _HASH_BITS) | np.uint64(1)  # never 0, top bit clear
-        if _all_zero(row, _VERSION_AT, _VERSION_AT + 32):
-            h = np.uint64(0)
-        else:
+        if not _all_zero(row, _VERSION_AT, _VERSION_AT + 32):
+            for k in range(_VERSION_AT, _VERSION_AT + 32, 8):
+                h = _mix(h ^ _be64(row, k, 8))
+            h = (h & _HASH_BITS) | np.uint64(1)  # never 0, top bit clear
             first = -1
             for j in range(seen):
                 if seen_hash[j] == h:
@@ -558,10 +556,9 @@ merchant (136-159), organization (36-83) (docs/records.md)."""
 
 @jit
 def _same_texts(words, a, b):  # type: ignore[no-untyped-def]
-    for start, end in _LINE_WORDS:
-        for k in range(start, end):
-            if words[a, k] != words[b, k]:
-                return False
+    for start, end in _LINE_WORDS:  # noqa: SIM110 - numba compiles loops, not all(generator)
+        if not _same_span(words, a, b, start, end - start):
+            return False
     return True
 
 

@@ -220,8 +220,8 @@ def _payload_of(slots, where, numbers, width, out):  # type: ignore[no-untyped-d
 @jit
 def _payload_set(slots, where, numbers, width, values, add):  # type: ignore[no-untyped-def]
     for i in range(numbers.shape[0]):
+        at = where[numbers[i]]
         for k in range(values.shape[1]):
-            at = where[numbers[i]]
             slots[at, width + k] = (slots[at, width + k] if add else np.uint64(0)) + values[i, k]
 
 
@@ -398,6 +398,13 @@ for _k in range(64):
 
 
 @jit
+def _lowest_bit(word, lowest):  # type: ignore[no-untyped-def]
+    """The position of the lowest set bit of ``word`` (not 0): de Bruijn multiplication,
+    ``lowest`` its table."""
+    return lowest[((word & (~word + np.uint64(1))) * _DE_BRUIJN) >> np.uint64(58)]
+
+
+@jit
 def _seq_gaps(home, owners, blocks, words, order, lowest, out):  # type: ignore[no-untyped-def]
     """The runs of seqs missing between two held seqs of each counter of ``order``, in
     that order: rows (counter, first missing, last missing) of ``out`` (as many as it
@@ -416,15 +423,15 @@ def _seq_gaps(home, owners, blocks, words, order, lowest, out):  # type: ignore[
                 block, word = blocks[k], words[k]
                 k += 1
             while word != _EMPTY:
-                low = word & (~word + np.uint64(1))
-                seq = block * 64 + lowest[(low * _DE_BRUIJN) >> np.uint64(58)]
+                bit = _lowest_bit(word, lowest)
+                seq = block * 64 + bit
                 if previous >= 0 and seq > previous + 1:
                     if count == out.shape[0]:
                         return count
                     out[count, 0], out[count, 1], out[count, 2] = c, previous + 1, seq - 1
                     count += 1
                 previous = seq
-                word ^= low
+                word ^= np.uint64(1) << np.uint64(bit)
     return count
 
 
@@ -441,7 +448,7 @@ def _bit_count(w):  # type: ignore[no-untyped-def]
 def _take_span(c, block, word, lowest, count, low, high):  # type: ignore[no-untyped-def]
     """Add the seqs of ``word`` (block ``block``) to counter ``c``'s count and span."""
     count[c] += _bit_count(word)
-    first = block * 64 + lowest[((word & (~word + np.uint64(1))) * _DE_BRUIJN) >> np.uint64(58)]
+    first = block * 64 + _lowest_bit(word, lowest)
     last = block * 64 + 63
     while word >> np.uint64(last - block * 64) == np.uint64(0):
         last -= 1

@@ -568,10 +568,11 @@ def counter_gaps(counters: CardCounters, *, limit: int = 10_000
     (card, kind, first missing seq, last missing seq), by card, kind (loads first), purse
     and seq, at most ``limit``."""
     held = counters.seqs.with_gaps(np.flatnonzero(counters.touched))
-    issuer, diversifier, purse = counters.numbered.fields(held).T
+    keys = counters.numbered.fields(held)
+    issuer, diversifier, purse = keys.T
     by_card = np.lexsort((purse >> np.uint64(8), ~purse & np.uint64(1), diversifier, issuer))
     order = held[by_card]  # by card, loads first, then by purse
-    fields = dict(zip(order.tolist(), counters.numbered.fields(order).tolist(), strict=True))
+    fields = dict(zip(order.tolist(), keys[by_card].tolist(), strict=True))
     gaps = []
     for counter, first, last in counters.seqs.gaps(order, limit).tolist():
         issuer, diversifier, purse = fields[counter]
