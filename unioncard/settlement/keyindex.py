@@ -31,7 +31,7 @@ import numpy as np
 
 from unioncard.jit import jit, prefetch
 
-__all__ = ["KeyedRows", "SeqSet", "grown", "mix64", "previous_equal"]
+__all__ = ["KeyedRows", "SeqSet", "group_rows", "grown", "mix64", "previous_equal"]
 
 _EMPTY = np.uint64(0)
 
@@ -91,6 +91,24 @@ def previous_equal(keys: np.ndarray) -> np.ndarray:
     out = np.empty(len(keys), np.int64)
     _previous_equal(keys, np.zeros(size, np.uint64), np.zeros(size, np.int64), out)
     return out
+
+
+def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of an integer ``[N, k]`` array grouped by equal keys: the first row of each
+    group and each row's group (groups in no particular order).  Rows are hashed to 64
+    bits (`mix64`), and every row is confirmed equal to its group's first row (a collision
+    falls back to comparing whole rows).
+
+    >>> first, group = group_rows(np.array([[5, 1], [6, 1], [5, 1]]))
+    >>> sorted(first.tolist()), bool(group[0] == group[2] != group[1])
+    ([0, 1], True)
+    """
+    _, first, inverse = np.unique(mix64(keys), return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if not (keys == keys[first[inverse]]).all():
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+    return first, inverse
 
 
 def grown(values: np.ndarray, count: int, fill: Any = 0) -> np.ndarray:

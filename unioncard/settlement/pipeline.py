@@ -38,6 +38,7 @@ from unioncard.settlement.inputs import RunInputs
 from unioncard.settlement.keyindex import (
     KeyedRows,
     SeqSet,
+    group_rows,
     grown,
     previous_equal,
 )
@@ -326,7 +327,7 @@ class Settlement:
                                   if self.reference else chosen & analysis.deferred)
             if not rows.size:
                 continue
-            first, which = _groups(np.column_stack([cols.issuer[rows], cols.diversifier[rows]]))
+            first, which = group_rows(np.column_stack([cols.issuer[rows], cols.diversifier[rows]]))
             distinct = card_ids(cols.issuer[rows[first]], cols.diversifier[rows[first]])
             members = distinct[which]
             if self.reference:
@@ -512,21 +513,6 @@ def run_fingerprint(ordered: Sequence[Path]) -> str:
         except OSError:
             digest.update(bytes(40))
     return digest.hexdigest()
-
-
-def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``uint64[N, k]`` grouped by equal keys: the first row of each group and each
-    row's group.  Keys are hashed to 64 bits, and every row is confirmed equal to its
-    group's first row (a collision falls back to comparing whole keys)."""
-    from unioncard.settlement.keyindex import mix64
-
-    hashes = mix64(key)
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    if not (key == key[first[inverse]]).all():
-        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.ravel()
-    return first, inverse
 
 
 def _capped_modes(rules: Any) -> list[int]:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from unioncard.settlement.errors import SettlementError
-from unioncard.settlement.keyindex import KeyedRows, mix64
+from unioncard.settlement.keyindex import KeyedRows, group_rows
 
 __all__ = ["UsageStore", "card_ids", "card_numbers"]
 
@@ -193,18 +193,16 @@ class UsageStore:
         return out
 
     def _rule_column(self, rules: np.ndarray) -> np.ndarray:
-        """Each rule id's code (ids are few: grouped by a hash of their characters, each
-        group confirmed equal to its first id)."""
+        """Each rule id's code (ids are few: grouped by their characters' code points,
+        `group_rows`)."""
         if not len(rules):
             return np.zeros(0, np.int64)
-        words = np.ascontiguousarray(rules).view(np.uint32).reshape(len(rules), -1)
-        _, first, inverse = np.unique(mix64(words), return_index=True, return_inverse=True)
-        inverse = inverse.ravel()
-        if not (rules == rules[first][inverse]).all():  # two ids share a hash
-            _, first, inverse = np.unique(rules, return_index=True, return_inverse=True)
-            inverse = inverse.ravel()
+        first, inverse = group_rows(np.ascontiguousarray(rules).view(np.uint32).reshape(
+            len(rules), -1))
         for rule in rules[first].tolist():
             if rule not in self._rule_codes:
                 self._rule_codes[rule] = len(self._rules)
                 self._rules.append(rule)
-        return np.array([self._rule_codes[r] for r in rules[first].tolist()], np.int64)[inverse]
+        codes = np.array([self._rule_codes[r] for r in rules[first].tolist()], np.int64)
+        each: np.ndarray = codes[inverse]
+        return each
