@@ -36,6 +36,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from unioncard.crypto.des_bitslice import cbc_macs
+from unioncard.crypto.des_tables import PC1 as _PC1
+from unioncard.crypto.des_tables import PC2 as _PC2
+from unioncard.crypto.des_tables import ROTATIONS as _ROTATIONS
+from unioncard.crypto.des_tables import SBOXES as _SBOXES
+from unioncard.crypto.des_tables import P as _P
 from unioncard.errors import CryptoError
 from unioncard.jit import jit
 
@@ -66,54 +72,6 @@ TDES_WORDS = 96
 
 U8 = npt.NDArray[np.uint8]
 U32 = npt.NDArray[np.uint32]
-
-# ---- FIPS 46-3 tables (bit 1 is the most significant bit) ----
-
-_PC1 = (57, 49, 41, 33, 25, 17, 9, 1, 58, 50, 42, 34, 26, 18,
-        10, 2, 59, 51, 43, 35, 27, 19, 11, 3, 60, 52, 44, 36,
-        63, 55, 47, 39, 31, 23, 15, 7, 62, 54, 46, 38, 30, 22,
-        14, 6, 61, 53, 45, 37, 29, 21, 13, 5, 28, 20, 12, 4)
-_PC2 = (14, 17, 11, 24, 1, 5, 3, 28, 15, 6, 21, 10,
-        23, 19, 12, 4, 26, 8, 16, 7, 27, 20, 13, 2,
-        41, 52, 31, 37, 47, 55, 30, 40, 51, 45, 33, 48,
-        44, 49, 39, 56, 34, 53, 46, 42, 50, 36, 29, 32)
-_ROTATIONS = (1, 1, 2, 2, 2, 2, 2, 2, 1, 2, 2, 2, 2, 2, 2, 1)
-_P = (16, 7, 20, 21, 29, 12, 28, 17, 1, 15, 23, 26, 5, 18, 31, 10,
-      2, 8, 24, 14, 32, 27, 3, 9, 19, 13, 30, 6, 22, 11, 4, 25)
-_SBOXES = (
-    (14, 4, 13, 1, 2, 15, 11, 8, 3, 10, 6, 12, 5, 9, 0, 7,
-     0, 15, 7, 4, 14, 2, 13, 1, 10, 6, 12, 11, 9, 5, 3, 8,
-     4, 1, 14, 8, 13, 6, 2, 11, 15, 12, 9, 7, 3, 10, 5, 0,
-     15, 12, 8, 2, 4, 9, 1, 7, 5, 11, 3, 14, 10, 0, 6, 13),
-    (15, 1, 8, 14, 6, 11, 3, 4, 9, 7, 2, 13, 12, 0, 5, 10,
-     3, 13, 4, 7, 15, 2, 8, 14, 12, 0, 1, 10, 6, 9, 11, 5,
-     0, 14, 7, 11, 10, 4, 13, 1, 5, 8, 12, 6, 9, 3, 2, 15,
-     13, 8, 10, 1, 3, 15, 4, 2, 11, 6, 7, 12, 0, 5, 14, 9),
-    (10, 0, 9, 14, 6, 3, 15, 5, 1, 13, 12, 7, 11, 4, 2, 8,
-     13, 7, 0, 9, 3, 4, 6, 10, 2, 8, 5, 14, 12, 11, 15, 1,
-     13, 6, 4, 9, 8, 15, 3, 0, 11, 1, 2, 12, 5, 10, 14, 7,
-     1, 10, 13, 0, 6, 9, 8, 7, 4, 15, 14, 3, 11, 5, 2, 12),
-    (7, 13, 14, 3, 0, 6, 9, 10, 1, 2, 8, 5, 11, 12, 4, 15,
-     13, 8, 11, 5, 6, 15, 0, 3, 4, 7, 2, 12, 1, 10, 14, 9,
-     10, 6, 9, 0, 12, 11, 7, 13, 15, 1, 3, 14, 5, 2, 8, 4,
-     3, 15, 0, 6, 10, 1, 13, 8, 9, 4, 5, 11, 12, 7, 2, 14),
-    (2, 12, 4, 1, 7, 10, 11, 6, 8, 5, 3, 15, 13, 0, 14, 9,
-     14, 11, 2, 12, 4, 7, 13, 1, 5, 0, 15, 10, 3, 9, 8, 6,
-     4, 2, 1, 11, 10, 13, 7, 8, 15, 9, 12, 5, 6, 3, 0, 14,
-     11, 8, 12, 7, 1, 14, 2, 13, 6, 15, 0, 9, 10, 4, 5, 3),
-    (12, 1, 10, 15, 9, 2, 6, 8, 0, 13, 3, 4, 14, 7, 5, 11,
-     10, 15, 4, 2, 7, 12, 9, 5, 6, 1, 13, 14, 0, 11, 3, 8,
-     9, 14, 15, 5, 2, 8, 12, 3, 7, 0, 4, 10, 1, 13, 11, 6,
-     4, 3, 2, 12, 9, 5, 15, 10, 11, 14, 1, 7, 6, 0, 8, 13),
-    (4, 11, 2, 14, 15, 0, 8, 13, 3, 12, 9, 7, 5, 10, 6, 1,
-     13, 0, 11, 7, 4, 9, 1, 10, 14, 3, 5, 12, 2, 15, 8, 6,
-     1, 4, 11, 13, 12, 3, 7, 14, 10, 15, 6, 8, 0, 5, 9, 2,
-     6, 11, 13, 8, 1, 4, 10, 7, 9, 5, 0, 15, 14, 2, 3, 12),
-    (13, 2, 8, 4, 6, 15, 11, 1, 10, 9, 3, 14, 5, 0, 12, 7,
-     1, 15, 13, 8, 10, 3, 7, 4, 12, 5, 6, 11, 0, 14, 9, 2,
-     7, 11, 4, 1, 9, 12, 14, 2, 0, 6, 10, 13, 15, 3, 5, 8,
-     2, 1, 14, 7, 4, 10, 8, 13, 15, 12, 9, 0, 3, 5, 6, 11),
-)
 
 _M32 = 0xFFFFFFFF
 _M28 = 0x0FFFFFFF
@@ -367,34 +325,6 @@ def _ecb_kernel(schedule: Any, mode: int, key_index: Any, blocks: Any, out: Any)
         _store_block(out, b3, l3, r3)
 
 
-@jit
-def _cbc_mac_kernel(keys: Any, data: Any, out: Any) -> None:
-    """Four rows at a time, each with its own key; the chain stays in the IP domain."""
-    n = keys.shape[0]
-    ks = np.empty((4, 32), np.int64)
-    for i in range(0, n, 4):
-        b0, b1, b2, b3 = i, min(i + 1, n - 1), min(i + 2, n - 1), min(i + 3, n - 1)
-        key_schedule_into(keys, b0, 0, ks, 0, 0, False)
-        key_schedule_into(keys, b1, 0, ks, 1, 0, False)
-        key_schedule_into(keys, b2, 0, ks, 2, 0, False)
-        key_schedule_into(keys, b3, 0, ks, 3, 0, False)
-        # (R16, L16) of the last block = IP of the last ciphertext block; IP(0) = 0
-        c0 = d0 = c1 = d1 = c2 = d2 = c3 = d3 = 0
-        for j in range(0, data.shape[1], 8):
-            m0, n0 = initial_permutation(load_word(data, b0, j), load_word(data, b0, j + 4))
-            m1, n1 = initial_permutation(load_word(data, b1, j), load_word(data, b1, j + 4))
-            m2, n2 = initial_permutation(load_word(data, b2, j), load_word(data, b2, j + 4))
-            m3, n3 = initial_permutation(load_word(data, b3, j), load_word(data, b3, j + 4))
-            l0, r0, l1, r1, l2, r2, l3, r3 = des_rounds4(
-                c0 ^ m0, d0 ^ n0, c1 ^ m1, d1 ^ n1, c2 ^ m2, d2 ^ n2, c3 ^ m3, d3 ^ n3,
-                ks, 0, 1, 2, 3, 0)
-            c0, d0, c1, d1, c2, d2, c3, d3 = r0, l0, r1, l1, r2, l2, r3, l3
-        _store_block(out, b0, d0, c0)
-        _store_block(out, b1, d1, c1)
-        _store_block(out, b2, d2, c2)
-        _store_block(out, b3, d3, c3)
-
-
 # ---- array API ----
 
 
@@ -506,7 +436,8 @@ def tdes_decrypt_blocks(schedule: npt.ArrayLike, blocks: npt.ArrayLike,
 
 def des_cbc_mac_blocks(keys: npt.ArrayLike, data: npt.ArrayLike) -> U8:
     """The last block of single-DES CBC with a zero IV, one 8-byte key per row: ``keys``
-    ``uint8[N, 8]``, ``data`` ``uint8[N, 8m]`` already padded (docs/protocol.md §2.1)."""
+    ``uint8[N, 8]``, ``data`` ``uint8[N, 8m]`` already padded (docs/protocol.md §2.1).
+    Bitsliced: `unioncard.crypto.des_bitslice`, 64 rows at a time."""
     key_rows = byte_rows("DES keys", keys, 8)
     rows = np.asarray(data)
     if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] % 8 or rows.shape[1] == 0:
@@ -514,6 +445,6 @@ def des_cbc_mac_blocks(keys: npt.ArrayLike, data: npt.ArrayLike) -> U8:
                           f"got {rows.dtype} {rows.shape}")
     if rows.shape[0] != key_rows.shape[0]:
         raise CryptoError(f"{key_rows.shape[0]} keys for {rows.shape[0]} rows of data")
-    out = np.empty((key_rows.shape[0], 8), np.uint8)
-    _cbc_mac_kernel(key_rows, kernel_array(rows, np.uint8), out)
-    return out
+    words = np.ascontiguousarray(rows).view(">u8").astype(np.uint64)
+    macs = cbc_macs(key_rows.view(">u8").reshape(-1).astype(np.uint64), words)
+    return macs.astype(">u8").view(np.uint8).reshape(-1, 8)

@@ -1,7 +1,8 @@
 """TACs of many offline records at once: the settlement's fast path (docs/protocol.md §2).
 
 The bulk counterpart of `unioncard.crypto.purse`, on the numba kernels of
-`unioncard.crypto.des_batch`, agreeing with it bit for bit:
+`unioncard.crypto.des_batch` (keys) and `unioncard.crypto.des_bitslice` (TACs),
+agreeing with it bit for bit:
 
 - `diversify_keys`, `tac_keys`: card keys ``3DES(MK, F) ‖ 3DES(MK, F xor FF..FF)``
   (§2.2) and TAC keys ``DTK[0:8] xor DTK[8:16]`` (§2.3), from a few master keys
@@ -42,11 +43,11 @@ from unioncard.crypto.des_batch import (
     final_permutation,
     initial_permutation,
     kernel_array,
-    key_schedule_into,
     load_word,
     store_word,
     tdes_key_schedule,
 )
+from unioncard.crypto.des_bitslice import cbc_mac_lanes
 from unioncard.errors import CryptoError
 from unioncard.jit import jit
 
@@ -149,36 +150,33 @@ def _load_words(msg: Any, j: int, r: int, new_balance: Any, online_seq: Any, amo
 def _tac_kernel(keys: Any, rows: Any, load: bool, amount: Any, tx_type: Any, terminal_id: Any,
                 terminal_seq: Any, date: Any, time: Any, new_balance: Any, online_seq: Any,
                 out: Any) -> None:
-    """The TACs of records ``rows`` (all purchases, or all loads), four records at a time;
-    past the end, lanes repeat the last record (same result).  CBC stays in the IP domain."""
+    """The TACs of records ``rows`` (all purchases, or all loads), 64 records at a time
+    through bitsliced DES (`des_bitslice.cbc_mac_lanes`); past the end, lanes repeat the
+    last record."""
     n = rows.shape[0]
-    ks = np.empty((4, 32), np.int64)
-    msg = np.zeros((4, 8), np.int64)
+    msg = np.zeros((64, 8), np.int64)
+    data = np.empty((64, 4), np.uint64)
+    key = np.empty(64, np.uint64)
+    mac = np.empty(64, np.uint64)
+    work = np.empty((2, 64), np.uint64)
     blocks = 4 if load else 3
-    for i in range(0, n, 4):
-        for j in range(4):
-            r = rows[min(i + j, n - 1)]
-            key_schedule_into(keys, r, 0, ks, j, 0, False)
+    for g in range(0, n, 64):
+        for j in range(64):
+            r = rows[min(g + j, n - 1)]
+            key[j] = (np.uint64(load_word(keys, r, 0)) << np.uint64(32)) | np.uint64(
+                load_word(keys, r, 4))
             if load:
                 _load_words(msg, j, r, new_balance, online_seq, amount, tx_type, terminal_id,
                             date, time)
             else:
                 _purchase_words(msg, j, r, amount, tx_type, terminal_id, terminal_seq, date,
                                 time)
-        c0 = d0 = c1 = d1 = c2 = d2 = c3 = d3 = 0
-        for b in range(0, 2 * blocks, 2):
-            m0, n0 = initial_permutation(msg[0, b], msg[0, b + 1])
-            m1, n1 = initial_permutation(msg[1, b], msg[1, b + 1])
-            m2, n2 = initial_permutation(msg[2, b], msg[2, b + 1])
-            m3, n3 = initial_permutation(msg[3, b], msg[3, b + 1])
-            l0, r0, l1, r1, l2, r2, l3, r3 = des_rounds4(
-                c0 ^ m0, d0 ^ n0, c1 ^ m1, d1 ^ n1, c2 ^ m2, d2 ^ n2, c3 ^ m3, d3 ^ n3,
-                ks, 0, 1, 2, 3, 0)
-            c0, d0, c1, d1, c2, d2, c3, d3 = r0, l0, r1, l1, r2, l2, r3, l3
-        store_word(out, rows[i], 0, final_permutation(d0, c0)[0])
-        store_word(out, rows[min(i + 1, n - 1)], 0, final_permutation(d1, c1)[0])
-        store_word(out, rows[min(i + 2, n - 1)], 0, final_permutation(d2, c2)[0])
-        store_word(out, rows[min(i + 3, n - 1)], 0, final_permutation(d3, c3)[0])
+            for b in range(blocks):
+                data[j, b] = (np.uint64(msg[j, 2 * b]) << np.uint64(32)) | np.uint64(
+                    msg[j, 2 * b + 1])
+        cbc_mac_lanes(key, data, blocks, mac, work)
+        for j in range(min(64, n - g)):
+            store_word(out, rows[g + j], 0, np.int64(mac[j] >> np.uint64(32)))
 
 
 # ---- columns ----
