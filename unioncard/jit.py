@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numba
 
-__all__ = ["JIT_OPTIONS", "jit", "prefetch"]
+__all__ = ["JIT_OPTIONS", "inline", "jit", "prefetch"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +36,12 @@ def jit(function: F | None = None, **overrides: Any) -> Any:
     if function is None:
         return lambda f: numba.njit(**options)(f)
     return numba.njit(**options)(function)
+
+
+def inline(function: F) -> Any:
+    """`jit`, with numba inlining ``function`` into its callers (the small pieces of a hot
+    loop, such as the S-box circuits of bitsliced DES)."""
+    return jit(function, inline="always")
 
 
 def _prefetch_intrinsic() -> Any:

@@ -7,12 +7,12 @@ every lane) and returns its four output words, most significant first.
 
 from typing import Any
 
-from unioncard.jit import jit
+from unioncard.jit import inline
 
 __all__ = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"]
 
 
-@jit(inline="always")
+@inline
 def s1(a: Any) -> Any:
     """S1: 98 gates."""
     a0, a1, a2, a3, a4, a5 = a
@@ -117,7 +117,7 @@ def s1(a: Any) -> Any:
     return t23, t48, t74, t97
 
 
-@jit(inline="always")
+@inline
 def s2(a: Any) -> Any:
     """S2: 76 gates."""
     a0, a1, a2, a3, a4, a5 = a
@@ -200,7 +200,7 @@ def s2(a: Any) -> Any:
     return t17, t34, t56, t75
 
 
-@jit(inline="always")
+@inline
 def s3(a: Any) -> Any:
     """S3: 77 gates."""
     a0, a1, a2, a3, a4, a5 = a
@@ -284,7 +284,7 @@ def s3(a: Any) -> Any:
     return t17, t35, t61, t76
 
 
-@jit(inline="always")
+@inline
 def s4(a: Any) -> Any:
     """S4: 102 gates."""
     a0, a1, a2, a3, a4, a5 = a
@@ -393,7 +393,7 @@ def s4(a: Any) -> Any:
     return t27, t54, t76, t101
 
 
-@jit(inline="always")
+@inline
 def s5(a: Any) -> Any:
     """S5: 88 gates."""
     a0, a1, a2, a3, a4, a5 = a
@@ -488,7 +488,7 @@ def s5(a: Any) -> Any:
     return t27, t47, t67, t87
 
 
-@jit(inline="always")
+@inline
 def s6(a: Any) -> Any:
     """S6: 79 gates."""
     a0, a1, a2, a3, a4, a5 = a
@@ -574,7 +574,7 @@ def s6(a: Any) -> Any:
     return t19, t40, t59, t78
 
 
-@jit(inline="always")
+@inline
 def s7(a: Any) -> Any:
     """S7: 81 gates."""
     a0, a1, a2, a3, a4, a5 = a
@@ -662,7 +662,7 @@ def s7(a: Any) -> Any:
     return t20, t43, t64, t80
 
 
-@jit(inline="always")
+@inline
 def s8(a: Any) -> Any:
     """S8: 84 gates."""
     a0, a1, a2, a3, a4, a5 = a

@@ -35,7 +35,7 @@ import numpy.typing as npt
 from unioncard.crypto._sbox_gates import s1, s2, s3, s4, s5, s6, s7, s8
 from unioncard.crypto.des_tables import IP, PC1, PC2, ROTATIONS, E, P
 from unioncard.errors import CryptoError
-from unioncard.jit import jit
+from unioncard.jit import inline, jit
 
 __all__ = ["LANES", "cbc_mac_lanes", "cbc_macs", "transpose64"]
 
@@ -70,7 +70,7 @@ _TO_F = np.array([P.index(bit + 1) for bit in range(32)], np.int64)
 _KEY = _key_slices()
 
 
-@jit(inline="always")
+@inline
 def _keyed(lr: Any, rb: int, key: Any, r: int, box: int) -> Any:
     """The six input words of S-box ``box``: E of R (at ``lr[rb:rb + 32]``) xor the subkey."""
     e = 6 * box
@@ -79,7 +79,7 @@ def _keyed(lr: Any, rb: int, key: Any, r: int, box: int) -> Any:
             lr[rb + _E[e + 4]] ^ key[_KEY[r, e + 4]], lr[rb + _E[e + 5]] ^ key[_KEY[r, e + 5]])
 
 
-@jit(inline="always")
+@inline
 def _mix(lr: Any, lb: int, box: int, out: Any) -> None:
     """L (at ``lr[lb:lb + 32]``) ^= P of S-box ``box``'s four output words."""
     o0, o1, o2, o3 = out

@@ -171,11 +171,11 @@ def render() -> str:
         "\n(python -m unioncard.crypto.sbox_circuits); do not edit.\n\n"
         "Each ``sN(a)`` takes S-box N's six input words (``a[0]`` = the first input bit of"
         "\nevery lane) and returns its four output words, most significant first.\n"
-        '"""\n\nfrom typing import Any\n\nfrom unioncard.jit import jit\n\n'
+        '"""\n\nfrom typing import Any\n\nfrom unioncard.jit import inline\n\n'
         f"__all__ = [{names}]\n"]
     for box in range(8):
         gates, outputs = circuit(box)
-        lines = [f'\n\n@jit(inline="always")\ndef s{box + 1}(a: Any) -> Any:',
+        lines = [f'\n\n@inline\ndef s{box + 1}(a: Any) -> Any:',
                  f'    """S{box + 1}: {len(gates)} gates."""',
                  "    a0, a1, a2, a3, a4, a5 = a"]
         for gate in gates:
