@@ -175,3 +175,35 @@ def test_numbers_no_key_has_are_refused_and_negative_counters_ignored():
     assert seqs.with_gaps(np.array([-1, 0])).tolist() == []
     assert seqs.gaps(np.array([-1, 0])).tolist() == []
     assert seqs.gaps(np.array([1023])).tolist() == [[1023, 2, 4]]
+
+
+@given(st.lists(seq_step.map(lambda step: step[1]), min_size=1, max_size=6),
+       st.lists(seq_step.map(lambda step: step[1]), max_size=3))
+@settings(max_examples=80, deadline=None)
+def test_seq_sets_restored_from_what_was_settled_before_the_run(history, later):
+    """A set restored from `settled_before` answers as the set it was taken from, then
+    takes the run's seqs the same way."""
+    seqs = SeqSet()
+    for pairs in history:
+        seqs.add(np.array([p[0] for p in pairs], np.int64),
+                 np.array([p[1] for p in pairs], np.int64), in_run=False)
+    restored = SeqSet.restored(*seqs.settled_before())
+    for pairs in later:
+        for each in (seqs, restored):
+            each.add(np.array([p[0] for p in pairs], np.int64),
+                     np.array([p[1] for p in pairs], np.int64), in_run=True)
+    probe = {p for pairs in history + later for p in pairs} | {(0, 5), (50, 0), (-1, 0)}
+    owner = np.array([p[0] for p in probe], np.int64)
+    seq = np.array([p[1] for p in probe], np.int64)
+    assert [a.tolist() for a in restored.test(owner, seq)] == [
+        a.tolist() for a in seqs.test(owner, seq)]
+    assert restored.gaps(np.arange(45)).tolist() == seqs.gaps(np.arange(45)).tolist()
+
+
+def test_a_state_before_the_run_is_refused_once_the_run_marked_seqs():
+    seqs = SeqSet()
+    seqs.add(np.array([0, 0]), np.array([1, 500]), in_run=False)
+    assert [a.tolist() for a in seqs.settled_before()] == [[[1, 2]], [[(1 << 32) | 7, 1 << 52]]]
+    seqs.add(np.array([1]), np.array([2]), in_run=True)
+    with pytest.raises(ValueError, match="this run"):
+        seqs.settled_before()

@@ -335,3 +335,101 @@ def test_the_ledger_takes_more_batch_rows_than_sqlite_takes_parameters(day, tmp_
         assert ledger.lines(many) == ledger.lines(real) and ledger.lines(real)
         assert ledger.rejects(many) == ledger.rejects(real)
         assert [row for row, _ in ledger.settled_records(many)] == sorted(real)
+
+
+def _long_history(day: list[Path], tmp_path: Path) -> list[list[Path]]:
+    """Three runs' batch files: a third of the day, less the first purchase of one card's
+    purse; the next third; the last third, with that purchase flagged as recovered without
+    TAC (the card's later purchases, settled in the first run, prove it) and copies of
+    eight records of the first run under a new batch id (three of them with another card
+    seq: the TAC does not cover it, the terminal's seq finds them).  The card's purchases are
+    taken out of the last two thirds."""
+    def counters(r: np.ndarray) -> list[tuple[bytes, bytes, int, int]]:
+        return [(bytes(r["issuer"][i]), bytes(r["diversifier"][i]), int(r["application"][i]),
+                 int(r["tx_type"][i])) for i in range(len(r))]
+
+    def rewritten(path: Path, records: np.ndarray) -> Path:
+        copy = tmp_path / path.name
+        copy.write_bytes(path.read_bytes())  # keeps the batch id
+        return rewrite(copy, records)
+
+    thirds = [day[::3], day[1::3], day[2::3]]
+    files = [records_of(p) for p in thirds[0]]
+    held = [(int(r["card_seq"][i]), f, i, key) for f, r in enumerate(files)
+            for i, key in enumerate(counters(r)) if key[3] == 0x06]
+    key = max({k for *_, k in held}, key=lambda k: sum(h[3] == k for h in held))
+    _, f, withheld, _ = min(h for h in held if h[3] == key)
+    late = files[f][withheld:withheld + 1].copy()
+    late["tac"], late["flags"] = 0, 0x03  # RECOVERED | NO_TAC
+    runs = [[rewritten(p, np.delete(files[f], withheld)) if i == f else p
+             for i, p in enumerate(thirds[0])]]
+    for third in thirds[1:]:
+        runs.append([])
+        for p in third:
+            r = records_of(p)
+            other = np.array([k != key for k in counters(r)])
+            runs[-1].append(p if other.all() else rewritten(p, r[other]))
+    copies = files[f - 1 if f else 1]
+    moved = copies[-3:].copy()  # the TAC does not cover the card's seq: same terminal seq
+    moved["card_seq"] += 1000
+    runs[2].append(rewrite(tmp_path / "replay.ucb", np.concatenate([copies[:5], moved]),
+                           batch_id=999_001))
+    runs[2].append(rewrite(tmp_path / "late.ucb", late, batch_id=999_002))
+    return runs
+
+
+def test_runs_over_a_ledger_with_an_index_snapshot_settle_as_without(day, tmp_path,
+                                                                    monkeypatch):
+    """Each run that reads settled records from the ledger keeps a snapshot of its index
+    (the threshold lowered to one record); later runs start from it and read only the
+    batches after it.  Replays of an earlier run, records proven by an earlier run's
+    seqs and gaps over earlier seqs come out as they do when every run reads every batch:
+    the same ledger and the same reports."""
+    from unioncard.settlement import pipeline
+    from unioncard.settlement.ledger import Ledger
+
+    runs = _long_history(day, tmp_path)
+    plain = [run(files, tmp_path, "plain").document for files in runs]
+    monkeypatch.setattr(pipeline, "SNAPSHOT_RECORDS", 1)
+    read = []
+    real = Ledger.settled_records
+
+    def counted(self, rows=None, **bounds):
+        for row, records in real(self, rows, **bounds):
+            read.append(row)
+            yield row, records
+    monkeypatch.setattr(Ledger, "settled_records", counted)
+    snapshots = []
+    for k, files in enumerate(runs):
+        read.clear()
+        snapshots.append(run(files, tmp_path, "snapshot").document)
+        with Ledger(tmp_path / "snapshot.sqlite") as ledger:
+            snapshot = ledger.index_snapshot()
+        # the first run reads nothing; the others keep a snapshot up to their first batch
+        assert (snapshot is None if k == 0 else
+                snapshot[0] == sum(len(files) for files in runs[:k]))
+    assert min(read) > len(runs[0])  # the last run read the first run's from the snapshot
+    assert snapshots == plain
+    assert plain[2]["rejected"] == {"replay": 8}
+    assert plain[2]["accepted"] == sum(len(records_of(p)) for p in runs[2]) - 8
+    assert dump(tmp_path / "snapshot.sqlite") == dump(tmp_path / "plain.sqlite")
+
+
+def test_a_damaged_index_snapshot_is_set_aside(day, tmp_path, monkeypatch):
+    """A snapshot whose bytes no longer match its digest is not used: the run reads every
+    batch again, and still finds the replays."""
+    from unioncard.settlement import pipeline
+    from unioncard.settlement.ledger import Ledger
+
+    monkeypatch.setattr(pipeline, "SNAPSHOT_RECORDS", 1)
+    run(day[:2], tmp_path)
+    run(day[2:4], tmp_path)
+    ledger_path = tmp_path / "ledger.sqlite"
+    with sqlite3.connect(ledger_path) as db:
+        data = db.execute("SELECT data FROM index_snapshot WHERE part = 'card_home'").fetchone()
+        db.execute("UPDATE index_snapshot SET data = ? WHERE part = 'card_home'",
+                   (bytes(len(data[0])),))
+    with Ledger(ledger_path) as ledger:
+        assert ledger.index_snapshot() is None
+    replay = rewrite(tmp_path / "replay.ucb", records_of(day[0])[:3], batch_id=999_003)
+    assert reasons_of(run([replay], tmp_path)) == {"replay": 3}

@@ -519,6 +519,30 @@ class SeqSet:
         self._count += int(_seq_add(self._home, self._table, owner,
                                     np.ascontiguousarray(seq, np.int64), 2 if in_run else 1))
 
+    def settled_before(self) -> tuple[np.ndarray, np.ndarray]:
+        """The seqs settled before this run, for `restored`: ``uint64[C, 2]`` home rows
+        (block + 1, or 0 for none; its bits) and ``uint64[B, 2]`` other blocks (key,
+        bits).  Only when no seq is marked as settled in this run (`ValueError`)."""
+        used = self._table[self._table[:, 0] != _EMPTY]
+        if self._home[:, 2].any() or used[:, 2].any():
+            raise ValueError("seqs of this run are marked: not a state before the run")
+        last = np.flatnonzero(self._home[:, 0] != _EMPTY)
+        home = self._home[:last[-1] + 1 if len(last) else 0, :2].copy()
+        return home, used[:, :2].copy()
+
+    @classmethod
+    def restored(cls, home: np.ndarray, blocks: np.ndarray) -> SeqSet:
+        """The set `settled_before` gave (every seq marked as settled before the run)."""
+        seqs = cls()
+        seqs._home = np.zeros((max(len(home), 1024), 3), np.uint64)
+        seqs._home[:len(home), :2] = home
+        rows = np.zeros((len(blocks), 3), np.uint64)
+        rows[:, :2] = blocks
+        seqs._table = np.zeros((_size_for(max(len(blocks), 1024)), 3), np.uint64)
+        _seq_rehash(rows, seqs._table)
+        seqs._count = len(blocks)
+        return seqs
+
     def gaps(self, order: np.ndarray, limit: int = 10_000) -> np.ndarray:
         """The seqs missing between two held ones (before this run or in it) of the
         counters ``order``, in that order and by seq: ``int64[G, 3]`` rows (counter, first

@@ -14,6 +14,7 @@ The ledger answers "what was settled for member X / terminal Y / day Z"
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,11 @@ SCHEMA_VERSION = 1
 PAGE_SIZE = 65536
 """The page size of a new ledger (SQLite's largest): a batch's accepted records are one
 BLOB of 47 bytes a record, written in fewer, larger pages."""
+
+SNAPSHOT_FORMAT = 1
+"""The layout of the index snapshot's parts (`unioncard.settlement.pipeline`)."""
+SNAPSHOT_CHUNK = 64 << 20
+"""Bytes of a part in one row of the snapshot table (SQLite's BLOBs stop at 1 GB)."""
 
 SETTLED_DTYPE = np.dtype([
     ("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"), ("is_load", "u1"),
@@ -91,6 +97,12 @@ CREATE TABLE IF NOT EXISTS lines (
     rebate INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS lines_day ON lines(day);
+CREATE TABLE IF NOT EXISTS index_snapshot (
+    part TEXT NOT NULL,
+    chunk INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (part, chunk)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage (
     member_id TEXT NOT NULL,
     rule_id TEXT NOT NULL,
@@ -191,12 +203,15 @@ class Ledger:
         query += " ORDER BY terminal_id, batch_id"
         return [LedgerBatch(*row) for row in self._db.execute(query)]
 
-    def settled_records(self, rows: Iterable[int] | None = None
-                        ) -> Iterator[tuple[int, np.ndarray]]:
-        """(batch row, accepted records as `SETTLED_DTYPE`) of every batch, or of ``rows``."""
+    def settled_records(self, rows: Iterable[int] | None = None, *, after: int = 0,
+                        before: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(batch row, accepted records as `SETTLED_DTYPE`) of every batch (of the rows
+        above ``after`` and below ``before``, in order), or of ``rows``."""
         query = "SELECT id, settled FROM batches"
         if rows is None:
-            for row, blob in self._db.execute(query + " ORDER BY id"):
+            for row, blob in self._db.execute(
+                    query + " WHERE id > ? AND id < ? ORDER BY id",
+                    (after, before if before is not None else 2**63 - 1)):
                 yield row, np.frombuffer(blob, SETTLED_DTYPE)
             return
         chosen = sorted(set(rows))
@@ -265,6 +280,38 @@ class Ledger:
                                    "WHERE name = 'batches'").fetchone()[0])
             db.execute("INSERT OR REPLACE INTO meta VALUES ('run', ?)", (f"{fingerprint} {first}",))
             return first
+
+    # --- the replay index's snapshot ------------------------------------------------------------
+
+    def index_snapshot(self) -> tuple[int, dict[str, bytes]] | None:
+        """The latest snapshot of the index of settled records (`write_index_snapshot`): the
+        last batch row it covers and its parts; None when there is none, or when it is of
+        another format or does not match its digest (the batches are then read again)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'index_snapshot'").fetchone()
+        if row is None:
+            return None
+        form, through, digest = str(row[0]).split(" ")
+        if int(form) != SNAPSHOT_FORMAT:
+            return None
+        parts: dict[str, bytearray] = {}
+        for part, data in self._db.execute(
+                "SELECT part, data FROM index_snapshot ORDER BY part, chunk"):
+            parts.setdefault(part, bytearray()).extend(data)
+        if _digest(parts) != digest:
+            return None
+        return int(through), {part: bytes(data) for part, data in parts.items()}
+
+    def write_index_snapshot(self, through: int, parts: dict[str, bytes]) -> None:
+        """Keep ``parts`` as the snapshot of the index of the records of every batch up to
+        row ``through``, in place of the previous one (one commit)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM index_snapshot")
+            db.executemany("INSERT INTO index_snapshot VALUES (?, ?, ?)", (
+                (part, at // SNAPSHOT_CHUNK, data[at:at + SNAPSHOT_CHUNK])
+                for part, data in parts.items()
+                for at in range(0, max(len(data), 1), SNAPSHOT_CHUNK)))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('index_snapshot', ?)",
+                       (f"{SNAPSHOT_FORMAT} {through} {_digest(parts)}",))
 
     # --- what the run needs ------------------------------------------------------------------
 
@@ -358,6 +405,15 @@ class Ledger:
 
 
 _CHUNK = 500
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    """SHA-256 over the parts, by name (a snapshot is used only if it matches)."""
+    digest = hashlib.sha256()
+    for part in sorted(parts):
+        digest.update(f"{part} {len(parts[part])}\n".encode())
+        digest.update(parts[part])
+    return digest.hexdigest()
 """Batch rows named per query by `Ledger.settled_records`."""
 _BATCH_COLUMNS = ("id, terminal_id, batch_id, digest, source, created, settled_at, records, "
                   "accepted, list_total, charged_total")

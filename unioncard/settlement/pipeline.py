@@ -50,6 +50,15 @@ __all__ = ["BatchResult", "CardCounters", "RunResult", "Settlement", "batch_orde
            "counter_gaps", "find_gaps", "read_header", "run_fingerprint"]
 
 _BEFORE_DUPLICATE = bit(Reason.UNKNOWN_ISSUER) | bit(Reason.BAD_TAC) | bit(Reason.UNPROVEN)
+SNAPSHOT_RECORDS = 1_000_000
+"""A run that reads this many settled records from their batches (those since the
+ledger's last index snapshot) keeps a new snapshot before it settles anything: the
+next run then reads the snapshot and the batches after it, not the whole history."""
+_SNAPSHOT: dict[str, tuple[str, int]] = {
+    "cards": ("<u8", 3), "card_home": ("<u8", 2), "card_blocks": ("<u8", 2),
+    "max_verified": ("<i4", 1), "terminals": ("<u8", 2), "terminal_home": ("<u8", 2),
+    "terminal_blocks": ("<u8", 2)}
+"""The parts of an index snapshot: dtype and columns (`Ledger.write_index_snapshot`)."""
 COMMIT_BATCHES = 64
 COMMIT_RECORDS = 250_000
 """A commit holds up to this many batches or records (each batch whole in one commit)."""
@@ -159,8 +168,19 @@ class Settlement:
             first = marker[1]
         else:
             first = self.ledger.mark_run(fingerprint)
-        for row, records in self.ledger.settled_records():
-            self._remember(records, *self._numbers(records), in_run=row >= first)
+        snapshot = self.ledger.index_snapshot()
+        through = 0
+        if snapshot is not None:
+            through = snapshot[0]
+            self._restore(snapshot[1])
+        read = 0
+        for row, records in self.ledger.settled_records(after=through, before=first):
+            self._remember(records, *self._numbers(records), in_run=False)
+            through, read = row, read + len(records)
+        if read >= SNAPSHOT_RECORDS:
+            self.ledger.write_index_snapshot(through, self._snapshot())
+        for _row, records in self.ledger.settled_records(after=max(through, first - 1)):
+            self._remember(records, *self._numbers(records), in_run=True)
 
     def finish(self) -> None:
         """Commit what is pending and record that the run is over."""
@@ -168,6 +188,30 @@ class Settlement:
         self.ledger.mark_run(None)
 
     # --- the index of settled records -------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, bytes]:
+        """The index as it stands before the run, as the parts of a ledger snapshot."""
+        self._cover_counters()
+        count = len(self._counters)
+        parts = {"cards": self._counters.fields(), "terminals": self._terminals.fields(),
+                 "max_verified": self._max_verified[:count]}
+        for name, seqs in (("card", self._card_seqs), ("terminal", self._terminal_seqs)):
+            parts[f"{name}_home"], parts[f"{name}_blocks"] = seqs.settled_before()
+        return {name: np.ascontiguousarray(value, _SNAPSHOT[name][0]).tobytes()
+                for name, value in parts.items()}
+
+    def _restore(self, parts: dict[str, bytes]) -> None:
+        """Start from a snapshot (`_snapshot`) instead of an empty index."""
+        value = {name: np.frombuffer(parts[name], dtype).reshape(-1, *shape)
+                 for name, (dtype, *shape) in _SNAPSHOT.items()}
+        for keys, numbered in ((value["cards"], self._counters),
+                               (value["terminals"], self._terminals)):
+            if not np.array_equal(numbered.add(keys), np.arange(len(keys))):
+                raise SettlementError("the ledger's index snapshot numbers a key twice")
+        self._card_seqs = SeqSet.restored(value["card_home"], value["card_blocks"])
+        self._terminal_seqs = SeqSet.restored(value["terminal_home"],
+                                              value["terminal_blocks"])
+        self._max_verified = value["max_verified"].reshape(-1).astype(np.int32)
 
     def _numbers(self, records: Any, rows: np.ndarray | slice = slice(None),
                  *, add: bool = True) -> tuple[np.ndarray, np.ndarray]:
