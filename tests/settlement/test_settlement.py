@@ -433,3 +433,60 @@ def test_a_damaged_index_snapshot_is_set_aside(day, tmp_path, monkeypatch):
         assert ledger.index_snapshot() is None
     replay = rewrite(tmp_path / "replay.ucb", records_of(day[0])[:3], batch_id=999_003)
     assert reasons_of(run([replay], tmp_path)) == {"replay": 3}
+
+
+def test_capped_benefits_count_the_usage_of_earlier_runs(tmp_path):
+    """A day of few cards (members reach the month's cap of the consumption subsidy)
+    settled in two runs (every other batch file, then the rest) owes the members what
+    one run of the whole day owes, once the cap is reached: the second run reads the
+    windows of capped benefits the first one used from the ledger (those of the days
+    and months its batches reach).  Settled alone, the second run's files owe more."""
+    from unioncard.settlement.pipeline import batch_order
+
+    ordered = batch_order(generate_day(tmp_path / "day", DayPlan(2000, cards=10,
+                                                                 batch_records=100)))
+    whole = run(ordered, tmp_path, "whole").document
+    split = [run(part, tmp_path, "split").document for part in (ordered[::2], ordered[1::2])]
+    alone = run(ordered[1::2], tmp_path, "alone").document
+
+    def rebate(document):
+        return document["totals"]["sales"]["rebate"]
+    assert rebate(whole) > 0 and rebate(split[0]) > 0
+    assert rebate(split[0]) + rebate(split[1]) == rebate(whole) < rebate(split[0]) + rebate(alone)
+
+    def amounts(ledger):
+        return sorted((row[:4], row[5]) for row in dump(ledger)["usage"])
+    assert amounts(tmp_path / "split.sqlite") == amounts(tmp_path / "whole.sqlite")
+
+
+def test_a_ledger_of_schema_1_is_rekeyed_and_settles_on(day, tmp_path):
+    """A ledger an earlier release wrote (schema 1: usage keyed by member first, no index
+    snapshot) opens as schema 2 with its usage whole, keyed by window first, and a run
+    over it finds its replays."""
+    run(day[:2], tmp_path)
+    ledger = tmp_path / "ledger.sqlite"
+    with sqlite3.connect(ledger) as db:
+        db.executescript("""
+            CREATE TABLE old_usage (member_id TEXT NOT NULL, rule_id TEXT NOT NULL,
+                period TEXT NOT NULL, key INTEGER NOT NULL, count INTEGER NOT NULL,
+                amount INTEGER NOT NULL, PRIMARY KEY (member_id, rule_id, period, key))
+                WITHOUT ROWID;
+            INSERT INTO old_usage SELECT * FROM usage;
+            INSERT INTO old_usage VALUES ('10000000FFFFFFFF/5500000000000001', 'cap', 'day',
+                                          20000, 1, 50);
+            DROP TABLE usage; ALTER TABLE old_usage RENAME TO usage;
+            DROP TABLE index_snapshot; DELETE FROM meta WHERE key = 'index_snapshot';
+            UPDATE meta SET value = '1' WHERE key = 'schema';""")
+        before = sorted(db.execute("SELECT * FROM usage"))
+    from unioncard.settlement.ledger import Ledger
+
+    with Ledger(ledger):
+        pass
+    with sqlite3.connect(ledger) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+        key = sorted((pk, name) for _, name, _, _, _, pk in db.execute("PRAGMA table_info(usage)")
+                     if pk)
+        assert [name for _, name in key] == ["period", "key", "member_id", "rule_id"]
+        assert sorted(db.execute("SELECT * FROM usage")) == before
+    replay = rewrite(tmp_path / "replay.ucb", records_of(day[0])[:2], batch_id=999_004)
+    assert reasons_of(run([replay, *day[2:4]], tmp_path)) == {"replay": 2}

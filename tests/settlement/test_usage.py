@@ -47,7 +47,8 @@ def test_store_agrees_with_a_usage_book(steps):
     changed = store.changes()
     touched = {(MEMBERS[m], RULES[r], WINDOWS[w].value, k) for step in steps
                for (m, r, w, k) in step}
-    assert [c[:4] for c in changed] == sorted(touched)
+    # in the order of the ledger's key: period, period key, member, rule
+    assert [c[:4] for c in changed] == sorted(touched, key=lambda w: (w[2], w[3], w[0], w[1]))
     for member, rule, period, key, count, amount in changed:
         usage = book.usage(member, rule, WINDOWS[("day", "month").index(period)], key)
         assert (count, amount) == (usage.count, usage.amount)
@@ -90,3 +91,30 @@ def test_windows_before_1970_keep_their_negative_keys():
                                                  np.array([0]), np.array([-3]))] == [[2], [15]]
     book = store.book_for([MEMBERS[0]])
     assert book.usage(MEMBERS[0], "bus-cap", WINDOWS[0], -3).amount == 15
+
+
+def test_a_store_loads_the_windows_of_the_days_and_months_it_is_asked_for():
+    """`prepare` loads each window (period, key) of the times given once, and only those:
+    the rows of other days and months stay in the ledger."""
+    ledger = {("day", 20_574): [(MEMBERS[0], "bus-cap", "day", 20_574, 2, 40)],
+              ("month", 24_316): [(MEMBERS[0], "bus-cap", "month", 24_316, 5, 90)],
+              ("day", 20_575): [(MEMBERS[1], "bus-cap", "day", 20_575, 1, 10)]}
+    asked = []
+
+    def load(windows):
+        asked.append(sorted(windows))
+        return [row for window in windows for row in ledger.get(window, [])]
+
+    store = UsageStore(load=load)
+    may_1 = np.array(["2026-05-01T08:00", "2026-05-01T23:59"], "datetime64[s]")
+    store.prepare(may_1)
+    store.prepare(may_1[:1])
+    assert asked == [[("day", 20_574), ("month", 24_316)]]
+    assert len(store) == 2 and store.changes() == []
+    members, rules = MEMBERS[[0, 0, 1]], np.array(["bus-cap"] * 3)
+    count, amount = store.usage_many(members, rules, np.array([0, 1, 0]),
+                                     np.array([20_574, 24_316, 20_575]))
+    assert count.tolist() == [2, 5, 0] and amount.tolist() == [40, 90, 0]
+    store.prepare(np.array(["2026-05-02T07:00"], "datetime64[s]"))
+    assert asked[-1] == [("day", 20_575)]
+    assert store.usage_many(members[2:], rules[2:], np.array([0]), np.array([20_575]))[0] == 1

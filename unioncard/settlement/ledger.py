@@ -30,7 +30,7 @@ from unioncard.errors import SettlementError
 __all__ = ["SETTLED_DTYPE", "Ledger", "LedgerBatch", "LedgerError"]
 
 APPLICATION_ID = 0x55434C44  # "UCLD"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAGE_SIZE = 65536
 """The page size of a new ledger (SQLite's largest): a batch's accepted records are one
 BLOB of 47 bytes a record, written in fewer, larger pages."""
@@ -110,9 +110,21 @@ CREATE TABLE IF NOT EXISTS usage (
     key INTEGER NOT NULL,
     count INTEGER NOT NULL,
     amount INTEGER NOT NULL,
-    PRIMARY KEY (member_id, rule_id, period, key)
+    PRIMARY KEY (period, key, member_id, rule_id)
 ) WITHOUT ROWID;
 """
+_USAGE_BY_WINDOW = """
+CREATE TABLE usage_by_window (
+    member_id TEXT NOT NULL, rule_id TEXT NOT NULL, period TEXT NOT NULL,
+    key INTEGER NOT NULL, count INTEGER NOT NULL, amount INTEGER NOT NULL,
+    PRIMARY KEY (period, key, member_id, rule_id)
+) WITHOUT ROWID;
+INSERT INTO usage_by_window SELECT member_id, rule_id, period, key, count, amount FROM usage;
+DROP TABLE usage;
+ALTER TABLE usage_by_window RENAME TO usage
+"""
+"""Schema 1 to 2: the usage table keyed by window first (a run reads the windows of the
+days and months it settles, not every member's whole history)."""
 
 
 class LedgerError(SettlementError):
@@ -160,9 +172,11 @@ class Ledger:
         if application != APPLICATION_ID and tables:
             raise LedgerError(f"{self.path} is an SQLite database of another program, not a "
                               "unioncard ledger")
+        schema = SCHEMA_VERSION
         if "meta" in tables:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is not None and int(row[0]) > SCHEMA_VERSION:
+            schema = int(row[0]) if row is not None else SCHEMA_VERSION
+            if schema > SCHEMA_VERSION:
                 raise LedgerError(f"{self.path} has ledger schema {row[0]}; this release "
                                   f"reads schema {SCHEMA_VERSION}")
         if not tables:  # a new ledger: large pages (a batch's records are one BLOB)
@@ -174,7 +188,10 @@ class Ledger:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+            if schema == 1:  # written by an earlier release: the usage table re-keyed
+                for statement in _USAGE_BY_WINDOW.split(";"):
+                    self._db.execute(statement)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
                              (str(SCHEMA_VERSION),))
 
     @contextmanager
@@ -315,10 +332,15 @@ class Ledger:
 
     # --- what the run needs ------------------------------------------------------------------
 
-    def usage(self) -> list[tuple[str, str, str, int, int, int]]:
-        """Every member's usage of capped benefits: (member, rule, period, key, count,
-        amount)."""
-        return list(self._db.execute("SELECT * FROM usage"))
+    def usage(self, windows: Iterable[tuple[str, int]] | None = None
+              ) -> list[tuple[str, str, str, int, int, int]]:
+        """Members' usage of capped benefits, (member, rule, period, key, count, amount):
+        in the ``windows`` (period, key) given, or all of it."""
+        query = "SELECT member_id, rule_id, period, key, count, amount FROM usage"
+        if windows is None:
+            return list(self._db.execute(query))
+        return [row for window in windows
+                for row in self._db.execute(query + " WHERE period = ? AND key = ?", window)]
 
     def rejects(self, rows: Sequence[int]) -> list[tuple[Any, ...]]:
         return list(self._db.execute(

@@ -150,7 +150,7 @@ class Settlement:
         self._max_verified = np.zeros(0, np.int32)
         """The highest TAC-verified seq settled of each card counter (-1: none): what
         proves the seq of a record without TAC."""
-        self._usage = UsageStore(ledger.usage())
+        self._usage = UsageStore(load=ledger.usage)
         self.emv = EmvClearing(ledger, inputs)
         self._pending: list[dict[str, Any]] = []
         self._pending_records = 0
@@ -371,6 +371,7 @@ class Settlement:
                                   if self.reference else chosen & analysis.deferred)
             if not rows.size:
                 continue
+            self._usage.prepare(cols.when[rows])
             first, which = group_rows(np.column_stack([cols.issuer[rows], cols.diversifier[rows]]))
             distinct = card_ids(cols.issuer[rows[first]], cols.diversifier[rows[first]])
             members = distinct[which]

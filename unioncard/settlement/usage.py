@@ -2,7 +2,9 @@
 
 A capped rule's window (member, rule, day or month, period key) holds how often and for
 how many fen the member used it.  The ledger keeps every window (`Ledger.usage`); a run
-holds them in `UsageStore`: a row per window, found by its fields (`KeyedRows`).  The
+holds those of the days and months its batches reach in `UsageStore` (loaded as the
+first batch reaches them: `prepare`): a row per window, found by its fields
+(`KeyedRows`).  The
 batch path reads and adds whole columns of windows (`tariffs.UsageColumns`), the
 reference path a `UsageBook` per batch (`book_for`, `absorb`); `changes` gives the
 windows changed since the last commit.
@@ -23,7 +25,7 @@ reads them back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -91,22 +93,47 @@ class UsageStore:
     of issuer, diversifier, rule code, window code, period key; count and amount its
     payload)."""
 
-    def __init__(self, rows: Iterable[tuple[str, str, str, int, int, int]]) -> None:
+    def __init__(self, rows: Iterable[tuple[str, str, str, int, int, int]] = (), *,
+                 load: Callable[[list[tuple[str, int]]], Iterable[tuple[
+                     str, str, str, int, int, int]]] | None = None) -> None:
+        """``rows``: windows the ledger holds; ``load``: what gives the ledger's rows of
+        some windows (period, key) when `prepare` asks for them."""
         self._rules: list[str] = []
         self._rule_codes: dict[str, int] = {}
         self._windows = KeyedRows(5, payload=2)
         self._dirty: list[np.ndarray] = []
+        self._load, self._loaded = load, set[tuple[str, int]]()
+        self._take(rows)
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def prepare(self, at: np.ndarray) -> None:
+        """Hold the ledger's windows of the days and months of the times ``at``
+        (``datetime64``, local time) before they are asked: each window is loaded once,
+        the first time a batch of the run reaches it."""
+        if self._load is None or not len(at):
+            return
+        days = np.unique(at.astype("datetime64[D]"))
+        wanted = [(period, int(key)) for period, keys in (
+            ("day", days.astype(np.int64)),
+            ("month", np.unique(days.astype("datetime64[M]")).astype(np.int64) + 1970 * 12))
+            for key in keys.tolist() if (period, key) not in self._loaded]
+        if wanted:
+            self._take(self._load(wanted))
+            self._loaded.update(wanted)
+
+    def _take(self, rows: Iterable[tuple[str, str, str, int, int, int]]) -> None:
+        """Hold windows as the ledger has them (not changes)."""
         rows = list(rows)
         if rows:
             member, rule, period, key, count, amount = zip(*rows, strict=True)
             windows = np.array([_WINDOWS.index(p) for p in period], np.int64)
+            dirty = list(self._dirty)
             self.add_many(np.asarray(member), np.asarray(rule), windows,
                           np.asarray(key, np.int64), np.asarray(count, np.int64),
                           np.asarray(amount, np.int64))
-            self._dirty = []
-
-    def __len__(self) -> int:
-        return len(self._windows)
+            self._dirty = dirty
 
     # --- tariffs.UsageColumns --------------------------------------------------------------
 
@@ -168,10 +195,10 @@ class UsageStore:
         self._dirty = []
         held = self._windows.fields(rows)
         rule_rank = np.argsort(np.argsort(np.array(self._rules, dtype=object)))
-        # the order of the ledger's key: member id (its hex digits sort as the numbers), rule
-        # id, period ("day" before "month": window codes 0, 1), period key
-        order = np.lexsort((held[:, 4].view(np.int64), held[:, 3], rule_rank[held[:, 2]],
-                            held[:, 1], held[:, 0]))
+        # the order of the ledger's key: period ("day" before "month": window codes 0, 1),
+        # period key, member id (its hex digits sort as the numbers), rule id
+        order = np.lexsort((rule_rank[held[:, 2]], held[:, 1], held[:, 0],
+                            held[:, 4].view(np.int64), held[:, 3]))
         held, rows = held[order], rows[order]
         used = self._windows.payload_of(rows).view(np.int64)
         return list(zip(card_ids(held[:, 0], held[:, 1]).tolist(),
