@@ -1,11 +1,13 @@
-"""The Dask engine settles exactly as a single process does.
+"""The Dask engine, and a process analyzing with several threads, settle exactly as a
+single thread does.
 
 A local `distributed` cluster of two worker processes analyzes a generated day that
 carries every kind of trouble settlement knows (forged and tampered records, records
 without TAC, a hotlisted card, a duplicate, a replay of an earlier run, a damaged file, a
 batch in conflict with a settled one); the same files settled by the single-process fast
 path give the same clearing.csv, clearing.json and rejects.csv, byte for byte, and the
-same ledger.  The `unioncard settle --engine dask --scheduler local:2` command does too.
+same ledger.  The `unioncard settle --engine dask --scheduler local:2` command does too,
+and so does `unioncard settle --jobs 3` (two threads analyzing ahead of the settling one).
 """
 
 from __future__ import annotations
@@ -141,6 +143,39 @@ def test_dask_and_a_single_process_settle_alike(troubled_day, client, tmp_path, 
             tmp_path / "single" / "report" / name).read_bytes(), name
     assert dump(tmp_path / "dask" / "ledger.sqlite") == dump(tmp_path / "single" /
                                                              "ledger.sqlite")
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_threads_analyzing_ahead_settle_as_one_thread(troubled_day, tmp_path, engine):
+    """``jobs=3``: two threads analyze files ahead while the run settles them: the same
+    troubled day gives the same report files, byte for byte, and the same ledger."""
+    hotlist = str(troubled_day["hotlist"])
+    one = settle_twice(troubled_day, tmp_path / "one", hotlist, engine=engine)
+    three = settle_twice(troubled_day, tmp_path / "three", hotlist, engine=engine, jobs=3)
+    assert three.summary() == one.summary() and one.summary()["rejected"]["replay"] == 5
+    for name in REPORT_FILES:
+        assert (tmp_path / "three" / "report" / name).read_bytes() == (
+            tmp_path / "one" / "report" / name).read_bytes(), name
+    assert dump(tmp_path / "three" / "ledger.sqlite") == dump(tmp_path / "one" /
+                                                              "ledger.sqlite")
+
+
+def test_threads_stop_with_the_run(troubled_day):
+    """A run that takes one analysis and stops (an error, a closed generator) leaves no
+    analysis thread behind; all of them, analyzed by threads, come in the run's order."""
+    import threading
+
+    inputs = RunInputs(KEYS)
+    paths = sorted(troubled_day["all"])
+    before = threading.active_count()
+    analyses = local_analyses(paths, inputs, threads=2)
+    path, first = next(analyses)
+    assert path == paths[0] and isinstance(first, BatchAnalysis)
+    analyses.close()
+    assert threading.active_count() == before
+    threaded = list(local_analyses(paths, inputs, threads=2))
+    assert [p for p, _ in threaded] == paths
+    assert [type(a) for _, a in threaded] == [type(a) for _, a in local_analyses(paths, inputs)]
 
 
 def test_the_dask_engine_yields_what_the_local_one_does(troubled_day, client):

@@ -251,7 +251,7 @@ def test_the_cli_settles_and_the_ledger_answers(day, tmp_path):
     runner = CliRunner()
     result = runner.invoke(root, ["settle", str(day[0].parent), "--ledger",
                                   str(tmp_path / "l.sqlite"), "--out", str(tmp_path / "o"),
-                                  "--json"])
+                                  "--json", "--jobs", "2"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["accepted"] == 3000 and doc["rejected"] == {}
@@ -266,6 +266,22 @@ def test_the_cli_settles_and_the_ledger_answers(day, tmp_path):
     loads = sum(int((records_of(p)["tx_type"] == 2).sum()) for p in day
                 if bytes(records_of(p)["terminal_id"][0]).hex() == terminal)
     assert found["sales"] == on_terminal - loads
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    (["--jobs", "0"], "0 is not in the range x>=1"),
+    (["--engine", "dask", "--scheduler", "local:2", "--jobs", "2"], "--jobs is for the fast"),
+])
+def test_the_cli_refuses_jobs_it_cannot_have(day, tmp_path, options, says):
+    from click.testing import CliRunner
+
+    from unioncard.cli import root
+
+    result = CliRunner().invoke(root, ["settle", str(day[0]), "--ledger",
+                                       str(tmp_path / "l.sqlite"), "--out", str(tmp_path / "o"),
+                                       *options])
+    assert result.exit_code == 2 and says in result.output
+    assert not (tmp_path / "l.sqlite").exists()
 
 
 def test_record_layout_matches_the_reference(day):

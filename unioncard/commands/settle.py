@@ -74,11 +74,15 @@ def _batch_files(given: Sequence[Path]) -> list[Path]:
 @click.option("--scheduler", metavar="ADDRESS",
               help="With --engine dask: the scheduler's address (tcp://host:8786), or "
                    "local:N for a cluster of N worker processes on this machine.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads of this process (fast and reference engines): with N > 1, N - 1 "
+                   "threads check and verify the files ahead while one settles them in "
+                   "order. The ledger and report do not depend on it.")
 @JSON_OPTION
 def settle_command(batches: tuple[Path, ...], keys_file: str | None,
                    tariff_files: tuple[str, ...], hotlist: str | None, operators: str | None,
                    ledger_path: Path, out_dir: Path, engine: str, scheduler: str | None,
-                   as_json: bool) -> None:
+                   jobs: int, as_json: bool) -> None:
     """Settle the batch files BATCHES (files, or directories of *.ucb files).
 
     Every record's TAC is verified with the keys of its issuer; duplicates, replays,
@@ -95,6 +99,9 @@ def settle_command(batches: tuple[Path, ...], keys_file: str | None,
 
     if (engine == "dask") != (scheduler is not None):
         raise click.UsageError("--scheduler goes with --engine dask, and it needs one")
+    if engine == "dask" and jobs != 1:
+        raise click.UsageError("--jobs is for the fast and reference engines (Dask has its "
+                               "workers)")
     files = _batch_files(batches)
     try:
         keys = Keystore.load(keys_file) if keys_file else Keystore.test()
@@ -110,7 +117,7 @@ def settle_command(batches: tuple[Path, ...], keys_file: str | None,
             advance = (progress_bar(stack, len(files), "settling batch files", unit="items")
                        if not as_json else None)
             report = settle(files, ledger_path=ledger_path, inputs=inputs, out=out_dir,
-                            engine=engine, client=client, progress=advance)
+                            engine=engine, client=client, progress=advance, jobs=jobs)
     except (UnionCardError, OSError) as exc:
         message = str(exc)
         finish({"error": message, "exit_status": 2}, [f"error: {message}"],

@@ -27,11 +27,13 @@ __all__ = ["BatchRefused", "Reason", "RunInputs", "SettlementError", "read_opera
 
 def settle(paths: Sequence[str | Path], *, ledger_path: str | Path, inputs: RunInputs,
            out: str | Path | None = None, engine: str = "fast", client: Any = None,
-           progress: Callable[[int], None] | None = None) -> Any:
+           progress: Callable[[int], None] | None = None, jobs: int = 1) -> Any:
     """Settle the batch files ``paths`` into the ledger; the `Report` (written to ``out``
     when given).  ``engine``: ``fast`` (numpy and numba), ``reference`` (one record at a
     time with `cryptography` and the reference tariff quote) or ``dask`` (the fast path on
-    the workers of ``client``, a `distributed.Client`)."""
+    the workers of ``client``, a `distributed.Client`).  ``jobs``: the fast and reference
+    engines' threads; with more than one, ``jobs - 1`` threads analyze the files ahead
+    while this one settles them in order (the same ledger and report)."""
     from unioncard.settlement.engines import dask_analyses, local_analyses
     from unioncard.settlement.ledger import Ledger
     from unioncard.settlement.pipeline import Settlement, run_settlement
@@ -41,12 +43,15 @@ def settle(paths: Sequence[str | Path], *, ledger_path: str | Path, inputs: RunI
         raise ValueError(f"engine must be fast, reference or dask, not {engine!r}")
     if (engine == "dask") != (client is not None):
         raise ValueError("the dask engine, and only it, takes a client")
+    if jobs < 1 or (engine == "dask" and jobs != 1):
+        raise ValueError("jobs is a number of threads (1 or more) of the fast or the "
+                         "reference engine")
     reference = engine == "reference"
 
     def analyses(ordered: Sequence[Path]) -> Any:
         if client is not None:
             return dask_analyses(ordered, inputs, client)
-        return local_analyses(ordered, inputs, reference=reference)
+        return local_analyses(ordered, inputs, reference=reference, threads=jobs - 1)
 
     with _frozen_heap(), Ledger(ledger_path) as ledger:
         run = run_settlement(paths, Settlement(ledger, inputs, reference=reference), analyses,

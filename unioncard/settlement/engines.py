@@ -3,7 +3,9 @@
 Both engines yield, in the run's order, each file's `BatchAnalysis` or the
 `BatchRefused` that refused it; the run (`unioncard.settlement.pipeline`) settles
 them one by one in that order, so the ledger and the report are the same whichever
-engine analyzed the files (docs/settlement.md, "Scale-out with Dask").
+engine analyzed the files (docs/settlement.md, "Scale-out with Dask").  In this
+process the files are analyzed by the settling thread, or by a few threads ahead of it
+(`unioncard settle --jobs N`).
 
 The Dask engine sends each worker a file's path (the files must be readable by the
 workers at the same path: a shared or copied directory) and keeps a bounded window
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,11 +86,28 @@ def _analyze_on_worker(path: str, inputs: RunInputs, reference: bool
     return result
 
 
-def local_analyses(paths: Sequence[Path], inputs: RunInputs, *, reference: bool = False
-                   ) -> Iterator[Analyzed]:
-    """Each file analyzed in this process, in order."""
-    for path in paths:
-        yield path, analyze_path(str(path), inputs, reference)
+def local_analyses(paths: Sequence[Path], inputs: RunInputs, *, reference: bool = False,
+                   threads: int = 0) -> Iterator[Analyzed]:
+    """Each file analyzed in this process, in order: by the caller's thread, or with
+    ``threads`` threads analyzing up to 4 files each ahead of the one the caller takes
+    (the kernels release the GIL; the caller settles meanwhile)."""
+    if threads <= 0:
+        for path in paths:
+            yield path, analyze_path(str(path), inputs, reference)
+        return
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="analysis")
+    try:
+        flight: deque[tuple[Path, Future[BatchAnalysis | BatchRefused]]] = deque()
+        for path in paths:
+            flight.append((path, pool.submit(analyze_path, str(path), inputs, reference)))
+            if len(flight) > 4 * threads:
+                done, future = flight.popleft()
+                yield done, future.result()
+        while flight:
+            done, future = flight.popleft()
+            yield done, future.result()
+    finally:  # a run that stops early leaves no file analyzed for nothing
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def dask_analyses(paths: Sequence[Path], inputs: RunInputs, client: Any, *,
