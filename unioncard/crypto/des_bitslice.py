@@ -12,8 +12,9 @@ word per bit position, bit j of every word belonging to message j:
 - the S-boxes are gate circuits over whole words (`unioncard._sbox_gates`, derived by
   `unioncard.crypto.sbox_circuits`): 685 word operations for the eight S-boxes of a
   round of 64 blocks, no table lookups;
-- CBC chaining stays in the IP domain (IP is a bit permutation, FP then IP is the
-  identity), so each further block costs one permuted xor.
+- CBC chaining and the passes of triple DES stay in the IP domain (IP is a bit
+  permutation, FP then IP is the identity), so each further block costs one permuted
+  xor; decryption is the rounds with the subkeys last first.
 
 `unioncard.crypto.des` (on `cryptography`) is the reference it agrees with, bit for
 bit.  Numba is imported here, so only settlement imports this module.
@@ -37,7 +38,7 @@ from unioncard.crypto.des_tables import IP, PC1, PC2, ROTATIONS, E, P
 from unioncard.errors import CryptoError
 from unioncard.jit import inline, jit
 
-__all__ = ["LANES", "cbc_mac_lanes", "cbc_macs", "transpose64"]
+__all__ = ["LANES", "cbc_mac_lanes", "cbc_mac_slices", "cbc_macs", "tdes_slices", "transpose64"]
 
 LANES = 64
 """Messages that go through DES together."""
@@ -91,21 +92,52 @@ def _mix(lr: Any, lb: int, box: int, out: Any) -> None:
 
 
 @jit
-def _rounds(lr: Any, key: Any) -> None:
+def _rounds(lr: Any, key: Any, backward: bool = False) -> None:
     """The 16 rounds on ``lr`` (L0 at 0..31, R0 at 32..63, in IP order), keys ``key``
-    (64 slices); ends with L16 at 0..31 and R16 at 32..63.  Each round reads one half
-    and xors f into the other, so the halves trade places without moving."""
+    (64 slices; ``backward``: the subkeys last first, which decrypts); ends with L16 at
+    0..31 and R16 at 32..63.  Each round reads one half and xors f into the other, so
+    the halves trade places without moving."""
     for r in range(16):
+        k = 15 - r if backward else r
         rb = 32 - 32 * (r & 1)
         lb = 32 - rb
-        _mix(lr, lb, 0, s1(_keyed(lr, rb, key, r, 0)))
-        _mix(lr, lb, 1, s2(_keyed(lr, rb, key, r, 1)))
-        _mix(lr, lb, 2, s3(_keyed(lr, rb, key, r, 2)))
-        _mix(lr, lb, 3, s4(_keyed(lr, rb, key, r, 3)))
-        _mix(lr, lb, 4, s5(_keyed(lr, rb, key, r, 4)))
-        _mix(lr, lb, 5, s6(_keyed(lr, rb, key, r, 5)))
-        _mix(lr, lb, 6, s7(_keyed(lr, rb, key, r, 6)))
-        _mix(lr, lb, 7, s8(_keyed(lr, rb, key, r, 7)))
+        _mix(lr, lb, 0, s1(_keyed(lr, rb, key, k, 0)))
+        _mix(lr, lb, 1, s2(_keyed(lr, rb, key, k, 1)))
+        _mix(lr, lb, 2, s3(_keyed(lr, rb, key, k, 2)))
+        _mix(lr, lb, 3, s4(_keyed(lr, rb, key, k, 3)))
+        _mix(lr, lb, 4, s5(_keyed(lr, rb, key, k, 4)))
+        _mix(lr, lb, 5, s6(_keyed(lr, rb, key, k, 5)))
+        _mix(lr, lb, 6, s7(_keyed(lr, rb, key, k, 6)))
+        _mix(lr, lb, 7, s8(_keyed(lr, rb, key, k, 7)))
+
+
+@jit
+def _swap_halves(lr: Any) -> None:
+    """(L16, R16) of one DES operation to (L0, R0) of the next: FP then IP is nothing."""
+    for i in range(32):
+        lr[i], lr[i + 32] = lr[i + 32], lr[i]
+
+
+@jit
+def _final(lr: Any, out: Any) -> None:
+    """``out`` = FP of the pre-output R16‖L16 of ``lr``, as block slices."""
+    for t in range(64):
+        p = _FP_SOURCE[t]
+        out[t] = lr[p + 32] if p < 32 else lr[p - 32]
+
+
+@jit
+def tdes_slices(block: Any, k1: Any, k2: Any, lr: Any) -> None:
+    """Two-key triple DES (EDE) of 64 blocks in slices (``block``, in place), keys ``k1``
+    and ``k2`` in slices; ``lr`` is ``uint64[64]`` scratch."""
+    for i in range(64):
+        lr[i] = block[_IP_SLICE[i]]
+    _rounds(lr, k1)
+    _swap_halves(lr)
+    _rounds(lr, k2, True)
+    _swap_halves(lr)
+    _rounds(lr, k1)
+    _final(lr, block)
 
 
 @jit
@@ -130,10 +162,17 @@ def transpose64(a: Any) -> None:
 def cbc_mac_lanes(key: Any, data: Any, blocks: int, mac: Any, work: Any) -> None:
     """Single-DES CBC with a zero IV of 64 messages: ``key[j]`` the j-th message's key
     and ``data[j, b]`` its block b (``uint64``, big-endian: the first byte is the top
-    one); the last cipher blocks go to ``mac[j]``.  ``key`` is overwritten; ``work`` is
-    ``uint64[2, 64]`` scratch."""
-    lr, slices = work[0], work[1]
+    one); the last cipher blocks go to ``mac[j]``.  ``key`` is overwritten (by its
+    slices); ``work`` is ``uint64[2, 64]`` scratch."""
     transpose64(key)
+    cbc_mac_slices(key, data, blocks, mac, work)
+
+
+@jit
+def cbc_mac_slices(key: Any, data: Any, blocks: int, mac: Any, work: Any) -> None:
+    """`cbc_mac_lanes` with the keys given as slices (``key[t]``: bit 64 - t of every
+    lane's key)."""
+    lr, slices = work[0], work[1]
     lr[:] = 0
     for b in range(blocks):
         for j in range(64):
@@ -144,9 +183,7 @@ def cbc_mac_lanes(key: Any, data: Any, blocks: int, mac: Any, work: Any) -> None
             lr[i] = high ^ slices[_IP_SLICE[i]]
             lr[i + 32] = low ^ slices[_IP_SLICE[i + 32]]
         _rounds(lr, key)
-    for t in range(64):
-        p = _FP_SOURCE[t]
-        mac[t] = lr[p + 32] if p < 32 else lr[p - 32]
+    _final(lr, mac)
     transpose64(mac)
 
 

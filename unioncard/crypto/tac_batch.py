@@ -11,7 +11,8 @@ agreeing with it bit for bit:
   times a day);
 - `purchase_tacs`, `load_tacs`: the PBOC MAC (§2.1) over the TAC input of §2.4, one TAC
   key per record; `verify_tacs` checks a batch of purchases and loads against the TACs
-  the records carry (docs/records.md).
+  the records carry (docs/records.md); `verify_card_tacs` does too, deriving each
+  record's TAC key from its master and card in the same bitsliced pass.
 
 Inputs are numpy columns, one row per record: integers as integer arrays (amount,
 balance and terminal seq up to 32 bits, online seq 16 bits, type 8 bits; values out of
@@ -27,11 +28,17 @@ imported here, so only settlement imports this module.
 >>> purchase_tacs(keys, [180], [0x06], rows("310100001234"), [0x00012345],
 ...               rows("20260315"), rows("083015")).tobytes().hex().upper()
 'CC970111'
+>>> verify_card_tacs(rows("CC970111"), rows("606162636465666768696A6B6C6D6E6F"), [0],
+...                  rows("5500000000000042"), tx_type=[0x06], amount=[180],
+...                  terminal_id=rows("310100001234"), terminal_seq=[0x00012345],
+...                  date=rows("20260315"), time=rows("083015"), balance_after=[0],
+...                  card_seq=[0]).tolist()
+[True]
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -47,7 +54,7 @@ from unioncard.crypto.des_batch import (
     store_word,
     tdes_key_schedule,
 )
-from unioncard.crypto.des_bitslice import cbc_mac_lanes
+from unioncard.crypto.des_bitslice import cbc_mac_slices, tdes_slices, transpose64
 from unioncard.errors import CryptoError
 from unioncard.jit import jit
 
@@ -59,6 +66,7 @@ __all__ = [
     "purchase_tacs",
     "tac_keys",
     "tac_keys_distinct",
+    "verify_card_tacs",
     "verify_tacs",
 ]
 
@@ -147,24 +155,35 @@ def _load_words(msg: Any, j: int, r: int, new_balance: Any, online_seq: Any, amo
 
 
 @jit
-def _tac_kernel(keys: Any, rows: Any, load: bool, amount: Any, tx_type: Any, terminal_id: Any,
-                terminal_seq: Any, date: Any, time: Any, new_balance: Any, online_seq: Any,
-                out: Any) -> None:
+def _tac_kernel(keys: Any, masters: Any, key_index: Any, diversifiers: Any, rows: Any,
+                load: bool, amount: Any, tx_type: Any, terminal_id: Any, terminal_seq: Any,
+                date: Any, time: Any, new_balance: Any, online_seq: Any, out: Any) -> None:
     """The TACs of records ``rows`` (all purchases, or all loads), 64 records at a time
-    through bitsliced DES (`des_bitslice.cbc_mac_lanes`); past the end, lanes repeat the
-    last record."""
+    through bitsliced DES (`des_bitslice`); past the end, lanes repeat the last record.
+    Each record's TAC key is ``keys[r]``, or, when ``keys`` has no rows, derived in the
+    same pass from its master ``masters[key_index[r]]`` and ``diversifiers[r]`` (§2.2,
+    §2.3: two 3DES blocks, in slices, their xor the key's slices)."""
     n = rows.shape[0]
+    derive = keys.shape[0] == 0
     msg = np.zeros((64, 8), np.int64)
     data = np.empty((64, 4), np.uint64)
     key = np.empty(64, np.uint64)
+    k1 = np.empty(64, np.uint64)
+    k2 = np.empty(64, np.uint64)
+    right = np.empty(64, np.uint64)
     mac = np.empty(64, np.uint64)
     work = np.empty((2, 64), np.uint64)
     blocks = 4 if load else 3
     for g in range(0, n, 64):
         for j in range(64):
             r = rows[min(g + j, n - 1)]
-            key[j] = (np.uint64(load_word(keys, r, 0)) << np.uint64(32)) | np.uint64(
-                load_word(keys, r, 4))
+            if derive:
+                m = key_index[r]
+                k1[j] = _word64(masters, m, 0)
+                k2[j] = _word64(masters, m, 8)
+                key[j] = _word64(diversifiers, r, 0)
+            else:
+                key[j] = _word64(keys, r, 0)
             if load:
                 _load_words(msg, j, r, new_balance, online_seq, amount, tx_type, terminal_id,
                             date, time)
@@ -174,9 +193,25 @@ def _tac_kernel(keys: Any, rows: Any, load: bool, amount: Any, tx_type: Any, ter
             for b in range(blocks):
                 data[j, b] = (np.uint64(msg[j, 2 * b]) << np.uint64(32)) | np.uint64(
                     msg[j, 2 * b + 1])
-        cbc_mac_lanes(key, data, blocks, mac, work)
+        transpose64(key)
+        if derive:  # key: the diversifiers' slices; DTK = 3DES(MK, F) ‖ 3DES(MK, ~F)
+            transpose64(k1)
+            transpose64(k2)
+            for t in range(64):
+                right[t] = ~key[t]
+            tdes_slices(key, k1, k2, work[0])
+            tdes_slices(right, k1, k2, work[0])
+            for t in range(64):
+                key[t] ^= right[t]  # the TAC key: DTK's halves xored
+        cbc_mac_slices(key, data, blocks, mac, work)
         for j in range(min(64, n - g)):
             store_word(out, rows[g + j], 0, np.int64(mac[j] >> np.uint64(32)))
+
+
+@jit
+def _word64(a: Any, i: int, j: int) -> Any:
+    """Big-endian 64-bit word of ``a[i, j:j + 8]``, as ``uint64``."""
+    return (np.uint64(load_word(a, i, j)) << np.uint64(32)) | np.uint64(load_word(a, i, j + 4))
 
 
 # ---- columns ----
@@ -293,22 +328,34 @@ def pboc_macs(keys: npt.ArrayLike, data: npt.ArrayLike, length: int = 4) -> U8:
     return des_cbc_mac_blocks(keys, padded)[:, :length].copy()
 
 
-def _tacs(keys: U8, rows: npt.NDArray[np.int64], load: bool, columns: dict[str, Any],
-          out: U8) -> None:
-    n = keys.shape[0]
+_NO_KEYS = np.zeros((0, 16), np.uint8)
+
+
+class _Derived(NamedTuple):
+    """Where each record's TAC key comes from when none is given: its master and card."""
+
+    masters: U8
+    key_index: npt.NDArray[np.int64]
+    diversifiers: U8
+
+
+def _tacs(keys: U8 | _Derived, rows: npt.NDArray[np.int64], load: bool,
+          columns: dict[str, Any], out: U8) -> None:
+    n = len(columns["amount"])
     unused32 = np.zeros(n, np.uint32)
-    _tac_kernel(keys, rows, load, columns["amount"], columns["tx_type"], columns["terminal_id"],
-                columns.get("terminal_seq", unused32), columns["date"], columns["time"],
-                columns.get("new_balance", unused32),
+    given = keys if not isinstance(keys, _Derived) else _NO_KEYS[:, :8]
+    derived = keys if isinstance(keys, _Derived) else _Derived(
+        _NO_KEYS, np.zeros(0, np.int64), _NO_KEYS[:, :8])
+    _tac_kernel(given, *derived, rows, load, columns["amount"], columns["tx_type"],
+                columns["terminal_id"], columns.get("terminal_seq", unused32), columns["date"],
+                columns["time"], columns.get("new_balance", unused32),
                 columns.get("online_seq", np.zeros(n, np.uint16)), out)
 
 
-def _common(keys: npt.ArrayLike, amount: npt.ArrayLike, tx_type: npt.ArrayLike,
+def _common(n: int, amount: npt.ArrayLike, tx_type: npt.ArrayLike,
             terminal_id: npt.ArrayLike, date: npt.ArrayLike, time: npt.ArrayLike,
-            ) -> tuple[U8, dict[str, Any]]:
-    key_rows = byte_rows("TAC keys", keys, 8)
-    n = key_rows.shape[0]
-    return key_rows, {
+            ) -> dict[str, Any]:
+    return {
         "amount": _integers("amount", amount, n, 32),
         "tx_type": _integers("transaction type", tx_type, n, 8),
         "terminal_id": _bytes("terminal id", terminal_id, n, 6),
@@ -322,8 +369,9 @@ def purchase_tacs(tac_keys: npt.ArrayLike, amount: npt.ArrayLike, tx_type: npt.A
                   time: npt.ArrayLike) -> U8:
     """Purchase TACs ``uint8[N, 4]``: the PBOC MAC under each 8-byte TAC key of amount(4)
     type(1) terminal id(6) terminal seq(4) date(4) time(3) (docs/protocol.md §2.4)."""
-    keys, columns = _common(tac_keys, amount, tx_type, terminal_id, date, time)
+    keys = byte_rows("TAC keys", tac_keys, 8)
     n = keys.shape[0]
+    columns = _common(n, amount, tx_type, terminal_id, date, time)
     columns["terminal_seq"] = _integers("terminal seq", terminal_seq, n, 32)
     out = np.empty((n, 4), np.uint8)
     _tacs(keys, np.arange(n, dtype=np.int64), False, columns, out)
@@ -336,8 +384,9 @@ def load_tacs(tac_keys: npt.ArrayLike, new_balance: npt.ArrayLike, online_seq: n
     """Load TACs ``uint8[N, 4]``: the PBOC MAC under each 8-byte TAC key of new balance(4)
     online seq(2) amount(4) type(1) terminal id(6) date(4) time(3) (docs/protocol.md
     §2.4)."""
-    keys, columns = _common(tac_keys, amount, tx_type, terminal_id, date, time)
+    keys = byte_rows("TAC keys", tac_keys, 8)
     n = keys.shape[0]
+    columns = _common(n, amount, tx_type, terminal_id, date, time)
     columns["new_balance"] = _integers("new balance", new_balance, n, 32)
     columns["online_seq"] = _integers("online seq", online_seq, n, 16)
     out = np.empty((n, 4), np.uint8)
@@ -354,8 +403,35 @@ def verify_tacs(recorded: npt.ArrayLike, tac_keys: npt.ArrayLike, *, tx_type: np
     (docs/records.md): type `EP_LOAD` rows are checked as loads (new balance
     ``balance_after``, online seq ``card_seq``), all others as purchases (``terminal_seq``);
     ``amount`` is the charged amount.  A record flagged NO_TAC fails: mask it first."""
-    keys, columns = _common(tac_keys, amount, tx_type, terminal_id, date, time)
-    n = keys.shape[0]
+    keys = byte_rows("TAC keys", tac_keys, 8)
+    return _verify(recorded, keys, keys.shape[0], tx_type=tx_type, amount=amount,
+                   terminal_id=terminal_id, terminal_seq=terminal_seq, date=date, time=time,
+                   balance_after=balance_after, card_seq=card_seq)
+
+
+def verify_card_tacs(recorded: npt.ArrayLike, master_tac_keys: npt.ArrayLike,
+                     key_index: npt.ArrayLike, diversifiers: npt.ArrayLike, *,
+                     tx_type: npt.ArrayLike, amount: npt.ArrayLike,
+                     terminal_id: npt.ArrayLike, terminal_seq: npt.ArrayLike,
+                     date: npt.ArrayLike, time: npt.ArrayLike, balance_after: npt.ArrayLike,
+                     card_seq: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """`verify_tacs` with each record's TAC key derived in the same bitsliced pass from
+    its master ``master_tac_keys[key_index[i]]`` (``uint8[M, 16]``) and its card's
+    ``diversifiers[i]`` (`tac_keys`, docs/protocol.md §2.2, §2.3): no key is computed
+    apart, none is kept."""
+    masters, divs = _masters(master_tac_keys), byte_rows("diversifiers", diversifiers, 8)
+    n = divs.shape[0]
+    derived = _Derived(masters, _index(key_index, n, masters.shape[0]), divs)
+    return _verify(recorded, derived, n, tx_type=tx_type, amount=amount,
+                   terminal_id=terminal_id, terminal_seq=terminal_seq, date=date, time=time,
+                   balance_after=balance_after, card_seq=card_seq)
+
+
+def _verify(recorded: npt.ArrayLike, keys: U8 | _Derived, n: int, *, tx_type: npt.ArrayLike,
+            amount: npt.ArrayLike, terminal_id: npt.ArrayLike, terminal_seq: npt.ArrayLike,
+            date: npt.ArrayLike, time: npt.ArrayLike, balance_after: npt.ArrayLike,
+            card_seq: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    columns = _common(n, amount, tx_type, terminal_id, date, time)
     expected = _bytes("recorded TACs", recorded, n, 4)
     columns["terminal_seq"] = _integers("terminal seq", terminal_seq, n, 32)
     columns["new_balance"] = _integers("balance after", balance_after, n, 32)

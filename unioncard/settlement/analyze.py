@@ -72,8 +72,7 @@ class BatchAnalysis:
 
 def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     """The fast path: columns, numba TACs, the tariffs batch kernel."""
-    from unioncard.crypto.tac_batch import verify_tacs
-    from unioncard.settlement.tackeys import TAC_KEYS
+    from unioncard.crypto.tac_batch import verify_card_tacs
 
     split = split_batch(data, source)
     batch = decode_batch(split.purse, source)
@@ -89,12 +88,12 @@ def analyze_batch(data: bytes, source: str, inputs: RunInputs) -> BatchAnalysis:
     verified = np.zeros(n, bool)
     rows = selected_rows(check)
     if check.any():
-        keys = TAC_KEYS.keys(masters, key_row[rows], cols.field("diversifier")[rows])
         def field(name: str) -> np.ndarray:
             return cols.field(name)[rows]
 
-        verified[rows] = verify_tacs(
-            field("tac"), keys, tx_type=field("tx_type"), amount=field("charged_amount"),
+        verified[rows] = verify_card_tacs(  # each card's TAC key derived in the same pass
+            field("tac"), masters, key_row[rows], field("diversifier"),
+            tx_type=field("tx_type"), amount=field("charged_amount"),
             terminal_id=field("terminal_id"), terminal_seq=field("terminal_seq"),
             date=field("date"), time=field("time"), balance_after=field("balance_after"),
             card_seq=field("card_seq"))
