@@ -251,3 +251,25 @@ def test_a_run_started_again_finds_duplicates_not_replays(exported: Path):
         copy = encode_batch(batch.terminal_id, 3, batch.created, batch.records)
         _, later = settle(ledger, copy)  # a later run
         assert later.counts == {"replay": 3}  # type: ignore[attr-defined]
+
+
+def test_a_run_asks_the_ledger_for_the_identities_of_its_batches_only(exported: Path):
+    """A new run holds no identity of earlier runs: it asks the ledger for those of each
+    batch's records, by the card's (PAN, PSN, ATC) and by the terminal's (id, seq),
+    each found on its own."""
+    batch = read_batch(exported, emv=True)
+    with Ledger(":memory:") as ledger:
+        settle(ledger, exported.read_bytes())
+        [stored] = ledger.batches()
+        clearing = EmvClearing(ledger, RunInputs(KEYS))
+        records = [r for r in batch.records if isinstance(r, EmvRecord)]
+        cards = [(r.pan, r.psn, r.atc) for r in records]
+        terminals = [(r.terminal_id, r.terminal_seq) for r in records]
+        assert clearing._held(cards, terminals) == (dict.fromkeys(cards, stored.row),
+                                                     dict.fromkeys(terminals, stored.row))
+        other = [(pan, psn, atc + 1000) for pan, psn, atc in cards]
+        shifted = [(terminal, seq + 1000) for terminal, seq in terminals]
+        assert clearing._held(other, shifted) == ({}, {})
+        assert clearing._held(cards[:1], shifted) == ({cards[0]: stored.row}, {})
+        assert clearing._held(other, terminals[1:]) == ({}, dict.fromkeys(terminals[1:],
+                                                                          stored.row))

@@ -451,6 +451,31 @@ def test_a_damaged_index_snapshot_is_set_aside(day, tmp_path, monkeypatch):
     assert reasons_of(run([replay], tmp_path)) == {"replay": 3}
 
 
+@pytest.mark.parametrize("spoil", ["a key twice", "a torn part"])
+def test_an_index_snapshot_that_does_not_hold_together_is_set_aside(day, tmp_path,
+                                                                    monkeypatch, spoil):
+    """A snapshot that matches its digest but not itself (a card counter numbered twice,
+    a part cut short) is not used either: the run reads every batch, finds the replays."""
+    from unioncard.settlement import pipeline
+    from unioncard.settlement.ledger import Ledger
+
+    monkeypatch.setattr(pipeline, "SNAPSHOT_RECORDS", 1)
+    run(day[:2], tmp_path)
+    run(day[2:4], tmp_path)
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        snapshot = ledger.index_snapshot()
+        assert snapshot is not None
+        through, parts = snapshot
+        if spoil == "a key twice":
+            parts["cards"] = parts["cards"][:24] + parts["cards"][:-24]
+        else:
+            parts["card_home"] = parts["card_home"][:-1]
+        ledger.write_index_snapshot(through, parts)
+        assert ledger.index_snapshot() is not None  # its digest matches
+    replay = rewrite(tmp_path / "replay.ucb", records_of(day[0])[:3], batch_id=999_005)
+    assert reasons_of(run([replay], tmp_path)) == {"replay": 3}
+
+
 def test_capped_benefits_count_the_usage_of_earlier_runs(tmp_path):
     """A day of few cards (members reach the month's cap of the consumption subsidy)
     settled in two runs (every other batch file, then the rest) owes the members what

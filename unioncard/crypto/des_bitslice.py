@@ -9,9 +9,9 @@ word per bit position, bit j of every word belonging to message j:
 - a 64 x 64 bit-matrix transpose turns 64 keys or 64 blocks into slices and back;
 - IP, FP, E, P and the key schedule are fixed permutations of slices: they cost
   nothing but the choice of which word to read (tables built from `des_tables`);
-- the S-boxes are gate circuits over whole words (`unioncard._sbox_gates`, derived by
-  `unioncard.crypto.sbox_circuits`): 685 word operations for the eight S-boxes of a
-  round of 64 blocks, no table lookups;
+- the S-boxes are gate circuits over whole words (`unioncard.crypto._sbox_gates`,
+  derived by `unioncard.crypto.sbox_circuits`): 685 gates for the eight S-boxes of a
+  round of 64 blocks (about 800 instructions: an and-not is two), no table lookups;
 - CBC chaining and the passes of triple DES stay in the IP domain (IP is a bit
   permutation, FP then IP is the identity), so each further block costs one permuted
   xor; decryption is the rounds with the subkeys last first.

@@ -4,7 +4,8 @@ Bitsliced DES computes each S-box with word-wide logic instead of table lookups:
 of every word belongs to message j, so one AND of two 64-bit words is 64 gates.  This
 module derives the circuits from the S-box tables of FIPS 46-3 (`des_tables.SBOXES`)
 and writes them as numba functions (`unioncard/crypto/_sbox_gates.py`, generated: run
-``python -m unioncard.crypto.sbox_circuits`` after changing this module).
+``python -m unioncard.crypto.sbox_circuits`` after changing this module; it also removes
+the numba cache of the package's kernels, which inline the circuits).
 
 A Boolean function of the six inputs is a truth table of 64 bits.  Each is built by
 splitting on one input ``v`` (Shannon's expansion, f = f0 when v = 0, f1 when v = 1):
@@ -193,4 +194,10 @@ GENERATED = Path(__file__).with_name("_sbox_gates.py")
 
 if __name__ == "__main__":
     GENERATED.write_text(render())
-    print(f"wrote {GENERATED}: {GATE_COUNT} gates", file=sys.stderr)
+    # numba's cache knows a kernel by its own file: the kernels that inline these circuits
+    # (des_bitslice, tac_batch) would keep their old machine code
+    stale = sorted(GENERATED.parent.joinpath("__pycache__").glob("*.nb[ic]"))
+    for path in stale:
+        path.unlink()
+    print(f"wrote {GENERATED}: {GATE_COUNT} gates; removed {len(stale)} numba cache files",
+          file=sys.stderr)

@@ -31,6 +31,7 @@ import mmap
 import os
 import stat
 import struct
+import threading
 import time
 import warnings
 import zlib
@@ -684,8 +685,9 @@ class Hotlist:
     `load` found; ``index_path`` is the index used (None: entries in memory).
     """
 
-    __slots__ = ("_closed", "_map", "_memory", "_newest", "_oldest", "_rows", "_shift",
-                 "_slots", "_table", "index_detail", "index_path", "index_state", "path")
+    __slots__ = ("_closed", "_lookup", "_map", "_memory", "_newest", "_oldest", "_recovering",
+                 "_rows", "_shift", "_slots", "_table", "index_detail", "index_path",
+                 "index_state", "path")
 
     def __init__(self) -> None:
         """Use `Hotlist.load` or `Hotlist.from_entries`."""
@@ -696,6 +698,10 @@ class Hotlist:
         self._map: mmap.mmap | None = None
         self._table: Any = None
         self._slots = self._shift = self._rows = 0
+        self._lookup: tuple[Any, int, int] | None = None
+        """(table, slots, shift) of the index, swapped whole: threads look cards up while
+        one of them may be rebuilding a damaged index."""
+        self._recovering = threading.Lock()
         self._memory: dict[bytes, int] = {}
         self._oldest: int | None = None
         self._newest: int | None = None
@@ -837,6 +843,7 @@ class Hotlist:
         self._map = table if isinstance(table, mmap.mmap) else None
         self._slots = header.slots
         self._shift = 128 - (header.slots.bit_length() - 1)
+        self._lookup = (table, self._slots, self._shift)
         self._rows = header.rows
         self._oldest = header.oldest if header.entries else None
         self._newest = header.newest if header.entries else None
@@ -845,12 +852,11 @@ class Hotlist:
 
     # lookups
 
-    def _find(self, key: bytes) -> int | None:
-        table = self._table
-        if table is None:
+    def _find(self, key: bytes, lookup: tuple[Any, int, int] | None) -> int | None:
+        if lookup is None:
             return self._memory.get(key)
-        slots = self._slots
-        i = ((int.from_bytes(key, "big") * _MULTIPLIER) & _MASK_128) >> self._shift
+        table, slots, shift = lookup
+        i = ((int.from_bytes(key, "big") * _MULTIPLIER) & _MASK_128) >> shift
         unpack, crc32 = _SLOT.unpack_from, zlib.crc32
         for _ in range(slots):
             offset = HEADER_SIZE + i * SLOT_SIZE
@@ -871,28 +877,31 @@ class Hotlist:
         if self._closed:
             raise ValueError("the hotlist is closed")
         key = _key(issuer, diversifier)
+        lookup = self._lookup
         try:
-            micros = self._find(key)
+            micros = self._find(key, lookup)
         except _Corrupt as exc:
-            self._recover(str(exc))
-            micros = self._find(key)
+            self._recover(str(exc), lookup)
+            micros = self._find(key, self._lookup)
         return None if micros is None else _from_micros(micros)
 
-    def _recover(self, why: str) -> None:
-        """A damaged slot: rebuild the index from the CSV, and keep the rebuilt table in
-        memory whatever the disk does next."""
+    def _recover(self, why: str, damaged: tuple[Any, int, int] | None) -> None:
+        """A damaged slot in the index ``damaged``: rebuild the index from the CSV (once,
+        whichever thread finds the damage first), and keep the rebuilt table in memory
+        whatever the disk does next.  The damaged map is not closed under the threads
+        that may still read it: it goes when the last of them lets go."""
         assert self.path is not None and self.index_path is not None
-        warnings.warn(HotlistWarning(f"hotlist {self.path}: the index is damaged ({why}); "
-                                     "rebuilt from the CSV"), stacklevel=3)
-        damaged = self._map
-        self._build(self.index_path, IndexState.REBUILT, f"the index was damaged ({why})",
-                    None)
-        if damaged is not None:
-            damaged.close()
-        if self._map is not None:
-            self._table = bytearray(self._map)
-            self._map.close()
-            self._map = None
+        with self._recovering:
+            if self._lookup is not damaged:  # rebuilt meanwhile
+                return
+            warnings.warn(HotlistWarning(f"hotlist {self.path}: the index is damaged ({why}); "
+                                         "rebuilt from the CSV"), stacklevel=3)
+            self._build(self.index_path, IndexState.REBUILT, f"the index was damaged ({why})",
+                        None)
+            if self._map is not None:
+                self._table = bytearray(self._map)
+                self._map = None
+                self._lookup = (self._table, self._slots, self._shift)
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, tuple) or len(key) != 2:
@@ -949,7 +958,7 @@ class Hotlist:
     def _release(self) -> None:
         if self._map is not None:
             self._map.close()
-        self._map = self._table = None
+        self._map = self._table = self._lookup = None
         self._memory = {}
 
     def close(self) -> None:

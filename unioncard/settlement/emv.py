@@ -219,14 +219,35 @@ class EmvClearing:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            rows = db.execute("SELECT pan, psn, atc, terminal_id, terminal_seq, batch "
-                              "FROM emv_settled").fetchall()
         self._cards: dict[tuple[str, str, int], int] = {}
         self._terminals: dict[tuple[bytes, int], int] = {}
-        """Settled identities → the ledger batch row (0: settled by this run, not committed)."""
-        for pan, psn, atc, terminal, seq, batch in rows:
-            self._cards[(pan, psn, atc)] = batch
-            self._terminals[(bytes(terminal), seq)] = batch
+        """Identities this run settled (0: not committed yet); the ledger is asked for
+        the others, batch by batch (`_held`)."""
+
+    def _held(self, cards: Sequence[tuple[str, str, int]],
+              terminals: Sequence[tuple[bytes, int]]
+              ) -> tuple[dict[tuple[str, str, int], int], dict[tuple[bytes, int], int]]:
+        """Which of these identities the ledger holds, and in which batch row (by its
+        keys: the card's (PAN, PSN, ATC), the terminal's (id, seq))."""
+        found_cards: dict[tuple[str, str, int], int] = {}
+        found_terminals: dict[tuple[bytes, int], int] = {}
+        with self.ledger.transaction() as db:
+            for at in range(0, len(cards), 300):  # 3 parameters each: under SQLite's 999
+                part = cards[at:at + 300]
+                for pan, psn, atc, batch in db.execute(
+                        "SELECT pan, psn, atc, batch FROM emv_settled WHERE (pan, psn, atc) IN "
+                        f"(VALUES {', '.join(['(?, ?, ?)'] * len(part))})",
+                        [value for card in part for value in card]):
+                    found_cards[(pan, psn, atc)] = batch
+            for at in range(0, len(terminals), 400):
+                pairs = terminals[at:at + 400]
+                for terminal, seq, batch in db.execute(
+                        "SELECT terminal_id, terminal_seq, batch FROM emv_settled WHERE "
+                        "(terminal_id, terminal_seq) IN "
+                        f"(VALUES {', '.join(['(?, ?)'] * len(pairs))})",
+                        [value for pair in pairs for value in pair]):
+                    found_terminals[(bytes(terminal), seq)] = batch
+        return found_cards, found_terminals
 
     def _run_start(self) -> int | None:
         """The ledger row of this run's first batch (None: no run marked): identities of
@@ -244,6 +265,9 @@ class EmvClearing:
         terminals: dict[tuple[bytes, int], int] = {}
         rebates: dict[int, int] = {}
         start = self._run_start()
+        held_cards, held_terminals = self._held(
+            [(r.pan, r.psn, r.atc) for _, r in records],
+            [(r.terminal_id, r.terminal_seq) for _, r in records])
 
         def this_run(row: int) -> bool:
             return row == 0 or (start is not None and row >= start)
@@ -255,7 +279,8 @@ class EmvClearing:
             if not _BEFORE_DUPLICATE.intersection(reasons):
                 card = (record.pan, record.psn, record.atc)
                 terminal = (record.terminal_id, record.terminal_seq)
-                known = [k for k in (self._cards.get(card), self._terminals.get(terminal))
+                known = [k for k in (self._cards.get(card), held_cards.get(card),
+                                     self._terminals.get(terminal), held_terminals.get(terminal))
                          if k is not None]
                 if card in cards or terminal in terminals or any(map(this_run, known)):
                     reasons.append("duplicate")

@@ -89,18 +89,20 @@ def _analyze_on_worker(path: str, inputs: RunInputs, reference: bool
 def local_analyses(paths: Sequence[Path], inputs: RunInputs, *, reference: bool = False,
                    threads: int = 0) -> Iterator[Analyzed]:
     """Each file analyzed in this process, in order: by the caller's thread, or with
-    ``threads`` threads analyzing up to 4 files each ahead of the one the caller takes
-    (the kernels release the GIL; the caller settles meanwhile)."""
+    ``threads`` threads analyzing up to 2 files each ahead of the one the caller takes
+    (the kernels release the GIL; the caller settles meanwhile).  Files in flight are
+    held with their analyses: at most ``2 × threads + 1`` at a time."""
     if threads <= 0:
         for path in paths:
             yield path, analyze_path(str(path), inputs, reference)
         return
+    _ = inputs.hotlist  # opened once, here, before the threads share it
     pool = ThreadPoolExecutor(threads, thread_name_prefix="analysis")
     try:
         flight: deque[tuple[Path, Future[BatchAnalysis | BatchRefused]]] = deque()
         for path in paths:
             flight.append((path, pool.submit(analyze_path, str(path), inputs, reference)))
-            if len(flight) > 4 * threads:
+            if len(flight) > 2 * threads:
                 done, future = flight.popleft()
                 yield done, future.result()
         while flight:

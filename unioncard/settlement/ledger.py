@@ -427,6 +427,7 @@ class Ledger:
 
 
 _CHUNK = 500
+"""Batch rows named per query by `Ledger.settled_records`."""
 
 
 def _digest(parts: dict[str, Any]) -> str:
@@ -436,6 +437,7 @@ def _digest(parts: dict[str, Any]) -> str:
         digest.update(f"{part} {len(parts[part])}\n".encode())
         digest.update(parts[part])
     return digest.hexdigest()
-"""Batch rows named per query by `Ledger.settled_records`."""
+
+
 _BATCH_COLUMNS = ("id, terminal_id, batch_id, digest, source, created, settled_at, records, "
                   "accepted, list_total, charged_total")

@@ -171,8 +171,11 @@ class Settlement:
         snapshot = self.ledger.index_snapshot()
         through = 0
         if snapshot is not None:
-            through = snapshot[0]
-            self._restore(snapshot[1])
+            try:
+                self._restore(snapshot[1])
+                through = snapshot[0]
+            except (SettlementError, ValueError):  # set aside: every batch is read again
+                self._empty_index()
         read = 0
         for row, records in self.ledger.settled_records(after=through, before=first):
             self._remember(records, *self._numbers(records), in_run=False)
@@ -199,6 +202,11 @@ class Settlement:
             parts[f"{name}_home"], parts[f"{name}_blocks"] = seqs.settled_before()
         return {name: np.ascontiguousarray(value, _SNAPSHOT[name][0]).tobytes()
                 for name, value in parts.items()}
+
+    def _empty_index(self) -> None:
+        self._counters, self._terminals = KeyedRows(3), KeyedRows(2)
+        self._card_seqs, self._terminal_seqs = SeqSet(), SeqSet()
+        self._max_verified = np.zeros(0, np.int32)
 
     def _restore(self, parts: dict[str, bytes]) -> None:
         """Start from a snapshot (`_snapshot`) instead of an empty index."""

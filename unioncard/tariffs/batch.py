@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass
 from datetime import datetime
@@ -178,6 +179,8 @@ class CompiledRules:
 
 
 _CACHE: dict[str, CompiledRules] = {}
+_CACHE_LOCK = threading.Lock()
+"""The cache is shared by the threads of a run (settle --jobs): changed under the lock."""
 
 
 def _code_points(column: np.ndarray) -> np.ndarray:
@@ -238,9 +241,10 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
         ruleset=rules, rules=table, checks=check_rows, pool=np.asarray(pool, np.int64),
         mode_ptr=mode_ptr, mode_rules=np.asarray(mode_rules, np.int64), vocabulary=vocabulary,
         readings=used, capped=capped, width=width)
-    if len(_CACHE) >= 8:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[rules.version] = compiled
+    with _CACHE_LOCK:
+        if len(_CACHE) >= 8:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[rules.version] = compiled
     return compiled
 
 
