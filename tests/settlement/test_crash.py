@@ -1,7 +1,8 @@
 """A settlement killed with SIGKILL and started again settles as an uninterrupted one.
 
-The real command (``python -m unioncard settle``) settles a generated day of 60-odd small
-batch files, committing every one to three batches, and is killed with SIGKILL: inside a
+The real command (``python -m unioncard settle``; ``--jobs 3`` too) settles a generated
+day of 60-odd small batch files, committing every one to three batches, and is killed
+with SIGKILL: inside a
 ledger transaction (before its COMMIT), after a number of batches were committed (the
 ledger polled read-only), and after seeded random delays (during start-up, the
 analysis, the commits or the report).  It is started again until it completes.  After
@@ -131,14 +132,14 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start(day: Path, out: Path, *, commit_batches: int, kill_in_batch: int = 0,
-          delay: float = 0.002) -> subprocess.Popen[bytes]:
+          delay: float = 0.002, jobs: int = 1) -> subprocess.Popen[bytes]:
     out.mkdir(exist_ok=True)
     env = {**os.environ, "COMMIT_BATCHES": str(commit_batches),
            "KILL_IN_BATCH": str(kill_in_batch), "COMMIT_DELAY": str(delay)}
     return subprocess.Popen(
         [sys.executable, str(day.parent / "settle.py"), "settle", str(day), "--ledger",
-         str(out / "ledger.sqlite"), "--out", str(out / "report"), "--json"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         str(out / "ledger.sqlite"), "--out", str(out / "report"), "--json", "--jobs",
+         str(jobs)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def finish(process: subprocess.Popen[bytes], ok: int = 1) -> int:
@@ -213,15 +214,18 @@ def test_killed_inside_transactions_and_after_commits(day, uninterrupted, tmp_pa
     assert_same(tmp_path, uninterrupted)
 
 
-def test_killed_after_random_delays(day, uninterrupted, tmp_path):
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_killed_after_random_delays(day, uninterrupted, tmp_path, jobs):
     """Killed four times after seeded random delays once the first batch is settled
     (while batches are analyzed, settled, committed, or the report written), started
-    again after each kill; the fifth start runs to its end."""
+    again after each kill; the fifth start runs to its end.  With ``--jobs 3`` too (two
+    threads analyzing ahead when the kill comes): the same ledger and report as the
+    uninterrupted single-thread run."""
     rng = random.Random(20260501)
     ledger = tmp_path / "ledger.sqlite"
     progress = []
     for _kill in range(4):
-        process = start(day, tmp_path, commit_batches=2)
+        process = start(day, tmp_path, commit_batches=2, jobs=jobs)
         assert process.stderr is not None
         while (line := process.stderr.readline()) and line != b"SETTLING\n":
             pass
@@ -234,7 +238,7 @@ def test_killed_after_random_delays(day, uninterrupted, tmp_path):
         assert_whole(ledger)
         progress.append(settled_batches(ledger))
     else:
-        assert finish(start(day, tmp_path, commit_batches=2)) == 1
+        assert finish(start(day, tmp_path, commit_batches=2, jobs=jobs)) == 1
     assert progress  # the first delay, 37 ms, is shorter than 64 commits of 2 ms or more
     assert progress == sorted(progress)
     assert_same(tmp_path, uninterrupted)
