@@ -2,12 +2,11 @@
 
 The real command (``python -m unioncard settle``; ``--jobs 3`` too) settles a generated
 day of 60-odd small batch files, committing every one to three batches, and is killed
-with SIGKILL: inside a
-ledger transaction (before its COMMIT), after a number of batches were committed (the
-ledger polled read-only), and after seeded random delays (during start-up, the
-analysis, the commits or the report).  It is started again until it completes.  After
-every kill each batch in the ledger is whole; at the end the ledger's contents and the
-three report files are those of an uninterrupted run, byte for byte.
+with SIGKILL: inside a ledger transaction (before its COMMIT), after a number of batches
+were committed (the ledger polled read-only), and after seeded random delays (during
+start-up, the analysis, the commits or the report).  It is started again until it
+completes.  After every kill each batch in the ledger is whole; at the end the ledger's
+contents and the three report files are those of an uninterrupted run, byte for byte.
 """
 
 from __future__ import annotations
