@@ -20,7 +20,10 @@ and kept in a cache directory keyed by the generator's parameters and sources
     included), its fraction of the OpenSSL limit, the share of records accepted;
 (e) peak memory: the peak RSS of ``unioncard settle`` on the 20k, 1M and 5M days (the
     20k run is the baseline: interpreter, imports, numba code); flat in the day's size
-    means the records are streamed.
+    means the records are streamed;
+(f) a run's start on the ledger that holds the 5M-record day: reading every settled
+    batch to index it, the same writing the index snapshot, and starting from the
+    snapshot (what the next day's run does).
 
     .venv/bin/python -m pytest benchmarks/test_bench_settlement.py -p no:xdist --benchmark-only
 """
@@ -281,6 +284,11 @@ def _emit(request):
             lines.append(f"    {slope:,.0f} MB more per million records from {CLI_DAY:,} to "
                          f"{BIG:,} ({'flat: streamed' if slope < 20 else 'NOT flat'}); the "
                          f"{BIG:,}-record command ran at {f.get('cli_big', 0):,.0f} records/s")
+    if "run_start" in f:
+        every, written, snapshot = f["run_start"]
+        lines.append(f"(f) a run's start on the ledger of the {BIG:,}-record day: reading every "
+                     f"batch {every:.2f} s, the same writing the index snapshot {written:.2f} "
+                     f"s, from the snapshot {snapshot:.2f} s")
     for line in lines:
         report.add(line)
     report.emit(request.config)
@@ -377,4 +385,23 @@ def test_peak_memory_big_day(benchmark, big_day, tmp_path_factory):
     assert run["summary"]["accepted"] == BIG
     figures.setdefault("peak", {})[BIG] = run["peak_mb"]
     figures["cli_big"] = BIG / run["seconds"]
+    figures["run_start"] = _run_starts(where / "ledger.sqlite")
     shutil.rmtree(where, ignore_errors=True)
+
+
+def _run_starts(ledger_path: Path) -> list[float]:
+    """(f) Seconds of `Settlement.begin` on a ledger with history: reading every batch,
+    the same writing the snapshot, from the snapshot."""
+    from unioncard.settlement import pipeline
+    from unioncard.settlement.ledger import Ledger
+
+    seconds = []
+    for name, threshold in (("every batch", 2**62), ("snapshot written", 1),
+                            ("from the snapshot", 1)):
+        with Ledger(ledger_path) as ledger, pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pipeline, "SNAPSHOT_RECORDS", threshold)
+            started = time.perf_counter()
+            pipeline.Settlement(ledger, INPUTS).begin(f"bench {name}")
+            seconds.append(time.perf_counter() - started)
+            ledger.mark_run(None)
+    return seconds
