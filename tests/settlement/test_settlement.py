@@ -451,11 +451,12 @@ def test_a_damaged_index_snapshot_is_set_aside(day, tmp_path, monkeypatch):
     assert reasons_of(run([replay], tmp_path)) == {"replay": 3}
 
 
-@pytest.mark.parametrize("spoil", ["a key twice", "a torn part"])
+@pytest.mark.parametrize("spoil", ["a key twice", "a torn part", "a short part"])
 def test_an_index_snapshot_that_does_not_hold_together_is_set_aside(day, tmp_path,
                                                                     monkeypatch, spoil):
     """A snapshot that matches its digest but not itself (a card counter numbered twice,
-    a part cut short) is not used either: the run reads every batch, finds the replays."""
+    a part cut inside a row, parts of other lengths) is not used either: the run reads
+    every batch, finds the replays."""
     from unioncard.settlement import pipeline
     from unioncard.settlement.ledger import Ledger
 
@@ -468,12 +469,23 @@ def test_an_index_snapshot_that_does_not_hold_together_is_set_aside(day, tmp_pat
         through, parts = snapshot
         if spoil == "a key twice":
             parts["cards"] = parts["cards"][:24] + parts["cards"][:-24]
-        else:
+        elif spoil == "a torn part":
             parts["card_home"] = parts["card_home"][:-1]
+        else:  # whole rows, but fewer highest verified seqs than card counters
+            parts["max_verified"] = parts["max_verified"][:-4]
         ledger.write_index_snapshot(through, parts)
         assert ledger.index_snapshot() is not None  # its digest matches
+    read = []
+    real = Ledger.settled_records
+
+    def counted(self, rows=None, **bounds):
+        for row, records in real(self, rows, **bounds):
+            read.append(row)
+            yield row, records
+    monkeypatch.setattr(Ledger, "settled_records", counted)
     replay = rewrite(tmp_path / "replay.ucb", records_of(day[0])[:3], batch_id=999_005)
     assert reasons_of(run([replay], tmp_path)) == {"replay": 3}
+    assert min(read) == 1  # set aside: the first batch read again
 
 
 def test_capped_benefits_count_the_usage_of_earlier_runs(tmp_path):

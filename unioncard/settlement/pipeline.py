@@ -204,6 +204,7 @@ class Settlement:
                 for name, value in parts.items()}
 
     def _empty_index(self) -> None:
+        """No counter numbered, no seq settled (what a snapshot set aside leaves)."""
         self._counters, self._terminals = KeyedRows(3), KeyedRows(2)
         self._card_seqs, self._terminal_seqs = SeqSet(), SeqSet()
         self._max_verified = np.zeros(0, np.int32)
@@ -216,6 +217,10 @@ class Settlement:
                                (value["terminals"], self._terminals)):
             if not np.array_equal(numbered.add(keys), np.arange(len(keys))):
                 raise SettlementError("the ledger's index snapshot numbers a key twice")
+        if (len(value["max_verified"]) != len(value["cards"])
+                or len(value["card_home"]) > len(value["cards"])
+                or len(value["terminal_home"]) > len(value["terminals"])):
+            raise SettlementError("the ledger's index snapshot has parts of other sizes")
         self._card_seqs = SeqSet.restored(value["card_home"], value["card_blocks"])
         self._terminal_seqs = SeqSet.restored(value["terminal_home"],
                                               value["terminal_blocks"])
