@@ -4,10 +4,9 @@ A capped rule's window (member, rule, day or month, period key) holds how often 
 how many fen the member used it.  The ledger keeps every window (`Ledger.usage`); a run
 holds those of the days and months its batches reach in `UsageStore` (loaded as the
 first batch reaches them: `prepare`): a row per window, found by its fields
-(`KeyedRows`).  The
-batch path reads and adds whole columns of windows (`tariffs.UsageColumns`), the
-reference path a `UsageBook` per batch (`book_for`, `absorb`); `changes` gives the
-windows changed since the last commit.
+(`KeyedRows`).  The batch path reads and adds whole columns of windows
+(`tariffs.UsageColumns`), the reference path a `UsageBook` per batch (`book_for`,
+`absorb`); `changes` gives the windows changed since the last commit.
 
 Members are cards: `card_ids` names them ``ISSUER/DIVERSIFIER`` in hex, `card_numbers`
 reads them back.
