@@ -15,8 +15,12 @@ The classic fast software DES, built from the FIPS 46-3 tables at import:
   kept rotated left by one bit, so E is a rotation and eight combined S-box+P
   ("SP") table lookups make each round;
 - four independent blocks go through the rounds side by side (`des_rounds4`);
-- triple DES and CBC chaining stay in the IP domain between DES operations (IP and FP
-  are bit permutations, so FP then IP is the identity and IP distributes over xor).
+- triple DES stays in the IP domain between DES operations (IP and FP are bit
+  permutations, so FP then IP is the identity).
+
+Those suit many blocks under few keys (ECB, key derivation).  CBC-MACs with a key per
+row (`des_cbc_mac_blocks`) go through bitsliced DES instead
+(`unioncard.crypto.des_bitslice`), which pays no key schedule.
 
 Schedules are ``uint32[K, 32]`` (DES) or ``uint32[K, 96]`` (3DES: K1 forward, K2
 backward, K1 forward).  Blocks are ``uint8[N, 8]``.  Row ``i`` of the blocks uses
