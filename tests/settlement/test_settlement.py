@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from batch_files import records_of, rewrite
+from batch_files import dump, records_of, rewrite
 
 from unioncard.crypto import Keystore
 from unioncard.settlement import RunInputs, settle
@@ -231,16 +231,6 @@ def test_a_record_without_tac_after_a_batch_that_settled_nothing(day, tmp_path):
                   rewrite(tmp_path / "b.ucb", later, batch_id=2)], tmp_path)
     assert reasons_of(report) == {"expired": 1, "unproven": 1}
     assert report.document["accepted"] == len(later) - 1
-
-
-def dump(ledger: Path) -> dict[str, list[tuple]]:
-    """A ledger's contents, without the time batches were settled at."""
-    with sqlite3.connect(ledger) as db:
-        return {table: sorted(db.execute(f"SELECT * FROM {table}").fetchall())
-                for table in ("rejects", "lines", "usage")} | {
-            "batches": sorted(db.execute(
-                "SELECT terminal_id, batch_id, digest, records, accepted, list_total, "
-                "charged_total, settled FROM batches").fetchall())}
 
 
 def test_the_cli_settles_and_the_ledger_answers(day, tmp_path):
