@@ -89,8 +89,8 @@ def settle_command(batches: tuple[Path, ...], keys_file: str | None,
     hotlisted and expired cards, unknown issuers and rule sets and charged amounts
     the rules do not give are rejected with the reason; the rest is cleared (member
     discounts owed to the operators, rebates owed to the members) into the ledger,
-    one durable commit per batch: settling a batch again changes nothing.  Exit
-    status: 0 settled, 1 a batch file was refused whole, 2 error.
+    each batch whole in one durable commit: settling a batch again changes nothing.
+    Exit status: 0 settled, 1 a batch file was refused whole, 2 error.
     """
     from unioncard.crypto import Keystore
     from unioncard.errors import UnionCardError

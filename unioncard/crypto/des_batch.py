@@ -18,9 +18,10 @@ The classic fast software DES, built from the FIPS 46-3 tables at import:
 - triple DES stays in the IP domain between DES operations (IP and FP are bit
   permutations, so FP then IP is the identity).
 
-Those suit many blocks under few keys (ECB, key derivation).  CBC-MACs with a key per
-row (`des_cbc_mac_blocks`) go through bitsliced DES instead
-(`unioncard.crypto.des_bitslice`), which pays no key schedule.
+Those suit many blocks under few keys (ECB; the key derivation of
+`unioncard.crypto.tac_batch.tac_keys`).  CBC-MACs with a key per row
+(`des_cbc_mac_blocks`) go through bitsliced DES instead (`unioncard.crypto.des_bitslice`),
+which pays no key schedule.
 
 Schedules are ``uint32[K, 32]`` (DES) or ``uint32[K, 96]`` (3DES: K1 forward, K2
 backward, K1 forward).  Blocks are ``uint8[N, 8]``.  Row ``i`` of the blocks uses

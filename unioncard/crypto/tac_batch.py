@@ -1,8 +1,9 @@
 """TACs of many offline records at once: the settlement's fast path (docs/protocol.md §2).
 
 The bulk counterpart of `unioncard.crypto.purse`, on the numba kernels of
-`unioncard.crypto.des_batch` (keys) and `unioncard.crypto.des_bitslice` (TACs),
-agreeing with it bit for bit:
+`unioncard.crypto.des_batch` (keys computed apart: `diversify_keys`, `tac_keys`) and
+`unioncard.crypto.des_bitslice` (TACs, and the keys `verify_card_tacs` derives in the
+same pass), agreeing with it bit for bit:
 
 - `diversify_keys`, `tac_keys`: card keys ``3DES(MK, F) ‖ 3DES(MK, F xor FF..FF)``
   (§2.2) and TAC keys ``DTK[0:8] xor DTK[8:16]`` (§2.3), from a few master keys

@@ -1,6 +1,7 @@
-"""The settlement ledger: SQLite, one durable commit per batch (docs/settlement.md, "The ledger").
+"""The settlement ledger: SQLite, each batch whole in one durable commit (docs/settlement.md,
+"The ledger").
 
-A batch is settled in one transaction: its identity (terminal id, batch id, SHA-256
+A batch is settled in one transaction (shared by a few batches of a run): its identity (terminal id, batch id, SHA-256
 of the file), its rejected records with their reasons, its accepted records in
 compact form (`SETTLED_DTYPE`, one BLOB per batch: the identities replays are found
 by, and what queries per member, terminal or day read), the usage of capped benefits

@@ -1,10 +1,11 @@
 """A settlement run: batch files in header order, each classified, cleared and committed.
 
-`Settlement` holds what the order of the run decides (docs/settlement.md): the
-identities of every settled record (duplicates in this run, replays of earlier
-runs; a run started again after it was killed continues it: `Settlement.begin`), the
-highest seq each card's counter proved, the members' usage of capped benefits, and
-the ledger.  It takes the `BatchAnalysis` of each file (computed by
+`Settlement` holds what the order of the run decides (docs/settlement.md): the index
+of settled records (card and terminal counters and the seqs settled on each, as bits:
+duplicates in this run, replays of earlier runs; started from the ledger's index
+snapshot and the batches after it; a run started again after it was killed continues
+it: `Settlement.begin`), the highest seq each card's counter proved, the members'
+usage windows of the days and months the run reaches, and the ledger.  It takes the `BatchAnalysis` of each file (computed by
 either path of `unioncard.settlement.analyze`, here or on Dask workers), in the
 order of `batch_order`, and settles it:
 
