@@ -1,12 +1,12 @@
 """The settlement ledger: SQLite, each batch whole in one durable commit (docs/settlement.md,
 "The ledger").
 
-A batch is settled in one transaction (shared by a few batches of a run): its identity (terminal id, batch id, SHA-256
-of the file), its rejected records with their reasons, its accepted records in
-compact form (`SETTLED_DTYPE`, one BLOB per batch: the identities replays are found
-by, and what queries per member, terminal or day read), the usage of capped benefits
-it consumed, and its clearing lines.  A run killed at any moment leaves each batch
-settled or untouched.
+A batch is settled in one transaction (shared by a few batches of a run): its identity
+(terminal id, batch id, SHA-256 of the file), its rejected records with their reasons,
+its accepted records in compact form (`SETTLED_DTYPE`, one BLOB per batch: the
+identities replays are found by, and what queries per member, terminal or day read),
+the usage of capped benefits it consumed, and its clearing lines.  A run killed at any
+moment leaves each batch settled or untouched.
 
 The ledger answers "what was settled for member X / terminal Y / day Z"
 (`Ledger.settled_for`), and lists batches, rejects and lines for reports.

@@ -5,9 +5,9 @@ of settled records (card and terminal counters and the seqs settled on each, as 
 duplicates in this run, replays of earlier runs; started from the ledger's index
 snapshot and the batches after it; a run started again after it was killed continues
 it: `Settlement.begin`), the highest seq each card's counter proved, the members'
-usage windows of the days and months the run reaches, and the ledger.  It takes the `BatchAnalysis` of each file (computed by
-either path of `unioncard.settlement.analyze`, here or on Dask workers), in the
-order of `batch_order`, and settles it:
+usage windows of the days and months the run reaches, and the ledger.  It takes the
+`BatchAnalysis` of each file (computed by either path of `unioncard.settlement.analyze`,
+here or on Dask workers), in the order of `batch_order`, and settles it:
 
 1. the batch is already settled (same header and bytes: nothing changes) or in
    conflict with a settled one (same header, other bytes: refused whole);
