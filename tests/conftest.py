@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -29,3 +30,33 @@ def run_bounds_checked(tmp_path):
         assert done.stdout.strip().endswith("agreed")
 
     return run
+
+
+@pytest.fixture
+def race_threads():
+    """``race_threads(work, count)``: run ``work`` in ``count`` threads at once, Python
+    switching threads every microsecond so that their steps interleave as much as they
+    can; the exceptions the threads raised."""
+
+    def race(work, count: int) -> list[BaseException]:
+        errors: list[BaseException] = []
+
+        def guarded() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                errors.append(exc)
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            threads = [threading.Thread(target=guarded) for _ in range(count)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            sys.setswitchinterval(interval)
+        return errors
+
+    return race

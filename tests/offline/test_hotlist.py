@@ -362,13 +362,11 @@ def test_a_damaged_slot_is_caught_at_lookup_and_the_index_rebuilt(csv_file, racy
         assert len(list(again.entries())) == 3
 
 
-def test_threads_meeting_a_damaged_slot_rebuild_the_index_once(csv_file, racy):
+def test_threads_meeting_a_damaged_slot_rebuild_the_index_once(csv_file, racy,
+                                                                race_threads):
     """Analysis threads (settle --jobs) share a hotlist: the first to meet the damaged
     slot rebuilds the index, the others wait or read the old one, and every answer is
     right (no read of a closed map, no half-swapped table)."""
-    import sys
-    import threading
-
     key = ISSUER + card(1)
 
     def damage(data: bytearray) -> bytes:
@@ -379,25 +377,14 @@ def test_threads_meeting_a_damaged_slot_rebuild_the_index_once(csv_file, racy):
     answers: list[object] = []
 
     def look() -> None:
-        try:
-            for _ in range(200):
-                answers.append(hotlist.listed_at(ISSUER, card(1)))
-                answers.append(hotlist.listed_at(ISSUER, card(2)))
-        except BaseException as exc:
-            answers.append(exc)
+        for _ in range(200):
+            answers.append(hotlist.listed_at(ISSUER, card(1)))
+            answers.append(hotlist.listed_at(ISSUER, card(2)))
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            threads = [threading.Thread(target=look) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        errors = race_threads(look, 8)
+    assert not errors, errors[:3]
     assert set(answers) == {dt.datetime(2026, 5, 1, 9, 0)} and len(answers) == 3200
     assert [str(w.message) for w in caught if w.category is HotlistWarning].__len__() == 1
     assert hotlist.index_state is IndexState.REBUILT

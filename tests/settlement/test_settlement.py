@@ -384,6 +384,21 @@ def _long_history(day: list[Path], tmp_path: Path) -> list[list[Path]]:
     return runs
 
 
+def _batches_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows of the batches the ledger reads settled records of, from now on."""
+    from unioncard.settlement.ledger import Ledger
+
+    read: list[int] = []
+    real = Ledger.settled_records
+
+    def counted(self, rows=None, **bounds):
+        for row, records in real(self, rows, **bounds):
+            read.append(row)
+            yield row, records
+    monkeypatch.setattr(Ledger, "settled_records", counted)
+    return read
+
+
 def test_runs_over_a_ledger_with_an_index_snapshot_settle_as_without(day, tmp_path,
                                                                     monkeypatch):
     """Each run that reads settled records from the ledger keeps a snapshot of its index
@@ -397,14 +412,7 @@ def test_runs_over_a_ledger_with_an_index_snapshot_settle_as_without(day, tmp_pa
     runs = _long_history(day, tmp_path)
     plain = [run(files, tmp_path, "plain").document for files in runs]
     monkeypatch.setattr(pipeline, "SNAPSHOT_RECORDS", 1)
-    read = []
-    real = Ledger.settled_records
-
-    def counted(self, rows=None, **bounds):
-        for row, records in real(self, rows, **bounds):
-            read.append(row)
-            yield row, records
-    monkeypatch.setattr(Ledger, "settled_records", counted)
+    read = _batches_read(monkeypatch)
     snapshots = []
     for k, files in enumerate(runs):
         read.clear()
@@ -465,14 +473,7 @@ def test_an_index_snapshot_that_does_not_hold_together_is_set_aside(day, tmp_pat
             parts["max_verified"] = parts["max_verified"][:-4]
         ledger.write_index_snapshot(through, parts)
         assert ledger.index_snapshot() is not None  # its digest matches
-    read = []
-    real = Ledger.settled_records
-
-    def counted(self, rows=None, **bounds):
-        for row, records in real(self, rows, **bounds):
-            read.append(row)
-            yield row, records
-    monkeypatch.setattr(Ledger, "settled_records", counted)
+    read = _batches_read(monkeypatch)
     replay = rewrite(tmp_path / "replay.ucb", records_of(day[0])[:3], batch_id=999_005)
     assert reasons_of(run([replay], tmp_path)) == {"replay": 3}
     assert min(read) == 1  # set aside: the first batch read again

@@ -207,11 +207,9 @@ def test_interning_survives_a_crowded_table():
     assert count == 6 and codes.tolist() == list(range(6)) * 2
 
 
-def test_the_compile_cache_takes_threads_evicting_at_once():
+def test_the_compile_cache_takes_threads_evicting_at_once(race_threads):
     """Analysis threads (settle --jobs) compile rule sets together: with more versions
     than the cache holds, evictions race, and none of them fails."""
-    import sys
-    import threading
     from pathlib import Path
 
     import unioncard.tariffs
@@ -222,24 +220,11 @@ def test_the_compile_cache_takes_threads_evicting_at_once():
     variants = [loads(text.replace('id = "bus-member-10"',
                                    f'id = "bus-member-10-v{i}"')) for i in range(20)]
     assert len({rules.version for rules in variants}) == 20
-    errors: list[BaseException] = []
 
     def compile_all() -> None:
-        try:
-            for _ in range(5):
-                for rules in variants:
-                    assert compile_rules(rules).ruleset.version == rules.version
-        except BaseException as exc:
-            errors.append(exc)
+        for _ in range(5):
+            for rules in variants:
+                assert compile_rules(rules).ruleset.version == rules.version
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=compile_all) for _ in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    errors = race_threads(compile_all, 16)
     assert not errors, errors[:3]
