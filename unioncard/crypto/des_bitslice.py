@@ -38,10 +38,7 @@ from unioncard.crypto.des_tables import IP, PC1, PC2, ROTATIONS, E, P
 from unioncard.errors import CryptoError
 from unioncard.jit import inline, jit
 
-__all__ = ["LANES", "cbc_mac_lanes", "cbc_mac_slices", "cbc_macs", "tdes_slices", "transpose64"]
-
-LANES = 64
-"""Messages that go through DES together."""
+__all__ = ["cbc_mac_slices", "cbc_macs", "tdes_slices", "transpose64"]
 
 U64 = npt.NDArray[np.uint64]
 
@@ -159,19 +156,11 @@ def transpose64(a: Any) -> None:
 
 
 @jit
-def cbc_mac_lanes(key: Any, data: Any, blocks: int, mac: Any, work: Any) -> None:
-    """Single-DES CBC with a zero IV of 64 messages: ``key[j]`` the j-th message's key
-    and ``data[j, b]`` its block b (``uint64``, big-endian: the first byte is the top
-    one); the last cipher blocks go to ``mac[j]``.  ``key`` is overwritten (by its
-    slices); ``work`` is ``uint64[2, 64]`` scratch."""
-    transpose64(key)
-    cbc_mac_slices(key, data, blocks, mac, work)
-
-
-@jit
 def cbc_mac_slices(key: Any, data: Any, blocks: int, mac: Any, work: Any) -> None:
-    """`cbc_mac_lanes` with the keys given as slices (``key[t]``: bit 64 - t of every
-    lane's key)."""
+    """Single-DES CBC with a zero IV of 64 messages: ``data[j, b]`` is block b of message
+    j (``uint64``, big-endian: the first byte is the top one), ``key`` the messages' keys
+    as slices (``key[t]``: bit 64 - t of every message's key, `transpose64` of the keys);
+    the last cipher blocks go to ``mac[j]``.  ``work`` is ``uint64[2, 64]`` scratch."""
     lr, slices = work[0], work[1]
     lr[:] = 0
     for b in range(blocks):
@@ -200,7 +189,8 @@ def _cbc_macs_kernel(keys: Any, data: Any, out: Any) -> None:
             key[j] = keys[i]
             for b in range(blocks):
                 lanes[j, b] = data[i, b]
-        cbc_mac_lanes(key, lanes, blocks, mac, work)
+        transpose64(key)
+        cbc_mac_slices(key, lanes, blocks, mac, work)
         for j in range(min(64, n - g)):
             out[g + j] = mac[j]
 

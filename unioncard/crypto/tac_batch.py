@@ -329,9 +329,6 @@ def pboc_macs(keys: npt.ArrayLike, data: npt.ArrayLike, length: int = 4) -> U8:
     return des_cbc_mac_blocks(keys, padded)[:, :length].copy()
 
 
-_NO_KEYS = np.zeros((0, 16), np.uint8)
-
-
 class _Derived(NamedTuple):
     """Where each record's TAC key comes from when none is given: its master and card."""
 
@@ -340,13 +337,16 @@ class _Derived(NamedTuple):
     diversifiers: U8
 
 
+_NO_KEYS = np.zeros((0, 8), np.uint8)
+_NOT_DERIVED = _Derived(np.zeros((0, 16), np.uint8), np.zeros(0, np.int64), _NO_KEYS)
+"""What `_tac_kernel` is given for the kind of key it does not use."""
+
+
 def _tacs(keys: U8 | _Derived, rows: npt.NDArray[np.int64], load: bool,
           columns: dict[str, Any], out: U8) -> None:
     n = len(columns["amount"])
     unused32 = np.zeros(n, np.uint32)
-    given = keys if not isinstance(keys, _Derived) else _NO_KEYS[:, :8]
-    derived = keys if isinstance(keys, _Derived) else _Derived(
-        _NO_KEYS, np.zeros(0, np.int64), _NO_KEYS[:, :8])
+    given, derived = (_NO_KEYS, keys) if isinstance(keys, _Derived) else (keys, _NOT_DERIVED)
     _tac_kernel(given, *derived, rows, load, columns["amount"], columns["tx_type"],
                 columns["terminal_id"], columns.get("terminal_seq", unused32), columns["date"],
                 columns["time"], columns.get("new_balance", unused32),
