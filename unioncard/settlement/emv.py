@@ -229,25 +229,9 @@ class EmvClearing:
               ) -> tuple[dict[tuple[str, str, int], int], dict[tuple[bytes, int], int]]:
         """Which of these identities the ledger holds, and in which batch row (by its
         keys: the card's (PAN, PSN, ATC), the terminal's (id, seq))."""
-        found_cards: dict[tuple[str, str, int], int] = {}
-        found_terminals: dict[tuple[bytes, int], int] = {}
         with self.ledger.transaction() as db:
-            for at in range(0, len(cards), 300):  # 3 parameters each: under SQLite's 999
-                part = cards[at:at + 300]
-                for pan, psn, atc, batch in db.execute(
-                        "SELECT pan, psn, atc, batch FROM emv_settled WHERE (pan, psn, atc) IN "
-                        f"(VALUES {', '.join(['(?, ?, ?)'] * len(part))})",
-                        [value for card in part for value in card]):
-                    found_cards[(pan, psn, atc)] = batch
-            for at in range(0, len(terminals), 400):
-                pairs = terminals[at:at + 400]
-                for terminal, seq, batch in db.execute(
-                        "SELECT terminal_id, terminal_seq, batch FROM emv_settled WHERE "
-                        "(terminal_id, terminal_seq) IN "
-                        f"(VALUES {', '.join(['(?, ?)'] * len(pairs))})",
-                        [value for pair in pairs for value in pair]):
-                    found_terminals[(bytes(terminal), seq)] = batch
-        return found_cards, found_terminals
+            return (_held_by(db, ("pan", "psn", "atc"), cards),
+                    _held_by(db, ("terminal_id", "terminal_seq"), terminals))
 
     def _run_start(self) -> int | None:
         """The ledger row of this run's first batch (None: no run marked): identities of
@@ -361,6 +345,23 @@ def _check_conservation(records: Sequence[tuple[int, EmvRecord]], result: EmvBat
                              sum(r.charged_amount for _, r in records)):
         raise SettlementError(f"conservation: the EMV records add up to {listed}/{charged} "
                               "fen in lines and rejects, not their sums")
+
+
+def _held_by(db: sqlite3.Connection, columns: tuple[str, ...], keys: Sequence[Any]
+             ) -> dict[Any, int]:
+    """The batch row of each of ``keys`` (values of ``columns``, a key of `emv_settled`)
+    the ledger holds, asked a few hundred at a time (under SQLite's 999 parameters)."""
+    found: dict[Any, int] = {}
+    names, per = ", ".join(columns), 900 // len(columns)
+    row = f"({', '.join('?' * len(columns))})"
+    for at in range(0, len(keys), per):
+        part = keys[at:at + per]
+        for *key, batch in db.execute(
+                f"SELECT {names}, batch FROM emv_settled WHERE ({names}) IN "
+                f"(VALUES {', '.join([row] * len(part))})",
+                [value for each in part for value in each]):
+            found[tuple(key)] = batch
+    return found
 
 
 def accepted_by_batch(ledger: Ledger, rows: Sequence[int]) -> dict[int, int]:

@@ -128,11 +128,8 @@ class UsageStore:
         if rows:
             member, rule, period, key, count, amount = zip(*rows, strict=True)
             windows = np.array([_WINDOWS.index(p) for p in period], np.int64)
-            dirty = list(self._dirty)
-            self.add_many(np.asarray(member), np.asarray(rule), windows,
-                          np.asarray(key, np.int64), np.asarray(count, np.int64),
-                          np.asarray(amount, np.int64))
-            self._dirty = dirty
+            self._add(np.asarray(member), np.asarray(rule), windows, np.asarray(key, np.int64),
+                      np.asarray(count, np.int64), np.asarray(amount, np.int64))
 
     # --- tariffs.UsageColumns --------------------------------------------------------------
 
@@ -145,10 +142,15 @@ class UsageStore:
 
     def add_many(self, members: np.ndarray, rules: np.ndarray, windows: np.ndarray,
                  keys: np.ndarray, counts: np.ndarray, amounts: np.ndarray) -> None:
-        rows = self._windows.add(self._keys(members, rules, windows, keys))
+        self._dirty.append(self._add(members, rules, windows, keys, counts, amounts))
+
+    def _add(self, members: np.ndarray, rules: np.ndarray, windows: np.ndarray,
+             keys: np.ndarray, counts: np.ndarray, amounts: np.ndarray) -> np.ndarray:
+        """Add to the windows' counts and amounts; the windows' rows."""
+        rows: np.ndarray = self._windows.add(self._keys(members, rules, windows, keys))
         self._windows.set_payload(rows, np.column_stack([counts, amounts]).astype(np.int64),
                                   add=True)
-        self._dirty.append(rows)
+        return rows
 
     # --- the reference path and the ledger ---------------------------------------------------
 
