@@ -686,8 +686,7 @@ class Hotlist:
     """
 
     __slots__ = ("_closed", "_lookup", "_map", "_memory", "_newest", "_oldest", "_recovering",
-                 "_rows", "_shift", "_slots", "_table", "index_detail", "index_path",
-                 "index_state", "path")
+                 "_rows", "index_detail", "index_path", "index_state", "path")
 
     def __init__(self) -> None:
         """Use `Hotlist.load` or `Hotlist.from_entries`."""
@@ -696,11 +695,11 @@ class Hotlist:
         self.index_state = IndexState.MEMORY
         self.index_detail = ""
         self._map: mmap.mmap | None = None
-        self._table: Any = None
-        self._slots = self._shift = self._rows = 0
+        self._rows = 0
         self._lookup: tuple[Any, int, int] | None = None
-        """(table, slots, shift) of the index, swapped whole: threads look cards up while
-        one of them may be rebuilding a damaged index."""
+        """(table, slots, shift) of the index (None: the list is in memory), swapped
+        whole: threads look cards up while one of them may be rebuilding a damaged
+        index."""
         self._recovering = threading.Lock()
         self._memory: dict[bytes, int] = {}
         self._oldest: int | None = None
@@ -839,11 +838,8 @@ class Hotlist:
 
     def _adopt_table(self, table: Any, header: _Header, index: Path, state: IndexState,
                      detail: str) -> None:
-        self._table = table
         self._map = table if isinstance(table, mmap.mmap) else None
-        self._slots = header.slots
-        self._shift = 128 - (header.slots.bit_length() - 1)
-        self._lookup = (table, self._slots, self._shift)
+        self._lookup = (table, header.slots, 128 - (header.slots.bit_length() - 1))
         self._rows = header.rows
         self._oldest = header.oldest if header.entries else None
         self._newest = header.newest if header.entries else None
@@ -898,10 +894,10 @@ class Hotlist:
                                          "rebuilt from the CSV"), stacklevel=3)
             self._build(self.index_path, IndexState.REBUILT, f"the index was damaged ({why})",
                         None)
-            if self._map is not None:
-                self._table = bytearray(self._map)
+            if self._map is not None and self._lookup is not None:
+                table, slots, shift = self._lookup
                 self._map = None
-                self._lookup = (self._table, self._slots, self._shift)
+                self._lookup = (bytearray(table), slots, shift)
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, tuple) or len(key) != 2:
@@ -909,8 +905,8 @@ class Hotlist:
         return self.listed_at(*key) is not None
 
     def __len__(self) -> int:
-        if self._table is not None:
-            return int(_HEADER.unpack_from(self._table, 0)[3])
+        if self._lookup is not None:
+            return int(_HEADER.unpack_from(self._lookup[0], 0)[3])
         return len(self._memory)
 
     @property
@@ -921,7 +917,7 @@ class Hotlist:
     @property
     def slots(self) -> int:
         """Slots of the index table (0: in memory)."""
-        return self._slots if self._table is not None else 0
+        return self._lookup[1] if self._lookup is not None else 0
 
     @property
     def oldest(self) -> dt.datetime | None:
@@ -935,12 +931,12 @@ class Hotlist:
 
     def entries(self) -> Iterator[tuple[bytes, bytes, dt.datetime]]:
         """Every card, in issuer and card order (reads the whole index)."""
-        if self._table is None:
+        if self._lookup is None:
             found = self._memory
         else:
             found = {}
-            table = self._table
-            for i in range(self._slots):
+            table, slots, _ = self._lookup
+            for i in range(slots):
                 offset = HEADER_SIZE + i * SLOT_SIZE
                 key, micros, check = _SLOT.unpack_from(table, offset)
                 if zlib.crc32(table[offset:offset + 24], i) != check:
@@ -958,7 +954,7 @@ class Hotlist:
     def _release(self) -> None:
         if self._map is not None:
             self._map.close()
-        self._map = self._table = self._lookup = None
+        self._map = self._lookup = None
         self._memory = {}
 
     def close(self) -> None:
