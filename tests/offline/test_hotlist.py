@@ -390,6 +390,31 @@ def test_threads_meeting_a_damaged_slot_rebuild_the_index_once(csv_file, racy,
     assert hotlist.index_state is IndexState.REBUILT
 
 
+def test_a_damaged_slot_whose_index_cannot_be_rewritten_falls_back_to_memory(
+        csv_file, racy, monkeypatch):
+    """The rebuild a damaged slot starts cannot write the new index: the list is then
+    held in memory, and looked up there (not in the damaged table)."""
+    import unioncard.atomic_file
+
+    key = ISSUER + card(1)
+
+    def damage(data: bytearray) -> bytes:
+        data[data.index(key) + 20] ^= 0x10
+        return bytes(data)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    hotlist = _loaded_after(damage, csv_file)
+    monkeypatch.setattr(unioncard.atomic_file, "write_atomically", refuse)
+    with pytest.warns(HotlistWarning, match="the index is damaged"), \
+            pytest.warns(HotlistWarning, match="cannot write .*Permission denied"):
+        assert hotlist.listed_at(ISSUER, card(1)) == dt.datetime(2026, 5, 1, 9, 0)
+    assert hotlist.index_state is IndexState.MEMORY and hotlist.slots == 0
+    assert hotlist.listed_at(ISSUER, card(2)) == dt.datetime(2026, 5, 1, 9, 0)
+    assert hotlist.listed_at(ISSUER, card(5)) is None and len(hotlist) == 3
+
+
 def test_an_index_that_cannot_be_written_falls_back_to_memory(csv_file, tmp_path,
                                                               monkeypatch):
     blocker = tmp_path / "not-a-directory"

@@ -816,6 +816,7 @@ class Hotlist:
         self.index_detail = why
 
     def _adopt_memory(self, entries: dict[bytes, int]) -> None:
+        self._map = self._lookup = None  # a table held before (damaged) is not read again
         self._memory = entries
         self._rows = len(entries)
         self._oldest = min(entries.values(), default=None)
