@@ -114,18 +114,11 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (period, key, member_id, rule_id)
 ) WITHOUT ROWID;
 """
-_USAGE_BY_WINDOW = """
-CREATE TABLE usage_by_window (
-    member_id TEXT NOT NULL, rule_id TEXT NOT NULL, period TEXT NOT NULL,
-    key INTEGER NOT NULL, count INTEGER NOT NULL, amount INTEGER NOT NULL,
-    PRIMARY KEY (period, key, member_id, rule_id)
-) WITHOUT ROWID;
-INSERT INTO usage_by_window SELECT member_id, rule_id, period, key, count, amount FROM usage;
-DROP TABLE usage;
-ALTER TABLE usage_by_window RENAME TO usage
-"""
-"""Schema 1 to 2: the usage table keyed by window first (a run reads the windows of the
-days and months it settles, not every member's whole history)."""
+_SCHEMA_1_USAGE = "usage_schema_1"
+"""Schema 1 keyed the usage table by member first; schema 2 by window first (a run reads
+the windows of the days and months it settles, not every member's whole history): on
+the way, the old table is renamed to this, the new one created by `_SCHEMA`, the rows
+copied over."""
 
 
 class LedgerError(SettlementError):
@@ -186,12 +179,16 @@ class Ledger:
         self._db.execute("PRAGMA synchronous = FULL")
         with self.transaction():
             self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            rekey = schema == 1 and "usage" in tables  # written by an earlier release
+            if rekey:
+                self._db.execute(f"ALTER TABLE usage RENAME TO {_SCHEMA_1_USAGE}")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
-            if schema == 1:  # written by an earlier release: the usage table re-keyed
-                for statement in _USAGE_BY_WINDOW.split(";"):
-                    self._db.execute(statement)
+            if rekey:
+                self._db.execute(f"INSERT INTO usage SELECT member_id, rule_id, period, key, "
+                                 f"count, amount FROM {_SCHEMA_1_USAGE}")
+                self._db.execute(f"DROP TABLE {_SCHEMA_1_USAGE}")
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
                              (str(SCHEMA_VERSION),))
 
