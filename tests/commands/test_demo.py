@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from unioncard.cli import root
 from unioncard.crypto import Keystore
+from unioncard.offline.batch import read_batch
 from unioncard.settlement import RunInputs, settle
 
 
@@ -123,13 +124,32 @@ def test_demo_generate_writes_a_day_that_settles(tmp_path):
     # the same seed gives the same files; another seed others
     again = _generate("--records", "2000", "--out", str(tmp_path / "again"),
                       "--batch-records", "300")
-    assert again.exit_code == 0 and "wrote 2,000 records in" in again.stdout
+    assert again.exit_code == 0 and "wrote 2,000 records over 100 cards in" in again.stdout
     assert [f.read_bytes() for f in files] == [
         f.read_bytes() for f in sorted((tmp_path / "again").iterdir())]
     other = _generate("--records", "2000", "--out", str(tmp_path / "other"), "--seed", "7")
     assert other.exit_code == 0
     assert b"".join(f.read_bytes() for f in sorted((tmp_path / "other").iterdir())) != \
         b"".join(f.read_bytes() for f in files)
+
+
+def test_demo_generate_spreads_the_records_over_the_cards_asked(tmp_path):
+    """``--cards``: the population the day's records are drawn from (a busier day of the
+    same city has more records over the same cards)."""
+    result = _generate("--records", "3000", "--cards", "40", "--out", str(tmp_path / "day"),
+                       "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["cards"] == 40
+    files = sorted((tmp_path / "day").iterdir())
+    cards = {int.from_bytes(record.diversifier[-4:], "big")  # the card of either purse
+             for path in files for record in read_batch(path).records}
+    assert cards == set(range(40))
+    default = _generate("--records", "3000", "--out", str(tmp_path / "default"), "--json")
+    assert json.loads(default.stdout)["cards"] == 150  # one for every 20 records
+    summary = settle(files, ledger_path=tmp_path / "ledger.sqlite",
+                     inputs=RunInputs(Keystore.test())).summary()
+    assert summary["accepted"] == 3000 and not summary["rejected"]
+    refused = _generate("--records", "10", "--cards", "0", "--out", str(tmp_path / "none"))
+    assert refused.exit_code == 2 and "--cards" in refused.stderr
 
 
 def test_demo_generate_refuses_a_directory_that_is_not_empty(tmp_path):

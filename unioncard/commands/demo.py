@@ -508,12 +508,17 @@ BATCH_RECORDS_MAX = 8_000_000
 @click.option("--batch-records", type=click.IntRange(1, BATCH_RECORDS_MAX), default=None,
               help="Records per batch file at most (default 20000); each terminal's records "
                    "fill its files in turn.")
+@click.option("--cards", type=click.IntRange(1), default=None,
+              help="Cards the records are spread over (default: one card for every 20 "
+                   "records, at least 10); a day of more records over the same cards is "
+                   "the same city on a busier day.")
 @click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),
               help="Keystore whose TAC master keys sign the records (docs/keystore.md). "
                    "Default: the published test keys (said on stderr).")
 @JSON_OPTION
 def generate(records: int, out_dir: Path, force: bool, seed: int | None,
-             batch_records: int | None, keys_file: str | None, as_json: bool) -> None:
+             batch_records: int | None, cards: int | None, keys_file: str | None,
+             as_json: bool) -> None:
     """Write a generated day of offline record batches (docs/records.md) into OUT.
 
     Several city unions (issuers), bus, metro and toll operators, partner merchants,
@@ -539,7 +544,9 @@ def generate(records: int, out_dir: Path, force: bool, seed: int | None,
         given["seed"] = seed
     if batch_records is not None:
         given["batch_records"] = batch_records
-    plan = DayPlan(records, **given)  # type: ignore[arg-type]
+    if cards is not None:
+        given["cards"] = cards
+    plan = DayPlan(records, **given).resolved()  # type: ignore[arg-type]
     with ExitStack() as stack:
         advance = (progress_bar(stack, records, "writing batch files")
                    if not as_json and sys.stderr.isatty() else None)
@@ -549,13 +556,14 @@ def generate(records: int, out_dir: Path, force: bool, seed: int | None,
             raise click.ClickException(str(exc)) from None
     totals = _day_totals(paths)
     document = {"out": str(out_dir), "files": len(paths), "records": records,
-                "seed": plan.seed, "test_keys": keys.test_keys, "totals": totals}
+                "cards": plan.cards, "seed": plan.seed, "test_keys": keys.test_keys,
+                "totals": totals}
     if as_json:
         click.echo(json.dumps(document, ensure_ascii=False))
         return
     sales, loads = totals["sales"], totals["loads"]
-    click.echo(f"wrote {records:,} records in {len(paths)} batch files into {out_dir} "
-               f"(seed {plan.seed})")
+    click.echo(f"wrote {records:,} records over {plan.cards:,} cards in {len(paths)} batch "
+               f"files into {out_dir} (seed {plan.seed})")
     click.echo(f"  sales {sales['count']:>12,}  list {yuan(sales['list_amount'])}, charged "
                f"{yuan(sales['charged_amount'])}")
     click.echo(f"  loads {loads['count']:>12,}  amount {yuan(loads['amount'])}")
