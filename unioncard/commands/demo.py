@@ -508,7 +508,7 @@ BATCH_RECORDS_MAX = 8_000_000
 @click.option("--batch-records", type=click.IntRange(1, BATCH_RECORDS_MAX), default=None,
               help="Records per batch file at most (default 20000); each terminal's records "
                    "fill its files in turn.")
-@click.option("--cards", type=click.IntRange(1), default=None,
+@click.option("--cards", type=click.IntRange(1, 1_000_000_000), default=None,
               help="Cards the records are spread over (default: one card for every 20 "
                    "records, at least 10); a day of more records over the same cards is "
                    "the same city on a busier day.")
