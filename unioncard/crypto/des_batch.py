@@ -45,8 +45,8 @@ from unioncard.crypto.des_bitslice import cbc_macs
 from unioncard.crypto.des_tables import PC1 as _PC1
 from unioncard.crypto.des_tables import PC2 as _PC2
 from unioncard.crypto.des_tables import ROTATIONS as _ROTATIONS
-from unioncard.crypto.des_tables import SBOXES as _SBOXES
 from unioncard.crypto.des_tables import P as _P
+from unioncard.crypto.des_tables import sbox
 from unioncard.errors import CryptoError
 from unioncard.jit import jit
 
@@ -95,10 +95,9 @@ def _sp_table() -> npt.NDArray[np.int64]:
     """SP[64 * (k - 1) + v]: P applied to S-box k's output for the 6-bit input v, placed
     at S-box k's nibble, rotated left by one (the halves' representation)."""
     table = np.zeros(8 * 64, np.int64)
-    for k, box in enumerate(_SBOXES):
+    for k in range(8):
         for v in range(64):
-            row = ((v >> 4) & 2) | (v & 1)
-            s = box[16 * row + ((v >> 1) & 15)] << (28 - 4 * k)
+            s = sbox(k, v) << (28 - 4 * k)
             p = 0
             for i, src in enumerate(_P):
                 p |= _bit(s, src, 32) << (31 - i)
