@@ -140,17 +140,9 @@ class Settlement:
 
     def __init__(self, ledger: Ledger, inputs: RunInputs, *, reference: bool = False) -> None:
         self.ledger, self.inputs, self.reference = ledger, inputs, reference
-        self._counters = KeyedRows(3)
-        """The cards' counters (issuer, diversifier, purse << 8 | is_load), numbered."""
-        self._terminals = KeyedRows(2)
-        """The terminals' counters (terminal id, is_load), numbered."""
-        self._card_seqs, self._terminal_seqs = SeqSet(), SeqSet()
-        """The settled seqs of each counter: the records' two identities."""
+        self._empty_index()
         self._touched = np.zeros(0, bool)
         """Which card counters the run's batches hold (settled now, or before: given again)."""
-        self._max_verified = np.zeros(0, np.int32)
-        """The highest TAC-verified seq settled of each card counter (-1: none): what
-        proves the seq of a record without TAC."""
         self._usage = UsageStore(load=ledger.usage)
         self.emv = EmvClearing(ledger, inputs)
         self._pending: list[dict[str, Any]] = []
@@ -205,10 +197,17 @@ class Settlement:
                 for name, value in parts.items()}
 
     def _empty_index(self) -> None:
-        """No counter numbered, no seq settled (what a snapshot set aside leaves)."""
-        self._counters, self._terminals = KeyedRows(3), KeyedRows(2)
+        """No counter numbered, no seq settled (a new run's index, and what a snapshot set
+        aside leaves)."""
+        self._counters = KeyedRows(3)
+        """The cards' counters (issuer, diversifier, purse << 8 | is_load), numbered."""
+        self._terminals = KeyedRows(2)
+        """The terminals' counters (terminal id, is_load), numbered."""
         self._card_seqs, self._terminal_seqs = SeqSet(), SeqSet()
+        """The settled seqs of each counter: the records' two identities."""
         self._max_verified = np.zeros(0, np.int32)
+        """The highest TAC-verified seq settled of each card counter (-1: none): what
+        proves the seq of a record without TAC."""
 
     def _restore(self, parts: dict[str, bytes]) -> None:
         """Start from a snapshot (`_snapshot`) instead of an empty index."""
