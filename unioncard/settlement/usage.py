@@ -113,11 +113,12 @@ class UsageStore:
         the first time a batch of the run reaches it."""
         if self._load is None or not len(at):
             return
-        days = np.unique(at.astype("datetime64[D]"))
-        wanted = [(period, int(key)) for period, keys in (
-            ("day", days.astype(np.int64)),
-            ("month", np.unique(days.astype("datetime64[M]")).astype(np.int64) + 1970 * 12))
-            for key in keys.tolist() if (period, key) not in self._loaded]
+        from unioncard.tariffs.batch import window_keys
+
+        days, months = window_keys(np.unique(at.astype("datetime64[D]")))
+        wanted = [(period, int(key)) for period, keys in (("day", days),
+                                                            ("month", np.unique(months)))
+                  for key in keys.tolist() if (period, key) not in self._loaded]
         if wanted:
             self._take(self._load(wanted))
             self._loaded.update(wanted)

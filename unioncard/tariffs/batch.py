@@ -30,7 +30,7 @@ from unioncard.tariffs.model import CAP_LIMITS, Mode, Period, RuleSet
 from unioncard.tariffs.money import ROUNDING_CODES, Rounding
 
 __all__ = ["BatchResult", "CompiledRules", "ContextBatch", "compile_rules", "evaluate_batch",
-           "record_batch"]
+           "record_batch", "window_keys"]
 
 READINGS = tuple(dict.fromkeys(c.reads for c in CONDITIONS if c.reads not in CLOCK))
 """The context fields conditions read."""
@@ -272,7 +272,7 @@ class BatchResult:
         return len(self.charged)
 
 
-def _windows(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def window_keys(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The day and month keys (`engine.period_key`) of ``datetime64`` times, or of day
     numbers."""
     if at.dtype.kind != "M":
@@ -291,7 +291,7 @@ def _initial_history(history: UsageColumns, compiled: CompiledRules, members: np
         return np.zeros((0, 3), np.int64)
     days = seconds.astype("datetime64[s]").astype("datetime64[D]").astype(np.int64)
     pairs = np.unique(member.astype(np.int64) << 32 | (days + K.PERIOD_OFFSET))
-    days, months = _windows((pairs & 0xFFFFFFFF) - K.PERIOD_OFFSET)
+    days, months = window_keys((pairs & 0xFFFFFFFF) - K.PERIOD_OFFSET)
     n = len(pairs) * n_slots
     owner = np.repeat(pairs >> 32, 2 * n_slots)
     slot = np.tile(np.repeat(np.arange(n_slots), 2), len(pairs))
@@ -399,7 +399,7 @@ def record_batch(history: UsageColumns, batch: ContextBatch, result: BatchResult
     rows, cols = rows[keep], cols[keep]
     if not rows.size:
         return
-    days, months = _windows(batch.at[rows])
+    days, months = window_keys(batch.at[rows])
     index = result.rules[rows, cols].astype(np.int64)
     has = np.zeros((len(rules.rules), 2), bool)  # the windows each rule is capped in
     for i in capped:
