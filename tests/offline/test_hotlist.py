@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -340,16 +341,18 @@ def test_a_damaged_index_is_rebuilt(csv_file, racy, damage, why):
     assert Hotlist.load(csv_file).index_state is IndexState.VERIFIED
 
 
+def _slot_damaged(field: int = 20) -> Callable[[bytearray], bytes]:
+    """What damages the index slot of card 1: one bit flipped at ``field`` bytes into it
+    (0: the key, 20: the listing time, 25: the CRC)."""
+    def damage(data: bytearray) -> bytes:
+        data[data.index(ISSUER + card(1)) + field] ^= 0x10
+        return bytes(data)
+    return damage
+
+
 @pytest.mark.parametrize("field", [0, 20, 25])
 def test_a_damaged_slot_is_caught_at_lookup_and_the_index_rebuilt(csv_file, racy, field):
-    key = ISSUER + card(1)
-
-    def damage(data: bytearray) -> bytes:
-        offset = data.index(key) + field
-        data[offset] ^= 0x10
-        return bytes(data)
-
-    hotlist = _loaded_after(damage, csv_file)
+    hotlist = _loaded_after(_slot_damaged(field), csv_file)
     assert hotlist.index_state is IndexState.VERIFIED  # the header is intact
     with pytest.warns(HotlistWarning, match="the index is damaged .*fails its CRC-32"):
         assert hotlist.listed_at(ISSUER, card(1)) == dt.datetime(2026, 5, 1, 9, 0)
@@ -367,13 +370,7 @@ def test_threads_meeting_a_damaged_slot_rebuild_the_index_once(csv_file, racy,
     """Analysis threads (settle --jobs) share a hotlist: the first to meet the damaged
     slot rebuilds the index, the others wait or read the old one, and every answer is
     right (no read of a closed map, no half-swapped table)."""
-    key = ISSUER + card(1)
-
-    def damage(data: bytearray) -> bytes:
-        data[data.index(key) + 20] ^= 0x10
-        return bytes(data)
-
-    hotlist = _loaded_after(damage, csv_file)
+    hotlist = _loaded_after(_slot_damaged(), csv_file)
     answers: list[object] = []
 
     def look() -> None:
@@ -396,16 +393,10 @@ def test_a_damaged_slot_whose_index_cannot_be_rewritten_falls_back_to_memory(
     held in memory, and looked up there (not in the damaged table)."""
     import unioncard.atomic_file
 
-    key = ISSUER + card(1)
-
-    def damage(data: bytearray) -> bytes:
-        data[data.index(key) + 20] ^= 0x10
-        return bytes(data)
-
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    hotlist = _loaded_after(damage, csv_file)
+    hotlist = _loaded_after(_slot_damaged(), csv_file)
     monkeypatch.setattr(unioncard.atomic_file, "write_atomically", refuse)
     with pytest.warns(HotlistWarning, match="the index is damaged"), \
             pytest.warns(HotlistWarning, match="cannot write .*Permission denied"):
@@ -598,6 +589,7 @@ def test_the_index_agrees_with_a_dict(listed, probes):
 
 UPDATER = """
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from unioncard.offline.hotlist import apply_delta
 hotlist, name, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
