@@ -1,8 +1,10 @@
 """`unioncard demo`: the live part pays member-priced fares with a simulated card, the day is
 settled and reported; `unioncard demo generate` writes a day of batch files."""
 
+import datetime as dt
 import json
 import re
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -124,7 +126,8 @@ def test_demo_generate_writes_a_day_that_settles(tmp_path):
     # the same seed gives the same files; another seed others
     again = _generate("--records", "2000", "--out", str(tmp_path / "again"),
                       "--batch-records", "300")
-    assert again.exit_code == 0 and "wrote 2,000 records over 100 cards in" in again.stdout
+    assert again.exit_code == 0
+    assert "wrote 2,000 records of 2026-05-01 over 100 cards in" in again.stdout
     assert [f.read_bytes() for f in files] == [
         f.read_bytes() for f in sorted((tmp_path / "again").iterdir())]
     other = _generate("--records", "2000", "--out", str(tmp_path / "other"), "--seed", "7")
@@ -150,6 +153,76 @@ def test_demo_generate_spreads_the_records_over_the_cards_asked(tmp_path):
     assert summary["accepted"] == 3000 and not summary["rejected"]
     refused = _generate("--records", "10", "--cards", "0", "--out", str(tmp_path / "none"))
     assert refused.exit_code == 2 and "--cards" in refused.stderr
+
+
+def test_demo_generate_after_a_day_writes_the_next_one(tmp_path):
+    """``--after``: the next date over the same cards and terminals; every seq, balance and
+    batch id goes on from the days given, so the days settle one after the other with
+    every record accepted, no replay and no gap in any card's seqs."""
+    first = _generate("--records", "3000", "--cards", "60", "--out", str(tmp_path / "d1"),
+                      "--batch-records", "400", "--json")
+    assert first.exit_code == 0 and json.loads(first.stdout)["day"] == "2026-05-01"
+    result = _generate("--records", "300", "--after", str(tmp_path / "d1"), "--out",
+                       str(tmp_path / "d2"), "--batch-records", "400", "--json")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert (doc["day"], doc["cards"], doc["seed"]) == ("2026-05-02", 60, 20260502)
+    # a quiet second day: the third goes on from the first for the purses it left alone
+    third = _generate("--records", "3000", "--after", str(tmp_path / "d1"), "--after",
+                      str(tmp_path / "d2"), "--out", str(tmp_path / "d3"))
+    assert "wrote 3,000 records of 2026-05-03 over 60 cards" in third.stdout
+    days = {name: [read_batch(p) for p in sorted((tmp_path / name).iterdir())]
+            for name in ("d1", "d2", "d3")}
+
+    def purses(*names: str) -> dict[tuple[bytes, int], list[tuple[Any, ...]]]:
+        """Each purse's records: time, seq, is_load, balance after, amount."""
+        seen: dict[tuple[bytes, int], list[tuple[Any, ...]]] = {}
+        for batch in (b for name in names for b in days[name]):
+            for r in batch.records:
+                seen.setdefault((r.diversifier, r.application), []).append(
+                    (r.when, r.card_seq, int(r.tx_type == 0x02), r.balance_after,
+                     r.charged_amount))
+        return seen
+
+    for earlier, name, date in ((("d1",), "d2", dt.date(2026, 5, 2)),
+                                (("d1", "d2"), "d3", dt.date(2026, 5, 3))):
+        before, after = purses(*earlier), purses(name)
+        assert set(after) <= set(before)  # the same cards
+        assert {r.when.date() for b in days[name] for r in b.records} == {date}
+        for purse, taps in after.items():
+            for is_load in (0, 1):
+                old = [tap[1] for tap in before[purse] if tap[2] == is_load]
+                new = [tap[1] for tap in taps if tap[2] == is_load]
+                if old and new:
+                    assert min(new) == max(old) + 1  # the counter goes on
+            last, first_tap = max(before[purse]), min(taps)  # the latest before, the first now
+            moved = first_tap[4] if first_tap[2] else -first_tap[4]
+            assert first_tap[3] == min(max(last[3] + moved, 0), 100_000)  # the balance too
+    headers = {(b.terminal_id, b.batch_id) for name in days for b in days[name]}
+    assert len(headers) == sum(len(d) for d in days.values())  # no batch id used twice
+    ledger = tmp_path / "ledger.sqlite"
+    for name, count in (("d1", 3000), ("d2", 300), ("d3", 3000)):
+        report = settle(sorted((tmp_path / name).iterdir()), ledger_path=ledger,
+                        inputs=RunInputs(Keystore.test()))
+        assert report.summary()["accepted"] == count and not report.summary()["rejected"]
+        assert report.document["gaps"] == []
+
+
+def test_demo_generate_after_refuses_what_is_not_a_generated_day(tmp_path):
+    (tmp_path / "empty").mkdir()
+    refused = _generate("--records", "10", "--after", str(tmp_path / "empty"), "--out",
+                        str(tmp_path / "next"))
+    assert refused.exit_code == 2 and "no batch files" in refused.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x-00000001.ucb").write_bytes(b"UCOR" + bytes(60))
+    refused = _generate("--records", "10", "--after", str(tmp_path / "bad"), "--out",
+                        str(tmp_path / "next"))
+    assert refused.exit_code == 2 and "--after" in refused.stderr
+    day = tmp_path / "day"
+    assert _generate("--records", "50", "--out", str(day)).exit_code == 0
+    same = _generate("--records", "10", "--after", str(day), "--out", str(day), "--force")
+    assert same.exit_code == 2 and "same directory" in same.stderr
+    assert not (tmp_path / "next").exists()
 
 
 def test_demo_generate_refuses_a_directory_that_is_not_empty(tmp_path):

@@ -503,22 +503,29 @@ BATCH_RECORDS_MAX = 8_000_000
               help="Write into a directory that is not empty; its batch files (*.ucb) are "
                    "removed first, so it holds this day only.")
 @click.option("--seed", type=int, default=None,
-              help="Random seed; the same seed gives the same files. Default: the "
-                   "generator's fixed seed.")
+              help="Random seed; the same seed gives the same files. Default: the day's "
+                   "date as a number (20260501 for the first day).")
 @click.option("--batch-records", type=click.IntRange(1, BATCH_RECORDS_MAX), default=None,
               help="Records per batch file at most (default 20000); each terminal's records "
                    "fill its files in turn.")
 @click.option("--cards", type=click.IntRange(1, 1_000_000_000), default=None,
               help="Cards the records are spread over (default: one card for every 20 "
-                   "records, at least 10); a day of more records over the same cards is "
-                   "the same city on a busier day.")
+                   "records, at least 10; after a day, that day's cards); a day of more "
+                   "records over the same cards is the same city on a busier day.")
+@click.option("--after", "after_dirs", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The directory of a generated day this day follows (repeat it for every "
+                   "earlier day: a card that did not tap the day before goes on from the "
+                   "day it last did): the next date, the same cards and terminals, every "
+                   "card's and terminal's seqs, balances and batch ids going on, so it "
+                   "settles after those days with nothing replayed.")
 @click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),
               help="Keystore whose TAC master keys sign the records (docs/keystore.md). "
                    "Default: the published test keys (said on stderr).")
 @JSON_OPTION
 def generate(records: int, out_dir: Path, force: bool, seed: int | None,
-             batch_records: int | None, cards: int | None, keys_file: str | None,
-             as_json: bool) -> None:
+             batch_records: int | None, cards: int | None, after_dirs: tuple[Path, ...],
+             keys_file: str | None, as_json: bool) -> None:
     """Write a generated day of offline record batches (docs/records.md) into OUT.
 
     Several city unions (issuers), bus, metro and toll operators, partner merchants,
@@ -526,14 +533,25 @@ def generate(records: int, out_dir: Path, force: bool, seed: int | None,
     record settles as accepted with the same keys (``unioncard settle OUT``).  Only batch
     files are written.
     """
-    from unioncard.settlement.generate import DayPlan, generate_day
+    from unioncard.settlement.generate import DayPlan, day_before, generate_day
 
     if out_dir.exists() and not out_dir.is_dir():
         raise click.UsageError(f"--out {out_dir}: not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise click.UsageError(f"--out {out_dir}: the directory is not empty (--force "
-                                   "writes into it, replacing its batch files)")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise click.UsageError(f"--out {out_dir}: the directory is not empty (--force "
+                               "writes into it, replacing its batch files)")
+    if out_dir.is_dir() and any(out_dir.samefile(after) for after in after_dirs):
+        raise click.UsageError("--out and --after are the same directory: the next day "
+                               "goes into a directory of its own")
+    before = None
+    if after_dirs:
+        try:
+            before = day_before([path for after in after_dirs
+                                 for path in sorted(after.glob("*.ucb"))])
+        except ValueError as exc:
+            raise click.UsageError(f"--after {' '.join(map(str, after_dirs))}: {exc}"
+                                   ) from None
+    if out_dir.is_dir() and force:
         for stale in out_dir.glob("*.ucb"):
             stale.unlink()
     keys = Keystore.load(keys_file) if keys_file else Keystore.test()
@@ -546,24 +564,25 @@ def generate(records: int, out_dir: Path, force: bool, seed: int | None,
         given["batch_records"] = batch_records
     if cards is not None:
         given["cards"] = cards
-    plan = DayPlan(records, **given).resolved()  # type: ignore[arg-type]
+    plan = DayPlan(records, **given).resolved(before)  # type: ignore[arg-type]
     with ExitStack() as stack:
         advance = (progress_bar(stack, records, "writing batch files")
                    if not as_json and sys.stderr.isatty() else None)
         try:
-            paths = generate_day(out_dir, plan, keys, progress=advance)
+            paths = generate_day(out_dir, plan, keys, after=before, progress=advance)
         except ValueError as exc:  # a keystore without the generated issuers' keys
             raise click.ClickException(str(exc)) from None
     totals = _day_totals(paths)
     document = {"out": str(out_dir), "files": len(paths), "records": records,
-                "cards": plan.cards, "seed": plan.seed, "test_keys": keys.test_keys,
+                "day": plan.day.isoformat(), "cards": plan.cards, "seed": plan.seed,
+                "test_keys": keys.test_keys,
                 "totals": totals}
     if as_json:
         click.echo(json.dumps(document, ensure_ascii=False))
         return
     sales, loads = totals["sales"], totals["loads"]
-    click.echo(f"wrote {records:,} records over {plan.cards:,} cards in {len(paths)} batch "
-               f"files into {out_dir} (seed {plan.seed})")
+    click.echo(f"wrote {records:,} records of {plan.day} over {plan.cards:,} cards in "
+               f"{len(paths)} batch files into {out_dir} (seed {plan.seed})")
     click.echo(f"  sales {sales['count']:>12,}  list {yuan(sales['list_amount'])}, charged "
                f"{yuan(sales['charged_amount'])}")
     click.echo(f"  loads {loads['count']:>12,}  amount {yuan(loads['amount'])}")

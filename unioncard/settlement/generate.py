@@ -8,6 +8,11 @@ and real TACs computed with the keystore's TAC keys (by default the published te
 keys).  Records are built as numpy columns and their TACs in bulk
 (`unioncard.crypto.tac_batch`), so millions are written in seconds; the same seed
 gives the same files.  Every record settles as accepted against the same keystore.
+
+A day can follow earlier ones (`day_before` of all their files): the next date, the
+same cards and terminals, each card counter's seq, each purse's balance, each
+terminal's seq and batch id going on from where those days left them, so the days
+settle one after the other with nothing replayed and no gap between them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,7 +38,7 @@ from unioncard.settlement.columns import RECORD_DTYPE, record_crcs
 if TYPE_CHECKING:
     from unioncard.crypto.keystore import Keystore
 
-__all__ = ["DayPlan", "generate_day"]
+__all__ = ["DayBefore", "DayPlan", "day_before", "generate_day"]
 
 ISSUERS = (0x10000000FFFFFFFF, 0x20000000FFFFFFFF, 0x30000000FFFFFFFF)
 """Three city unions issuing the province-wide card."""
@@ -42,6 +47,11 @@ ROUTES = ("1", "2", "5", "11", "42", "101", "305", "808", "M1", "M2", "M3")
 MERCHANTS = (("EXAMPLE-PARTNER-0001", 5411), ("SUPERMARKET-0042", 5411),
              ("CANTEEN-7", 5812), ("BOOKSHOP-3", 5942))
 MIX = {"bus": 0.55, "metro": 0.15, "etc": 0.10, "pos": 0.12, "load": 0.08}
+FIRST_DAY = dt.date(2026, 5, 1)
+DIVERSIFIER_BASE = {1: 0x5500000000000000, 2: 0x1101000000000000}
+"""A card's diversifier for its transit purse (application 1) and its ETC purse (2): the
+base plus the card's number."""
+_START_BALANCE = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,27 +60,52 @@ class DayPlan:
     terminals and ``cards`` cards, at most ``batch_records`` records per batch file."""
 
     records: int
-    day: dt.date = dt.date(2026, 5, 1)
+    day: dt.date = FIRST_DAY
     cards: int = 0
     terminals: int = 0
     batch_records: int = 20_000
-    seed: int = 20260501
+    seed: int | None = None
 
-    def resolved(self) -> DayPlan:
-        cards = self.cards or max(10, self.records // 20)
+    def resolved(self, before: DayBefore | None = None) -> DayPlan:
+        """The plan with its defaults filled in: one card for every 20 records (after a
+        day: that day's cards), a terminal for every 5 000 records, the day after
+        ``before``, and the day's date as its seed (20260501)."""
+        day = before.day + dt.timedelta(days=1) if before is not None else self.day
+        cards = self.cards or (before.cards if before is not None
+                               else max(10, self.records // 20))
         terminals = self.terminals or max(5, self.records // 5_000)
-        return DayPlan(self.records, self.day, cards, terminals, self.batch_records, self.seed)
+        seed = self.seed if self.seed is not None else int(day.strftime("%Y%m%d"))
+        return DayPlan(self.records, day, cards, terminals, self.batch_records, seed)
+
+
+@dataclass(frozen=True, slots=True)
+class DayBefore:
+    """What generated days' batch files leave for the next day (`day_before`)."""
+
+    day: dt.date
+    """The last date of its records."""
+    cards: int
+    """Its cards are numbered below this."""
+    next_seq: np.ndarray
+    """Each card counter's next seq (``card * 4 + (application - 1) * 2 + is_load``; -1:
+    the counter has no record)."""
+    balance: np.ndarray
+    """Each purse's last balance (``card * 2 + application - 1``; -1: no record)."""
+    terminals: dict[int, tuple[int, int]]
+    """Each terminal's next seq and next batch id."""
 
 
 def generate_day(out: str | Path, plan: DayPlan, keys: Keystore | None = None, *,
+                 after: DayBefore | None = None,
                  progress: Callable[[int], None] | None = None) -> list[Path]:
-    """Write the day's batch files into ``out`` (created); their paths."""
+    """Write the day's batch files into ``out`` (created); their paths.  ``after``: the
+    day this one follows (`day_before`)."""
     from unioncard.crypto import Keystore
 
-    plan = plan.resolved()
+    plan = plan.resolved(after)
     keys = keys or Keystore.test()
     rng = np.random.default_rng(plan.seed)
-    records = _records(plan, rng, keys)
+    records = _records(plan, rng, keys, after)
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -82,7 +117,8 @@ def generate_day(out: str | Path, plan: DayPlan, keys: Keystore | None = None, *
     done = 0
     for chunk in np.split(records, bounds):
         terminal_id = bytes(chunk["terminal_id"][0])
-        for number, start in enumerate(range(0, len(chunk), plan.batch_records), 1):
+        first = after.terminals.get(int.from_bytes(terminal_id, "big"), (0, 1))[1] if after else 1
+        for number, start in enumerate(range(0, len(chunk), plan.batch_records), first):
             part = chunk[start:start + plan.batch_records]
             path = directory / batch_file_name(terminal_id, number)
             path.write_bytes(_batch_bytes(terminal_id, number, created, part))
@@ -93,7 +129,67 @@ def generate_day(out: str | Path, plan: DayPlan, keys: Keystore | None = None, *
     return paths
 
 
-def _records(plan: DayPlan, rng: np.random.Generator, keys: Keystore) -> np.ndarray:
+def day_before(paths: Sequence[str | Path]) -> DayBefore:
+    """What the generated days in the batch files ``paths`` leave for the next day: their
+    last date, their cards, where each card counter, purse and terminal stands (give
+    every earlier day: a counter goes on from the last day it was used).  Files are
+    read whole and checked (`unioncard.settlement.columns.decode_batch`); `ValueError` for
+    a damaged file, none at all, or records not of a generated day (a card the generator
+    does not number)."""
+    from unioncard.settlement.columns import Columns, decode_batch
+    from unioncard.settlement.errors import BatchRefused
+    from unioncard.settlement.keyindex import grown
+
+    if not paths:
+        raise ValueError("no batch files: nothing for a next day to follow")
+    last_day, cards = None, 0
+    next_seq = np.zeros(0, np.int64)
+    balance, balance_at = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    terminals: dict[int, tuple[int, int]] = {}
+    for path in paths:
+        try:
+            batch = decode_batch(Path(path).read_bytes(), str(path))
+        except BatchRefused as exc:
+            raise ValueError(f"{path}: {exc.reason}") from None
+        if not batch.count:
+            continue
+        cols = Columns(batch.records)
+        application = cols.field("application")
+        base = np.select([application == 1, application == 2],
+                         [DIVERSIFIER_BASE[1], DIVERSIFIER_BASE[2]], 0).astype(np.uint64)
+        card = (cols.diversifier - base).astype(np.int64)
+        issuer = np.asarray(ISSUERS, np.uint64)[np.abs(card) % len(ISSUERS)]
+        strange = (base == 0) | (card < 0) | (card >= 1_000_000_000) | (cols.issuer != issuer)
+        if strange.any():
+            raise ValueError(f"{path}: record {int(np.argmax(strange))} is not of a generated "
+                             "day (its card is not one the generator numbers)")
+        cards = max(cards, int(card.max()) + 1)
+        counter = card * 4 + (application - 1) * 2 + cols.is_load
+        next_seq = grown(next_seq, int(counter.max()) + 1, -1)
+        np.maximum.at(next_seq, counter, cols.field("card_seq") + 1)
+        purse = card * 2 + application - 1
+        when = cols.when.astype(np.int64)
+        order = np.lexsort((when, purse))  # each purse's latest record last
+        latest = order[np.r_[purse[order][1:] != purse[order][:-1], True]]
+        size = int(purse.max()) + 1
+        balance, balance_at = grown(balance, size, -1), grown(balance_at, size, -1)
+        newer = latest[when[latest] >= balance_at[purse[latest]]]
+        balance[purse[newer]] = cols.field("balance_after")[newer]
+        balance_at[purse[newer]] = when[newer]
+        day = cols.when.max().astype("datetime64[D]").item()
+        last_day = day if last_day is None else max(last_day, day)
+        terminal = int.from_bytes(batch.terminal_id, "big")
+        seq, number = terminals.get(terminal, (0, 0))
+        terminals[terminal] = (max(seq, int(cols.field("terminal_seq").max()) + 1),
+                               max(number, batch.batch_id + 1))
+    if last_day is None:
+        raise ValueError("the batch files hold no records: nothing for a next day to follow")
+    return DayBefore(last_day, cards, grown(next_seq, cards * 4, -1)[:cards * 4],
+                     grown(balance, cards * 2, -1)[:cards * 2], terminals)
+
+
+def _records(plan: DayPlan, rng: np.random.Generator, keys: Keystore,
+             before: DayBefore | None) -> np.ndarray:
     from unioncard.tariffs import default_rules, evaluate_batch
 
     n = plan.records
@@ -105,7 +201,7 @@ def _records(plan: DayPlan, rng: np.random.Generator, keys: Keystore) -> np.ndar
     member = (card % 10) < 7  # 70% of the cards are union member cards
     etc = kinds == "etc"
     application = np.where(etc, 2, 1).astype(np.uint8)
-    diversifier = np.where(etc, np.uint64(0x1101000000000000), np.uint64(0x5500000000000000)
+    diversifier = np.where(etc, np.uint64(DIVERSIFIER_BASE[2]), np.uint64(DIVERSIFIER_BASE[1])
                            ) + card.astype(np.uint64)
     r["issuer"] = _bytes_of(issuer, 8)
     r["diversifier"] = _bytes_of(diversifier, 8)
@@ -149,8 +245,8 @@ def _records(plan: DayPlan, rng: np.random.Generator, keys: Keystore) -> np.ndar
         rules_column[:, :width] = slots
         r["rules"][purchase] = rules_column
     r["charged_amount"] = charged
-    _counters(r, card, application, load, when)
-    _terminals(r, plan, rng, kinds, card)
+    _counters(r, card, application, load, when, before)
+    _terminals(r, plan, rng, kinds, before)
     _tacs(r, keys, load)
     r["crc"] = record_crcs(r.view(np.uint8).reshape(n, RECORD_SIZE))
     return r
@@ -195,9 +291,10 @@ def _places(r: np.ndarray, rng: np.random.Generator, kinds: np.ndarray,
 
 
 def _counters(r: np.ndarray, card: np.ndarray, application: np.ndarray, load: np.ndarray,
-              when: np.ndarray) -> None:
+              when: np.ndarray, before: DayBefore | None) -> None:
     """Each card purse's offline seq (purchases) and online seq (loads) count up in time
-    order, from a start per card; balances follow the amounts."""
+    order, from a start per card (or where the day before left it); balances follow the
+    amounts."""
     n = len(r)
     counter = (card.astype(np.int64) * 4 + (application.astype(np.int64) - 1) * 2
                + load.astype(np.int64))
@@ -206,9 +303,12 @@ def _counters(r: np.ndarray, card: np.ndarray, application: np.ndarray, load: np
     first = np.r_[True, ranked[1:] != ranked[:-1]]
     run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
     position = np.arange(n) - run_start
-    start = (counter[order] * 7) % 400
+    start = _left(before.next_seq if before else None, ranked, (ranked * 7) % 400)
     seq = np.empty(n, np.int64)
     seq[order] = start + position
+    if n and seq.max() > 0xFFFF:
+        raise ValueError("a card's seq would pass 65535 (the records' 2-byte counter): "
+                         "fewer records per card")
     r["card_seq"] = seq
     purse = card.astype(np.int64) * 2 + application - 1
     order = np.lexsort((np.arange(n), when, purse))
@@ -219,14 +319,25 @@ def _counters(r: np.ndarray, card: np.ndarray, application: np.ndarray, load: np
     base = np.maximum.accumulate(np.where(first, np.arange(n), 0))
     offset = running - np.where(first, running - signed[order], 0)[base]
     balance = np.empty(n, np.int64)
-    balance[order] = 60_000 + offset
+    balance[order] = _left(before.balance if before else None, ranked, _START_BALANCE) + offset
     r["balance_after"] = np.clip(balance, 0, 100_000)
 
 
+def _left(values: np.ndarray | None, rows: np.ndarray, default: Any) -> np.ndarray:
+    """``values`` at ``rows`` where the day before left one (not -1), else ``default``."""
+    out = np.broadcast_to(np.asarray(default, np.int64), rows.shape).copy()
+    if values is not None:
+        known = rows < len(values)
+        left = np.full(rows.shape, -1, np.int64)
+        left[known] = values[rows[known]]
+        out = np.where(left >= 0, left, out)
+    return out
+
+
 def _terminals(r: np.ndarray, plan: DayPlan, rng: np.random.Generator, kinds: np.ndarray,
-               card: np.ndarray) -> None:
+               before: DayBefore | None) -> None:
     """Operators by kind (bus companies, metro, toll roads, merchants, load points); each
-    terminal's seq counts up in time order."""
+    terminal's seq counts up in time order (from 1000, or where the day before left it)."""
     n = len(r)
     prefix = {"bus": 0x3101_0000_0000, "metro": 0x3102_0000_0000, "etc": 0x1101_0000_0000,
               "pos": 0x5800_0000_0000, "load": 0x0000_0000_0000}
@@ -241,8 +352,13 @@ def _terminals(r: np.ndarray, plan: DayPlan, rng: np.random.Generator, kinds: np
     ranked = terminal[order]
     first = np.r_[True, ranked[1:] != ranked[:-1]]
     start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    first_seq = np.full(n, 1000, np.int64)
+    if before is not None:
+        distinct, which = np.unique(ranked, return_inverse=True)
+        first_seq = np.array([before.terminals.get(t, (1000, 1))[0]
+                              for t in distinct.tolist()], np.int64)[which.ravel()]
     seq = np.empty(n, np.int64)
-    seq[order] = 1000 + np.arange(n) - start
+    seq[order] = first_seq + np.arange(n) - start
     r["terminal_seq"] = seq
 
 
