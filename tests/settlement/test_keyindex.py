@@ -203,7 +203,73 @@ def test_seq_sets_restored_from_what_was_settled_before_the_run(history, later):
 def test_a_state_before_the_run_is_refused_once_the_run_marked_seqs():
     seqs = SeqSet()
     seqs.add(np.array([0, 0]), np.array([1, 500]), in_run=False)
-    assert [a.tolist() for a in seqs.settled_before()] == [[[1, 2]], [[(1 << 32) | 7, 1 << 52]]]
+    assert [a.tolist() for a in seqs.settled_before()] == [[[1, 2, 0, 0]],
+                                                          [[(1 << 32) | 7, 1 << 52]]]
     seqs.add(np.array([1]), np.array([2]), in_run=True)
     with pytest.raises(ValueError, match="this run"):
         seqs.settled_before()
+
+
+runs = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 300), st.integers(1, 200)),
+                max_size=4).map(lambda spans: [(owner, seq) for owner, start, length in spans
+                                               for seq in range(start, start + length)])
+history_step = st.tuples(st.booleans(), st.tuples(runs, seq_step).map(
+    lambda parts: parts[0] + parts[1][1]))
+
+
+def _pairs(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64))
+
+
+@given(st.lists(history_step, min_size=1, max_size=6),
+       st.lists(st.tuples(runs, seq_step).map(lambda parts: parts[0] + parts[1][1]),
+                max_size=3))
+@settings(max_examples=120, deadline=None)
+def test_compacting_a_seq_set_changes_no_answer(history, later):
+    """`compact`, between any steps of what was settled before the run, folds runs of
+    seqs into spans and gives spans back as bits when a gap cuts them off; no answer
+    changes: settled before, settled in the run, the gaps and the counters holding one;
+    nor for the set restored from a compacted one."""
+    plain, packed = SeqSet(), SeqSet()
+    for squeeze, pairs in history:
+        for each in (plain, packed):
+            each.add(*_pairs(pairs), in_run=False)
+        if squeeze:
+            packed.compact()
+    packed.compact()
+    restored = SeqSet.restored(*packed.settled_before())
+    for pairs in later:
+        for each in (plain, packed, restored):
+            each.add(*_pairs(pairs), in_run=True)
+    held = {p for _, pairs in history for p in pairs} | {p for pairs in later for p in pairs}
+    probe = sorted({(o, s + d) for o, s in held for d in (-65, -1, 0, 1, 64)
+                    if 0 <= s + d < 2**32} | {(0, 5), (50, 0), (-1, 0)})
+    owner, seq = _pairs(probe)
+    expected = [a.tolist() for a in plain.test(owner, seq)]
+    counters = np.arange(-1, 45)
+    for each in (packed, restored):
+        assert [a.tolist() for a in each.test(owner, seq)] == expected
+        assert each.gaps(counters).tolist() == plain.gaps(counters).tolist()
+        assert each.with_gaps(counters).tolist() == plain.with_gaps(counters).tolist()
+
+
+def test_a_compacted_history_keeps_no_blocks_but_those_below_a_gap():
+    """Days of consecutive seqs fold into each counter's span: the blocks of bits go;
+    a counter with a seq that never came keeps the blocks below its gap, and its later
+    days fold into the span above it (its memory does not grow with its history)."""
+    seqs = SeqSet()
+    owners = np.repeat(np.arange(200), 1000)
+    for day in range(5):
+        seq = np.tile(np.arange(day * 1000, (day + 1) * 1000), 200)
+        keep = ~((owners == 7) & (seq == 2500))  # one record of card 7 never arrived
+        seqs.add(owners[keep], seq[keep], in_run=False)
+        seqs.compact()
+        home, blocks = seqs.settled_before()
+        below_gap = 0 if day < 2 else 2500 // 64 + 1  # seqs 0 to 2499 of counter 7, as bits
+        assert len(blocks) + int((home[:, 0] != 0).sum()) == below_gap
+        # the spans: first seq and end (after its last seq)
+        assert home[:, 2].tolist() == [2501 if c == 7 and day >= 2 else 0 for c in range(200)]
+        assert home[:, 3].tolist() == [(day + 1) * 1000] * 200
+    assert seqs.gaps(np.arange(200)).tolist() == [[7, 2500, 2500]]
+    before, run = seqs.test(np.array([7, 7, 7, 8]), np.array([2499, 2500, 4999, 5000]))
+    assert before.tolist() == [True, False, True, False] and not run.any()

@@ -359,16 +359,30 @@ def _seq_key(owner, block):  # type: ignore[no-untyped-def]
 
 
 @jit
+def _span_bits(block, first, end):  # type: ignore[no-untyped-def]
+    """The bits of block ``block`` (seqs ``block * 64`` to ``block * 64 + 63``) whose seqs
+    lie in the span ``first`` to ``end - 1``."""
+    start = block * 64
+    low, high = max(first, start) - start, min(end, start + 64) - start
+    if high <= low:
+        return np.uint64(0)
+    if high - low == 64:
+        return ~np.uint64(0)
+    return ((np.uint64(1) << np.uint64(high - low)) - np.uint64(1)) << np.uint64(low)
+
+
+@jit
 def _seq_test(home, table, owner, seq, before, run):  # type: ignore[no-untyped-def]
     for i in range(owner.shape[0]):
         before[i] = run[i] = False
         o = owner[i]
-        if o < 0 or o >= home.shape[0] or home[o, 0] == _EMPTY:
-            continue
+        if o < 0 or o >= home.shape[0] or (home[o, 0] == _EMPTY and home[o, 4] == _EMPTY):
+            continue  # no seq of this counter settled
+        spanned = home[o, 3] <= np.uint64(seq[i]) and np.uint64(seq[i]) < home[o, 4]
         block = np.uint64(seq[i]) >> np.uint64(6)
         bit = np.uint64(1) << (np.uint64(seq[i]) & np.uint64(63))
         if home[o, 0] == block + np.uint64(1):
-            before[i] = (home[o, 1] & bit) != np.uint64(0)
+            before[i] = spanned or (home[o, 1] & bit) != np.uint64(0)
             run[i] = (home[o, 2] & bit) != np.uint64(0)
         else:
             key = _seq_key(o, block)
@@ -376,6 +390,7 @@ def _seq_test(home, table, owner, seq, before, run):  # type: ignore[no-untyped-
             if table[at, 0] == key:
                 before[i] = (table[at, 1] & bit) != np.uint64(0)
                 run[i] = (table[at, 2] & bit) != np.uint64(0)
+            before[i] = before[i] or spanned
 
 
 @jit
@@ -433,23 +448,37 @@ def _seq_gaps(home, owners, blocks, words, order, lowest, out):  # type: ignore[
         k = np.searchsorted(owners, c)
         end = np.searchsorted(owners, c, side="right")
         home_left = home[c, 0] != _EMPTY
+        span_left = home[c, 4] != _EMPTY  # its seqs first to last, all held
+        first, last = np.int64(home[c, 3]), np.int64(home[c, 4]) - 1
         previous = np.int64(-1)
-        while home_left or k < end:
-            if home_left and (k == end or np.int64(home[c, 0]) - 1 < blocks[k]):
-                block, word, home_left = np.int64(home[c, 0]) - 1, home[c, 1] | home[c, 2], False
+        block, word = np.int64(-1), _EMPTY
+        while True:
+            while word == _EMPTY and (home_left or k < end):  # the next block, in order
+                if home_left and (k == end or np.int64(home[c, 0]) - 1 < blocks[k]):
+                    block, word = np.int64(home[c, 0]) - 1, home[c, 1] | home[c, 2]
+                    home_left = False
+                else:
+                    block, word = blocks[k], words[k]
+                    k += 1
+                if span_left:
+                    word &= ~_span_bits(block, first, last + 1)
+            if word != _EMPTY:  # held seqs from low to high: the next bit, or the span
+                low = high = block * 64 + _lowest_bit(word, lowest)
+                if span_left and first < low:
+                    low, high, span_left = first, last, False
+                else:
+                    word ^= np.uint64(1) << np.uint64(low - block * 64)
+            elif span_left:
+                low, high, span_left = first, last, False
             else:
-                block, word = blocks[k], words[k]
-                k += 1
-            while word != _EMPTY:
-                bit = _lowest_bit(word, lowest)
-                seq = block * 64 + bit
-                if previous >= 0 and seq > previous + 1:
-                    if count == out.shape[0]:
-                        return count
-                    out[count, 0], out[count, 1], out[count, 2] = c, previous + 1, seq - 1
-                    count += 1
-                previous = seq
-                word ^= np.uint64(1) << np.uint64(bit)
+                break
+            if previous >= 0 and low > previous + 1:
+                if count == out.shape[0]:
+                    return count
+                out[count, 0], out[count, 1], out[count, 2] = c, previous + 1, low - 1
+                count += 1
+            previous = high
+    return count
     return count
 
 
@@ -476,26 +505,148 @@ def _take_span(c, block, word, lowest, count, low, high):  # type: ignore[no-unt
 
 @jit
 def _seq_spans(home, table, wanted, lowest, count, low, high):  # type: ignore[no-untyped-def]
-    """How many seqs each wanted counter holds, and its lowest and highest."""
+    """How many seqs each wanted counter holds, and its lowest and highest (a seq in the
+    counter's span and in a block counted once)."""
     for c in range(min(home.shape[0], wanted.shape[0])):
+        if wanted[c] and home[c, 4] != _EMPTY:
+            count[c] += np.int64(home[c, 4] - home[c, 3])
+            low[c] = min(low[c], np.int64(home[c, 3]))
+            high[c] = max(high[c], np.int64(home[c, 4]) - 1)
         if wanted[c] and home[c, 0] != _EMPTY:
-            _take_span(c, np.int64(home[c, 0]) - 1, home[c, 1] | home[c, 2], lowest, count,
-                       low, high)
+            block = np.int64(home[c, 0]) - 1
+            word = (home[c, 1] | home[c, 2]) & ~_span_bits(block, np.int64(home[c, 3]),
+                                                           np.int64(home[c, 4]))
+            if word != _EMPTY:
+                _take_span(c, block, word, lowest, count, low, high)
     for at in range(table.shape[0]):
         if table[at, 0] != _EMPTY:
             owner = np.int64(table[at, 0] >> np.uint64(32)) - 1
             if owner < wanted.shape[0] and wanted[owner]:
-                _take_span(owner, np.int64(table[at, 0] & np.uint64(0xFFFFFFFF)),
-                           table[at, 1] | table[at, 2], lowest, count, low, high)
+                block = np.int64(table[at, 0] & np.uint64(0xFFFFFFFF))
+                word = (table[at, 1] | table[at, 2]) & ~_span_bits(
+                    block, np.int64(home[owner, 3]), np.int64(home[owner, 4]))
+                if word != _EMPTY:
+                    _take_span(owner, block, word, lowest, count, low, high)
+
+
+@jit
+def _highest_bit(word):  # type: ignore[no-untyped-def]
+    """The position of the highest set bit of ``word`` (not 0)."""
+    bit = np.int64(63)
+    while (word >> np.uint64(bit)) == np.uint64(0):
+        bit -= 1
+    return bit
+
+
+@jit
+def _seq_unreached(home, table, lowest, above, top):  # type: ignore[no-untyped-def]
+    """For each counter with a span: how many of its seqs lie above the span (``above``)
+    and the highest (``top``; -1: none).  Its span reaches its highest seq when
+    ``above`` is ``top`` - the span's last seq."""
+    for c in range(home.shape[0]):
+        if home[c, 4] != _EMPTY and home[c, 0] != _EMPTY:
+            block = np.int64(home[c, 0]) - 1
+            word = home[c, 1] & ~_span_bits(block, np.int64(home[c, 3]), np.int64(home[c, 4]))
+            if word != _EMPTY:
+                _count_above(c, block, word, np.int64(home[c, 4]), lowest, above, top)
+    for at in range(table.shape[0]):
+        if table[at, 0] != _EMPTY:
+            owner = np.int64(table[at, 0] >> np.uint64(32)) - 1
+            if home[owner, 4] != _EMPTY:
+                block = np.int64(table[at, 0] & np.uint64(0xFFFFFFFF))
+                word = table[at, 1] & ~_span_bits(block, np.int64(home[owner, 3]),
+                                                  np.int64(home[owner, 4]))
+                if word != _EMPTY:
+                    _count_above(owner, block, word, np.int64(home[owner, 4]), lowest, above,
+                                 top)
+
+
+@jit
+def _count_above(c, block, word, end, lowest, above, top):  # type: ignore[no-untyped-def]
+    """Add the seqs of ``word`` (block ``block``) from ``end`` on to counter ``c``'s."""
+    high = block * 64 + _highest_bit(word)
+    if high >= end:
+        above[c] += _bit_count(word & ~_span_bits(block, np.int64(0), end))
+        top[c] = max(top[c], high)
+
+
+@jit
+def _word_at(home, c, blocks, words, start, end, block):  # type: ignore[no-untyped-def]
+    """Counter ``c``'s bits of block ``block`` (seqs settled before the run): its home row's,
+    or the table's (``blocks[start:end]``, sorted), or none."""
+    if home[c, 0] == np.uint64(block + 1):
+        return home[c, 1]
+    at = start + np.searchsorted(blocks[start:end], block)
+    return words[at] if at < end and blocks[at] == block else _EMPTY
+
+
+@jit
+def _seq_compact(home, owners, blocks, words, lowest):  # type: ignore[no-untyped-def]
+    """Fold each counter's last run of consecutive seqs (the one its next seqs extend)
+    into its span, clearing those seqs' bits from its blocks (``owners``, ``blocks``,
+    ``words``: the table's blocks sorted by counter and block).  A span the counter has
+    is in that run (`SeqSet.compact` gives back the others as bits first).  A home row
+    whose bits all went takes the counter's highest block left, or is emptied (its next
+    seq takes it): a counter's blocks are in the table only beside its home row's."""
+    k = 0
+    for c in range(home.shape[0]):
+        start = k
+        while k < owners.shape[0] and owners[k] == c:
+            k += 1
+        end = k
+        if home[c, 0] == _EMPTY and home[c, 4] == _EMPTY:
+            continue  # never held a seq
+        if home[c, 4] != _EMPTY:
+            first, stop = np.int64(home[c, 3]), np.int64(home[c, 4])
+        else:  # the highest held seq starts it
+            first = np.int64(-1)
+            if home[c, 0] != _EMPTY and home[c, 1] != _EMPTY:
+                first = (np.int64(home[c, 0]) - 1) * 64 + _highest_bit(home[c, 1])
+            if start < end:
+                first = max(first, blocks[end - 1] * 64 + _highest_bit(words[end - 1]))
+            stop = first + 1
+        while True:  # up: the ones from seq ``stop`` on
+            word = _word_at(home, c, blocks, words, start, end, stop >> 6)
+            rest = ~(word >> np.uint64(stop & 63))
+            ones = np.int64(64) if rest == _EMPTY else _lowest_bit(rest, lowest)
+            stop += ones
+            if ones == 0 or stop & 63 != 0:
+                break
+        while first > 0:  # down: the ones below seq ``first``
+            word = _word_at(home, c, blocks, words, start, end, (first - 1) >> 6)
+            top = word << np.uint64(63 - ((first - 1) & 63))
+            ones = np.int64(0)
+            while ones < 64 and (top >> np.uint64(63 - ones)) & np.uint64(1):
+                ones += 1
+            first -= ones
+            if ones == 0 or first & 63 != 0:
+                break
+        home[c, 3], home[c, 4] = first, stop
+        if home[c, 0] != _EMPTY:
+            home[c, 1] &= ~_span_bits(np.int64(home[c, 0]) - 1, first, stop)
+            if home[c, 1] == _EMPTY:
+                home[c, 0] = _EMPTY
+        for j in range(start, end):
+            words[j] &= ~_span_bits(blocks[j], first, stop)
+        for j in range(end - 1, start - 1, -1):  # a counter with blocks has its home row
+            if home[c, 0] != _EMPTY:
+                break
+            if words[j] != _EMPTY:
+                home[c, 0], home[c, 1], words[j] = blocks[j] + 1, words[j], _EMPTY
 
 
 class SeqSet:
     """Settled seqs (up to 2³² - 1) of numbered counters (0 to 2³² - 2), each marked as
-    settled before this run or in it.  A counter's first block of 64 seqs is in its home
-    row (found by its number); other blocks in a hash table."""
+    settled before this run or in it.  Each counter has a home row (found by its
+    number) holding a span of consecutive seqs settled before the run (`compact` folds
+    them into it) and one block of 64 seqs as bits; its other blocks are in a hash table.
+    A counter's seqs follow one another, so once compacted a history of any length takes
+    its home row, and blocks only around the gaps it has and for the seqs since."""
 
     def __init__(self) -> None:
-        self._home = np.zeros((1024, 3), np.uint64)
+        self._home = np.zeros((1024, 5), np.uint64)
+        """Per counter: block + 1 (0: none), its bits settled before the run, its bits
+        settled in it, the span's first seq, the span's end (its last seq + 1; 0: no span)."""
         self._table = np.zeros((_size_for(1024), 3), np.uint64)
         self._count = 0
 
@@ -519,28 +670,68 @@ class SeqSet:
         self._count += int(_seq_add(self._home, self._table, owner,
                                     np.ascontiguousarray(seq, np.int64), 2 if in_run else 1))
 
-    def settled_before(self) -> tuple[np.ndarray, np.ndarray]:
-        """The seqs settled before this run, for `restored`: ``uint64[C, 2]`` home rows
-        (block + 1, or 0 for none; its bits) and ``uint64[B, 2]`` other blocks (key,
-        bits).  Only when no seq is marked as settled in this run (`ValueError`)."""
-        used = self._table[self._table[:, 0] != _EMPTY]
+    def _before_only(self) -> np.ndarray:
+        """The table's used rows; `ValueError` when a seq is marked as settled in the run."""
+        used: np.ndarray = self._table[self._table[:, 0] != _EMPTY]
         if self._home[:, 2].any() or used[:, 2].any():
             raise ValueError("seqs of this run are marked: not a state before the run")
-        last = np.flatnonzero(self._home[:, 0] != _EMPTY)
-        home = self._home[:last[-1] + 1 if len(last) else 0, :2].copy()
+        return used
+
+    def compact(self) -> None:
+        """Fold each counter's last run of consecutive seqs into its span: the blocks they
+        filled are let go, so a counter's history takes its home row whatever its length
+        (and blocks for the seqs below a gap, which stay as they are).  A span that a gap
+        now separates from the counter's highest seq is first given back as bits.  Only
+        before the run (no seq marked as settled in it: `ValueError`)."""
+        self._before_only()
+        count = len(self._home)
+        above, top = np.zeros(count, np.int64), np.full(count, -1, np.int64)
+        _seq_unreached(self._home, self._table, _LOWEST_BIT, above, top)
+        end = self._home[:, 4].astype(np.int64)
+        cut = np.flatnonzero((self._home[:, 4] != _EMPTY) & (top >= end)
+                             & (above < top - end + 1))
+        if cut.size:  # a gap above the span: its seqs become bits again
+            first = self._home[cut, 3].astype(np.int64)
+            lengths = end[cut] - first
+            owner = np.repeat(cut, lengths)
+            seq = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths,
+                                                            lengths) + np.repeat(first, lengths)
+            self._home[cut, 3] = self._home[cut, 4] = _EMPTY
+            self.add(owner, seq, in_run=False)
+        used = self._table[self._table[:, 0] != _EMPTY]
+        used = used[np.argsort(used[:, 0], kind="stable")]  # by counter, then block
+        owners = (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1
+        blocks = (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        words = np.ascontiguousarray(used[:, 1])
+        _seq_compact(self._home, owners, blocks, words, _LOWEST_BIT)
+        kept = words != _EMPTY
+        self._set_table(np.column_stack([used[kept, 0], words[kept]]))
+
+    def _set_table(self, blocks: np.ndarray) -> None:
+        """The table of other blocks holding ``blocks`` (rows: key, bits before the run)."""
+        rows = np.zeros((len(blocks), 3), np.uint64)
+        rows[:, :2] = blocks
+        self._table = np.zeros((_size_for(max(len(blocks), 1024)), 3), np.uint64)
+        _seq_rehash(rows, self._table)
+        self._count = len(blocks)
+
+    def settled_before(self) -> tuple[np.ndarray, np.ndarray]:
+        """The seqs settled before this run, for `restored`: ``uint64[C, 4]`` home rows
+        (block + 1, or 0 for none; its bits; the span's first seq and end, 0 for none)
+        and ``uint64[B, 2]`` other blocks (key, bits).  Only when no seq is marked as
+        settled in this run (`ValueError`)."""
+        used = self._before_only()
+        last = np.flatnonzero((self._home[:, 0] != _EMPTY) | (self._home[:, 4] != _EMPTY))
+        home = self._home[:last[-1] + 1 if len(last) else 0][:, [0, 1, 3, 4]]
         return home, used[:, :2].copy()
 
     @classmethod
     def restored(cls, home: np.ndarray, blocks: np.ndarray) -> SeqSet:
         """The set `settled_before` gave (every seq marked as settled before the run)."""
         seqs = cls()
-        seqs._home = np.zeros((max(len(home), 1024), 3), np.uint64)
-        seqs._home[:len(home), :2] = home
-        rows = np.zeros((len(blocks), 3), np.uint64)
-        rows[:, :2] = blocks
-        seqs._table = np.zeros((_size_for(max(len(blocks), 1024)), 3), np.uint64)
-        _seq_rehash(rows, seqs._table)
-        seqs._count = len(blocks)
+        seqs._home = np.zeros((max(len(home), 1024), 5), np.uint64)
+        seqs._home[:len(home)][:, [0, 1, 3, 4]] = home
+        seqs._set_table(blocks)
         return seqs
 
     def gaps(self, order: np.ndarray, limit: int = 10_000) -> np.ndarray:
@@ -568,8 +759,9 @@ class SeqSet:
         """Those of ``counters`` with a seq missing between two held ones (without listing
         them: a counter holds a gap when it holds fewer seqs than its span)."""
         counters = np.ascontiguousarray(counters, np.int64)
-        wanted = np.zeros(len(self._home), bool)
-        wanted[counters[(counters >= 0) & (counters < len(self._home))]] = True
+        counters = counters[(counters >= 0) & (counters < len(self._home))]
+        wanted = np.zeros(int(counters.max()) + 1 if len(counters) else 0, bool)
+        wanted[counters] = True
         count = np.zeros(len(wanted), np.int64)
         low = np.full(len(wanted), np.iinfo(np.int64).max)
         high = np.full(len(wanted), -1, np.int64)

@@ -36,7 +36,7 @@ PAGE_SIZE = 65536
 """The page size of a new ledger (SQLite's largest): a batch's accepted records are one
 BLOB of 47 bytes a record, written in fewer, larger pages."""
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 """The layout of the index snapshot's parts (`unioncard.settlement.pipeline`)."""
 SNAPSHOT_CHUNK = 64 << 20
 """Bytes of a part in one row of the snapshot table (SQLite's BLOBs stop at 1 GB)."""
@@ -298,7 +298,7 @@ class Ledger:
 
     # --- the replay index's snapshot ------------------------------------------------------------
 
-    def index_snapshot(self) -> tuple[int, dict[str, bytes]] | None:
+    def index_snapshot(self) -> tuple[int, dict[str, bytearray]] | None:
         """The latest snapshot of the index of settled records (`write_index_snapshot`): the
         last batch row it covers and its parts; None when there is none, or when it is of
         another format or does not match its digest (the batches are then read again)."""
@@ -314,7 +314,7 @@ class Ledger:
             parts.setdefault(part, bytearray()).extend(data)
         if _digest(parts) != digest:
             return None
-        return int(through), {part: bytes(data) for part, data in parts.items()}
+        return int(through), parts  # the parts as read, not copied
 
     def write_index_snapshot(self, through: int, parts: dict[str, bytes]) -> None:
         """Keep ``parts`` as the snapshot of the index of the records of every batch up to
@@ -331,14 +331,15 @@ class Ledger:
     # --- what the run needs ------------------------------------------------------------------
 
     def usage(self, windows: Iterable[tuple[str, int]] | None = None
-              ) -> list[tuple[str, str, str, int, int, int]]:
+              ) -> Iterator[tuple[str, str, str, int, int, int]]:
         """Members' usage of capped benefits, (member, rule, period, key, count, amount):
-        in the ``windows`` (period, key) given, or all of it."""
+        in the ``windows`` (period, key) given, or all of it; read as it is iterated."""
         query = "SELECT member_id, rule_id, period, key, count, amount FROM usage"
         if windows is None:
-            return list(self._db.execute(query))
-        return [row for window in windows
-                for row in self._db.execute(query + " WHERE period = ? AND key = ?", window)]
+            yield from self._db.execute(query)
+            return
+        for window in list(windows):
+            yield from self._db.execute(query + " WHERE period = ? AND key = ?", window)
 
     def rejects(self, rows: Sequence[int]) -> list[tuple[Any, ...]]:
         return list(self._db.execute(

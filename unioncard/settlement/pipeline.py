@@ -24,7 +24,7 @@ here or on Dask workers), in the order of `batch_order`, and settles it:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -56,8 +56,8 @@ SNAPSHOT_RECORDS = 1_000_000
 ledger's last index snapshot) keeps a new snapshot before it settles anything: the
 next run then reads the snapshot and the batches after it, not the whole history."""
 _SNAPSHOT: dict[str, tuple[str, int]] = {
-    "cards": ("<u8", 3), "card_home": ("<u8", 2), "card_blocks": ("<u8", 2),
-    "max_verified": ("<i4", 1), "terminals": ("<u8", 2), "terminal_home": ("<u8", 2),
+    "cards": ("<u8", 3), "card_home": ("<u8", 4), "card_blocks": ("<u8", 2),
+    "max_verified": ("<i4", 1), "terminals": ("<u8", 2), "terminal_home": ("<u8", 4),
     "terminal_blocks": ("<u8", 2)}
 """The parts of an index snapshot: dtype and columns (`Ledger.write_index_snapshot`)."""
 COMMIT_BATCHES = 64
@@ -173,6 +173,8 @@ class Settlement:
         for row, records in self.ledger.settled_records(after=through, before=first):
             self._remember(records, *self._numbers(records), in_run=False)
             through, read = row, read + len(records)
+        for seqs in (self._card_seqs, self._terminal_seqs):
+            seqs.compact()  # the history's runs of seqs as spans
         if read >= SNAPSHOT_RECORDS:
             self.ledger.write_index_snapshot(through, self._snapshot())
         for _row, records in self.ledger.settled_records(after=max(through, first - 1)):
@@ -209,7 +211,7 @@ class Settlement:
         """The highest TAC-verified seq settled of each card counter (-1: none): what
         proves the seq of a record without TAC."""
 
-    def _restore(self, parts: dict[str, bytes]) -> None:
+    def _restore(self, parts: Mapping[str, bytes | bytearray]) -> None:
         """Start from a snapshot (`_snapshot`) instead of an empty index."""
         value = {name: np.frombuffer(parts[name], dtype).reshape(-1, *shape)
                  for name, (dtype, *shape) in _SNAPSHOT.items()}

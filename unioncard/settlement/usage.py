@@ -24,6 +24,7 @@ reads them back.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,6 +39,7 @@ _NIBBLES = np.full(256, 0xFF, np.uint8)
 _NIBBLES[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
 _NIBBLES[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 _WINDOWS = ("day", "month")
+_TAKE = 20_000
 
 
 _HEX = np.frombuffer(b"0123456789ABCDEF", np.uint8)
@@ -124,10 +126,12 @@ class UsageStore:
             self._loaded.update(wanted)
 
     def _take(self, rows: Iterable[tuple[str, str, str, int, int, int]]) -> None:
-        """Hold windows as the ledger has them (not changes)."""
-        rows = list(rows)
-        if rows:
-            member, rule, period, key, count, amount = zip(*rows, strict=True)
+        """Hold windows as the ledger has them (not changes), ``_TAKE`` rows at a time (a
+        month of a city's members is hundreds of thousands of rows: as Python tuples, a
+        few hundred bytes each)."""
+        rows = iter(rows)
+        while chunk := list(itertools.islice(rows, _TAKE)):
+            member, rule, period, key, count, amount = zip(*chunk, strict=True)
             windows = np.array([_WINDOWS.index(p) for p in period], np.int64)
             self._add(np.asarray(member), np.asarray(rule), windows, np.asarray(key, np.int64),
                       np.asarray(count, np.int64), np.asarray(amount, np.int64))
