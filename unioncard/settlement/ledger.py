@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +38,9 @@ BLOB of 47 bytes a record, written in fewer, larger pages."""
 
 SNAPSHOT_FORMAT = 2
 """The layout of the index snapshot's parts (`unioncard.settlement.pipeline`)."""
-SNAPSHOT_CHUNK = 64 << 20
-"""Bytes of a part in one row of the snapshot table (SQLite's BLOBs stop at 1 GB)."""
+SNAPSHOT_CHUNK = 4 << 20
+"""Bytes of a part in one row of the snapshot table (SQLite copies each BLOB it is
+given: small rows keep that copy small)."""
 
 SETTLED_DTYPE = np.dtype([
     ("issuer", "<u8"), ("diversifier", "<u8"), ("application", "u1"), ("is_load", "u1"),
@@ -316,9 +317,10 @@ class Ledger:
             return None
         return int(through), parts  # the parts as read, not copied
 
-    def write_index_snapshot(self, through: int, parts: dict[str, bytes]) -> None:
-        """Keep ``parts`` as the snapshot of the index of the records of every batch up to
-        row ``through``, in place of the previous one (one commit)."""
+    def write_index_snapshot(self, through: int,
+                             parts: Mapping[str, bytes | memoryview]) -> None:
+        """Keep ``parts`` (bytes, or byte views) as the snapshot of the index of the records
+        of every batch up to row ``through``, in place of the previous one (one commit)."""
         with self.transaction() as db:
             db.execute("DELETE FROM index_snapshot")
             db.executemany("INSERT INTO index_snapshot VALUES (?, ?, ?)", (
@@ -429,7 +431,7 @@ _CHUNK = 500
 """Batch rows named per query by `Ledger.settled_records`."""
 
 
-def _digest(parts: dict[str, Any]) -> str:
+def _digest(parts: Mapping[str, Any]) -> str:
     """SHA-256 over the parts, by name (a snapshot is used only if it matches)."""
     digest = hashlib.sha256()
     for part in sorted(parts):

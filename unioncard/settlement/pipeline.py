@@ -187,16 +187,17 @@ class Settlement:
 
     # --- the index of settled records -------------------------------------------------------
 
-    def _snapshot(self) -> dict[str, bytes]:
-        """The index as it stands before the run, as the parts of a ledger snapshot."""
+    def _snapshot(self) -> dict[str, memoryview]:
+        """The index as it stands before the run, as the parts of a ledger snapshot (the
+        bytes of its arrays, not copied again)."""
         self._cover_counters()
         count = len(self._counters)
         parts = {"cards": self._counters.fields(), "terminals": self._terminals.fields(),
                  "max_verified": self._max_verified[:count]}
         for name, seqs in (("card", self._card_seqs), ("terminal", self._terminal_seqs)):
             parts[f"{name}_home"], parts[f"{name}_blocks"] = seqs.settled_before()
-        return {name: np.ascontiguousarray(value, _SNAPSHOT[name][0]).tobytes()
-                for name, value in parts.items()}
+        return {name: np.ascontiguousarray(value, _SNAPSHOT[name][0]).reshape(-1).view(
+            np.uint8).data for name, value in parts.items()}
 
     def _empty_index(self) -> None:
         """No counter numbered, no seq settled (a new run's index, and what a snapshot set
