@@ -315,13 +315,14 @@ def _emit(request):
         parts = [f"{records:,}: {mb:,.0f} MB" + (f" (+{mb - base:,.0f})" if base and
                                                 records != SAMPLE else "")
                  for records, mb in sorted(peak.items())]
-        lines.append("(e) peak RSS of unioncard settle by day size (growth over the "
-                     f"{SAMPLE:,}-record run): " + ", ".join(parts))
+        lines.append("(e) peak RSS of unioncard settle, first days into a new ledger (growth "
+                     f"over the {SAMPLE:,}-record run): " + ", ".join(parts))
         if CLI_DAY in peak and BIG in peak:
             slope = (peak[BIG] - peak[CLI_DAY]) / ((BIG - CLI_DAY) / 1e6)
             lines.append(f"    {slope:,.0f} MB more per million records from {CLI_DAY:,} to "
-                         f"{BIG:,} ({'flat: streamed' if slope < 20 else 'NOT flat'}); the "
-                         f"{BIG:,}-record command ran at {f.get('cli_big', 0):,.0f} records/s")
+                         f"{BIG:,}, with a card for every 20 records: the index learns "
+                         f"{(BIG - CLI_DAY) // 20:,} more cards; the {BIG:,}-record command "
+                         f"ran at {f.get('cli_big', 0):,.0f} records/s")
     if "second_day" in f:
         lines.append(f"    the next {BIG:,}-record day over the same cards, on the ledger "
                      f"of the first: {f['second_day']:,.0f} MB")
