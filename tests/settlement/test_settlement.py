@@ -430,12 +430,13 @@ def test_runs_over_a_ledger_with_an_index_snapshot_settle_as_without(day, tmp_pa
 
 
 @pytest.mark.parametrize("spoil", ["bytes off their digest", "a key twice", "a torn part",
-                                   "a short part"])
+                                   "a short part", "an older format"])
 def test_an_index_snapshot_that_is_damaged_or_does_not_hold_together_is_set_aside(
         day, tmp_path, monkeypatch, spoil):
     """A snapshot whose bytes no longer match its digest, or that matches its digest but
     not itself (a card counter numbered twice, a part cut inside a row, parts of other
-    lengths), is not used: the run reads every batch again, and still finds the replays."""
+    lengths), or of an older format (home rows without spans), is not used: the run reads
+    every batch again, and still finds the replays."""
     from unioncard.settlement import pipeline
     from unioncard.settlement.ledger import Ledger
 
@@ -449,6 +450,12 @@ def test_an_index_snapshot_that_is_damaged_or_does_not_hold_together_is_set_asid
                 "SELECT data FROM index_snapshot WHERE part = 'card_home'").fetchone()
             db.execute("UPDATE index_snapshot SET data = ? WHERE part = 'card_home'",
                        (bytes(len(data[0])),))
+        with Ledger(ledger_path) as ledger:
+            assert ledger.index_snapshot() is None
+    elif spoil == "an older format":
+        with sqlite3.connect(ledger_path) as db:
+            db.execute("UPDATE meta SET value = '1' || substr(value, 2) "
+                       "WHERE key = 'index_snapshot'")
         with Ledger(ledger_path) as ledger:
             assert ledger.index_snapshot() is None
     else:
