@@ -273,3 +273,31 @@ def test_a_compacted_history_keeps_no_blocks_but_those_below_a_gap():
     assert seqs.gaps(np.arange(200)).tolist() == [[7, 2500, 2500]]
     before, run = seqs.test(np.array([7, 7, 7, 8]), np.array([2499, 2500, 4999, 5000]))
     assert before.tolist() == [True, False, True, False] and not run.any()
+
+
+def test_a_span_cut_off_by_a_gap_goes_back_to_bits_a_word_at_a_time():
+    """When a gap opens above a counter's span, the span becomes bits again in words of
+    64 seqs, not seq by seq: a day on which every card's first record was rejected costs
+    the next run's start memory in proportion to the blocks, not to the cards' history."""
+    import tracemalloc
+
+    counters, history = 500, 5000
+    seqs = SeqSet()
+    seqs.add(np.repeat(np.arange(counters), history), np.tile(np.arange(history), counters),
+             in_run=False)
+    seqs.compact()
+    seqs.add(np.arange(counters), np.full(counters, history + 1), in_run=False)  # a gap
+    tracemalloc.start()
+    try:
+        seqs.compact()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20  # 2.5 million seqs cut: as int64 arrays, 20 MB each
+    home, blocks = seqs.settled_before()
+    assert len(blocks) + int((home[:, 0] != 0).sum()) == counters * -(-history // 64)
+    assert home[:, 2].tolist() == [history + 1] * counters  # the new spans: the last run
+    before, _ = seqs.test(np.array([3, 3, 3, 3]), np.array([0, history - 1, history,
+                                                             history + 1]))
+    assert before.tolist() == [True, True, False, True]
+    assert seqs.gaps(np.array([3])).tolist() == [[3, history, history]]

@@ -399,20 +399,37 @@ def _seq_add(home, table, owner, seq, column):  # type: ignore[no-untyped-def]
     table of other blocks were taken."""
     taken = 0
     for i in range(owner.shape[0]):
-        o = owner[i]
-        block = np.uint64(seq[i]) >> np.uint64(6)
-        bit = np.uint64(1) << (np.uint64(seq[i]) & np.uint64(63))
-        if home[o, 0] == _EMPTY:
-            home[o, 0] = block + np.uint64(1)
-        if home[o, 0] == block + np.uint64(1):
-            home[o, column] |= bit
-            continue
-        key = _seq_key(o, block)
-        at = _seq_slot(table, key)
-        if table[at, 0] == _EMPTY:
-            table[at, 0] = key
-            taken += 1
-        table[at, column] |= bit
+        taken += _mark(home, table, owner[i], np.uint64(seq[i]) >> np.uint64(6),
+                       np.uint64(1) << (np.uint64(seq[i]) & np.uint64(63)), column)
+    return taken
+
+
+@jit
+def _seq_add_words(home, table, owner, block, word):  # type: ignore[no-untyped-def]
+    """Mark the seqs of whole words (bits of block ``block``) as settled before the run;
+    how many slots of the table of other blocks were taken."""
+    taken = 0
+    for i in range(owner.shape[0]):
+        taken += _mark(home, table, owner[i], np.uint64(block[i]), word[i], 1)
+    return taken
+
+
+@jit
+def _mark(home, table, o, block, bits, column):  # type: ignore[no-untyped-def]
+    """Set ``bits`` of counter ``o``'s block ``block`` in ``column``: in its home row (taken
+    when empty) or the table; 1 when a table slot was taken."""
+    if home[o, 0] == _EMPTY:
+        home[o, 0] = block + np.uint64(1)
+    if home[o, 0] == block + np.uint64(1):
+        home[o, column] |= bits
+        return 0
+    key = _seq_key(o, block)
+    at = _seq_slot(table, key)
+    taken = 0
+    if table[at, 0] == _EMPTY:
+        table[at, 0] = key
+        taken = 1
+    table[at, column] |= bits
     return taken
 
 
@@ -660,6 +677,12 @@ class SeqSet:
         return before, run
 
     def add(self, owner: np.ndarray, seq: np.ndarray, *, in_run: bool) -> None:
+        owner = self._room_for(owner)
+        self._count += int(_seq_add(self._home, self._table, owner,
+                                    np.ascontiguousarray(seq, np.int64), 2 if in_run else 1))
+
+    def _room_for(self, owner: np.ndarray) -> np.ndarray:
+        """Home rows for the counters ``owner`` and table room for as many blocks more."""
         owner = np.ascontiguousarray(owner, np.int64)
         if len(owner):
             self._home = grown(self._home, int(owner.max()) + 1)
@@ -667,8 +690,7 @@ class SeqSet:
             old = self._table
             self._table = np.zeros((_size_for(self._count + len(owner)), 3), np.uint64)
             _seq_rehash(old, self._table)
-        self._count += int(_seq_add(self._home, self._table, owner,
-                                    np.ascontiguousarray(seq, np.int64), 2 if in_run else 1))
+        return owner
 
     def _before_only(self) -> np.ndarray:
         """The table's used rows; `ValueError` when a seq is marked as settled in the run."""
@@ -690,14 +712,23 @@ class SeqSet:
         end = self._home[:, 4].astype(np.int64)
         cut = np.flatnonzero((self._home[:, 4] != _EMPTY) & (top >= end)
                              & (above < top - end + 1))
-        if cut.size:  # a gap above the span: its seqs become bits again
+        if cut.size:  # a gap above the span: its seqs become bits again, a word a block
             first = self._home[cut, 3].astype(np.int64)
-            lengths = end[cut] - first
-            owner = np.repeat(cut, lengths)
-            seq = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths,
-                                                            lengths) + np.repeat(first, lengths)
+            low, high = first >> 6, (end[cut] - 1) >> 6
+            count = high - low + 1
+            owner = np.repeat(cut, count)
+            block = (np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+                     + np.repeat(low, count))
+            start = block * 64  # the span's seqs in each block: bits low to high - 1
+            below = np.maximum(np.repeat(first, count), start) - start
+            above = np.minimum(np.repeat(end[cut], count), start + 64) - start
+            ones = np.where(above - below == 64, ~np.uint64(0),
+                            (np.uint64(1) << (above - below).astype(np.uint64) % np.uint64(64))
+                            - np.uint64(1))
+            words = ones << below.astype(np.uint64)
             self._home[cut, 3] = self._home[cut, 4] = _EMPTY
-            self.add(owner, seq, in_run=False)
+            owner = self._room_for(owner)
+            self._count += int(_seq_add_words(self._home, self._table, owner, block, words))
         used = self._table[self._table[:, 0] != _EMPTY]
         used = used[np.argsort(used[:, 0], kind="stable")]  # by counter, then block
         owners = (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1
