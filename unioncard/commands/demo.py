@@ -510,13 +510,15 @@ BATCH_RECORDS_MAX = 8_000_000
                    "fill its files in turn.")
 @click.option("--cards", type=click.IntRange(1, 1_000_000_000), default=None,
               help="Cards the records are spread over (default: one card for every 20 "
-                   "records, at least 10; after a day, that day's cards); a day of more "
+                   "records, at least 10; after earlier days, the cards their records "
+                   "number: the highest card number seen, plus one); a day of more "
                    "records over the same cards is the same city on a busier day.")
 @click.option("--after", "after_dirs", multiple=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The directory of a generated day this day follows (repeat it for every "
                    "earlier day: a card that did not tap the day before goes on from the "
-                   "day it last did): the next date, the same cards and terminals, every "
+                   "day it last did): the next date, the same cards, the terminals numbered as "
+                   "before (those seen go on from there), every "
                    "card's and terminal's seqs, balances and batch ids going on, so it "
                    "settles after those days with nothing replayed.")
 @click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False),

@@ -10,9 +10,10 @@ keys).  Records are built as numpy columns and their TACs in bulk
 gives the same files.  Every record settles as accepted against the same keystore.
 
 A day can follow earlier ones (`day_before` of all their files): the next date, the
-same cards and terminals, each card counter's seq, each purse's balance, each
-terminal's seq and batch id going on from where those days left them, so the days
-settle one after the other with nothing replayed and no gap between them.
+same cards and terminals numbered as before, each card counter's seq, each purse's
+balance, each known terminal's seq and batch id going on from where those days left
+them, so the days settle one after the other with nothing replayed and no gap between
+them.
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ class DayPlan:
     seed: int | None = None
 
     def resolved(self, before: DayBefore | None = None) -> DayPlan:
-        """The plan with its defaults filled in: one card for every 20 records (after a
-        day: that day's cards), a terminal for every 5 000 records, the day after
-        ``before``, and the day's date as its seed (20260501)."""
+        """The plan with its defaults filled in: one card for every 20 records (after
+        earlier days: the cards their records number), a terminal for every 5 000
+        records, the day after ``before``, and the day's date as its seed (20260501)."""
         day = before.day + dt.timedelta(days=1) if before is not None else self.day
         cards = self.cards or (before.cards if before is not None
                                else max(10, self.records // 20))
@@ -85,7 +86,7 @@ class DayBefore:
     day: dt.date
     """The last date of its records."""
     cards: int
-    """Its cards are numbered below this."""
+    """Its records' cards are numbered below this (the highest seen, plus one)."""
     next_seq: np.ndarray
     """Each card counter's next seq (``card * 4 + (application - 1) * 2 + is_load``; -1:
     the counter has no record)."""

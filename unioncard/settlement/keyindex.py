@@ -7,10 +7,12 @@ compared whole (two keys with one hash are never confused); a batch of keys is l
 up or numbered in one numba call.
 
 `SeqSet` says which seqs of a numbered counter were settled, and whether before this run
-or in it: a bitmap word per counter and block of 64 seqs.  A counter's seqs follow one
-another, so a day of records takes about a word per counter, not a slot per record:
-replays and duplicates are found in memory that grows with the cards and terminals
-seen, not with their records.
+or in it: bits in words of 64 seqs, and a span per counter.  A counter's seqs follow one
+another, so a day of records takes about a word per counter, not a slot per record, and
+`SeqSet.compact` folds each counter's last run of consecutive seqs into its span (first
+and end in its home row) before a run: replays and duplicates are found in memory that
+grows with the cards and terminals seen, not with their records (the seqs below a gap
+stay as bits: see docs/settlement.md, "Spans").
 
 >>> seqs = SeqSet()
 >>> seqs.add(np.array([0, 0, 3]), np.array([7, 8, 7]), in_run=False)
@@ -21,6 +23,13 @@ seen, not with their records.
 [3]
 >>> seqs.gaps(np.array([3, 0])).tolist()  # counter, first and last seq missing
 [[3, 8, 69]]
+>>> history = SeqSet()
+>>> history.add(np.zeros(1000, np.int64), np.arange(1000), in_run=False)
+>>> history.add(np.array([0]), np.array([1500]), in_run=False)  # seqs 1000 to 1499: a gap
+>>> history.compact()
+>>> home, blocks = history.settled_before()  # the runs below the gap stay as bits
+>>> home[:, 2:].tolist(), len(blocks) + 1
+([[1500, 1501]], 16)
 """
 
 from __future__ import annotations
