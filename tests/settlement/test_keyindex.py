@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unioncard.settlement.keyindex import KeyedRows, SeqSet, _mix
+from unioncard.settlement.keyindex import SPAN_MISSES, KeyedRows, SeqSet, _mix
 
 SEED = 0x9E3779B97F4A7C15  # the start of a row's hash chain (keyindex._row_hash)
 
@@ -213,8 +213,10 @@ def test_a_state_before_the_run_is_refused_once_the_run_marked_seqs():
 runs = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 300), st.integers(1, 200)),
                 max_size=4).map(lambda spans: [(owner, seq) for owner, start, length in spans
                                                for seq in range(start, start + length)])
-history_step = st.tuples(st.booleans(), st.tuples(runs, seq_step).map(
-    lambda parts: parts[0] + parts[1][1]))
+history_step = st.tuples(st.sampled_from([None, 0, 3, 70, SPAN_MISSES]),
+                         st.tuples(runs, seq_step).map(lambda parts: parts[0] + parts[1][1]))
+"""Seqs settled before the run, then a compaction (None: none) taking in at most so many
+seqs missing."""
 
 
 def _pairs(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -224,18 +226,19 @@ def _pairs(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
 @given(st.lists(history_step, min_size=1, max_size=6),
        st.lists(st.tuples(runs, seq_step).map(lambda parts: parts[0] + parts[1][1]),
                 max_size=3))
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_compacting_a_seq_set_changes_no_answer(history, later):
-    """`compact`, between any steps of what was settled before the run, folds runs of
-    seqs into spans and gives spans back as bits when a gap cuts them off; no answer
-    changes: settled before, settled in the run, the gaps and the counters holding one;
-    nor for the set restored from a compacted one."""
+    """`compact`, between any steps of what was settled before the run, folds seqs into
+    spans that keep what they miss as bits, and gives spans back as bits when a jump cuts
+    them off (small limits make jumps of small gaps); no answer changes: settled before,
+    settled in the run, the gaps and the counters holding one; nor for the set restored
+    from a compacted one."""
     plain, packed = SeqSet(), SeqSet()
-    for squeeze, pairs in history:
+    for limit, pairs in history:
         for each in (plain, packed):
             each.add(*_pairs(pairs), in_run=False)
-        if squeeze:
-            packed.compact()
+        if limit is not None:
+            packed.compact(limit)
     packed.compact()
     restored = SeqSet.restored(*packed.settled_before())
     for pairs in later:
@@ -253,10 +256,11 @@ def test_compacting_a_seq_set_changes_no_answer(history, later):
         assert each.with_gaps(counters).tolist() == plain.with_gaps(counters).tolist()
 
 
-def test_a_compacted_history_keeps_no_blocks_but_those_below_a_gap():
-    """Days of consecutive seqs fold into each counter's span: the blocks of bits go;
-    a counter with a seq that never came keeps the blocks below its gap, and its later
-    days fold into the span above it (its memory does not grow with its history)."""
+def test_a_compacted_history_keeps_a_bit_only_for_each_seq_it_misses():
+    """Days of consecutive seqs fold into each counter's span: the blocks of bits go; a
+    counter with a seq that never came (a record rejected, or lost) keeps one word, whose
+    bit says its span misses that seq, however many days follow; a record that comes
+    late fills it."""
     seqs = SeqSet()
     owners = np.repeat(np.arange(200), 1000)
     for day in range(5):
@@ -265,28 +269,35 @@ def test_a_compacted_history_keeps_no_blocks_but_those_below_a_gap():
         seqs.add(owners[keep], seq[keep], in_run=False)
         seqs.compact()
         home, blocks = seqs.settled_before()
-        below_gap = 0 if day < 2 else 2500 // 64 + 1  # seqs 0 to 2499 of counter 7, as bits
-        assert len(blocks) + int((home[:, 0] != 0).sum()) == below_gap
-        # the spans: first seq and end (after its last seq)
-        assert home[:, 2].tolist() == [2501 if c == 7 and day >= 2 else 0 for c in range(200)]
-        assert home[:, 3].tolist() == [(day + 1) * 1000] * 200
+        assert len(blocks) == 0  # no table
+        assert [c for c in range(200) if home[c, 0]] == ([7] if day >= 2 else [])
+        if day >= 2:
+            assert home[7, :2].tolist() == [2500 // 64 + 1, 1 << 2500 % 64]  # what it misses
+        assert home[:, 2].tolist() == [0] * 200  # the spans: from seq 0
+        assert home[:, 3].tolist() == [(day + 1) * 1000] * 200  # to the day's last
     assert seqs.gaps(np.arange(200)).tolist() == [[7, 2500, 2500]]
     before, run = seqs.test(np.array([7, 7, 7, 8]), np.array([2499, 2500, 4999, 5000]))
     assert before.tolist() == [True, False, True, False] and not run.any()
+    seqs.add(np.array([7]), np.array([2500]), in_run=False)  # the late record
+    seqs.compact()
+    assert seqs.gaps(np.arange(200)).tolist() == []
+    assert not seqs.settled_before()[0][:, 0].any()  # no bits left anywhere
 
 
-def test_a_span_cut_off_by_a_gap_goes_back_to_bits_a_word_at_a_time():
-    """When a gap opens above a counter's span, the span becomes bits again in words of
-    64 seqs, not seq by seq: a day on which every card's first record was rejected costs
-    the next run's start memory in proportion to the blocks, not to the cards' history."""
+def test_a_span_cut_off_by_a_jump_goes_back_to_bits_a_word_at_a_time():
+    """When a counter's seqs jump by more than a span may miss (`SPAN_MISSES`), its span
+    becomes the run after the jump and the seqs before it bits again, in words of 64
+    seqs, not seq by seq: a day on which every card's seqs jumped costs the next run's
+    start memory in proportion to the blocks, not to the cards' history."""
     import tracemalloc
 
     counters, history = 500, 5000
+    jump = history + SPAN_MISSES + 1
     seqs = SeqSet()
     seqs.add(np.repeat(np.arange(counters), history), np.tile(np.arange(history), counters),
              in_run=False)
     seqs.compact()
-    seqs.add(np.arange(counters), np.full(counters, history + 1), in_run=False)  # a gap
+    seqs.add(np.arange(counters), np.full(counters, jump), in_run=False)
     tracemalloc.start()
     try:
         seqs.compact()
@@ -296,8 +307,15 @@ def test_a_span_cut_off_by_a_gap_goes_back_to_bits_a_word_at_a_time():
     assert peak < 16 << 20  # 2.5 million seqs cut: as int64 arrays, 20 MB each
     home, blocks = seqs.settled_before()
     assert len(blocks) + int((home[:, 0] != 0).sum()) == counters * -(-history // 64)
-    assert home[:, 2].tolist() == [history + 1] * counters  # the new spans: the last run
-    before, _ = seqs.test(np.array([3, 3, 3, 3]), np.array([0, history - 1, history,
-                                                             history + 1]))
+    assert home[:, 2].tolist() == [jump] * counters  # the new spans: the last run
+    before, _ = seqs.test(np.array([3, 3, 3, 3]), np.array([0, history - 1, history, jump]))
     assert before.tolist() == [True, True, False, True]
-    assert seqs.gaps(np.array([3])).tolist() == [[3, history, history]]
+    assert seqs.gaps(np.array([3])).tolist() == [[3, history, jump - 1]]
+    small = SeqSet()  # a smaller limit: the same
+    small.add(np.zeros(10, np.int64), np.r_[np.arange(9), 20], in_run=False)
+    small.compact(limit=11)
+    assert small.settled_before()[0][:, 2:].tolist() == [[0, 21]]  # misses 9 to 19: 11 seqs
+    small.add(np.array([0]), np.array([40]), in_run=False)
+    small.compact(limit=11)
+    assert small.settled_before()[0][:, 2:].tolist() == [[40, 41]]  # would miss 21 to 39: 19
+    assert small.gaps(np.array([0])).tolist() == [[0, 9, 19], [0, 21, 39]]

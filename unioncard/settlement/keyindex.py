@@ -9,10 +9,10 @@ up or numbered in one numba call.
 `SeqSet` says which seqs of a numbered counter were settled, and whether before this run
 or in it: bits in words of 64 seqs, and a span per counter.  A counter's seqs follow one
 another, so a day of records takes about a word per counter, not a slot per record, and
-`SeqSet.compact` folds each counter's last run of consecutive seqs into its span (first
-and end in its home row) before a run: replays and duplicates are found in memory that
-grows with the cards and terminals seen, not with their records (the seqs below a gap
-stay as bits: see docs/settlement.md, "Spans").
+`SeqSet.compact` folds each counter's seqs into its span (first and end in its home
+row, and bits for the seqs it misses) before a run: replays and duplicates are found in
+memory that grows with the cards and terminals seen and the records missing, not with
+the records settled (docs/settlement.md, "Spans").
 
 >>> seqs = SeqSet()
 >>> seqs.add(np.array([0, 0, 3]), np.array([7, 8, 7]), in_run=False)
@@ -25,11 +25,11 @@ stay as bits: see docs/settlement.md, "Spans").
 [[3, 8, 69]]
 >>> history = SeqSet()
 >>> history.add(np.zeros(1000, np.int64), np.arange(1000), in_run=False)
->>> history.add(np.array([0]), np.array([1500]), in_run=False)  # seqs 1000 to 1499: a gap
+>>> history.add(np.array([0]), np.array([1010]), in_run=False)  # 1000 to 1009 missing
 >>> history.compact()
->>> home, blocks = history.settled_before()  # the runs below the gap stay as bits
->>> home[:, 2:].tolist(), len(blocks) + 1
-([[1500, 1501]], 16)
+>>> home, blocks = history.settled_before()  # the span, and a word: the seqs it misses
+>>> home[:, 2:].tolist(), len(blocks), history.gaps(np.array([0])).tolist()
+([[0, 1011]], 0, [[0, 1000, 1009]])
 """
 
 from __future__ import annotations
@@ -380,57 +380,79 @@ def _span_bits(block, first, end):  # type: ignore[no-untyped-def]
     return ((np.uint64(1) << np.uint64(high - low)) - np.uint64(1)) << np.uint64(low)
 
 
+_FAR = np.int64(1) << np.int64(40)
+"""Beyond every seq (seqs are below 2³²): the first and end of no span."""
+
+
+@jit
+def _words_of(home, table, o, block):  # type: ignore[no-untyped-def]
+    """Counter ``o``'s two words of block ``block`` (its home row's, or the table's; none:
+    0, 0): the bits of the seqs settled before the run (inside its span: of the seqs the
+    span misses) and in it."""
+    if home[o, 0] == block + np.uint64(1):
+        return home[o, 1], home[o, 2]
+    if home[o, 0] != _EMPTY:  # a counter has blocks in the table only beside its home row's
+        key = _seq_key(o, block)
+        at = _seq_slot(table, key)
+        if table[at, 0] == key:
+            return table[at, 1], table[at, 2]
+    return _EMPTY, _EMPTY
+
+
+@jit
+def _spanned(home, o, seq):  # type: ignore[no-untyped-def]
+    return home[o, 3] <= seq and seq < home[o, 4]
+
+
 @jit
 def _seq_test(home, table, owner, seq, before, run):  # type: ignore[no-untyped-def]
     for i in range(owner.shape[0]):
         before[i] = run[i] = False
         o = owner[i]
-        if o < 0 or o >= home.shape[0] or (home[o, 0] == _EMPTY and home[o, 4] == _EMPTY):
-            continue  # no seq of this counter settled
-        spanned = home[o, 3] <= np.uint64(seq[i]) and np.uint64(seq[i]) < home[o, 4]
-        block = np.uint64(seq[i]) >> np.uint64(6)
-        bit = np.uint64(1) << (np.uint64(seq[i]) & np.uint64(63))
-        if home[o, 0] == block + np.uint64(1):
-            before[i] = spanned or (home[o, 1] & bit) != np.uint64(0)
-            run[i] = (home[o, 2] & bit) != np.uint64(0)
-        else:
-            key = _seq_key(o, block)
-            at = _seq_slot(table, key)
-            if table[at, 0] == key:
-                before[i] = (table[at, 1] & bit) != np.uint64(0)
-                run[i] = (table[at, 2] & bit) != np.uint64(0)
-            before[i] = before[i] or spanned
+        if o < 0 or o >= home.shape[0]:
+            continue  # never numbered here: no seq of it settled
+        s = np.uint64(seq[i])
+        settled, in_run = _words_of(home, table, o, s >> np.uint64(6))
+        bit = np.uint64(1) << (s & np.uint64(63))
+        before[i] = _spanned(home, o, s) != ((settled & bit) != _EMPTY)
+        run[i] = (in_run & bit) != _EMPTY
 
 
 @jit
 def _seq_add(home, table, owner, seq, column):  # type: ignore[no-untyped-def]
-    """Mark the seqs (``column`` 1: before the run, 2: in it); how many slots of the
-    table of other blocks were taken."""
+    """Mark the seqs (``column`` 1: settled before the run, 2: in it; a seq settled before
+    the run inside its counter's span was one the span missed: its bit is cleared); how
+    many slots of the table of other blocks were taken."""
     taken = 0
     for i in range(owner.shape[0]):
-        taken += _mark(home, table, owner[i], np.uint64(seq[i]) >> np.uint64(6),
-                       np.uint64(1) << (np.uint64(seq[i]) & np.uint64(63)), column)
+        o, s = owner[i], np.uint64(seq[i])
+        block, bit = s >> np.uint64(6), np.uint64(1) << (s & np.uint64(63))
+        if column == 1 and _spanned(home, o, s):
+            _clear(home, table, o, block, bit)
+        else:
+            taken += _mark(home, table, o, block, bit, column, False)
     return taken
 
 
 @jit
-def _seq_add_words(home, table, owner, block, word):  # type: ignore[no-untyped-def]
-    """Mark the seqs of whole words (bits of block ``block``) as settled before the run;
-    how many slots of the table of other blocks were taken."""
+def _seq_flip(home, table, owner, block, word):  # type: ignore[no-untyped-def]
+    """Flip the bits ``word`` of block ``block`` of each counter ``owner`` (settled before
+    the run): the seqs a span takes in or gives back change meaning.  How many slots of
+    the table of other blocks were taken."""
     taken = 0
     for i in range(owner.shape[0]):
-        taken += _mark(home, table, owner[i], np.uint64(block[i]), word[i], 1)
+        taken += _mark(home, table, owner[i], np.uint64(block[i]), word[i], 1, True)
     return taken
 
 
 @jit
-def _mark(home, table, o, block, bits, column):  # type: ignore[no-untyped-def]
-    """Set ``bits`` of counter ``o``'s block ``block`` in ``column``: in its home row (taken
-    when empty) or the table; 1 when a table slot was taken."""
+def _mark(home, table, o, block, bits, column, flip):  # type: ignore[no-untyped-def]
+    """Set (``flip``: flip) ``bits`` of counter ``o``'s block ``block`` in ``column``: in its
+    home row (taken when empty) or the table; 1 when a table slot was taken."""
     if home[o, 0] == _EMPTY:
         home[o, 0] = block + np.uint64(1)
     if home[o, 0] == block + np.uint64(1):
-        home[o, column] |= bits
+        home[o, column] = home[o, column] ^ bits if flip else home[o, column] | bits
         return 0
     key = _seq_key(o, block)
     at = _seq_slot(table, key)
@@ -438,8 +460,20 @@ def _mark(home, table, o, block, bits, column):  # type: ignore[no-untyped-def]
     if table[at, 0] == _EMPTY:
         table[at, 0] = key
         taken = 1
-    table[at, column] |= bits
+    table[at, column] = table[at, column] ^ bits if flip else table[at, column] | bits
     return taken
+
+
+@jit
+def _clear(home, table, o, block, bits):  # type: ignore[no-untyped-def]
+    """Clear ``bits`` of counter ``o``'s block ``block`` (settled before the run), if held."""
+    if home[o, 0] == block + np.uint64(1):
+        home[o, 1] &= ~bits
+    elif home[o, 0] != _EMPTY:
+        key = _seq_key(o, block)
+        at = _seq_slot(table, key)
+        if table[at, 0] == key:
+            table[at, 1] &= ~bits
 
 
 @jit
@@ -464,48 +498,12 @@ def _lowest_bit(word, lowest):  # type: ignore[no-untyped-def]
 
 
 @jit
-def _seq_gaps(home, owners, blocks, words, order, lowest, out):  # type: ignore[no-untyped-def]
-    """The runs of seqs missing between two held seqs of each counter of ``order``, in
-    that order: rows (counter, first missing, last missing) of ``out`` (as many as it
-    holds); how many.  ``owners``, ``blocks``, ``words``: the table's blocks sorted by
-    counter and block."""
-    count = 0
-    for c in order:
-        k = np.searchsorted(owners, c)
-        end = np.searchsorted(owners, c, side="right")
-        home_left = home[c, 0] != _EMPTY
-        span_left = home[c, 4] != _EMPTY  # its seqs first to last, all held
-        first, last = np.int64(home[c, 3]), np.int64(home[c, 4]) - 1
-        previous = np.int64(-1)
-        block, word = np.int64(-1), _EMPTY
-        while True:
-            while word == _EMPTY and (home_left or k < end):  # the next block, in order
-                if home_left and (k == end or np.int64(home[c, 0]) - 1 < blocks[k]):
-                    block, word = np.int64(home[c, 0]) - 1, home[c, 1] | home[c, 2]
-                    home_left = False
-                else:
-                    block, word = blocks[k], words[k]
-                    k += 1
-                if span_left:
-                    word &= ~_span_bits(block, first, last + 1)
-            if word != _EMPTY:  # held seqs from low to high: the next bit, or the span
-                low = high = block * 64 + _lowest_bit(word, lowest)
-                if span_left and first < low:
-                    low, high, span_left = first, last, False
-                else:
-                    word ^= np.uint64(1) << np.uint64(low - block * 64)
-            elif span_left:
-                low, high, span_left = first, last, False
-            else:
-                break
-            if previous >= 0 and low > previous + 1:
-                if count == out.shape[0]:
-                    return count
-                out[count, 0], out[count, 1], out[count, 2] = c, previous + 1, low - 1
-                count += 1
-            previous = high
-    return count
-    return count
+def _highest_bit(word):  # type: ignore[no-untyped-def]
+    """The position of the highest set bit of ``word`` (not 0)."""
+    bit = np.int64(63)
+    while (word >> np.uint64(bit)) == np.uint64(0):
+        bit -= 1
+    return bit
 
 
 @jit
@@ -518,156 +516,234 @@ def _bit_count(w):  # type: ignore[no-untyped-def]
 
 
 @jit
+def _next_block(home, c, blocks, settled, in_run, k, end, home_left):  # type: ignore[no-untyped-def]
+    """Counter ``c``'s next block in order, its home row's or the table's (``blocks[k:end]``,
+    sorted; ``home_left``: its home row's is still to come): block (-1: none left), its two
+    words, and the new ``k`` and ``home_left``."""
+    if home_left and (k == end or np.int64(home[c, 0]) - 1 < blocks[k]):
+        return np.int64(home[c, 0]) - 1, home[c, 1], home[c, 2], k, False
+    if k < end:
+        return blocks[k], settled[k], in_run[k], k + 1, home_left
+    return np.int64(-1), _EMPTY, _EMPTY, k, home_left
+
+
+@jit
+def _emit(c, low, high, previous, count, out):  # type: ignore[no-untyped-def]
+    """Held seqs ``low`` to ``high`` after the held seq ``previous``: the seqs missing
+    between them, if any, as row ``count`` of ``out``.  The new previous and count (-1:
+    ``out`` was full)."""
+    if previous >= 0 and low > previous + 1:
+        if count == out.shape[0]:
+            return previous, np.int64(-1)
+        out[count, 0], out[count, 1], out[count, 2] = c, previous + 1, low - 1
+        count += 1
+    return high, count
+
+
+@jit
+def _seq_gaps(home, owners, blocks, settled, in_run, order, lowest, out):  # type: ignore[no-untyped-def]
+    """The runs of seqs missing between two held seqs of each counter of ``order``, in
+    that order: rows (counter, first missing, last missing) of ``out`` (as many as it
+    holds); how many.  ``owners``, ``blocks``, ``settled``, ``in_run``: the table's blocks
+    sorted by counter and block.  A counter's held seqs, in order: its bits below its
+    span, its span less the seqs it misses, its bits above it."""
+    count = np.int64(0)
+    for c in order:
+        start = np.searchsorted(owners, c)
+        end = np.searchsorted(owners, c, side="right")
+        spanned = home[c, 4] != _EMPTY
+        first = np.int64(home[c, 3]) if spanned else _FAR
+        stop = np.int64(home[c, 4]) if spanned else _FAR
+        previous = np.int64(-1)
+        for part in range(3):
+            if part == 1 and not spanned:
+                continue
+            k, home_left, cursor = start, home[c, 0] != _EMPTY, first
+            while True:
+                block, bits, run_bits, k, home_left = _next_block(home, c, blocks, settled,
+                                                                  in_run, k, end, home_left)
+                if block < 0:
+                    break
+                if part == 1:
+                    word = bits & ~run_bits & _span_bits(block, first, stop)  # what it misses
+                    while word != _EMPTY:
+                        missing = block * 64 + _lowest_bit(word, lowest)
+                        word &= word - np.uint64(1)
+                        if missing > cursor:
+                            previous, count = _emit(c, cursor, missing - 1, previous, count, out)
+                            if count < 0:
+                                return out.shape[0]
+                        cursor = missing + 1
+                else:
+                    word = (bits | run_bits) & (_span_bits(block, np.int64(0), first) if part == 0
+                                                else _span_bits(block, stop, _FAR))
+                    while word != _EMPTY:
+                        seq = block * 64 + _lowest_bit(word, lowest)
+                        word &= word - np.uint64(1)
+                        previous, count = _emit(c, seq, seq, previous, count, out)
+                        if count < 0:
+                            return out.shape[0]
+            if part == 1 and cursor < stop:
+                previous, count = _emit(c, cursor, stop - 1, previous, count, out)
+                if count < 0:
+                    return out.shape[0]
+    return count
+
+
+@jit
 def _take_span(c, block, word, lowest, count, low, high):  # type: ignore[no-untyped-def]
     """Add the seqs of ``word`` (block ``block``) to counter ``c``'s count and span."""
     count[c] += _bit_count(word)
-    first = block * 64 + _lowest_bit(word, lowest)
-    last = block * 64 + 63
-    while word >> np.uint64(last - block * 64) == np.uint64(0):
-        last -= 1
-    low[c] = min(low[c], first)
-    high[c] = max(high[c], last)
+    low[c] = min(low[c], block * 64 + _lowest_bit(word, lowest))
+    high[c] = max(high[c], block * 64 + _highest_bit(word))
+
+
+@jit
+def _take_block(c, block, bits, run_bits, home, lowest, count, low, high):  # type: ignore[no-untyped-def]
+    """Add the held seqs of counter ``c``'s block ``block`` outside its span, and take off
+    those its span misses."""
+    span = _span_bits(block, np.int64(home[c, 3]), np.int64(home[c, 4]))
+    outside = (bits | run_bits) & ~span
+    if outside != _EMPTY:
+        _take_span(c, block, outside, lowest, count, low, high)
+    count[c] -= _bit_count(bits & ~run_bits & span)
 
 
 @jit
 def _seq_spans(home, table, wanted, lowest, count, low, high):  # type: ignore[no-untyped-def]
-    """How many seqs each wanted counter holds, and its lowest and highest (a seq in the
-    counter's span and in a block counted once)."""
+    """How many seqs each wanted counter holds, and its lowest and highest (a span's first
+    and last seqs are held)."""
     for c in range(min(home.shape[0], wanted.shape[0])):
         if wanted[c] and home[c, 4] != _EMPTY:
             count[c] += np.int64(home[c, 4] - home[c, 3])
             low[c] = min(low[c], np.int64(home[c, 3]))
             high[c] = max(high[c], np.int64(home[c, 4]) - 1)
         if wanted[c] and home[c, 0] != _EMPTY:
-            block = np.int64(home[c, 0]) - 1
-            word = (home[c, 1] | home[c, 2]) & ~_span_bits(block, np.int64(home[c, 3]),
-                                                           np.int64(home[c, 4]))
-            if word != _EMPTY:
-                _take_span(c, block, word, lowest, count, low, high)
+            _take_block(c, np.int64(home[c, 0]) - 1, home[c, 1], home[c, 2], home, lowest,
+                        count, low, high)
     for at in range(table.shape[0]):
         if table[at, 0] != _EMPTY:
             owner = np.int64(table[at, 0] >> np.uint64(32)) - 1
             if owner < wanted.shape[0] and wanted[owner]:
-                block = np.int64(table[at, 0] & np.uint64(0xFFFFFFFF))
-                word = (table[at, 1] | table[at, 2]) & ~_span_bits(
-                    block, np.int64(home[owner, 3]), np.int64(home[owner, 4]))
-                if word != _EMPTY:
-                    _take_span(owner, block, word, lowest, count, low, high)
+                _take_block(owner, np.int64(table[at, 0] & np.uint64(0xFFFFFFFF)),
+                            table[at, 1], table[at, 2], home, lowest, count, low, high)
 
 
 @jit
-def _highest_bit(word):  # type: ignore[no-untyped-def]
-    """The position of the highest set bit of ``word`` (not 0)."""
-    bit = np.int64(63)
-    while (word >> np.uint64(bit)) == np.uint64(0):
-        bit -= 1
-    return bit
-
-
-@jit
-def _seq_unreached(home, table, lowest, above, top):  # type: ignore[no-untyped-def]
-    """For each counter with a span: how many of its seqs lie above the span (``above``)
-    and the highest (``top``; -1: none).  Its span reaches its highest seq when
-    ``above`` is ``top`` - the span's last seq."""
-    for c in range(home.shape[0]):
-        if home[c, 4] != _EMPTY and home[c, 0] != _EMPTY:
-            block = np.int64(home[c, 0]) - 1
-            word = home[c, 1] & ~_span_bits(block, np.int64(home[c, 3]), np.int64(home[c, 4]))
-            if word != _EMPTY:
-                _count_above(c, block, word, np.int64(home[c, 4]), lowest, above, top)
-    for at in range(table.shape[0]):
-        if table[at, 0] != _EMPTY:
-            owner = np.int64(table[at, 0] >> np.uint64(32)) - 1
-            if home[owner, 4] != _EMPTY:
-                block = np.int64(table[at, 0] & np.uint64(0xFFFFFFFF))
-                word = table[at, 1] & ~_span_bits(block, np.int64(home[owner, 3]),
-                                                  np.int64(home[owner, 4]))
-                if word != _EMPTY:
-                    _count_above(owner, block, word, np.int64(home[owner, 4]), lowest, above,
-                                 top)
-
-
-@jit
-def _count_above(c, block, word, end, lowest, above, top):  # type: ignore[no-untyped-def]
-    """Add the seqs of ``word`` (block ``block``) from ``end`` on to counter ``c``'s."""
-    high = block * 64 + _highest_bit(word)
-    if high >= end:
-        above[c] += _bit_count(word & ~_span_bits(block, np.int64(0), end))
-        top[c] = max(top[c], high)
-
-
-@jit
-def _word_at(home, c, blocks, words, start, end, block):  # type: ignore[no-untyped-def]
-    """Counter ``c``'s bits of block ``block`` (seqs settled before the run): its home row's,
-    or the table's (``blocks[start:end]``, sorted), or none."""
-    if home[c, 0] == np.uint64(block + 1):
-        return home[c, 1]
-    at = start + np.searchsorted(blocks[start:end], block)
-    return words[at] if at < end and blocks[at] == block else _EMPTY
-
-
-@jit
-def _seq_compact(home, owners, blocks, words, lowest):  # type: ignore[no-untyped-def]
-    """Fold each counter's last run of consecutive seqs (the one its next seqs extend)
-    into its span, clearing those seqs' bits from its blocks (``owners``, ``blocks``,
-    ``words``: the table's blocks sorted by counter and block).  A span the counter has
-    is in that run (`SeqSet.compact` gives back the others as bits first).  A home row
-    whose bits all went takes the counter's highest block left, or is emptied (its next
-    seq takes it): a counter's blocks are in the table only beside its home row's."""
+def _seq_plan(home, owners, blocks, settled, lowest, limit, first_out, stop_out):  # type: ignore[no-untyped-def]
+    """Each counter's new span (before the run): from its lowest held seq to its highest,
+    when the seqs it would take in that are not held (and so become seqs it misses) are
+    at most ``limit``; else its last run of consecutive held seqs.  ``owners``,
+    ``blocks``, ``settled``: the table's blocks sorted by counter and block."""
     k = 0
+    nothing = np.zeros(0, np.uint64)
     for c in range(home.shape[0]):
         start = k
         while k < owners.shape[0] and owners[k] == c:
             k += 1
         end = k
-        if home[c, 0] == _EMPTY and home[c, 4] == _EMPTY:
-            continue  # never held a seq
-        if home[c, 4] != _EMPTY:
-            first, stop = np.int64(home[c, 3]), np.int64(home[c, 4])
-        else:  # the highest held seq starts it
-            first = np.int64(-1)
-            if home[c, 0] != _EMPTY and home[c, 1] != _EMPTY:
-                first = (np.int64(home[c, 0]) - 1) * 64 + _highest_bit(home[c, 1])
-            if start < end:
-                first = max(first, blocks[end - 1] * 64 + _highest_bit(words[end - 1]))
-            stop = first + 1
-        while True:  # up: the ones from seq ``stop`` on
-            word = _word_at(home, c, blocks, words, start, end, stop >> 6)
-            rest = ~(word >> np.uint64(stop & 63))
-            ones = np.int64(64) if rest == _EMPTY else _lowest_bit(rest, lowest)
-            stop += ones
-            if ones == 0 or stop & 63 != 0:
+        first_out[c], stop_out[c] = np.int64(home[c, 3]), np.int64(home[c, 4])
+        if home[c, 0] == _EMPTY:
+            continue  # no bits: nothing to take in
+        spanned = home[c, 4] != _EMPTY
+        first = np.int64(home[c, 3]) if spanned else _FAR
+        stop = np.int64(home[c, 4]) if spanned else np.int64(0)
+        low, high, outside = first, stop - 1, np.int64(0)
+        j, home_left = start, True
+        while True:
+            block, bits, _, j, home_left = _next_block(home, c, blocks, settled, nothing, j,
+                                                       end, home_left)
+            if block < 0:
                 break
-        while first > 0:  # down: the ones below seq ``first``
-            word = _word_at(home, c, blocks, words, start, end, (first - 1) >> 6)
-            top = word << np.uint64(63 - ((first - 1) & 63))
+            word = bits & ~_span_bits(block, first, stop)
+            if word != _EMPTY:
+                low = min(low, block * 64 + _lowest_bit(word, lowest))
+                high = max(high, block * 64 + _highest_bit(word))
+                outside += _bit_count(word)
+        if high < 0:
+            continue  # nothing held
+        taken_in = high - low + 1  # the seqs outside the span the new one takes in
+        if spanned:
+            taken_in -= stop - first
+        if taken_in - outside <= limit:
+            first_out[c], stop_out[c] = low, high + 1
+            continue
+        run_first = high  # the last run: down from the highest held seq
+        while run_first > 0:
+            block = (run_first - 1) >> 6
+            word = _word_at(home, c, blocks, settled, start, end, block) ^ _span_bits(
+                block, first, stop)  # the held seqs of the block
+            top = word << np.uint64(63 - ((run_first - 1) & 63))
             ones = np.int64(0)
             while ones < 64 and (top >> np.uint64(63 - ones)) & np.uint64(1):
                 ones += 1
-            first -= ones
-            if ones == 0 or first & 63 != 0:
+            run_first -= ones
+            if ones == 0 or run_first & 63 != 0:
                 break
-        home[c, 3], home[c, 4] = first, stop
-        if home[c, 0] != _EMPTY:
-            home[c, 1] &= ~_span_bits(np.int64(home[c, 0]) - 1, first, stop)
-            if home[c, 1] == _EMPTY:
-                home[c, 0] = _EMPTY
-        for j in range(start, end):
-            words[j] &= ~_span_bits(blocks[j], first, stop)
-        for j in range(end - 1, start - 1, -1):  # a counter with blocks has its home row
-            if home[c, 0] != _EMPTY:
-                break
-            if words[j] != _EMPTY:
-                home[c, 0], home[c, 1], words[j] = blocks[j] + 1, words[j], _EMPTY
+        first_out[c], stop_out[c] = run_first, high + 1
+
+
+@jit
+def _word_at(home, c, blocks, settled, start, end, block):  # type: ignore[no-untyped-def]
+    """Counter ``c``'s bits settled before the run of block ``block``: its home row's, or
+    the table's (``blocks[start:end]``, sorted), or none."""
+    if home[c, 0] == np.uint64(block + 1):
+        return home[c, 1]
+    at = start + np.searchsorted(blocks[start:end], block)
+    return settled[at] if at < end and blocks[at] == block else _EMPTY
+
+
+@jit
+def _seq_tidy(home, owners, blocks, settled):  # type: ignore[no-untyped-def]
+    """Let go of the blocks with no bit left (``settled`` of the table's blocks sorted by
+    counter and block, set to 0 where one moves home): a home row without bits takes the
+    counter's highest block left, or is emptied."""
+    k = 0
+    for c in range(home.shape[0]):
+        start = k
+        while k < owners.shape[0] and owners[k] == c:
+            k += 1
+        if home[c, 0] != _EMPTY and home[c, 1] == _EMPTY and home[c, 2] == _EMPTY:
+            home[c, 0] = _EMPTY
+        j = k - 1
+        while home[c, 0] == _EMPTY and j >= start:
+            if settled[j] != _EMPTY:
+                home[c, 0], home[c, 1], settled[j] = blocks[j] + 1, settled[j], _EMPTY
+            j -= 1
+
+
+def _interval_words(owner: np.ndarray, low: np.ndarray, high: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The seqs ``low`` to ``high - 1`` of each counter ``owner`` as words: (counter,
+    block, bits) rows, a row per block they reach."""
+    low, high = low.astype(np.int64), high.astype(np.int64)
+    count = np.where(high > low, ((high - 1) >> 6) - (low >> 6) + 1, 0)
+    total = int(count.sum())
+    rows = np.repeat(np.arange(len(owner)), count)
+    block = np.arange(total) - np.repeat(np.cumsum(count) - count, count) + (low >> 6)[rows]
+    start = block * 64
+    below = np.maximum(low[rows], start) - start
+    width = np.minimum(high[rows], start + 64) - start - below
+    ones = np.where(width == 64, ~np.uint64(0),
+                    (np.uint64(1) << (width % 64).astype(np.uint64)) - np.uint64(1))
+    return owner[rows], block, ones << below.astype(np.uint64)
+
+
+SPAN_MISSES = 1 << 16
+"""At most this many seqs missing are taken into a span at once (`SeqSet.compact`)."""
+_FLIPS = 1 << 16
+"""Counters whose spans change, taken at a time (`SeqSet.compact`)."""
 
 
 class SeqSet:
     """Settled seqs (up to 2³² - 1) of numbered counters (0 to 2³² - 2), each marked as
     settled before this run or in it.  Each counter has a home row (found by its
-    number) holding a span of consecutive seqs settled before the run (`compact` folds
-    them into it) and one block of 64 seqs as bits; its other blocks are in a hash table.
-    A counter's seqs follow one another, so once compacted a history of any length takes
-    its home row, and blocks only around the gaps it has and for the seqs since."""
+    number) holding a span of seqs settled before the run (`compact` folds them into it)
+    and one block of 64 seqs as bits; its other blocks are in a hash table.  A bit of a
+    seq settled before the run means held outside the span and missing inside it (a bit
+    of the run's own seqs means held).  A counter's seqs follow one another, so once
+    compacted a history of any length takes its home row, and blocks only for the seqs
+    its span misses (records rejected, or not arrived) and for the seqs since."""
 
     def __init__(self) -> None:
         self._home = np.zeros((1024, 5), np.uint64)
@@ -708,44 +784,40 @@ class SeqSet:
             raise ValueError("seqs of this run are marked: not a state before the run")
         return used
 
-    def compact(self) -> None:
-        """Fold each counter's last run of consecutive seqs into its span: the blocks they
-        filled are let go, so a counter's history takes its home row whatever its length
-        (and blocks for the seqs below a gap, which stay as they are).  A span that a gap
-        now separates from the counter's highest seq is first given back as bits.  Only
-        before the run (no seq marked as settled in it: `ValueError`)."""
-        self._before_only()
-        count = len(self._home)
-        above, top = np.zeros(count, np.int64), np.full(count, -1, np.int64)
-        _seq_unreached(self._home, self._table, _LOWEST_BIT, above, top)
-        end = self._home[:, 4].astype(np.int64)
-        cut = np.flatnonzero((self._home[:, 4] != _EMPTY) & (top >= end)
-                             & (above < top - end + 1))
-        if cut.size:  # a gap above the span: its seqs become bits again, a word a block
-            first = self._home[cut, 3].astype(np.int64)
-            low, high = first >> 6, (end[cut] - 1) >> 6
-            count = high - low + 1
-            owner = np.repeat(cut, count)
-            block = (np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-                     + np.repeat(low, count))
-            start = block * 64  # the span's seqs in each block: bits low to high - 1
-            below = np.maximum(np.repeat(first, count), start) - start
-            above = np.minimum(np.repeat(end[cut], count), start + 64) - start
-            ones = np.where(above - below == 64, ~np.uint64(0),
-                            (np.uint64(1) << (above - below).astype(np.uint64) % np.uint64(64))
-                            - np.uint64(1))
-            words = ones << below.astype(np.uint64)
-            self._home[cut, 3] = self._home[cut, 4] = _EMPTY
-            owner = self._room_for(owner)
-            self._count += int(_seq_add_words(self._home, self._table, owner, block, words))
-        used = self._table[self._table[:, 0] != _EMPTY]
+    def compact(self, limit: int = SPAN_MISSES) -> None:
+        """Fold each counter's seqs settled before the run into its span, from its lowest
+        to its highest: the blocks of bits go, and the seqs the span misses are kept as
+        bits instead (a seq settled later fills its place).  When more than ``limit`` seqs
+        would be missed (a jump in a counter's seqs), the span is its last run of
+        consecutive seqs, and the seqs below it stay as bits.  Only before the run (no seq
+        marked as settled in it: `ValueError`)."""
+        used = self._before_only()
         used = used[np.argsort(used[:, 0], kind="stable")]  # by counter, then block
-        owners = (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1
-        blocks = (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        words = np.ascontiguousarray(used[:, 1])
-        _seq_compact(self._home, owners, blocks, words, _LOWEST_BIT)
-        kept = words != _EMPTY
-        self._set_table(np.column_stack([used[kept, 0], words[kept]]))
+        count = len(self._home)
+        first, stop = np.empty(count, np.int64), np.empty(count, np.int64)
+        _seq_plan(self._home, (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1,
+                  (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64),
+                  np.ascontiguousarray(used[:, 1]), _LOWEST_BIT, limit, first, stop)
+        was_first, was_stop = self._home[:, 3].astype(np.int64), self._home[:, 4].astype(np.int64)
+        changed = np.flatnonzero((first != was_first) | (stop != was_stop))
+        for at in range(0, len(changed), _FLIPS):  # a few counters at a time: few words held
+            some = changed[at:at + _FLIPS]
+            ends = np.sort(np.column_stack([was_first[some], was_stop[some], first[some],
+                                            stop[some]]), axis=1)
+            # the seqs in one span and not the other change meaning: [p1, p2) and [p3, p4)
+            owner, block, words = _interval_words(np.concatenate([some, some]),
+                                                  np.concatenate([ends[:, 0], ends[:, 2]]),
+                                                  np.concatenate([ends[:, 1], ends[:, 3]]))
+            owner = self._room_for(owner)
+            self._count += int(_seq_flip(self._home, self._table, owner, block, words))
+            self._home[some, 3], self._home[some, 4] = first[some], stop[some]
+        used = self._table[self._table[:, 0] != _EMPTY]
+        used = used[np.argsort(used[:, 0], kind="stable")]
+        settled = np.ascontiguousarray(used[:, 1])
+        _seq_tidy(self._home, (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1,
+                  (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64), settled)
+        kept = settled != _EMPTY
+        self._set_table(np.column_stack([used[kept, 0], settled[kept]]))
 
     def _set_table(self, blocks: np.ndarray) -> None:
         """The table of other blocks holding ``blocks`` (rows: key, bits before the run)."""
@@ -791,8 +863,8 @@ class SeqSet:
         blocks = (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
         # each gap is followed by a held seq: no more gaps than the chosen blocks hold seqs
         out = np.empty((min(limit, 64 * (len(used) + len(order))), 3), np.int64)
-        count = _seq_gaps(self._home, owners, blocks, used[:, 1] | used[:, 2], order,
-                          _LOWEST_BIT, out)
+        count = _seq_gaps(self._home, owners, blocks, np.ascontiguousarray(used[:, 1]),
+                          np.ascontiguousarray(used[:, 2]), order, _LOWEST_BIT, out)
         return out[:count]
 
     def with_gaps(self, counters: np.ndarray) -> np.ndarray:
