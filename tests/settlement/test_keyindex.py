@@ -311,6 +311,12 @@ def test_a_span_cut_off_by_a_jump_goes_back_to_bits_a_word_at_a_time():
     before, _ = seqs.test(np.array([3, 3, 3, 3]), np.array([0, history - 1, history, jump]))
     assert before.tolist() == [True, True, False, True]
     assert seqs.gaps(np.array([3])).tolist() == [[3, history, jump - 1]]
+    later = np.delete(np.arange(jump + 1, jump + 5001), 2500)  # the next day, one rejected
+    seqs.add(np.full(len(later), 3), later, in_run=False)
+    seqs.compact()  # the span after the jump goes on, missing one seq: one word more
+    home, blocks = seqs.settled_before()
+    assert home[3, 2:].tolist() == [jump, jump + 5001]
+    assert len(blocks) + int((home[:, 0] != 0).sum()) == counters * -(-history // 64) + 1
     small = SeqSet()  # a smaller limit: the same
     small.add(np.zeros(10, np.int64), np.r_[np.arange(9), 20], in_run=False)
     small.compact(limit=11)
@@ -319,3 +325,36 @@ def test_a_span_cut_off_by_a_jump_goes_back_to_bits_a_word_at_a_time():
     small.compact(limit=11)
     assert small.settled_before()[0][:, 2:].tolist() == [[40, 41]]  # would miss 21 to 39: 19
     assert small.gaps(np.array([0])).tolist() == [[0, 9, 19], [0, 21, 39]]
+
+
+def test_seq_sets_agree_with_numba_bounds_checking(run_bounds_checked):
+    """The seq set's kernels re-compiled with boundscheck (UNIONCARD_JIT_DEBUG=1) give the
+    answers of a plain set, through compactions with jumps and snapshots."""
+    run_bounds_checked("""
+import numpy as np
+from unioncard.jit import JIT_OPTIONS
+from unioncard.settlement.keyindex import SeqSet
+assert JIT_OPTIONS["boundscheck"] is True
+rng = np.random.default_rng(7)
+seqs, held = SeqSet(), set()
+for day in range(6):
+    owner = rng.integers(0, 40, 3000)
+    seq = rng.integers(0, 300, 3000) + day * 250 + np.where(owner == 5, 70_000 * day, 0)
+    keep = rng.random(3000) > 0.05
+    seqs.add(owner[keep], seq[keep], in_run=False)
+    held |= set(zip(owner[keep].tolist(), seq[keep].tolist()))
+    seqs.compact(limit=[0, 3, 64, 65_536][day % 4])
+    seqs = SeqSet.restored(*seqs.settled_before())
+probe_owner = rng.integers(-1, 45, 20_000)
+probe_seq = rng.integers(0, 2_000, 20_000) + np.where(probe_owner == 5, 350_000, 0)
+before, run = seqs.test(probe_owner, probe_seq)
+assert before.tolist() == [(o, s) in held for o, s in zip(probe_owner.tolist(), probe_seq.tolist())]
+assert not run.any()
+gaps = seqs.gaps(np.arange(45), limit=1 << 20)
+expected = []
+for o in range(45):
+    mine = sorted(s for oo, s in held if oo == o)
+    expected += [[o, a + 1, b - 1] for a, b in zip(mine, mine[1:]) if b > a + 1]
+assert gaps.tolist() == expected
+print("agreed")
+""")

@@ -633,10 +633,11 @@ def _seq_spans(home, table, wanted, lowest, count, low, high):  # type: ignore[n
 def _seq_plan(home, owners, blocks, settled, lowest, limit, first_out, stop_out):  # type: ignore[no-untyped-def]
     """Each counter's new span (before the run): from its lowest held seq to its highest,
     when the seqs it would take in that are not held (and so become seqs it misses) are
-    at most ``limit``; else its last run of consecutive held seqs.  ``owners``,
-    ``blocks``, ``settled``: the table's blocks sorted by counter and block."""
+    at most ``limit``; else its span up to its highest seq, when that takes in no more
+    (a seq far below it, or seqs below a jump it made earlier, stay as bits); else its
+    last run of consecutive held seqs.  ``owners``, ``blocks``, ``settled``: the table's
+    blocks sorted by counter and block."""
     k = 0
-    nothing = np.zeros(0, np.uint64)
     for c in range(home.shape[0]):
         start = k
         while k < owners.shape[0] and owners[k] == c:
@@ -648,10 +649,10 @@ def _seq_plan(home, owners, blocks, settled, lowest, limit, first_out, stop_out)
         spanned = home[c, 4] != _EMPTY
         first = np.int64(home[c, 3]) if spanned else _FAR
         stop = np.int64(home[c, 4]) if spanned else np.int64(0)
-        low, high, outside = first, stop - 1, np.int64(0)
+        low, high, outside, above = first, stop - 1, np.int64(0), np.int64(0)
         j, home_left = start, True
-        while True:
-            block, bits, _, j, home_left = _next_block(home, c, blocks, settled, nothing, j,
+        while True:  # (``settled`` stands in for the run's words: none at a compaction)
+            block, bits, _, j, home_left = _next_block(home, c, blocks, settled, settled, j,
                                                        end, home_left)
             if block < 0:
                 break
@@ -660,6 +661,7 @@ def _seq_plan(home, owners, blocks, settled, lowest, limit, first_out, stop_out)
                 low = min(low, block * 64 + _lowest_bit(word, lowest))
                 high = max(high, block * 64 + _highest_bit(word))
                 outside += _bit_count(word)
+                above += _bit_count(word & _span_bits(block, stop, _FAR))
         if high < 0:
             continue  # nothing held
         taken_in = high - low + 1  # the seqs outside the span the new one takes in
@@ -667,6 +669,9 @@ def _seq_plan(home, owners, blocks, settled, lowest, limit, first_out, stop_out)
             taken_in -= stop - first
         if taken_in - outside <= limit:
             first_out[c], stop_out[c] = low, high + 1
+            continue
+        if spanned and high + 1 - stop - above <= limit:  # (high < stop: nothing above)
+            first_out[c], stop_out[c] = first, max(stop, high + 1)
             continue
         run_first = high  # the last run: down from the highest held seq
         while run_first > 0:
