@@ -630,13 +630,13 @@ def _seq_spans(home, table, wanted, lowest, count, low, high):  # type: ignore[n
 
 
 @jit
-def _seq_plan(home, owners, blocks, settled, lowest, limit, first_out, stop_out):  # type: ignore[no-untyped-def]
+def _seq_plan(home, table, owners, blocks, settled, lowest, limit, first_out, stop_out):  # type: ignore[no-untyped-def]
     """Each counter's new span (before the run): from its lowest held seq to its highest,
     when the seqs it would take in that are not held (and so become seqs it misses) are
     at most ``limit``; else its span up to its highest seq, when that takes in no more
     (a seq far below it, or seqs below a jump it made earlier, stay as bits); else its
-    last run of consecutive held seqs.  ``owners``, ``blocks``, ``settled``: the table's
-    blocks sorted by counter and block."""
+    last run of consecutive held seqs.  ``owners``, ``blocks``, ``settled``: the blocks
+    of ``table`` sorted by counter and block."""
     k = 0
     for c in range(home.shape[0]):
         start = k
@@ -676,26 +676,14 @@ def _seq_plan(home, owners, blocks, settled, lowest, limit, first_out, stop_out)
         run_first = high  # the last run: down from the highest held seq
         while run_first > 0:
             block = (run_first - 1) >> 6
-            word = _word_at(home, c, blocks, settled, start, end, block) ^ _span_bits(
-                block, first, stop)  # the held seqs of the block
-            top = word << np.uint64(63 - ((run_first - 1) & 63))
-            ones = np.int64(0)
-            while ones < 64 and (top >> np.uint64(63 - ones)) & np.uint64(1):
-                ones += 1
+            bits, _ = _words_of(home, table, c, np.uint64(block))
+            top = (bits ^ _span_bits(block, first, stop)) << np.uint64(
+                63 - ((run_first - 1) & 63))  # the held seqs from run_first - 1 down
+            ones = np.int64(64) if ~top == _EMPTY else 63 - _highest_bit(~top)
             run_first -= ones
             if ones == 0 or run_first & 63 != 0:
                 break
         first_out[c], stop_out[c] = run_first, high + 1
-
-
-@jit
-def _word_at(home, c, blocks, settled, start, end, block):  # type: ignore[no-untyped-def]
-    """Counter ``c``'s bits settled before the run of block ``block``: its home row's, or
-    the table's (``blocks[start:end]``, sorted), or none."""
-    if home[c, 0] == np.uint64(block + 1):
-        return home[c, 1]
-    at = start + np.searchsorted(blocks[start:end], block)
-    return settled[at] if at < end and blocks[at] == block else _EMPTY
 
 
 @jit
@@ -732,6 +720,14 @@ def _interval_words(owner: np.ndarray, low: np.ndarray, high: np.ndarray
     ones = np.where(width == 64, ~np.uint64(0),
                     (np.uint64(1) << (width % 64).astype(np.uint64)) - np.uint64(1))
     return owner[rows], block, ones << below.astype(np.uint64)
+
+
+def _by_counter(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Table rows (key, bits...) sorted by counter, then block; with each one's counter
+    and block."""
+    rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    return (rows, (rows[:, 0] >> np.uint64(32)).astype(np.int64) - 1,
+            (rows[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64))
 
 
 SPAN_MISSES = 1 << 16
@@ -796,13 +792,11 @@ class SeqSet:
         would be missed (a jump in a counter's seqs), the span is its last run of
         consecutive seqs, and the seqs below it stay as bits.  Only before the run (no seq
         marked as settled in it: `ValueError`)."""
-        used = self._before_only()
-        used = used[np.argsort(used[:, 0], kind="stable")]  # by counter, then block
+        used, owners, blocks = _by_counter(self._before_only())
         count = len(self._home)
         first, stop = np.empty(count, np.int64), np.empty(count, np.int64)
-        _seq_plan(self._home, (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1,
-                  (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64),
-                  np.ascontiguousarray(used[:, 1]), _LOWEST_BIT, limit, first, stop)
+        _seq_plan(self._home, self._table, owners, blocks, np.ascontiguousarray(used[:, 1]),
+                  _LOWEST_BIT, limit, first, stop)
         was_first, was_stop = self._home[:, 3].astype(np.int64), self._home[:, 4].astype(np.int64)
         changed = np.flatnonzero((first != was_first) | (stop != was_stop))
         for at in range(0, len(changed), _FLIPS):  # a few counters at a time: few words held
@@ -816,11 +810,9 @@ class SeqSet:
             owner = self._room_for(owner)
             self._count += int(_seq_flip(self._home, self._table, owner, block, words))
             self._home[some, 3], self._home[some, 4] = first[some], stop[some]
-        used = self._table[self._table[:, 0] != _EMPTY]
-        used = used[np.argsort(used[:, 0], kind="stable")]
+        used, owners, blocks = _by_counter(self._table[self._table[:, 0] != _EMPTY])
         settled = np.ascontiguousarray(used[:, 1])
-        _seq_tidy(self._home, (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1,
-                  (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64), settled)
+        _seq_tidy(self._home, owners, blocks, settled)
         kept = settled != _EMPTY
         self._set_table(np.column_stack([used[kept, 0], settled[kept]]))
 
@@ -862,10 +854,7 @@ class SeqSet:
         taken = self._table[:, 0] != _EMPTY
         owner = (self._table[taken, 0] >> np.uint64(32)).astype(np.int64) - 1
         taken[taken] = chosen[owner]
-        used = self._table[taken]
-        used = used[np.argsort(used[:, 0])]  # by counter, then block
-        owners = (used[:, 0] >> np.uint64(32)).astype(np.int64) - 1
-        blocks = (used[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        used, owners, blocks = _by_counter(self._table[taken])
         # each gap is followed by a held seq: no more gaps than the chosen blocks hold seqs
         out = np.empty((min(limit, 64 * (len(used) + len(order))), 3), np.int64)
         count = _seq_gaps(self._home, owners, blocks, np.ascontiguousarray(used[:, 1]),

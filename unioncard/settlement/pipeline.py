@@ -174,7 +174,7 @@ class Settlement:
             self._remember(records, *self._numbers(records), in_run=False)
             through, read = row, read + len(records)
         for seqs in (self._card_seqs, self._terminal_seqs):
-            seqs.compact()  # the history's runs of seqs as spans
+            seqs.compact()  # the history as spans
         if read >= SNAPSHOT_RECORDS:
             self.ledger.write_index_snapshot(through, self._snapshot())
         for _row, records in self.ledger.settled_records(after=max(through, first - 1)):
