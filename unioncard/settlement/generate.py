@@ -53,6 +53,19 @@ DIVERSIFIER_BASE = {1: 0x5500000000000000, 2: 0x1101000000000000}
 """A card's diversifier for its transit purse (application 1) and its ETC purse (2): the
 base plus the card's number."""
 _START_BALANCE = 60_000
+_NEW_TERMINAL = (1000, 1)
+"""A terminal's first seq and first batch id."""
+
+
+def _purse(card: np.ndarray, application: np.ndarray) -> np.ndarray:
+    """A card's purse, numbered: ``card * 2 + application - 1``."""
+    return card.astype(np.int64) * 2 + application.astype(np.int64) - 1
+
+
+def _counter(card: np.ndarray, application: np.ndarray, load: np.ndarray) -> np.ndarray:
+    """A purse's counter (offline seq: purchases, online seq: loads), numbered:
+    ``purse * 2 + is_load``."""
+    return _purse(card, application) * 2 + load.astype(np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +101,9 @@ class DayBefore:
     cards: int
     """Its records' cards are numbered below this (the highest seen, plus one)."""
     next_seq: np.ndarray
-    """Each card counter's next seq (``card * 4 + (application - 1) * 2 + is_load``; -1:
-    the counter has no record)."""
+    """Each card counter's next seq (by `_counter`; -1: the counter has no record)."""
     balance: np.ndarray
-    """Each purse's last balance (``card * 2 + application - 1``; -1: no record)."""
+    """Each purse's last balance (by `_purse`; -1: no record)."""
     terminals: dict[int, tuple[int, int]]
     """Each terminal's next seq and next batch id."""
 
@@ -118,7 +130,8 @@ def generate_day(out: str | Path, plan: DayPlan, keys: Keystore | None = None, *
     done = 0
     for chunk in np.split(records, bounds):
         terminal_id = bytes(chunk["terminal_id"][0])
-        first = after.terminals.get(int.from_bytes(terminal_id, "big"), (0, 1))[1] if after else 1
+        first = (after.terminals if after else {}).get(int.from_bytes(terminal_id, "big"),
+                                                      _NEW_TERMINAL)[1]
         for number, start in enumerate(range(0, len(chunk), plan.batch_records), first):
             part = chunk[start:start + plan.batch_records]
             path = directory / batch_file_name(terminal_id, number)
@@ -165,10 +178,10 @@ def day_before(paths: Sequence[str | Path]) -> DayBefore:
             raise ValueError(f"{path}: record {int(np.argmax(strange))} is not of a generated "
                              "day (its card is not one the generator numbers)")
         cards = max(cards, int(card.max()) + 1)
-        counter = card * 4 + (application - 1) * 2 + cols.is_load
+        counter = _counter(card, application, cols.is_load)
         next_seq = grown(next_seq, int(counter.max()) + 1, -1)
         np.maximum.at(next_seq, counter, cols.field("card_seq") + 1)
-        purse = card * 2 + application - 1
+        purse = _purse(card, application)
         when = cols.when.astype(np.int64)
         order = np.lexsort((when, purse))  # each purse's latest record last
         latest = order[np.r_[purse[order][1:] != purse[order][:-1], True]]
@@ -297,8 +310,7 @@ def _counters(r: np.ndarray, card: np.ndarray, application: np.ndarray, load: np
     order, from a start per card (or where the day before left it); balances follow the
     amounts."""
     n = len(r)
-    counter = (card.astype(np.int64) * 4 + (application.astype(np.int64) - 1) * 2
-               + load.astype(np.int64))
+    counter = _counter(card, application, load)
     order = np.lexsort((np.arange(n), when, counter))
     ranked = counter[order]
     first = np.r_[True, ranked[1:] != ranked[:-1]]
@@ -311,7 +323,7 @@ def _counters(r: np.ndarray, card: np.ndarray, application: np.ndarray, load: np
         raise ValueError("a card's seq would pass 65535 (the records' 2-byte counter): "
                          "fewer records per card")
     r["card_seq"] = seq
-    purse = card.astype(np.int64) * 2 + application - 1
+    purse = _purse(card, application)
     order = np.lexsort((np.arange(n), when, purse))
     signed = np.where(load, r["charged_amount"], -r["charged_amount"].astype(np.int64))
     ranked = purse[order]
@@ -353,10 +365,10 @@ def _terminals(r: np.ndarray, plan: DayPlan, rng: np.random.Generator, kinds: np
     ranked = terminal[order]
     first = np.r_[True, ranked[1:] != ranked[:-1]]
     start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
-    first_seq = np.full(n, 1000, np.int64)
+    first_seq = np.full(n, _NEW_TERMINAL[0], np.int64)
     if before is not None:
         distinct, which = np.unique(ranked, return_inverse=True)
-        first_seq = np.array([before.terminals.get(t, (1000, 1))[0]
+        first_seq = np.array([before.terminals.get(t, _NEW_TERMINAL)[0]
                               for t in distinct.tolist()], np.int64)[which.ravel()]
     seq = np.empty(n, np.int64)
     seq[order] = first_seq + np.arange(n) - start
